@@ -1,0 +1,142 @@
+//! The discovery documents `drg` reads when logging in: the public and the full
+//! endpoint lists, the version, and an OpenID Connect discovery document.
+//!
+//! Without an external issuer, this server names itself as the issuer at `{base}/sso`;
+//! it issues no OIDC tokens (its authorization and token endpoints answer with an error
+//! that says to log in with an access token), but `drg login --access-token` needs the
+//! document to exist.
+
+use crate::AppState;
+use crate::caller::Caller;
+use crate::params::base_url;
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use drogue_shared::http::ApiError;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// The Drogue Cloud API level this server implements, reported to `drg version`.
+pub const DROGUE_API_VERSION: &str = "0.11.0";
+
+/// Where clients find the services; unset URLs are derived from the request's host.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointsConfig {
+    /// `DROGUE_PUBLIC_URL`: the base URL of this API (registry, tokens, commands).
+    pub public_url: Option<String>,
+    /// `DROGUE_HTTP_ENDPOINT_URL`: the device HTTP endpoint.
+    pub http_url: Option<String>,
+    /// `DROGUE_ISSUER_URL`: the external OpenID Connect issuer, if any.
+    pub issuer_url: Option<String>,
+}
+
+impl EndpointsConfig {
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Self {
+            public_url: var("DROGUE_PUBLIC_URL"),
+            http_url: var("DROGUE_HTTP_ENDPOINT_URL"),
+            issuer_url: var("DROGUE_ISSUER_URL"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Url {
+    url: String,
+}
+
+/// Drogue Cloud's `Endpoints` document (snake_case keys, unset ones omitted).
+#[derive(Serialize)]
+struct Endpoints {
+    api: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<Url>,
+    sso: String,
+    issuer_url: String,
+    registry: Url,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_url: Option<String>,
+}
+
+fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
+    let base = base_url(state.endpoints.public_url.as_deref(), headers);
+    let issuer = state
+        .endpoints
+        .issuer_url
+        .clone()
+        .unwrap_or_else(|| format!("{base}/sso"))
+        .trim_end_matches('/')
+        .to_owned();
+    let http = state
+        .endpoints
+        .http_url
+        .clone()
+        .unwrap_or_else(|| base.clone());
+    Endpoints {
+        api: base.clone(),
+        http: Some(Url {
+            url: http.trim_end_matches('/').to_owned(),
+        }),
+        sso: issuer.clone(),
+        issuer_url: issuer,
+        registry: Url { url: base.clone() },
+        command_url: Some(base),
+    }
+}
+
+/// `/.well-known/drogue-endpoints`: public.
+pub async fn public_endpoints(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    Json(json!(endpoints(&state, &headers)))
+}
+
+/// `/api/console/v1alpha1/info`: the full document, for authenticated users.
+pub async fn info(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+) -> Json<Value> {
+    Json(json!(endpoints(&state, &headers)))
+}
+
+/// `/.well-known/drogue-version`.
+pub async fn version() -> Json<Value> {
+    Json(json!({
+        "version": DROGUE_API_VERSION,
+        "server": concat!("drogue-serverless ", env!("CARGO_PKG_VERSION")),
+    }))
+}
+
+/// `/sso/.well-known/openid-configuration`: the built-in issuer's discovery document.
+pub async fn openid_configuration(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Json<Value> {
+    let issuer = format!(
+        "{}/sso",
+        base_url(state.endpoints.public_url.as_deref(), &headers)
+    );
+    Json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/auth"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+}
+
+/// `/sso/jwks`: the built-in issuer signs nothing.
+pub async fn jwks() -> Json<Value> {
+    Json(json!({"keys": []}))
+}
+
+/// `/sso/auth`, `/sso/token`: no interactive login here.
+pub async fn no_interactive_login() -> ApiError {
+    ApiError::InvalidRequest(
+        "this server issues no OpenID Connect tokens: log in with an access token \
+         (drg login <url> --access-token <user>:<token>)"
+            .into(),
+    )
+}

@@ -1,0 +1,80 @@
+//! Handlers for `/api/tokens/v1alpha1`: a user's own access tokens.
+
+use crate::AppState;
+use crate::caller::Caller;
+use crate::params::query_param;
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use drogue_shared::access;
+use drogue_shared::http::{ApiError, OptionalJsonBody};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize)]
+pub struct CreatedToken {
+    prefix: String,
+    token: String,
+}
+
+#[derive(Serialize)]
+pub struct TokenInfo {
+    prefix: String,
+    created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct CreateOptions {
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// Creates a token; the description comes as `?description=` (as `drg` sends it) or in
+/// a JSON body. Answers 200 with the token, which is never shown again.
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(query): RawQuery,
+    OptionalJsonBody(body): OptionalJsonBody<CreateOptions>,
+) -> Result<Json<CreatedToken>, ApiError> {
+    let description = query_param(query.as_deref(), "description")
+        .or_else(|| body.and_then(|b| b.description))
+        .filter(|d| !d.is_empty());
+    let new =
+        access::create_token(state.registry.store().as_ref(), &caller.user, description).await?;
+    Ok(Json(CreatedToken {
+        prefix: new.prefix,
+        token: new.token,
+    }))
+}
+
+/// The caller's tokens (never the tokens themselves).
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    let tokens = state.registry.store().list_tokens(&caller.user).await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .map(|t| TokenInfo {
+                prefix: t.prefix,
+                created: t
+                    .created
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                description: t.description,
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes one of the caller's tokens; 404 if the caller holds none with that prefix.
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(prefix): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    access::delete_token(state.registry.store().as_ref(), &caller.user, &prefix).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

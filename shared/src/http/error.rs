@@ -1,0 +1,113 @@
+//! Errors as HTTP responses: `{"error": "<Kind>", "message": "..."}` with the status of
+//! the kind. This is the only place that maps errors to status codes; internal error
+//! text is logged, never sent.
+
+use crate::access::TokenError;
+use crate::registry::RegistryError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answer of the management API.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400, `InvalidRequest`.
+    InvalidRequest(String),
+    /// 401, `Unauthorized`: no credentials were presented.
+    Unauthorized,
+    /// 403, `Forbidden`: credentials were presented and are not good, or more than one.
+    Forbidden,
+    /// 404, `NotFound`.
+    NotFound(String),
+    /// 404, `ReferenceNotFound`: the application of a new device does not exist.
+    ReferenceNotFound(String),
+    /// 405, `MethodNotAllowed`.
+    MethodNotAllowed,
+    /// 409, `Conflict`.
+    Conflict(String),
+    /// 413, `PayloadTooLarge`.
+    PayloadTooLarge(usize),
+    /// 503, `ServiceUnavailable`: a backend could not be reached.
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::InvalidRequest(m) => (StatusCode::BAD_REQUEST, "InvalidRequest", m.clone()),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Authentication required: use Basic <user>:<access token> or a bearer token".into(),
+            ),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", "Forbidden".into()),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, "NotFound", m.clone()),
+            Self::ReferenceNotFound(m) => (StatusCode::NOT_FOUND, "ReferenceNotFound", m.clone()),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "The method is not allowed on this resource".into(),
+            ),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "Conflict", m.clone()),
+            Self::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("The request body is larger than {limit} bytes"),
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "A backend service is unavailable, please retry later".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, message) = self.parts();
+        if let Self::Unavailable(cause) = &self {
+            tracing::error!(error = %cause, source = ?cause.source(), "backend unavailable");
+        }
+        let mut response =
+            (status, Json(json!({"error": error, "message": message}))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"drogue\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(m) => Self::NotFound(m),
+            RegistryError::ReferenceNotFound(app) => {
+                Self::ReferenceNotFound(format!("the application '{app}' does not exist"))
+            }
+            RegistryError::Conflict(m) => Self::Conflict(m),
+            RegistryError::InvalidRequest(m) => Self::InvalidRequest(m),
+            RegistryError::Unavailable(e) => Self::Unavailable(Box::new(e)),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid(m) => Self::InvalidRequest(m),
+            e @ TokenError::NotFound(_) => Self::NotFound(e.to_string()),
+            TokenError::Unavailable(e) => Self::Unavailable(Box::new(e)),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}

@@ -1,0 +1,10 @@
+//! What every HTTP function shares: the JSON error body, request body limits, and
+//! who is calling.
+
+mod auth;
+mod body;
+mod error;
+
+pub use auth::{CallerCredentials, authenticate_user};
+pub use body::{JsonBody, OptionalJsonBody, read_body};
+pub use error::ApiError;

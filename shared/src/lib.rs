@@ -1,0 +1,11 @@
+//! The core of the serverless Drogue Cloud: the domain model, access tokens, the
+//! registry's rules, and the storage ports with their DynamoDB and embedded adapters.
+//! Every function and the local runner are built on this crate.
+
+pub mod access;
+pub mod http;
+pub mod model;
+pub mod registry;
+pub mod runtime;
+pub mod store;
+pub mod token;

@@ -1,0 +1,164 @@
+//! Devices of an application: create, read, list, update, delete.
+
+use super::lifecycle::{self, DeletePlan, UpdatePlan};
+use super::{ListOptions, Registry, RegistryError, RegistryResult, store_error, unavailable};
+use crate::model::device_spec::prepare_device_spec;
+use crate::model::status::device_status;
+use crate::model::{AppName, DeleteOptions, Device, DeviceName, ResourceInput};
+use chrono::Utc;
+
+impl Registry {
+    /// Creates a device in an existing application.
+    pub async fn create_device(
+        &self,
+        app: &AppName,
+        input: ResourceInput,
+    ) -> RegistryResult<Device> {
+        check_application(app, &input)?;
+        let name = input
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| RegistryError::InvalidRequest("metadata.name is required".into()))?;
+        let name =
+            DeviceName::parse(&name).map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
+        match self.get_application(app).await? {
+            Some(stored) if !stored.app.is_deleting() => {}
+            _ => return Err(RegistryError::ReferenceNotFound(app.to_string())),
+        }
+        let spec = prepare_device_spec(input.spec)
+            .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
+        let now = Utc::now();
+        let device = Device {
+            metadata: lifecycle::new_metadata(
+                name.to_string(),
+                Some(app.to_string()),
+                input.metadata,
+                now,
+            ),
+            spec,
+            status: device_status(None, now),
+        };
+        self.store
+            .create_device(app, &device)
+            .await
+            .map_err(store_error(|| format!("the device '{name}'")))?;
+        tracing::info!(application = %app, device = %name, "device created");
+        Ok(device)
+    }
+
+    /// A device of an existing application, if it exists.
+    pub async fn get_device(
+        &self,
+        app: &AppName,
+        name: &DeviceName,
+    ) -> RegistryResult<Option<Device>> {
+        self.existing_application(app).await?;
+        self.store.get_device(app, name).await.map_err(unavailable)
+    }
+
+    /// The devices of an existing application, ordered by name, filtered and paged.
+    pub async fn list_devices(
+        &self,
+        app: &AppName,
+        options: &ListOptions,
+    ) -> RegistryResult<Vec<Device>> {
+        self.existing_application(app).await?;
+        let all = self.store.list_devices(app).await.map_err(unavailable)?;
+        Ok(options.apply(all))
+    }
+
+    /// Replaces a device's labels, annotations, finalizers and spec.
+    pub async fn update_device(
+        &self,
+        app: &AppName,
+        name: &DeviceName,
+        input: ResourceInput,
+    ) -> RegistryResult<()> {
+        check_application(app, &input)?;
+        if input.metadata.name.as_deref() != Some(name.as_str()) {
+            return Err(RegistryError::InvalidRequest(format!(
+                "metadata.name must be the device of the path ('{name}')"
+            )));
+        }
+        let current = self.existing_device(app, name).await?;
+        let spec = prepare_device_spec(input.spec)
+            .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
+        let what = || format!("the device '{name}'");
+        match lifecycle::plan_update(&current, &input.metadata, &spec)? {
+            UpdatePlan::Unchanged => Ok(()),
+            UpdatePlan::Remove => self
+                .store
+                .delete_device(app, &current)
+                .await
+                .map_err(store_error(what)),
+            UpdatePlan::Write(metadata) => {
+                let next = Device {
+                    metadata,
+                    spec,
+                    status: device_status(Some(&current.status), Utc::now()),
+                };
+                self.store
+                    .update_device(app, &current, &next)
+                    .await
+                    .map_err(store_error(what))
+            }
+        }
+    }
+
+    /// Deletes a device (or marks it deleted while finalizers remain).
+    pub async fn delete_device(
+        &self,
+        app: &AppName,
+        name: &DeviceName,
+        options: DeleteOptions,
+    ) -> RegistryResult<()> {
+        let current = self.existing_device(app, name).await?;
+        if current.is_deleting() {
+            return Err(not_found(app, name));
+        }
+        let what = || format!("the device '{name}'");
+        match lifecycle::plan_delete(&current, &options.preconditions, Utc::now())? {
+            DeletePlan::Remove => {
+                self.store
+                    .delete_device(app, &current)
+                    .await
+                    .map_err(store_error(what))?;
+                tracing::info!(application = %app, device = %name, "device deleted");
+                Ok(())
+            }
+            DeletePlan::MarkDeleted(metadata) => {
+                let next = Device {
+                    metadata,
+                    ..current.clone()
+                };
+                self.store
+                    .update_device(app, &current, &next)
+                    .await
+                    .map_err(store_error(what))
+            }
+        }
+    }
+
+    async fn existing_device(&self, app: &AppName, name: &DeviceName) -> RegistryResult<Device> {
+        self.get_device(app, name)
+            .await?
+            .ok_or_else(|| not_found(app, name))
+    }
+}
+
+/// `metadata.application`, when given, must be the application of the path.
+fn check_application(app: &AppName, input: &ResourceInput) -> RegistryResult<()> {
+    match input.metadata.application.as_deref() {
+        Some(given) if given != app.as_str() => Err(RegistryError::InvalidRequest(format!(
+            "metadata.application must be the application of the path ('{app}')"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn not_found(app: &AppName, name: &DeviceName) -> RegistryError {
+    RegistryError::NotFound(format!(
+        "the device '{name}' does not exist in the application '{app}'"
+    ))
+}

@@ -1,0 +1,211 @@
+//! Applications in DynamoDB, with their trust anchor subjects as global claims.
+
+use super::{Condition, DynamoStore, Item, data, json, s};
+use crate::model::{AppName, Application, Claim};
+use crate::store::{
+    ApplicationStore, Conflict, StoreError, StoreResult, StoredApplication, application_claims,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use std::collections::HashMap;
+
+const APP_SK: &str = "#APP";
+const CLAIM_SK: &str = "#CA";
+/// BatchWriteItem takes at most 25 requests.
+const BATCH: usize = 25;
+
+pub(super) fn app_pk(app: &str) -> String {
+    format!("APP#{app}")
+}
+
+fn claim_pk(claim: &Claim) -> String {
+    format!("CA#{}", claim.key())
+}
+
+impl DynamoStore {
+    fn app_item(&self, stored: &StoredApplication) -> Item {
+        let name = &stored.app.metadata.name;
+        HashMap::from([
+            ("pk".into(), s(app_pk(name))),
+            ("sk".into(), s(APP_SK)),
+            ("gsi1pk".into(), s("APPS")),
+            ("gsi1sk".into(), s(name.as_str())),
+            (
+                "rv".into(),
+                s(stored.app.metadata.resource_version.as_str()),
+            ),
+            (
+                "accepts".into(),
+                AttributeValue::Bool(!stored.app.is_deleting()),
+            ),
+            ("data".into(), json(stored)),
+        ])
+    }
+
+    fn app_claim_item(&self, app: &str, claim: &Claim) -> Item {
+        HashMap::from([
+            ("pk".into(), s(claim_pk(claim))),
+            ("sk".into(), s(CLAIM_SK)),
+            ("app".into(), s(app)),
+        ])
+    }
+
+    /// Deletes items by key, in batches, retrying what DynamoDB left unprocessed.
+    async fn delete_keys(&self, keys: Vec<(String, String)>) -> StoreResult<()> {
+        for chunk in keys.chunks(BATCH) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    DeleteRequest::builder()
+                        .key("pk", s(pk.as_str()))
+                        .key("sk", s(sk.as_str()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                })
+                .collect::<Result<_, _>>()
+                .map_err(super::build)?;
+            for attempt in 0.. {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt == 8 {
+                    return Err(StoreError::unavailable(std::io::Error::other(
+                        "DynamoDB left deletes unprocessed after retries",
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ApplicationStore for DynamoStore {
+    async fn get_application(&self, name: &AppName) -> StoreResult<Option<StoredApplication>> {
+        match self.get_item(app_pk(name.as_str()), APP_SK).await? {
+            Some(item) => data(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_applications(&self) -> StoreResult<Vec<StoredApplication>> {
+        self.query_index("APPS".into())
+            .await?
+            .iter()
+            .map(data)
+            .collect()
+    }
+
+    async fn create_application(&self, stored: &StoredApplication) -> StoreResult<()> {
+        let name = stored.app.metadata.name.as_str();
+        let mut items = vec![(
+            self.put(self.app_item(stored), Some(Condition::absent()))?,
+            Some(Conflict::AlreadyExists),
+        )];
+        for claim in application_claims(&stored.app) {
+            let item = self.put(
+                self.app_claim_item(name, &claim),
+                Some(Condition::absent_or("app", name)),
+            )?;
+            items.push((item, Some(Conflict::ClaimTaken(claim))));
+        }
+        self.transact(items).await
+    }
+
+    async fn update_application(
+        &self,
+        previous: &Application,
+        next: &StoredApplication,
+    ) -> StoreResult<()> {
+        let name = next.app.metadata.name.as_str();
+        let mut items = vec![(
+            self.put(
+                self.app_item(next),
+                Some(Condition::revision(&previous.metadata.resource_version)),
+            )?,
+            Some(Conflict::Changed),
+        )];
+        let (before, after) = (application_claims(previous), application_claims(&next.app));
+        for released in before.iter().filter(|c| !after.contains(c)) {
+            items.push((
+                self.delete(
+                    claim_pk(released),
+                    CLAIM_SK,
+                    Some(Condition::absent_or("app", name)),
+                )?,
+                None,
+            ));
+        }
+        for taken in after.iter().filter(|c| !before.contains(c)) {
+            let item = self.put(
+                self.app_claim_item(name, taken),
+                Some(Condition::absent_or("app", name)),
+            )?;
+            items.push((item, Some(Conflict::ClaimTaken(taken.clone()))));
+        }
+        self.transact(items).await
+    }
+
+    /// Closes the application to new devices (conditional on its revision), deletes
+    /// everything in its partition and its claims, then the application itself. A
+    /// repeated delete after a failure picks up where the last one stopped.
+    async fn delete_application(&self, previous: &Application) -> StoreResult<()> {
+        let name = previous.metadata.name.as_str();
+        let closed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(name)))
+            .key("sk", s(APP_SK))
+            .update_expression("SET accepts = :false")
+            .condition_expression("rv = :rv")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":rv", s(previous.metadata.resource_version.as_str()))
+            .send()
+            .await;
+        if let Err(e) = closed {
+            return Err(match e.as_service_error() {
+                Some(service) if service.is_conditional_check_failed_exception() => {
+                    StoreError::Conflict(Conflict::Changed)
+                }
+                _ => StoreError::unavailable(e),
+            });
+        }
+        let mut keys: Vec<(String, String)> = self
+            .query_prefix(app_pk(name), "")
+            .await?
+            .iter()
+            .filter_map(|item| super::attr(item, "sk").map(str::to_owned))
+            .filter(|sk| sk != APP_SK)
+            .map(|sk| (app_pk(name), sk))
+            .collect();
+        keys.extend(
+            application_claims(previous)
+                .iter()
+                .map(|c| (claim_pk(c), CLAIM_SK.to_owned())),
+        );
+        self.delete_keys(keys).await?;
+        self.transact(vec![(self.delete(app_pk(name), APP_SK, None)?, None)])
+            .await
+    }
+
+    async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>> {
+        let item = self.get_item(claim_pk(claim), CLAIM_SK).await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| super::attr(i, "app"))
+            .and_then(|name| AppName::parse(name).ok()))
+    }
+}

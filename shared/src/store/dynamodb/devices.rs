@@ -1,0 +1,154 @@
+//! Devices in DynamoDB, in their application's partition, with their names, aliases
+//! and unique usernames as claims in the same partition.
+
+use super::applications::app_pk;
+use super::{Condition, DynamoStore, Item, attr, data, json, s};
+use crate::model::{AppName, Claim, Device, DeviceName};
+use crate::store::{Conflict, DeviceStore, StoreResult, device_claims};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem};
+use std::collections::HashMap;
+
+fn device_sk(device: &str) -> String {
+    format!("DEV#{device}")
+}
+
+fn claim_sk(claim: &Claim) -> String {
+    format!("NAME#{}", claim.key())
+}
+
+impl DynamoStore {
+    fn device_item(&self, app: &AppName, device: &Device) -> Item {
+        HashMap::from([
+            ("pk".into(), s(app_pk(app.as_str()))),
+            ("sk".into(), s(device_sk(&device.metadata.name))),
+            ("rv".into(), s(device.metadata.resource_version.as_str())),
+            ("data".into(), json(device)),
+        ])
+    }
+
+    fn claim_item(&self, app: &AppName, device: &str, claim: &Claim) -> Item {
+        HashMap::from([
+            ("pk".into(), s(app_pk(app.as_str()))),
+            ("sk".into(), s(claim_sk(claim))),
+            ("device".into(), s(device)),
+        ])
+    }
+
+    /// Transaction items that move a device's claims from `before` to `after`.
+    fn claim_changes(
+        &self,
+        app: &AppName,
+        device: &str,
+        before: &[Claim],
+        after: &[Claim],
+    ) -> StoreResult<Vec<(TransactWriteItem, Option<Conflict>)>> {
+        let mut items = Vec::new();
+        for released in before.iter().filter(|c| !after.contains(c)) {
+            let condition = Condition::absent_or("device", device);
+            items.push((
+                self.delete(app_pk(app.as_str()), &claim_sk(released), Some(condition))?,
+                None,
+            ));
+        }
+        for taken in after.iter().filter(|c| !before.contains(c)) {
+            let item = self.claim_item(app, device, taken);
+            let put = self.put(item, Some(Condition::absent_or("device", device)))?;
+            items.push((put, Some(Conflict::ClaimTaken(taken.clone()))));
+        }
+        Ok(items)
+    }
+}
+
+#[async_trait]
+impl DeviceStore for DynamoStore {
+    async fn get_device(&self, app: &AppName, device: &DeviceName) -> StoreResult<Option<Device>> {
+        match self
+            .get_item(app_pk(app.as_str()), &device_sk(device.as_str()))
+            .await?
+        {
+            Some(item) => data(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>> {
+        self.query_prefix(app_pk(app.as_str()), "DEV#")
+            .await?
+            .iter()
+            .map(data)
+            .collect()
+    }
+
+    async fn find_device_by_claim(
+        &self,
+        app: &AppName,
+        claim: &Claim,
+    ) -> StoreResult<Option<DeviceName>> {
+        let item = self
+            .get_item(app_pk(app.as_str()), &claim_sk(claim))
+            .await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| attr(i, "device"))
+            .and_then(|name| DeviceName::parse(name).ok()))
+    }
+
+    async fn create_device(&self, app: &AppName, device: &Device) -> StoreResult<()> {
+        let name = device.metadata.name.as_str();
+        let app_open = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(app.as_str())))
+            .key("sk", s("#APP"))
+            .condition_expression("accepts = :true")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .build()
+            .map_err(super::build)?;
+        let mut items = vec![
+            (
+                TransactWriteItem::builder()
+                    .condition_check(app_open)
+                    .build(),
+                Some(Conflict::ApplicationGone),
+            ),
+            (
+                self.put(self.device_item(app, device), Some(Condition::absent()))?,
+                Some(Conflict::AlreadyExists),
+            ),
+        ];
+        items.extend(self.claim_changes(app, name, &[], &device_claims(device))?);
+        self.transact(items).await
+    }
+
+    async fn update_device(
+        &self,
+        app: &AppName,
+        previous: &Device,
+        next: &Device,
+    ) -> StoreResult<()> {
+        let name = next.metadata.name.as_str();
+        let condition = Condition::revision(&previous.metadata.resource_version);
+        let mut items = vec![(
+            self.put(self.device_item(app, next), Some(condition))?,
+            Some(Conflict::Changed),
+        )];
+        items.extend(self.claim_changes(
+            app,
+            name,
+            &device_claims(previous),
+            &device_claims(next),
+        )?);
+        self.transact(items).await
+    }
+
+    async fn delete_device(&self, app: &AppName, previous: &Device) -> StoreResult<()> {
+        let name = previous.metadata.name.as_str();
+        let condition = Condition::revision(&previous.metadata.resource_version);
+        let mut items = vec![(
+            self.delete(app_pk(app.as_str()), &device_sk(name), Some(condition))?,
+            Some(Conflict::Changed),
+        )];
+        items.extend(self.claim_changes(app, name, &device_claims(previous), &[])?);
+        self.transact(items).await
+    }
+}

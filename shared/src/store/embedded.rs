@@ -1,0 +1,449 @@
+//! The embedded adapter: one `redb` database file, for `drogue-local`.
+//!
+//! Every write is one ACID transaction, committed durably before the call returns, so
+//! uniqueness of names, aliases and usernames, and the cascade of an application
+//! delete, need no extra bookkeeping. Values are JSON.
+
+use super::*;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use std::path::Path;
+use std::sync::Arc;
+
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("applications");
+const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
+/// (application, claim key) -> device name.
+const CLAIMS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_claims");
+/// claim key -> application name.
+const APP_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("application_claims");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// (user, prefix) -> nothing: the index of a user's tokens.
+const USER_TOKENS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_tokens");
+
+/// The embedded store; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+type Outcome<T> = Result<Result<T, Conflict>, redb::Error>;
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(StoreError::unavailable)?;
+        let store = Self { db: Arc::new(db) };
+        store
+            .write_blocking(|txn| {
+                txn.open_table(APPS)?;
+                txn.open_table(DEVICES)?;
+                txn.open_table(CLAIMS)?;
+                txn.open_table(APP_CLAIMS)?;
+                txn.open_table(TOKENS)?;
+                txn.open_table(USER_TOKENS)?;
+                Ok(Ok(()))
+            })
+            .map(|_| store)
+    }
+
+    fn write_blocking<T>(&self, f: impl FnOnce(&WriteTransaction) -> Outcome<T>) -> StoreResult<T> {
+        let txn = self.db.begin_write().map_err(unavailable)?;
+        match f(&txn).map_err(StoreError::unavailable)? {
+            Ok(value) => {
+                txn.commit().map_err(unavailable)?;
+                Ok(value)
+            }
+            Err(conflict) => {
+                txn.abort().map_err(unavailable)?;
+                Err(StoreError::Conflict(conflict))
+            }
+        }
+    }
+
+    /// Runs a write transaction on the blocking pool (a commit waits for the disk).
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Outcome<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_blocking(f))
+            .await
+            .map_err(StoreError::unavailable)?
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(StoreError::unavailable)
+    }
+}
+
+fn unavailable(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::unavailable(e.into())
+}
+
+fn json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stored records serialize")
+}
+
+/// The `resourceVersion` of a stored application, for conditional writes.
+fn app_revision(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<StoredApplication>(bytes)
+        .ok()
+        .map(|a| a.app.metadata.resource_version)
+}
+
+/// The `resourceVersion` of a stored device, for conditional writes.
+fn device_revision(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Device>(bytes)
+        .ok()
+        .map(|d| d.metadata.resource_version)
+}
+
+#[async_trait]
+impl ApplicationStore for EmbeddedStore {
+    async fn get_application(&self, name: &AppName) -> StoreResult<Option<StoredApplication>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(APPS).map_err(unavailable)?;
+        match table.get(name.as_str()).map_err(unavailable)? {
+            Some(value) => Self::read_json(value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_applications(&self) -> StoreResult<Vec<StoredApplication>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(APPS).map_err(unavailable)?;
+        let mut apps = Vec::new();
+        for entry in table.iter().map_err(unavailable)? {
+            let (_, value) = entry.map_err(unavailable)?;
+            apps.push(Self::read_json(value.value())?);
+        }
+        Ok(apps)
+    }
+
+    async fn create_application(&self, app: &StoredApplication) -> StoreResult<()> {
+        let (name, value) = (app.app.metadata.name.clone(), json(app));
+        let claims = application_claims(&app.app);
+        self.write(move |txn| {
+            let mut table = txn.open_table(APPS)?;
+            if table.get(name.as_str())?.is_some() {
+                return Ok(Err(Conflict::AlreadyExists));
+            }
+            if let Err(conflict) = take_app_claims(txn, &name, &claims)? {
+                return Ok(Err(conflict));
+            }
+            table.insert(name.as_str(), value.as_slice())?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn update_application(
+        &self,
+        previous: &Application,
+        next: &StoredApplication,
+    ) -> StoreResult<()> {
+        let (previous, name, value) =
+            (previous.clone(), next.app.metadata.name.clone(), json(next));
+        let claims = application_claims(&next.app);
+        self.write(move |txn| {
+            let mut table = txn.open_table(APPS)?;
+            let current = table
+                .get(name.as_str())?
+                .and_then(|v| app_revision(v.value()));
+            if current.as_ref() != Some(&previous.metadata.resource_version) {
+                return Ok(Err(Conflict::Changed));
+            }
+            release_app_claims(txn, &application_claims(&previous))?;
+            if let Err(conflict) = take_app_claims(txn, &name, &claims)? {
+                return Ok(Err(conflict));
+            }
+            table.insert(name.as_str(), value.as_slice())?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn delete_application(&self, previous: &Application) -> StoreResult<()> {
+        let previous = previous.clone();
+        self.write(move |txn| {
+            let name = previous.metadata.name.as_str();
+            let mut apps = txn.open_table(APPS)?;
+            let current = apps.get(name)?.and_then(|v| app_revision(v.value()));
+            if current.as_ref() != Some(&previous.metadata.resource_version) {
+                return Ok(Err(Conflict::Changed));
+            }
+            apps.remove(name)?;
+            release_app_claims(txn, &application_claims(&previous))?;
+            delete_prefix(txn, DEVICES, name)?;
+            delete_prefix(txn, CLAIMS, name)?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(APP_CLAIMS).map_err(unavailable)?;
+        let found = table
+            .get(claim.key())
+            .map_err(unavailable)?
+            .map(|v| v.value().to_owned());
+        Ok(found.and_then(|name| AppName::parse(&name).ok()))
+    }
+}
+
+fn take_app_claims(txn: &WriteTransaction, app: &str, claims: &[Claim]) -> Outcome<()> {
+    let mut table = txn.open_table(APP_CLAIMS)?;
+    for claim in claims {
+        if let Some(holder) = table.get(claim.key())?
+            && holder.value() != app
+        {
+            return Ok(Err(Conflict::ClaimTaken(claim.clone())));
+        }
+        table.insert(claim.key(), app)?;
+    }
+    Ok(Ok(()))
+}
+
+fn release_app_claims(txn: &WriteTransaction, claims: &[Claim]) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(APP_CLAIMS)?;
+    for claim in claims {
+        table.remove(claim.key())?;
+    }
+    Ok(())
+}
+
+/// Removes every `(app, _)` key of a table.
+fn delete_prefix<V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    table: TableDefinition<(&'static str, &'static str), V>,
+    app: &str,
+) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(table)?;
+    let keys: Vec<String> = table
+        .range((app, "")..)?
+        .map_while(|entry| {
+            entry
+                .map(|(k, _)| {
+                    let (a, key) = k.value();
+                    (a == app).then(|| key.to_owned())
+                })
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    for key in keys {
+        table.remove((app, key.as_str()))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl DeviceStore for EmbeddedStore {
+    async fn get_device(&self, app: &AppName, device: &DeviceName) -> StoreResult<Option<Device>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(DEVICES).map_err(unavailable)?;
+        match table
+            .get((app.as_str(), device.as_str()))
+            .map_err(unavailable)?
+        {
+            Some(value) => Self::read_json(value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(DEVICES).map_err(unavailable)?;
+        let mut devices = Vec::new();
+        for entry in table.range((app.as_str(), "")..).map_err(unavailable)? {
+            let (key, value) = entry.map_err(unavailable)?;
+            if key.value().0 != app.as_str() {
+                break;
+            }
+            devices.push(Self::read_json(value.value())?);
+        }
+        Ok(devices)
+    }
+
+    async fn find_device_by_claim(
+        &self,
+        app: &AppName,
+        claim: &Claim,
+    ) -> StoreResult<Option<DeviceName>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(CLAIMS).map_err(unavailable)?;
+        let found = table
+            .get((app.as_str(), claim.key()))
+            .map_err(unavailable)?
+            .map(|v| v.value().to_owned());
+        Ok(found.and_then(|name| DeviceName::parse(&name).ok()))
+    }
+
+    async fn create_device(&self, app: &AppName, device: &Device) -> StoreResult<()> {
+        let (app, device) = (app.clone(), device.clone());
+        self.write(move |txn| {
+            if !application_accepts_devices(txn, &app)? {
+                return Ok(Err(Conflict::ApplicationGone));
+            }
+            let name = device.metadata.name.as_str();
+            let mut devices = txn.open_table(DEVICES)?;
+            if devices.get((app.as_str(), name))?.is_some() {
+                return Ok(Err(Conflict::AlreadyExists));
+            }
+            if let Err(conflict) = take_claims(txn, &app, name, &device_claims(&device))? {
+                return Ok(Err(conflict));
+            }
+            devices.insert((app.as_str(), name), json(&device).as_slice())?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn update_device(
+        &self,
+        app: &AppName,
+        previous: &Device,
+        next: &Device,
+    ) -> StoreResult<()> {
+        let (app, previous, next) = (app.clone(), previous.clone(), next.clone());
+        self.write(move |txn| {
+            let name = next.metadata.name.as_str();
+            let mut devices = txn.open_table(DEVICES)?;
+            let current = devices
+                .get((app.as_str(), name))?
+                .and_then(|v| device_revision(v.value()));
+            if current.as_ref() != Some(&previous.metadata.resource_version) {
+                return Ok(Err(Conflict::Changed));
+            }
+            release_claims(txn, &app, &device_claims(&previous))?;
+            if let Err(conflict) = take_claims(txn, &app, name, &device_claims(&next))? {
+                return Ok(Err(conflict));
+            }
+            devices.insert((app.as_str(), name), json(&next).as_slice())?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn delete_device(&self, app: &AppName, previous: &Device) -> StoreResult<()> {
+        let (app, previous) = (app.clone(), previous.clone());
+        self.write(move |txn| {
+            let name = previous.metadata.name.as_str();
+            let mut devices = txn.open_table(DEVICES)?;
+            let current = devices
+                .get((app.as_str(), name))?
+                .and_then(|v| device_revision(v.value()));
+            if current.as_ref() != Some(&previous.metadata.resource_version) {
+                return Ok(Err(Conflict::Changed));
+            }
+            devices.remove((app.as_str(), name))?;
+            release_claims(txn, &app, &device_claims(&previous))?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+}
+
+fn application_accepts_devices(txn: &WriteTransaction, app: &AppName) -> Result<bool, redb::Error> {
+    let apps = txn.open_table(APPS)?;
+    let Some(value) = apps.get(app.as_str())? else {
+        return Ok(false);
+    };
+    let stored: Option<StoredApplication> = serde_json::from_slice(value.value()).ok();
+    Ok(stored.is_some_and(|s| !s.app.is_deleting()))
+}
+
+fn take_claims(
+    txn: &WriteTransaction,
+    app: &AppName,
+    device: &str,
+    claims: &[Claim],
+) -> Outcome<()> {
+    let mut table = txn.open_table(CLAIMS)?;
+    for claim in claims {
+        let key = (app.as_str(), claim.key());
+        if let Some(holder) = table.get(key)?
+            && holder.value() != device
+        {
+            return Ok(Err(Conflict::ClaimTaken(claim.clone())));
+        }
+        table.insert(key, device)?;
+    }
+    Ok(Ok(()))
+}
+
+fn release_claims(
+    txn: &WriteTransaction,
+    app: &AppName,
+    claims: &[Claim],
+) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(CLAIMS)?;
+    for claim in claims {
+        table.remove((app.as_str(), claim.key()))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TokenStore for EmbeddedStore {
+    async fn create_token(&self, token: &StoredToken) -> StoreResult<()> {
+        let token = token.clone();
+        self.write(move |txn| {
+            let mut tokens = txn.open_table(TOKENS)?;
+            if tokens.get(token.prefix.as_str())?.is_some() {
+                return Ok(Err(Conflict::AlreadyExists));
+            }
+            tokens.insert(token.prefix.as_str(), json(&token).as_slice())?;
+            txn.open_table(USER_TOKENS)?
+                .insert((token.user.as_str(), token.prefix.as_str()), ())?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn get_token(&self, prefix: &str) -> StoreResult<Option<StoredToken>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(TOKENS).map_err(unavailable)?;
+        match table.get(prefix).map_err(unavailable)? {
+            Some(value) => Self::read_json(value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_tokens(&self, user: &str) -> StoreResult<Vec<StoredToken>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let index = txn.open_table(USER_TOKENS).map_err(unavailable)?;
+        let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+        let mut found = Vec::new();
+        for entry in index.range((user, "")..).map_err(unavailable)? {
+            let (key, _) = entry.map_err(unavailable)?;
+            let (owner, prefix) = key.value();
+            if owner != user {
+                break;
+            }
+            if let Some(value) = tokens.get(prefix).map_err(unavailable)? {
+                found.push(Self::read_json(value.value())?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn delete_token(&self, user: &str, prefix: &str) -> StoreResult<bool> {
+        let (user, prefix) = (user.to_owned(), prefix.to_owned());
+        self.write(move |txn| {
+            let mut tokens = txn.open_table(TOKENS)?;
+            let owned = match tokens.get(prefix.as_str())? {
+                Some(value) => serde_json::from_slice::<StoredToken>(value.value())
+                    .is_ok_and(|t| t.user == user),
+                None => false,
+            };
+            if owned {
+                tokens.remove(prefix.as_str())?;
+                txn.open_table(USER_TOKENS)?
+                    .remove((user.as_str(), prefix.as_str()))?;
+            }
+            Ok(Ok(owned))
+        })
+        .await
+    }
+}

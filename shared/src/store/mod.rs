@@ -1,0 +1,140 @@
+//! Storage ports, one trait per capability, and their adapters: DynamoDB for AWS and an
+//! embedded `redb` database for `drogue-local`. The conformance suite in the
+//! integration tests runs against both.
+
+pub mod dynamodb;
+pub mod embedded;
+
+use crate::model::{AppName, Application, Claim, Device, DeviceName};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Why a store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write lost against the current state: what it expected is not there.
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
+    /// The backend failed or could not be reached; nothing can be decided.
+    #[error("storage unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The kind of conflict a write ran into.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("the object already exists")]
+    AlreadyExists,
+    #[error("the object was changed or deleted meanwhile")]
+    Changed,
+    #[error("the {} is already used by another {}", .0.describe(), if matches!(.0, Claim::TrustAnchor(_)) { "application" } else { "device" })]
+    ClaimTaken(Claim),
+    #[error("the application does not exist or is being deleted")]
+    ApplicationGone,
+}
+
+impl StoreError {
+    /// Wraps a backend error as "unavailable".
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An application with what only the server knows about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredApplication {
+    pub app: Application,
+    /// The user who created the application.
+    pub owner: String,
+}
+
+/// An access token as stored: never the token itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredToken {
+    pub prefix: String,
+    pub user: String,
+    /// Hex SHA-256 of the whole token.
+    pub hash: String,
+    pub created: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Reading and writing applications.
+///
+/// Writes are conditional: `update` and `delete` succeed only while the stored
+/// `resourceVersion` is the one of `previous`, so concurrent writers cannot overwrite
+/// each other ([`Conflict::Changed`]).
+#[async_trait]
+pub trait ApplicationStore: Send + Sync {
+    async fn get_application(&self, name: &AppName) -> StoreResult<Option<StoredApplication>>;
+    /// Every application, ordered by name.
+    async fn list_applications(&self) -> StoreResult<Vec<StoredApplication>>;
+    async fn create_application(&self, app: &StoredApplication) -> StoreResult<()>;
+    async fn update_application(
+        &self,
+        previous: &Application,
+        next: &StoredApplication,
+    ) -> StoreResult<()>;
+    /// Deletes the application and everything it holds (devices, their claims).
+    async fn delete_application(&self, previous: &Application) -> StoreResult<()>;
+    /// The application holding a claim (a trust anchor subject), if any.
+    async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>>;
+}
+
+/// Reading and writing devices. Creating a device needs its application to exist and
+/// not be in deletion; aliases and unique usernames are claimed in the same write.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    async fn get_device(&self, app: &AppName, device: &DeviceName) -> StoreResult<Option<Device>>;
+    /// Every device of an application, ordered by name.
+    async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>>;
+    /// The device holding a name (its own, an alias or a unique username), if any.
+    async fn find_device_by_claim(
+        &self,
+        app: &AppName,
+        claim: &Claim,
+    ) -> StoreResult<Option<DeviceName>>;
+    async fn create_device(&self, app: &AppName, device: &Device) -> StoreResult<()>;
+    /// Replaces `previous` by `next`, releasing and taking claims as they changed.
+    async fn update_device(
+        &self,
+        app: &AppName,
+        previous: &Device,
+        next: &Device,
+    ) -> StoreResult<()>;
+    async fn delete_device(&self, app: &AppName, previous: &Device) -> StoreResult<()>;
+}
+
+/// Access tokens of users.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn create_token(&self, token: &StoredToken) -> StoreResult<()>;
+    async fn get_token(&self, prefix: &str) -> StoreResult<Option<StoredToken>>;
+    /// The tokens of one user, ordered by prefix.
+    async fn list_tokens(&self, user: &str) -> StoreResult<Vec<StoredToken>>;
+    /// Deletes a user's token; `false` if the user holds no token with that prefix.
+    async fn delete_token(&self, user: &str, prefix: &str) -> StoreResult<bool>;
+}
+
+/// The names a stored device holds within its application: its own name, its aliases
+/// and unique usernames. Stored specs were checked on write.
+pub fn device_claims(device: &Device) -> Vec<Claim> {
+    let mut claims = vec![Claim::Name(device.metadata.name.clone())];
+    claims.extend(crate::model::device_spec::claims(&device.spec).unwrap_or_default());
+    crate::model::claims::without_repeats(claims)
+}
+
+/// The names a stored application holds across all applications: the subjects of its
+/// valid trust anchors.
+pub fn application_claims(app: &Application) -> Vec<Claim> {
+    let subjects = crate::model::trust_anchors::valid_subjects(&app.status);
+    crate::model::claims::without_repeats(subjects.into_iter().map(Claim::TrustAnchor).collect())
+}
+
+/// Every port, as one handle that functions and the local runner share.
+pub trait Store: ApplicationStore + DeviceStore + TokenStore {}
+impl<T: ApplicationStore + DeviceStore + TokenStore> Store for T {}

@@ -1,0 +1,248 @@
+//! Devices: the application they need, uniqueness of names across kinds, claims moving
+//! with updates, conditional writes, listing.
+
+use super::fixtures::*;
+use drogue_shared::model::Claim;
+use drogue_shared::store::{Conflict, StoreError};
+use drogue_tests::TestStore;
+use drogue_tests::suite::Case;
+use serde_json::json;
+
+pub const CASES: &[Case<TestStore>] = &[
+    ("devices need an application that accepts them", |s| {
+        Box::pin(needs_application(s))
+    }),
+    (
+        "device names, aliases and unique usernames share one namespace",
+        |s| Box::pin(namespace(s)),
+    ),
+    ("an update releases and takes claims", |s| {
+        Box::pin(claims_move(s))
+    }),
+    (
+        "device updates and deletes need the current revision",
+        |s| Box::pin(revisions(s)),
+    ),
+    ("devices are listed by name, per application", |s| {
+        Box::pin(listing(s))
+    }),
+];
+
+fn conflict(err: StoreError) -> Conflict {
+    match err {
+        StoreError::Conflict(c) => c,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+async fn needs_application(t: TestStore) {
+    let s = t.store;
+    let err = s
+        .create_device(&app_name("none"), &device("none", "d", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::ApplicationGone);
+
+    let mut deleting = app("deleting");
+    deleting.app.metadata.deletion_timestamp = Some(chrono::Utc::now());
+    deleting.app.metadata.finalizers = vec!["hold".into()];
+    s.create_application(&deleting).await.unwrap();
+    let err = s
+        .create_device(&app_name("deleting"), &device("deleting", "d", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::ApplicationGone);
+    assert!(
+        s.list_devices(&app_name("deleting"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn namespace(t: TestStore) {
+    let s = t.store;
+    let a = app_name("a");
+    s.create_application(&app("a")).await.unwrap();
+    let spec = json!({
+        "alias": ["first-alias"],
+        "authentication": {"credentials": [{"user": {"username": "user1", "password": {"sha512": "x"}, "unique": true}}]}
+    });
+    s.create_device(&a, &device("a", "first", spec))
+        .await
+        .unwrap();
+
+    let err = s
+        .create_device(&a, &device("a", "first", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::AlreadyExists);
+    for (name, spec) in [
+        ("first-alias", json!({})),
+        ("second", json!({"alias": ["first"]})),
+        ("third", json!({"alias": ["user1"]})),
+        (
+            "fourth",
+            json!({"credentials": {"credentials": [{"user": {"username": "first-alias", "password": "p", "unique": true}}]}}),
+        ),
+    ] {
+        let err = s
+            .create_device(&a, &device("a", name, spec))
+            .await
+            .unwrap_err();
+        assert!(matches!(conflict(err), Conflict::ClaimTaken(_)), "{name}");
+        assert!(
+            s.get_device(&a, &device_name(name))
+                .await
+                .unwrap()
+                .is_none(),
+            "{name} was not written"
+        );
+    }
+    for claim in [
+        Claim::Alias("first-alias".into()),
+        Claim::Username("user1".into()),
+        Claim::Name("first".into()),
+    ] {
+        assert_eq!(
+            s.find_device_by_claim(&a, &claim).await.unwrap(),
+            Some(device_name("first")),
+            "{claim:?}"
+        );
+    }
+    // a username that is not unique claims nothing
+    let shared = json!({"authentication": {"credentials": [{"user": {"username": "shared", "password": "p"}}]}});
+    s.create_device(&a, &device("a", "x", shared.clone()))
+        .await
+        .unwrap();
+    s.create_device(&a, &device("a", "y", shared))
+        .await
+        .unwrap();
+    // claims are per application
+    s.create_application(&app("b")).await.unwrap();
+    s.create_device(
+        &app_name("b"),
+        &device("b", "other", json!({"alias": ["first-alias"]})),
+    )
+    .await
+    .unwrap();
+}
+
+async fn claims_move(t: TestStore) {
+    let s = t.store;
+    let a = app_name("a");
+    s.create_application(&app("a")).await.unwrap();
+    let one = device("a", "one", json!({"alias": ["x", "y"]}));
+    s.create_device(&a, &one).await.unwrap();
+    let moved = revised(&one, json!({"alias": ["y", "z"]}));
+    s.update_device(&a, &one, &moved).await.unwrap();
+
+    assert_eq!(
+        s.find_device_by_claim(&a, &Claim::Alias("x".into()))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_device_by_claim(&a, &Claim::Alias("z".into()))
+            .await
+            .unwrap(),
+        Some(device_name("one"))
+    );
+    s.create_device(&a, &device("a", "two", json!({"alias": ["x"]})))
+        .await
+        .unwrap();
+    let err = s
+        .create_device(&a, &device("a", "three", json!({"alias": ["y"]})))
+        .await
+        .unwrap_err();
+    assert!(matches!(conflict(err), Conflict::ClaimTaken(_)));
+
+    let taking = revised(&moved, json!({"alias": ["x"]}));
+    let err = s.update_device(&a, &moved, &taking).await.unwrap_err();
+    assert!(matches!(conflict(err), Conflict::ClaimTaken(_)));
+    let kept = s
+        .get_device(&a, &device_name("one"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.spec["alias"],
+        json!(["y", "z"]),
+        "a failed update changes nothing"
+    );
+    assert_eq!(
+        s.find_device_by_claim(&a, &Claim::Alias("y".into()))
+            .await
+            .unwrap(),
+        Some(device_name("one"))
+    );
+
+    s.delete_device(&a, &kept).await.unwrap();
+    s.create_device(
+        &a,
+        &device("a", "four", json!({"alias": ["y", "z", "one"]})),
+    )
+    .await
+    .unwrap();
+}
+
+async fn revisions(t: TestStore) {
+    let s = t.store;
+    let a = app_name("a");
+    s.create_application(&app("a")).await.unwrap();
+    let first = device("a", "d", json!({"v": 1}));
+    s.create_device(&a, &first).await.unwrap();
+    let second = revised(&first, json!({"v": 2}));
+    s.update_device(&a, &first, &second).await.unwrap();
+    let err = s
+        .update_device(&a, &first, &revised(&first, json!({"v": 3})))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::Changed);
+    let err = s.delete_device(&a, &first).await.unwrap_err();
+    assert_eq!(conflict(err), Conflict::Changed);
+    assert_eq!(
+        s.get_device(&a, &device_name("d"))
+            .await
+            .unwrap()
+            .unwrap()
+            .spec["v"],
+        2
+    );
+    s.delete_device(&a, &second).await.unwrap();
+    assert!(s.get_device(&a, &device_name("d")).await.unwrap().is_none());
+    let err = s.delete_device(&a, &second).await.unwrap_err();
+    assert_eq!(
+        conflict(err),
+        Conflict::Changed,
+        "a deleted device cannot be deleted again"
+    );
+}
+
+async fn listing(t: TestStore) {
+    let s = t.store;
+    for a in ["a", "ab", "b"] {
+        s.create_application(&app(a)).await.unwrap();
+    }
+    for (a, d) in [
+        ("a", "zeta"),
+        ("a", "alpha"),
+        ("a", "Mu"),
+        ("ab", "other"),
+        ("b", "beta"),
+    ] {
+        s.create_device(&app_name(a), &device(a, d, json!({})))
+            .await
+            .unwrap();
+    }
+    let names: Vec<_> = s
+        .list_devices(&app_name("a"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.metadata.name)
+        .collect();
+    assert_eq!(names, ["Mu", "alpha", "zeta"]);
+    assert!(s.list_devices(&app_name("c")).await.unwrap().is_empty());
+}

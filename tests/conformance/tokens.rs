@@ -1,0 +1,65 @@
+//! Access tokens: by prefix, per user, deleted only by their owner.
+
+use chrono::Utc;
+use drogue_shared::store::{Conflict, StoreError, StoredToken};
+use drogue_tests::TestStore;
+use drogue_tests::suite::Case;
+
+pub const CASES: &[Case<TestStore>] = &[(
+    "tokens are kept per user and deleted only by their owner",
+    |s| Box::pin(tokens(s)),
+)];
+
+fn token(user: &str, prefix: &str) -> StoredToken {
+    StoredToken {
+        prefix: prefix.into(),
+        user: user.into(),
+        hash: format!("hash-of-{prefix}"),
+        created: Utc::now(),
+        description: Some(format!("{user}'s")),
+    }
+}
+
+async fn tokens(t: TestStore) {
+    let s = t.store;
+    for (user, prefix) in [
+        ("alice", "drg_bbbbbb"),
+        ("alice", "drg_aaaaaa"),
+        ("bob", "drg_cccccc"),
+    ] {
+        s.create_token(&token(user, prefix)).await.unwrap();
+    }
+    let err = s
+        .create_token(&token("mallory", "drg_aaaaaa"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::AlreadyExists)),
+        "{err:?}"
+    );
+
+    let got = s.get_token("drg_aaaaaa").await.unwrap().unwrap();
+    assert_eq!(
+        (got.user.as_str(), got.hash.as_str()),
+        ("alice", "hash-of-drg_aaaaaa")
+    );
+    let alice: Vec<_> = s
+        .list_tokens("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.prefix)
+        .collect();
+    assert_eq!(alice, ["drg_aaaaaa", "drg_bbbbbb"]);
+    assert!(s.list_tokens("carol").await.unwrap().is_empty());
+
+    assert!(
+        !s.delete_token("bob", "drg_aaaaaa").await.unwrap(),
+        "bob cannot delete alice's token"
+    );
+    assert!(s.get_token("drg_aaaaaa").await.unwrap().is_some());
+    assert!(s.delete_token("alice", "drg_aaaaaa").await.unwrap());
+    assert!(s.get_token("drg_aaaaaa").await.unwrap().is_none());
+    assert!(!s.delete_token("alice", "drg_aaaaaa").await.unwrap());
+    assert_eq!(s.list_tokens("alice").await.unwrap().len(), 1);
+}

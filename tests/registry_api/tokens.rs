@@ -1,0 +1,87 @@
+//! The access tokens API: a user's own tokens, shown once, stored hashed, revocable.
+
+use drogue_shared::token;
+use drogue_tests::TestApp;
+use drogue_tests::suite::Case;
+use reqwest::Method;
+use serde_json::json;
+
+pub const CASES: &[Case<TestApp>] = &[(
+    "tokens are created, listed, used and revoked by their owner",
+    |a| Box::pin(lifecycle(a)),
+)];
+
+const TOKENS: &str = "/api/tokens/v1alpha1";
+
+async fn lifecycle(a: TestApp) {
+    let created = a
+        .send(a.request(Method::POST, &format!("{TOKENS}?description=for%20ci")))
+        .await;
+    created.expect(200);
+    let (prefix, secret) = (
+        created.body["prefix"].as_str().unwrap().to_owned(),
+        created.body["token"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(token::prefix_of(&secret), Some(prefix.as_str()));
+
+    let stored = a.store.store.get_token(&prefix).await.unwrap().unwrap();
+    assert_ne!(stored.hash, secret);
+    assert!(
+        !serde_json::to_string(&stored).unwrap().contains(&secret),
+        "stored hashed"
+    );
+
+    let with_body = a.post(TOKENS, &json!({"description": "from a body"})).await;
+    with_body.expect(200);
+
+    let listed = a.get(TOKENS).await;
+    listed.expect(200);
+    let entries = listed.body.as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        3,
+        "the bootstrap token and two new ones: {entries:?}"
+    );
+    let entry = entries
+        .iter()
+        .find(|e| e["prefix"] == prefix.as_str())
+        .unwrap();
+    assert_eq!(entry["description"], "for ci");
+    assert!(entry["created"].is_string());
+    assert!(
+        !listed.body.to_string().contains(&secret),
+        "a list never shows a token"
+    );
+
+    let apps = format!("{}/api/registry/v1alpha1/apps", a.base);
+    a.send(a.client.get(&apps).basic_auth("admin", Some(&secret)))
+        .await
+        .expect(200);
+
+    // another user sees and deletes only their own
+    let bob = a.token_for("bob").await;
+    let as_bob = |method: Method, path: &str| {
+        a.client
+            .request(method, format!("{}{path}", a.base))
+            .basic_auth("bob", Some(&bob))
+    };
+    let bobs = a.send(as_bob(Method::GET, TOKENS)).await;
+    assert_eq!(bobs.body.as_array().unwrap().len(), 1);
+    a.send(as_bob(Method::DELETE, &format!("{TOKENS}/{prefix}")))
+        .await
+        .expect_error(404, "NotFound");
+    a.send(a.client.get(&apps).basic_auth("admin", Some(&secret)))
+        .await
+        .expect(200);
+
+    a.delete(&format!("{TOKENS}/{prefix}")).await.expect(204);
+    a.send(a.client.get(&apps).basic_auth("admin", Some(&secret)))
+        .await
+        .expect(403);
+    a.delete(&format!("{TOKENS}/{prefix}"))
+        .await
+        .expect_error(404, "NotFound");
+    a.send(a.client.get(format!("{}{TOKENS}", a.base)))
+        .await
+        .expect_error(401, "Unauthorized");
+}

@@ -1,0 +1,76 @@
+//! The two storage backends, ready for a test.
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use drogue_shared::store::Store;
+use drogue_shared::store::dynamodb::DynamoStore;
+use drogue_shared::store::embedded::EmbeddedStore;
+use std::sync::Arc;
+
+/// The environment variable that holds the URL of moto's server; the test command
+/// (`tests/run`) starts the server and sets it.
+pub const MOTO_URL_VAR: &str = "DROGUE_TEST_MOTO_URL";
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    DynamoDb,
+}
+
+/// A fresh, empty store; dropping it removes its files (embedded).
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Embedded, Backend::DynamoDb];
+
+    /// A fresh, empty store of this backend.
+    pub async fn store(self) -> TestStore {
+        match self {
+            Self::Embedded => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let store = EmbeddedStore::open(dir.path().join("test.redb"))
+                    .expect("the embedded store opens");
+                TestStore {
+                    store: Arc::new(store),
+                    _dir: Some(dir),
+                }
+            }
+            Self::DynamoDb => TestStore {
+                store: Arc::new(fresh_dynamo_table().await),
+                _dir: None,
+            },
+        }
+    }
+}
+
+/// The URL of moto's server. Fails the test, with the way to fix it, when unset.
+pub fn moto_url() -> String {
+    std::env::var(MOTO_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{MOTO_URL_VAR} is not set: run the suite with `tests/run`, which starts moto's server"
+        )
+    })
+}
+
+/// A DynamoDB client for an endpoint, with test credentials.
+pub fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .timeout_config(drogue_shared::store::dynamodb::timeouts())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// A DynamoDB store on a new table in moto.
+pub async fn fresh_dynamo_table() -> DynamoStore {
+    let table = format!("drogue-test-{}", uuid::Uuid::new_v4());
+    let store = DynamoStore::new(dynamo_client(&moto_url()), table);
+    store.create_table().await.expect("moto creates the table");
+    store
+}
