@@ -2,7 +2,7 @@
 //! aliases and gateways. Everything else in a spec is kept as the client sent it.
 
 use super::claims::Claim;
-use super::credentials::Credential;
+pub use super::credentials::Credential;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

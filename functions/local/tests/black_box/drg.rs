@@ -1,0 +1,278 @@
+//! `drg` 0.11, unmodified, against `drogue-local`. The test command installs it and sets
+//! `DRG_BIN`.
+
+use super::runner::LocalRunner;
+use drogue_shared::model::device_spec;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use tokio::process::Command;
+
+fn drg_binary() -> PathBuf {
+    std::env::var_os("DRG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("DRG_BIN is not set: run the suite with `tests/run`, which installs drg 0.11")
+        })
+}
+
+/// Runs drg with its own config file; exit code and stdout.
+async fn drg(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(drg_binary())
+        .args(args)
+        .env("DRGCFG", config)
+        .env_remove("DRG_APP")
+        .env_remove("DRG_CONTEXT")
+        .output()
+        .await
+        .expect("drg runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("drg {}\n{stdout}{stderr}", args.join(" "));
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// Runs drg and expects success.
+async fn ok(config: &Path, args: &[&str]) -> String {
+    let (code, stdout) = drg(config, args).await;
+    assert_eq!(code, 0, "drg {args:?} failed: {stdout}");
+    stdout
+}
+
+/// Runs drg with `-o json` and parses its output.
+async fn ok_json(config: &Path, args: &[&str]) -> Value {
+    let args = [args, &["-o", "json"]].concat();
+    serde_json::from_str(&ok(config, &args).await).expect("drg printed JSON")
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn drg_manages_applications_and_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(&dir.path().join("data")).await;
+    let cfg = dir.path().join("drg.yaml");
+    let cfg = cfg.as_path();
+
+    ok(
+        cfg,
+        &[
+            "login",
+            &server.base,
+            "--access-token",
+            &server.admin_token(),
+        ],
+    )
+    .await;
+    let version = ok_json(cfg, &["version"]).await;
+    assert_eq!(version["connected_cloud"], "0.11.0");
+
+    ok(cfg, &["create", "app", "app1"]).await;
+    ok(
+        cfg,
+        &["create", "app", "app2", "--spec", r#"{"note":"second"}"#],
+    )
+    .await;
+    let (code, out) = drg(cfg, &["create", "app", "app1", "-o", "json"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["http_status"],
+        409
+    );
+    assert_eq!(
+        names(&ok_json(cfg, &["get", "apps"]).await),
+        ["app1", "app2"]
+    );
+
+    let spec = r#"{"authentication":{"credentials":[{"pass":"first-secret"}]}}"#;
+    ok(
+        cfg,
+        &[
+            "create", "device", "--app", "app1", "device1", "--spec", spec,
+        ],
+    )
+    .await;
+    ok(cfg, &["create", "device", "--app", "app1", "gateway1"]).await;
+    ok(cfg, &["create", "device", "--app", "app1", "other"]).await;
+
+    ok(
+        cfg,
+        &[
+            "set",
+            "password",
+            "--app",
+            "app1",
+            "device1",
+            "second-secret",
+        ],
+    )
+    .await;
+    ok(
+        cfg,
+        &[
+            "set",
+            "password",
+            "--app",
+            "app1",
+            "device1",
+            "user-secret",
+            "--username",
+            "bob",
+        ],
+    )
+    .await;
+    ok(
+        cfg,
+        &["set", "gateway", "--app", "app1", "device1", "gateway1"],
+    )
+    .await;
+    ok(cfg, &["set", "alias", "--app", "app1", "device1", "alias1"]).await;
+    ok(
+        cfg,
+        &[
+            "label", "device", "--app", "app1", "device1", "floor=1", "room=a",
+        ],
+    )
+    .await;
+    ok(
+        cfg,
+        &["label", "device", "--app", "app1", "other", "floor=2"],
+    )
+    .await;
+    ok(cfg, &["label", "app", "app1", "env=test"]).await;
+
+    let (status, device) = server
+        .get("/api/registry/v1alpha1/apps/app1/devices/device1")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        device["spec"]["gatewaySelector"]["matchNames"],
+        json!(["gateway1"])
+    );
+    assert_eq!(device["spec"]["alias"], json!(["alias1"]));
+    assert_eq!(
+        device["metadata"]["labels"],
+        json!({"floor": "1", "room": "a"})
+    );
+    let text = device["spec"].to_string();
+    for secret in ["first-secret", "second-secret", "user-secret"] {
+        assert!(!text.contains(secret), "{secret} stored in clear: {text}");
+    }
+    let spec = device["spec"].as_object().unwrap();
+    let credentials = device_spec::credentials(spec).unwrap();
+    let verifies = |pw: &str| {
+        credentials.iter().any(|c| match c {
+            device_spec::Credential::Password(p) => p.verify(pw),
+            device_spec::Credential::UsernamePassword { password, .. } => password.verify(pw),
+            _ => false,
+        })
+    };
+    assert!(verifies("first-secret") && verifies("second-secret") && verifies("user-secret"));
+    assert!(!verifies("wrong"));
+    let (_, app) = server.get("/api/registry/v1alpha1/apps/app1").await;
+    assert_eq!(app["metadata"]["labels"], json!({"env": "test"}));
+
+    // a second device cannot take the alias
+    let (code, _) = drg(cfg, &["set", "alias", "--app", "app1", "other", "alias1"]).await;
+    assert_eq!(code, 1, "a taken alias is refused");
+
+    assert_eq!(
+        names(&ok_json(cfg, &["get", "devices", "--app", "app1", "-l", "floor=1"]).await),
+        ["device1"]
+    );
+    assert_eq!(
+        names(&ok_json(cfg, &["get", "devices", "--app", "app1", "-l", "floor"]).await),
+        ["device1", "other"]
+    );
+    assert_eq!(
+        names(&ok_json(cfg, &["get", "devices", "--app", "app1", "-l", "floor!=1"]).await),
+        ["other"]
+    );
+    let got = ok_json(cfg, &["get", "device", "--app", "app1", "device1"]).await;
+    assert_eq!(got["metadata"]["application"], "app1");
+
+    ok(cfg, &["delete", "device", "--app", "app1", "other"]).await;
+    assert_eq!(
+        server
+            .get("/api/registry/v1alpha1/apps/app1/devices/other")
+            .await
+            .0,
+        404
+    );
+    let (code, _) = drg(cfg, &["delete", "device", "--app", "app1", "other"]).await;
+    assert_eq!(code, 1, "deleting twice reports not found");
+
+    ok(cfg, &["delete", "app", "app1"]).await;
+    assert_eq!(server.get("/api/registry/v1alpha1/apps/app1").await.0, 404);
+    assert_eq!(
+        server
+            .get("/api/registry/v1alpha1/apps/app1/devices")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(names(&ok_json(cfg, &["get", "apps"]).await), ["app2"]);
+}
+
+#[tokio::test]
+async fn drg_manages_access_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(&dir.path().join("data")).await;
+    let cfg = dir.path().join("drg.yaml");
+    let cfg = cfg.as_path();
+    ok(
+        cfg,
+        &[
+            "login",
+            &server.base,
+            "--access-token",
+            &server.admin_token(),
+        ],
+    )
+    .await;
+
+    let created = ok_json(cfg, &["create", "token", "--description", "from drg"]).await;
+    let (prefix, token) = (
+        created["prefix"].as_str().unwrap(),
+        created["token"].as_str().unwrap(),
+    );
+    assert!(token.starts_with(prefix));
+    let listed = ok_json(cfg, &["get", "token"]).await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["prefix"] == prefix && t["description"] == "from drg"),
+        "{listed}"
+    );
+
+    // the new token logs in on its own
+    let other_cfg = dir.path().join("other.yaml");
+    ok(
+        &other_cfg,
+        &[
+            "login",
+            &server.base,
+            "--access-token",
+            &format!("admin:{token}"),
+        ],
+    )
+    .await;
+    ok(&other_cfg, &["get", "apps"]).await;
+
+    ok(cfg, &["delete", "token", prefix]).await;
+    let (code, _) = drg(&other_cfg, &["get", "apps"]).await;
+    assert_eq!(code, 1, "a deleted token no longer works");
+    let (code, _) = drg(
+        cfg,
+        &["login", &server.base, "--access-token", "admin:drg_wrong"],
+    )
+    .await;
+    assert_eq!(code, 1, "a bad token cannot log in");
+}

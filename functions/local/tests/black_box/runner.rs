@@ -1,0 +1,118 @@
+//! Starts and stops the `drogue-local` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// A running `drogue-local` process.
+pub struct LocalRunner {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl LocalRunner {
+    /// Starts the binary on `data_dir` and waits until it answers.
+    pub async fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_drogue-local"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--http-bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("drogue-local starts");
+        let runner = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+        };
+        runner.wait_ready().await;
+        runner
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            let ready = client
+                .get(format!("{}/.well-known/drogue-version", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("drogue-local did not answer on {}", self.base);
+    }
+
+    /// `user:token` of the bootstrapped administrator.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .expect("the admin token file exists")
+            .trim()
+            .to_owned()
+    }
+
+    /// A GET as the administrator: status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let token = self.admin_token();
+        let (user, token) = token.split_once(':').unwrap();
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .basic_auth(user, Some(token))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// A POST as the administrator; the status.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> u16 {
+        let token = self.admin_token();
+        let (user, token) = token.split_once(':').unwrap();
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .basic_auth(user, Some(token))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Sends `signal` (e.g. `TERM`) and waits for the exit; the exit code.
+    pub async fn stop(mut self, signal: &str) -> Option<i32> {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("drogue-local stops within 10 s")
+            .unwrap();
+        status.code()
+    }
+}
