@@ -4,7 +4,8 @@
 //! `cargo bench -p drogue-shared --bench lookup`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use drogue_shared::access;
+use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::{self, Principal};
 use drogue_shared::model::{AppName, DeviceName, ResourceInput};
 use drogue_shared::registry::Registry;
 use drogue_shared::store::embedded::EmbeddedStore;
@@ -22,12 +23,13 @@ fn lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path().join("bench.redb")).unwrap();
     let shared: Arc<dyn Store> = Arc::new(store.clone());
-    let registry = Registry::new(shared.clone());
+    let registry = Registry::new(shared.clone(), Authorizer::default());
+    let owner = Principal::user("bench");
     let token = rt.block_on(async {
         for a in 0..10 {
             let app = format!("app{a}");
             registry
-                .create_application("bench", input(json!({"metadata": {"name": app}})))
+                .create_application(&owner, input(json!({"metadata": {"name": app}})))
                 .await
                 .unwrap();
             let app = AppName::parse(&app).unwrap();
@@ -38,12 +40,12 @@ fn lookup(c: &mut Criterion) {
                     "gatewaySelector": {"matchNames": ["gw"]}
                 });
                 registry
-                    .create_device(&app, input(json!({"metadata": {"name": format!("device-{d:04}")}, "spec": spec})))
+                    .create_device(&owner, &app, input(json!({"metadata": {"name": format!("device-{d:04}")}, "spec": spec})))
                     .await
                     .unwrap();
             }
         }
-        access::create_token(shared.as_ref(), "bench", None).await.unwrap().token
+        access::create_token(shared.as_ref(), &owner, None).await.unwrap().token
     });
 
     let app = AppName::parse("app7").unwrap();

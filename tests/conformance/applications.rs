@@ -8,6 +8,10 @@ use drogue_tests::suite::Case;
 use serde_json::json;
 
 pub const CASES: &[Case<TestStore>] = &[
+    (
+        "each user's applications are listed through the membership index",
+        |s| Box::pin(per_user_listing(s)),
+    ),
     ("applications are created, read and listed by name", |s| {
         Box::pin(create_read_list(s))
     }),
@@ -74,16 +78,16 @@ async fn revisions(t: TestStore) {
     s.create_application(&first).await.unwrap();
     let mut second = first.clone();
     second.app = revised(&first.app, json!({"v": 2}));
-    s.update_application(&first.app, &second).await.unwrap();
+    s.update_application(&first, &second).await.unwrap();
 
     let mut stale = first.clone();
     stale.app = revised(&first.app, json!({"v": 3}));
-    let err = s.update_application(&first.app, &stale).await.unwrap_err();
+    let err = s.update_application(&first, &stale).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict(Conflict::Changed)),
         "{err:?}"
     );
-    let err = s.delete_application(&first.app).await.unwrap_err();
+    let err = s.delete_application(&first).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict(Conflict::Changed)),
         "{err:?}"
@@ -91,7 +95,7 @@ async fn revisions(t: TestStore) {
 
     let stored = s.get_application(&app_name("a")).await.unwrap().unwrap();
     assert_eq!(stored.app.spec["v"], 2, "the stale writes changed nothing");
-    s.delete_application(&second.app).await.unwrap();
+    s.delete_application(&second).await.unwrap();
     assert!(s.get_application(&app_name("a")).await.unwrap().is_none());
 }
 
@@ -107,7 +111,7 @@ async fn cascade(t: TestStore) {
         }
     }
     let one = s.get_application(&app_name("one")).await.unwrap().unwrap();
-    s.delete_application(&one.app).await.unwrap();
+    s.delete_application(&one).await.unwrap();
 
     assert!(s.list_devices(&app_name("one")).await.unwrap().is_empty());
     let alias = Claim::Alias("d1-alias".into());
@@ -154,7 +158,7 @@ async fn large_cascade(t: TestStore) {
     }
     assert_eq!(s.list_devices(&app_name("big")).await.unwrap().len(), 60);
     let big = s.get_application(&app_name("big")).await.unwrap().unwrap();
-    s.delete_application(&big.app).await.unwrap();
+    s.delete_application(&big).await.unwrap();
     s.create_application(&app("big")).await.unwrap();
     assert!(s.list_devices(&app_name("big")).await.unwrap().is_empty());
     let claim = Claim::Alias("a42".into());
@@ -191,7 +195,7 @@ async fn anchor_claims(t: TestStore) {
     );
 
     let a = s.get_application(&app_name("a")).await.unwrap().unwrap();
-    s.delete_application(&a.app).await.unwrap();
+    s.delete_application(&a).await.unwrap();
     assert_eq!(s.find_application_by_claim(&claim).await.unwrap(), None);
     s.create_application(&app_with_anchor("b", "CN=Shared CA"))
         .await
@@ -199,5 +203,59 @@ async fn anchor_claims(t: TestStore) {
     assert_eq!(
         s.find_application_by_claim(&claim).await.unwrap(),
         Some(app_name("b"))
+    );
+}
+
+fn names(apps: Vec<drogue_shared::store::StoredApplication>) -> Vec<String> {
+    apps.into_iter().map(|a| a.app.metadata.name).collect()
+}
+
+async fn per_user_listing(t: TestStore) {
+    use drogue_shared::access::Role;
+    let s = t.store;
+    let mut shared = app("shared");
+    shared.owner = "alice".into();
+    shared.members.insert("bob".into(), Role::Reader);
+    s.create_application(&shared).await.unwrap();
+    let mut own = app("bobs");
+    own.owner = "bob".into();
+    s.create_application(&own).await.unwrap();
+
+    assert_eq!(
+        names(s.list_applications_of("alice").await.unwrap()),
+        ["shared"]
+    );
+    assert_eq!(
+        names(s.list_applications_of("bob").await.unwrap()),
+        ["bobs", "shared"]
+    );
+    assert!(s.list_applications_of("carol").await.unwrap().is_empty());
+
+    // bob leaves, carol joins, the ownership moves to dave
+    let mut next = shared.clone();
+    next.app = revised(&shared.app, json!({}));
+    next.members.clear();
+    next.members.insert("carol".into(), Role::Admin);
+    next.owner = "dave".into();
+    s.update_application(&shared, &next).await.unwrap();
+    assert_eq!(
+        names(s.list_applications_of("bob").await.unwrap()),
+        ["bobs"]
+    );
+    assert!(s.list_applications_of("alice").await.unwrap().is_empty());
+    assert_eq!(
+        names(s.list_applications_of("carol").await.unwrap()),
+        ["shared"]
+    );
+    let listed = s.list_applications_of("dave").await.unwrap();
+    assert_eq!(listed[0].members.get("carol"), Some(&Role::Admin));
+    assert_eq!(listed[0].owner, "dave");
+
+    s.delete_application(&next).await.unwrap();
+    assert!(s.list_applications_of("carol").await.unwrap().is_empty());
+    assert!(s.list_applications_of("dave").await.unwrap().is_empty());
+    assert_eq!(
+        names(s.list_applications_of("bob").await.unwrap()),
+        ["bobs"]
     );
 }

@@ -44,6 +44,8 @@ fn app_with_status(name: &str, status: Value) -> StoredApplication {
             status: object(status),
         },
         owner: "owner".into(),
+        members: Default::default(),
+        transfer_owner: None,
     }
 }
 

@@ -14,6 +14,8 @@ fn token(user: &str, prefix: &str) -> StoredToken {
     StoredToken {
         prefix: prefix.into(),
         user: user.into(),
+        name: Some(format!("{user}-name")),
+        roles: vec!["role".into()],
         hash: format!("hash-of-{prefix}"),
         created: Utc::now(),
         description: Some(format!("{user}'s")),
@@ -39,10 +41,9 @@ async fn tokens(t: TestStore) {
     );
 
     let got = s.get_token("drg_aaaaaa").await.unwrap().unwrap();
-    assert_eq!(
-        (got.user.as_str(), got.hash.as_str()),
-        ("alice", "hash-of-drg_aaaaaa")
-    );
+    let mut expected = token("alice", "drg_aaaaaa");
+    expected.created = got.created;
+    assert_eq!(got, expected, "stored as given, with name and roles");
     let alice: Vec<_> = s
         .list_tokens("alice")
         .await

@@ -2,7 +2,7 @@
 //! as on AWS, answered by the registry's router over DynamoDB (moto).
 
 use chrono::Utc;
-use drogue_registry::EndpointsConfig;
+use drogue_registry::Settings;
 use drogue_shared::store::StoredToken;
 use drogue_shared::token;
 use drogue_tests::backend::fresh_dynamo_table;
@@ -34,6 +34,8 @@ async fn api_gateway_events_are_answered() {
         &StoredToken {
             prefix: token::prefix_of(FIXTURE_TOKEN).unwrap().into(),
             user: "admin".into(),
+            name: None,
+            roles: vec![],
             hash: token::hash(FIXTURE_TOKEN),
             created: Utc::now(),
             description: None,
@@ -41,7 +43,7 @@ async fn api_gateway_events_are_answered() {
     )
     .await
     .unwrap();
-    let router = drogue_registry::router(Arc::new(store), EndpointsConfig::default());
+    let router = drogue_registry::router(Arc::new(store), Settings::default());
 
     let (status, headers, _) = invoke(&router, "registry-create-app.json").await;
     assert_eq!(status, 201);

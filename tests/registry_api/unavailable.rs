@@ -1,6 +1,6 @@
 //! An unreachable backend gives 503 with a JSON body, quickly; never a hang or a 500.
 
-use drogue_registry::EndpointsConfig;
+use drogue_registry::Settings;
 use drogue_shared::store::dynamodb::DynamoStore;
 use drogue_tests::backend::dynamo_client;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Asks the API, over a DynamoDB store at `endpoint`, for the applications.
 async fn list_apps_with_store_at(endpoint: &str) -> reqwest::Response {
     let store = DynamoStore::new(dynamo_client(endpoint), "table");
-    let router = drogue_registry::router(Arc::new(store), EndpointsConfig::default());
+    let router = drogue_registry::router(Arc::new(store), Settings::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });

@@ -2,8 +2,8 @@
 //! administrator token, and a client to call it.
 
 use crate::backend::{Backend, TestStore};
-use drogue_registry::EndpointsConfig;
-use drogue_shared::access;
+use drogue_registry::Settings;
+use drogue_shared::access::{self, Principal};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -26,17 +26,28 @@ pub struct Answer {
 }
 
 impl TestApp {
-    /// Starts the API over a fresh store of `backend`, with a token for `admin`.
+    /// Starts the API over a fresh store of `backend`, with a token for `admin`, who
+    /// holds the administrator role.
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Settings::default()).await
+    }
+
+    /// Starts the API with these settings.
+    pub async fn spawn_with(backend: Backend, settings: Settings) -> Self {
         let store = backend.store().await;
-        let new = access::create_token(store.store.as_ref(), "admin", None)
+        let admin = Principal {
+            user: "admin".into(),
+            name: None,
+            roles: vec![settings.admin_role.clone()],
+        };
+        let new = access::create_token(store.store.as_ref(), &admin, None)
             .await
             .expect("a token is created");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = drogue_registry::router(store.store.clone(), EndpointsConfig::default());
+        let router = drogue_registry::router(store.store.clone(), settings);
         tokio::spawn(async move { axum::serve(listener, router).await });
         Self {
             base,
@@ -47,9 +58,9 @@ impl TestApp {
         }
     }
 
-    /// A new token for another user.
+    /// A new token for another user, who holds no roles.
     pub async fn token_for(&self, user: &str) -> String {
-        access::create_token(self.store.store.as_ref(), user, None)
+        access::create_token(self.store.store.as_ref(), &Principal::user(user), None)
             .await
             .expect("a token is created")
             .token

@@ -1,9 +1,10 @@
-//! The first administrator: at first start, an access token for the user `admin` is
-//! made, printed once and written to `<data-dir>/admin-token` as `admin:<token>`.
-//! Later starts reuse the file while its token is still valid.
+//! The first administrator: at first start, an access token for the user `admin`, with
+//! the administrator role, is made, printed once and written to
+//! `<data-dir>/admin-token` as `admin:<token>`. Later starts reuse the file while its
+//! token is still valid.
 
 use anyhow::Context;
-use drogue_shared::access::{self, Authentication};
+use drogue_shared::access::{self, Authentication, Principal};
 use drogue_shared::store::TokenStore;
 use std::path::Path;
 
@@ -21,6 +22,7 @@ pub struct AdminCredentials {
 pub async fn ensure_admin(
     store: &dyn TokenStore,
     data_dir: &Path,
+    admin_role: &str,
 ) -> anyhow::Result<AdminCredentials> {
     let path = data_dir.join(TOKEN_FILE);
     if let Ok(existing) = std::fs::read_to_string(&path)
@@ -36,12 +38,13 @@ pub async fn ensure_admin(
             token: token.to_owned(),
         });
     }
-    let new = access::create_token(
-        store,
-        ADMIN_USER,
-        Some("bootstrapped by drogue-local".into()),
-    )
-    .await?;
+    let admin = Principal {
+        user: ADMIN_USER.into(),
+        name: None,
+        roles: vec![admin_role.to_owned()],
+    };
+    let new =
+        access::create_token(store, &admin, Some("bootstrapped by drogue-local".into())).await?;
     write_private(&path, &format!("{ADMIN_USER}:{}\n", new.token))
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!(

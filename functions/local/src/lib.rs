@@ -5,7 +5,9 @@ mod bootstrap;
 
 use anyhow::Context;
 use clap::Parser;
-use drogue_registry::EndpointsConfig;
+use drogue_registry::Settings;
+use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::oidc::OidcConfig;
 use drogue_shared::store::embedded::EmbeddedStore;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +28,16 @@ pub struct Config {
     /// The URL clients reach the HTTP listener at, if not the one they used.
     #[arg(long, env = "DROGUE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// An OpenID Connect issuer (e.g. a Keycloak realm URL) whose bearer tokens are
+    /// accepted besides access tokens.
+    #[arg(long, env = "DROGUE_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The audience (`aud` or `azp`) bearer tokens must be for.
+    #[arg(long, env = "DROGUE_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub oidc_audience: Option<String>,
+    /// The role that may do everything; the bootstrapped administrator holds it.
+    #[arg(long, env = "DROGUE_ADMIN_ROLE", default_value = Authorizer::DEFAULT_ADMIN_ROLE)]
+    pub admin_role: String,
 }
 
 /// A started local runner.
@@ -46,15 +58,20 @@ impl Server {
         })?;
         let store = EmbeddedStore::open(config.data_dir.join("drogue.redb"))
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let admin = bootstrap::ensure_admin(&store, &config.data_dir).await?;
+        let admin = bootstrap::ensure_admin(&store, &config.data_dir, &config.admin_role).await?;
         let listener = TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_bind))?;
-        let endpoints = EndpointsConfig {
+        let settings = Settings {
             public_url: config.public_url.clone(),
-            ..Default::default()
+            http_url: None,
+            oidc: config
+                .oidc_issuer
+                .clone()
+                .map(|issuer| OidcConfig::new(issuer, config.oidc_audience.clone())),
+            admin_role: config.admin_role.clone(),
         };
-        let router = drogue_registry::router(Arc::new(store), endpoints);
+        let router = drogue_registry::router(Arc::new(store), settings);
         tracing::info!(
             address = %listener.local_addr()?,
             data_dir = %config.data_dir.display(),

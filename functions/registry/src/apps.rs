@@ -12,10 +12,12 @@ use drogue_shared::model::{Application, DeleteOptions, ResourceInput};
 
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     ListQuery(options): ListQuery,
 ) -> Result<Json<Vec<Application>>, ApiError> {
-    Ok(Json(state.registry.list_applications(&options).await?))
+    Ok(Json(
+        state.registry.list_applications(&caller, &options).await?,
+    ))
 }
 
 pub async fn create(
@@ -24,13 +26,10 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> Result<Response, ApiError> {
-    let app = state
-        .registry
-        .create_application(&caller.user, input)
-        .await?;
+    let app = state.registry.create_application(&caller, input).await?;
     let location = format!(
         "{}/api/registry/v1alpha1/apps/{}",
-        base_url(state.endpoints.public_url.as_deref(), &headers),
+        base_url(state.settings.public_url.as_deref(), &headers),
         app.metadata.name
     );
     Ok((
@@ -43,36 +42,34 @@ pub async fn create(
 
 pub async fn read(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     AppParam(app): AppParam,
 ) -> Result<Json<Application>, ApiError> {
-    match state.registry.get_application(&app).await? {
-        Some(stored) => Ok(Json(stored.app)),
-        None => Err(ApiError::NotFound(format!(
-            "the application '{app}' does not exist"
-        ))),
-    }
+    Ok(Json(state.registry.get_application(&caller, &app).await?))
 }
 
 pub async fn update(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     AppParam(app): AppParam,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.update_application(&app, input).await?;
+    state
+        .registry
+        .update_application(&caller, &app, input)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     AppParam(app): AppParam,
     OptionalJsonBody(options): OptionalJsonBody<DeleteOptions>,
 ) -> Result<StatusCode, ApiError> {
     state
         .registry
-        .delete_application(&app, options.unwrap_or_default())
+        .delete_application(&caller, &app, options.unwrap_or_default())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,6 +17,8 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let tokens = state.registry.store().as_ref();
-        authenticate_user(parts, tokens).await.map(Caller)
+        authenticate_user(parts, tokens, state.oidc.as_deref())
+            .await
+            .map(Caller)
     }
 }

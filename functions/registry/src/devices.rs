@@ -27,24 +27,26 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
 
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     AppParam(app): AppParam,
     ListQuery(options): ListQuery,
 ) -> Result<Json<Vec<Device>>, ApiError> {
-    Ok(Json(state.registry.list_devices(&app, &options).await?))
+    Ok(Json(
+        state.registry.list_devices(&caller, &app, &options).await?,
+    ))
 }
 
 pub async fn create(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     AppParam(app): AppParam,
     headers: HeaderMap,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> Result<Response, ApiError> {
-    let device = state.registry.create_device(&app, input).await?;
+    let device = state.registry.create_device(&caller, &app, input).await?;
     let location = format!(
         "{}/api/registry/v1alpha1/apps/{app}/devices/{}",
-        base_url(state.endpoints.public_url.as_deref(), &headers),
+        base_url(state.settings.public_url.as_deref(), &headers),
         utf8_percent_encode(&device.metadata.name, PATH_SEGMENT)
     );
     Ok((
@@ -57,10 +59,10 @@ pub async fn create(
 
 pub async fn read(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     DeviceParam(app, device): DeviceParam,
 ) -> Result<Json<Device>, ApiError> {
-    match state.registry.get_device(&app, &device).await? {
+    match state.registry.get_device(&caller, &app, &device).await? {
         Some(found) => Ok(Json(found)),
         None => Err(ApiError::NotFound(format!(
             "the device '{device}' does not exist in the application '{app}'"
@@ -70,23 +72,26 @@ pub async fn read(
 
 pub async fn update(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     DeviceParam(app, device): DeviceParam,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.update_device(&app, &device, input).await?;
+    state
+        .registry
+        .update_device(&caller, &app, &device, input)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    _caller: Caller,
+    Caller(caller): Caller,
     DeviceParam(app, device): DeviceParam,
     OptionalJsonBody(options): OptionalJsonBody<DeleteOptions>,
 ) -> Result<StatusCode, ApiError> {
     state
         .registry
-        .delete_device(&app, &device, options.unwrap_or_default())
+        .delete_device(&caller, &app, &device, options.unwrap_or_default())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,28 +19,6 @@ use serde_json::{Value, json};
 /// The Drogue Cloud API level this server implements, reported to `drg version`.
 pub const DROGUE_API_VERSION: &str = "0.11.0";
 
-/// Where clients find the services; unset URLs are derived from the request's host.
-#[derive(Debug, Clone, Default)]
-pub struct EndpointsConfig {
-    /// `DROGUE_PUBLIC_URL`: the base URL of this API (registry, tokens, commands).
-    pub public_url: Option<String>,
-    /// `DROGUE_HTTP_ENDPOINT_URL`: the device HTTP endpoint.
-    pub http_url: Option<String>,
-    /// `DROGUE_ISSUER_URL`: the external OpenID Connect issuer, if any.
-    pub issuer_url: Option<String>,
-}
-
-impl EndpointsConfig {
-    pub fn from_env() -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        Self {
-            public_url: var("DROGUE_PUBLIC_URL"),
-            http_url: var("DROGUE_HTTP_ENDPOINT_URL"),
-            issuer_url: var("DROGUE_ISSUER_URL"),
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct Url {
     url: String,
@@ -60,16 +38,13 @@ struct Endpoints {
 }
 
 fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
-    let base = base_url(state.endpoints.public_url.as_deref(), headers);
-    let issuer = state
-        .endpoints
-        .issuer_url
-        .clone()
-        .unwrap_or_else(|| format!("{base}/sso"))
-        .trim_end_matches('/')
-        .to_owned();
+    let base = base_url(state.settings.public_url.as_deref(), headers);
+    let issuer = match &state.settings.oidc {
+        Some(oidc) => oidc.issuer.clone(),
+        None => format!("{base}/sso"),
+    };
     let http = state
-        .endpoints
+        .settings
         .http_url
         .clone()
         .unwrap_or_else(|| base.clone());
@@ -114,7 +89,7 @@ pub async fn openid_configuration(
 ) -> Json<Value> {
     let issuer = format!(
         "{}/sso",
-        base_url(state.endpoints.public_url.as_deref(), &headers)
+        base_url(state.settings.public_url.as_deref(), &headers)
     );
     Json(json!({
         "issuer": issuer,

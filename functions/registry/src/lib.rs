@@ -2,6 +2,7 @@
 //! applications and devices under `/api/registry/v1alpha1` (and `/api/v1`), access
 //! tokens under `/api/tokens/v1alpha1`, and the discovery documents `drg` reads.
 
+mod admin;
 mod apps;
 mod caller;
 mod devices;
@@ -9,10 +10,10 @@ mod discovery;
 mod params;
 mod tokens;
 
-pub use discovery::EndpointsConfig;
-
 use axum::Router;
 use axum::routing::{MethodRouter, get};
+use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::http::ApiError;
 use drogue_shared::registry::Registry;
 use drogue_shared::store::Store;
@@ -21,12 +22,52 @@ use std::sync::Arc;
 /// The OpenAPI document of the management API, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
+/// How the API presents itself and whom it trusts.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DROGUE_PUBLIC_URL`: the base URL of this API (registry, tokens, commands); unset,
+    /// answers name the host the request came to.
+    pub public_url: Option<String>,
+    /// `DROGUE_HTTP_ENDPOINT_URL`: the device HTTP endpoint; unset, the API's URL.
+    pub http_url: Option<String>,
+    /// `DROGUE_OIDC_ISSUER` and `DROGUE_OIDC_AUDIENCE`: an OpenID Connect issuer whose
+    /// bearer tokens are accepted.
+    pub oidc: Option<OidcConfig>,
+    /// `DROGUE_ADMIN_ROLE`: the role that may do everything (default `drogue-admin`).
+    pub admin_role: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            http_url: None,
+            oidc: None,
+            admin_role: Authorizer::DEFAULT_ADMIN_ROLE.into(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Self {
+            public_url: var("DROGUE_PUBLIC_URL"),
+            http_url: var("DROGUE_HTTP_ENDPOINT_URL"),
+            oidc: var("DROGUE_OIDC_ISSUER")
+                .map(|issuer| OidcConfig::new(issuer, var("DROGUE_OIDC_AUDIENCE"))),
+            admin_role: var("DROGUE_ADMIN_ROLE")
+                .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
+        }
+    }
+}
+
 /// What the function reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DROGUE_TABLE`: the DynamoDB table.
     pub table: String,
-    pub endpoints: EndpointsConfig,
+    pub settings: Settings,
 }
 
 impl Config {
@@ -35,7 +76,7 @@ impl Config {
             .map_err(|_| anyhow::anyhow!("DROGUE_TABLE must name the DynamoDB table"))?;
         Ok(Self {
             table,
-            endpoints: EndpointsConfig::from_env(),
+            settings: Settings::from_env(),
         })
     }
 }
@@ -44,7 +85,8 @@ impl Config {
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
-    pub endpoints: Arc<EndpointsConfig>,
+    pub settings: Arc<Settings>,
+    pub oidc: Option<Arc<OidcVerifier>>,
 }
 
 /// Every route of the management API, by path (axum syntax).
@@ -70,6 +112,24 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
             ),
         ]);
     }
+    let admin = "/api/admin/v1alpha1";
+    routes.extend([
+        (
+            format!("{admin}/apps/{{app}}/members"),
+            get(admin::members).put(admin::set_members),
+        ),
+        (
+            format!("{admin}/apps/{{app}}/transfer-ownership"),
+            get(admin::transfer)
+                .put(admin::offer)
+                .delete(admin::withdraw),
+        ),
+        (
+            format!("{admin}/apps/{{app}}/accept-ownership"),
+            axum::routing::put(admin::accept),
+        ),
+        (format!("{admin}/user/whoami"), get(admin::whoami)),
+    ]);
     let fixed: [(&str, MethodRouter<AppState>); 10] = [
         (
             "/api/tokens/v1alpha1",
@@ -105,10 +165,14 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
 }
 
 /// The management API over a store.
-pub fn router(store: Arc<dyn Store>, endpoints: EndpointsConfig) -> Router {
+pub fn router(store: Arc<dyn Store>, settings: Settings) -> Router {
     let state = AppState {
-        registry: Registry::new(store),
-        endpoints: Arc::new(endpoints),
+        registry: Registry::new(store, Authorizer::new(&settings.admin_role)),
+        oidc: settings
+            .oidc
+            .clone()
+            .map(|c| Arc::new(OidcVerifier::new(c))),
+        settings: Arc::new(settings),
     };
     routes()
         .into_iter()

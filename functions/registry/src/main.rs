@@ -11,5 +11,5 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
     let store = DynamoStore::new(dynamodb::client(&aws), &config.table);
-    runtime::run(router(Arc::new(store), config.endpoints)).await
+    runtime::run(router(Arc::new(store), config.settings)).await
 }

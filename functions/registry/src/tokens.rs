@@ -41,8 +41,7 @@ pub async fn create(
     let description = query_param(query.as_deref(), "description")
         .or_else(|| body.and_then(|b| b.description))
         .filter(|d| !d.is_empty());
-    let new =
-        access::create_token(state.registry.store().as_ref(), &caller.user, description).await?;
+    let new = access::create_token(state.registry.store().as_ref(), &caller, description).await?;
     Ok(Json(CreatedToken {
         prefix: new.prefix,
         token: new.token,

@@ -14,10 +14,14 @@ async fn the_binary_serves_on_port_over_dynamodb() {
         &table,
     );
     store.create_table().await.unwrap();
-    let token = drogue_shared::access::create_token(&store, "admin", None)
-        .await
-        .unwrap()
-        .token;
+    let token = drogue_shared::access::create_token(
+        &store,
+        &drogue_shared::access::Principal::user("admin"),
+        None,
+    )
+    .await
+    .unwrap()
+    .token;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

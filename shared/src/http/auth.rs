@@ -3,6 +3,7 @@
 //! a WebSocket). Exactly one way must be used.
 
 use super::ApiError;
+use crate::access::oidc::OidcVerifier;
 use crate::access::{self, Authentication, Principal};
 use crate::store::TokenStore;
 use axum::http::request::Parts;
@@ -85,23 +86,35 @@ fn parse_authorization(value: &str) -> CallerCredentials {
     }
 }
 
-/// Authenticates the caller of a request: 401 without credentials, 403 for bad ones,
-/// 503 when the token store cannot be asked.
+/// Authenticates the caller of a request: 401 without credentials, 403 for bad ones (or
+/// a bearer token when no issuer is configured), 503 when the token store or the
+/// issuer's keys cannot be reached.
 pub async fn authenticate_user(
     parts: &Parts,
     tokens: &dyn TokenStore,
+    oidc: Option<&OidcVerifier>,
 ) -> Result<Principal, ApiError> {
-    match CallerCredentials::from_request(&parts.headers, parts.uri.query()) {
-        CallerCredentials::None => Err(ApiError::Unauthorized),
-        CallerCredentials::Invalid | CallerCredentials::Bearer(_) => Err(ApiError::Forbidden),
+    let decision = match CallerCredentials::from_request(&parts.headers, parts.uri.query()) {
+        CallerCredentials::None => return Err(ApiError::Unauthorized),
+        CallerCredentials::Invalid => return Err(ApiError::Forbidden),
+        CallerCredentials::Bearer(token) => match oidc {
+            Some(verifier) => verifier
+                .verify(&token)
+                .await
+                .map_err(|e| ApiError::Unavailable(Box::new(e)))?,
+            None => Authentication::Deny {
+                reason: "no OIDC issuer is configured",
+            },
+        },
         CallerCredentials::AccessToken { user, token } => {
-            match access::authenticate(tokens, &user, &token).await? {
-                Authentication::Allow(principal) => Ok(principal),
-                Authentication::Deny { reason } => {
-                    tracing::info!(user, reason, "access token refused");
-                    Err(ApiError::Forbidden)
-                }
-            }
+            access::authenticate(tokens, &user, &token).await?
+        }
+    };
+    match decision {
+        Authentication::Allow(principal) => Ok(principal),
+        Authentication::Deny { reason } => {
+            tracing::info!(reason, "credentials refused");
+            Err(ApiError::Forbidden)
         }
     }
 }

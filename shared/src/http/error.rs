@@ -18,6 +18,8 @@ pub enum ApiError {
     Unauthorized,
     /// 403, `Forbidden`: credentials were presented and are not good, or more than one.
     Forbidden,
+    /// 403, `Forbidden`: the caller may see the object, but not do this to it.
+    NotAllowed(String),
     /// 404, `NotFound`.
     NotFound(String),
     /// 404, `ReferenceNotFound`: the application of a new device does not exist.
@@ -42,6 +44,7 @@ impl ApiError {
                 "Authentication required: use Basic <user>:<access token> or a bearer token".into(),
             ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", "Forbidden".into()),
+            Self::NotAllowed(m) => (StatusCode::FORBIDDEN, "Forbidden", m.clone()),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "NotFound", m.clone()),
             Self::ReferenceNotFound(m) => (StatusCode::NOT_FOUND, "ReferenceNotFound", m.clone()),
             Self::MethodNotAllowed => (
@@ -91,6 +94,7 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::Conflict(m) => Self::Conflict(m),
             RegistryError::InvalidRequest(m) => Self::InvalidRequest(m),
+            RegistryError::Forbidden(m) => Self::NotAllowed(m),
             RegistryError::Unavailable(e) => Self::Unavailable(Box::new(e)),
         }
     }

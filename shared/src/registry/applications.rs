@@ -1,17 +1,20 @@
 //! Applications: create, read, list, update, delete.
 
 use super::lifecycle::{self, DeletePlan, UpdatePlan};
-use super::{ListOptions, Registry, RegistryError, RegistryResult, store_error, unavailable};
+use super::{
+    ListOptions, Registry, RegistryError, RegistryResult, not_found, store_error, unavailable,
+};
+use crate::access::{Permission, Principal};
 use crate::model::status::application_status;
 use crate::model::{AppName, Application, DeleteOptions, ResourceInput};
 use crate::store::StoredApplication;
 use chrono::Utc;
 
 impl Registry {
-    /// Creates an application owned by `owner`.
+    /// Creates an application owned by the caller.
     pub async fn create_application(
         &self,
-        owner: &str,
+        principal: &Principal,
         input: ResourceInput,
     ) -> RegistryResult<Application> {
         let name = input
@@ -31,36 +34,52 @@ impl Registry {
         };
         let stored = StoredApplication {
             app,
-            owner: owner.to_owned(),
+            owner: principal.user.clone(),
+            members: Default::default(),
+            transfer_owner: None,
         };
         self.store
             .create_application(&stored)
             .await
             .map_err(store_error(|| format!("the application '{name}'")))?;
-        tracing::info!(application = %name, owner, "application created");
+        tracing::info!(application = %name, owner = %principal.user, "application created");
         Ok(stored.app)
     }
 
-    /// An application, if it exists.
+    /// An application the caller may read.
     pub async fn get_application(
         &self,
+        principal: &Principal,
         name: &AppName,
-    ) -> RegistryResult<Option<StoredApplication>> {
-        self.store.get_application(name).await.map_err(unavailable)
+    ) -> RegistryResult<Application> {
+        Ok(self
+            .application_for(principal, name, Permission::Read)
+            .await?
+            .app)
     }
 
-    /// Applications ordered by name, filtered and paged.
+    /// The applications the caller may read, ordered by name, filtered and paged.
     pub async fn list_applications(
         &self,
+        principal: &Principal,
         options: &ListOptions,
     ) -> RegistryResult<Vec<Application>> {
-        let all = self.store.list_applications().await.map_err(unavailable)?;
-        Ok(options.apply(all.into_iter().map(|s| s.app)))
+        let all = if self.authz.is_admin(principal) {
+            self.store.list_applications().await
+        } else {
+            self.store.list_applications_of(&principal.user).await
+        }
+        .map_err(unavailable)?;
+        let readable = all
+            .into_iter()
+            .filter(|a| self.authz.permits(principal, a, Permission::Read));
+        Ok(options.apply(readable.map(|s| s.app)))
     }
 
-    /// Replaces an application's metadata labels, annotations, finalizers and spec.
+    /// Replaces an application's labels, annotations, finalizers and spec.
     pub async fn update_application(
         &self,
+        principal: &Principal,
         name: &AppName,
         input: ResourceInput,
     ) -> RegistryResult<()> {
@@ -69,13 +88,15 @@ impl Registry {
                 "metadata.name must be the application of the path ('{name}')"
             )));
         }
-        let current = self.existing_application(name).await?;
+        let current = self
+            .application_for(principal, name, Permission::Write)
+            .await?;
         let what = || format!("the application '{name}'");
         match lifecycle::plan_update(&current.app, &input.metadata, &input.spec)? {
             UpdatePlan::Unchanged => Ok(()),
             UpdatePlan::Remove => self
                 .store
-                .delete_application(&current.app)
+                .delete_application(&current)
                 .await
                 .map_err(store_error(what)),
             UpdatePlan::Write(metadata) => {
@@ -87,10 +108,10 @@ impl Registry {
                         spec: input.spec,
                         status,
                     },
-                    owner: current.owner.clone(),
+                    ..current.clone()
                 };
                 self.store
-                    .update_application(&current.app, &next)
+                    .update_application(&current, &next)
                     .await
                     .map_err(store_error(what))
             }
@@ -101,10 +122,13 @@ impl Registry {
     /// finalizers remain).
     pub async fn delete_application(
         &self,
+        principal: &Principal,
         name: &AppName,
         options: DeleteOptions,
     ) -> RegistryResult<()> {
-        let current = self.existing_application(name).await?;
+        let current = self
+            .application_for(principal, name, Permission::Admin)
+            .await?;
         if current.app.is_deleting() {
             return Err(not_found(name));
         }
@@ -112,39 +136,20 @@ impl Registry {
         match lifecycle::plan_delete(&current.app, &options.preconditions, Utc::now())? {
             DeletePlan::Remove => {
                 self.store
-                    .delete_application(&current.app)
+                    .delete_application(&current)
                     .await
                     .map_err(store_error(what))?;
                 tracing::info!(application = %name, "application deleted");
                 Ok(())
             }
             DeletePlan::MarkDeleted(metadata) => {
-                let next = StoredApplication {
-                    app: Application {
-                        metadata,
-                        ..current.app.clone()
-                    },
-                    owner: current.owner.clone(),
-                };
+                let mut next = current.clone();
+                next.app.metadata = metadata;
                 self.store
-                    .update_application(&current.app, &next)
+                    .update_application(&current, &next)
                     .await
                     .map_err(store_error(what))
             }
         }
     }
-
-    /// The application, or `NotFound`.
-    pub(super) async fn existing_application(
-        &self,
-        name: &AppName,
-    ) -> RegistryResult<StoredApplication> {
-        self.get_application(name)
-            .await?
-            .ok_or_else(|| not_found(name))
-    }
-}
-
-fn not_found(name: &AppName) -> RegistryError {
-    RegistryError::NotFound(format!("the application '{name}' does not exist"))
 }

@@ -2,6 +2,7 @@
 
 use super::lifecycle::{self, DeletePlan, UpdatePlan};
 use super::{ListOptions, Registry, RegistryError, RegistryResult, store_error, unavailable};
+use crate::access::{Permission, Principal};
 use crate::model::device_spec::prepare_device_spec;
 use crate::model::status::device_status;
 use crate::model::{AppName, DeleteOptions, Device, DeviceName, ResourceInput};
@@ -11,6 +12,7 @@ impl Registry {
     /// Creates a device in an existing application.
     pub async fn create_device(
         &self,
+        principal: &Principal,
         app: &AppName,
         input: ResourceInput,
     ) -> RegistryResult<Device> {
@@ -22,9 +24,15 @@ impl Registry {
             .ok_or_else(|| RegistryError::InvalidRequest("metadata.name is required".into()))?;
         let name =
             DeviceName::parse(&name).map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
-        match self.get_application(app).await? {
-            Some(stored) if !stored.app.is_deleting() => {}
-            _ => return Err(RegistryError::ReferenceNotFound(app.to_string())),
+        match self
+            .application_for(principal, app, Permission::Write)
+            .await
+        {
+            Ok(stored) if !stored.app.is_deleting() => {}
+            Ok(_) | Err(RegistryError::NotFound(_)) => {
+                return Err(RegistryError::ReferenceNotFound(app.to_string()));
+            }
+            Err(e) => return Err(e),
         }
         let spec = prepare_device_spec(input.spec)
             .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
@@ -47,23 +55,28 @@ impl Registry {
         Ok(device)
     }
 
-    /// A device of an existing application, if it exists.
+    /// A device of an application the caller may read, if it exists.
     pub async fn get_device(
         &self,
+        principal: &Principal,
         app: &AppName,
         name: &DeviceName,
     ) -> RegistryResult<Option<Device>> {
-        self.existing_application(app).await?;
+        self.application_for(principal, app, Permission::Read)
+            .await?;
         self.store.get_device(app, name).await.map_err(unavailable)
     }
 
-    /// The devices of an existing application, ordered by name, filtered and paged.
+    /// The devices of an application the caller may read, ordered by name, filtered and
+    /// paged.
     pub async fn list_devices(
         &self,
+        principal: &Principal,
         app: &AppName,
         options: &ListOptions,
     ) -> RegistryResult<Vec<Device>> {
-        self.existing_application(app).await?;
+        self.application_for(principal, app, Permission::Read)
+            .await?;
         let all = self.store.list_devices(app).await.map_err(unavailable)?;
         Ok(options.apply(all))
     }
@@ -71,6 +84,7 @@ impl Registry {
     /// Replaces a device's labels, annotations, finalizers and spec.
     pub async fn update_device(
         &self,
+        principal: &Principal,
         app: &AppName,
         name: &DeviceName,
         input: ResourceInput,
@@ -81,7 +95,7 @@ impl Registry {
                 "metadata.name must be the device of the path ('{name}')"
             )));
         }
-        let current = self.existing_device(app, name).await?;
+        let current = self.existing_device(principal, app, name).await?;
         let spec = prepare_device_spec(input.spec)
             .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
         let what = || format!("the device '{name}'");
@@ -109,11 +123,12 @@ impl Registry {
     /// Deletes a device (or marks it deleted while finalizers remain).
     pub async fn delete_device(
         &self,
+        principal: &Principal,
         app: &AppName,
         name: &DeviceName,
         options: DeleteOptions,
     ) -> RegistryResult<()> {
-        let current = self.existing_device(app, name).await?;
+        let current = self.existing_device(principal, app, name).await?;
         if current.is_deleting() {
             return Err(not_found(app, name));
         }
@@ -140,9 +155,19 @@ impl Registry {
         }
     }
 
-    async fn existing_device(&self, app: &AppName, name: &DeviceName) -> RegistryResult<Device> {
-        self.get_device(app, name)
-            .await?
+    /// A device to change: the caller needs write access to its application.
+    async fn existing_device(
+        &self,
+        principal: &Principal,
+        app: &AppName,
+        name: &DeviceName,
+    ) -> RegistryResult<Device> {
+        self.application_for(principal, app, Permission::Write)
+            .await?;
+        self.store
+            .get_device(app, name)
+            .await
+            .map_err(unavailable)?
             .ok_or_else(|| not_found(app, name))
     }
 }

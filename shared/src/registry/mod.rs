@@ -5,15 +5,22 @@
 mod applications;
 mod devices;
 mod lifecycle;
+mod members;
 
-use crate::model::{LabelSelector, Resource};
-use crate::store::{Conflict, Store, StoreError};
+pub use members::{MAX_MEMBERS, MemberEntry, Members, TransferOwnership};
+
+use crate::access::authz::Authorizer;
+use crate::access::{Permission, Principal};
+use crate::model::{AppName, LabelSelector, Resource};
+use crate::store::{Conflict, Store, StoreError, StoredApplication};
 use std::sync::Arc;
 
-/// The registry service.
+/// The registry service: every operation is made by a principal and checked against
+/// the application's owner and members.
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    authz: Authorizer,
 }
 
 /// Why a registry operation did not happen.
@@ -31,6 +38,9 @@ pub enum RegistryError {
     /// The request is malformed.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The caller may see the object but not do this to it.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store could not be reached; nothing was decided.
     #[error("the registry's store is unavailable")]
     Unavailable(#[source] StoreError),
@@ -59,14 +69,53 @@ impl ListOptions {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, authz: Authorizer) -> Self {
+        Self { store, authz }
     }
 
     /// The store behind the registry, for the other services that share it.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
+
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authz
+    }
+
+    /// The application, if `principal` holds `permission` on it. Without read access
+    /// the application does not exist for the caller (404); with read access but not
+    /// `permission`, 403.
+    pub async fn application_for(
+        &self,
+        principal: &Principal,
+        name: &AppName,
+        permission: Permission,
+    ) -> RegistryResult<StoredApplication> {
+        let found = self
+            .store
+            .get_application(name)
+            .await
+            .map_err(unavailable)?;
+        match found {
+            Some(app) if self.authz.permits(principal, &app, permission) => Ok(app),
+            Some(app) if self.authz.permits(principal, &app, Permission::Read) => {
+                Err(RegistryError::Forbidden(format!(
+                    "not allowed to {} the application '{name}'",
+                    match permission {
+                        Permission::Read => "read",
+                        Permission::Write => "change",
+                        Permission::Admin => "administer",
+                        Permission::Owner => "transfer",
+                    }
+                )))
+            }
+            _ => Err(not_found(name)),
+        }
+    }
+}
+
+fn not_found(name: &AppName) -> RegistryError {
+    RegistryError::NotFound(format!("the application '{name}' does not exist"))
 }
 
 /// Maps a store failure; `what` names the object for conflict messages.

@@ -15,6 +15,8 @@ const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devi
 const CLAIMS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_claims");
 /// claim key -> application name.
 const APP_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("application_claims");
+/// (user, application) -> nothing: the applications a user owns or is a member of.
+const USER_APPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_applications");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// (user, prefix) -> nothing: the index of a user's tokens.
 const USER_TOKENS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_tokens");
@@ -38,6 +40,7 @@ impl EmbeddedStore {
                 txn.open_table(DEVICES)?;
                 txn.open_table(CLAIMS)?;
                 txn.open_table(APP_CLAIMS)?;
+                txn.open_table(USER_APPS)?;
                 txn.open_table(TOKENS)?;
                 txn.open_table(USER_TOKENS)?;
                 Ok(Ok(()))
@@ -84,11 +87,16 @@ fn json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("stored records serialize")
 }
 
-/// The `resourceVersion` of a stored application, for conditional writes.
-fn app_revision(bytes: &[u8]) -> Option<String> {
-    serde_json::from_slice::<StoredApplication>(bytes)
-        .ok()
-        .map(|a| a.app.metadata.resource_version)
+/// The stored application, if it is still at the revision of `previous`.
+fn current_app(
+    txn: &WriteTransaction,
+    previous: &Application,
+) -> Result<Option<StoredApplication>, redb::Error> {
+    let apps = txn.open_table(APPS)?;
+    let current = apps
+        .get(previous.metadata.name.as_str())?
+        .and_then(|v| serde_json::from_slice::<StoredApplication>(v.value()).ok());
+    Ok(current.filter(|c| c.app.metadata.resource_version == previous.metadata.resource_version))
 }
 
 /// The `resourceVersion` of a stored device, for conditional writes.
@@ -123,6 +131,7 @@ impl ApplicationStore for EmbeddedStore {
     async fn create_application(&self, app: &StoredApplication) -> StoreResult<()> {
         let (name, value) = (app.app.metadata.name.clone(), json(app));
         let claims = application_claims(&app.app);
+        let users = owned_users(app);
         self.write(move |txn| {
             let mut table = txn.open_table(APPS)?;
             if table.get(name.as_str())?.is_some() {
@@ -131,6 +140,7 @@ impl ApplicationStore for EmbeddedStore {
             if let Err(conflict) = take_app_claims(txn, &name, &claims)? {
                 return Ok(Err(conflict));
             }
+            index_users(txn, &name, &[], &users)?;
             table.insert(name.as_str(), value.as_slice())?;
             Ok(Ok(()))
         })
@@ -139,46 +149,60 @@ impl ApplicationStore for EmbeddedStore {
 
     async fn update_application(
         &self,
-        previous: &Application,
+        previous: &StoredApplication,
         next: &StoredApplication,
     ) -> StoreResult<()> {
         let (previous, name, value) =
             (previous.clone(), next.app.metadata.name.clone(), json(next));
         let claims = application_claims(&next.app);
+        let users = owned_users(next);
         self.write(move |txn| {
-            let mut table = txn.open_table(APPS)?;
-            let current = table
-                .get(name.as_str())?
-                .and_then(|v| app_revision(v.value()));
-            if current.as_ref() != Some(&previous.metadata.resource_version) {
+            let Some(current) = current_app(txn, &previous.app)? else {
                 return Ok(Err(Conflict::Changed));
-            }
-            release_app_claims(txn, &application_claims(&previous))?;
+            };
+            release_app_claims(txn, &application_claims(&current.app))?;
             if let Err(conflict) = take_app_claims(txn, &name, &claims)? {
                 return Ok(Err(conflict));
             }
-            table.insert(name.as_str(), value.as_slice())?;
+            index_users(txn, &name, &owned_users(&current), &users)?;
+            txn.open_table(APPS)?
+                .insert(name.as_str(), value.as_slice())?;
             Ok(Ok(()))
         })
         .await
     }
-
-    async fn delete_application(&self, previous: &Application) -> StoreResult<()> {
-        let previous = previous.clone();
+    async fn delete_application(&self, previous: &StoredApplication) -> StoreResult<()> {
+        let previous = previous.app.clone();
         self.write(move |txn| {
             let name = previous.metadata.name.as_str();
-            let mut apps = txn.open_table(APPS)?;
-            let current = apps.get(name)?.and_then(|v| app_revision(v.value()));
-            if current.as_ref() != Some(&previous.metadata.resource_version) {
+            let Some(current) = current_app(txn, &previous)? else {
                 return Ok(Err(Conflict::Changed));
-            }
-            apps.remove(name)?;
-            release_app_claims(txn, &application_claims(&previous))?;
+            };
+            txn.open_table(APPS)?.remove(name)?;
+            index_users(txn, name, &owned_users(&current), &[])?;
+            release_app_claims(txn, &application_claims(&current.app))?;
             delete_prefix(txn, DEVICES, name)?;
             delete_prefix(txn, CLAIMS, name)?;
             Ok(Ok(()))
         })
         .await
+    }
+    async fn list_applications_of(&self, user: &str) -> StoreResult<Vec<StoredApplication>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let index = txn.open_table(USER_APPS).map_err(unavailable)?;
+        let apps = txn.open_table(APPS).map_err(unavailable)?;
+        let mut found = Vec::new();
+        for entry in index.range((user, "")..).map_err(unavailable)? {
+            let (key, _) = entry.map_err(unavailable)?;
+            let (holder, app) = key.value();
+            if holder != user {
+                break;
+            }
+            if let Some(value) = apps.get(app).map_err(unavailable)? {
+                found.push(Self::read_json(value.value())?);
+            }
+        }
+        Ok(found)
     }
 
     async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>> {
@@ -190,6 +214,27 @@ impl ApplicationStore for EmbeddedStore {
             .map(|v| v.value().to_owned());
         Ok(found.and_then(|name| AppName::parse(&name).ok()))
     }
+}
+
+fn owned_users(app: &StoredApplication) -> Vec<String> {
+    app.users().into_iter().map(str::to_owned).collect()
+}
+
+/// Moves an application's entries in the per-user index from `before` to `after`.
+fn index_users(
+    txn: &WriteTransaction,
+    app: &str,
+    before: &[String],
+    after: &[String],
+) -> Result<(), redb::Error> {
+    let mut index = txn.open_table(USER_APPS)?;
+    for user in before.iter().filter(|u| !after.contains(u)) {
+        index.remove((user.as_str(), app))?;
+    }
+    for user in after {
+        index.insert((user.as_str(), app), ())?;
+    }
+    Ok(())
 }
 
 fn take_app_claims(txn: &WriteTransaction, app: &str, claims: &[Claim]) -> Outcome<()> {

@@ -5,10 +5,12 @@
 pub mod dynamodb;
 pub mod embedded;
 
+use crate::access::Role;
 use crate::model::{AppName, Application, Claim, Device, DeviceName};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Why a store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -43,19 +45,46 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// An application with what only the server knows about it.
+/// An application with what only the server knows about it: who owns it and who may
+/// use it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredApplication {
     pub app: Application,
-    /// The user who created the application.
+    /// The user who created the application (or took over its ownership).
     pub owner: String,
+    /// Other users and their roles.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<String, Role>,
+    /// The user the owner offered the ownership to, until they accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_owner: Option<String>,
+}
+
+impl StoredApplication {
+    /// Every user with a say in the application: the owner and the members. The
+    /// listing index holds one entry per user.
+    pub fn users(&self) -> Vec<&str> {
+        let mut users: Vec<&str> = std::iter::once(self.owner.as_str())
+            .chain(self.members.keys().map(String::as_str))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
 }
 
 /// An access token as stored: never the token itself, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredToken {
     pub prefix: String,
+    /// The user id the token acts as.
     pub user: String,
+    /// The user's readable name when the token was made, also accepted as the Basic user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The user's roles when the token was made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     /// Hex SHA-256 of the whole token.
     pub hash: String,
     pub created: DateTime<Utc>,
@@ -73,14 +102,16 @@ pub trait ApplicationStore: Send + Sync {
     async fn get_application(&self, name: &AppName) -> StoreResult<Option<StoredApplication>>;
     /// Every application, ordered by name.
     async fn list_applications(&self) -> StoreResult<Vec<StoredApplication>>;
+    /// The applications a user owns or is a member of, ordered by name.
+    async fn list_applications_of(&self, user: &str) -> StoreResult<Vec<StoredApplication>>;
     async fn create_application(&self, app: &StoredApplication) -> StoreResult<()>;
     async fn update_application(
         &self,
-        previous: &Application,
+        previous: &StoredApplication,
         next: &StoredApplication,
     ) -> StoreResult<()>;
     /// Deletes the application and everything it holds (devices, their claims).
-    async fn delete_application(&self, previous: &Application) -> StoreResult<()>;
+    async fn delete_application(&self, previous: &StoredApplication) -> StoreResult<()>;
     /// The application holding a claim (a trust anchor subject), if any.
     async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>>;
 }

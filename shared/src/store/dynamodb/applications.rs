@@ -1,12 +1,14 @@
 //! Applications in DynamoDB, with their trust anchor subjects as global claims.
 
 use super::{Condition, DynamoStore, Item, data, json, s};
-use crate::model::{AppName, Application, Claim};
+use crate::model::{AppName, Claim};
 use crate::store::{
     ApplicationStore, Conflict, StoreError, StoreResult, StoredApplication, application_claims,
 };
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, TransactWriteItem, WriteRequest,
+};
 use std::collections::HashMap;
 
 const APP_SK: &str = "#APP";
@@ -21,6 +23,17 @@ pub(super) fn app_pk(app: &str) -> String {
 fn claim_pk(claim: &Claim) -> String {
     format!("CA#{}", claim.key())
 }
+
+fn user_pk(user: &str) -> String {
+    format!("USER#{user}")
+}
+
+fn user_sk(app: &str) -> String {
+    format!("APP#{app}")
+}
+
+/// BatchGetItem takes at most 100 keys.
+const BATCH_GET: usize = 100;
 
 impl DynamoStore {
     fn app_item(&self, stored: &StoredApplication) -> Item {
@@ -48,6 +61,78 @@ impl DynamoStore {
             ("sk".into(), s(CLAIM_SK)),
             ("app".into(), s(app)),
         ])
+    }
+
+    /// Transaction items that move an application's entries in the per-user index.
+    fn user_index_changes(
+        &self,
+        app: &str,
+        before: &[&str],
+        after: &[&str],
+    ) -> StoreResult<Vec<(TransactWriteItem, Option<Conflict>)>> {
+        let mut items = Vec::new();
+        for user in before.iter().filter(|u| !after.contains(u)) {
+            items.push((self.delete(user_pk(user), &user_sk(app), None)?, None));
+        }
+        for user in after.iter().filter(|u| !before.contains(u)) {
+            let item = HashMap::from([
+                ("pk".into(), s(user_pk(user))),
+                ("sk".into(), s(user_sk(app))),
+                ("app".into(), s(app)),
+            ]);
+            items.push((self.put(item, None)?, None));
+        }
+        Ok(items)
+    }
+
+    /// Reads applications by name (strongly consistent), skipping missing ones.
+    async fn get_applications(&self, names: Vec<String>) -> StoreResult<Vec<StoredApplication>> {
+        let mut found = Vec::new();
+        for chunk in names.chunks(BATCH_GET) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|name| {
+                    HashMap::from([("pk".into(), s(app_pk(name))), ("sk".into(), s(APP_SK))])
+                })
+                .collect();
+            for attempt in 0.. {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(super::build)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    found.push(data(&item)?);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut left| left.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt == 8 {
+                    return Err(StoreError::unavailable(std::io::Error::other(
+                        "DynamoDB left reads unprocessed after retries",
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+            }
+        }
+        found.sort_by(|a: &StoredApplication, b| a.app.metadata.name.cmp(&b.app.metadata.name));
+        Ok(found)
     }
 
     /// Deletes items by key, in batches, retrying what DynamoDB left unprocessed.
@@ -121,23 +206,28 @@ impl ApplicationStore for DynamoStore {
             )?;
             items.push((item, Some(Conflict::ClaimTaken(claim))));
         }
+        items.extend(self.user_index_changes(name, &[], &stored.users())?);
         self.transact(items).await
     }
 
     async fn update_application(
         &self,
-        previous: &Application,
+        previous: &StoredApplication,
         next: &StoredApplication,
     ) -> StoreResult<()> {
         let name = next.app.metadata.name.as_str();
         let mut items = vec![(
             self.put(
                 self.app_item(next),
-                Some(Condition::revision(&previous.metadata.resource_version)),
+                Some(Condition::revision(&previous.app.metadata.resource_version)),
             )?,
             Some(Conflict::Changed),
         )];
-        let (before, after) = (application_claims(previous), application_claims(&next.app));
+        items.extend(self.user_index_changes(name, &previous.users(), &next.users())?);
+        let (before, after) = (
+            application_claims(&previous.app),
+            application_claims(&next.app),
+        );
         for released in before.iter().filter(|c| !after.contains(c)) {
             items.push((
                 self.delete(
@@ -161,8 +251,8 @@ impl ApplicationStore for DynamoStore {
     /// Closes the application to new devices (conditional on its revision), deletes
     /// everything in its partition and its claims, then the application itself. A
     /// repeated delete after a failure picks up where the last one stopped.
-    async fn delete_application(&self, previous: &Application) -> StoreResult<()> {
-        let name = previous.metadata.name.as_str();
+    async fn delete_application(&self, previous: &StoredApplication) -> StoreResult<()> {
+        let name = previous.app.metadata.name.as_str();
         let closed = self
             .client
             .update_item()
@@ -172,7 +262,7 @@ impl ApplicationStore for DynamoStore {
             .update_expression("SET accepts = :false")
             .condition_expression("rv = :rv")
             .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":rv", s(previous.metadata.resource_version.as_str()))
+            .expression_attribute_values(":rv", s(previous.app.metadata.resource_version.as_str()))
             .send()
             .await;
         if let Err(e) = closed {
@@ -192,13 +282,24 @@ impl ApplicationStore for DynamoStore {
             .map(|sk| (app_pk(name), sk))
             .collect();
         keys.extend(
-            application_claims(previous)
+            application_claims(&previous.app)
                 .iter()
                 .map(|c| (claim_pk(c), CLAIM_SK.to_owned())),
         );
+        keys.extend(previous.users().iter().map(|u| (user_pk(u), user_sk(name))));
         self.delete_keys(keys).await?;
         self.transact(vec![(self.delete(app_pk(name), APP_SK, None)?, None)])
             .await
+    }
+
+    async fn list_applications_of(&self, user: &str) -> StoreResult<Vec<StoredApplication>> {
+        let names = self
+            .query_prefix(user_pk(user), "APP#")
+            .await?
+            .iter()
+            .filter_map(|item| super::attr(item, "app").map(str::to_owned))
+            .collect();
+        self.get_applications(names).await
     }
 
     async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>> {

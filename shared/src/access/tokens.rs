@@ -1,6 +1,8 @@
-//! Users and their access tokens: issuing, listing, revoking, and authenticating a
-//! request that presents `user:token`.
+//! Access tokens of users: issuing, revoking, and authenticating a request that
+//! presents `user:token`. A token acts as the user who made it, with the roles that user
+//! had then.
 
+use super::{Authentication, Principal};
 use crate::store::{StoreError, StoredToken, TokenStore};
 use crate::token;
 use chrono::Utc;
@@ -9,19 +11,6 @@ use chrono::Utc;
 pub const MAX_TOKENS_PER_USER: usize = 100;
 /// Longest token description accepted.
 pub const MAX_DESCRIPTION_LEN: usize = 256;
-
-/// An authenticated user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub user: String,
-}
-
-/// The outcome of checking credentials: a decision, never an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Authentication {
-    Allow(Principal),
-    Deny { reason: &'static str },
-}
 
 /// Why a token operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -51,20 +40,26 @@ pub async fn authenticate(
             reason: "unknown access token",
         });
     };
-    if stored.user != user || !token::matches(token, &stored.hash) {
+    let named = stored.user == user || stored.name.as_deref() == Some(user);
+    if !named || !token::matches(token, &stored.hash) {
         return Ok(Authentication::Deny {
             reason: "access token does not match",
         });
     }
-    Ok(Authentication::Allow(Principal { user: stored.user }))
+    Ok(Authentication::Allow(Principal {
+        user: stored.user,
+        name: stored.name,
+        roles: stored.roles,
+    }))
 }
 
-/// Issues a new token for `user`; the returned token is the only copy.
+/// Issues a new token for `owner`, carrying its roles; the returned token is the only copy.
 pub async fn create_token(
     store: &dyn TokenStore,
-    user: &str,
+    owner: &Principal,
     description: Option<String>,
 ) -> Result<token::NewToken, TokenError> {
+    let user = owner.user.as_str();
     if description
         .as_ref()
         .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
@@ -83,6 +78,8 @@ pub async fn create_token(
         .create_token(&StoredToken {
             prefix: new.prefix.clone(),
             user: user.to_owned(),
+            name: owner.name.clone(),
+            roles: owner.roles.clone(),
             hash: token::hash(&new.token),
             created: Utc::now(),
             description,

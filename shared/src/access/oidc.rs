@@ -1,0 +1,296 @@
+//! OpenID Connect bearer tokens (Keycloak, Amazon Cognito, any issuer): JWTs verified
+//! against the issuer's keys, found through its discovery document.
+//!
+//! Keys are cached by `kid`. A token with an unknown `kid` makes the verifier fetch the
+//! key set again (the issuer rotated its keys), at most once per `refresh_interval`, so
+//! forged `kid`s cannot make it hammer the issuer. Only asymmetric algorithms are
+//! accepted, and only the one the key is for: `alg: none` and HMAC tokens (such as one
+//! signed with the RSA public key as an HMAC secret) are refused.
+
+use super::{Authentication, Principal};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, RwLock};
+
+/// How tokens of an issuer are checked.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer URL: the `iss` tokens carry; its discovery document is at
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// When set, a token's `aud` must contain it or its `azp` must be it.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Least time between two fetches of the key set.
+    pub refresh_interval: Duration,
+}
+
+impl OidcConfig {
+    pub fn new(issuer: impl Into<String>, audience: Option<String>) -> Self {
+        Self {
+            issuer: issuer.into().trim_end_matches('/').to_owned(),
+            audience,
+            leeway: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The issuer could not be asked for its keys: nothing can be decided.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the keys of the OIDC issuer {issuer}: {reason}")]
+pub struct OidcUnavailable {
+    issuer: String,
+    reason: String,
+}
+
+struct CachedKey {
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+#[derive(Default)]
+struct Keys {
+    by_kid: HashMap<String, CachedKey>,
+    /// Keys published without a `kid`, tried for tokens without one.
+    anonymous: Vec<CachedKey>,
+    fetched: Option<Instant>,
+}
+
+/// Verifies bearer tokens of one issuer.
+pub struct OidcVerifier {
+    config: OidcConfig,
+    http: reqwest::Client,
+    keys: RwLock<Keys>,
+    jwks_uri: Mutex<Option<String>>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    aud: Option<Value>,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    preferred_username: Option<String>,
+    #[serde(default, rename = "cognito:username")]
+    cognito_username: Option<String>,
+    #[serde(default)]
+    realm_access: Option<RoleList>,
+    #[serde(default)]
+    resource_access: Option<HashMap<String, RoleList>>,
+    #[serde(default, rename = "cognito:groups")]
+    cognito_groups: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct RoleList {
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+impl OidcVerifier {
+    pub fn new(config: OidcConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+        Self {
+            config,
+            http,
+            keys: RwLock::new(Keys::default()),
+            jwks_uri: Mutex::new(None),
+        }
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    /// Checks a bearer token. `Err` only when the issuer's keys could not be fetched.
+    pub async fn verify(&self, token: &str) -> Result<Authentication, OidcUnavailable> {
+        let deny = |reason| Ok(Authentication::Deny { reason });
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return deny("malformed bearer token");
+        };
+        if !is_asymmetric(header.alg) {
+            return deny("bearer token not signed with an asymmetric algorithm");
+        }
+        let kid = header.kid.clone();
+        if !self.has_key(kid.as_deref()).await {
+            self.refresh(kid.as_deref()).await?;
+        }
+        let keys = self.keys.read().await;
+        let candidates: Vec<&CachedKey> = match &kid {
+            Some(kid) => keys.by_kid.get(kid).into_iter().collect(),
+            None => keys.anonymous.iter().collect(),
+        };
+        if candidates.is_empty() {
+            return deny("bearer token signed by an unknown key");
+        }
+        for key in candidates {
+            if !key.algorithms.contains(&header.alg) {
+                continue;
+            }
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(header.alg)) {
+                Ok(data) => return Ok(self.accept(data.claims)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "bearer token refused");
+                    if kid.is_some() {
+                        return deny("bearer token is not valid");
+                    }
+                }
+            }
+        }
+        deny("bearer token is not valid")
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.validate_aud = false; // checked with azp in `accept`
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation
+    }
+
+    fn accept(&self, claims: Claims) -> Authentication {
+        if let Some(audience) = &self.config.audience {
+            let in_aud = match &claims.aud {
+                Some(Value::String(aud)) => aud == audience,
+                Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+                _ => false,
+            };
+            if !in_aud && claims.azp.as_deref() != Some(audience.as_str()) {
+                return Authentication::Deny {
+                    reason: "bearer token is for another audience",
+                };
+            }
+        }
+        let mut roles: Vec<String> = claims.realm_access.map(|r| r.roles).unwrap_or_default();
+        for client in claims.resource_access.unwrap_or_default().into_values() {
+            roles.extend(client.roles);
+        }
+        roles.extend(claims.cognito_groups.unwrap_or_default());
+        roles.sort();
+        roles.dedup();
+        Authentication::Allow(Principal {
+            user: claims.sub,
+            name: claims.preferred_username.or(claims.cognito_username),
+            roles,
+        })
+    }
+
+    async fn has_key(&self, kid: Option<&str>) -> bool {
+        let keys = self.keys.read().await;
+        match kid {
+            Some(kid) => keys.by_kid.contains_key(kid),
+            None => !keys.anonymous.is_empty(),
+        }
+    }
+
+    /// Fetches the key set again, unless that was done less than `refresh_interval` ago.
+    async fn refresh(&self, kid: Option<&str>) -> Result<(), OidcUnavailable> {
+        let mut keys = self.keys.write().await;
+        let recent = keys
+            .fetched
+            .is_some_and(|at| at.elapsed() < self.config.refresh_interval);
+        if recent || self.has_key_locked(&keys, kid) {
+            return Ok(());
+        }
+        let set = self.fetch_keys().await?;
+        let mut fresh = Keys {
+            fetched: Some(Instant::now()),
+            ..Keys::default()
+        };
+        for jwk in &set.keys {
+            let Some(cached) = cache_entry(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    fresh.by_kid.insert(kid.clone(), cached);
+                }
+                None => fresh.anonymous.push(cached),
+            }
+        }
+        tracing::info!(issuer = %self.config.issuer, keys = set.keys.len(), "OIDC keys fetched");
+        *keys = fresh;
+        Ok(())
+    }
+
+    fn has_key_locked(&self, keys: &Keys, kid: Option<&str>) -> bool {
+        match kid {
+            Some(kid) => keys.by_kid.contains_key(kid),
+            None => !keys.anonymous.is_empty(),
+        }
+    }
+
+    async fn fetch_keys(&self) -> Result<JwkSet, OidcUnavailable> {
+        let fail = |reason: String| OidcUnavailable {
+            issuer: self.config.issuer.clone(),
+            reason,
+        };
+        let mut jwks_uri = self.jwks_uri.lock().await;
+        if jwks_uri.is_none() {
+            #[derive(Deserialize)]
+            struct Discovery {
+                jwks_uri: String,
+            }
+            let url = format!("{}/.well-known/openid-configuration", self.config.issuer);
+            let discovery: Discovery = self.get_json(&url).await.map_err(fail)?;
+            *jwks_uri = Some(discovery.jwks_uri);
+        }
+        let url = jwks_uri.clone().expect("set above");
+        self.get_json(&url).await.map_err(fail)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let response = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        response.json().await.map_err(|e| format!("{url}: {e}"))
+    }
+}
+
+fn is_asymmetric(alg: Algorithm) -> bool {
+    !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+/// The key and the algorithms it may verify: the one the key names, or its family's.
+fn cache_entry(jwk: &Jwk) -> Option<CachedKey> {
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    let algorithms = match jwk
+        .common
+        .key_algorithm
+        .and_then(|a| Algorithm::try_from(a).ok())
+    {
+        Some(alg) => vec![alg],
+        None => match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ],
+            AlgorithmParameters::EllipticCurve(_) => vec![Algorithm::ES256, Algorithm::ES384],
+            AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
+            _ => return None,
+        },
+    };
+    let algorithms: Vec<Algorithm> = algorithms
+        .into_iter()
+        .filter(|a| is_asymmetric(*a))
+        .collect();
+    (!algorithms.is_empty()).then_some(CachedKey { key, algorithms })
+}
