@@ -34,7 +34,8 @@ async fn every_documented_operation_is_served() {
         let concrete = path
             .replace("{app}", "app")
             .replace("{device}", "device")
-            .replace("{prefix}", "drg_aaaaaa");
+            .replace("{prefix}", "drg_aaaaaa")
+            .replace("{user}", "someone");
         for method in operations.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let answer = a.send(a.request(method.clone(), &concrete)).await;

@@ -6,10 +6,15 @@ use drogue_tests::suite::Case;
 use reqwest::Method;
 use serde_json::json;
 
-pub const CASES: &[Case<TestApp>] = &[(
-    "tokens are created, listed, used and revoked by their owner",
-    |a| Box::pin(lifecycle(a)),
-)];
+pub const CASES: &[Case<TestApp>] = &[
+    ("administrators make tokens for other users", |a| {
+        Box::pin(user_tokens(a))
+    }),
+    (
+        "tokens are created, listed, used and revoked by their owner",
+        |a| Box::pin(lifecycle(a)),
+    ),
+];
 
 const TOKENS: &str = "/api/tokens/v1alpha1";
 
@@ -84,4 +89,28 @@ async fn lifecycle(a: TestApp) {
     a.send(a.client.get(format!("{}{TOKENS}", a.base)))
         .await
         .expect_error(401, "Unauthorized");
+}
+
+async fn user_tokens(a: TestApp) {
+    let path = "/api/admin/v1alpha1/users/carol/tokens";
+    let made = a
+        .send(a.request(Method::POST, &format!("{path}?description=hers")))
+        .await;
+    made.expect(200);
+    let token = made.body["token"].as_str().unwrap();
+    let apps = format!("{}/api/registry/v1alpha1/apps", a.base);
+    a.send(a.client.get(&apps).basic_auth("carol", Some(token)))
+        .await
+        .expect(200);
+    // carol holds no roles: she cannot make tokens for others
+    a.send(
+        a.client
+            .post(format!("{}{path}", a.base))
+            .basic_auth("carol", Some(token)),
+    )
+    .await
+    .expect_error(403, "Forbidden");
+    a.send(a.request(Method::POST, "/api/admin/v1alpha1/users/a:b/tokens"))
+        .await
+        .expect_error(400, "InvalidRequest");
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod issuer;
 pub mod suite;
 
 pub use api::TestApp;

@@ -3,10 +3,12 @@
 
 use crate::AppState;
 use crate::caller::Caller;
-use crate::params::AppParam;
+use crate::params::{AppParam, query_param};
+use crate::tokens::CreatedToken;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use drogue_shared::access::{self, Principal};
 use drogue_shared::http::{ApiError, JsonBody};
 use drogue_shared::registry::{Members, TransferOwnership};
 use serde_json::{Value, json};
@@ -77,4 +79,32 @@ pub async fn accept(
 /// `{"id", "name", "roles"}` of the caller.
 pub async fn whoami(Caller(caller): Caller) -> Json<Value> {
     Json(json!({"id": caller.user, "name": caller.name, "roles": caller.roles}))
+}
+
+/// Makes an access token for another user (administrators only): how users come to
+/// exist where no OIDC issuer is configured. The token carries no roles.
+pub async fn create_user_token(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(user): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<CreatedToken>, ApiError> {
+    if !state.registry.authorizer().is_admin(&caller) {
+        return Err(ApiError::NotAllowed(
+            "only administrators make tokens for other users".into(),
+        ));
+    }
+    if user.is_empty() || user.chars().any(|c| c.is_control() || c == ':') {
+        return Err(ApiError::InvalidRequest(
+            "user ids must not be empty or hold ':' or control characters".into(),
+        ));
+    }
+    let description = query_param(query.as_deref(), "description");
+    let new = access::create_token(
+        state.registry.store().as_ref(),
+        &Principal::user(user),
+        description,
+    )
+    .await?;
+    Ok(Json(CreatedToken::from(new)))
 }

@@ -129,6 +129,10 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
             axum::routing::put(admin::accept),
         ),
         (format!("{admin}/user/whoami"), get(admin::whoami)),
+        (
+            format!("{admin}/users/{{user}}/tokens"),
+            axum::routing::post(admin::create_user_token),
+        ),
     ]);
     let fixed: [(&str, MethodRouter<AppState>); 10] = [
         (

@@ -16,6 +16,15 @@ pub struct CreatedToken {
     token: String,
 }
 
+impl From<drogue_shared::token::NewToken> for CreatedToken {
+    fn from(new: drogue_shared::token::NewToken) -> Self {
+        Self {
+            prefix: new.prefix,
+            token: new.token,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct TokenInfo {
     prefix: String,
@@ -42,10 +51,7 @@ pub async fn create(
         .or_else(|| body.and_then(|b| b.description))
         .filter(|d| !d.is_empty());
     let new = access::create_token(state.registry.store().as_ref(), &caller, description).await?;
-    Ok(Json(CreatedToken {
-        prefix: new.prefix,
-        token: new.token,
-    }))
+    Ok(Json(CreatedToken::from(new)))
 }
 
 /// The caller's tokens (never the tokens themselves).

@@ -276,3 +276,74 @@ async fn drg_manages_access_tokens() {
     .await;
     assert_eq!(code, 1, "a bad token cannot log in");
 }
+
+#[tokio::test]
+async fn drg_manages_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(&dir.path().join("data")).await;
+    let admin = dir.path().join("admin.yaml");
+    let admin = admin.as_path();
+    ok(
+        admin,
+        &[
+            "login",
+            &server.base,
+            "--access-token",
+            &server.admin_token(),
+        ],
+    )
+    .await;
+    ok(admin, &["create", "app", "team"]).await;
+    ok(admin, &["create", "device", "--app", "team", "d1"]).await;
+
+    // an administrator makes a token for bob, who sees nothing yet
+    let made = server
+        .post_json("/api/admin/v1alpha1/users/bob/tokens", &json!({}))
+        .await;
+    let bob_token = made["token"].as_str().unwrap();
+    let bob = dir.path().join("bob.yaml");
+    let bob = bob.as_path();
+    ok(
+        bob,
+        &[
+            "login",
+            &server.base,
+            "--access-token",
+            &format!("bob:{bob_token}"),
+        ],
+    )
+    .await;
+    assert!(names(&ok_json(bob, &["get", "apps"]).await).is_empty());
+    let (code, _) = drg(bob, &["get", "device", "--app", "team", "d1"]).await;
+    assert_eq!(code, 1, "bob cannot see the application");
+
+    ok(
+        admin,
+        &[
+            "create", "member", "--app", "team", "bob", "--role", "reader",
+        ],
+    )
+    .await;
+    let members = ok_json(admin, &["get", "member", "--app", "team"]).await;
+    assert_eq!(members["members"]["bob"]["role"], "reader");
+    assert_eq!(names(&ok_json(bob, &["get", "apps"]).await), ["team"]);
+    ok(bob, &["get", "device", "--app", "team", "d1"]).await;
+    let (code, _) = drg(bob, &["create", "device", "--app", "team", "d2"]).await;
+    assert_eq!(code, 1, "a reader cannot write");
+
+    ok(
+        admin,
+        &[
+            "create", "member", "--app", "team", "bob", "--role", "manager",
+        ],
+    )
+    .await;
+    ok(bob, &["create", "device", "--app", "team", "d2"]).await;
+    let (code, _) = drg(bob, &["get", "member", "--app", "team"]).await;
+    assert_eq!(code, 1, "a manager cannot read the members");
+
+    ok(admin, &["delete", "member", "--app", "team", "bob"]).await;
+    let members = ok_json(admin, &["get", "member", "--app", "team"]).await;
+    assert!(members["members"].as_object().unwrap().is_empty());
+    assert!(names(&ok_json(bob, &["get", "apps"]).await).is_empty());
+}

@@ -100,6 +100,25 @@ impl LocalRunner {
             .as_u16()
     }
 
+    /// A POST as the administrator; the JSON answer (which must be a success).
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let token = self.admin_token();
+        let (user, token) = token.split_once(':').unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .basic_auth(user, Some(token))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
     /// Sends `signal` (e.g. `TERM`) and waits for the exit; the exit code.
     pub async fn stop(mut self, signal: &str) -> Option<i32> {
         let pid = self.child.id().expect("still running").to_string();
