@@ -1,5 +1,6 @@
 //! Device lookup by (application, device) on the embedded store, with 10,000 devices in
-//! 10 applications, each with credentials and aliases; and the access token check.
+//! 10 applications, each with credentials and aliases; the access token check; and the
+//! check of an OIDC bearer token whose key is cached.
 //!
 //! `cargo bench -p drogue-shared --bench lookup`
 
@@ -69,5 +70,27 @@ fn lookup(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lookup);
+fn bearer(c: &mut Criterion) {
+    use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+    use drogue_tests::issuer::{TestIssuer, TestKey};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (verifier, token) = rt.block_on(async {
+        let issuer = TestIssuer::start(&[("k1", TestKey::Rsa1)]).await;
+        let verifier = OidcVerifier::new(OidcConfig::new(&issuer.url, Some("drogue".into())));
+        let token = issuer.sign("k1", TestKey::Rsa1, &issuer.claims("alice"));
+        assert!(matches!(
+            verifier.verify(&token).await.unwrap(),
+            access::Authentication::Allow(_)
+        ));
+        (verifier, token)
+    });
+    c.bench_function("OIDC bearer check (RS256, key cached)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let decision = verifier.verify(black_box(&token)).await.unwrap();
+            assert!(matches!(decision, access::Authentication::Allow(_)));
+        })
+    });
+}
+
+criterion_group!(benches, lookup, bearer);
 criterion_main!(benches);

@@ -29,6 +29,8 @@ curl -fs -u "$token" -X POST "$api/apps/bench/devices" \
 echo "machine: $(nproc) cores, $(uname -m)"
 "$bin/drogue-loadgen" run http://127.0.0.1:18081/ --seconds "$seconds" --connections "$connections" | tee "$data/bare"
 "$bin/drogue-loadgen" run "$api/apps/bench/devices/device1" --basic "$token" --seconds "$seconds" --connections "$connections" | tee "$data/registry"
-bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
-registry=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/registry")
-python3 -c "print(f'registry GET device / bare hyper 200: {$registry / $bare:.2f}')"
+"$bin/drogue-loadgen" run http://127.0.0.1:18080/.well-known/drogue-version --seconds "$seconds" --connections "$connections" | tee "$data/open"
+"$bin/drogue-loadgen" run http://127.0.0.1:18080/api/admin/v1alpha1/user/whoami --basic "$token" --seconds "$seconds" --connections "$connections" | tee "$data/authenticated"
+rate() { sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/$1"; }
+python3 -c "print(f'registry GET device / bare hyper 200: {$(rate registry) / $(rate bare):.2f}')"
+python3 -c "print(f'authenticated whoami / unauthenticated drogue-version: {$(rate authenticated) / $(rate open):.2f}')"
