@@ -3,6 +3,8 @@
 //! Every function and the local runner are built on this crate.
 
 pub mod access;
+pub mod device_auth;
+pub mod events;
 pub mod http;
 pub mod model;
 pub mod registry;

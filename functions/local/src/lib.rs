@@ -1,13 +1,19 @@
-//! The local runner: mounts every function on one HTTP listener over an embedded,
-//! persistent store under a data directory, and bootstraps an administrator.
+//! The local runner: mounts every function on one HTTP listener (and an HTTPS one that
+//! asks devices for client certificates) over an embedded, persistent store and event
+//! log under a data directory, and bootstraps an administrator.
 
 mod bootstrap;
+mod stream;
+mod tls;
 
 use anyhow::Context;
 use clap::Parser;
 use drogue_registry::Settings;
 use drogue_shared::access::authz::Authorizer;
-use drogue_shared::access::oidc::OidcConfig;
+use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
+use drogue_shared::registry::Registry;
+use drogue_shared::store::Store;
 use drogue_shared::store::embedded::EmbeddedStore;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,9 +28,20 @@ pub struct Config {
     /// Where the data is kept (created if missing).
     #[arg(long, env = "DROGUE_DATA_DIR", default_value = ".drogue")]
     pub data_dir: PathBuf,
-    /// The address of the HTTP listener (management API and device endpoint).
+    /// The address of the HTTP listener (management API, device endpoint, streams).
     #[arg(long, env = "DROGUE_HTTP_BIND", default_value = "127.0.0.1:8080")]
     pub http_bind: SocketAddr,
+    /// The address of the HTTPS listener, which asks devices for client certificates;
+    /// `off` for none.
+    #[arg(long, env = "DROGUE_HTTPS_BIND", default_value = "127.0.0.1:8443")]
+    pub https_bind: String,
+    /// The HTTPS server certificate chain (PEM); without one, a self-signed certificate
+    /// for localhost is made and kept in the data directory.
+    #[arg(long, env = "DROGUE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `--tls-cert` (PEM).
+    #[arg(long, env = "DROGUE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The URL clients reach the HTTP listener at, if not the one they used.
     #[arg(long, env = "DROGUE_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -38,57 +55,99 @@ pub struct Config {
     /// The role that may do everything; the bootstrapped administrator holds it.
     #[arg(long, env = "DROGUE_ADMIN_ROLE", default_value = Authorizer::DEFAULT_ADMIN_ROLE)]
     pub admin_role: String,
+    /// Events kept per application in the local event log.
+    #[arg(long, env = "DROGUE_EVENT_RETENTION", default_value_t = DEFAULT_RETENTION)]
+    pub event_retention: u64,
 }
 
 /// A started local runner.
 pub struct Server {
-    listener: TcpListener,
+    http: TcpListener,
+    https: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     router: axum::Router,
     admin: bootstrap::AdminCredentials,
+    events: EventLog,
 }
 
 impl Server {
-    /// Opens the store, bootstraps the administrator and binds the listener.
+    /// Opens the store and the event log, bootstraps the administrator and binds the
+    /// listeners.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-        let store = EmbeddedStore::open(config.data_dir.join("drogue.redb"))
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let admin = bootstrap::ensure_admin(&store, &config.data_dir, &config.admin_role).await?;
-        let listener = TcpListener::bind(config.http_bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http_bind))?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let store = EmbeddedStore::open(dir.join("drogue.redb"))
+            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+        let events = EventLog::open(dir.join("events.redb"), config.event_retention)
+            .with_context(|| format!("cannot open the event log in {}", dir.display()))?;
+        let admin = bootstrap::ensure_admin(&store, dir, &config.admin_role).await?;
+        let store: Arc<dyn Store> = Arc::new(store);
+
+        let oidc = config
+            .oidc_issuer
+            .clone()
+            .map(|issuer| OidcConfig::new(issuer, config.oidc_audience.clone()));
         let settings = Settings {
             public_url: config.public_url.clone(),
             http_url: None,
-            oidc: config
-                .oidc_issuer
-                .clone()
-                .map(|issuer| OidcConfig::new(issuer, config.oidc_audience.clone())),
+            oidc: oidc.clone(),
             admin_role: config.admin_role.clone(),
+            websocket_path: Some(stream::PATH.into()),
         };
-        let router = drogue_registry::router(Arc::new(store), settings);
+        let stream_state = stream::StreamState {
+            registry: Registry::new(store.clone(), Authorizer::new(&config.admin_role)),
+            oidc: oidc.map(|c| Arc::new(OidcVerifier::new(c))),
+            log: events.clone(),
+        };
+        let router = drogue_registry::router(store.clone(), settings)
+            .merge(drogue_http_endpoint::router(
+                store.clone(),
+                Arc::new(events.clone()),
+                drogue_http_endpoint::Settings::default(),
+            ))
+            .merge(stream::router(stream_state));
+
+        let http = TcpListener::bind(config.http_bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_bind))?;
+        let https = match config.https_bind.as_str() {
+            "off" => None,
+            bind => {
+                let addr: SocketAddr = bind.parse().with_context(|| {
+                    format!("--https-bind takes an address or `off`, not {bind:?}")
+                })?;
+                let tls = tls::server_config(&config)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                Some((listener, tls))
+            }
+        };
         tracing::info!(
-            address = %listener.local_addr()?,
-            data_dir = %config.data_dir.display(),
+            http = %http.local_addr()?,
+            https = ?https.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+            data_dir = %dir.display(),
             "drogue-local is ready"
         );
         Ok(Self {
-            listener,
+            http,
+            https,
             router,
             admin,
+            events,
         })
     }
 
     /// Where the HTTP listener is bound.
     pub fn http_addr(&self) -> SocketAddr {
-        self.listener
+        self.http
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where the HTTPS listener is bound, if there is one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bootstrapped administrator's `user:token`.
@@ -96,11 +155,35 @@ impl Server {
         (&self.admin.user, &self.admin.token)
     }
 
+    /// The event log, for in-process subscribers.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        drogue_shared::runtime::serve(self.listener, self.router, shutdown).await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        };
+        let https = self.https.map(|(listener, config)| {
+            let (router, stopped) = (self.router.clone(), wait(stopped.clone()));
+            tokio::spawn(drogue_shared::runtime::tls::serve_tls(
+                listener, config, router, stopped,
+            ))
+        });
+        let http = drogue_shared::runtime::serve(self.http, self.router, wait(stopped));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let (served, ()) = tokio::join!(http, signal);
+        if let Some(https) = https {
+            https.await??;
+        }
+        served
     }
 }

@@ -35,6 +35,8 @@ struct Endpoints {
     registry: Url,
     #[serde(skip_serializing_if = "Option::is_none")]
     command_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    websocket_integration: Option<Url>,
 }
 
 fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
@@ -56,6 +58,13 @@ fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
         sso: issuer.clone(),
         issuer_url: issuer,
         registry: Url { url: base.clone() },
+        websocket_integration: state.settings.websocket_path.as_ref().map(|path| Url {
+            url: format!(
+                "{}{path}",
+                base.replacen("https://", "wss://", 1)
+                    .replacen("http://", "ws://", 1)
+            ),
+        }),
         command_url: Some(base),
     }
 }

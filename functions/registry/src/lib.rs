@@ -35,6 +35,9 @@ pub struct Settings {
     pub oidc: Option<OidcConfig>,
     /// `DROGUE_ADMIN_ROLE`: the role that may do everything (default `drogue-admin`).
     pub admin_role: String,
+    /// The path on this API's host where the WebSocket integration serves
+    /// (`/stream/` in `drogue-local`), announced as `websocket_integration`.
+    pub websocket_path: Option<String>,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             http_url: None,
             oidc: None,
             admin_role: Authorizer::DEFAULT_ADMIN_ROLE.into(),
+            websocket_path: None,
         }
     }
 }
@@ -58,6 +62,7 @@ impl Settings {
                 .map(|issuer| OidcConfig::new(issuer, var("DROGUE_OIDC_AUDIENCE"))),
             admin_role: var("DROGUE_ADMIN_ROLE")
                 .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
+            websocket_path: None,
         }
     }
 }

@@ -10,16 +10,33 @@ use serde::de::DeserializeOwned;
 /// The largest request body the management API reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("cannot read the body: {0}")]
+    Unreadable(String),
+}
+
 /// Reads a whole body of at most `limit` bytes.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
-            ApiError::PayloadTooLarge(limit)
+            BodyError::TooLarge(limit)
         } else {
-            ApiError::InvalidRequest(format!("cannot read the request body: {e}"))
+            BodyError::Unreadable(e.to_string())
         }
+    })
+}
+
+/// Reads a whole body of at most `limit` bytes, for the management API.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    read_limited(body, limit).await.map_err(|e| match e {
+        BodyError::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
+        e @ BodyError::Unreadable(_) => ApiError::InvalidRequest(e.to_string()),
     })
 }
 

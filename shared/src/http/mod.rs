@@ -6,5 +6,5 @@ mod body;
 mod error;
 
 pub use auth::{CallerCredentials, authenticate_user};
-pub use body::{JsonBody, OptionalJsonBody, read_body};
+pub use body::{BodyError, JsonBody, OptionalJsonBody, read_body, read_limited};
 pub use error::ApiError;

@@ -4,3 +4,4 @@
 mod drg;
 mod restart;
 mod runner;
+mod telemetry;

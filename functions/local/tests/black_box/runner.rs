@@ -9,6 +9,8 @@ use tokio::process::{Child, Command};
 pub struct LocalRunner {
     child: Child,
     pub base: String,
+    /// The HTTPS listener's base URL.
+    pub https: String,
     pub data_dir: PathBuf,
 }
 
@@ -24,12 +26,14 @@ fn free_port() -> u16 {
 impl LocalRunner {
     /// Starts the binary on `data_dir` and waits until it answers.
     pub async fn start(data_dir: &Path) -> Self {
-        let port = free_port();
+        let (port, https) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_drogue-local"))
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--http-bind")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--https-bind")
+            .arg(format!("127.0.0.1:{https}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -38,6 +42,7 @@ impl LocalRunner {
         let runner = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            https: format!("https://localhost:{https}"),
             data_dir: data_dir.to_owned(),
         };
         runner.wait_ready().await;

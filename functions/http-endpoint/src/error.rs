@@ -1,0 +1,54 @@
+//! Errors of the device endpoint: `{"code": <status>, "error": "<Kind>", "message": ".."}`,
+//! as Drogue Cloud's endpoints answer. Every authentication failure is the same 403, so
+//! nothing tells a caller which part was wrong.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum EndpointError {
+    /// 400: a query parameter that cannot be read.
+    InvalidRequest(String),
+    /// 403: authentication failed, for whatever reason.
+    AuthenticationFailed,
+    /// 406: a JSON content type with a body that is not JSON.
+    NotAcceptable(String),
+    /// 413: a body over the limit.
+    PayloadTooLarge(usize),
+    /// 503: the registry or the event stream could not be reached.
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl IntoResponse for EndpointError {
+    fn into_response(self) -> Response {
+        let (status, error, message) = match &self {
+            Self::InvalidRequest(m) => (StatusCode::BAD_REQUEST, "InvalidRequest", m.clone()),
+            Self::AuthenticationFailed => (
+                StatusCode::FORBIDDEN,
+                "AuthenticationError",
+                "Authentication failed".into(),
+            ),
+            Self::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "InvalidFormat", m.clone()),
+            Self::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("The payload is larger than {limit} bytes"),
+            ),
+            Self::Unavailable(cause) => {
+                tracing::error!(error = %cause, source = ?cause.source(), "backend unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "A backend service is unavailable, please retry later".into(),
+                )
+            }
+        };
+        (
+            status,
+            Json(json!({"code": status.as_u16(), "error": error, "message": message})),
+        )
+            .into_response()
+    }
+}

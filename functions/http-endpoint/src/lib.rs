@@ -1,0 +1,86 @@
+//! The device HTTP endpoint, compatible with Drogue Cloud 0.11: `POST /v1/{channel}`
+//! authenticates the device (password, username, client certificate, gateway `as`),
+//! turns the payload into a CloudEvent and answers 202 once the event stream took it.
+
+mod certificates;
+mod credentials;
+mod error;
+mod publish;
+
+pub use error::EndpointError;
+
+use axum::Router;
+use axum::routing::{get, post};
+use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
+use drogue_shared::store::Store;
+use std::sync::Arc;
+
+/// The largest payload accepted (as Drogue Cloud).
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// How the endpoint presents its events.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DROGUE_INSTANCE`: the `instance` extension of events (default `drogue`).
+    pub instance: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            instance: DEFAULT_INSTANCE.into(),
+        }
+    }
+}
+
+/// What the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DROGUE_TABLE`: the registry's DynamoDB table.
+    pub table: String,
+    /// `DROGUE_EVENT_STREAM`: the Kinesis stream events go to.
+    pub stream: String,
+    pub settings: Settings,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var =
+            |name: &str| std::env::var(name).map_err(|_| anyhow::anyhow!("{name} must be set"));
+        Ok(Self {
+            table: var("DROGUE_TABLE")?,
+            stream: var("DROGUE_EVENT_STREAM")?,
+            settings: Settings {
+                instance: std::env::var("DROGUE_INSTANCE")
+                    .unwrap_or_else(|_| DEFAULT_INSTANCE.into()),
+            },
+        })
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct EndpointState {
+    pub auth: DeviceAuthenticator,
+    pub sink: Arc<dyn EventSink>,
+    pub settings: Arc<Settings>,
+}
+
+/// The endpoint's routes over a store and an event sink.
+pub fn router(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, settings: Settings) -> Router {
+    router_with(EndpointState {
+        auth: DeviceAuthenticator::new(store),
+        sink,
+        settings: Arc::new(settings),
+    })
+}
+
+/// The endpoint's routes over prepared state (an authenticator with another clock).
+pub fn router_with(state: EndpointState) -> Router {
+    Router::new()
+        .route("/", get(|| async {}))
+        .route("/v1/{channel}", post(publish::publish))
+        .route("/v1/{channel}/{*suffix}", post(publish::publish))
+        .with_state(state)
+}

@@ -1,0 +1,18 @@
+//! The device HTTP endpoint: on Lambda behind the HTTP API (with a mutual-TLS custom
+//! domain for client certificates), or on `$PORT`.
+
+use drogue_http_endpoint::{Config, router};
+use drogue_shared::events::kinesis::{self, KinesisSink};
+use drogue_shared::runtime;
+use drogue_shared::store::dynamodb::{self, DynamoStore};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let config = Config::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let sink = Arc::new(KinesisSink::new(kinesis::client(&aws), &config.stream));
+    runtime::run(router(store, sink, config.settings)).await
+}

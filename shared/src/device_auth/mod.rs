@@ -1,0 +1,265 @@
+//! Device authentication, one implementation for HTTP and MQTT: passwords (plain,
+//! bcrypt, SHA-512-crypt, with a cache of successful checks), usernames, X.509 client
+//! certificates against the application's trust anchors, and gateways acting for
+//! other devices (`as`).
+//!
+//! The result is a value: [`DeviceAuthentication::Allow`] or `Deny { reason }`. `Err`
+//! means the store could not be asked, so nothing was decided (the endpoints answer 503).
+
+mod cache;
+mod credentials;
+mod x509;
+
+pub use cache::VerifiedPasswords;
+pub use x509::Clock;
+
+use crate::model::device_spec::{self, Credential};
+use crate::model::{AppName, Application, Claim, Device, DeviceName};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+
+/// What a device presents.
+pub enum DeviceCredential {
+    /// A password for the device `device`: `device@app:password`, or `device:password`
+    /// with the application named apart.
+    Password { device: String, password: String },
+    /// A username and password; `device` names the device when given apart, else the
+    /// username does.
+    UsernamePassword {
+        username: String,
+        password: String,
+        device: Option<String>,
+    },
+    /// A client certificate chain (DER, end entity first), already checked for
+    /// possession of the key by the TLS layer.
+    Certificate { chain: Vec<Vec<u8>> },
+}
+
+impl std::fmt::Debug for DeviceCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Password { device, .. } => write!(f, "Password({device}, redacted)"),
+            Self::UsernamePassword {
+                username, device, ..
+            } => {
+                write!(f, "UsernamePassword({username}, {device:?}, redacted)")
+            }
+            Self::Certificate { chain } => write!(f, "Certificate({} certificates)", chain.len()),
+        }
+    }
+}
+
+/// An authentication request.
+#[derive(Debug)]
+pub struct DeviceAuthRequest {
+    /// The application, when named apart from the credential (`?application=`, or the
+    /// `@app` of a username); certificates name it by their issuer.
+    pub application: Option<String>,
+    pub credential: DeviceCredential,
+    /// The device the authenticated one acts for, as a gateway (`as=`).
+    pub r#as: Option<String>,
+}
+
+/// An authenticated device.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub application: Application,
+    /// The device that authenticated (the sender).
+    pub sender: Device,
+    /// The device the data is for: `as`, or the sender itself.
+    pub device: Device,
+}
+
+/// The outcome of device authentication.
+#[derive(Debug, Clone)]
+pub enum DeviceAuthentication {
+    Allow(Box<Authenticated>),
+    Deny { reason: &'static str },
+}
+
+fn deny(reason: &'static str) -> Result<DeviceAuthentication, StoreError> {
+    Ok(DeviceAuthentication::Deny { reason })
+}
+
+/// Authenticates devices against the registry.
+#[derive(Clone)]
+pub struct DeviceAuthenticator {
+    store: Arc<dyn Store>,
+    verified: Arc<VerifiedPasswords>,
+    clock: Arc<dyn Clock>,
+}
+
+impl DeviceAuthenticator {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_clock(store, Arc::new(x509::SystemClock))
+    }
+
+    /// With an injected clock, for certificate validity.
+    pub fn with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            verified: Arc::new(VerifiedPasswords::new(VerifiedPasswords::DEFAULT_CAPACITY)),
+            clock,
+        }
+    }
+
+    /// The cache of successful password checks (for tests and metrics).
+    pub fn verified_passwords(&self) -> &VerifiedPasswords {
+        &self.verified
+    }
+
+    pub async fn authenticate(
+        &self,
+        request: DeviceAuthRequest,
+    ) -> Result<DeviceAuthentication, StoreError> {
+        let (application, sender) = match &request.credential {
+            DeviceCredential::Certificate { chain } => {
+                match x509::authenticate(self, request.application.as_deref(), chain).await? {
+                    Ok(found) => found,
+                    Err(reason) => return deny(reason),
+                }
+            }
+            DeviceCredential::Password { device, password } => {
+                let Some(app) = request.application.as_deref() else {
+                    return deny("no application given");
+                };
+                let Some((application, sender)) = self.lookup(app, device).await? else {
+                    return deny("unknown application or device");
+                };
+                let presented = credentials::Presented::Password {
+                    id: device,
+                    password,
+                };
+                if !self.check_password(&application, &sender, &presented) {
+                    return deny("wrong password");
+                }
+                (application, sender)
+            }
+            DeviceCredential::UsernamePassword {
+                username,
+                password,
+                device,
+            } => {
+                let Some(app) = request.application.as_deref() else {
+                    return deny("no application given");
+                };
+                let id = device.as_deref().unwrap_or(username);
+                let Some((application, sender)) = self.lookup(app, id).await? else {
+                    return deny("unknown application or device");
+                };
+                let presented = credentials::Presented::UsernamePassword { username, password };
+                if !self.check_password(&application, &sender, &presented) {
+                    return deny("wrong username or password");
+                }
+                (application, sender)
+            }
+        };
+        if let Some(reason) = unusable(&application).or_else(|| unusable(&sender)) {
+            return deny(reason);
+        }
+        let device = match request.r#as.as_deref() {
+            None => sender.clone(),
+            Some(target) if target == sender.metadata.name => sender.clone(),
+            Some(target) => {
+                let app =
+                    AppName::parse(&application.metadata.name).expect("stored names are valid");
+                let Some(device) = self.find_device(&app, target).await? else {
+                    return deny("unknown device to act for");
+                };
+                let gateways = device_spec::gateways(&device.spec).unwrap_or_default();
+                if !gateways.contains(&sender.metadata.name) {
+                    return deny("not a gateway of the device");
+                }
+                if let Some(reason) = unusable(&device) {
+                    return deny(reason);
+                }
+                device
+            }
+        };
+        Ok(DeviceAuthentication::Allow(Box::new(Authenticated {
+            application,
+            sender,
+            device,
+        })))
+    }
+
+    /// The application and the device named `id` (its name, an alias or a unique
+    /// username).
+    async fn lookup(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<(Application, Device)>, StoreError> {
+        let Ok(app) = AppName::parse(app) else {
+            return Ok(None);
+        };
+        let Some(application) = self.store.get_application(&app).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .find_device(&app, id)
+            .await?
+            .map(|d| (application.app, d)))
+    }
+
+    /// A device by name, else by alias or unique username.
+    pub(crate) async fn find_device(
+        &self,
+        app: &AppName,
+        id: &str,
+    ) -> Result<Option<Device>, StoreError> {
+        if let Ok(name) = DeviceName::parse(id)
+            && let Some(device) = self.store.get_device(app, &name).await?
+        {
+            return Ok(Some(device));
+        }
+        match self
+            .store
+            .find_device_by_claim(app, &Claim::Alias(id.to_owned()))
+            .await?
+        {
+            Some(name) => self.store.get_device(app, &name).await,
+            None => Ok(None),
+        }
+    }
+
+    fn check_password(
+        &self,
+        app: &Application,
+        device: &Device,
+        presented: &credentials::Presented<'_>,
+    ) -> bool {
+        let key = self.verified.key(app, device, presented);
+        if self.verified.contains(&key) {
+            return true;
+        }
+        self.verified.count_slow_check();
+        let stored = device_spec::credentials(&device.spec).unwrap_or_default();
+        let ok = credentials::matches(&stored, &device.metadata.name, presented);
+        if ok {
+            self.verified.insert(key);
+        }
+        ok
+    }
+}
+
+/// Why an application or device cannot be used: disabled or being deleted.
+fn unusable(resource: &crate::model::Resource) -> Option<&'static str> {
+    if resource.is_deleting() {
+        return Some("being deleted");
+    }
+    let disabled = resource
+        .spec
+        .get("core")
+        .and_then(|core| core.get("disabled"))
+        .and_then(|d| d.as_bool())
+        .unwrap_or(false);
+    disabled.then_some("disabled")
+}
+
+/// Whether credentials hold any of the given kind, for callers that pick a method.
+pub fn has_certificate_credential(credentials: &[Credential]) -> bool {
+    credentials
+        .iter()
+        .any(|c| matches!(c, Credential::Certificate(_)))
+}

@@ -1,0 +1,223 @@
+//! Device events as CloudEvents (Drogue Cloud's mapping, RFC 0003) and the event stream
+//! they are written to: an `EventSink` port with a Kinesis adapter for AWS and a
+//! persistent local log for `drogue-local`.
+
+pub mod kinesis;
+pub mod log;
+
+use crate::model::{Application, Device};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// The type of device events.
+pub const TYPE_EVENT: &str = "io.drogue.event.v1";
+/// The type of connection events (`{"connected": bool}` on subject `connection`).
+pub const TYPE_CONNECTION: &str = "io.drogue.connection.v1";
+/// The default value of the `instance` extension.
+pub const DEFAULT_INSTANCE: &str = "drogue";
+
+/// What a device published.
+pub struct Publish<'a> {
+    pub application: &'a Application,
+    /// The device the data is for (the `as` device of a gateway).
+    pub device: &'a Device,
+    /// The device that sent it (the authenticated one).
+    pub sender: &'a Device,
+    /// The channel: the event's `subject`.
+    pub channel: &'a str,
+    /// More topic levels after the channel, kept in the `topic` extension.
+    pub suffix: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub data_schema: Option<&'a str>,
+    pub instance: &'a str,
+    pub received: DateTime<Utc>,
+}
+
+/// The payload could not be taken as its content type says.
+#[derive(Debug, thiserror::Error)]
+#[error("the payload is declared as JSON but is not valid JSON: {0}")]
+pub struct InvalidJson(String);
+
+/// Whether a content type is JSON (`application/json`, `text/json`, `*+json`).
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.starts_with("application/json")
+        || essence.starts_with("text/json")
+        || essence.ends_with("+json")
+}
+
+/// `{app}/{device}`, each percent-encoded (everything but ASCII letters and digits).
+pub fn device_path(app: &str, device: &str) -> String {
+    format!(
+        "{}/{}",
+        utf8_percent_encode(app, NON_ALPHANUMERIC),
+        utf8_percent_encode(device, NON_ALPHANUMERIC)
+    )
+}
+
+/// The CloudEvent of a device's publish.
+///
+/// A declared JSON content type must carry valid JSON, and becomes `application/json`;
+/// other content types are kept; without one, a body that parses as JSON is
+/// `application/json`, anything else `application/octet-stream`.
+pub fn telemetry(publish: &Publish<'_>, body: &[u8]) -> Result<Event, InvalidJson> {
+    let app = &publish.application.metadata.name;
+    let path = device_path(app, &publish.device.metadata.name);
+    let mut builder = EventBuilderV10::new()
+        .id(uuid::Uuid::new_v4().to_string())
+        .ty(TYPE_EVENT)
+        .source(format!("drogue://{path}"))
+        .subject(publish.channel)
+        .time(publish.received)
+        .extension("instance", publish.instance)
+        .extension("application", app.as_str())
+        .extension("applicationuid", publish.application.metadata.uid.as_str())
+        .extension("device", publish.device.metadata.name.as_str())
+        .extension("deviceuid", publish.device.metadata.uid.as_str())
+        .extension("sender", publish.sender.metadata.name.as_str())
+        .extension("senderuid", publish.sender.metadata.uid.as_str())
+        .extension("partitionkey", path.as_str());
+    if let Some(schema) = publish.data_schema {
+        builder = builder.extension("dataschema", schema);
+    }
+    if let Some(suffix) = publish.suffix.filter(|s| !s.is_empty()) {
+        builder = builder.extension("topic", format!("{}/{suffix}", publish.channel));
+    }
+    builder = match publish.content_type {
+        Some(ct) if is_json(ct) => match serde_json::from_slice(body) {
+            Ok(value) => builder.data("application/json", Data::Json(value)),
+            Err(e) => return Err(InvalidJson(e.to_string())),
+        },
+        Some(ct) => builder.data(ct, body.to_vec()),
+        None => match serde_json::from_slice(body) {
+            Ok(value) => builder.data("application/json", Data::Json(value)),
+            Err(_) => builder.data("application/octet-stream", body.to_vec()),
+        },
+    };
+    Ok(builder.build().expect("every required attribute is set"))
+}
+
+/// The `partitionkey` extension (`{app}/{device}`), or the source.
+pub fn partition_key(event: &Event) -> String {
+    match event.extension("partitionkey") {
+        Some(value) => value.to_string(),
+        None => event.source().to_string(),
+    }
+}
+
+/// The `application` extension.
+pub fn application_of(event: &Event) -> Option<String> {
+    event.extension("application").map(|v| v.to_string())
+}
+
+/// The event in structured JSON mode (`data` for JSON, `data_base64` otherwise).
+pub fn to_json(event: &Event) -> String {
+    serde_json::to_string(event).expect("events serialize")
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("the event stream is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl SinkError {
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}
+
+/// Where device events go. `publish` returns once the event is durably accepted.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    async fn publish(&self, event: &Event) -> Result<(), SinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Metadata, Resource};
+    use serde_json::{Value, json};
+
+    fn resource(name: &str, uid: &str) -> Resource {
+        Resource {
+            metadata: Metadata {
+                name: name.into(),
+                application: None,
+                uid: uid.into(),
+                creation_timestamp: Utc::now(),
+                generation: 0,
+                resource_version: "rv".into(),
+                deletion_timestamp: None,
+                finalizers: vec![],
+                labels: Default::default(),
+                annotations: Default::default(),
+            },
+            spec: Default::default(),
+            status: Default::default(),
+        }
+    }
+
+    fn event(content_type: Option<&str>, body: &[u8]) -> Result<Value, InvalidJson> {
+        let (app, device, gateway) = (
+            resource("my-app", "a-uid"),
+            resource("dev 1", "d-uid"),
+            resource("gw", "g-uid"),
+        );
+        let publish = Publish {
+            application: &app,
+            device: &device,
+            sender: &gateway,
+            channel: "telemetry",
+            suffix: Some("room/1"),
+            content_type,
+            data_schema: Some("urn:schema"),
+            instance: DEFAULT_INSTANCE,
+            received: "2026-11-24T10:00:00Z".parse().unwrap(),
+        };
+        telemetry(&publish, body).map(|e| serde_json::from_str(&to_json(&e)).unwrap())
+    }
+
+    #[test]
+    fn every_attribute_follows_the_drogue_mapping() {
+        let e = event(Some("application/json"), br#"{"temp":42}"#).unwrap();
+        assert_eq!(e["specversion"], "1.0");
+        assert!(uuid::Uuid::parse_str(e["id"].as_str().unwrap()).is_ok());
+        assert_eq!(e["type"], "io.drogue.event.v1");
+        assert_eq!(e["source"], "drogue://my%2Dapp/dev%201");
+        assert_eq!(e["subject"], "telemetry");
+        assert_eq!(e["time"], "2026-11-24T10:00:00Z");
+        assert_eq!(e["datacontenttype"], "application/json");
+        assert_eq!(e["dataschema"], "urn:schema");
+        assert_eq!(e["instance"], "drogue");
+        assert_eq!(e["application"], "my-app");
+        assert_eq!(e["applicationuid"], "a-uid");
+        assert_eq!(e["device"], "dev 1");
+        assert_eq!(e["deviceuid"], "d-uid");
+        assert_eq!(e["sender"], "gw");
+        assert_eq!(e["senderuid"], "g-uid");
+        assert_eq!(e["partitionkey"], "my%2Dapp/dev%201");
+        assert_eq!(e["topic"], "telemetry/room/1");
+        assert_eq!(e["data"], json!({"temp": 42}));
+    }
+
+    #[test]
+    fn content_types_are_checked_normalised_or_sniffed() {
+        let e = event(Some("application/senml+json; charset=utf-8"), b"[1]").unwrap();
+        assert_eq!(e["datacontenttype"], "application/json");
+        assert!(event(Some("application/json"), b"{nope").is_err());
+        let e = event(Some("text/plain"), b"hello").unwrap();
+        assert_eq!(e["datacontenttype"], "text/plain");
+        assert_eq!(e["data_base64"], "aGVsbG8=");
+        let e = event(None, br#"{"a":1}"#).unwrap();
+        assert_eq!(e["datacontenttype"], "application/json");
+        let e = event(None, &[0xff, 0x00]).unwrap();
+        assert_eq!(e["datacontenttype"], "application/octet-stream");
+        assert_eq!(e["data_base64"], "/wA=");
+        let e = event(None, b"").unwrap();
+        assert_eq!(e["datacontenttype"], "application/octet-stream");
+    }
+}

@@ -1,0 +1,79 @@
+//! X.509 client certificates: accepted when issued by the application's trust anchor
+//! and valid now; refused when expired, not yet valid, issued by another CA or another
+//! application's, self-signed, or for no known device.
+
+use super::fixture::Fixture;
+use drogue_shared::device_auth::DeviceCredential;
+use drogue_tests::pki::{self, TestCa};
+use drogue_tests::suite::Case;
+
+pub const CASES: &[Case<Fixture>] = &[
+    ("a certificate from the application's CA is accepted", |f| {
+        Box::pin(accepted(f))
+    }),
+    (
+        "expired, early, foreign and self-signed certificates are refused",
+        |f| Box::pin(refused(f)),
+    ),
+];
+
+fn cert(der: &[u8]) -> DeviceCredential {
+    DeviceCredential::Certificate {
+        chain: vec![der.to_vec()],
+    }
+}
+
+async fn accepted(f: Fixture) {
+    let by_cn = f.ca1.issue("app1", "device-1", 2025, 2030);
+    assert_eq!(
+        f.allowed(None, cert(&by_cn.der), None).await.0,
+        "device-1",
+        "the common name names the device"
+    );
+    assert_eq!(
+        f.allowed(Some("app1"), cert(&by_cn.der), None).await.0,
+        "device-1"
+    );
+    let by_subject = f.ca1.issue("app1", "certified-cert", 2025, 2030);
+    assert_eq!(
+        f.allowed(None, cert(&by_subject.der), None).await.0,
+        "certified",
+        "an alias holds the subject"
+    );
+}
+
+async fn refused(f: Fixture) {
+    let invalid = "the certificate is not valid for the application";
+    let expired = f.ca1.issue("app1", "device-1", 2020, 2021);
+    assert_eq!(f.denied(None, cert(&expired.der), None).await, invalid);
+    let early = f.ca1.issue("app1", "device-1", 2090, 2100);
+    assert_eq!(f.denied(None, cert(&early.der), None).await, invalid);
+
+    let other_app = f.ca2.issue("app1", "device-1", 2025, 2030);
+    assert_eq!(
+        f.denied(Some("app1"), cert(&other_app.der), None).await,
+        "the certificate belongs to another application"
+    );
+    f.denied(None, cert(&other_app.der), None).await;
+    let other_apps_device = f.ca2.issue("app2", "other-app-device", 2025, 2030);
+    f.allowed(None, cert(&other_apps_device.der), None).await;
+    f.denied(Some("app1"), cert(&other_apps_device.der), None)
+        .await;
+
+    let unknown_ca = TestCa::new("app9", "Unknown CA").issue("app1", "device-1", 2025, 2030);
+    assert_eq!(
+        f.denied(None, cert(&unknown_ca.der), None).await,
+        "no application trusts the certificate's issuer"
+    );
+    // a CA of the same name, but another key
+    let impostor = TestCa::new("app1", "App 1 CA").issue("app1", "device-1", 2025, 2030);
+    assert_eq!(f.denied(None, cert(&impostor.der), None).await, invalid);
+    let self_signed = pki::self_signed("app1", "device-1");
+    f.denied(None, cert(&self_signed.der), None).await;
+
+    let nobody = f.ca1.issue("app1", "nobody", 2025, 2030);
+    f.denied(None, cert(&nobody.der), None).await;
+    f.denied(None, DeviceCredential::Certificate { chain: vec![] }, None)
+        .await;
+    f.denied(None, cert(b"not a certificate"), None).await;
+}

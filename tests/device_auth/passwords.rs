@@ -1,0 +1,162 @@
+//! Passwords, usernames, aliases, disabled and deleted objects, gateways, the cache.
+
+use super::fixture::{Fixture, password, user};
+use drogue_shared::model::{AppName, DeviceName};
+use drogue_tests::suite::Case;
+
+pub const CASES: &[Case<Fixture>] = &[
+    (
+        "a device's password is accepted, a wrong one refused",
+        |f| Box::pin(passwords(f)),
+    ),
+    ("usernames follow Drogue Cloud's matching rules", |f| {
+        Box::pin(usernames(f))
+    }),
+    ("aliases and unique usernames name the device", |f| {
+        Box::pin(aliases(f))
+    }),
+    ("disabled and deleted objects are refused", |f| {
+        Box::pin(unusable(f))
+    }),
+    ("a gateway acts only for devices that name it", |f| {
+        Box::pin(gateways(f))
+    }),
+    (
+        "the slow hash runs once per device and password until the device changes",
+        |f| Box::pin(cache(f)),
+    ),
+];
+
+async fn passwords(f: Fixture) {
+    let app = Some("app1");
+    assert_eq!(
+        f.allowed(app, password("pass-dev", "secret"), None).await,
+        ("pass-dev".into(), "pass-dev".into())
+    );
+    f.allowed(app, password("bcrypt-dev", "secret"), None).await;
+    f.denied(app, password("pass-dev", "Secret"), None).await;
+    f.denied(app, password("pass-dev", ""), None).await;
+    f.denied(app, password("bcrypt-dev", "wrong"), None).await;
+    f.denied(app, password("nobody", "secret"), None).await;
+    f.denied(Some("app9"), password("pass-dev", "secret"), None)
+        .await;
+    f.denied(Some("Not A Name"), password("pass-dev", "secret"), None)
+        .await;
+    f.denied(None, password("pass-dev", "secret"), None).await;
+    f.denied(Some("app2"), password("pass-dev", "secret"), None)
+        .await;
+}
+
+async fn usernames(f: Fixture) {
+    let app = Some("app1");
+    f.allowed(app, user("alice", "pw", Some("user-dev")), None)
+        .await;
+    f.allowed(app, user("bob", "pw2", Some("user-dev")), None)
+        .await;
+    f.denied(app, user("bob", "pw", Some("user-dev")), None)
+        .await;
+    f.denied(app, user("carol", "pw", Some("user-dev")), None)
+        .await;
+    // the device's own name as username, with a pass entry
+    f.allowed(app, user("pass-dev", "secret", Some("pass-dev")), None)
+        .await;
+    f.denied(app, user("other", "secret", Some("pass-dev")), None)
+        .await;
+    // a password alone: a user named like the device
+    f.allowed(app, password("user-dev", "pw3"), None).await;
+    f.denied(app, password("user-dev", "pw2"), None).await;
+}
+
+async fn aliases(f: Fixture) {
+    let app = Some("app1");
+    assert_eq!(
+        f.allowed(app, password("alias-1", "secret"), None).await.0,
+        "aliased"
+    );
+    assert_eq!(
+        f.allowed(app, password("alice", "pw"), None).await.0,
+        "user-dev",
+        "a unique username names the device"
+    );
+    f.denied(app, password("bob", "pw2"), None).await;
+}
+
+async fn unusable(f: Fixture) {
+    assert_eq!(
+        f.denied(Some("app1"), password("disabled-dev", "secret"), None)
+            .await,
+        "disabled"
+    );
+    assert_eq!(
+        f.denied(Some("off"), password("d", "secret"), None).await,
+        "disabled"
+    );
+    assert_eq!(
+        f.denied(Some("app1"), password("deleting-dev", "secret"), None)
+            .await,
+        "being deleted"
+    );
+}
+
+async fn gateways(f: Fixture) {
+    let app = Some("app1");
+    let (sender, device) = f
+        .allowed(app, password("gateway", "gw-secret"), Some("behind"))
+        .await;
+    assert_eq!((sender.as_str(), device.as_str()), ("gateway", "behind"));
+    f.denied(app, password("gateway", "gw-secret"), Some("not-behind"))
+        .await;
+    f.denied(app, password("gateway", "gw-secret"), Some("nobody"))
+        .await;
+    f.denied(app, password("gateway", "wrong"), Some("behind"))
+        .await;
+    f.denied(app, password("pass-dev", "secret"), Some("behind"))
+        .await;
+    assert_eq!(
+        f.allowed(app, password("gateway", "gw-secret"), Some("gateway"))
+            .await
+            .1,
+        "gateway"
+    );
+}
+
+async fn cache(f: Fixture) {
+    let app = Some("app1");
+    let before = f.auth.verified_passwords().slow_checks();
+    for _ in 0..10 {
+        f.allowed(app, password("pass-dev", "secret"), None).await;
+    }
+    assert_eq!(
+        f.auth.verified_passwords().slow_checks() - before,
+        1,
+        "the hash ran once"
+    );
+    f.denied(app, password("pass-dev", "wrong"), None).await;
+    assert_eq!(
+        f.auth.verified_passwords().slow_checks() - before,
+        2,
+        "a wrong password is never cached"
+    );
+
+    // a change of the device (here: a new password) makes the cache forget it
+    let name = (
+        AppName::parse("app1").unwrap(),
+        DeviceName::parse("pass-dev").unwrap(),
+    );
+    let mut device = f
+        .registry
+        .get_device(&f.admin, &name.0, &name.1)
+        .await
+        .unwrap()
+        .unwrap();
+    device.spec["authentication"] = serde_json::json!({"credentials": [{"pass": "changed"}]});
+    let input = serde_json::from_value(serde_json::to_value(&device).unwrap()).unwrap();
+    f.registry
+        .update_device(&f.admin, &name.0, &name.1, input)
+        .await
+        .unwrap();
+    f.denied(app, password("pass-dev", "secret"), None).await;
+    f.allowed(app, password("pass-dev", "changed"), None).await;
+    f.allowed(app, password("pass-dev", "changed"), None).await;
+    assert_eq!(f.auth.verified_passwords().slow_checks() - before, 4);
+}
