@@ -74,3 +74,68 @@ pub async fn fresh_dynamo_table() -> DynamoStore {
     store.create_table().await.expect("moto creates the table");
     store
 }
+
+/// A Kinesis client for an endpoint, with test credentials.
+pub fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .timeout_config(drogue_shared::store::dynamodb::timeouts())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+/// A new one-shard Kinesis stream in moto; its name.
+pub async fn fresh_kinesis_stream(client: &aws_sdk_kinesis::Client) -> String {
+    let name = format!("drogue-test-{}", uuid::Uuid::new_v4());
+    client
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("moto creates the stream");
+    name
+}
+
+/// Every record of a one-shard stream: (partition key, data).
+pub async fn kinesis_records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let shard = shards.shards()[0].shard_id().to_owned();
+    let iterator = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap();
+    let records = client
+        .get_records()
+        .shard_iterator(iterator.shard_iterator().unwrap())
+        .send()
+        .await
+        .unwrap();
+    records
+        .records()
+        .iter()
+        .map(|r| {
+            (
+                r.partition_key().unwrap_or_default().to_owned(),
+                r.data().as_ref().to_vec(),
+            )
+        })
+        .collect()
+}

@@ -347,3 +347,63 @@ async fn drg_manages_members() {
     assert!(members["members"].as_object().unwrap().is_empty());
     assert!(names(&ok_json(bob, &["get", "apps"]).await).is_empty());
 }
+
+#[tokio::test]
+async fn drg_streams_the_events_of_an_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(&dir.path().join("data")).await;
+    let cfg = dir.path().join("drg.yaml");
+    let cfg = cfg.as_path();
+    ok(
+        cfg,
+        &[
+            "login",
+            &server.base,
+            "--access-token",
+            &server.admin_token(),
+        ],
+    )
+    .await;
+    ok(cfg, &["create", "app", "app1"]).await;
+    let spec = r#"{"authentication":{"credentials":[{"pass":"secret"}]}}"#;
+    ok(
+        cfg,
+        &[
+            "create", "device", "--app", "app1", "device1", "--spec", spec,
+        ],
+    )
+    .await;
+
+    let stream = Command::new(drg_binary())
+        .args(["stream", "--app", "app1", "-n", "1"])
+        .env("DRGCFG", cfg)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // publish until the stream has caught one (it connects asynchronously)
+    let http = reqwest::Client::new();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let waiting = tokio::spawn(stream.wait_with_output());
+        while !waiting.is_finished() {
+            let published = http
+                .post(format!("{}/v1/telemetry", server.base))
+                .basic_auth("device1@app1", Some("secret"))
+                .json(&json!({"temp": 42}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(published.status().as_u16(), 202);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        waiting.await.unwrap().unwrap()
+    })
+    .await
+    .expect("drg stream ends after one event");
+    assert!(output.status.success());
+    let event: Value =
+        serde_json::from_slice(&output.stdout).expect("drg printed the event as JSON");
+    assert_eq!(event["application"], "app1");
+    assert_eq!(event["device"], "device1");
+    assert_eq!(event["data"], json!({"temp": 42}));
+}
