@@ -79,3 +79,29 @@ async fn an_unreachable_stream_answers_503() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 503);
 }
+
+#[tokio::test]
+async fn an_unreachable_store_answers_503_and_publishes_nothing() {
+    use drogue_shared::store::dynamodb::DynamoStore;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let store = Arc::new(DynamoStore::new(
+        drogue_tests::backend::dynamo_client(&endpoint),
+        "gone",
+    ));
+    let client = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&client).await;
+    let base = serve(store, Arc::new(KinesisSink::new(client.clone(), &stream))).await;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/telemetry"))
+        .basic_auth("dev1@app1", Some("secret"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "ServiceUnavailable");
+    assert!(kinesis_records(&client, &stream).await.is_empty());
+}

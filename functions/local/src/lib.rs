@@ -3,6 +3,7 @@
 //! log under a data directory, and bootstraps an administrator.
 
 mod bootstrap;
+mod metrics;
 mod stream;
 mod tls;
 
@@ -11,6 +12,7 @@ use clap::Parser;
 use drogue_registry::Settings;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
 use drogue_shared::registry::Registry;
 use drogue_shared::store::Store;
@@ -99,13 +101,19 @@ impl Server {
             oidc: oidc.map(|c| Arc::new(OidcVerifier::new(c))),
             log: events.clone(),
         };
+        let device_auth = DeviceAuthenticator::new(store.clone());
+        let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
+            auth: device_auth.clone(),
+            sink: Arc::new(events.clone()),
+            settings: Arc::new(drogue_http_endpoint::Settings::default()),
+        });
         let router = drogue_registry::router(store.clone(), settings)
-            .merge(drogue_http_endpoint::router(
-                store.clone(),
-                Arc::new(events.clone()),
-                drogue_http_endpoint::Settings::default(),
-            ))
-            .merge(stream::router(stream_state));
+            .merge(endpoint)
+            .merge(stream::router(stream_state))
+            .merge(metrics::router(metrics::Metrics {
+                device_auth,
+                events: events.clone(),
+            }));
 
         let http = TcpListener::bind(config.http_bind)
             .await

@@ -11,6 +11,7 @@ use cloudevents::{AttributesReader, Event};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// (application, sequence number) -> structured JSON CloudEvent.
@@ -44,6 +45,16 @@ pub struct EventLog {
     db: Arc<Database>,
     writer: mpsc::Sender<Pending>,
     live: broadcast::Sender<Arc<LoggedEvent>>,
+    counters: Arc<Counters>,
+}
+
+/// What the writer did since the log was opened.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events written.
+    pub events: AtomicU64,
+    /// Commits (each holds one or more events).
+    pub commits: AtomicU64,
 }
 
 /// Events kept per application, by default.
@@ -59,12 +70,35 @@ impl EventLog {
         txn.commit().map_err(SinkError::unavailable)?;
         let (writer, pending) = mpsc::channel(4 * MAX_GROUP);
         let (live, _) = broadcast::channel(4096);
-        let (thread_db, thread_live) = (db.clone(), live.clone());
+        let counters = Arc::new(Counters::default());
+        let (thread_db, thread_live, thread_counters) =
+            (db.clone(), live.clone(), counters.clone());
         std::thread::Builder::new()
             .name("event-log".into())
-            .spawn(move || write_loop(&thread_db, pending, &thread_live, retention.max(1)))
+            .spawn(move || {
+                write_loop(
+                    &thread_db,
+                    pending,
+                    &thread_live,
+                    &thread_counters,
+                    retention.max(1),
+                )
+            })
             .map_err(SinkError::unavailable)?;
-        Ok(Self { db, writer, live })
+        Ok(Self {
+            db,
+            writer,
+            live,
+            counters,
+        })
+    }
+
+    /// Events and commits written since the log was opened.
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.counters.events.load(Ordering::Relaxed),
+            self.counters.commits.load(Ordering::Relaxed),
+        )
     }
 
     /// Live events, from now on. A subscriber that falls behind by more than the
@@ -130,6 +164,7 @@ fn write_loop(
     db: &Database,
     mut pending: mpsc::Receiver<Pending>,
     live: &broadcast::Sender<Arc<LoggedEvent>>,
+    counters: &Counters,
     retention: u64,
 ) {
     while let Some(first) = pending.blocking_recv() {
@@ -142,6 +177,10 @@ fn write_loop(
         }
         match commit(db, &group, retention) {
             Ok(sequences) => {
+                counters
+                    .events
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                counters.commits.fetch_add(1, Ordering::Relaxed);
                 for (p, sequence) in group.into_iter().zip(sequences) {
                     let _ = live.send(Arc::new(LoggedEvent {
                         application: p.application,

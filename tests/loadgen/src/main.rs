@@ -1,13 +1,14 @@
-//! `drogue-loadgen run`: GET requests over N keep-alive HTTP/1.1 connections for a while,
+//! `drogue-loadgen run`: requests over N keep-alive HTTP/1.1 connections for a while,
 //! then the throughput and latency percentiles.
-//! `drogue-loadgen bare-server`: the baseline, a bare `hyper` server answering a fixed 200.
+//! `drogue-loadgen bare-server`: the baseline, a bare `hyper` server answering a fixed
+//! status with an empty body.
 
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load a URL with GET requests.
+    /// Load a URL with requests: GET, or POST with `--body`.
     Run {
         url: Uri,
         #[arg(long, default_value_t = 16)]
@@ -32,12 +33,25 @@ enum Command {
         /// `user:password` for Basic authentication.
         #[arg(long)]
         basic: Option<String>,
+        /// POST this body (as `application/json`) instead of GETting.
+        #[arg(long)]
+        body: Option<String>,
     },
-    /// Answer every request with a fixed 200.
+    /// Answer every request with 200 (or 202 with `--accepted`) and an empty body.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:18081")]
         bind: String,
+        #[arg(long)]
+        accepted: bool,
     },
+}
+
+/// What one load run sends.
+struct Load {
+    url: Uri,
+    authority: String,
+    authorization: Option<String>,
+    body: Option<Bytes>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,63 +62,79 @@ fn main() -> anyhow::Result<()> {
             connections,
             seconds,
             basic,
-        } => rt.block_on(run(url, connections, seconds, basic)),
-        Command::BareServer { bind } => rt.block_on(bare_server(bind)),
+            body,
+        } => {
+            let load = Load {
+                authority: url.authority().context("the URL needs a host")?.to_string(),
+                url,
+                authorization: basic.map(|b| {
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(b)
+                    )
+                }),
+                body: body.map(Bytes::from),
+            };
+            rt.block_on(run(std::sync::Arc::new(load), connections, seconds))
+        }
+        Command::BareServer { bind, accepted } => {
+            let status = if accepted {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            rt.block_on(bare_server(bind, status))
+        }
     }
 }
 
-async fn run(
-    url: Uri,
-    connections: usize,
-    seconds: u64,
-    basic: Option<String>,
-) -> anyhow::Result<()> {
-    let authority = url.authority().context("the URL needs a host")?.to_string();
-    let auth = basic.map(|b| {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(b)
-        )
-    });
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut workers = Vec::new();
-    for _ in 0..connections {
-        let (url, authority, auth) = (url.clone(), authority.clone(), auth.clone());
-        workers.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(&authority).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut latencies = Vec::new();
-            let mut failures = 0u64;
-            while Instant::now() < deadline {
-                let mut request = Request::get(url.clone()).header("host", &authority);
-                if let Some(auth) = &auth {
-                    request = request.header("authorization", auth);
-                }
-                let started = Instant::now();
-                let response = sender
-                    .send_request(request.body(Empty::<Bytes>::new())?)
-                    .await?;
-                let ok = response.status().is_success();
-                response.into_body().collect().await?;
-                latencies.push(started.elapsed());
-                failures += u64::from(!ok);
-            }
-            anyhow::Ok((latencies, failures))
-        }));
+/// One connection's requests until the deadline: latencies and failures.
+async fn connection(
+    load: std::sync::Arc<Load>,
+    deadline: Instant,
+) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let stream = TcpStream::connect(&load.authority).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let (mut latencies, mut failures) = (Vec::new(), 0u64);
+    while Instant::now() < deadline {
+        let mut request = match &load.body {
+            Some(_) => Request::post(load.url.clone()).header("content-type", "application/json"),
+            None => Request::get(load.url.clone()),
+        }
+        .header("host", &load.authority);
+        if let Some(auth) = &load.authorization {
+            request = request.header("authorization", auth);
+        }
+        let started = Instant::now();
+        let payload = Full::new(load.body.clone().unwrap_or_default());
+        let response = sender.send_request(request.body(payload)?).await?;
+        let ok = response.status().is_success();
+        response.into_body().collect().await?;
+        latencies.push(started.elapsed());
+        failures += u64::from(!ok);
     }
+    Ok((latencies, failures))
+}
+
+async fn run(load: std::sync::Arc<Load>, connections: usize, seconds: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(connection(load.clone(), deadline)))
+        .collect();
     let (mut all, mut failures) = (Vec::new(), 0);
     for worker in workers {
         let (latencies, failed) = worker.await??;
         all.extend(latencies);
         failures += failed;
     }
+    anyhow::ensure!(!all.is_empty(), "no request was answered");
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     println!(
-        "{url}: {} requests in {seconds} s over {connections} connections: {:.0} req/s; latency p50 {:?} p99 {:?}; {failures} not 2xx",
+        "{}: {} requests in {seconds} s over {connections} connections: {:.0} req/s; latency p50 {:?} p99 {:?}; {failures} not 2xx",
+        load.url,
         all.len(),
         all.len() as f64 / seconds as f64,
         pct(0.50),
@@ -114,15 +144,17 @@ async fn run(
     Ok(())
 }
 
-async fn bare_server(bind: String) -> anyhow::Result<()> {
+async fn bare_server(bind: String, status: StatusCode) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&bind).await?;
     println!("bare server on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|_req| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            let service = hyper::service::service_fn(move |_request| async move {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = status;
+                Ok::<_, Infallible>(response)
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

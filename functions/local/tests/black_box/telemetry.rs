@@ -112,9 +112,25 @@ async fn devices_publish_and_applications_follow() {
     assert_eq!(published.status().as_u16(), 202);
 
     let first = next_event(&mut all).await;
+    let (_, app) = server.get("/api/registry/v1alpha1/apps/app1").await;
+    let (_, dev1) = server
+        .get("/api/registry/v1alpha1/apps/app1/devices/dev1")
+        .await;
+    assert_eq!(first["specversion"], "1.0");
+    assert!(first["id"].as_str().is_some_and(|id| id.len() == 36));
+    assert_eq!(first["type"], "io.drogue.event.v1");
+    assert_eq!(first["source"], "drogue://app1/dev1");
     assert_eq!(first["subject"], "telemetry");
-    assert_eq!(first["device"], "dev1");
+    assert!(first["time"].as_str().unwrap().starts_with("20"));
+    assert_eq!(first["datacontenttype"], "application/json");
+    assert_eq!(first["instance"], "drogue");
     assert_eq!(first["application"], "app1");
+    assert_eq!(first["applicationuid"], app["metadata"]["uid"]);
+    assert_eq!(first["device"], "dev1");
+    assert_eq!(first["deviceuid"], dev1["metadata"]["uid"]);
+    assert_eq!(first["sender"], "dev1");
+    assert_eq!(first["senderuid"], dev1["metadata"]["uid"]);
+    assert_eq!(first["partitionkey"], "app1/dev1");
     assert_eq!(first["data"], json!({"temp": 21.5}));
     let second = next_event(&mut all).await;
     assert_eq!(second["subject"], "state");
@@ -159,6 +175,35 @@ async fn devices_publish_and_applications_follow() {
             json!({"code": 403, "error": "AuthenticationError", "message": "Authentication failed"})
         );
     }
+
+    // a steady publisher runs the slow password hash no more
+    let checks = || async {
+        let text = http
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("drogue_device_password_checks_total "))
+            .unwrap();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let before = checks().await;
+    for _ in 0..10 {
+        let published = http
+            .post(format!("{}/v1/telemetry", server.base))
+            .basic_auth("dev1@app1", Some("secret"))
+            .body("1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(published.status().as_u16(), 202);
+    }
+    assert_eq!(checks().await, before, "verified passwords are remembered");
 
     // a user without access to app1 cannot follow it
     let made = server

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# HTTP telemetry through drogue-local (release build, password auth, keep-alive) against
+# a bare hyper server answering 202, with the same load generator in the same run; and
+# the share of requests that ran a slow password hash (from drogue-local's /metrics).
+#
+#   tests/bench/telemetry-load.sh [seconds] [connections] [devices]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+seconds=${1:-10}
+connections=${2:-64}
+devices=${3:-8}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${DROGUE_CACHE_DIR:-$HOME/.cache/drogue-serverless}/target}
+cargo build --release --locked -p drogue-local -p drogue-loadgen
+bin=$CARGO_TARGET_DIR/release
+data=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
+
+RUST_LOG=warn "$bin/drogue-local" --data-dir "$data" --http-bind 127.0.0.1:18080 --https-bind off >/dev/null &
+"$bin/drogue-loadgen" bare-server --bind 127.0.0.1:18081 --accepted >/dev/null &
+for _ in $(seq 1 100); do
+  curl -fs -o /dev/null http://127.0.0.1:18080/.well-known/drogue-version && break
+  sleep 0.1
+done
+token=$(cat "$data/admin-token")
+api=http://127.0.0.1:18080/api/registry/v1alpha1
+curl -fs -u "$token" -X POST "$api/apps" -d '{"metadata":{"name":"bench"}}' >/dev/null
+for i in $(seq 1 "$devices"); do
+  curl -fs -u "$token" -X POST "$api/apps/bench/devices" \
+    -d "{\"metadata\":{\"name\":\"device$i\"},\"spec\":{\"authentication\":{\"credentials\":[{\"pass\":\"secret$i\"}]}}}" >/dev/null
+done
+checks() { curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_device_password_checks_total/ {print $2}'; }
+commits() { curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_event_commits_total/ {print $2}'; }
+
+echo "machine: $(nproc) cores, $(uname -m); $connections connections; $devices devices"
+"$bin/drogue-loadgen" run http://127.0.0.1:18081/v1/telemetry --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" | tee "$data/bare"
+# one warm-up request per device fills the verification cache
+for i in $(seq 1 "$devices"); do
+  curl -fs -u "device$i@bench:secret$i" -X POST http://127.0.0.1:18080/v1/telemetry -d '{}' >/dev/null
+done
+before=$(checks); commits_before=$(commits)
+# each connection authenticates as one of the devices
+per=$(( connections / devices ))
+pids=()
+for i in $(seq 1 "$devices"); do
+  "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry --basic "device$i@bench:secret$i" \
+    --body '{"temp":21.5}' --seconds "$seconds" --connections "$per" > "$data/device$i" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+after=$(checks); commits_after=$(commits)
+total=0
+for i in $(seq 1 "$devices"); do
+  n=$(sed -E 's/.*: ([0-9]+) requests in.*/\1/' "$data/device$i")
+  total=$((total + n))
+done
+cat "$data/device1"
+bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
+python3 - <<PY
+total, seconds, bare = $total, $seconds, $bare
+rate = total / seconds
+print(f"drogue-local telemetry: {total} requests, {rate:.0f} req/s over $connections connections")
+print(f"ratio to bare hyper 202: {rate / bare:.2f}")
+slow = $after - $before
+print(f"slow password hashes during the run: {slow} of {total} requests ({slow / max(total, 1):.6%})")
+commits = $commits_after - $commits_before
+print(f"event log commits: {commits}, {total / max(commits, 1):.1f} events per commit")
+PY
