@@ -39,22 +39,13 @@ for i in $(seq 1 "$devices"); do
   curl -fs -u "device$i@bench:secret$i" -X POST http://127.0.0.1:18080/v1/telemetry -d '{}' >/dev/null
 done
 before=$(checks); commits_before=$(commits)
-# each connection authenticates as one of the devices
-per=$(( connections / devices ))
-pids=()
-for i in $(seq 1 "$devices"); do
-  "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry --basic "device$i@bench:secret$i" \
-    --body '{"temp":21.5}' --seconds "$seconds" --connections "$per" > "$data/device$i" &
-  pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid"; done
+# the connections authenticate as the devices, round robin
+credentials=()
+for i in $(seq 1 "$devices"); do credentials+=(--basic "device$i@bench:secret$i"); done
+"$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
+  --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" | tee "$data/local"
 after=$(checks); commits_after=$(commits)
-total=0
-for i in $(seq 1 "$devices"); do
-  n=$(sed -E 's/.*: ([0-9]+) requests in.*/\1/' "$data/device$i")
-  total=$((total + n))
-done
-cat "$data/device1"
+total=$(sed -E 's/.*: ([0-9]+) requests in.*/\1/' "$data/local")
 bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
 python3 - <<PY
 total, seconds, bare = $total, $seconds, $bare

@@ -6,7 +6,7 @@ use drogue_shared::device_auth::{
     DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
 use drogue_shared::model::{AppName, DeleteOptions, DeviceName};
-use drogue_shared::registry::Registry;
+use drogue_shared::registry::{Changes, Registry};
 use drogue_tests::pki::TestCa;
 use drogue_tests::{Backend, TestStore};
 use serde_json::{Value, json};
@@ -36,9 +36,14 @@ impl Fixture {
         let store = backend.store().await;
         let mut admin = Principal::user("admin");
         admin.roles.push("drogue-admin".into());
-        let registry = Registry::new(store.store.clone(), Authorizer::default());
+        // the registry and the authenticator share a process, so a registry write makes
+        // the authenticator look again at once
+        let changes = Changes::default();
+        let registry =
+            Registry::new(store.store.clone(), Authorizer::default()).with_changes(changes.clone());
         let fixture = Self {
-            auth: DeviceAuthenticator::with_clock(store.store.clone(), Arc::new(now())),
+            auth: DeviceAuthenticator::with_clock(store.store.clone(), Arc::new(now()))
+                .with_changes(changes),
             registry,
             admin,
             ca1: TestCa::new("app1", "App 1 CA"),
@@ -168,7 +173,10 @@ impl Fixture {
         r#as: Option<&str>,
     ) -> (String, String) {
         match self.authenticate(application, credential, r#as).await {
-            DeviceAuthentication::Allow(a) => (a.sender.metadata.name, a.device.metadata.name),
+            DeviceAuthentication::Allow(a) => (
+                a.sender.metadata.name.clone(),
+                a.device.metadata.name.clone(),
+            ),
             DeviceAuthentication::Deny { reason } => panic!("refused: {reason}"),
         }
     }

@@ -6,6 +6,10 @@ use drogue_tests::suite::Case;
 
 pub const CASES: &[Case<Fixture>] = &[
     (
+        "another process's authenticator sees registry changes within its lookup time",
+        |f| Box::pin(lookup_ttl(f)),
+    ),
+    (
         "a device's password is accepted, a wrong one refused",
         |f| Box::pin(passwords(f)),
     ),
@@ -159,4 +163,52 @@ async fn cache(f: Fixture) {
     f.allowed(app, password("pass-dev", "changed"), None).await;
     f.allowed(app, password("pass-dev", "changed"), None).await;
     assert_eq!(f.auth.verified_passwords().slow_checks() - before, 4);
+}
+
+async fn lookup_ttl(f: Fixture) {
+    use drogue_shared::device_auth::{
+        DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator,
+    };
+    use std::time::Duration;
+    // an authenticator that shares no change counter with the registry, as on AWS
+    let other = DeviceAuthenticator::new(f.registry.store().clone())
+        .with_lookup_ttl(Duration::from_millis(300));
+    let attempt = |pw: &'static str| {
+        let other = other.clone();
+        async move {
+            let request = DeviceAuthRequest {
+                application: Some("app1".into()),
+                credential: password("pass-dev", pw),
+                r#as: None,
+            };
+            matches!(
+                other.authenticate(request).await.unwrap(),
+                DeviceAuthentication::Allow(_)
+            )
+        }
+    };
+    assert!(attempt("secret").await);
+    let name = (
+        AppName::parse("app1").unwrap(),
+        DeviceName::parse("pass-dev").unwrap(),
+    );
+    let mut device = f
+        .registry
+        .get_device(&f.admin, &name.0, &name.1)
+        .await
+        .unwrap()
+        .unwrap();
+    device.spec["authentication"] = serde_json::json!({"credentials": [{"pass": "changed"}]});
+    let input = serde_json::from_value(serde_json::to_value(&device).unwrap()).unwrap();
+    f.registry
+        .update_device(&f.admin, &name.0, &name.1, input)
+        .await
+        .unwrap();
+    assert!(
+        attempt("secret").await,
+        "within the lookup time the old password still works"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!attempt("secret").await, "after it, the change has arrived");
+    assert!(attempt("changed").await);
 }

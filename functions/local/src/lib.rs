@@ -14,7 +14,7 @@ use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
-use drogue_shared::registry::Registry;
+use drogue_shared::registry::{Changes, Registry};
 use drogue_shared::store::Store;
 use drogue_shared::store::embedded::EmbeddedStore;
 use std::future::Future;
@@ -96,18 +96,22 @@ impl Server {
             admin_role: config.admin_role.clone(),
             websocket_path: Some(stream::PATH.into()),
         };
+        // registry writes make device authentication look again at once
+        let changes = Changes::default();
+        let registry = Registry::new(store.clone(), Authorizer::new(&config.admin_role))
+            .with_changes(changes.clone());
         let stream_state = stream::StreamState {
-            registry: Registry::new(store.clone(), Authorizer::new(&config.admin_role)),
+            registry: registry.clone(),
             oidc: oidc.map(|c| Arc::new(OidcVerifier::new(c))),
             log: events.clone(),
         };
-        let device_auth = DeviceAuthenticator::new(store.clone());
+        let device_auth = DeviceAuthenticator::new(store.clone()).with_changes(changes);
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
             auth: device_auth.clone(),
             sink: Arc::new(events.clone()),
             settings: Arc::new(drogue_http_endpoint::Settings::default()),
         });
-        let router = drogue_registry::router(store.clone(), settings)
+        let router = drogue_registry::router_for(registry, settings)
             .merge(endpoint)
             .merge(stream::router(stream_state))
             .merge(metrics::router(metrics::Metrics {

@@ -175,8 +175,15 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
 
 /// The management API over a store.
 pub fn router(store: Arc<dyn Store>, settings: Settings) -> Router {
+    let registry = Registry::new(store, Authorizer::new(&settings.admin_role));
+    router_for(registry, settings)
+}
+
+/// The management API over a prepared registry (one that counts its changes for the
+/// caches of the same process).
+pub fn router_for(registry: Registry, settings: Settings) -> Router {
     let state = AppState {
-        registry: Registry::new(store, Authorizer::new(&settings.admin_role)),
+        registry,
         oidc: settings
             .oidc
             .clone()

@@ -15,8 +15,10 @@ pub use x509::Clock;
 
 use crate::model::device_spec::{self, Credential};
 use crate::model::{AppName, Application, Claim, Device, DeviceName};
+use crate::registry::Changes;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What a device presents.
 pub enum DeviceCredential {
@@ -63,11 +65,22 @@ pub struct DeviceAuthRequest {
 /// An authenticated device.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub application: Application,
+    pub application: Arc<Application>,
     /// The device that authenticated (the sender).
-    pub sender: Device,
+    pub sender: Arc<Device>,
     /// The device the data is for: `as`, or the sender itself.
-    pub device: Device,
+    pub device: Arc<Device>,
+}
+
+/// An application and one of its devices, as looked up.
+type Found = (Arc<Application>, Arc<Device>);
+
+/// A remembered lookup.
+#[derive(Clone)]
+struct Lookup {
+    at: Instant,
+    changes: u64,
+    found: Found,
 }
 
 /// The outcome of device authentication.
@@ -82,12 +95,25 @@ fn deny(reason: &'static str) -> Result<DeviceAuthentication, StoreError> {
 }
 
 /// Authenticates devices against the registry.
+///
+/// Lookups of (application, device) are remembered for `lookup_ttl` (5 s by default),
+/// so a busy device costs no registry reads: a change in the registry reaches device
+/// authentication within that time, and at once when the registry runs in the same
+/// process and shares its [`Changes`].
 #[derive(Clone)]
 pub struct DeviceAuthenticator {
     store: Arc<dyn Store>,
     verified: Arc<VerifiedPasswords>,
     clock: Arc<dyn Clock>,
+    lookups: Arc<quick_cache::sync::Cache<(String, String), Lookup>>,
+    lookup_ttl: Duration,
+    changes: Changes,
 }
+
+/// How long a lookup is remembered by default.
+pub const DEFAULT_LOOKUP_TTL: Duration = Duration::from_secs(5);
+/// Most lookups remembered.
+const LOOKUP_CAPACITY: usize = 100_000;
 
 impl DeviceAuthenticator {
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -100,7 +126,22 @@ impl DeviceAuthenticator {
             store,
             verified: Arc::new(VerifiedPasswords::new(VerifiedPasswords::DEFAULT_CAPACITY)),
             clock,
+            lookups: Arc::new(quick_cache::sync::Cache::new(LOOKUP_CAPACITY)),
+            lookup_ttl: DEFAULT_LOOKUP_TTL,
+            changes: Changes::default(),
         }
+    }
+
+    /// Remembers lookups for `ttl` (zero: never).
+    pub fn with_lookup_ttl(mut self, ttl: Duration) -> Self {
+        self.lookup_ttl = ttl;
+        self
+    }
+
+    /// Forgets every lookup when the registry's `changes` move on.
+    pub fn with_changes(mut self, changes: Changes) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// The cache of successful password checks (for tests and metrics).
@@ -161,9 +202,8 @@ impl DeviceAuthenticator {
             None => sender.clone(),
             Some(target) if target == sender.metadata.name => sender.clone(),
             Some(target) => {
-                let app =
-                    AppName::parse(&application.metadata.name).expect("stored names are valid");
-                let Some(device) = self.find_device(&app, target).await? else {
+                let Some((_, device)) = self.lookup(&application.metadata.name, target).await?
+                else {
                     return deny("unknown device to act for");
                 };
                 let gateways = device_spec::gateways(&device.spec).unwrap_or_default();
@@ -184,22 +224,36 @@ impl DeviceAuthenticator {
     }
 
     /// The application and the device named `id` (its name, an alias or a unique
-    /// username).
-    async fn lookup(
-        &self,
-        app: &str,
-        id: &str,
-    ) -> Result<Option<(Application, Device)>, StoreError> {
-        let Ok(app) = AppName::parse(app) else {
+    /// username), remembered for a while.
+    async fn lookup(&self, app: &str, id: &str) -> Result<Option<Found>, StoreError> {
+        let key = (app.to_owned(), id.to_owned());
+        let changes = self.changes.current();
+        if !self.lookup_ttl.is_zero()
+            && let Some(hit) = self.lookups.get(&key)
+            && hit.changes == changes
+            && hit.at.elapsed() < self.lookup_ttl
+        {
+            return Ok(Some(hit.found));
+        }
+        let Ok(name) = AppName::parse(app) else {
             return Ok(None);
         };
-        let Some(application) = self.store.get_application(&app).await? else {
+        let Some(application) = self.store.get_application(&name).await? else {
             return Ok(None);
         };
-        Ok(self
-            .find_device(&app, id)
-            .await?
-            .map(|d| (application.app, d)))
+        let Some(device) = self.find_device(&name, id).await? else {
+            return Ok(None);
+        };
+        let found = (Arc::new(application.app), Arc::new(device));
+        if !self.lookup_ttl.is_zero() {
+            let lookup = Lookup {
+                at: Instant::now(),
+                changes,
+                found: found.clone(),
+            };
+            self.lookups.insert(key, lookup);
+        }
+        Ok(Some(found))
     }
 
     /// A device by name, else by alias or unique username.

@@ -9,6 +9,7 @@ use crate::model::trust_anchors::anchor_certificates;
 use crate::model::{AppName, Application, Claim, Device};
 use crate::store::StoreError;
 use rustls_pki_types::{CertificateDer, UnixTime};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -33,7 +34,7 @@ impl Clock for SystemTime {
     }
 }
 
-type Found = Result<(Application, Device), &'static str>;
+type Found = Result<(Arc<Application>, Arc<Device>), &'static str>;
 
 pub(super) async fn authenticate(
     auth: &DeviceAuthenticator,
@@ -81,7 +82,7 @@ pub(super) async fn authenticate(
         },
     };
     Ok(match device {
-        Some(device) => Ok((application.app, device)),
+        Some(device) => Ok((Arc::new(application.app), Arc::new(device))),
         None => Err("no device matches the certificate's subject"),
     })
 }

@@ -41,7 +41,8 @@ impl Registry {
         self.store
             .create_application(&stored)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))?;
+            .map_err(store_error(|| format!("the application '{name}'")))
+            .inspect(|_| self.changes.bump())?;
         tracing::info!(application = %name, owner = %principal.user, "application created");
         Ok(stored.app)
     }
@@ -98,7 +99,8 @@ impl Registry {
                 .store
                 .delete_application(&current)
                 .await
-                .map_err(store_error(what)),
+                .map_err(store_error(what))
+                .inspect(|_| self.changes.bump()),
             UpdatePlan::Write(metadata) => {
                 let status = application_status(&input.spec, Some(&current.app.status), Utc::now())
                     .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
@@ -114,6 +116,7 @@ impl Registry {
                     .update_application(&current, &next)
                     .await
                     .map_err(store_error(what))
+                    .inspect(|_| self.changes.bump())
             }
         }
     }
@@ -138,7 +141,8 @@ impl Registry {
                 self.store
                     .delete_application(&current)
                     .await
-                    .map_err(store_error(what))?;
+                    .map_err(store_error(what))
+                    .inspect(|_| self.changes.bump())?;
                 tracing::info!(application = %name, "application deleted");
                 Ok(())
             }
@@ -149,6 +153,7 @@ impl Registry {
                     .update_application(&current, &next)
                     .await
                     .map_err(store_error(what))
+                    .inspect(|_| self.changes.bump())
             }
         }
     }

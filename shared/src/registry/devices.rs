@@ -50,7 +50,8 @@ impl Registry {
         self.store
             .create_device(app, &device)
             .await
-            .map_err(store_error(|| format!("the device '{name}'")))?;
+            .map_err(store_error(|| format!("the device '{name}'")))
+            .inspect(|_| self.changes.bump())?;
         tracing::info!(application = %app, device = %name, "device created");
         Ok(device)
     }
@@ -105,7 +106,8 @@ impl Registry {
                 .store
                 .delete_device(app, &current)
                 .await
-                .map_err(store_error(what)),
+                .map_err(store_error(what))
+                .inspect(|_| self.changes.bump()),
             UpdatePlan::Write(metadata) => {
                 let next = Device {
                     metadata,
@@ -116,6 +118,7 @@ impl Registry {
                     .update_device(app, &current, &next)
                     .await
                     .map_err(store_error(what))
+                    .inspect(|_| self.changes.bump())
             }
         }
     }
@@ -138,7 +141,8 @@ impl Registry {
                 self.store
                     .delete_device(app, &current)
                     .await
-                    .map_err(store_error(what))?;
+                    .map_err(store_error(what))
+                    .inspect(|_| self.changes.bump())?;
                 tracing::info!(application = %app, device = %name, "device deleted");
                 Ok(())
             }
@@ -151,6 +155,7 @@ impl Registry {
                     .update_device(app, &current, &next)
                     .await
                     .map_err(store_error(what))
+                    .inspect(|_| self.changes.bump())
             }
         }
     }

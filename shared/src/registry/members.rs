@@ -89,7 +89,8 @@ impl Registry {
         self.store
             .update_application(&current, &next)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))?;
+            .map_err(store_error(|| format!("the application '{name}'")))
+            .inspect(|_| self.changes.bump())?;
         tracing::info!(application = %name, members = next.members.len(), "members updated");
         Ok(())
     }
@@ -130,6 +131,7 @@ impl Registry {
             .update_application(&current, &next)
             .await
             .map_err(store_error(|| format!("the application '{name}'")))
+            .inspect(|_| self.changes.bump())
     }
 
     /// Takes over an application whose ownership was offered to the caller.
@@ -155,7 +157,8 @@ impl Registry {
         self.store
             .update_application(&current, &next)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))?;
+            .map_err(store_error(|| format!("the application '{name}'")))
+            .inspect(|_| self.changes.bump())?;
         tracing::info!(application = %name, owner = %principal.user, "ownership transferred");
         Ok(())
     }

@@ -21,6 +21,22 @@ use std::sync::Arc;
 pub struct Registry {
     store: Arc<dyn Store>,
     authz: Authorizer,
+    changes: Changes,
+}
+
+/// Counts the registry's writes, so that caches in the same process (device
+/// authentication) can tell their entries are stale.
+#[derive(Debug, Clone, Default)]
+pub struct Changes(Arc<std::sync::atomic::AtomicU64>);
+
+impl Changes {
+    pub fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn current(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Why a registry operation did not happen.
@@ -70,7 +86,17 @@ impl ListOptions {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, authz: Authorizer) -> Self {
-        Self { store, authz }
+        Self {
+            store,
+            authz,
+            changes: Changes::default(),
+        }
+    }
+
+    /// Counts this registry's writes on `changes` (shared with caches of this process).
+    pub fn with_changes(mut self, changes: Changes) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// The store behind the registry, for the other services that share it.

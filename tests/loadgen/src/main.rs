@@ -30,9 +30,10 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// `user:password` for Basic authentication.
+        /// `user:password` for Basic authentication; repeat it to spread the connections
+        /// over several users (connection i uses the i-th, round robin).
         #[arg(long)]
-        basic: Option<String>,
+        basic: Vec<String>,
         /// POST this body (as `application/json`) instead of GETting.
         #[arg(long)]
         body: Option<String>,
@@ -50,7 +51,7 @@ enum Command {
 struct Load {
     url: Uri,
     authority: String,
-    authorization: Option<String>,
+    authorizations: Vec<String>,
     body: Option<Bytes>,
 }
 
@@ -67,12 +68,15 @@ fn main() -> anyhow::Result<()> {
             let load = Load {
                 authority: url.authority().context("the URL needs a host")?.to_string(),
                 url,
-                authorization: basic.map(|b| {
-                    format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(b)
-                    )
-                }),
+                authorizations: basic
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD.encode(b)
+                        )
+                    })
+                    .collect(),
                 body: body.map(Bytes::from),
             };
             rt.block_on(run(std::sync::Arc::new(load), connections, seconds))
@@ -91,8 +95,11 @@ fn main() -> anyhow::Result<()> {
 /// One connection's requests until the deadline: latencies and failures.
 async fn connection(
     load: std::sync::Arc<Load>,
+    index: usize,
     deadline: Instant,
 ) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let authorization = (!load.authorizations.is_empty())
+        .then(|| load.authorizations[index % load.authorizations.len()].clone());
     let stream = TcpStream::connect(&load.authority).await?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -104,7 +111,7 @@ async fn connection(
             None => Request::get(load.url.clone()),
         }
         .header("host", &load.authority);
-        if let Some(auth) = &load.authorization {
+        if let Some(auth) = &authorization {
             request = request.header("authorization", auth);
         }
         let started = Instant::now();
@@ -121,7 +128,7 @@ async fn connection(
 async fn run(load: std::sync::Arc<Load>, connections: usize, seconds: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(connection(load.clone(), deadline)))
+        .map(|i| tokio::spawn(connection(load.clone(), i, deadline)))
         .collect();
     let (mut all, mut failures) = (Vec::new(), 0);
     for worker in workers {

@@ -205,6 +205,35 @@ async fn devices_publish_and_applications_follow() {
     }
     assert_eq!(checks().await, before, "verified passwords are remembered");
 
+    // in one process, a registry change reaches device authentication at once
+    let (_, mut device) = server
+        .get("/api/registry/v1alpha1/apps/app1/devices/dev1")
+        .await;
+    device["spec"]["authentication"] = json!({"credentials": [{"pass": "new-secret"}]});
+    let token = server.admin_token();
+    let (user, token) = token.split_once(':').unwrap();
+    let updated = http
+        .put(format!(
+            "{}/api/registry/v1alpha1/apps/app1/devices/dev1",
+            server.base
+        ))
+        .basic_auth(user, Some(token))
+        .json(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status().as_u16(), 204);
+    for (password, status) in [("secret", 403), ("new-secret", 202)] {
+        let published = http
+            .post(format!("{}/v1/telemetry", server.base))
+            .basic_auth("dev1@app1", Some(password))
+            .body("1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(published.status().as_u16(), status, "{password}");
+    }
+
     // a user without access to app1 cannot follow it
     let made = server
         .post_json("/api/admin/v1alpha1/users/eve/tokens", &json!({}))
