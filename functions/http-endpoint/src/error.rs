@@ -13,6 +13,10 @@ pub enum EndpointError {
     InvalidRequest(String),
     /// 403: authentication failed, for whatever reason.
     AuthenticationFailed,
+    /// 404: no such command (for this device).
+    NotFound(String),
+    /// 409: the command was answered already.
+    Conflict(String),
     /// 406: a JSON content type with a body that is not JSON.
     NotAcceptable(String),
     /// 413: a body over the limit.
@@ -30,6 +34,8 @@ impl IntoResponse for EndpointError {
                 "AuthenticationError",
                 "Authentication failed".into(),
             ),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, "NotFound", m.clone()),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "Conflict", m.clone()),
             Self::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "InvalidFormat", m.clone()),
             Self::PayloadTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -6,11 +6,13 @@ mod certificates;
 mod credentials;
 mod error;
 mod publish;
+mod respond;
 
 pub use error::EndpointError;
 
 use axum::Router;
 use axum::routing::{get, post};
+use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
 use drogue_shared::store::Store;
@@ -18,6 +20,9 @@ use std::sync::Arc;
 
 /// The largest payload accepted (as Drogue Cloud).
 pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// The longest wait for a command after a publish (`ct`): API Gateway ends requests
+/// after 30 s.
+pub const MAX_COMMAND_TIMEOUT_SECONDS: u64 = 25;
 
 /// How the endpoint presents its events.
 #[derive(Debug, Clone)]
@@ -64,14 +69,16 @@ impl Config {
 pub struct EndpointState {
     pub auth: DeviceAuthenticator,
     pub sink: Arc<dyn EventSink>,
+    pub commands: CommandService,
     pub settings: Arc<Settings>,
 }
 
 /// The endpoint's routes over a store and an event sink.
 pub fn router(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, settings: Settings) -> Router {
     router_with(EndpointState {
-        auth: DeviceAuthenticator::new(store),
+        auth: DeviceAuthenticator::new(store.clone()),
         sink,
+        commands: CommandService::new(store),
         settings: Arc::new(settings),
     })
 }
@@ -80,6 +87,7 @@ pub fn router(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, settings: Setting
 pub fn router_with(state: EndpointState) -> Router {
     Router::new()
         .route("/", get(|| async {}))
+        .route("/v1/command-response", post(respond::respond))
         .route("/v1/{channel}", post(publish::publish))
         .route("/v1/{channel}/{*suffix}", post(publish::publish))
         .with_state(state)

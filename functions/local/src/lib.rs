@@ -12,6 +12,7 @@ use clap::Parser;
 use drogue_registry::Settings;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::commands::{CommandService, LocalCommandBus, Signals};
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
 use drogue_shared::registry::{Changes, Registry};
@@ -100,19 +101,33 @@ impl Server {
         let changes = Changes::default();
         let registry = Registry::new(store.clone(), Authorizer::new(&config.admin_role))
             .with_changes(changes.clone());
+        let verifier = oidc.map(|c| Arc::new(OidcVerifier::new(c)));
         let stream_state = stream::StreamState {
             registry: registry.clone(),
-            oidc: oidc.map(|c| Arc::new(OidcVerifier::new(c))),
+            oidc: verifier.clone(),
             log: events.clone(),
         };
+        // commands: MQTT subscribers get them from the local bus, HTTP devices from the
+        // store, woken in-process when one arrives
+        let command_bus = LocalCommandBus::default();
+        let commands = CommandService::new(store.clone())
+            .with_publisher(Arc::new(command_bus.clone()))
+            .with_signals(Signals::default());
+        let command = drogue_command::router_with(drogue_command::CommandState {
+            registry: registry.clone(),
+            oidc: verifier,
+            commands: commands.clone(),
+        });
         let device_auth = DeviceAuthenticator::new(store.clone()).with_changes(changes);
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
             auth: device_auth.clone(),
             sink: Arc::new(events.clone()),
+            commands,
             settings: Arc::new(drogue_http_endpoint::Settings::default()),
         });
         let router = drogue_registry::router_for(registry, settings)
             .merge(endpoint)
+            .merge(command)
             .merge(stream::router(stream_state))
             .merge(metrics::router(metrics::Metrics {
                 device_auth,

@@ -15,6 +15,8 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 pub const TYPE_EVENT: &str = "io.drogue.event.v1";
 /// The type of connection events (`{"connected": bool}` on subject `connection`).
 pub const TYPE_CONNECTION: &str = "io.drogue.connection.v1";
+/// The type of command responses (subject: the command's name).
+pub const TYPE_COMMAND_RESPONSE: &str = "io.drogue.command.response.v1";
 /// The default value of the `instance` extension.
 pub const DEFAULT_INSTANCE: &str = "drogue";
 
@@ -63,11 +65,34 @@ pub fn device_path(app: &str, device: &str) -> String {
 /// other content types are kept; without one, a body that parses as JSON is
 /// `application/json`, anything else `application/octet-stream`.
 pub fn telemetry(publish: &Publish<'_>, body: &[u8]) -> Result<Event, InvalidJson> {
+    event(publish, TYPE_EVENT, body, |b| b)
+}
+
+/// The CloudEvent of a device's response to a command: `subject` is the command's
+/// name (in `channel`), `requestid` and `status` are extensions.
+pub fn command_response(
+    publish: &Publish<'_>,
+    request: &str,
+    status: u16,
+    body: &[u8],
+) -> Result<Event, InvalidJson> {
+    event(publish, TYPE_COMMAND_RESPONSE, body, |b| {
+        b.extension("requestid", request)
+            .extension("status", i64::from(status))
+    })
+}
+
+fn event(
+    publish: &Publish<'_>,
+    ty: &str,
+    body: &[u8],
+    more: impl FnOnce(EventBuilderV10) -> EventBuilderV10,
+) -> Result<Event, InvalidJson> {
     let app = &publish.application.metadata.name;
     let path = device_path(app, &publish.device.metadata.name);
     let mut builder = EventBuilderV10::new()
         .id(uuid::Uuid::new_v4().to_string())
-        .ty(TYPE_EVENT)
+        .ty(ty)
         .source(format!("drogue://{path}"))
         .subject(publish.channel)
         .time(publish.received)
@@ -85,6 +110,7 @@ pub fn telemetry(publish: &Publish<'_>, body: &[u8]) -> Result<Event, InvalidJso
     if let Some(suffix) = publish.suffix.filter(|s| !s.is_empty()) {
         builder = builder.extension("topic", format!("{}/{suffix}", publish.channel));
     }
+    builder = more(builder);
     builder = match publish.content_type {
         Some(ct) if is_json(ct) => match serde_json::from_slice(body) {
             Ok(value) => builder.data("application/json", Data::Json(value)),

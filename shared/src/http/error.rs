@@ -26,12 +26,16 @@ pub enum ApiError {
     ReferenceNotFound(String),
     /// 405, `MethodNotAllowed`.
     MethodNotAllowed,
+    /// 406, `NotAcceptable`: a command for a device that does not exist or is disabled.
+    NotAcceptable(String),
     /// 409, `Conflict`.
     Conflict(String),
     /// 413, `PayloadTooLarge`.
     PayloadTooLarge(usize),
     /// 503, `ServiceUnavailable`: a backend could not be reached.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// 504, `GatewayTimeout`: what was waited for did not come in time.
+    GatewayTimeout(String),
 }
 
 impl ApiError {
@@ -52,7 +56,9 @@ impl ApiError {
                 "MethodNotAllowed",
                 "The method is not allowed on this resource".into(),
             ),
+            Self::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable", m.clone()),
             Self::Conflict(m) => (StatusCode::CONFLICT, "Conflict", m.clone()),
+            Self::GatewayTimeout(m) => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", m.clone()),
             Self::PayloadTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PayloadTooLarge",
@@ -107,6 +113,12 @@ impl From<TokenError> for ApiError {
             e @ TokenError::NotFound(_) => Self::NotFound(e.to_string()),
             TokenError::Unavailable(e) => Self::Unavailable(Box::new(e)),
         }
+    }
+}
+
+impl From<crate::commands::CommandError> for ApiError {
+    fn from(e: crate::commands::CommandError) -> Self {
+        Self::Unavailable(Box::new(e))
     }
 }
 

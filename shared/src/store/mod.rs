@@ -6,6 +6,7 @@ pub mod dynamodb;
 pub mod embedded;
 
 use crate::access::Role;
+use crate::commands::{Command, CommandResponse};
 use crate::model::{AppName, Application, Claim, Device, DeviceName};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -166,6 +167,37 @@ pub fn application_claims(app: &Application) -> Vec<Claim> {
     crate::model::claims::without_repeats(subjects.into_iter().map(Claim::TrustAnchor).collect())
 }
 
+/// Commands waiting for their devices, and responses waiting for their applications.
+/// Expired entries are never returned, even before a store's own expiry removes them.
+#[async_trait]
+pub trait CommandStore: Send + Sync {
+    /// Keeps a command: in its device's inbox until `expires`, and by its request id
+    /// until it takes no more responses.
+    async fn enqueue(&self, command: &Command) -> StoreResult<()>;
+    /// Takes the oldest unexpired command from a device's inbox. A command is taken at
+    /// most once, however many take at the same time.
+    async fn take_command(
+        &self,
+        application: &str,
+        device: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Command>>;
+    /// A command by its request id, while it takes responses.
+    async fn get_command(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Option<Command>>;
+    /// Records the response to a command (kept until `expires`); `false` if it had one.
+    async fn record_response(
+        &self,
+        response: &CommandResponse,
+        expires: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The response to a command, if one came and has not expired.
+    async fn get_response(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<CommandResponse>>;
+}
+
 /// Every port, as one handle that functions and the local runner share.
-pub trait Store: ApplicationStore + DeviceStore + TokenStore {}
-impl<T: ApplicationStore + DeviceStore + TokenStore> Store for T {}
+pub trait Store: ApplicationStore + DeviceStore + TokenStore + CommandStore {}
+impl<T: ApplicationStore + DeviceStore + TokenStore + CommandStore> Store for T {}

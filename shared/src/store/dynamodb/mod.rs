@@ -14,6 +14,7 @@
 //! with the expected `rv` (`resourceVersion`).
 
 mod applications;
+mod commands;
 mod devices;
 mod tokens;
 

@@ -4,6 +4,8 @@
 //! uniqueness of names, aliases and usernames, and the cascade of an application
 //! delete, need no extra bookkeeping. Values are JSON.
 
+mod commands;
+
 use super::*;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::path::Path;
@@ -42,6 +44,7 @@ impl EmbeddedStore {
                 txn.open_table(APP_CLAIMS)?;
                 txn.open_table(USER_APPS)?;
                 txn.open_table(TOKENS)?;
+                commands::create_tables(txn)?;
                 txn.open_table(USER_TOKENS)?;
                 Ok(Ok(()))
             })

@@ -1,0 +1,21 @@
+//! The command function: on Lambda behind the management HTTP API, or on `$PORT`.
+
+use drogue_command::{Config, router};
+use drogue_shared::commands::{CommandService, IotDataPublisher, iot_data_client};
+use drogue_shared::runtime;
+use drogue_shared::store::dynamodb::{self, DynamoStore};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let config = Config::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let publisher = Arc::new(IotDataPublisher::new(iot_data_client(
+        &aws,
+        config.iot_endpoint.as_deref(),
+    )));
+    let commands = CommandService::new(store.clone()).with_publisher(publisher);
+    runtime::run(router(store, commands, config.settings)).await
+}

@@ -1,0 +1,88 @@
+//! Command & control: applications drop off commands for devices; devices take them
+//! when they long-poll over HTTP (or get them at once over MQTT), and answer.
+//!
+//! Every command has a request id. It waits in its device's inbox until it is taken
+//! (once, by the device or one of its gateways) or expires. Responses are kept by
+//! request id, so that a drop-off can wait for its answer.
+
+mod publisher;
+mod service;
+
+pub use publisher::{
+    CommandPublisher, IotDataPublisher, LocalCommandBus, PublishError, PublishedCommand,
+    iot_data_client, topic,
+};
+pub use service::{CommandError, CommandService, Signals};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Default time a command waits for its device.
+pub const DEFAULT_TTL_SECONDS: u64 = 300;
+/// Longest time a command may wait for its device.
+pub const MAX_TTL_SECONDS: u64 = 86_400;
+/// How long after its expiry a command still takes a response.
+pub const RESPONSE_GRACE_SECONDS: i64 = 300;
+/// The largest command payload.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// A command on its way to a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The request id (a UUID).
+    pub id: String,
+    pub application: String,
+    /// The device the command is for.
+    pub device: String,
+    /// The command's name.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(with = "base64_bytes")]
+    pub payload: Vec<u8>,
+    pub created: DateTime<Utc>,
+    /// When it leaves the inbox untaken.
+    pub expires: DateTime<Utc>,
+}
+
+impl Command {
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires <= now
+    }
+
+    /// Until when its response is taken.
+    pub fn responses_until(&self) -> DateTime<Utc> {
+        self.expires + chrono::Duration::seconds(RESPONSE_GRACE_SECONDS)
+    }
+}
+
+/// A device's answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResponse {
+    /// The request id of the command.
+    pub id: String,
+    /// The device's status code.
+    pub status: u16,
+    /// The device that answered (the command's device, or one of its gateways).
+    pub responder: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(with = "base64_bytes")]
+    pub payload: Vec<u8>,
+    pub received: DateTime<Utc>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
