@@ -407,3 +407,56 @@ async fn drg_streams_the_events_of_an_application() {
     assert_eq!(event["device"], "device1");
     assert_eq!(event["data"], json!({"temp": 42}));
 }
+
+#[tokio::test]
+async fn drg_sends_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(&dir.path().join("data")).await;
+    let cfg = dir.path().join("drg.yaml");
+    let cfg = cfg.as_path();
+    ok(
+        cfg,
+        &[
+            "login",
+            &server.base,
+            "--access-token",
+            &server.admin_token(),
+        ],
+    )
+    .await;
+    ok(cfg, &["create", "app", "app1"]).await;
+    let spec = r#"{"authentication":{"credentials":[{"pass":"secret"}]}}"#;
+    ok(
+        cfg,
+        &[
+            "create", "device", "--app", "app1", "device1", "--spec", spec,
+        ],
+    )
+    .await;
+
+    ok(
+        cfg,
+        &[
+            "cmd",
+            "--app",
+            "app1",
+            "device1",
+            "set-temp",
+            "-p",
+            r#"{"target":21}"#,
+        ],
+    )
+    .await;
+    let polled = reqwest::Client::new()
+        .post(format!("{}/v1/telemetry?ct=2", server.base))
+        .basic_auth("device1@app1", Some("secret"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(polled.status().as_u16(), 200);
+    assert_eq!(polled.headers()["command"], "set-temp");
+    assert_eq!(polled.json::<Value>().await.unwrap(), json!({"target": 21}));
+    let (code, _) = drg(cfg, &["cmd", "--app", "app1", "nobody", "x", "-p", "{}"]).await;
+    assert_eq!(code, 1, "a command for an unknown device is refused");
+}
