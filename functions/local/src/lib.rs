@@ -61,6 +61,10 @@ pub struct Config {
     /// Events kept per application in the local event log.
     #[arg(long, env = "DROGUE_EVENT_RETENTION", default_value_t = DEFAULT_RETENTION)]
     pub event_retention: u64,
+    /// Once listening, write the bound addresses here as JSON (`{"http": .., "https": ..}`),
+    /// for scripts and tests that bind port 0.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// A started local runner.
@@ -150,12 +154,22 @@ impl Server {
                 Some((listener, tls))
             }
         };
+        let https_addr = https.as_ref().and_then(|(l, _)| l.local_addr().ok());
         tracing::info!(
             http = %http.local_addr()?,
-            https = ?https.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+            https = ?https_addr,
             data_dir = %dir.display(),
             "drogue-local is ready"
         );
+        if let Some(path) = &config.ready_file {
+            let ready = format!(
+                "{{\"http\":\"{}\",\"https\":{}}}\n",
+                http.local_addr()?,
+                https_addr.map_or("null".to_owned(), |a| format!("\"{a}\""))
+            );
+            std::fs::write(path, ready)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         Ok(Self {
             http,
             https,

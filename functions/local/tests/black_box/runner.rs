@@ -14,55 +14,47 @@ pub struct LocalRunner {
     pub data_dir: PathBuf,
 }
 
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl LocalRunner {
-    /// Starts the binary on `data_dir` and waits until it answers.
+    /// Starts the binary on `data_dir` (on free ports) and waits until it is listening.
     pub async fn start(data_dir: &Path) -> Self {
-        let (port, https) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_drogue-local"))
+        std::fs::create_dir_all(data_dir).unwrap();
+        let ready = data_dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drogue-local"))
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--http-bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--https-bind")
-            .arg(format!("127.0.0.1:{https}"))
+            .args(["--http-bind", "127.0.0.1:0", "--https-bind", "127.0.0.1:0"])
+            .arg("--ready-file")
+            .arg(&ready)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("drogue-local starts");
-        let runner = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            https: format!("https://localhost:{https}"),
-            data_dir: data_dir.to_owned(),
-        };
-        runner.wait_ready().await;
-        runner
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            let ready = client
-                .get(format!("{}/.well-known/drogue-version", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return;
+        for _ in 0..600 {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(addresses) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                let https = addresses["https"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                return Self {
+                    child,
+                    base: format!("http://{}", addresses["http"].as_str().unwrap()),
+                    https: format!("https://localhost:{https}"),
+                    data_dir: data_dir.to_owned(),
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("drogue-local exited at start: {status}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("drogue-local did not answer on {}", self.base);
+        panic!("drogue-local did not start within 30 s");
     }
 
     /// `user:token` of the bootstrapped administrator.
