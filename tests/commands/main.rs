@@ -2,6 +2,7 @@
 //! responses), waiting with and without in-process signals, and the MQTT publishers
 //! (the local bus, and the IoT data plane against moto).
 
+mod lambda;
 mod publishers;
 mod store;
 mod waiting;

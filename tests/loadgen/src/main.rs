@@ -18,11 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 #[command(about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Mode,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Mode {
     /// Load a URL with requests: GET, or POST with `--body`.
     Run {
         url: Uri,
@@ -37,6 +37,20 @@ enum Command {
         /// POST this body (as `application/json`) instead of GETting.
         #[arg(long)]
         body: Option<String>,
+    },
+    /// Measure the time from a command's drop-off to its arrival at a device that
+    /// long-polls over HTTP.
+    CommandLatency {
+        /// The base URL of the API and the device endpoint.
+        base: String,
+        /// `user:token` of someone who may send commands.
+        #[arg(long)]
+        token: String,
+        /// `device@app:password` of the polling device.
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
     },
     /// Answer every request with 200 (or 202 with `--accepted`) and an empty body.
     BareServer {
@@ -58,7 +72,7 @@ struct Load {
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match Cli::parse().command {
-        Command::Run {
+        Mode::Run {
             url,
             connections,
             seconds,
@@ -81,7 +95,13 @@ fn main() -> anyhow::Result<()> {
             };
             rt.block_on(run(std::sync::Arc::new(load), connections, seconds))
         }
-        Command::BareServer { bind, accepted } => {
+        Mode::CommandLatency {
+            base,
+            token,
+            device,
+            count,
+        } => rt.block_on(command_latency(base, token, device, count)),
+        Mode::BareServer { bind, accepted } => {
             let status = if accepted {
                 StatusCode::ACCEPTED
             } else {
@@ -148,6 +168,116 @@ async fn run(load: std::sync::Arc<Load>, connections: usize, seconds: u64) -> an
         pct(0.99),
     );
     anyhow::ensure!(failures == 0, "{failures} requests failed");
+    Ok(())
+}
+
+/// One HTTP/1.1 keep-alive connection.
+struct Connection {
+    authority: String,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    async fn open(base: &Uri) -> anyhow::Result<Self> {
+        let authority = base
+            .authority()
+            .context("the URL needs a host")?
+            .to_string();
+        let stream = TcpStream::connect(&authority).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Self { authority, sender })
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        basic: &str,
+        body: &'static str,
+    ) -> anyhow::Result<(StatusCode, hyper::HeaderMap)> {
+        let request = Request::post(path)
+            .header("host", &self.authority)
+            .header(
+                "authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(basic)
+                ),
+            )
+            .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+        let response = self.sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        body.collect().await?;
+        Ok((parts.status, parts.headers))
+    }
+}
+
+async fn command_latency(
+    base: String,
+    token: String,
+    device: String,
+    count: usize,
+) -> anyhow::Result<()> {
+    let base: Uri = base.parse()?;
+    let (name, app) = device
+        .split_once(':')
+        .and_then(|(id, _)| id.split_once('@'))
+        .context("--device takes device@app:password")?;
+    let drop_off_path = format!("/api/command/v1alpha1/apps/{app}/devices/{name}?command=bench");
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let poller = {
+        let (base, device) = (base.clone(), device.clone());
+        tokio::spawn(async move {
+            let mut connection = Connection::open(&base).await?;
+            loop {
+                let (status, headers) = connection
+                    .post("/v1/telemetry?ct=10", &device, "{}")
+                    .await?;
+                if status == StatusCode::OK {
+                    let request = headers
+                        .get("request")
+                        .and_then(|r| r.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if arrived.send((Instant::now(), request)).is_err() {
+                        return anyhow::Ok(());
+                    }
+                }
+            }
+        })
+    };
+    let mut dropper = Connection::open(&base).await?;
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        // let the device's next poll start waiting
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let sent = Instant::now();
+        let (status, headers) = dropper.post(&drop_off_path, &token, "{\"n\":1}").await?;
+        anyhow::ensure!(status == StatusCode::ACCEPTED, "drop-off answered {status}");
+        let request = headers
+            .get("request")
+            .and_then(|r| r.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let (at, delivered) = tokio::time::timeout(Duration::from_secs(15), arrivals.recv())
+            .await?
+            .context("the poller stopped")?;
+        anyhow::ensure!(
+            delivered == request,
+            "delivered {delivered}, expected {request}"
+        );
+        latencies.push(at.saturating_duration_since(sent));
+    }
+    poller.abort();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "drop-off to device over an HTTP long poll, {count} commands: p50 {:?} p99 {:?} max {:?}",
+        pct(0.50),
+        pct(0.99),
+        latencies[latencies.len() - 1],
+    );
     Ok(())
 }
 
