@@ -9,6 +9,10 @@ use drogue_tests::suite::Case;
 use serde_json::json;
 
 pub const CASES: &[Case<TestStore>] = &[
+    (
+        "the gateway index follows the devices' gateway selectors",
+        |s| Box::pin(gateway_index(s)),
+    ),
     ("devices need an application that accepts them", |s| {
         Box::pin(needs_application(s))
     }),
@@ -245,4 +249,67 @@ async fn listing(t: TestStore) {
         .collect();
     assert_eq!(names, ["Mu", "alpha", "zeta"]);
     assert!(s.list_devices(&app_name("c")).await.unwrap().is_empty());
+}
+
+async fn gateway_index(t: TestStore) {
+    let s = t.store;
+    let a = app_name("a");
+    s.create_application(&app("a")).await.unwrap();
+    s.create_application(&app("b")).await.unwrap();
+    let served = |gw: &'static str| {
+        let (s, a) = (s.clone(), a.clone());
+        async move {
+            s.devices_served_by(&a, gw)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let d1 = device(
+        "a",
+        "d1",
+        json!({"gatewaySelector": {"matchNames": ["gw1", "gw2"]}}),
+    );
+    s.create_device(&a, &d1).await.unwrap();
+    s.create_device(
+        &a,
+        &device(
+            "a",
+            "d2",
+            json!({"gatewaySelector": {"matchNames": ["gw1"]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    s.create_device(
+        &app_name("b"),
+        &device(
+            "b",
+            "d3",
+            json!({"gatewaySelector": {"matchNames": ["gw1"]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(served("gw1").await, ["d1", "d2"], "per application");
+    assert_eq!(served("gw2").await, ["d1"]);
+    assert!(served("gw").await.is_empty(), "gw is not a prefix of gw1");
+
+    let moved = revised(&d1, json!({"gatewaySelector": {"matchNames": ["gw3"]}}));
+    s.update_device(&a, &d1, &moved).await.unwrap();
+    assert_eq!(served("gw1").await, ["d2"]);
+    assert!(served("gw2").await.is_empty());
+    assert_eq!(served("gw3").await, ["d1"]);
+    s.delete_device(&a, &moved).await.unwrap();
+    assert!(served("gw3").await.is_empty());
+
+    let stored = s.get_application(&a).await.unwrap().unwrap();
+    s.delete_application(&stored).await.unwrap();
+    s.create_application(&app("a")).await.unwrap();
+    assert!(
+        served("gw1").await.is_empty(),
+        "an application's delete takes its index along"
+    );
 }

@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 pub const MAX_CLAIMS: usize = 32;
 /// Most credentials a device may hold.
 pub const MAX_CREDENTIALS: usize = 32;
+/// Most gateways a device may have (each is an index entry written with the device).
+pub const MAX_GATEWAYS: usize = 16;
 
 /// Why a device spec was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,10 +90,18 @@ pub fn prepare_device_spec(mut spec: Map<String, Value>) -> Result<Map<String, V
         return Err(SpecError("spec.alias: aliases must not be empty".into()));
     }
     let gateways = gateways(&spec)?;
-    if gateways.iter().any(String::is_empty) {
-        return Err(SpecError(
-            "spec.gatewaySelector: gateway names must not be empty".into(),
-        ));
+    if let Some(bad) = gateways
+        .iter()
+        .find(|g| super::DeviceName::parse(g).is_err())
+    {
+        return Err(SpecError(format!(
+            "spec.gatewaySelector: {bad:?} cannot be a device name"
+        )));
+    }
+    if gateways.len() > MAX_GATEWAYS {
+        return Err(SpecError(format!(
+            "spec.gatewaySelector: a device may have at most {MAX_GATEWAYS} gateways"
+        )));
     }
     if claims(&spec)?.len() > MAX_CLAIMS {
         return Err(SpecError(format!(

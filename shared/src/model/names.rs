@@ -10,7 +10,7 @@ pub enum NameError {
         "application names must be lowercase DNS labels (1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit): {0:?}"
     )]
     InvalidApplication(String),
-    #[error("device names must be 1-{max} characters without control characters, '/', '+' or '#': {name:?}", max = DeviceName::MAX_LEN)]
+    #[error("device names must be 1-{max} characters without control characters, '/', '+', '#', '*' or '?': {name:?}", max = DeviceName::MAX_LEN)]
     InvalidDevice { name: String },
 }
 
@@ -47,8 +47,9 @@ impl AppName {
 
 /// The name of a device, unique within its application.
 ///
-/// Device names become MQTT topic levels (`dt/{app}/{device}/...`), so the MQTT
-/// level separator and wildcards are refused, as are control characters.
+/// Device names become MQTT topic levels (`dt/{app}/{device}/...`) and parts of IoT
+/// policy resources, so the MQTT level separator and wildcards and the IoT policy
+/// wildcards (`*`, `?`) are refused, as are control characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DeviceName(String);
@@ -63,7 +64,7 @@ impl DeviceName {
             && name.len() <= Self::MAX_LEN
             && !name
                 .chars()
-                .any(|c| c.is_control() || matches!(c, '/' | '+' | '#'));
+                .any(|c| c.is_control() || matches!(c, '/' | '+' | '#' | '*' | '?'));
         if valid {
             Ok(Self(name.to_owned()))
         } else {
@@ -135,7 +136,16 @@ mod tests {
         for ok in ["device1", "Device 1", "urn:dev:1", "a@b", "änderung"] {
             assert!(DeviceName::parse(ok).is_ok(), "{ok} should be accepted");
         }
-        for bad in ["", "a/b", "a+b", "a#", "line\nbreak", &"d".repeat(257)] {
+        for bad in [
+            "",
+            "a/b",
+            "a+b",
+            "a#",
+            "a*",
+            "a?",
+            "line\nbreak",
+            &"d".repeat(257),
+        ] {
             assert!(DeviceName::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

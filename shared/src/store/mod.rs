@@ -124,6 +124,9 @@ pub trait DeviceStore: Send + Sync {
     async fn get_device(&self, app: &AppName, device: &DeviceName) -> StoreResult<Option<Device>>;
     /// Every device of an application, ordered by name.
     async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>>;
+    /// The devices that name `gateway` in their `spec.gatewaySelector`, ordered by name.
+    async fn devices_served_by(&self, app: &AppName, gateway: &str)
+    -> StoreResult<Vec<DeviceName>>;
     /// The device holding a name (its own, an alias or a unique username), if any.
     async fn find_device_by_claim(
         &self,
@@ -158,6 +161,14 @@ pub fn device_claims(device: &Device) -> Vec<Claim> {
     let mut claims = vec![Claim::Name(device.metadata.name.clone())];
     claims.extend(crate::model::device_spec::claims(&device.spec).unwrap_or_default());
     crate::model::claims::without_repeats(claims)
+}
+
+/// The gateways a stored device names, without repeats.
+pub fn device_gateways(device: &Device) -> Vec<String> {
+    let mut gateways = crate::model::device_spec::gateways(&device.spec).unwrap_or_default();
+    gateways.sort();
+    gateways.dedup();
+    gateways
 }
 
 /// The names a stored application holds across all applications: the subjects of its

@@ -4,7 +4,7 @@
 use super::applications::app_pk;
 use super::{Condition, DynamoStore, Item, attr, data, json, s};
 use crate::model::{AppName, Claim, Device, DeviceName};
-use crate::store::{Conflict, DeviceStore, StoreResult, device_claims};
+use crate::store::{Conflict, DeviceStore, StoreResult, device_claims, device_gateways};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem};
 use std::collections::HashMap;
@@ -15,6 +15,11 @@ fn device_sk(device: &str) -> String {
 
 fn claim_sk(claim: &Claim) -> String {
     format!("NAME#{}", claim.key())
+}
+
+/// The gateway index: device names hold no `/`.
+fn gateway_sk(gateway: &str, device: &str) -> String {
+    format!("GWAY#{gateway}/{device}")
 }
 
 impl DynamoStore {
@@ -33,6 +38,32 @@ impl DynamoStore {
             ("sk".into(), s(claim_sk(claim))),
             ("device".into(), s(device)),
         ])
+    }
+
+    /// Transaction items that move a device's gateway index entries.
+    fn gateway_changes(
+        &self,
+        app: &AppName,
+        device: &str,
+        before: &[String],
+        after: &[String],
+    ) -> StoreResult<Vec<(TransactWriteItem, Option<Conflict>)>> {
+        let mut items = Vec::new();
+        for gateway in before.iter().filter(|g| !after.contains(g)) {
+            items.push((
+                self.delete(app_pk(app.as_str()), &gateway_sk(gateway, device), None)?,
+                None,
+            ));
+        }
+        for gateway in after.iter().filter(|g| !before.contains(g)) {
+            let item = HashMap::from([
+                ("pk".into(), s(app_pk(app.as_str()))),
+                ("sk".into(), s(gateway_sk(gateway, device))),
+                ("device".into(), s(device)),
+            ]);
+            items.push((self.put(item, None)?, None));
+        }
+        Ok(items)
     }
 
     /// Transaction items that move a device's claims from `before` to `after`.
@@ -80,6 +111,20 @@ impl DeviceStore for DynamoStore {
             .collect()
     }
 
+    async fn devices_served_by(
+        &self,
+        app: &AppName,
+        gateway: &str,
+    ) -> StoreResult<Vec<DeviceName>> {
+        Ok(self
+            .query_prefix(app_pk(app.as_str()), &format!("GWAY#{gateway}/"))
+            .await?
+            .iter()
+            .filter_map(|item| attr(item, "device"))
+            .filter_map(|name| DeviceName::parse(name).ok())
+            .collect())
+    }
+
     async fn find_device_by_claim(
         &self,
         app: &AppName,
@@ -117,6 +162,7 @@ impl DeviceStore for DynamoStore {
             ),
         ];
         items.extend(self.claim_changes(app, name, &[], &device_claims(device))?);
+        items.extend(self.gateway_changes(app, name, &[], &device_gateways(device))?);
         self.transact(items).await
     }
 
@@ -138,6 +184,12 @@ impl DeviceStore for DynamoStore {
             &device_claims(previous),
             &device_claims(next),
         )?);
+        items.extend(self.gateway_changes(
+            app,
+            name,
+            &device_gateways(previous),
+            &device_gateways(next),
+        )?);
         self.transact(items).await
     }
 
@@ -149,6 +201,7 @@ impl DeviceStore for DynamoStore {
             Some(Conflict::Changed),
         )];
         items.extend(self.claim_changes(app, name, &device_claims(previous), &[])?);
+        items.extend(self.gateway_changes(app, name, &device_gateways(previous), &[])?);
         self.transact(items).await
     }
 }

@@ -17,6 +17,8 @@ const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devi
 const CLAIMS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_claims");
 /// claim key -> application name.
 const APP_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("application_claims");
+/// (application, gateway, device) -> nothing: the devices a gateway serves.
+const GATEWAYS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("gateways");
 /// (user, application) -> nothing: the applications a user owns or is a member of.
 const USER_APPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_applications");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
@@ -43,6 +45,7 @@ impl EmbeddedStore {
                 txn.open_table(CLAIMS)?;
                 txn.open_table(APP_CLAIMS)?;
                 txn.open_table(USER_APPS)?;
+                txn.open_table(GATEWAYS)?;
                 txn.open_table(TOKENS)?;
                 commands::create_tables(txn)?;
                 txn.open_table(USER_TOKENS)?;
@@ -185,6 +188,7 @@ impl ApplicationStore for EmbeddedStore {
             index_users(txn, name, &owned_users(&current), &[])?;
             release_app_claims(txn, &application_claims(&current.app))?;
             delete_prefix(txn, DEVICES, name)?;
+            index_gateways_of_app(txn, name)?;
             delete_prefix(txn, CLAIMS, name)?;
             Ok(Ok(()))
         })
@@ -313,6 +317,30 @@ impl DeviceStore for EmbeddedStore {
         Ok(devices)
     }
 
+    async fn devices_served_by(
+        &self,
+        app: &AppName,
+        gateway: &str,
+    ) -> StoreResult<Vec<DeviceName>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let index = txn.open_table(GATEWAYS).map_err(unavailable)?;
+        let mut served = Vec::new();
+        for entry in index
+            .range((app.as_str(), gateway, "")..)
+            .map_err(unavailable)?
+        {
+            let (key, _) = entry.map_err(unavailable)?;
+            let (a, g, device) = key.value();
+            if a != app.as_str() || g != gateway {
+                break;
+            }
+            if let Ok(name) = DeviceName::parse(device) {
+                served.push(name);
+            }
+        }
+        Ok(served)
+    }
+
     async fn find_device_by_claim(
         &self,
         app: &AppName,
@@ -341,6 +369,7 @@ impl DeviceStore for EmbeddedStore {
             if let Err(conflict) = take_claims(txn, &app, name, &device_claims(&device))? {
                 return Ok(Err(conflict));
             }
+            index_gateways(txn, app.as_str(), name, &[], &device_gateways(&device))?;
             devices.insert((app.as_str(), name), json(&device).as_slice())?;
             Ok(Ok(()))
         })
@@ -367,6 +396,8 @@ impl DeviceStore for EmbeddedStore {
             if let Err(conflict) = take_claims(txn, &app, name, &device_claims(&next))? {
                 return Ok(Err(conflict));
             }
+            let gateways = (device_gateways(&previous), device_gateways(&next));
+            index_gateways(txn, app.as_str(), name, &gateways.0, &gateways.1)?;
             devices.insert((app.as_str(), name), json(&next).as_slice())?;
             Ok(Ok(()))
         })
@@ -386,10 +417,49 @@ impl DeviceStore for EmbeddedStore {
             }
             devices.remove((app.as_str(), name))?;
             release_claims(txn, &app, &device_claims(&previous))?;
+            index_gateways(txn, app.as_str(), name, &device_gateways(&previous), &[])?;
             Ok(Ok(()))
         })
         .await
     }
+}
+
+/// Moves a device's entries in the gateway index from `before` to `after`.
+fn index_gateways(
+    txn: &WriteTransaction,
+    app: &str,
+    device: &str,
+    before: &[String],
+    after: &[String],
+) -> Result<(), redb::Error> {
+    let mut index = txn.open_table(GATEWAYS)?;
+    for gateway in before.iter().filter(|g| !after.contains(g)) {
+        index.remove((app, gateway.as_str(), device))?;
+    }
+    for gateway in after {
+        index.insert((app, gateway.as_str(), device), ())?;
+    }
+    Ok(())
+}
+
+/// Removes every gateway index entry of an application.
+fn index_gateways_of_app(txn: &WriteTransaction, app: &str) -> Result<(), redb::Error> {
+    let mut index = txn.open_table(GATEWAYS)?;
+    let keys: Vec<(String, String)> = index
+        .range((app, "", "")..)?
+        .map_while(|entry| {
+            entry
+                .map(|(k, _)| {
+                    let (a, gateway, device) = k.value();
+                    (a == app).then(|| (gateway.to_owned(), device.to_owned()))
+                })
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    for (gateway, device) in keys {
+        index.remove((app, gateway.as_str(), device.as_str()))?;
+    }
+    Ok(())
 }
 
 fn application_accepts_devices(txn: &WriteTransaction, app: &AppName) -> Result<bool, redb::Error> {

@@ -1,0 +1,177 @@
+//! The least-privilege policy of an MQTT client, as AWS IoT Core takes it (one IAM-style
+//! JSON document with `iot:*` actions on `client/`, `topic/` and `topicfilter/`
+//! resources), and the same decisions for the local broker.
+//!
+//! Resource patterns use IoT policy wildcards, not MQTT ones: `*` matches any run of
+//! characters. A subscription filter is checked as a string, so a client allowed
+//! `cmd/app1/dev1/#` may not subscribe to `cmd/app1/+/#` or `cmd/#`.
+
+use serde_json::{Value, json};
+
+/// What a client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Connect,
+    Publish,
+    Subscribe,
+    Receive,
+}
+
+impl Action {
+    fn iot(self) -> &'static str {
+        match self {
+            Self::Connect => "iot:Connect",
+            Self::Publish => "iot:Publish",
+            Self::Subscribe => "iot:Subscribe",
+            Self::Receive => "iot:Receive",
+        }
+    }
+
+    /// The kind of IoT resource the action applies to.
+    fn resource_kind(self) -> &'static str {
+        match self {
+            Self::Connect => "client",
+            Self::Publish | Self::Receive => "topic",
+            Self::Subscribe => "topicfilter",
+        }
+    }
+}
+
+/// Allowed actions on resource patterns (client ids, topics, topic filters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    allowed: Vec<(Action, String)>,
+}
+
+impl Policy {
+    pub fn allow(&mut self, action: Action, pattern: impl Into<String>) -> &mut Self {
+        let pattern = pattern.into();
+        if !self.allowed.contains(&(action, pattern.clone())) {
+            self.allowed.push((action, pattern));
+        }
+        self
+    }
+
+    /// Whether `action` on `resource` (a client id, topic or topic filter) is allowed.
+    pub fn allows(&self, action: Action, resource: &str) -> bool {
+        self.allowed
+            .iter()
+            .any(|(a, pattern)| *a == action && glob(pattern, resource))
+    }
+
+    /// The patterns allowed for an action.
+    pub fn patterns(&self, action: Action) -> impl Iterator<Item = &str> {
+        self.allowed
+            .iter()
+            .filter(move |(a, _)| *a == action)
+            .map(|(_, p)| p.as_str())
+    }
+
+    /// The policy as IoT Core policy documents (JSON strings), for the custom authorizer.
+    /// Each document stays under IoT's 2,048 characters.
+    pub fn to_iot_documents(&self, partition: &str, region: &str, account: &str) -> Vec<String> {
+        let arn = |action: Action, pattern: &str| {
+            format!(
+                "arn:{partition}:iot:{region}:{account}:{}/{pattern}",
+                action.resource_kind()
+            )
+        };
+        let mut documents = Vec::new();
+        let mut statements: Vec<Value> = Vec::new();
+        let mut size = 0;
+        for action in [Action::Connect, Action::Publish, Action::Subscribe, Action::Receive] {
+            for pattern in self.patterns(action) {
+                let statement = json!({"Effect": "Allow", "Action": action.iot(), "Resource": arn(action, pattern)});
+                let len = statement.to_string().len();
+                if size + len > 1900 && !statements.is_empty() {
+                    documents.push(document(std::mem::take(&mut statements)));
+                    size = 0;
+                }
+                size += len;
+                statements.push(statement);
+            }
+        }
+        if !statements.is_empty() {
+            documents.push(document(statements));
+        }
+        documents
+    }
+}
+
+fn document(statements: Vec<Value>) -> String {
+    json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
+/// IoT policy matching: `*` any run of characters, `?` one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_as_iot_policies_do() {
+        assert!(glob("dt/app1/dev1/*", "dt/app1/dev1/telemetry"));
+        assert!(glob("dt/app1/dev1/*", "dt/app1/dev1/a/b"));
+        assert!(!glob("dt/app1/dev1/*", "dt/app1/dev10/telemetry"));
+        assert!(!glob("dt/app1/dev1/*", "dt/app1/dev1"));
+        assert!(glob("cmd/app1/dev1/*/res/*", "cmd/app1/dev1/reboot/res/id/200"));
+        assert!(!glob("cmd/app1/dev1/*/res/*", "cmd/app1/dev1/reboot"));
+        assert!(glob("a?c", "abc"));
+        assert!(glob("*", ""));
+        assert!(!glob("app/app1", "app/app10"));
+    }
+
+    #[test]
+    fn filters_are_strings_not_wildcards() {
+        let mut policy = Policy::default();
+        policy.allow(Action::Subscribe, "cmd/app1/dev1/#");
+        assert!(policy.allows(Action::Subscribe, "cmd/app1/dev1/#"));
+        for wider in ["cmd/app1/+/#", "cmd/#", "#", "cmd/+/dev1/#"] {
+            assert!(!policy.allows(Action::Subscribe, wider), "{wider}");
+        }
+        assert!(!policy.allows(Action::Publish, "cmd/app1/dev1/#"), "other actions are not implied");
+    }
+
+    #[test]
+    fn documents_are_iot_policies_and_never_empty_or_null() {
+        let mut policy = Policy::default();
+        policy.allow(Action::Connect, "dev1@app1").allow(Action::Publish, "dt/app1/dev1/*");
+        let docs = policy.to_iot_documents("aws", "eu-west-1", "123456789012");
+        assert_eq!(docs.len(), 1);
+        let doc: Value = serde_json::from_str(&docs[0]).unwrap();
+        assert_eq!(doc["Version"], "2012-10-17");
+        assert_eq!(doc["Statement"][0]["Action"], "iot:Connect");
+        assert_eq!(doc["Statement"][0]["Resource"], "arn:aws:iot:eu-west-1:123456789012:client/dev1@app1");
+        assert_eq!(doc["Statement"][1]["Resource"], "arn:aws:iot:eu-west-1:123456789012:topic/dt/app1/dev1/*");
+
+        let mut big = Policy::default();
+        for i in 0..200 {
+            big.allow(Action::Publish, format!("dt/app1/device-number-{i}/*"));
+        }
+        let docs = big.to_iot_documents("aws", "eu-west-1", "123456789012");
+        assert!(docs.len() > 1);
+        assert!(docs.iter().all(|d| d.len() <= 2048), "IoT takes documents of at most 2,048 characters");
+    }
+}
