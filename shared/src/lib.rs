@@ -8,6 +8,7 @@ pub mod device_auth;
 pub mod events;
 pub mod http;
 pub mod model;
+pub mod mqtt;
 pub mod registry;
 pub mod runtime;
 pub mod store;

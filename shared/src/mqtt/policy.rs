@@ -67,28 +67,39 @@ impl Policy {
             .map(|(_, p)| p.as_str())
     }
 
-    /// The policy as IoT Core policy documents (JSON strings), for the custom authorizer.
-    /// Each document stays under IoT's 2,048 characters.
+    /// The policy as IoT Core policy documents (JSON strings), for the custom authorizer:
+    /// one statement per action with its resources, split so that each document stays
+    /// under IoT's 2,048 characters.
     pub fn to_iot_documents(&self, partition: &str, region: &str, account: &str) -> Vec<String> {
-        let arn = |action: Action, pattern: &str| {
-            format!(
-                "arn:{partition}:iot:{region}:{account}:{}/{pattern}",
-                action.resource_kind()
-            )
-        };
+        const LIMIT: usize = 1900;
         let mut documents = Vec::new();
         let mut statements: Vec<Value> = Vec::new();
-        let mut size = 0;
-        for action in [Action::Connect, Action::Publish, Action::Subscribe, Action::Receive] {
+        let mut size = 60;
+        for action in [
+            Action::Connect,
+            Action::Publish,
+            Action::Subscribe,
+            Action::Receive,
+        ] {
+            let mut resources: Vec<String> = Vec::new();
             for pattern in self.patterns(action) {
-                let statement = json!({"Effect": "Allow", "Action": action.iot(), "Resource": arn(action, pattern)});
-                let len = statement.to_string().len();
-                if size + len > 1900 && !statements.is_empty() {
+                let arn = format!(
+                    "arn:{partition}:iot:{region}:{account}:{}/{pattern}",
+                    action.resource_kind()
+                );
+                if size + arn.len() + 80 > LIMIT {
+                    if !resources.is_empty() {
+                        statements.push(statement(action, std::mem::take(&mut resources)));
+                    }
                     documents.push(document(std::mem::take(&mut statements)));
-                    size = 0;
+                    size = 60;
                 }
-                size += len;
-                statements.push(statement);
+                size += arn.len() + 3;
+                resources.push(arn);
+            }
+            if !resources.is_empty() {
+                size += 60;
+                statements.push(statement(action, resources));
             }
         }
         if !statements.is_empty() {
@@ -96,6 +107,10 @@ impl Policy {
         }
         documents
     }
+}
+
+fn statement(action: Action, resources: Vec<String>) -> Value {
+    json!({"Effect": "Allow", "Action": action.iot(), "Resource": resources})
 }
 
 fn document(statements: Vec<Value>) -> String {
@@ -136,7 +151,10 @@ mod tests {
         assert!(glob("dt/app1/dev1/*", "dt/app1/dev1/a/b"));
         assert!(!glob("dt/app1/dev1/*", "dt/app1/dev10/telemetry"));
         assert!(!glob("dt/app1/dev1/*", "dt/app1/dev1"));
-        assert!(glob("cmd/app1/dev1/*/res/*", "cmd/app1/dev1/reboot/res/id/200"));
+        assert!(glob(
+            "cmd/app1/dev1/*/res/*",
+            "cmd/app1/dev1/reboot/res/id/200"
+        ));
         assert!(!glob("cmd/app1/dev1/*/res/*", "cmd/app1/dev1/reboot"));
         assert!(glob("a?c", "abc"));
         assert!(glob("*", ""));
@@ -151,20 +169,31 @@ mod tests {
         for wider in ["cmd/app1/+/#", "cmd/#", "#", "cmd/+/dev1/#"] {
             assert!(!policy.allows(Action::Subscribe, wider), "{wider}");
         }
-        assert!(!policy.allows(Action::Publish, "cmd/app1/dev1/#"), "other actions are not implied");
+        assert!(
+            !policy.allows(Action::Publish, "cmd/app1/dev1/#"),
+            "other actions are not implied"
+        );
     }
 
     #[test]
     fn documents_are_iot_policies_and_never_empty_or_null() {
         let mut policy = Policy::default();
-        policy.allow(Action::Connect, "dev1@app1").allow(Action::Publish, "dt/app1/dev1/*");
+        policy
+            .allow(Action::Connect, "dev1@app1")
+            .allow(Action::Publish, "dt/app1/dev1/*");
         let docs = policy.to_iot_documents("aws", "eu-west-1", "123456789012");
         assert_eq!(docs.len(), 1);
         let doc: Value = serde_json::from_str(&docs[0]).unwrap();
         assert_eq!(doc["Version"], "2012-10-17");
         assert_eq!(doc["Statement"][0]["Action"], "iot:Connect");
-        assert_eq!(doc["Statement"][0]["Resource"], "arn:aws:iot:eu-west-1:123456789012:client/dev1@app1");
-        assert_eq!(doc["Statement"][1]["Resource"], "arn:aws:iot:eu-west-1:123456789012:topic/dt/app1/dev1/*");
+        assert_eq!(
+            doc["Statement"][0]["Resource"][0],
+            "arn:aws:iot:eu-west-1:123456789012:client/dev1@app1"
+        );
+        assert_eq!(
+            doc["Statement"][1]["Resource"][0],
+            "arn:aws:iot:eu-west-1:123456789012:topic/dt/app1/dev1/*"
+        );
 
         let mut big = Policy::default();
         for i in 0..200 {
@@ -172,6 +201,22 @@ mod tests {
         }
         let docs = big.to_iot_documents("aws", "eu-west-1", "123456789012");
         assert!(docs.len() > 1);
-        assert!(docs.iter().all(|d| d.len() <= 2048), "IoT takes documents of at most 2,048 characters");
+        assert!(
+            docs.iter().all(|d| d.len() <= 2048),
+            "IoT takes documents of at most 2,048 characters"
+        );
+        let resources: usize = docs
+            .iter()
+            .map(|d| {
+                let doc: Value = serde_json::from_str(d).unwrap();
+                doc["Statement"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["Resource"].as_array().unwrap().len())
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(resources, 200, "every resource is in one of the documents");
     }
 }

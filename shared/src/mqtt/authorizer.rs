@@ -1,0 +1,293 @@
+//! Who connects over MQTT, and the policy that confines them: the same decision for AWS
+//! IoT Core's custom authorizer and for the local broker.
+//!
+//! - **Devices** connect with a client certificate, with username `device@app` and the
+//!   device's password, or with a username of the device and client id `device@app`. The
+//!   client id must always be `{device}@{app}` (the device's name, an alias or a unique
+//!   username), so that every message can be traced to its device.
+//! - **Applications** connect with username `<user>` and an access token (or an OIDC
+//!   token) as the password.
+//!
+//! A device may publish telemetry on `dt/{app}/{device}/...` and answers on
+//! `cmd/{app}/{device}/+/res/...`, and subscribe to and receive `cmd/{app}/{device}/...`;
+//! a gateway the same for each device that names it. An application may subscribe to
+//! and receive `app/{app}` (also shared, `$share/{group}/app/{app}`) and publish commands
+//! on `command/{app}/...`, for each application it may read.
+
+use super::policy::{Action, Policy};
+use crate::access::oidc::OidcVerifier;
+use crate::access::{self, Authentication, Permission, Principal};
+use crate::device_auth::{
+    DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
+};
+use crate::model::{AppName, Application, Device};
+use crate::registry::{ListOptions, Registry};
+use crate::store::{StoreError, device_claims};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// A gateway serving more devices than this gets application-wide topic rights; the
+/// ingest still checks each message's gateway relation.
+const MAX_ENUMERATED_DEVICES: usize = 50;
+
+/// What a client presents in its CONNECT (and TLS handshake).
+#[derive(Clone)]
+pub struct MqttConnect {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Vec<u8>>,
+    /// The client certificate chain (DER, end entity first), over TLS.
+    pub certificates: Option<Vec<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for MqttConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConnect")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "redacted"))
+            .field("certificates", &self.certificates.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// Who an authorized client is.
+#[derive(Debug, Clone)]
+pub enum MqttIdentity {
+    Device {
+        application: Arc<Application>,
+        device: Arc<Device>,
+    },
+    Application {
+        principal: Principal,
+    },
+}
+
+/// An authorized client.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub identity: MqttIdentity,
+    pub policy: Policy,
+    /// `[a-zA-Z0-9]{1,128}`, as IoT Core wants it.
+    pub principal_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConnectDecision {
+    Allow(Box<Authorized>),
+    Deny { reason: &'static str },
+}
+
+/// Why nothing could be decided (a backend was unreachable).
+#[derive(Debug, thiserror::Error)]
+pub enum MqttAuthError {
+    #[error("the registry is unavailable")]
+    Store(#[from] StoreError),
+    #[error("the OIDC issuer is unavailable")]
+    Oidc(#[from] crate::access::oidc::OidcUnavailable),
+    #[error("the registry is unavailable")]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+/// Decides CONNECTs.
+#[derive(Clone)]
+pub struct MqttAuthorizer {
+    devices: DeviceAuthenticator,
+    registry: Registry,
+    oidc: Option<Arc<OidcVerifier>>,
+}
+
+fn deny(reason: &'static str) -> Result<ConnectDecision, MqttAuthError> {
+    Ok(ConnectDecision::Deny { reason })
+}
+
+/// A principal id from a name: `p` and hex of its SHA-256.
+fn principal_id(kind: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{kind}/{name}").as_bytes());
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("{kind}{hex}")
+}
+
+/// Whether a password is a token of a user rather than a device's password.
+fn is_user_token(password: &str) -> bool {
+    if crate::token::prefix_of(password).is_some() {
+        return true;
+    }
+    jsonwebtoken::decode_header(password).is_ok()
+}
+
+impl MqttAuthorizer {
+    pub fn new(
+        devices: DeviceAuthenticator,
+        registry: Registry,
+        oidc: Option<Arc<OidcVerifier>>,
+    ) -> Self {
+        Self {
+            devices,
+            registry,
+            oidc,
+        }
+    }
+
+    pub async fn connect(&self, connect: &MqttConnect) -> Result<ConnectDecision, MqttAuthError> {
+        if let Some(chain) = connect.certificates.as_ref().filter(|c| !c.is_empty()) {
+            let credential = DeviceCredential::Certificate {
+                chain: chain.clone(),
+            };
+            return self.device(connect, None, credential).await;
+        }
+        let password = match &connect.password {
+            Some(bytes) => match String::from_utf8(bytes.clone()) {
+                Ok(password) => password,
+                Err(_) => return deny("the password is not UTF-8"),
+            },
+            None => return deny("no password"),
+        };
+        let username = connect.username.clone().unwrap_or_default();
+        if is_user_token(&password) {
+            return self.application(connect, &username, &password).await;
+        }
+        match username.rsplit_once('@') {
+            Some((device, app)) => {
+                let credential = DeviceCredential::Password {
+                    device: device.to_owned(),
+                    password,
+                };
+                self.device(connect, Some(app.to_owned()), credential).await
+            }
+            None => {
+                let Some((device, app)) = connect.client_id.rsplit_once('@') else {
+                    return deny("the client id must be <device>@<application>");
+                };
+                let credential = DeviceCredential::UsernamePassword {
+                    username,
+                    password,
+                    device: Some(device.to_owned()),
+                };
+                self.device(connect, Some(app.to_owned()), credential).await
+            }
+        }
+    }
+
+    async fn device(
+        &self,
+        connect: &MqttConnect,
+        application: Option<String>,
+        credential: DeviceCredential,
+    ) -> Result<ConnectDecision, MqttAuthError> {
+        let request = DeviceAuthRequest {
+            application,
+            credential,
+            r#as: None,
+        };
+        let authenticated = match self.devices.authenticate(request).await? {
+            DeviceAuthentication::Allow(a) => a,
+            DeviceAuthentication::Deny { reason } => return deny(reason),
+        };
+        let (app, device) = (
+            &authenticated.application.metadata.name,
+            &authenticated.sender,
+        );
+        // the client id names the device: its name, an alias or a unique username
+        let names_device = connect.client_id.rsplit_once('@').is_some_and(|(id, a)| {
+            a == app && device_claims(device).iter().any(|claim| claim.key() == id)
+        });
+        if !names_device {
+            return deny(
+                "the client id must be <device>@<application> of the authenticated device",
+            );
+        }
+        let app_name = AppName::parse(app).expect("stored names are valid");
+        let served = self
+            .registry
+            .store()
+            .devices_served_by(&app_name, &device.metadata.name)
+            .await?;
+        let mut policy = Policy::default();
+        policy.allow(Action::Connect, connect.client_id.clone());
+        let mut devices: Vec<String> = vec![device.metadata.name.clone()];
+        if served.len() > MAX_ENUMERATED_DEVICES {
+            devices = vec!["*".into()];
+        } else {
+            devices.extend(served.iter().map(|d| d.to_string()));
+        }
+        for d in &devices {
+            policy
+                .allow(Action::Publish, format!("dt/{app}/{d}/*"))
+                .allow(Action::Publish, format!("cmd/{app}/{d}/*/res/*"))
+                .allow(Action::Subscribe, format!("cmd/{app}/{d}/*"))
+                .allow(Action::Receive, format!("cmd/{app}/{d}/*"));
+        }
+        Ok(ConnectDecision::Allow(Box::new(Authorized {
+            principal_id: principal_id("d", &format!("{app}/{}", device.metadata.name)),
+            identity: MqttIdentity::Device {
+                application: authenticated.application.clone(),
+                device: authenticated.sender.clone(),
+            },
+            policy,
+        })))
+    }
+
+    async fn application(
+        &self,
+        connect: &MqttConnect,
+        username: &str,
+        password: &str,
+    ) -> Result<ConnectDecision, MqttAuthError> {
+        let decision = if crate::token::prefix_of(password).is_some() {
+            access::authenticate(self.registry.store().as_ref(), username, password).await?
+        } else {
+            match &self.oidc {
+                Some(verifier) => verifier.verify(password).await?,
+                None => Authentication::Deny {
+                    reason: "no OIDC issuer is configured",
+                },
+            }
+        };
+        let principal = match decision {
+            Authentication::Allow(principal) => principal,
+            Authentication::Deny { reason } => return deny(reason),
+        };
+        let mut policy = Policy::default();
+        policy.allow(Action::Connect, connect.client_id.clone());
+        let apps: Vec<String> = if self.registry.authorizer().is_admin(&principal) {
+            vec!["*".into()]
+        } else {
+            self.registry
+                .list_applications(&principal, &ListOptions::default())
+                .await?
+                .into_iter()
+                .map(|a| a.metadata.name)
+                .collect()
+        };
+        for app in &apps {
+            policy
+                .allow(Action::Subscribe, format!("app/{app}"))
+                .allow(Action::Subscribe, format!("$share/*/app/{app}"))
+                .allow(Action::Receive, format!("app/{app}"))
+                .allow(Action::Publish, format!("command/{app}/*"));
+        }
+        Ok(ConnectDecision::Allow(Box::new(Authorized {
+            principal_id: principal_id("u", &principal.user),
+            identity: MqttIdentity::Application { principal },
+            policy,
+        })))
+    }
+
+    /// Whether a user may still read an application (for commands over MQTT).
+    pub async fn may_command(
+        &self,
+        principal: &Principal,
+        app: &AppName,
+    ) -> Result<bool, MqttAuthError> {
+        match self
+            .registry
+            .application_for(principal, app, Permission::Read)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(crate::registry::RegistryError::Unavailable(e)) => Err(e.into()),
+            Err(_) => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! MQTT, the same on AWS IoT Core and on the local broker: the topic scheme, who may
+//! connect and the policy that confines them.
+
+pub mod authorizer;
+pub mod policy;
+pub mod topics;
+
+pub use authorizer::{
+    Authorized, ConnectDecision, MqttAuthError, MqttAuthorizer, MqttConnect, MqttIdentity,
+};
+pub use policy::{Action, Policy};

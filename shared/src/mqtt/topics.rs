@@ -1,0 +1,193 @@
+//! The MQTT topic scheme, the same on AWS IoT Core and on the local broker:
+//!
+//! | topic | who | what |
+//! |---|---|---|
+//! | `dt/{app}/{device}/{channel}[/...]` | devices publish | telemetry, into the event stream |
+//! | `cmd/{app}/{device}/{command}` | devices subscribe to `cmd/{app}/{device}/#` | commands for the device |
+//! | `cmd/{app}/{device}/{command}/res/{request}/{status}` | devices publish | the answer to a command |
+//! | `app/{app}` | applications subscribe | the application's events (CloudEvents) |
+//! | `command/{app}/{device}/{command}` | applications publish | a command for a device |
+
+/// What a published topic means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published<'a> {
+    Telemetry {
+        app: &'a str,
+        device: &'a str,
+        channel: &'a str,
+        suffix: Option<&'a str>,
+    },
+    CommandResponse {
+        app: &'a str,
+        device: &'a str,
+        command: &'a str,
+        request: &'a str,
+        status: &'a str,
+    },
+    Command {
+        app: &'a str,
+        device: &'a str,
+        command: &'a str,
+    },
+}
+
+/// Reads a published topic; `None` for topics that mean nothing here.
+pub fn parse(topic: &str) -> Option<Published<'_>> {
+    let mut levels = topic.splitn(4, '/');
+    let kind = levels.next()?;
+    let (app, device, rest) = (levels.next()?, levels.next()?, levels.next()?);
+    if app.is_empty() || device.is_empty() || rest.is_empty() {
+        return None;
+    }
+    match kind {
+        "dt" => {
+            let (channel, suffix) = match rest.split_once('/') {
+                Some((channel, suffix)) => (channel, Some(suffix)),
+                None => (rest, None),
+            };
+            (!channel.is_empty()).then_some(Published::Telemetry {
+                app,
+                device,
+                channel,
+                suffix,
+            })
+        }
+        "cmd" => {
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts.as_slice() {
+                [command, "res", request, status] if !command.is_empty() && !request.is_empty() => {
+                    Some(Published::CommandResponse {
+                        app,
+                        device,
+                        command,
+                        request,
+                        status,
+                    })
+                }
+                _ => None,
+            }
+        }
+        "command" if !rest.contains('/') => Some(Published::Command {
+            app,
+            device,
+            command: rest,
+        }),
+        _ => None,
+    }
+}
+
+/// The topic an application's events are delivered on.
+pub fn application_events(app: &str) -> String {
+    format!("app/{app}")
+}
+
+/// The application a subscription filter asks the events of: `app/{app}` or
+/// `$share/{group}/app/{app}`.
+pub fn subscribed_application(filter: &str) -> Option<&str> {
+    let filter = match filter.strip_prefix("$share/") {
+        Some(shared) => shared.split_once('/')?.1,
+        None => filter,
+    };
+    filter
+        .strip_prefix("app/")
+        .filter(|app| !app.is_empty() && !app.contains('/'))
+}
+
+/// Whether an MQTT topic filter matches a topic (`+` one level, `#` the rest).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    let filter = match filter.strip_prefix("$share/") {
+        Some(shared) => match shared.split_once('/') {
+            Some((_, rest)) => rest,
+            None => return false,
+        },
+        None => filter,
+    };
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match level {
+            "#" => return true,
+            "+" => {
+                if topic_levels.next().is_none() {
+                    return false;
+                }
+            }
+            literal => {
+                if topic_levels.next() != Some(literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_topics_are_read() {
+        assert_eq!(
+            parse("dt/app1/dev1/telemetry"),
+            Some(Published::Telemetry {
+                app: "app1",
+                device: "dev1",
+                channel: "telemetry",
+                suffix: None
+            })
+        );
+        assert_eq!(
+            parse("dt/app1/dev1/state/room/1"),
+            Some(Published::Telemetry {
+                app: "app1",
+                device: "dev1",
+                channel: "state",
+                suffix: Some("room/1")
+            })
+        );
+        assert_eq!(
+            parse("cmd/app1/dev1/reboot/res/abc/200"),
+            Some(Published::CommandResponse {
+                app: "app1",
+                device: "dev1",
+                command: "reboot",
+                request: "abc",
+                status: "200"
+            })
+        );
+        assert_eq!(
+            parse("command/app1/dev1/reboot"),
+            Some(Published::Command {
+                app: "app1",
+                device: "dev1",
+                command: "reboot"
+            })
+        );
+        for nothing in [
+            "dt/app1/dev1",
+            "dt/app1//x",
+            "cmd/app1/dev1/reboot",
+            "command/app1/dev1/a/b",
+            "other/a/b/c",
+            "dt",
+        ] {
+            assert_eq!(parse(nothing), None, "{nothing}");
+        }
+    }
+
+    #[test]
+    fn filters_match_as_in_mqtt() {
+        assert!(filter_matches("cmd/app1/dev1/#", "cmd/app1/dev1/reboot"));
+        assert!(filter_matches("cmd/app1/+/+", "cmd/app1/dev1/reboot"));
+        assert!(!filter_matches("cmd/app1/dev1/+", "cmd/app1/dev1/a/b"));
+        assert!(filter_matches("app/app1", "app/app1"));
+        assert!(filter_matches("$share/g/app/app1", "app/app1"));
+        assert!(!filter_matches("app/app1", "app/app10"));
+        assert_eq!(
+            subscribed_application("$share/workers/app/app1"),
+            Some("app1")
+        );
+        assert_eq!(subscribed_application("app/+"), Some("+"));
+        assert_eq!(subscribed_application("cmd/app1/#"), None);
+    }
+}
