@@ -5,6 +5,7 @@
 //! response.
 
 mod drop_off;
+pub mod mqtt;
 
 use axum::Router;
 use axum::routing::post;
@@ -43,6 +44,9 @@ pub struct Config {
     pub table: String,
     /// `DROGUE_IOT_DATA_ENDPOINT`: the account's IoT data endpoint (`https://...-ats.iot.<region>.amazonaws.com`).
     pub iot_endpoint: Option<String>,
+    /// `DROGUE_COMMAND_SOURCE=mqtt`: this instance takes the IoT rule's messages
+    /// (commands applications publish) instead of HTTP drop-offs.
+    pub from_mqtt: bool,
     pub settings: Settings,
 }
 
@@ -53,6 +57,7 @@ impl Config {
             table: var("DROGUE_TABLE")
                 .ok_or_else(|| anyhow::anyhow!("DROGUE_TABLE must be set"))?,
             iot_endpoint: var("DROGUE_IOT_DATA_ENDPOINT"),
+            from_mqtt: var("DROGUE_COMMAND_SOURCE").as_deref() == Some("mqtt"),
             settings: Settings {
                 oidc: var("DROGUE_OIDC_ISSUER")
                     .map(|i| OidcConfig::new(i, var("DROGUE_OIDC_AUDIENCE"))),

@@ -1,4 +1,5 @@
-//! The command function: on Lambda behind the management HTTP API, or on `$PORT`.
+//! The command function: on Lambda behind the management HTTP API (or, with
+//! `DROGUE_COMMAND_SOURCE=mqtt`, behind the IoT rule on `command/#`), or on `$PORT`.
 
 use drogue_command::{Config, router};
 use drogue_shared::commands::{CommandService, IotDataPublisher, iot_data_client};
@@ -17,5 +18,11 @@ async fn main() -> anyhow::Result<()> {
         config.iot_endpoint.as_deref(),
     )));
     let commands = CommandService::new(store.clone()).with_publisher(publisher);
+    if config.from_mqtt {
+        return runtime::run_events(move |event, _| {
+            drogue_command::mqtt::handle(store.clone(), commands.clone(), event)
+        })
+        .await;
+    }
     runtime::run(router(store, commands, config.settings)).await
 }

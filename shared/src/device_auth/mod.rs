@@ -195,10 +195,36 @@ impl DeviceAuthenticator {
                 (application, sender)
             }
         };
+        self.act_as(application, sender, request.r#as.as_deref())
+            .await
+    }
+
+    /// A device that was authenticated elsewhere (by the MQTT broker, at CONNECT),
+    /// sending `sender` (name, alias or unique username) and acting for `target`: the
+    /// same checks as [`authenticate`](Self::authenticate) but the credential's.
+    pub async fn resolve(
+        &self,
+        application: &str,
+        sender: &str,
+        target: Option<&str>,
+    ) -> Result<DeviceAuthentication, StoreError> {
+        let Some((application, sender)) = self.lookup(application, sender).await? else {
+            return deny("unknown application or device");
+        };
+        self.act_as(application, sender, target).await
+    }
+
+    /// The checks after the credential: usable objects, and the gateway relation for `as`.
+    async fn act_as(
+        &self,
+        application: Arc<Application>,
+        sender: Arc<Device>,
+        target: Option<&str>,
+    ) -> Result<DeviceAuthentication, StoreError> {
         if let Some(reason) = unusable(&application).or_else(|| unusable(&sender)) {
             return deny(reason);
         }
-        let device = match request.r#as.as_deref() {
+        let device = match target {
             None => sender.clone(),
             Some(target) if target == sender.metadata.name => sender.clone(),
             Some(target) => {

@@ -2,10 +2,12 @@
 //! connect and the policy that confines them.
 
 pub mod authorizer;
+pub mod ingest;
 pub mod policy;
 pub mod topics;
 
 pub use authorizer::{
     Authorized, ConnectDecision, MqttAuthError, MqttAuthorizer, MqttConnect, MqttIdentity,
 };
+pub use ingest::{DeviceMessage, IngestError, Ingested, MqttIngest, application_command};
 pub use policy::{Action, Policy};

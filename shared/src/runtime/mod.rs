@@ -45,6 +45,89 @@ pub async fn run(router: Router) -> anyhow::Result<()> {
     serve(listener, router, shutdown_signal()).await
 }
 
+/// What an event function knows about its invocation.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    /// The invoked function's ARN, under Lambda (`arn:<partition>:lambda:<region>:<account>:function:<name>`).
+    pub function_arn: Option<String>,
+}
+
+impl EventContext {
+    /// (partition, region, account) from the function's ARN, or wildcards.
+    pub fn arn_parts(&self) -> (String, String, String) {
+        let parts: Vec<&str> = self
+            .function_arn
+            .as_deref()
+            .unwrap_or_default()
+            .split(':')
+            .collect();
+        match parts.as_slice() {
+            ["arn", partition, "lambda", region, account, ..] => (
+                partition.to_string(),
+                region.to_string(),
+                account.to_string(),
+            ),
+            _ => ("aws".into(), "*".into(), "*".into()),
+        }
+    }
+}
+
+/// Runs a function that takes JSON events (IoT authorizer requests, IoT rule messages,
+/// stream records): under the Lambda runtime, or on `$PORT` as `POST /` with the event as
+/// body (for Knative and tests). An `Err` is a function error: the caller (IoT Core, the
+/// event source) treats the event as failed.
+pub async fn run_events<F, Fut>(handler: F) -> anyhow::Result<()>
+where
+    F: Fn(serde_json::Value, EventContext) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<serde_json::Value>> + Send + 'static,
+{
+    if on_lambda() {
+        let service = lambda_runtime::service_fn(
+            move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+                let handler = handler.clone();
+                async move {
+                    let context = EventContext {
+                        function_arn: Some(event.context.invoked_function_arn.clone()),
+                    };
+                    handler(event.payload, context)
+                        .await
+                        .map_err(|e| -> lambda_runtime::Error { e.into() })
+                }
+            },
+        );
+        return lambda_runtime::run(service)
+            .await
+            .map_err(|e| anyhow::anyhow!(e));
+    }
+    run(event_router(handler)).await
+}
+
+/// `POST /` with a JSON event, answered by `handler` (the `$PORT` form of an event function).
+pub fn event_router<F, Fut>(handler: F) -> Router
+where
+    F: Fn(serde_json::Value, EventContext) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<serde_json::Value>> + Send + 'static,
+{
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let route = axum::routing::post(
+        move |crate::http::JsonBody(event): crate::http::JsonBody<serde_json::Value>| {
+            let handler = handler.clone();
+            async move {
+                match handler(event, EventContext::default()).await {
+                    Ok(answer) => axum::Json(answer).into_response(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the event failed");
+                        let body = serde_json::json!({"error": "FunctionError", "message": "the event could not be handled"});
+                        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+                    }
+                }
+            }
+        },
+    );
+    Router::new().route("/", route)
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
 pub async fn serve(
     listener: TcpListener,

@@ -1,0 +1,140 @@
+//! AWS IoT Core custom authorizer: takes IoT Core's request for a CONNECT (username,
+//! password, client id, and the client certificate on a custom domain), decides with the
+//! same code as the local broker, and answers with the policy that confines the client.
+//!
+//! - Allowed: `isAuthenticated: true`, a `principalId` of `[a-zA-Z0-9]{1,128}`, the
+//!   policy as one or more documents (never `null`), a disconnect after 24 h and a policy
+//!   refresh every 5 min (so a changed password or membership takes effect).
+//! - Refused: `isAuthenticated: false`, no policy.
+//! - The registry (or the OIDC issuer) unreachable: a function error, which IoT Core
+//!   takes as a refusal; never an allow.
+
+use aws_lambda_events::event::iot::IoTCoreCustomAuthorizerRequest;
+use drogue_shared::access::authz::Authorizer as AccessAuthorizer;
+use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::mqtt::{ConnectDecision, MqttAuthorizer, MqttConnect};
+use drogue_shared::registry::Registry;
+use drogue_shared::runtime::EventContext;
+use drogue_shared::store::Store;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Connections last at most this long before IoT Core asks again.
+pub const DISCONNECT_AFTER_SECONDS: u32 = 86_400;
+/// The policy of a connection is refreshed this often.
+pub const REFRESH_AFTER_SECONDS: u32 = 300;
+
+/// What the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DROGUE_TABLE`.
+    pub table: String,
+    /// `DROGUE_OIDC_ISSUER`, `DROGUE_OIDC_AUDIENCE`.
+    pub oidc: Option<OidcConfig>,
+    /// `DROGUE_ADMIN_ROLE`.
+    pub admin_role: String,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Ok(Self {
+            table: var("DROGUE_TABLE")
+                .ok_or_else(|| anyhow::anyhow!("DROGUE_TABLE must be set"))?,
+            oidc: var("DROGUE_OIDC_ISSUER")
+                .map(|i| OidcConfig::new(i, var("DROGUE_OIDC_AUDIENCE"))),
+            admin_role: var("DROGUE_ADMIN_ROLE")
+                .unwrap_or_else(|| AccessAuthorizer::DEFAULT_ADMIN_ROLE.into()),
+        })
+    }
+}
+
+/// IoT Core's answer format: policy documents are JSON strings.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizerResponse {
+    pub is_authenticated: bool,
+    pub principal_id: String,
+    pub disconnect_after_in_seconds: u32,
+    pub refresh_after_in_seconds: u32,
+    pub policy_documents: Vec<String>,
+}
+
+/// The authorizer; cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    mqtt: MqttAuthorizer,
+}
+
+impl Authorizer {
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
+        let registry = Registry::new(store.clone(), AccessAuthorizer::new(&config.admin_role));
+        let oidc = config.oidc.clone().map(|c| Arc::new(OidcVerifier::new(c)));
+        Self {
+            mqtt: MqttAuthorizer::new(DeviceAuthenticator::new(store), registry, oidc),
+        }
+    }
+
+    /// Answers one authorizer request.
+    pub async fn handle(
+        &self,
+        event: serde_json::Value,
+        context: &EventContext,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request: IoTCoreCustomAuthorizerRequest = serde_json::from_value(event)?;
+        let response = self.decide(&request, context).await?;
+        Ok(serde_json::to_value(response)?)
+    }
+
+    pub async fn decide(
+        &self,
+        request: &IoTCoreCustomAuthorizerRequest,
+        context: &EventContext,
+    ) -> anyhow::Result<AuthorizerResponse> {
+        let protocol = request.protocol_data.clone().unwrap_or_default();
+        let mqtt = protocol.mqtt.unwrap_or_default();
+        let certificates = protocol
+            .tls
+            .and_then(|tls| tls.x509_certificate_pem)
+            .map(|pem| {
+                x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+                    .filter_map(Result::ok)
+                    .filter(|p| p.label == "CERTIFICATE")
+                    .map(|p| p.contents)
+                    .collect::<Vec<_>>()
+            });
+        let connect = MqttConnect {
+            client_id: mqtt.client_id.unwrap_or_default(),
+            username: mqtt.username,
+            password: (!mqtt.password.0.is_empty()).then_some(mqtt.password.0),
+            certificates,
+        };
+        let refused = AuthorizerResponse {
+            is_authenticated: false,
+            principal_id: "refused".into(),
+            disconnect_after_in_seconds: DISCONNECT_AFTER_SECONDS,
+            refresh_after_in_seconds: REFRESH_AFTER_SECONDS,
+            policy_documents: Vec::new(),
+        };
+        match self.mqtt.connect(&connect).await? {
+            ConnectDecision::Allow(authorized) => {
+                let (partition, region, account) = context.arn_parts();
+                tracing::info!(principal = %authorized.principal_id, client = %connect.client_id, "MQTT client allowed");
+                Ok(AuthorizerResponse {
+                    is_authenticated: true,
+                    principal_id: authorized.principal_id.clone(),
+                    disconnect_after_in_seconds: DISCONNECT_AFTER_SECONDS,
+                    refresh_after_in_seconds: REFRESH_AFTER_SECONDS,
+                    policy_documents: authorized
+                        .policy
+                        .to_iot_documents(&partition, &region, &account),
+                })
+            }
+            ConnectDecision::Deny { reason } => {
+                tracing::info!(client = %connect.client_id, reason, "MQTT client refused");
+                Ok(refused)
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! IoT rules hand device messages to this function, as the JSON their SQL selects:
+//!
+//! ```sql
+//! SELECT encode(*, 'base64') AS payload, topic() AS topic, clientid() AS clientId,
+//!        get_mqtt_property('content_type') AS contentType, timestamp() AS timestamp
+//! FROM 'dt/#'
+//! ```
+//!
+//! (and the same `FROM 'cmd/+/+/+/res/#'` for answers to commands). Each message becomes
+//! the same CloudEvent as over HTTP; a refused message (a topic the sender may not use, an
+//! unknown device, JSON that is not) is logged and dropped; an unreachable registry or
+//! stream is a function error, so that Lambda retries and the rule's error action gets it.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use drogue_shared::commands::CommandService;
+use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
+use drogue_shared::mqtt::{DeviceMessage, Ingested, MqttIngest};
+use drogue_shared::store::Store;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DROGUE_TABLE`.
+    pub table: String,
+    /// `DROGUE_EVENT_STREAM`.
+    pub stream: String,
+    /// `DROGUE_INSTANCE` (default `drogue`).
+    pub instance: String,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var =
+            |name: &str| std::env::var(name).map_err(|_| anyhow::anyhow!("{name} must be set"));
+        Ok(Self {
+            table: var("DROGUE_TABLE")?,
+            stream: var("DROGUE_EVENT_STREAM")?,
+            instance: std::env::var("DROGUE_INSTANCE").unwrap_or_else(|_| DEFAULT_INSTANCE.into()),
+        })
+    }
+}
+
+/// One message, as the rule's SQL selects it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleMessage {
+    pub topic: String,
+    pub client_id: String,
+    /// The payload, base64.
+    pub payload: String,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Milliseconds since the epoch, when IoT Core received it.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+}
+
+/// The ingest; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    ingest: MqttIngest,
+}
+
+impl Ingest {
+    pub fn new(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, config: &Config) -> Self {
+        let devices = DeviceAuthenticator::new(store.clone());
+        Self {
+            ingest: MqttIngest::new(devices, sink, CommandService::new(store), &config.instance),
+        }
+    }
+
+    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
+        let message: RuleMessage = serde_json::from_value(event)?;
+        let Ok(payload) = STANDARD.decode(&message.payload) else {
+            tracing::warn!(topic = %message.topic, "a message without a base64 payload");
+            return Ok(json!({"outcome": "refused", "reason": "the payload is not base64"}));
+        };
+        let received = message
+            .timestamp
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or_else(Utc::now);
+        let outcome = self
+            .ingest
+            .device_message(&DeviceMessage {
+                topic: &message.topic,
+                client_id: &message.client_id,
+                payload: &payload,
+                content_type: message.content_type.as_deref().filter(|c| !c.is_empty()),
+                received,
+            })
+            .await?;
+        Ok(match outcome {
+            Ingested::Accepted => json!({"outcome": "accepted"}),
+            Ingested::Refused(reason) => {
+                tracing::warn!(topic = %message.topic, client = %message.client_id, reason, "message refused");
+                json!({"outcome": "refused", "reason": reason})
+            }
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! The MQTT ingest function: the target of the IoT topic rules on `dt/#` and command
+//! answers (and on `$PORT` as `POST /`).
+
+use drogue_mqtt_ingest::{Config, Ingest};
+use drogue_shared::events::kinesis::{self, KinesisSink};
+use drogue_shared::runtime;
+use drogue_shared::store::dynamodb::{self, DynamoStore};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let config = Config::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let sink = Arc::new(KinesisSink::new(kinesis::client(&aws), &config.stream));
+    let ingest = Ingest::new(store, sink, &config);
+    runtime::run_events(move |event, _| {
+        let ingest = ingest.clone();
+        async move { ingest.handle(event).await }
+    })
+    .await
+}
