@@ -1,0 +1,274 @@
+//! The custom authorizer: who is allowed, and exactly what the policy documents allow.
+
+use super::fixture::{FIXTURE_TOKEN, event, populate};
+use base64::Engine;
+use drogue_mqtt_authorizer::{Authorizer, Config};
+use drogue_shared::runtime::EventContext;
+use drogue_tests::Backend;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:mqtt-authorizer";
+
+fn context() -> EventContext {
+    EventContext {
+        function_arn: Some(ARN.into()),
+    }
+}
+
+fn config() -> Config {
+    Config {
+        table: "unused".into(),
+        oidc: None,
+        admin_role: "drogue-admin".into(),
+    }
+}
+
+fn request(username: &str, password: &str, client_id: &str) -> Value {
+    let mut e = event("mqtt-authorizer-device.json");
+    let mqtt = &mut e["protocolData"]["mqtt"];
+    mqtt["username"] = json!(username);
+    mqtt["password"] = json!(base64::engine::general_purpose::STANDARD.encode(password));
+    mqtt["clientId"] = json!(client_id);
+    e
+}
+
+/// Action -> resources (without the ARN prefix), from all documents.
+fn allowed(response: &Value) -> BTreeMap<String, Vec<String>> {
+    let prefix = "arn:aws:iot:eu-west-1:123456789012:";
+    let mut allowed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for document in response["policyDocuments"]
+        .as_array()
+        .expect("an array, never null")
+    {
+        let document: Value =
+            serde_json::from_str(document.as_str().expect("documents are strings")).unwrap();
+        assert_eq!(document["Version"], "2012-10-17");
+        for statement in document["Statement"].as_array().unwrap() {
+            assert_eq!(statement["Effect"], "Allow");
+            let entry = allowed
+                .entry(statement["Action"].as_str().unwrap().to_owned())
+                .or_default();
+            for resource in statement["Resource"].as_array().unwrap() {
+                entry.push(
+                    resource
+                        .as_str()
+                        .unwrap()
+                        .strip_prefix(prefix)
+                        .expect("the function's account and region")
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    allowed
+}
+
+fn expect_allowed(response: &Value) {
+    assert_eq!(response["isAuthenticated"], true, "{response}");
+    let principal = response["principalId"].as_str().unwrap();
+    assert!(
+        (1..=128).contains(&principal.len())
+            && principal.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{principal}"
+    );
+    assert_eq!(response["disconnectAfterInSeconds"], 86400);
+    assert_eq!(response["refreshAfterInSeconds"], 300);
+}
+
+fn expect_refused(response: &Value) {
+    assert_eq!(response["isAuthenticated"], false, "{response}");
+    assert_eq!(
+        response["policyDocuments"],
+        json!([]),
+        "no policy, and never null"
+    );
+}
+
+async fn authorizer() -> (Authorizer, String, drogue_tests::TestStore) {
+    let store = Backend::Embedded.store().await;
+    let rita = populate(store.store.clone()).await;
+    (Authorizer::new(store.store.clone(), &config()), rita, store)
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_device_gets_its_own_topics_only() {
+    let (a, _, _store) = authorizer().await;
+    let response = a
+        .handle(event("mqtt-authorizer-device.json"), &context())
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    let expected: BTreeMap<String, Vec<String>> = [
+        ("iot:Connect", strs(&["client/device1@from-lambda"])),
+        (
+            "iot:Publish",
+            strs(&[
+                "topic/dt/from-lambda/device1/*",
+                "topic/cmd/from-lambda/device1/*/res/*",
+            ]),
+        ),
+        (
+            "iot:Subscribe",
+            strs(&["topicfilter/cmd/from-lambda/device1/*"]),
+        ),
+        ("iot:Receive", strs(&["topic/cmd/from-lambda/device1/*"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(allowed(&response), expected);
+
+    // an alias as the client id, and a username with the client id naming the device
+    let response = a
+        .handle(
+            request("device1@from-lambda", "hey-rodney", "alias-1@from-lambda"),
+            &context(),
+        )
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    assert_eq!(
+        allowed(&response)["iot:Connect"],
+        strs(&["client/alias-1@from-lambda"])
+    );
+    let response = a
+        .handle(request("alice", "pw", "user-dev@from-lambda"), &context())
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    assert_eq!(
+        allowed(&response)["iot:Publish"][0],
+        "topic/dt/from-lambda/user-dev/*"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_gets_the_topics_of_the_devices_it_serves() {
+    let (a, _, _store) = authorizer().await;
+    let response = a
+        .handle(
+            request("gw@from-lambda", "gw", "gw@from-lambda"),
+            &context(),
+        )
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    let allowed = allowed(&response);
+    assert_eq!(
+        allowed["iot:Publish"],
+        strs(&[
+            "topic/dt/from-lambda/gw/*",
+            "topic/cmd/from-lambda/gw/*/res/*",
+            "topic/dt/from-lambda/behind-1/*",
+            "topic/cmd/from-lambda/behind-1/*/res/*",
+            "topic/dt/from-lambda/behind-2/*",
+            "topic/cmd/from-lambda/behind-2/*/res/*",
+        ])
+    );
+    assert_eq!(
+        allowed["iot:Subscribe"],
+        strs(&[
+            "topicfilter/cmd/from-lambda/gw/*",
+            "topicfilter/cmd/from-lambda/behind-1/*",
+            "topicfilter/cmd/from-lambda/behind-2/*"
+        ])
+    );
+    assert!(
+        !allowed["iot:Publish"].iter().any(|r| r.contains("device1")),
+        "not a device it does not serve"
+    );
+}
+
+#[tokio::test]
+async fn applications_get_the_events_and_commands_of_what_they_may_read() {
+    let (a, rita, _store) = authorizer().await;
+    let response = a
+        .handle(request("rita", &rita, "rita-integration"), &context())
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    let expected: BTreeMap<String, Vec<String>> = [
+        ("iot:Connect", strs(&["client/rita-integration"])),
+        ("iot:Publish", strs(&["topic/command/from-lambda/*"])),
+        (
+            "iot:Subscribe",
+            strs(&[
+                "topicfilter/app/from-lambda",
+                "topicfilter/$share/*/app/from-lambda",
+            ]),
+        ),
+        ("iot:Receive", strs(&["topic/app/from-lambda"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(allowed(&response), expected, "nothing of other-app");
+
+    let response = a
+        .handle(event("mqtt-authorizer-application.json"), &context())
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    assert_eq!(
+        allowed(&response)["iot:Subscribe"],
+        strs(&["topicfilter/app/*", "topicfilter/$share/*/app/*"]),
+        "the administrator"
+    );
+    let _ = FIXTURE_TOKEN;
+}
+
+#[tokio::test]
+async fn refusals_carry_no_policy() {
+    let (a, rita, _store) = authorizer().await;
+    expect_refused(
+        &a.handle(event("mqtt-authorizer-bad-password.json"), &context())
+            .await
+            .unwrap(),
+    );
+    for (username, password, client_id) in [
+        ("device1@from-lambda", "hey-rodney", "someone-else"),
+        ("device1@from-lambda", "hey-rodney", "gw@from-lambda"),
+        ("device1@from-lambda", "hey-rodney", "device1@other-app"),
+        ("device1@other-app", "hey-rodney", "device1@other-app"),
+        ("nobody@from-lambda", "hey-rodney", "nobody@from-lambda"),
+        ("alice", "pw", "device1@from-lambda"),
+        ("rita", "drg_wrong", "x"),
+        ("eve", &rita, "x"),
+    ] {
+        let response = a
+            .handle(request(username, password, client_id), &context())
+            .await
+            .unwrap();
+        expect_refused(&response);
+    }
+    let mut no_password = request("device1@from-lambda", "", "device1@from-lambda");
+    no_password["protocolData"]["mqtt"]
+        .as_object_mut()
+        .unwrap()
+        .remove("password");
+    expect_refused(&a.handle(no_password, &context()).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_an_error_not_a_decision() {
+    use drogue_shared::store::dynamodb::DynamoStore;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let store = Arc::new(DynamoStore::new(
+        drogue_tests::backend::dynamo_client(&endpoint),
+        "gone",
+    ));
+    let a = Authorizer::new(store, &config());
+    assert!(
+        a.handle(event("mqtt-authorizer-device.json"), &context())
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,195 @@
+//! The ingest of rule messages (over DynamoDB and Kinesis in moto), and commands from the
+//! `command/#` rule.
+
+use super::fixture::{event, populate};
+use base64::Engine;
+use drogue_mqtt_ingest::{Config, Ingest};
+use drogue_shared::commands::CommandService;
+use drogue_shared::events::kinesis::KinesisSink;
+use drogue_shared::store::CommandStore;
+use drogue_tests::backend::{
+    fresh_dynamo_table, fresh_kinesis_stream, kinesis_client, kinesis_records, moto_url,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn message(topic: &str, client_id: &str, payload: &[u8]) -> Value {
+    let mut e = event("mqtt-ingest-telemetry.json");
+    e["topic"] = json!(topic);
+    e["clientId"] = json!(client_id);
+    e["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(payload));
+    e.as_object_mut().unwrap().remove("contentType");
+    e
+}
+
+#[tokio::test]
+async fn rule_messages_become_events_in_the_stream() {
+    let store = Arc::new(fresh_dynamo_table().await);
+    populate(store.clone()).await;
+    let client = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&client).await;
+    let config = Config {
+        table: "unused".into(),
+        stream: stream.clone(),
+        instance: "drogue".into(),
+    };
+    let ingest = Ingest::new(
+        store.clone(),
+        Arc::new(KinesisSink::new(client.clone(), &stream)),
+        &config,
+    );
+
+    let accepted = ingest
+        .handle(event("mqtt-ingest-telemetry.json"))
+        .await
+        .unwrap();
+    assert_eq!(accepted, json!({"outcome": "accepted"}));
+    let proxied = ingest
+        .handle(message(
+            "dt/from-lambda/behind-1/state/room",
+            "gw@from-lambda",
+            b"on",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(proxied["outcome"], "accepted");
+
+    for (topic, client_id, why) in [
+        (
+            "dt/from-lambda/device1/telemetry",
+            "gw@from-lambda",
+            "gw does not serve device1",
+        ),
+        (
+            "dt/other-app/device1/telemetry",
+            "device1@from-lambda",
+            "another application's topic",
+        ),
+        (
+            "dt/from-lambda/device1/telemetry",
+            "device1",
+            "no application in the client id",
+        ),
+        (
+            "dt/from-lambda/nobody/telemetry",
+            "nobody@from-lambda",
+            "no such device",
+        ),
+        (
+            "other/topic/x/y",
+            "device1@from-lambda",
+            "not a device topic",
+        ),
+    ] {
+        assert_eq!(
+            ingest
+                .handle(message(topic, client_id, b"1"))
+                .await
+                .unwrap()["outcome"],
+            "refused",
+            "{why}"
+        );
+    }
+    let mut bad_json = message("dt/from-lambda/device1/t", "device1@from-lambda", b"{not");
+    bad_json["contentType"] = json!("application/json");
+    assert_eq!(ingest.handle(bad_json).await.unwrap()["outcome"], "refused");
+
+    let records = kinesis_records(&client, &stream).await;
+    assert_eq!(records.len(), 2, "only the accepted messages");
+    let first: Value = serde_json::from_slice(&records[0].1).unwrap();
+    assert_eq!(first["type"], "io.drogue.event.v1");
+    assert_eq!(first["subject"], "telemetry");
+    assert_eq!(first["device"], "device1");
+    assert_eq!(first["data"], json!({"temp": 21.5}));
+    assert_eq!(
+        first["time"], "2026-11-25T22:00:00Z",
+        "the rule's timestamp"
+    );
+    let second: Value = serde_json::from_slice(&records[1].1).unwrap();
+    assert_eq!(
+        (second["device"].as_str(), second["sender"].as_str()),
+        (Some("behind-1"), Some("gw"))
+    );
+    assert_eq!(second["topic"], "state/room");
+    assert_eq!(records[1].0, "from%2Dlambda/behind%2D1");
+}
+
+#[tokio::test]
+async fn answers_to_commands_are_recorded_and_streamed() {
+    let store = Arc::new(fresh_dynamo_table().await);
+    populate(store.clone()).await;
+    let client = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&client).await;
+    let config = Config {
+        table: "unused".into(),
+        stream: stream.clone(),
+        instance: "drogue".into(),
+    };
+    let ingest = Ingest::new(
+        store.clone(),
+        Arc::new(KinesisSink::new(client.clone(), &stream)),
+        &config,
+    );
+
+    // an application's command over MQTT, through the command function's rule handler
+    let commands = CommandService::new(store.clone());
+    let outcome = drogue_command::mqtt::handle(store.clone(), commands, event("mqtt-command.json"))
+        .await
+        .unwrap();
+    assert_eq!(outcome["outcome"], "accepted");
+    let command = store
+        .take_command("from-lambda", "device1", chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (command.name.as_str(), command.payload.as_slice()),
+        ("reboot", br#"{"delay":5}"#.as_slice())
+    );
+
+    let topic = format!("cmd/from-lambda/device1/reboot/res/{}/200", command.id);
+    let answered = ingest
+        .handle(message(&topic, "device1@from-lambda", b"done"))
+        .await
+        .unwrap();
+    assert_eq!(answered["outcome"], "accepted");
+    assert_eq!(
+        ingest
+            .handle(message(&topic, "device1@from-lambda", b"again"))
+            .await
+            .unwrap()["outcome"],
+        "refused"
+    );
+    let other = format!("cmd/from-lambda/gw/reboot/res/{}/200", command.id);
+    assert_eq!(
+        ingest
+            .handle(message(&other, "gw@from-lambda", b"x"))
+            .await
+            .unwrap()["outcome"],
+        "refused"
+    );
+    let response = store
+        .get_response(&command.id, chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (response.status, response.payload.as_slice()),
+        (200, b"done".as_slice())
+    );
+
+    let records = kinesis_records(&client, &stream).await;
+    let answer: Value = serde_json::from_slice(&records[0].1).unwrap();
+    assert_eq!(answer["type"], "io.drogue.command.response.v1");
+    assert_eq!(answer["requestid"], command.id.as_str());
+    assert_eq!(answer["status"], 200);
+
+    let unknown = drogue_command::mqtt::handle(
+        store.clone(),
+        CommandService::new(store.clone()),
+        json!({"topic": "command/from-lambda/nobody/x", "payload": "MQ==", "clientId": "c"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown["outcome"], "refused");
+}
