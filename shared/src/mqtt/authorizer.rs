@@ -197,15 +197,42 @@ impl MqttAuthorizer {
                 "the client id must be <device>@<application> of the authenticated device",
             );
         }
+        let policy = self
+            .device_policy(
+                app,
+                &device.metadata.name,
+                std::slice::from_ref(&connect.client_id),
+            )
+            .await?;
+        Ok(ConnectDecision::Allow(Box::new(Authorized {
+            principal_id: principal_id("d", &format!("{app}/{}", device.metadata.name)),
+            identity: MqttIdentity::Device {
+                application: authenticated.application.clone(),
+                device: authenticated.sender.clone(),
+            },
+            policy,
+        })))
+    }
+
+    /// A device's policy: connecting with one of `client_ids`, its own topics and those
+    /// of the devices it serves as a gateway.
+    pub async fn device_policy(
+        &self,
+        app: &str,
+        device: &str,
+        client_ids: &[String],
+    ) -> Result<Policy, MqttAuthError> {
         let app_name = AppName::parse(app).expect("stored names are valid");
         let served = self
             .registry
             .store()
-            .devices_served_by(&app_name, &device.metadata.name)
+            .devices_served_by(&app_name, device)
             .await?;
         let mut policy = Policy::default();
-        policy.allow(Action::Connect, connect.client_id.clone());
-        let mut devices: Vec<String> = vec![device.metadata.name.clone()];
+        for client_id in client_ids {
+            policy.allow(Action::Connect, client_id.clone());
+        }
+        let mut devices: Vec<String> = vec![device.to_owned()];
         if served.len() > MAX_ENUMERATED_DEVICES {
             devices = vec!["*".into()];
         } else {
@@ -218,14 +245,7 @@ impl MqttAuthorizer {
                 .allow(Action::Subscribe, format!("cmd/{app}/{d}/*"))
                 .allow(Action::Receive, format!("cmd/{app}/{d}/*"));
         }
-        Ok(ConnectDecision::Allow(Box::new(Authorized {
-            principal_id: principal_id("d", &format!("{app}/{}", device.metadata.name)),
-            identity: MqttIdentity::Device {
-                application: authenticated.application.clone(),
-                device: authenticated.sender.clone(),
-            },
-            policy,
-        })))
+        Ok(policy)
     }
 
     async fn application(
