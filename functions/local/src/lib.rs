@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod metrics;
+pub mod mqtt;
 mod stream;
 mod tls;
 
@@ -14,7 +15,9 @@ use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::{CommandService, LocalCommandBus, Signals};
 use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::DEFAULT_INSTANCE;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
+use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
 use drogue_shared::registry::{Changes, Registry};
 use drogue_shared::store::Store;
 use drogue_shared::store::embedded::EmbeddedStore;
@@ -58,10 +61,21 @@ pub struct Config {
     /// The role that may do everything; the bootstrapped administrator holds it.
     #[arg(long, env = "DROGUE_ADMIN_ROLE", default_value = Authorizer::DEFAULT_ADMIN_ROLE)]
     pub admin_role: String,
+    /// The address of the MQTT listener (MQTT 3.1.1 and 5); `off` for none.
+    #[arg(long, env = "DROGUE_MQTT_BIND", default_value = "127.0.0.1:1883")]
+    pub mqtt_bind: String,
+    /// The address of the MQTT over TLS listener, which asks devices for client
+    /// certificates (same server certificate as HTTPS); `off` for none.
+    #[arg(long, env = "DROGUE_MQTTS_BIND", default_value = "127.0.0.1:8883")]
+    pub mqtts_bind: String,
+    /// Threads serving MQTT connections.
+    #[arg(long, env = "DROGUE_MQTT_WORKERS", default_value_t = 2)]
+    pub mqtt_workers: usize,
     /// Events kept per application in the local event log.
     #[arg(long, env = "DROGUE_EVENT_RETENTION", default_value_t = DEFAULT_RETENTION)]
     pub event_retention: u64,
-    /// Once listening, write the bound addresses here as JSON (`{"http": .., "https": ..}`),
+    /// Once listening, write the bound addresses here as JSON (`{"http": .., "https": ..,
+    /// "mqtt": .., "mqtts": ..}`),
     /// for scripts and tests that bind port 0.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -74,6 +88,9 @@ pub struct Server {
     router: axum::Router,
     admin: bootstrap::AdminCredentials,
     events: EventLog,
+    broker: mqtt::Broker,
+    routing: tokio::task::JoinHandle<()>,
+    mqtt_hub: Arc<mqtt::hub::Hub>,
 }
 
 impl Server {
@@ -119,10 +136,28 @@ impl Server {
             .with_signals(Signals::default());
         let command = drogue_command::router_with(drogue_command::CommandState {
             registry: registry.clone(),
-            oidc: verifier,
+            oidc: verifier.clone(),
             commands: commands.clone(),
         });
         let device_auth = DeviceAuthenticator::new(store.clone()).with_changes(changes);
+        let mqtt_backend = mqtt::backend::Backend {
+            authorizer: MqttAuthorizer::new(
+                device_auth.clone(),
+                registry.clone(),
+                verifier.clone(),
+            ),
+            ingest: MqttIngest::new(
+                device_auth.clone(),
+                Arc::new(events.clone()),
+                commands.clone(),
+                DEFAULT_INSTANCE,
+            ),
+            store: store.clone(),
+            commands: commands.clone(),
+            sink: Arc::new(events.clone()),
+            hub: Arc::new(mqtt::hub::Hub::default()),
+            instance: DEFAULT_INSTANCE.into(),
+        };
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
             auth: device_auth.clone(),
             sink: Arc::new(events.clone()),
@@ -155,17 +190,40 @@ impl Server {
             }
         };
         let https_addr = https.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        let mqtt_tls = match (&https, std_listener(&config.mqtts_bind, "--mqtts-bind")?) {
+            (_, None) => None,
+            (Some((_, tls)), Some(listener)) => Some((listener, mqtt::tls_config(tls))),
+            (None, Some(listener)) => {
+                Some((listener, mqtt::tls_config(&*tls::server_config(&config)?)))
+            }
+        };
+        let broker = mqtt::Broker::start(
+            mqtt_backend.clone(),
+            mqtt::Listeners {
+                tcp: std_listener(&config.mqtt_bind, "--mqtt-bind")?,
+                tls: mqtt_tls,
+                workers: config.mqtt_workers,
+            },
+        )
+        .context("cannot start the MQTT broker")?;
+        let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus);
         tracing::info!(
             http = %http.local_addr()?,
             https = ?https_addr,
+            mqtt = ?broker.tcp_addr(),
+            mqtts = ?broker.tls_addr(),
             data_dir = %dir.display(),
             "drogue-local is ready"
         );
         if let Some(path) = &config.ready_file {
+            let quoted =
+                |a: Option<SocketAddr>| a.map_or("null".to_owned(), |a| format!("\"{a}\""));
             let ready = format!(
-                "{{\"http\":\"{}\",\"https\":{}}}\n",
+                "{{\"http\":\"{}\",\"https\":{},\"mqtt\":{},\"mqtts\":{}}}\n",
                 http.local_addr()?,
-                https_addr.map_or("null".to_owned(), |a| format!("\"{a}\""))
+                quoted(https_addr),
+                quoted(broker.tcp_addr()),
+                quoted(broker.tls_addr()),
             );
             std::fs::write(path, ready)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -176,6 +234,9 @@ impl Server {
             router,
             admin,
             events,
+            broker,
+            routing,
+            mqtt_hub: mqtt_backend.hub,
         })
     }
 
@@ -189,6 +250,21 @@ impl Server {
     /// Where the HTTPS listener is bound, if there is one.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Where the MQTT listener is bound, if there is one.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.broker.tcp_addr()
+    }
+
+    /// Where the MQTT over TLS listener is bound, if there is one.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.broker.tls_addr()
+    }
+
+    /// The MQTT broker's sessions.
+    pub fn mqtt_hub(&self) -> &Arc<mqtt::hub::Hub> {
+        &self.mqtt_hub
     }
 
     /// The bootstrapped administrator's `user:token`.
@@ -222,9 +298,55 @@ impl Server {
             let _ = stop.send(true);
         };
         let (served, ()) = tokio::join!(http, signal);
+        self.routing.abort();
+        self.broker.stop().await;
         if let Some(https) = https {
             https.await??;
         }
         served
     }
+}
+
+/// A listener for `bind` (an address, or `off`).
+fn std_listener(bind: &str, flag: &str) -> anyhow::Result<Option<std::net::TcpListener>> {
+    if bind == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = bind
+        .parse()
+        .with_context(|| format!("{flag} takes an address or `off`, not {bind:?}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Some(listener))
+}
+
+/// Hands the event log's events and the command bus's commands to the broker's
+/// sessions.
+fn mqtt_routing(
+    hub: Arc<mqtt::hub::Hub>,
+    events: &EventLog,
+    commands: &LocalCommandBus,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let (mut events, mut commands) = (events.subscribe(), commands.subscribe());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) => { hub.event(&event); }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "MQTT subscribers fell behind the event log and missed events");
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                command = commands.recv() => match command {
+                    Ok(command) => { hub.command(&command); }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "MQTT command delivery fell behind and missed commands");
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    })
 }

@@ -82,6 +82,20 @@ pub fn command_response(
     })
 }
 
+/// The CloudEvent of a device connecting or disconnecting over MQTT: subject
+/// `connection`, data `{"connected": bool}` (as Drogue Cloud's device-state events).
+pub fn connection(publish: &Publish<'_>, connected: bool) -> Event {
+    let body = serde_json::json!({ "connected": connected }).to_string();
+    let publish = Publish {
+        channel: "connection",
+        suffix: None,
+        content_type: Some("application/json"),
+        data_schema: None,
+        ..*publish
+    };
+    event(&publish, TYPE_CONNECTION, body.as_bytes(), |b| b).expect("the body is JSON")
+}
+
 fn event(
     publish: &Publish<'_>,
     ty: &str,

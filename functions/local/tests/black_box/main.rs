@@ -1,8 +1,10 @@
 //! `drogue-local` as users run it: the real binary on a loopback port, driven by `drg`
-//! 0.11 and by HTTP, stopped by signals and restarted on the same data directory.
+//! 0.11, by HTTP and by MQTT clients, stopped by signals and restarted on the same data directory.
 
 mod commands;
 mod drg;
+mod mqtt;
+mod mqtt_client;
 mod restart;
 mod runner;
 mod telemetry;

@@ -11,6 +11,9 @@ pub struct LocalRunner {
     pub base: String,
     /// The HTTPS listener's base URL.
     pub https: String,
+    /// The MQTT and MQTT over TLS listeners.
+    pub mqtt: std::net::SocketAddr,
+    pub mqtts: std::net::SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -24,6 +27,7 @@ impl LocalRunner {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-bind", "127.0.0.1:0", "--https-bind", "127.0.0.1:0"])
+            .args(["--mqtt-bind", "127.0.0.1:0", "--mqtts-bind", "127.0.0.1:0"])
             .arg("--ready-file")
             .arg(&ready)
             .env("RUST_LOG", "warn")
@@ -46,6 +50,8 @@ impl LocalRunner {
                     child,
                     base: format!("http://{}", addresses["http"].as_str().unwrap()),
                     https: format!("https://localhost:{https}"),
+                    mqtt: addresses["mqtt"].as_str().unwrap().parse().unwrap(),
+                    mqtts: addresses["mqtts"].as_str().unwrap().parse().unwrap(),
                     data_dir: data_dir.to_owned(),
                 };
             }

@@ -1,0 +1,207 @@
+//! What the local broker decides, on the main runtime with the rest of the cloud: who may
+//! connect (the same authorizer as IoT Core's), whether a publish or subscription is
+//! within the client's policy, what becomes of a publish (the same ingest as the
+//! `mqtt-ingest` function, or a command drop-off), and the connection events.
+
+use super::hub::Hub;
+use chrono::Utc;
+use drogue_shared::commands::CommandService;
+use drogue_shared::events::{self, EventSink, Publish};
+use drogue_shared::mqtt::{
+    Action, ConnectDecision, DeviceMessage, Ingested, MqttAuthError, MqttAuthorizer, MqttConnect,
+    MqttIdentity, MqttIngest, Policy, application_command,
+};
+use drogue_shared::store::Store;
+use std::sync::Arc;
+
+/// A connected, authorized client.
+#[derive(Debug)]
+pub struct Client {
+    pub client_id: String,
+    pub identity: MqttIdentity,
+    pub policy: Arc<Policy>,
+}
+
+impl Client {
+    fn describe(&self) -> String {
+        match &self.identity {
+            MqttIdentity::Device {
+                application,
+                device,
+            } => format!(
+                "device {}/{}",
+                application.metadata.name, device.metadata.name
+            ),
+            MqttIdentity::Application { principal } => format!("user {}", principal.user),
+        }
+    }
+}
+
+/// The answer to a CONNECT.
+#[derive(Debug)]
+pub enum Connected {
+    Allowed(Arc<Client>),
+    Refused(&'static str),
+}
+
+/// What became of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The event is in the stream (or the command dropped off).
+    Accepted,
+    /// The client's policy does not allow the topic.
+    NotAuthorized,
+    /// The message was refused: why (not JSON though declared so, no such command, ...).
+    Refused(&'static str),
+    /// The stream or the store is unavailable: the message is not kept.
+    Unavailable,
+}
+
+/// A message from a client: a publish or its last will.
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub content_type: Option<&'a str>,
+}
+
+/// The broker's decisions; `Send + Sync`, cheap to clone.
+#[derive(Clone)]
+pub struct Backend {
+    pub authorizer: MqttAuthorizer,
+    pub ingest: MqttIngest,
+    pub store: Arc<dyn Store>,
+    pub commands: CommandService,
+    pub sink: Arc<dyn EventSink>,
+    pub hub: Arc<Hub>,
+    pub instance: String,
+}
+
+impl Backend {
+    /// Decides a CONNECT; emits the device's connection event.
+    pub async fn connect(&self, connect: MqttConnect) -> Result<Connected, MqttAuthError> {
+        match self.authorizer.connect(&connect).await? {
+            ConnectDecision::Deny { reason } => {
+                tracing::info!(client_id = %connect.client_id, reason, "MQTT connection refused");
+                Ok(Connected::Refused(reason))
+            }
+            ConnectDecision::Allow(authorized) => {
+                let client = Arc::new(Client {
+                    client_id: connect.client_id,
+                    identity: authorized.identity,
+                    policy: Arc::new(authorized.policy),
+                });
+                tracing::info!(client_id = %client.client_id, who = %client.describe(), "MQTT client connected");
+                self.connection_event(&client, true).await;
+                Ok(Connected::Allowed(client))
+            }
+        }
+    }
+
+    /// Whether a client may subscribe to a filter.
+    pub fn may_subscribe(&self, client: &Client, filter: &str) -> bool {
+        let allowed = client.policy.allows(Action::Subscribe, filter);
+        if !allowed {
+            tracing::info!(client_id = %client.client_id, filter, "MQTT subscription refused by policy");
+        }
+        allowed
+    }
+
+    /// Handles a publish: a device's telemetry or command answer, or an application's
+    /// command. Returns once the event is in the stream.
+    pub async fn publish(&self, client: &Client, message: &Message<'_>) -> Outcome {
+        if !client.policy.allows(Action::Publish, message.topic) {
+            tracing::info!(client_id = %client.client_id, topic = message.topic, "MQTT publish refused by policy");
+            return Outcome::NotAuthorized;
+        }
+        let result = match &client.identity {
+            MqttIdentity::Device { .. } => {
+                self.ingest
+                    .device_message(&DeviceMessage {
+                        topic: message.topic,
+                        client_id: &client.client_id,
+                        payload: message.payload,
+                        content_type: message.content_type,
+                        received: Utc::now(),
+                    })
+                    .await
+            }
+            MqttIdentity::Application { .. } => {
+                application_command(
+                    self.store.as_ref(),
+                    &self.commands,
+                    message.topic,
+                    message.payload,
+                    message.content_type,
+                    Utc::now(),
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(Ingested::Accepted) => Outcome::Accepted,
+            Ok(Ingested::Refused(reason)) => {
+                tracing::info!(client_id = %client.client_id, topic = message.topic, reason, "MQTT publish refused");
+                Outcome::Refused(reason)
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %client.client_id, topic = message.topic, error = %e, "MQTT publish not kept");
+                Outcome::Unavailable
+            }
+        }
+    }
+
+    /// A connection ended: its last will, if it did not disconnect cleanly, is published
+    /// like any message, then the device's connection event.
+    pub async fn disconnected(&self, client: Arc<Client>, will: Option<Will>) {
+        if let Some(will) = will {
+            let outcome = self
+                .publish(
+                    &client,
+                    &Message {
+                        topic: &will.topic,
+                        payload: &will.payload,
+                        content_type: will.content_type.as_deref(),
+                    },
+                )
+                .await;
+            tracing::info!(client_id = %client.client_id, topic = %will.topic, ?outcome, "last will published");
+        }
+        self.connection_event(&client, false).await;
+        tracing::info!(client_id = %client.client_id, "MQTT client disconnected");
+    }
+
+    async fn connection_event(&self, client: &Client, connected: bool) {
+        let MqttIdentity::Device {
+            application,
+            device,
+        } = &client.identity
+        else {
+            return;
+        };
+        let event = events::connection(
+            &Publish {
+                application,
+                device,
+                sender: device,
+                channel: "connection",
+                suffix: None,
+                content_type: None,
+                data_schema: None,
+                instance: &self.instance,
+                received: Utc::now(),
+            },
+            connected,
+        );
+        if let Err(e) = self.sink.publish(&event).await {
+            tracing::warn!(client_id = %client.client_id, connected, error = %e, "a connection event was not kept");
+        }
+    }
+}
+
+/// A client's last will.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub content_type: Option<String>,
+}

@@ -1,0 +1,571 @@
+//! The MQTT 3.1.1 and 5 protocol side of the local broker, on ntex-mqtt: each
+//! connection lives on one ntex worker thread; every decision is asked of the
+//! [`Backend`] on the main runtime.
+//!
+//! - CONNECT: the authorizer; refusals get "bad user name or password" (or "server
+//!   unavailable" when the registry cannot be reached).
+//! - PUBLISH: the client's policy, then the ingest; a QoS 1 publish is acknowledged once
+//!   the event is in the stream. A connection's publishes are handled in order. MQTT 5
+//!   clients get a failure PUBACK (with a reason string) for a refused QoS 1 publish;
+//!   MQTT 3.1.1 has no such thing, so the connection is closed, as IoT Core does for a
+//!   publish outside the policy.
+//! - SUBSCRIBE: the client's policy, per filter; MQTT 5 subscriptions with the user
+//!   property `content-mode=binary` get events in binary mode.
+//! - DISCONNECT: a clean one discards the last will; otherwise it is published.
+
+use super::backend::{Backend, Client, Connected, Message, Outcome, Will};
+use super::hub::{ContentMode, Push, SessionHandle};
+use drogue_shared::mqtt::MqttConnect;
+use ntex_bytes::{ByteString, Bytes};
+use ntex_io::IoBoxed;
+use ntex_mqtt::error::MqttError;
+use ntex_mqtt::{MqttServer, QoS, v3, v5};
+use ntex_service::cfg::SharedCfg;
+use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a connection is closed.
+#[derive(Debug, Clone)]
+pub struct BrokerError(pub String);
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+impl From<()> for BrokerError {
+    fn from(_: ()) -> Self {
+        Self("the service is not available".into())
+    }
+}
+
+/// An error of the MQTT 5 publish service closes the connection (refusals that can be
+/// told in a PUBACK are answered with one before it gets here).
+impl TryFrom<BrokerError> for v5::PublishAck {
+    type Error = BrokerError;
+    fn try_from(err: BrokerError) -> Result<Self, Self::Error> {
+        Err(err)
+    }
+}
+
+/// A connection's state, on its worker.
+#[derive(Clone)]
+pub struct Conn(Rc<ConnInner>);
+
+pub struct ConnInner {
+    session: u64,
+    client: Arc<Client>,
+    backend: Backend,
+    main: Handle,
+    will: RefCell<Option<Will>>,
+    /// Completes when the publish before the newest one is handled.
+    previous: RefCell<Option<oneshot::Receiver<()>>>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ConnInner;
+    fn deref(&self) -> &ConnInner {
+        &self.0
+    }
+}
+
+impl Drop for ConnInner {
+    fn drop(&mut self) {
+        self.backend.hub.remove(self.session);
+        let (backend, client, will) = (
+            self.backend.clone(),
+            self.client.clone(),
+            self.will.borrow_mut().take(),
+        );
+        self.main
+            .spawn(async move { backend.disconnected(client, will).await });
+    }
+}
+
+/// A publish's place in its connection's order: wait for the one before, and let the
+/// next one go when dropped.
+struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // an error only means the one before is gone: it is done either way
+            let _ = previous.await;
+        }
+    }
+}
+
+impl ConnInner {
+    /// Called synchronously as each publish arrives, so turns follow arrival order.
+    fn turn(&self) -> Turn {
+        let (done, next) = oneshot::channel();
+        Turn {
+            previous: self.previous.replace(Some(next)),
+            _done: done,
+        }
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<Outcome, BrokerError> {
+        let (backend, client) = (self.backend.clone(), self.client.clone());
+        let (topic, content_type) = (topic.to_owned(), content_type.map(str::to_owned));
+        on_main(&self.main, async move {
+            backend
+                .publish(
+                    &client,
+                    &Message {
+                        topic: &topic,
+                        payload: &payload,
+                        content_type: content_type.as_deref(),
+                    },
+                )
+                .await
+        })
+        .await
+    }
+}
+
+/// Runs `fut` on the main runtime and awaits it from the worker.
+async fn on_main<F>(main: &Handle, fut: F) -> Result<F::Output, BrokerError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    main.spawn(fut)
+        .await
+        .map_err(|e| BrokerError(format!("the handler failed: {e}")))
+}
+
+fn peer_certificates(io: &IoBoxed) -> Option<Vec<Vec<u8>>> {
+    io.query::<ntex_tls::rustls::PeerCertChain<'static>>()
+        .as_ref()
+        .map(|chain| {
+            chain
+                .0
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .filter(|chain| !chain.is_empty())
+}
+
+/// What the handshake hands over once the client is allowed.
+struct Accepted {
+    conn: Conn,
+    queue: mpsc::Receiver<Push>,
+    close: Arc<tokio::sync::Notify>,
+}
+
+async fn accept(
+    backend: &Backend,
+    main: &Handle,
+    connect: MqttConnect,
+    will: Option<Will>,
+) -> Result<Result<Accepted, Option<&'static str>>, BrokerError> {
+    let b = backend.clone();
+    let connected = on_main(main, async move { b.connect(connect).await }).await?;
+    let client = match connected {
+        Ok(Connected::Allowed(client)) => client,
+        Ok(Connected::Refused(reason)) => return Ok(Err(Some(reason))),
+        Err(e) => {
+            tracing::warn!(error = %e, "an MQTT connection could not be decided");
+            return Ok(Err(None));
+        }
+    };
+    let (tx, queue) = mpsc::channel(super::hub::SESSION_QUEUE);
+    let SessionHandle { id, close } =
+        backend
+            .hub
+            .register(&client.client_id, client.policy.clone(), tx);
+    Ok(Ok(Accepted {
+        conn: Conn(Rc::new(ConnInner {
+            session: id,
+            client,
+            backend: backend.clone(),
+            main: main.clone(),
+            will: RefCell::new(will),
+            previous: RefCell::new(None),
+        })),
+        queue,
+        close,
+    }))
+}
+
+fn granted(requested: QoS) -> (QoS, bool) {
+    match requested {
+        QoS::AtMostOnce => (QoS::AtMostOnce, false),
+        _ => (QoS::AtLeastOnce, true),
+    }
+}
+
+// ---- MQTT 3.1.1 ----
+
+async fn handshake_v3(
+    backend: Backend,
+    main: Handle,
+    hs: v3::Handshake,
+) -> Result<v3::HandshakeAck<Conn>, BrokerError> {
+    let packet = hs.packet();
+    let connect = MqttConnect {
+        client_id: packet.client_id.to_string(),
+        username: packet.username.as_ref().map(ToString::to_string),
+        password: packet.password.as_ref().map(|p| p.to_vec()),
+        certificates: peer_certificates(hs.io()),
+    };
+    let will = packet.last_will.as_ref().map(|w| Will {
+        topic: w.topic.to_string(),
+        payload: w.message.to_vec(),
+        content_type: None,
+    });
+    let accepted = match accept(&backend, &main, connect, will).await? {
+        Ok(accepted) => accepted,
+        Err(Some(_)) => return Ok(hs.bad_username_or_pwd()),
+        Err(None) => return Ok(hs.service_unavailable()),
+    };
+    let sink = hs.sink();
+    sink.publish_ack_cb(|_, _| {});
+    let Accepted {
+        conn,
+        mut queue,
+        close,
+    } = accepted;
+    ntex_rt::spawn(async move {
+        loop {
+            let push = tokio::select! {
+                push = queue.recv() => match push { Some(push) => push, None => break },
+                () = close.notified() => { sink.close(); break; }
+            };
+            let d = &push.delivery;
+            let publish = sink.publish(ByteString::from(d.topic.as_str()));
+            let payload = Bytes::copy_from_slice(&d.payload);
+            let sent = if push.qos1 {
+                if !sink.ready().await {
+                    break;
+                }
+                publish.send_at_least_once_no_block(payload)
+            } else {
+                publish.send_at_most_once(payload)
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(hs.ack(conn, false))
+}
+
+async fn publish_v3(conn: Conn, mut turn: Turn, p: v3::Publish) -> Result<(), BrokerError> {
+    let payload = p
+        .read_all()
+        .await
+        .map_err(|e| BrokerError(format!("cannot read the payload: {e:?}")))?;
+    turn.wait().await;
+    match conn.publish(p.publish_topic(), payload, None).await? {
+        Outcome::Accepted => Ok(()),
+        // MQTT 3.1.1 cannot refuse a publish but by closing the connection
+        refused => Err(BrokerError(format!("publish refused: {refused:?}"))),
+    }
+}
+
+fn protocol_v3() -> impl ServiceFactory<
+    v3::ProtocolMessage,
+    v3::Session<Conn>,
+    Response = v3::ProtocolMessageAck,
+    Error = BrokerError,
+    InitError = BrokerError,
+> {
+    fn_factory_with_config(async |session: v3::Session<Conn>| {
+        Ok(fn_service(move |msg: v3::ProtocolMessage| {
+            let conn = Conn::clone(&session);
+            async move {
+                match msg {
+                    v3::ProtocolMessage::Subscribe(mut s) => {
+                        for mut sub in s.iter_mut() {
+                            let filter = sub.topic().to_string();
+                            if conn.backend.may_subscribe(&conn.client, &filter) {
+                                let (qos, qos1) = granted(sub.qos());
+                                conn.backend.hub.subscribe(
+                                    conn.session,
+                                    &filter,
+                                    qos1,
+                                    ContentMode::Structured,
+                                );
+                                sub.confirm(qos);
+                            } else {
+                                sub.fail();
+                            }
+                        }
+                        Ok(s.ack())
+                    }
+                    v3::ProtocolMessage::Unsubscribe(u) => {
+                        for filter in u.iter() {
+                            conn.backend.hub.unsubscribe(conn.session, filter);
+                        }
+                        Ok(u.ack())
+                    }
+                    v3::ProtocolMessage::Disconnect(d) => {
+                        conn.will.borrow_mut().take();
+                        Ok(d.ack())
+                    }
+                    other => Ok(other.ack()),
+                }
+            }
+        }))
+    })
+}
+
+// ---- MQTT 5 ----
+
+async fn handshake_v5(
+    backend: Backend,
+    main: Handle,
+    hs: v5::Handshake,
+) -> Result<v5::HandshakeAck<Conn>, BrokerError> {
+    let packet = hs.packet();
+    let connect = MqttConnect {
+        client_id: packet.client_id.to_string(),
+        username: packet.username.as_ref().map(ToString::to_string),
+        password: packet.password.as_ref().map(|p| p.to_vec()),
+        certificates: peer_certificates(hs.io()),
+    };
+    let will = packet.last_will.as_ref().map(|w| Will {
+        topic: w.topic.to_string(),
+        payload: w.message.to_vec(),
+        content_type: w.content_type.as_ref().map(ToString::to_string),
+    });
+    let refuse = |code, reason: &str| v5::codec::ConnectAck {
+        reason_code: code,
+        reason_string: Some(ByteString::from(reason)),
+        ..Default::default()
+    };
+    let accepted = match accept(&backend, &main, connect, will).await? {
+        Ok(accepted) => accepted,
+        Err(Some(reason)) => {
+            return Ok(hs.fail_with(refuse(
+                v5::codec::ConnectAckReason::BadUserNameOrPassword,
+                reason,
+            )));
+        }
+        Err(None) => {
+            return Ok(hs.fail_with(refuse(
+                v5::codec::ConnectAckReason::ServerUnavailable,
+                "the registry is unavailable",
+            )));
+        }
+    };
+    let sink = hs.sink();
+    sink.publish_ack_cb(|_, _| {});
+    let Accepted {
+        conn,
+        mut queue,
+        close,
+    } = accepted;
+    ntex_rt::spawn(async move {
+        loop {
+            let push = tokio::select! {
+                push = queue.recv() => match push { Some(push) => push, None => break },
+                () = close.notified() => {
+                    sink.close_with_reason(v5::codec::Disconnect {
+                        reason_code: v5::codec::DisconnectReasonCode::SessionTakenOver,
+                        ..Default::default()
+                    });
+                    break;
+                }
+            };
+            let d = &push.delivery;
+            let publish = sink
+                .publish(ByteString::from(d.topic.as_str()))
+                .properties(|p| {
+                    p.content_type = d.content_type.as_deref().map(ByteString::from);
+                    p.correlation_data = d.correlation_data.as_deref().map(Bytes::copy_from_slice);
+                    p.user_properties = d
+                        .user_properties
+                        .iter()
+                        .map(|(k, v)| (ByteString::from(k.as_str()), ByteString::from(v.as_str())))
+                        .collect();
+                });
+            let payload = Bytes::copy_from_slice(&d.payload);
+            let sent = if push.qos1 {
+                if !sink.ready().await {
+                    break;
+                }
+                publish.send_at_least_once_no_block(payload)
+            } else {
+                publish.send_at_most_once(payload)
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(hs.ack(conn).with(|ack| {
+        ack.retain_available = false;
+        ack.subscription_identifiers_available = false;
+        ack.shared_subscription_available = true;
+        ack.wildcard_subscription_available = true;
+    }))
+}
+
+async fn publish_v5(
+    conn: Conn,
+    mut turn: Turn,
+    p: v5::Publish,
+) -> Result<v5::PublishAck, BrokerError> {
+    let payload = p
+        .read_all()
+        .await
+        .map_err(|e| BrokerError(format!("cannot read the payload: {e:?}")))?;
+    turn.wait().await;
+    let content_type = p.packet().properties.content_type.clone();
+    let outcome = conn
+        .publish(p.publish_topic(), payload, content_type.as_deref())
+        .await?;
+    use v5::codec::PublishAckReason as Reason;
+    let (code, reason) = match outcome {
+        Outcome::Accepted => return Ok(p.ack()),
+        Outcome::NotAuthorized => (Reason::NotAuthorized, "the topic is not allowed"),
+        Outcome::Refused(reason) if reason.contains("JSON") => {
+            (Reason::PayloadFormatInvalid, reason)
+        }
+        Outcome::Refused(reason) => (Reason::ImplementationSpecificError, reason),
+        Outcome::Unavailable => (Reason::UnspecifiedError, "the event stream is unavailable"),
+    };
+    if p.qos() == QoS::AtMostOnce {
+        // nothing to answer: the connection is closed instead
+        return Err(BrokerError(format!("publish refused: {reason}")));
+    }
+    Ok(p.ack().reason_code(code).reason(ByteString::from(reason)))
+}
+
+fn content_mode(properties: &[(ByteString, ByteString)]) -> ContentMode {
+    if properties
+        .iter()
+        .any(|(k, v)| k == "content-mode" && v.eq_ignore_ascii_case("binary"))
+    {
+        ContentMode::Binary
+    } else {
+        ContentMode::Structured
+    }
+}
+
+fn protocol_v5() -> impl ServiceFactory<
+    v5::ProtocolMessage,
+    v5::Session<Conn>,
+    Response = v5::ProtocolMessageAck,
+    Error = BrokerError,
+    InitError = BrokerError,
+> {
+    fn_factory_with_config(async |session: v5::Session<Conn>| {
+        Ok(fn_service(move |msg: v5::ProtocolMessage| {
+            let conn = Conn::clone(&session);
+            async move {
+                match msg {
+                    v5::ProtocolMessage::Subscribe(mut s) => {
+                        let mode = content_mode(&s.packet().user_properties);
+                        for mut sub in s.iter_mut() {
+                            let filter = sub.topic().to_string();
+                            if conn.backend.may_subscribe(&conn.client, &filter) {
+                                let (qos, qos1) = granted(sub.options().qos);
+                                conn.backend
+                                    .hub
+                                    .subscribe(conn.session, &filter, qos1, mode);
+                                sub.confirm(qos);
+                            } else {
+                                sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
+                            }
+                        }
+                        Ok(s.ack())
+                    }
+                    v5::ProtocolMessage::Unsubscribe(mut u) => {
+                        let filters: Vec<String> = u.iter().map(ToString::to_string).collect();
+                        for (mut item, filter) in u.iter_mut().zip(filters) {
+                            if conn.backend.hub.unsubscribe(conn.session, &filter) {
+                                item.success();
+                            } else {
+                                item.fail(v5::codec::UnsubscribeAckReason::NoSubscriptionExisted);
+                            }
+                        }
+                        Ok(u.ack())
+                    }
+                    v5::ProtocolMessage::Disconnect(d) => {
+                        let with_will = d.packet().reason_code
+                            == v5::codec::DisconnectReasonCode::DisconnectWithWillMessage;
+                        if !with_will {
+                            conn.will.borrow_mut().take();
+                        }
+                        Ok(d.ack())
+                    }
+                    other => Ok(other.ack()),
+                }
+            }
+        }))
+    })
+}
+
+/// The MQTT service for one listener: 3.1.1 and 5, told apart by the CONNECT.
+// (the factories are closures: their types cannot be named in an alias)
+#[allow(clippy::type_complexity)]
+pub fn service(
+    backend: Backend,
+    main: Handle,
+) -> MqttServer<
+    impl ServiceFactory<
+        IoBoxed,
+        SharedCfg,
+        Response = (),
+        Error = MqttError<BrokerError>,
+        InitError = (),
+    > + use<>,
+    impl ServiceFactory<
+        IoBoxed,
+        SharedCfg,
+        Response = (),
+        Error = MqttError<BrokerError>,
+        InitError = (),
+    > + use<>,
+    BrokerError,
+    (),
+> {
+    let (b3, m3, b5, m5) = (backend.clone(), main.clone(), backend, main);
+    MqttServer::new()
+        .v3(v3::MqttServer::new(fn_service(move |hs| {
+            handshake_v3(b3.clone(), m3.clone(), hs)
+        }))
+        .protocol(protocol_v3())
+        .publish(fn_factory_with_config(
+            async |session: v3::Session<Conn>| {
+                Ok::<_, BrokerError>(fn_service(move |p| {
+                    let conn = Conn::clone(&session);
+                    let turn = conn.turn();
+                    publish_v3(conn, turn, p)
+                }))
+            },
+        )))
+        .v5(v5::MqttServer::new(fn_service(move |hs| {
+            handshake_v5(b5.clone(), m5.clone(), hs)
+        }))
+        .protocol(protocol_v5())
+        .publish(fn_factory_with_config(
+            async |session: v5::Session<Conn>| {
+                Ok::<_, BrokerError>(fn_service(move |p| {
+                    let conn = Conn::clone(&session);
+                    let turn = conn.turn();
+                    publish_v5(conn, turn, p)
+                }))
+            },
+        )))
+}

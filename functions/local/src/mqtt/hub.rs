@@ -1,0 +1,466 @@
+//! The broker's sessions and their subscriptions: routes the applications' events (to
+//! `app/{app}`) and the devices' commands (to `cmd/{app}/{device}/{command}`) to every
+//! matching session whose policy lets it receive them, and to one member of each shared
+//! subscription group (`$share/{group}/...`).
+//!
+//! The hub is `Send + Sync` and never blocks: each session has a bounded queue, drained
+//! by its connection; a session that falls that far behind loses messages, counted and
+//! logged.
+
+use drogue_shared::commands::PublishedCommand;
+use drogue_shared::events::log::LoggedEvent;
+use drogue_shared::mqtt::topics::{application_events, filter_matches};
+use drogue_shared::mqtt::{Action, Policy};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc};
+
+/// How many messages wait for one session before new ones are dropped.
+pub const SESSION_QUEUE: usize = 4096;
+
+/// The content type of structured CloudEvents.
+pub const STRUCTURED: &str = "application/cloudevents+json; charset=utf-8";
+
+/// How an application receives events: the JSON CloudEvent, or (MQTT 5) the data as
+/// payload with the attributes as user properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentMode {
+    Structured,
+    Binary,
+}
+
+/// A message for sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub content_type: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// What a session's connection is told to do.
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub delivery: Arc<Delivery>,
+    pub qos1: bool,
+}
+
+/// The sending side of a session, as its connection registered it.
+pub struct SessionHandle {
+    pub id: u64,
+    pub close: Arc<Notify>,
+}
+
+struct Subscription {
+    filter: String,
+    group: Option<String>,
+    qos1: bool,
+    mode: ContentMode,
+}
+
+struct Entry {
+    client_id: String,
+    policy: Arc<Policy>,
+    subscriptions: Vec<Subscription>,
+    queue: mpsc::Sender<Push>,
+    close: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<u64, Entry>,
+    by_client: HashMap<String, u64>,
+}
+
+/// The live sessions.
+#[derive(Default)]
+pub struct Hub {
+    next: AtomicU64,
+    turn: AtomicUsize,
+    dropped: AtomicU64,
+    sessions: Mutex<Sessions>,
+}
+
+impl Hub {
+    /// Adds a session. An earlier session with the same client id is closed, as MQTT
+    /// wants.
+    pub fn register(
+        &self,
+        client_id: &str,
+        policy: Arc<Policy>,
+        queue: mpsc::Sender<Push>,
+    ) -> SessionHandle {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        if let Some(old) = sessions.by_client.insert(client_id.to_owned(), id)
+            && let Some(entry) = sessions.by_id.get(&old)
+        {
+            tracing::info!(client_id, "a new connection takes over the session");
+            entry.close.notify_one();
+        }
+        sessions.by_id.insert(
+            id,
+            Entry {
+                client_id: client_id.to_owned(),
+                policy,
+                subscriptions: Vec::new(),
+                queue,
+                close: close.clone(),
+            },
+        );
+        SessionHandle { id, close }
+    }
+
+    /// Removes a session whose connection ended.
+    pub fn remove(&self, id: u64) {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        if let Some(entry) = sessions.by_id.remove(&id)
+            && sessions.by_client.get(&entry.client_id) == Some(&id)
+        {
+            sessions.by_client.remove(&entry.client_id);
+        }
+    }
+
+    /// Adds (or replaces) a subscription of a session.
+    pub fn subscribe(&self, id: u64, filter: &str, qos1: bool, mode: ContentMode) {
+        let (group, filter) = match filter
+            .strip_prefix("$share/")
+            .and_then(|s| s.split_once('/'))
+        {
+            Some((group, filter)) => (Some(group.to_owned()), filter.to_owned()),
+            None => (None, filter.to_owned()),
+        };
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        if let Some(entry) = sessions.by_id.get_mut(&id) {
+            entry
+                .subscriptions
+                .retain(|s| !(s.filter == filter && s.group == group));
+            entry.subscriptions.push(Subscription {
+                filter,
+                group,
+                qos1,
+                mode,
+            });
+        }
+    }
+
+    /// Removes a subscription; whether there was one.
+    pub fn unsubscribe(&self, id: u64, filter: &str) -> bool {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let Some(entry) = sessions.by_id.get_mut(&id) else {
+            return false;
+        };
+        let before = entry.subscriptions.len();
+        entry.subscriptions.retain(|s| match &s.group {
+            Some(group) => format!("$share/{group}/{}", s.filter) != filter,
+            None => s.filter != filter,
+        });
+        entry.subscriptions.len() != before
+    }
+
+    /// Messages dropped because a session's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Live sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions.lock().expect("not poisoned").by_id.len()
+    }
+
+    /// Routes an application's event to `app/{app}`; how many sessions it went to.
+    pub fn event(&self, event: &LoggedEvent) -> usize {
+        let topic = application_events(&event.application);
+        let mut structured = None;
+        let mut binary = None;
+        self.route(&topic, |mode| match mode {
+            ContentMode::Structured => structured
+                .get_or_insert_with(|| {
+                    Arc::new(Delivery {
+                        topic: topic.clone(),
+                        payload: event.json.as_bytes().to_vec(),
+                        content_type: Some(STRUCTURED.into()),
+                        correlation_data: None,
+                        user_properties: Vec::new(),
+                    })
+                })
+                .clone(),
+            ContentMode::Binary => binary
+                .get_or_insert_with(|| Arc::new(binary_delivery(&topic, &event.json)))
+                .clone(),
+        })
+    }
+
+    /// Routes a command to `cmd/{app}/{device}/{command}`, with its content type and the
+    /// request id as correlation data; how many sessions it went to.
+    pub fn command(&self, published: &PublishedCommand) -> usize {
+        let delivery = Arc::new(Delivery {
+            topic: published.topic.clone(),
+            payload: published.command.payload.clone(),
+            content_type: published.command.content_type.clone(),
+            correlation_data: Some(published.command.id.as_bytes().to_vec()),
+            user_properties: Vec::new(),
+        });
+        self.route(&published.topic, |_| delivery.clone())
+    }
+
+    fn route(&self, topic: &str, mut delivery: impl FnMut(ContentMode) -> Arc<Delivery>) -> usize {
+        let sessions = self.sessions.lock().expect("not poisoned");
+        let mut sent = 0;
+        // shared groups: (group, filter) -> members that may receive
+        let mut groups: HashMap<(&str, &str), Vec<(&Entry, &Subscription)>> = HashMap::new();
+        for entry in sessions.by_id.values() {
+            if !entry.policy.allows(Action::Receive, topic) {
+                continue;
+            }
+            let mut direct: Option<&Subscription> = None;
+            for sub in &entry.subscriptions {
+                if !filter_matches(&sub.filter, topic) {
+                    continue;
+                }
+                match &sub.group {
+                    Some(group) => groups
+                        .entry((group.as_str(), sub.filter.as_str()))
+                        .or_default()
+                        .push((entry, sub)),
+                    // one copy per session, at the highest QoS granted
+                    None if direct.is_none_or(|d| sub.qos1 && !d.qos1) => direct = Some(sub),
+                    None => {}
+                }
+            }
+            if let Some(sub) = direct {
+                sent += usize::from(self.push(entry, sub, delivery(sub.mode)));
+            }
+        }
+        for members in groups.values() {
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+            let (entry, sub) = members[turn % members.len()];
+            sent += usize::from(self.push(entry, sub, delivery(sub.mode)));
+        }
+        sent
+    }
+
+    fn push(&self, entry: &Entry, sub: &Subscription, delivery: Arc<Delivery>) -> bool {
+        match entry.queue.try_send(Push {
+            delivery,
+            qos1: sub.qos1,
+        }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    client_id = %entry.client_id,
+                    dropped,
+                    "a subscriber falls behind: its queue is full and a message was dropped"
+                );
+                false
+            }
+            // the connection is ending
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Binary content mode: the data as payload, `datacontenttype` as the content type and
+/// every other attribute and extension as a user property of the same name.
+fn binary_delivery(topic: &str, json: &str) -> Delivery {
+    use cloudevents::{AttributesReader, Data};
+    let event: cloudevents::Event = match serde_json::from_str(json) {
+        Ok(event) => event,
+        Err(e) => {
+            // the log holds only events it serialized itself
+            tracing::error!(error = %e, "a logged event does not read back");
+            return Delivery {
+                topic: topic.to_owned(),
+                payload: json.as_bytes().to_vec(),
+                content_type: Some(STRUCTURED.into()),
+                correlation_data: None,
+                user_properties: Vec::new(),
+            };
+        }
+    };
+    let user_properties = event
+        .iter()
+        .filter(|(name, _)| *name != "datacontenttype")
+        .map(|(name, value)| (name.to_owned(), value.to_string()))
+        .collect();
+    let payload = match event.data() {
+        Some(Data::Binary(bytes)) => bytes.clone(),
+        Some(Data::String(text)) => text.clone().into_bytes(),
+        Some(Data::Json(value)) => serde_json::to_vec(value).expect("JSON serializes"),
+        None => Vec::new(),
+    };
+    Delivery {
+        topic: topic.to_owned(),
+        payload,
+        content_type: event.datacontenttype().map(str::to_owned),
+        correlation_data: None,
+        user_properties,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: &[(Action, &str)]) -> Arc<Policy> {
+        let mut policy = Policy::default();
+        for (action, pattern) in rules {
+            policy.allow(*action, *pattern);
+        }
+        Arc::new(policy)
+    }
+
+    fn logged(app: &str) -> LoggedEvent {
+        LoggedEvent {
+            application: app.into(),
+            subject: Some("temp".into()),
+            sequence: 1,
+            json: serde_json::json!({
+                "specversion": "1.0",
+                "id": "e1",
+                "type": "io.drogue.event.v1",
+                "source": "drogue://app1/dev1",
+                "subject": "temp",
+                "datacontenttype": "application/json",
+                "application": app,
+                "device": "dev1",
+                "data": {"t": 21}
+            })
+            .to_string(),
+        }
+    }
+
+    fn session(hub: &Hub, client: &str, p: Arc<Policy>) -> (u64, mpsc::Receiver<Push>) {
+        let (tx, rx) = mpsc::channel(8);
+        (hub.register(client, p, tx).id, rx)
+    }
+
+    #[test]
+    fn events_reach_only_subscribers_the_policy_lets_receive() {
+        let hub = Hub::default();
+        let reader = policy(&[(Action::Receive, "app/app1")]);
+        let (a, mut rx_a) = session(&hub, "a", reader.clone());
+        let (b, mut rx_b) = session(&hub, "b", policy(&[(Action::Receive, "app/app2")]));
+        hub.subscribe(a, "app/app1", true, ContentMode::Structured);
+        // a filter that matches, with a policy that does not let it receive
+        hub.subscribe(b, "app/+", false, ContentMode::Structured);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        let push = rx_a.try_recv().unwrap();
+        assert!(push.qos1);
+        assert_eq!(push.delivery.topic, "app/app1");
+        assert_eq!(push.delivery.content_type.as_deref(), Some(STRUCTURED));
+        let json: serde_json::Value = serde_json::from_slice(&push.delivery.payload).unwrap();
+        assert_eq!(json["data"]["t"], 21);
+        assert!(rx_b.try_recv().is_err());
+        assert!(hub.unsubscribe(a, "app/app1"));
+        assert_eq!(hub.event(&logged("app1")), 0);
+    }
+
+    #[test]
+    fn binary_mode_maps_attributes_to_user_properties() {
+        let hub = Hub::default();
+        let (a, mut rx) = session(&hub, "a", policy(&[(Action::Receive, "app/*")]));
+        hub.subscribe(a, "app/app1", false, ContentMode::Binary);
+        hub.event(&logged("app1"));
+        let delivery = rx.try_recv().unwrap().delivery;
+        assert_eq!(delivery.payload, br#"{"t":21}"#);
+        assert_eq!(delivery.content_type.as_deref(), Some("application/json"));
+        let props: HashMap<_, _> = delivery.user_properties.iter().cloned().collect();
+        assert_eq!(props["specversion"], "1.0");
+        assert_eq!(props["id"], "e1");
+        assert_eq!(props["type"], "io.drogue.event.v1");
+        assert_eq!(props["subject"], "temp");
+        assert_eq!(props["device"], "dev1");
+        assert!(!props.contains_key("datacontenttype"));
+    }
+
+    #[test]
+    fn a_shared_group_gets_each_message_once() {
+        let hub = Hub::default();
+        let p = policy(&[(Action::Receive, "app/app1")]);
+        let (a, mut rx_a) = session(&hub, "a", p.clone());
+        let (b, mut rx_b) = session(&hub, "b", p.clone());
+        let (c, mut rx_c) = session(&hub, "c", p);
+        hub.subscribe(a, "$share/g/app/app1", false, ContentMode::Structured);
+        hub.subscribe(b, "$share/g/app/app1", false, ContentMode::Structured);
+        hub.subscribe(c, "app/app1", false, ContentMode::Structured);
+        for _ in 0..4 {
+            assert_eq!(hub.event(&logged("app1")), 2);
+        }
+        let count =
+            |rx: &mut mpsc::Receiver<Push>| std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!(count(&mut rx_a) + count(&mut rx_b), 4);
+        assert_eq!(count(&mut rx_c), 4);
+        assert!(hub.unsubscribe(a, "$share/g/app/app1"));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_the_same_client_id_takes_over() {
+        let hub = Hub::default();
+        let p = policy(&[(Action::Receive, "app/app1")]);
+        let (tx, _rx) = mpsc::channel(1);
+        let first = hub.register("a", p.clone(), tx);
+        hub.subscribe(first.id, "app/app1", false, ContentMode::Structured);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        assert_eq!(hub.event(&logged("app1")), 0);
+        assert_eq!(hub.dropped(), 1);
+
+        let (tx, _rx2) = mpsc::channel(1);
+        let second = hub.register("a", p, tx);
+        // the first session is told to close; its removal leaves the second in place
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(1), first.close.notified())
+                    .await
+                    .expect("the first session is closed");
+            });
+        hub.remove(first.id);
+        assert_eq!(hub.sessions(), 1);
+        hub.remove(second.id);
+        assert_eq!(hub.sessions(), 0);
+    }
+
+    #[test]
+    fn commands_carry_content_type_and_request_id() {
+        let hub = Hub::default();
+        let (a, mut rx) = session(
+            &hub,
+            "dev1@app1",
+            policy(&[(Action::Receive, "cmd/app1/dev1/*")]),
+        );
+        hub.subscribe(a, "cmd/app1/dev1/#", true, ContentMode::Structured);
+        let command = drogue_shared::commands::Command {
+            id: "r1".into(),
+            application: "app1".into(),
+            device: "dev1".into(),
+            name: "reboot".into(),
+            content_type: Some("text/plain".into()),
+            payload: b"now".to_vec(),
+            created: chrono::Utc::now(),
+            expires: chrono::Utc::now(),
+        };
+        let other = drogue_shared::commands::Command {
+            device: "dev2".into(),
+            ..command.clone()
+        };
+        for c in [&command, &other] {
+            hub.command(&PublishedCommand {
+                topic: drogue_shared::commands::topic(c),
+                command: c.clone(),
+            });
+        }
+        let delivery = rx.try_recv().unwrap().delivery;
+        assert_eq!(delivery.topic, "cmd/app1/dev1/reboot");
+        assert_eq!(delivery.payload, b"now");
+        assert_eq!(delivery.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(delivery.correlation_data.as_deref(), Some(&b"r1"[..]));
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! The local MQTT broker: behaves as AWS IoT Core does with this project's functions
+//! (the same authorizer, policies, topic scheme and ingest), on a plain TCP listener and
+//! a TLS one that asks devices for client certificates.
+//!
+//! It runs on its own ntex system (one thread for accepting, worker threads for the
+//! connections), next to the main tokio runtime that serves HTTP.
+
+pub mod backend;
+mod broker;
+pub mod hub;
+
+use backend::Backend;
+use ntex_mqtt::QoS;
+use ntex_service::cfg::{SharedCfg, SharedCfgBuilder};
+use ntex_util::time::Seconds;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+/// The largest payload a client may publish: IoT Core's 128 KiB (the packet may be a
+/// little larger, for the topic and properties).
+pub const MAX_PAYLOAD: u32 = 128 * 1024;
+const MAX_PACKET: u32 = MAX_PAYLOAD + 4 * 1024;
+
+/// Where the broker listens.
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    /// TLS, with the server configuration (which asks for client certificates).
+    pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    /// Connection worker threads.
+    pub workers: usize,
+}
+
+/// A running broker.
+pub struct Broker {
+    server: ntex_server::net::Server,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    tcp: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+}
+
+fn mqtt_config() -> SharedCfgBuilder {
+    SharedCfg::new("MQTT").add(
+        ntex_mqtt::MqttServiceConfig::new()
+            .set_max_qos(QoS::AtLeastOnce)
+            // publishes read ahead per connection (handled in order)
+            .set_max_receive(64)
+            .set_max_size(MAX_PACKET)
+            .set_connect_timeout(Seconds(10))
+            .set_handshake_timeout(Seconds(10)),
+    )
+}
+
+impl Broker {
+    /// Starts the broker on its own threads. Call from within the main runtime, which
+    /// the broker's decisions run on.
+    pub fn start(backend: Backend, listeners: Listeners) -> std::io::Result<Self> {
+        let main = tokio::runtime::Handle::current();
+        let tcp = listeners
+            .tcp
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let tls = listeners
+            .tls
+            .as_ref()
+            .map(|(l, _)| l.local_addr())
+            .transpose()?;
+        for listener in listeners
+            .tcp
+            .iter()
+            .chain(listeners.tls.iter().map(|(l, _)| l))
+        {
+            listener.set_nonblocking(true)?;
+        }
+        let (started, server) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("mqtt".into())
+            .spawn(move || {
+                ntex_rt::System::build()
+                    .name("mqtt")
+                    .signals(false)
+                    .build(ntex_net::DefaultRuntime)
+                    .block_on(async move {
+                        let mut builder = ntex_server::net::build()
+                            .workers(listeners.workers.max(1))
+                            .disable_signals();
+                        if let Some(listener) = listeners.tcp {
+                            let (backend, main) = (backend.clone(), main.clone());
+                            builder = builder
+                                .listen("mqtt", listener, async move |_| {
+                                    broker::service(backend.clone(), main.clone())
+                                })?
+                                .config("mqtt", mqtt_config());
+                        }
+                        if let Some((listener, config)) = listeners.tls {
+                            builder = builder
+                                .listen("mqtts", listener, async move |_| {
+                                    ntex_service::chain_factory(ntex_tls::rustls::TlsAcceptor::new(
+                                        config.clone(),
+                                    ))
+                                    .map_err(|e| {
+                                        ntex_mqtt::error::MqttError::Service(broker::BrokerError(
+                                            format!("TLS: {e}"),
+                                        ))
+                                    })
+                                    .and_then(broker::service(backend.clone(), main.clone()))
+                                })?
+                                .config("mqtts", mqtt_config());
+                        }
+                        let server = builder.run();
+                        let _ = started.send(server.clone());
+                        server.await
+                    })
+            })?;
+        let server = server
+            .recv()
+            .map_err(|_| std::io::Error::other("the MQTT broker did not start"))?;
+        Ok(Self {
+            server,
+            thread: Some(thread),
+            tcp,
+            tls,
+        })
+    }
+
+    /// Where the plain listener is bound.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// Where the TLS listener is bound.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+    }
+
+    /// Stops accepting, closes the connections and waits for the threads.
+    pub async fn stop(mut self) {
+        self.server.stop(true).await;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The TLS configuration for MQTT: the HTTPS one, without its HTTP ALPN.
+pub fn tls_config(https: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut config = https.clone();
+    config.alpn_protocols.clear();
+    Arc::new(config)
+}

@@ -1,0 +1,514 @@
+//! The local MQTT broker with real clients (rumqttc, MQTT 3.1.1 and 5): devices publish
+//! and applications receive the CloudEvents, commands reach devices and gateways, X.509
+//! devices connect over TLS, and everything outside a client's policy is refused.
+
+use super::mqtt_client::{In, Options, connect};
+use super::runner::LocalRunner;
+use drogue_tests::pki::TestCa;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const APPS: &str = "/api/registry/v1alpha1/apps";
+
+struct Setup {
+    server: LocalRunner,
+    ca: TestCa,
+    /// The administrator's user and token (an MQTT application login).
+    admin: (String, String),
+    /// Eve, who owns app2 and may not see app1.
+    eve: (String, String),
+}
+
+async fn setup(dir: &std::path::Path) -> Setup {
+    let server = LocalRunner::start(dir).await;
+    let ca = TestCa::new("app1", "App 1 CA");
+    let app = json!({"metadata": {"name": "app1"}, "spec": {"trustAnchors": {"anchors": [{"certificate": ca.anchor()}]}}});
+    assert_eq!(server.post(APPS, &app).await, 201);
+    let pass = |p: &str| json!({"authentication": {"credentials": [{"pass": p}]}});
+    for (name, spec) in [
+        ("dev1", pass("p1")),
+        ("dev2", pass("p2")),
+        ("gw", pass("gw")),
+        ("behind", json!({"gatewaySelector": {"matchNames": ["gw"]}})),
+        ("device-1", json!({})),
+    ] {
+        let body = json!({"metadata": {"name": name}, "spec": spec});
+        assert_eq!(
+            server.post(&format!("{APPS}/app1/devices"), &body).await,
+            201
+        );
+    }
+    let token = server.admin_token();
+    let (user, token) = token.split_once(':').unwrap();
+    let made = server
+        .post_json("/api/admin/v1alpha1/users/eve/tokens", &json!({}))
+        .await;
+    let eve = ("eve".to_owned(), made["token"].as_str().unwrap().to_owned());
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (APPS.to_owned(), json!({"metadata": {"name": "app2"}})),
+        (
+            format!("{APPS}/app2/devices"),
+            json!({"metadata": {"name": "x"}, "spec": pass("px")}),
+        ),
+    ] {
+        let made = http
+            .post(format!("{}{path}", server.base))
+            .basic_auth(&eve.0, Some(&eve.1))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status().as_u16(), 201);
+    }
+    Setup {
+        admin: (user.to_owned(), token.to_owned()),
+        eve,
+        server,
+        ca,
+    }
+}
+
+impl Setup {
+    fn app_login(&self, v5: bool, client_id: &str, who: &(String, String)) -> Options {
+        let options = if v5 {
+            Options::v5(client_id)
+        } else {
+            Options::v3(client_id)
+        };
+        options.login(&who.0, &who.1)
+    }
+
+    /// Drops off a command over HTTP as the administrator; its request id comes back
+    /// to MQTT 5 devices as correlation data.
+    async fn command(&self, device: &str, command: &str, body: &str) {
+        let dropped = reqwest::Client::new()
+            .post(format!(
+                "{}/api/command/v1alpha1/apps/app1/devices/{device}?command={command}",
+                self.server.base
+            ))
+            .basic_auth(&self.admin.0, Some(&self.admin.1))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(dropped.status().as_u16(), 202, "{device} {command}");
+    }
+
+    fn server_certificate(&self) -> String {
+        std::fs::read_to_string(self.server.data_dir.join("tls/server.pem")).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn devices_publish_and_applications_receive_cloudevents() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+
+    // three application subscribers: MQTT 3.1.1, MQTT 5 structured, MQTT 5 binary
+    let mut v3_app = connect(addr, s.app_login(false, "app-v3", &s.admin))
+        .await
+        .unwrap();
+    let mut v5_app = connect(addr, s.app_login(true, "app-v5", &s.admin))
+        .await
+        .unwrap();
+    let mut binary = connect(addr, s.app_login(true, "app-bin", &s.admin))
+        .await
+        .unwrap();
+    assert!(v3_app.subscribed("app/app1", false).await);
+    assert!(v5_app.subscribed("app/app1", false).await);
+    assert!(binary.subscribed("app/app1", true).await);
+
+    // a device over MQTT 3.1.1 with username device@app and password
+    let mut dev1 = connect(addr, Options::v3("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    // its connection event comes first
+    let connected = v3_app.message().await.json();
+    assert_eq!(connected["type"], "io.drogue.connection.v1");
+    assert_eq!(connected["subject"], "connection");
+    assert_eq!(connected["device"], "dev1");
+    assert_eq!(connected["data"], json!({"connected": true}));
+
+    dev1.publish("dt/app1/dev1/temp", true, br#"{"temp":21.5}"#, None)
+        .await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+    let (_, dev1_entity) = s.server.get(&format!("{APPS}/app1/devices/dev1")).await;
+    let structured = Some("application/cloudevents+json; charset=utf-8");
+    for (subscriber, content_type) in [(&mut v3_app, None), (&mut v5_app, structured)] {
+        let m = subscriber.event().await;
+        assert_eq!(m.topic, "app/app1");
+        assert_eq!(m.content_type.as_deref(), content_type);
+        let e = m.json();
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["type"], "io.drogue.event.v1");
+        assert_eq!(e["source"], "drogue://app1/dev1");
+        assert_eq!(e["subject"], "temp");
+        assert_eq!(e["application"], "app1");
+        assert_eq!(e["device"], "dev1");
+        assert_eq!(e["deviceuid"], dev1_entity["metadata"]["uid"]);
+        assert_eq!(e["sender"], "dev1");
+        assert_eq!(e["datacontenttype"], "application/json");
+        assert_eq!(e["data"], json!({"temp": 21.5}));
+    }
+    let m = binary.event().await;
+    assert_eq!(m.payload, br#"{"temp":21.5}"#);
+    assert_eq!(m.content_type.as_deref(), Some("application/json"));
+    assert_eq!(m.property("specversion"), Some("1.0"));
+    assert_eq!(m.property("type"), Some("io.drogue.event.v1"));
+    assert_eq!(m.property("subject"), Some("temp"));
+    assert_eq!(m.property("device"), Some("dev1"));
+    assert_eq!(m.property("source"), Some("drogue://app1/dev1"));
+    assert!(m.property("id").is_some_and(|id| id.len() == 36));
+
+    // MQTT 5, username of the device and client id device@app, a content type, and
+    // more topic levels after the channel
+    let mut dev2 = connect(addr, Options::v5("dev2@app1").login("dev2", "p2"))
+        .await
+        .unwrap();
+    dev2.publish("dt/app1/dev2/state/room/1", true, b"on", Some("text/plain"))
+        .await;
+    assert_eq!(dev2.next_ack().await, In::PubAck("Success".into()));
+    let e = v3_app.event().await.json();
+    assert_eq!(e["subject"], "state");
+    assert_eq!(e["topic"], "state/room/1");
+    assert_eq!(e["datacontenttype"], "text/plain");
+    assert_eq!(e["data_base64"], "b24=");
+    let m = binary.event().await;
+    assert_eq!(
+        (m.payload.as_slice(), m.content_type.as_deref()),
+        (&b"on"[..], Some("text/plain"))
+    );
+
+    assert_eq!(v5_app.event().await.json()["subject"], "state");
+
+    // QoS 0 works too
+    dev1.publish("dt/app1/dev1/temp", false, b"22", None).await;
+    assert_eq!(v5_app.event().await.json()["data"], json!(22));
+    assert_eq!(v3_app.event().await.json()["data"], json!(22));
+
+    // a gateway publishes for the device behind it
+    let gw = connect(addr, Options::v3("gw@app1").login("gw@app1", "gw"))
+        .await
+        .unwrap();
+    gw.publish("dt/app1/behind/temp", true, b"7", None).await;
+    let e = v3_app.event().await.json();
+    assert_eq!(
+        (e["device"].clone(), e["sender"].clone()),
+        (json!("behind"), json!("gw"))
+    );
+
+    // the last will of a connection that drops is an ordinary event; then the
+    // connection event
+    let mut options = Options::v3("dev1@app1").login("dev1@app1", "p1");
+    options.will = Some(("dt/app1/dev1/status".into(), "lost".into()));
+    dev1.disconnect().await;
+    let dev1 = connect(addr, options).await.unwrap();
+    dev1.kill();
+    let will = v3_app.event().await.json();
+    assert_eq!(
+        (will["subject"].clone(), will["data_base64"].clone()),
+        (json!("status"), json!("bG9zdA=="))
+    );
+    let mut disconnected = Value::Null;
+    for _ in 0..4 {
+        let e = v3_app.message().await.json();
+        if e["type"] == "io.drogue.connection.v1" && e["data"]["connected"] == false {
+            disconnected = e;
+            break;
+        }
+    }
+    assert_eq!(disconnected["device"], "dev1");
+    // a clean disconnect has no will
+    dev2.disconnect().await;
+    gw.disconnect().await;
+    drop((v5_app, binary));
+    let mut checker = connect(addr, s.app_login(true, "checker", &s.admin))
+        .await
+        .unwrap();
+    assert!(checker.subscribed("app/app1", false).await);
+    let mut options = Options::v3("dev1@app1").login("dev1@app1", "p1");
+    options.will = Some(("dt/app1/dev1/status".into(), "lost".into()));
+    let dev1 = connect(addr, options).await.unwrap();
+    dev1.disconnect().await;
+    loop {
+        let e = checker.message().await.json();
+        assert_ne!(
+            e["subject"], "status",
+            "a clean disconnect has no will: {e}"
+        );
+        if e["device"] == "dev1" && e["data"]["connected"] == false {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn commands_reach_devices_and_gateways_and_answers_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+    let mut app = connect(addr, s.app_login(true, "app", &s.admin))
+        .await
+        .unwrap();
+    assert!(app.subscribed("app/app1", false).await);
+
+    let mut dev1 = connect(addr, Options::v3("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    let mut dev2 = connect(addr, Options::v5("dev2@app1").login("dev2@app1", "p2"))
+        .await
+        .unwrap();
+    let mut gw = connect(addr, Options::v5("gw@app1").login("gw@app1", "gw"))
+        .await
+        .unwrap();
+    assert!(dev1.subscribed("cmd/app1/dev1/#", false).await);
+    assert!(dev2.subscribed("cmd/app1/dev2/+", false).await);
+    assert!(gw.subscribed("cmd/app1/behind/#", false).await);
+
+    // from the command API
+    s.command("dev1", "reboot", r#"{"delay":5}"#).await;
+    let m = dev1.message().await;
+    assert_eq!(m.topic, "cmd/app1/dev1/reboot");
+    assert_eq!(m.payload, br#"{"delay":5}"#);
+    s.command("behind", "open", "1").await;
+    let m = gw.message().await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("cmd/app1/behind/open", &b"1"[..])
+    );
+
+    // MQTT 5 devices get the content type and the request id, and answer with it
+    s.command("dev2", "set", r#"{"on":true}"#).await;
+    let m = dev2.message().await;
+    assert_eq!(m.topic, "cmd/app1/dev2/set");
+    assert_eq!(m.content_type.as_deref(), Some("application/json"));
+    let request = String::from_utf8(m.correlation_data.unwrap()).unwrap();
+    assert_eq!(request.len(), 36);
+    dev2.publish(
+        &format!("cmd/app1/dev2/set/res/{request}/200"),
+        true,
+        br#"{"ok":true}"#,
+        Some("application/json"),
+    )
+    .await;
+    assert_eq!(dev2.next_ack().await, In::PubAck("Success".into()));
+    let e = app.event().await.json();
+    assert_eq!(e["type"], "io.drogue.command.response.v1");
+    assert_eq!(e["subject"], "set");
+    assert_eq!(e["requestid"], request.as_str());
+    assert_eq!(e["status"], 200);
+    assert_eq!(e["data"], json!({"ok": true}));
+    // only once
+    dev2.publish(
+        &format!("cmd/app1/dev2/set/res/{request}/200"),
+        true,
+        b"{}",
+        None,
+    )
+    .await;
+    assert_eq!(
+        dev2.next_ack().await,
+        In::PubAck("ImplementationSpecificError".into())
+    );
+
+    // an application publishes a command over MQTT
+    app.publish("command/app1/dev1/blink", true, b"3", Some("text/plain"))
+        .await;
+    assert_eq!(app.next_ack().await, In::PubAck("Success".into()));
+    let m = dev1.message().await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("cmd/app1/dev1/blink", &b"3"[..])
+    );
+    // to a device that does not exist
+    app.publish("command/app1/nobody/blink", true, b"3", None)
+        .await;
+    assert_eq!(
+        app.next_ack().await,
+        In::PubAck("ImplementationSpecificError".into())
+    );
+    // dev2 heard none of dev1's or the gateway's commands
+    dev2.quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn x509_devices_connect_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let mut app = connect(s.server.mqtt, s.app_login(false, "app", &s.admin))
+        .await
+        .unwrap();
+    assert!(app.subscribed("app/app1", false).await);
+    let tls = |identity: &drogue_tests::pki::Issued| {
+        Some((
+            s.server_certificate(),
+            Some((identity.cert_pem.clone(), identity.key_pem.clone())),
+        ))
+    };
+
+    let valid = s.ca.issue("app1", "device-1", 2025, 2099);
+    for v5 in [false, true] {
+        let mut options = if v5 {
+            Options::v5("device-1@app1")
+        } else {
+            Options::v3("device-1@app1")
+        };
+        options.tls = tls(&valid);
+        let mut device = connect(s.server.mqtts, options).await.unwrap();
+        device
+            .publish("dt/app1/device-1/temp", true, b"1", None)
+            .await;
+        assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
+        let e = app.event().await.json();
+        assert_eq!(
+            (e["device"].clone(), e["data"].clone()),
+            (json!("device-1"), json!(1))
+        );
+        device.disconnect().await;
+    }
+
+    // expired, of an unknown device, or with another device's client id: refused
+    let expired = s.ca.issue("app1", "device-1", 2000, 2001);
+    let unknown = s.ca.issue("app1", "device-9", 2025, 2099);
+    for (identity, client_id) in [
+        (&expired, "device-1@app1"),
+        (&unknown, "device-9@app1"),
+        (&valid, "dev1@app1"),
+    ] {
+        let mut options = Options::v3(client_id);
+        options.tls = tls(identity);
+        assert!(
+            connect(s.server.mqtts, options).await.is_err(),
+            "{client_id}"
+        );
+    }
+    // passwords work over TLS too
+    let mut options = Options::v5("dev1@app1").login("dev1@app1", "p1");
+    options.tls = Some((s.server_certificate(), None));
+    connect(s.server.mqtts, options)
+        .await
+        .unwrap()
+        .disconnect()
+        .await;
+}
+
+#[tokio::test]
+async fn everything_outside_the_policy_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+
+    // wrong password, wrong client id, unknown device, a token that is not one
+    for v5 in [false, true] {
+        let o = |client_id: &str| {
+            if v5 {
+                Options::v5(client_id)
+            } else {
+                Options::v3(client_id)
+            }
+        };
+        for options in [
+            o("dev1@app1").login("dev1@app1", "wrong"),
+            o("dev2@app1").login("dev1@app1", "p1"),
+            o("dev1").login("dev1@app1", "p1"),
+            o("nobody@app1").login("nobody@app1", "p1"),
+            o("dev1@app2").login("dev1@app2", "p1"),
+            o("app").login(&s.admin.0, "drg_not_a_token"),
+        ] {
+            let refused = connect(addr, options.clone()).await.err().expect("refused");
+            assert!(
+                refused.contains("BadUserNamePassword"),
+                "{:?}: {refused}",
+                options.client_id
+            );
+        }
+    }
+
+    // a device publishes for another device, into another application, or a command
+    let mut dev1 = connect(addr, Options::v5("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    for topic in [
+        "dt/app1/dev2/temp",
+        "dt/app2/x/temp",
+        "command/app1/dev2/reboot",
+        "cmd/app1/dev2/reboot/res/abc/200",
+        "app/app1",
+    ] {
+        dev1.publish(topic, true, b"1", None).await;
+        assert_eq!(
+            dev1.next_ack().await,
+            In::PubAck("NotAuthorized".into()),
+            "{topic}"
+        );
+    }
+    // invalid JSON declared as JSON
+    dev1.publish("dt/app1/dev1/temp", true, b"{", Some("application/json"))
+        .await;
+    assert_eq!(
+        dev1.next_ack().await,
+        In::PubAck("PayloadFormatInvalid".into())
+    );
+    // ... and subscribes to other devices' commands or wildcards across them
+    for filter in [
+        "cmd/app1/dev2/#",
+        "cmd/app1/+/#",
+        "cmd/#",
+        "#",
+        "app/app1",
+        "cmd/app2/x/#",
+    ] {
+        assert!(!dev1.subscribed(filter, false).await, "{filter}");
+    }
+
+    // over MQTT 3.1.1 a publish outside the policy closes the connection
+    let mut dev1_v3 = connect(addr, Options::v3("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    dev1_v3.publish("dt/app2/x/temp", true, b"1", None).await;
+    assert!(matches!(dev1_v3.next_ack().await, In::Closed(_)));
+
+    // eve may not follow app1 or send it commands, nor reach it with wildcards
+    let mut eve = connect(addr, s.app_login(true, "eve", &s.eve))
+        .await
+        .unwrap();
+    for filter in [
+        "app/app1",
+        "$share/g/app/app1",
+        "app/+",
+        "app/#",
+        "#",
+        "cmd/app1/dev1/#",
+    ] {
+        assert!(!eve.subscribed(filter, false).await, "{filter}");
+    }
+    eve.publish("command/app1/dev1/reboot", true, b"1", None)
+        .await;
+    assert_eq!(eve.next_ack().await, In::PubAck("NotAuthorized".into()));
+    assert!(eve.subscribed("app/app2", false).await);
+    // app1's events do not reach eve: the first she sees is app2's
+    let dev1 = connect(addr, Options::v3("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    dev1.publish("dt/app1/dev1/secret", true, b"1", None).await;
+    let x = connect(addr, Options::v3("x@app2").login("x@app2", "px"))
+        .await
+        .unwrap();
+    x.publish("dt/app2/x/temp", true, b"2", None).await;
+    let e = eve.event().await.json();
+    assert_eq!(
+        (e["application"].clone(), e["device"].clone()),
+        (json!("app2"), json!("x"))
+    );
+
+    // a shared subscription of the own application works
+    let mut shared = connect(addr, s.app_login(false, "eve2", &s.eve))
+        .await
+        .unwrap();
+    assert!(shared.subscribed("$share/workers/app/app2", false).await);
+    x.publish("dt/app2/x/temp", true, b"3", None).await;
+    assert_eq!(shared.event().await.json()["data"], json!(3));
+}

@@ -1,0 +1,206 @@
+//! The local broker's acknowledgements with a real client: a QoS 1 publish is
+//! acknowledged only once the event stream accepted the event. The stream here is one
+//! the test holds back or fails at will.
+
+#[path = "black_box/mqtt_client.rs"]
+#[allow(dead_code)]
+mod mqtt_client;
+
+use async_trait::async_trait;
+use cloudevents::Event;
+use drogue_local::mqtt::backend::Backend;
+use drogue_local::mqtt::hub::Hub;
+use drogue_local::mqtt::{Broker, Listeners};
+use drogue_shared::access::Principal;
+use drogue_shared::access::authz::Authorizer;
+use drogue_shared::commands::CommandService;
+use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::{EventSink, SinkError};
+use drogue_shared::model::AppName;
+use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
+use drogue_shared::registry::Registry;
+use drogue_shared::store::Store;
+use drogue_shared::store::embedded::EmbeddedStore;
+use mqtt_client::{In, Options, connect};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Accepting,
+    Holding,
+    Failing,
+}
+
+/// An event stream that accepts, holds events back until told otherwise, or fails.
+struct ControlledSink {
+    state: watch::Receiver<Stream>,
+    accepted: AtomicUsize,
+    /// The data of accepted events, in the order accepted.
+    data: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl EventSink for ControlledSink {
+    async fn publish(&self, event: &Event) -> Result<(), SinkError> {
+        let mut state = self.state.clone();
+        let now = *state
+            .wait_for(|s| *s != Stream::Holding)
+            .await
+            .expect("the test holds the sender");
+        match now {
+            Stream::Failing => Err(SinkError::unavailable(std::io::Error::other(
+                "the stream is down",
+            ))),
+            _ => {
+                if let Some(cloudevents::Data::Json(value)) = event.data() {
+                    // uneven latencies: later events would overtake earlier ones if
+                    // a connection's publishes were handled at the same time
+                    let wait = value.as_u64().map_or(0, |n| (n * 7) % 5);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    self.data.lock().unwrap().push(value.to_string());
+                }
+                self.accepted.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Fixture {
+    broker: Broker,
+    control: watch::Sender<Stream>,
+    sink: Arc<ControlledSink>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path().join("db")).unwrap());
+    let mut admin = Principal::user("admin");
+    admin.roles.push(Authorizer::DEFAULT_ADMIN_ROLE.into());
+    let registry = Registry::new(store.clone(), Authorizer::default());
+    let input = |v| serde_json::from_value(v).unwrap();
+    registry
+        .create_application(&admin, input(json!({"metadata": {"name": "app1"}})))
+        .await
+        .unwrap();
+    registry
+        .create_device(
+            &admin,
+            &AppName::parse("app1").unwrap(),
+            input(json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "p1"}]}}})),
+        )
+        .await
+        .unwrap();
+    let (control, state) = watch::channel(Stream::Accepting);
+    let sink = Arc::new(ControlledSink {
+        state,
+        accepted: AtomicUsize::new(0),
+        data: Default::default(),
+    });
+    let devices = DeviceAuthenticator::new(store.clone());
+    let commands = CommandService::new(store.clone());
+    let backend = Backend {
+        authorizer: MqttAuthorizer::new(devices.clone(), registry, None),
+        ingest: MqttIngest::new(devices, sink.clone(), commands.clone(), "drogue"),
+        store,
+        commands,
+        sink: sink.clone(),
+        hub: Arc::new(Hub::default()),
+        instance: "drogue".into(),
+    };
+    let broker = Broker::start(
+        backend,
+        Listeners {
+            tcp: Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+            tls: None,
+            workers: 1,
+        },
+    )
+    .unwrap();
+    Fixture {
+        broker,
+        control,
+        sink,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_publish_is_acknowledged_only_once_the_event_is_in_the_stream() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+    for v5 in [false, true] {
+        let options = if v5 {
+            Options::v5("dev1@app1")
+        } else {
+            Options::v3("dev1@app1")
+        };
+        let mut device = connect(addr, options.login("dev1@app1", "p1"))
+            .await
+            .unwrap();
+        let before = f.sink.accepted.load(Ordering::SeqCst);
+        f.control.send(Stream::Holding).unwrap();
+        device.publish("dt/app1/dev1/temp", true, b"1", None).await;
+        // no PUBACK while the stream holds the event back
+        device.quiet(Duration::from_millis(700)).await;
+        f.control.send(Stream::Accepting).unwrap();
+        assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
+        assert_eq!(f.sink.accepted.load(Ordering::SeqCst), before + 1);
+        device.disconnect().await;
+    }
+    f.broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stream_gives_a_failure_puback_or_closes_the_connection() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+
+    let mut v5 = connect(addr, Options::v5("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    f.control.send(Stream::Failing).unwrap();
+    v5.publish("dt/app1/dev1/temp", true, b"1", None).await;
+    assert_eq!(v5.next_ack().await, In::PubAck("UnspecifiedError".into()));
+    // the connection stays up: once the stream is back, publishes are accepted again
+    f.control.send(Stream::Accepting).unwrap();
+    v5.publish("dt/app1/dev1/temp", true, b"2", None).await;
+    assert_eq!(v5.next_ack().await, In::PubAck("Success".into()));
+    v5.disconnect().await;
+
+    // MQTT 3.1.1 has no failure PUBACK: the connection is closed, unacknowledged
+    let mut v3 = connect(addr, Options::v3("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    f.control.send(Stream::Failing).unwrap();
+    v3.publish("dt/app1/dev1/temp", true, b"3", None).await;
+    assert!(matches!(v3.next_ack().await, In::Closed(_)));
+    f.broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_of_one_connection_reach_the_stream_in_order() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+    let mut device = connect(addr, Options::v5("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    f.sink.data.lock().unwrap().clear();
+    for i in 0..50 {
+        device
+            .publish("dt/app1/dev1/seq", true, i.to_string().as_bytes(), None)
+            .await;
+    }
+    for _ in 0..50 {
+        assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
+    }
+    let expected: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    assert_eq!(*f.sink.data.lock().unwrap(), expected);
+    device.disconnect().await;
+    f.broker.stop().await;
+}
