@@ -193,3 +193,57 @@ async fn answers_to_commands_are_recorded_and_streamed() {
     .unwrap();
     assert_eq!(unknown["outcome"], "refused");
 }
+
+#[tokio::test]
+async fn lifecycle_events_become_connection_events() {
+    let store = Arc::new(fresh_dynamo_table().await);
+    populate(store.clone()).await;
+    let client = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&client).await;
+    let config = Config {
+        table: "unused".into(),
+        stream: stream.clone(),
+        instance: "drogue".into(),
+    };
+    let ingest = Ingest::new(
+        store.clone(),
+        Arc::new(KinesisSink::new(client.clone(), &stream)),
+        &config,
+    );
+    for fixture in [
+        "mqtt-lifecycle-connected.json",
+        "mqtt-lifecycle-disconnected.json",
+    ] {
+        assert_eq!(
+            ingest.handle(event(fixture)).await.unwrap()["outcome"],
+            "accepted"
+        );
+    }
+    // an application's connection, a failed one, an unknown device: no events
+    let mut app = event("mqtt-lifecycle-connected.json");
+    app["clientId"] = json!("my-integration");
+    let mut failed = event("mqtt-lifecycle-connected.json");
+    failed["eventType"] = json!("connect_failed");
+    let mut unknown = event("mqtt-lifecycle-connected.json");
+    unknown["clientId"] = json!("nobody@from-lambda");
+    for e in [app, failed, unknown] {
+        assert_eq!(ingest.handle(e).await.unwrap()["outcome"], "ignored");
+    }
+
+    let records = kinesis_records(&client, &stream).await;
+    assert_eq!(records.len(), 2);
+    let events: Vec<Value> = records
+        .iter()
+        .map(|(_, data)| serde_json::from_slice(data).unwrap())
+        .collect();
+    for (e, connected, time) in [
+        (&events[0], true, "2026-11-25T22:00:00Z"),
+        (&events[1], false, "2026-11-25T22:01:00Z"),
+    ] {
+        assert_eq!(e["type"], "io.drogue.connection.v1");
+        assert_eq!(e["subject"], "connection");
+        assert_eq!(e["device"], "device1");
+        assert_eq!(e["data"], json!({"connected": connected}));
+        assert_eq!(e["time"], time);
+    }
+}

@@ -6,7 +6,9 @@
 //! FROM 'dt/#'
 //! ```
 //!
-//! (and the same `FROM 'cmd/+/+/+/res/#'` for answers to commands). Each message becomes
+//! (and the same `FROM 'cmd/+/+/+/res/#'` for answers to commands), and IoT Core's
+//! lifecycle events as they are (`SELECT * FROM '$aws/events/presence/+/+'`), which
+//! become the devices' `io.drogue.connection.v1` events. Each message becomes
 //! the same CloudEvent as over HTTP; a refused message (a topic the sender may not use, an
 //! unknown device, JSON that is not) is logged and dropped; an unreachable registry or
 //! stream is a function error, so that Lambda retries and the rule's error action gets it.
@@ -61,6 +63,20 @@ pub struct RuleMessage {
     pub timestamp: Option<i64>,
 }
 
+/// An IoT Core lifecycle event (`$aws/events/presence/{connected|disconnected}/{clientId}`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleEvent {
+    pub client_id: String,
+    /// `connected`, `disconnected` (others, such as `connect_failed`, are ignored).
+    pub event_type: String,
+    /// Milliseconds since the epoch.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+    #[serde(default)]
+    pub disconnect_reason: Option<String>,
+}
+
 /// The ingest; cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
@@ -76,6 +92,9 @@ impl Ingest {
     }
 
     pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
+        if event.get("eventType").is_some() {
+            return self.lifecycle(serde_json::from_value(event)?).await;
+        }
         let message: RuleMessage = serde_json::from_value(event)?;
         let Ok(payload) = STANDARD.decode(&message.payload) else {
             tracing::warn!(topic = %message.topic, "a message without a base64 payload");
@@ -101,6 +120,30 @@ impl Ingest {
                 tracing::warn!(topic = %message.topic, client = %message.client_id, reason, "message refused");
                 json!({"outcome": "refused", "reason": reason})
             }
+        })
+    }
+
+    async fn lifecycle(&self, event: LifecycleEvent) -> anyhow::Result<Value> {
+        let connected = match event.event_type.as_str() {
+            "connected" => true,
+            "disconnected" => false,
+            _ => return Ok(json!({"outcome": "ignored"})),
+        };
+        let at = event
+            .timestamp
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or_else(Utc::now);
+        let outcome = self
+            .ingest
+            .connection(&event.client_id, connected, at)
+            .await?;
+        Ok(match outcome {
+            Ingested::Accepted => {
+                tracing::info!(client = %event.client_id, connected, reason = ?event.disconnect_reason, "connection event");
+                json!({"outcome": "accepted"})
+            }
+            // applications connect too; they have no connection events
+            Ingested::Refused(reason) => json!({"outcome": "ignored", "reason": reason}),
         })
     }
 }

@@ -164,6 +164,42 @@ impl MqttIngest {
     }
 }
 
+impl MqttIngest {
+    /// A client connected or disconnected (IoT Core's lifecycle events): the device's
+    /// `io.drogue.connection.v1` event. Clients that are no device (applications) have
+    /// none.
+    pub async fn connection(
+        &self,
+        client_id: &str,
+        connected: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Ingested, IngestError> {
+        let Some((sender, app)) = client_id.rsplit_once('@') else {
+            return Ok(Ingested::Refused("the client is no device"));
+        };
+        let authenticated = match self.devices.resolve(app, sender, None).await? {
+            DeviceAuthentication::Allow(a) => a,
+            DeviceAuthentication::Deny { reason } => return Ok(Ingested::Refused(reason)),
+        };
+        let event = events::connection(
+            &Publish {
+                application: &authenticated.application,
+                device: &authenticated.sender,
+                sender: &authenticated.sender,
+                channel: "connection",
+                suffix: None,
+                content_type: None,
+                data_schema: None,
+                instance: &self.instance,
+                received: at,
+            },
+            connected,
+        );
+        self.sink.publish(&event).await?;
+        Ok(Ingested::Accepted)
+    }
+}
+
 /// A command an application published on `command/{app}/{device}/{command}`: dropped
 /// off like one from the API (the client's policy allowed publishing it only for
 /// applications it may read).

@@ -512,3 +512,46 @@ async fn everything_outside_the_policy_is_refused() {
     x.publish("dt/app2/x/temp", true, b"3", None).await;
     assert_eq!(shared.event().await.json()["data"], json!(3));
 }
+
+/// The Python interpreter with Eclipse Paho (`tests/run` sets it to its virtualenv's).
+fn python() -> String {
+    std::env::var("DROGUE_TEST_PYTHON").expect(
+        "DROGUE_TEST_PYTHON names a Python with paho-mqtt; tests/run sets it up and exports it",
+    )
+}
+
+#[tokio::test]
+async fn eclipse_paho_clients_work_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/black_box/paho_check.py");
+    let output = tokio::process::Command::new(python())
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(s.server.mqtt.port().to_string())
+        .args([&s.admin.0, &s.admin.1])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["app_connack"], 0);
+    assert_eq!(seen["app_suback"], 1, "granted QoS 1");
+    assert_eq!(seen["device_connack"], 0);
+    assert_eq!(seen["puback"], 0);
+    let event = &seen["event"];
+    assert_eq!(event["type"], "io.drogue.event.v1");
+    assert_eq!(event["subject"], "paho");
+    assert_eq!(event["device"], "dev1");
+    assert_eq!(event["data"], json!({"from": "paho"}));
+    assert_eq!(seen["other_commands_suback"], 135, "not authorized");
+    assert_eq!(seen["own_commands_suback"], 1);
+    assert_eq!(
+        seen["wrong_password_connack"], 134,
+        "bad user name or password"
+    );
+}
