@@ -139,3 +139,17 @@ pub async fn kinesis_records(
         })
         .collect()
 }
+
+/// An IoT control plane client for an endpoint, with test credentials.
+pub fn iot_client(endpoint: &str) -> aws_sdk_iot::Client {
+    let config = aws_sdk_iot::Config::builder()
+        .behavior_version(aws_sdk_iot::config::BehaviorVersion::latest())
+        .region(aws_sdk_iot::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_iot::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .timeout_config(drogue_shared::store::dynamodb::timeouts())
+        .build();
+    aws_sdk_iot::Client::from_conf(config)
+}

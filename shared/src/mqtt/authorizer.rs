@@ -18,7 +18,7 @@ use super::policy::{Action, Policy};
 use crate::access::oidc::OidcVerifier;
 use crate::access::{self, Authentication, Permission, Principal};
 use crate::device_auth::{
-    DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
+    Authenticated, DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
 use crate::model::{AppName, Application, Device};
 use crate::registry::{ListOptions, Registry};
@@ -212,6 +212,34 @@ impl MqttAuthorizer {
             },
             policy,
         })))
+    }
+
+    /// A device certificate (DER, end entity first) checked as at CONNECT, without a
+    /// client id yet: the device and the policy it gets, which allows every client id
+    /// that names it (`{name|alias|unique username}@{app}`). For the just-in-time
+    /// validation of certificates IoT Core registered.
+    pub async fn certificate_policy(
+        &self,
+        chain: Vec<Vec<u8>>,
+    ) -> Result<Result<(Authenticated, Policy), &'static str>, MqttAuthError> {
+        let request = DeviceAuthRequest {
+            application: None,
+            credential: DeviceCredential::Certificate { chain },
+            r#as: None,
+        };
+        let authenticated = match self.devices.authenticate(request).await? {
+            DeviceAuthentication::Allow(a) => *a,
+            DeviceAuthentication::Deny { reason } => return Ok(Err(reason)),
+        };
+        let app = authenticated.application.metadata.name.clone();
+        let client_ids: Vec<String> = device_claims(&authenticated.sender)
+            .iter()
+            .map(|claim| format!("{}@{app}", claim.key()))
+            .collect();
+        let policy = self
+            .device_policy(&app, &authenticated.sender.metadata.name, &client_ids)
+            .await?;
+        Ok(Ok((authenticated, policy)))
     }
 
     /// A device's policy: connecting with one of `client_ids`, its own topics and those

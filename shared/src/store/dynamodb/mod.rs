@@ -7,6 +7,7 @@
 //! | device name, alias, unique username | `APP#{app}` | `NAME#{name}` | `device` |
 //! | trust anchor subject | `CA#{subject}` | `#CA` | `app` |
 //! | access token | `TOKEN#{prefix}` | `#TOKEN` | `user`, `gsi1pk=TOKENS#{user}`, `gsi1sk={prefix}` |
+//! | trust anchor registered with IoT Core | `IOTCA#{sha256 of DER}` | `#IOTCA` | `ca` (IoT certificate id), `app` |
 //!
 //! Every request-path read is a GetItem or a Query. Every write that must be unique or
 //! must not lose against a concurrent one is conditional (a transaction when it spans
@@ -16,7 +17,10 @@
 mod applications;
 mod commands;
 mod devices;
+mod iot;
 mod tokens;
+
+pub use iot::RegisteredCa;
 
 use super::{Conflict, StoreError, StoreResult};
 use aws_sdk_dynamodb::Client;

@@ -1,0 +1,188 @@
+//! The registry's trust anchors, registered with IoT Core as CA certificates: the target
+//! of the table's DynamoDB stream (new and old images). When an application gains a
+//! trust anchor, it is registered (`SNI_ONLY`, so the same CA may be registered in
+//! other accounts too; active; with auto-registration, so device certificates it issued
+//! are registered at their first connection and validated just in time). When it loses
+//! one, or the application is deleted, the CA certificate is deactivated and deleted.
+//!
+//! IoT Core's id of each registered CA is kept in the table (`IOTCA#{sha256}` items),
+//! so that it can be found again. Handling a record twice changes nothing.
+
+use aws_sdk_iot::types::{CaCertificateStatus, CertificateMode};
+use drogue_shared::model::trust_anchors::anchor_certificates;
+use drogue_shared::store::StoredApplication;
+use drogue_shared::store::dynamodb::{DynamoStore, RegisteredCa};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The sort key of application items.
+const APP_SK: &str = "#APP";
+
+/// The attributes of a table item this function looks at.
+#[derive(Deserialize)]
+struct Image {
+    sk: String,
+    #[serde(default)]
+    data: Option<String>,
+}
+
+/// Trust anchors (DER) by fingerprint.
+type Anchors = BTreeMap<String, Vec<u8>>;
+
+/// The name and trust anchors of an application item image (none for a deleting
+/// application); `None` for other items.
+fn anchors(image: &serde_dynamo::Item) -> anyhow::Result<Option<(String, Anchors)>> {
+    if image.is_empty() {
+        return Ok(None);
+    }
+    let image: Image = serde_dynamo::from_item(image.clone())?;
+    let (APP_SK, Some(data)) = (image.sk.as_str(), image.data) else {
+        return Ok(None);
+    };
+    let stored: StoredApplication = serde_json::from_str(&data)?;
+    let name = stored.app.metadata.name.clone();
+    if stored.app.is_deleting() {
+        return Ok(Some((name, BTreeMap::new())));
+    }
+    let anchors = anchor_certificates(&stored.app.spec)
+        .into_iter()
+        .map(|der| (fingerprint(&der), der))
+        .collect();
+    Ok(Some((name, anchors)))
+}
+
+/// Hex SHA-256 of a certificate's DER.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Keeps IoT Core's CA certificates in step with the registry; cheap to clone.
+#[derive(Clone)]
+pub struct TrustAnchorSync {
+    iot: aws_sdk_iot::Client,
+    store: DynamoStore,
+}
+
+impl TrustAnchorSync {
+    pub fn new(iot: aws_sdk_iot::Client, store: DynamoStore) -> Self {
+        Self { iot, store }
+    }
+
+    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
+        let event: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(event)?;
+        let (mut registered, mut deregistered) = (Vec::new(), Vec::new());
+        for record in &event.records {
+            let old = anchors(&record.change.old_image)?;
+            let new = anchors(&record.change.new_image)?;
+            let Some(app) = new.as_ref().or(old.as_ref()).map(|(name, _)| name.clone()) else {
+                continue;
+            };
+            let old = old.map(|(_, a)| a).unwrap_or_default();
+            let new = new.map(|(_, a)| a).unwrap_or_default();
+            for (fingerprint, der) in &new {
+                if !old.contains_key(fingerprint)
+                    || self.store.registered_ca(fingerprint).await?.is_none()
+                {
+                    registered.push(self.register(&app, fingerprint, der).await?);
+                }
+            }
+            for fingerprint in old.keys().filter(|f| !new.contains_key(*f)) {
+                if let Some(id) = self.deregister(fingerprint).await? {
+                    deregistered.push(id);
+                }
+            }
+        }
+        Ok(json!({"registered": registered, "deregistered": deregistered}))
+    }
+
+    /// Registers a trust anchor (unless it is already); its IoT Core id.
+    async fn register(&self, app: &str, fingerprint: &str, der: &[u8]) -> anyhow::Result<String> {
+        if let Some(known) = self.store.registered_ca(fingerprint).await? {
+            return Ok(known.certificate_id);
+        }
+        let pem = pem::encode_config(
+            &pem::Pem::new("CERTIFICATE", der.to_vec()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        );
+        let registered = self
+            .iot
+            .register_ca_certificate()
+            .ca_certificate(pem)
+            .certificate_mode(CertificateMode::SniOnly)
+            .set_as_active(true)
+            .allow_auto_registration(true)
+            .send()
+            .await;
+        let id = match registered {
+            Ok(out) => out
+                .certificate_id
+                .ok_or_else(|| anyhow::anyhow!("no certificate id"))?,
+            // registered before the item was written (a retried record): IoT Core's id
+            // of a certificate is the SHA-256 of its DER
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_already_exists_exception()) =>
+            {
+                fingerprint.to_owned()
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot register a trust anchor")),
+        };
+        self.store
+            .put_registered_ca(&RegisteredCa {
+                fingerprint: fingerprint.to_owned(),
+                certificate_id: id.clone(),
+                application: app.to_owned(),
+            })
+            .await?;
+        tracing::info!(application = app, certificate = %id, "trust anchor registered with IoT Core");
+        Ok(id)
+    }
+
+    /// Deactivates and deletes a registered trust anchor; its IoT Core id, if it was.
+    async fn deregister(&self, fingerprint: &str) -> anyhow::Result<Option<String>> {
+        let Some(known) = self.store.registered_ca(fingerprint).await? else {
+            return Ok(None);
+        };
+        let id = &known.certificate_id;
+        let deactivated = self
+            .iot
+            .update_ca_certificate()
+            .certificate_id(id)
+            .new_status(CaCertificateStatus::Inactive)
+            .send()
+            .await;
+        if let Err(e) = deactivated
+            && !gone(&e)
+        {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot deactivate the CA certificate {id}"))
+            );
+        }
+        let deleted = self
+            .iot
+            .delete_ca_certificate()
+            .certificate_id(id)
+            .send()
+            .await;
+        if let Err(e) = deleted
+            && !gone(&e)
+        {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot delete the CA certificate {id}"))
+            );
+        }
+        self.store.delete_registered_ca(fingerprint).await?;
+        tracing::info!(application = %known.application, certificate = %id, "trust anchor removed from IoT Core");
+        Ok(Some(id.clone()))
+    }
+}
+
+/// Whether IoT Core answered that the resource does not exist (anymore).
+fn gone<E>(e: &aws_sdk_iot::error::SdkError<E, aws_sdk_iot::config::http::HttpResponse>) -> bool {
+    e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
+}
