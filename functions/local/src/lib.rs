@@ -171,6 +171,7 @@ impl Server {
             .merge(metrics::router(metrics::Metrics {
                 device_auth,
                 events: events.clone(),
+                mqtt: mqtt_backend.hub.clone(),
             }));
 
         let http = TcpListener::bind(config.http_bind)

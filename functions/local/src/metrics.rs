@@ -8,11 +8,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::log::EventLog;
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Metrics {
     pub device_auth: DeviceAuthenticator,
     pub events: EventLog,
+    pub mqtt: Arc<crate::mqtt::hub::Hub>,
 }
 
 pub fn router(metrics: Metrics) -> Router {
@@ -36,9 +38,17 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          drogue_events_written_total {events}\n\
          # HELP drogue_event_commits_total Commits of the local event log (each holds one or more events).\n\
          # TYPE drogue_event_commits_total counter\n\
-         drogue_event_commits_total {commits}\n",
+         drogue_event_commits_total {commits}\n\
+         # HELP drogue_mqtt_sessions MQTT connections of the local broker.\n\
+         # TYPE drogue_mqtt_sessions gauge\n\
+         drogue_mqtt_sessions {}\n\
+         # HELP drogue_mqtt_dropped_total Messages dropped for MQTT subscribers that fell behind.\n\
+         # TYPE drogue_mqtt_dropped_total counter\n\
+         drogue_mqtt_dropped_total {}\n",
         verified.slow_checks(),
         verified.len(),
+        m.mqtt.sessions(),
+        m.mqtt.dropped(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -1,7 +1,10 @@
 //! `drogue-loadgen run`: requests over N keep-alive HTTP/1.1 connections for a while,
 //! then the throughput and latency percentiles.
+//! `drogue-loadgen mqtt`: MQTT devices to one subscribed application (see `mqtt.rs`).
 //! `drogue-loadgen bare-server`: the baseline, a bare `hyper` server answering a fixed
 //! status with an empty body.
+
+mod mqtt;
 
 use anyhow::Context;
 use base64::Engine;
@@ -52,6 +55,35 @@ enum Mode {
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
+    /// MQTT devices publish telemetry as fast as the broker takes it; one application
+    /// subscribes. Messages per second delivered to it.
+    Mqtt {
+        /// `host:port` of the broker.
+        broker: String,
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// 0 or 1: the QoS of publishing and of the subscription.
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        /// The application: devices are `dev{i}@{app}` and publish on `dt/{app}/dev{i}/temp`.
+        #[arg(long, default_value = "bench")]
+        app: String,
+        /// The devices' password; without: no login (a plain broker).
+        #[arg(long)]
+        device_password: Option<String>,
+        /// The subscriber's `user:token`; without: no login.
+        #[arg(long)]
+        subscriber: Option<String>,
+        /// The subscription filter.
+        #[arg(long, default_value = "app/bench")]
+        filter: String,
+        /// Messages per second from all devices together; 0: as fast as the broker
+        /// takes them.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
     /// Answer every request with 200 (or 202 with `--accepted`) and an empty body.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:18081")]
@@ -101,6 +133,27 @@ fn main() -> anyhow::Result<()> {
             device,
             count,
         } => rt.block_on(command_latency(base, token, device, count)),
+        Mode::Mqtt {
+            broker,
+            devices,
+            seconds,
+            qos,
+            app,
+            device_password,
+            subscriber,
+            filter,
+            rate,
+        } => rt.block_on(mqtt::run(mqtt::MqttLoad {
+            broker,
+            devices,
+            seconds,
+            qos1: qos >= 1,
+            app,
+            device_password,
+            subscriber,
+            filter,
+            rate,
+        })),
         Mode::BareServer { bind, accepted } => {
             let status = if accepted {
                 StatusCode::ACCEPTED

@@ -22,11 +22,17 @@ use ntex_mqtt::error::MqttError;
 use ntex_mqtt::{MqttServer, QoS, v3, v5};
 use ntex_service::cfg::SharedCfg;
 use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
+use ntex_util::services::inflight::InFlight;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
+
+/// Publishes of one connection handled at once (each waits for the one before it to
+/// reach the stream); beyond, the broker stops reading from the client, which slows it
+/// down rather than the broker filling its memory.
+pub const PUBLISHES_IN_FLIGHT: usize = 16;
 
 /// Why a connection is closed.
 #[derive(Debug, Clone)]
@@ -115,27 +121,20 @@ impl ConnInner {
         }
     }
 
-    async fn publish(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        content_type: Option<&str>,
-    ) -> Result<Outcome, BrokerError> {
-        let (backend, client) = (self.backend.clone(), self.client.clone());
-        let (topic, content_type) = (topic.to_owned(), content_type.map(str::to_owned));
-        on_main(&self.main, async move {
-            backend
-                .publish(
-                    &client,
-                    &Message {
-                        topic: &topic,
-                        payload: &payload,
-                        content_type: content_type.as_deref(),
-                    },
-                )
-                .await
-        })
-        .await
+    /// Handles a publish on this worker: the ingest needs nothing of the main runtime
+    /// (the store, the event log and the caches work from any thread), and each hop to
+    /// it would cost two thread switches per message.
+    async fn publish(&self, topic: &str, payload: Bytes, content_type: Option<&str>) -> Outcome {
+        self.backend
+            .publish(
+                &self.client,
+                &Message {
+                    topic,
+                    payload: &payload,
+                    content_type,
+                },
+            )
+            .await
     }
 }
 
@@ -252,10 +251,12 @@ async fn handshake_v3(
             let d = &push.delivery;
             let publish = sink.publish(ByteString::from(d.topic.as_str()));
             let payload = Bytes::copy_from_slice(&d.payload);
+            // the client's receive window (QoS 1) and the connection's write buffer
+            // (both): a slow subscriber holds its queue back, not the broker's memory
+            if !sink.ready().await {
+                break;
+            }
             let sent = if push.qos1 {
-                if !sink.ready().await {
-                    break;
-                }
                 publish.send_at_least_once_no_block(payload)
             } else {
                 publish.send_at_most_once(payload)
@@ -274,7 +275,7 @@ async fn publish_v3(conn: Conn, mut turn: Turn, p: v3::Publish) -> Result<(), Br
         .await
         .map_err(|e| BrokerError(format!("cannot read the payload: {e:?}")))?;
     turn.wait().await;
-    match conn.publish(p.publish_topic(), payload, None).await? {
+    match conn.publish(p.publish_topic(), payload, None).await {
         Outcome::Accepted => Ok(()),
         // MQTT 3.1.1 cannot refuse a publish but by closing the connection
         refused => Err(BrokerError(format!("publish refused: {refused:?}"))),
@@ -399,10 +400,12 @@ async fn handshake_v5(
                         .collect();
                 });
             let payload = Bytes::copy_from_slice(&d.payload);
+            // the client's receive window (QoS 1) and the connection's write buffer
+            // (both): a slow subscriber holds its queue back, not the broker's memory
+            if !sink.ready().await {
+                break;
+            }
             let sent = if push.qos1 {
-                if !sink.ready().await {
-                    break;
-                }
                 publish.send_at_least_once_no_block(payload)
             } else {
                 publish.send_at_most_once(payload)
@@ -433,7 +436,7 @@ async fn publish_v5(
     let content_type = p.packet().properties.content_type.clone();
     let outcome = conn
         .publish(p.publish_topic(), payload, content_type.as_deref())
-        .await?;
+        .await;
     use v5::codec::PublishAckReason as Reason;
     let (code, reason) = match outcome {
         Outcome::Accepted => return Ok(p.ack()),
@@ -541,31 +544,30 @@ pub fn service(
     (),
 > {
     let (b3, m3, b5, m5) = (backend.clone(), main.clone(), backend, main);
+    let publish_v3 = fn_factory_with_config(async |session: v3::Session<Conn>| {
+        Ok::<_, BrokerError>(fn_service(move |p| {
+            let conn = Conn::clone(&session);
+            let turn = conn.turn();
+            publish_v3(conn, turn, p)
+        }))
+    });
+    let publish_v5 = fn_factory_with_config(async |session: v5::Session<Conn>| {
+        Ok::<_, BrokerError>(fn_service(move |p| {
+            let conn = Conn::clone(&session);
+            let turn = conn.turn();
+            publish_v5(conn, turn, p)
+        }))
+    });
+    let in_flight = InFlight::new(PUBLISHES_IN_FLIGHT);
     MqttServer::new()
         .v3(v3::MqttServer::new(fn_service(move |hs| {
             handshake_v3(b3.clone(), m3.clone(), hs)
         }))
         .protocol(protocol_v3())
-        .publish(fn_factory_with_config(
-            async |session: v3::Session<Conn>| {
-                Ok::<_, BrokerError>(fn_service(move |p| {
-                    let conn = Conn::clone(&session);
-                    let turn = conn.turn();
-                    publish_v3(conn, turn, p)
-                }))
-            },
-        )))
+        .publish(ntex_service::apply(in_flight, publish_v3)))
         .v5(v5::MqttServer::new(fn_service(move |hs| {
             handshake_v5(b5.clone(), m5.clone(), hs)
         }))
         .protocol(protocol_v5())
-        .publish(fn_factory_with_config(
-            async |session: v5::Session<Conn>| {
-                Ok::<_, BrokerError>(fn_service(move |p| {
-                    let conn = Conn::clone(&session);
-                    let turn = conn.turn();
-                    publish_v5(conn, turn, p)
-                }))
-            },
-        )))
+        .publish(ntex_service::apply(in_flight, publish_v5)))
 }

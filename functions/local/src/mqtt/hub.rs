@@ -251,11 +251,14 @@ impl Hub {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(
-                    client_id = %entry.client_id,
-                    dropped,
-                    "a subscriber falls behind: its queue is full and a message was dropped"
-                );
+                // (not every time: a subscriber that cannot keep up drops many)
+                if dropped.is_power_of_two() || dropped.is_multiple_of(10_000) {
+                    tracing::warn!(
+                        client_id = %entry.client_id,
+                        dropped,
+                        "a subscriber falls behind: its queue is full and messages were dropped"
+                    );
+                }
                 false
             }
             // the connection is ending

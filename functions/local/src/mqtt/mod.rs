@@ -20,6 +20,8 @@ use std::sync::Arc;
 /// little larger, for the topic and properties).
 pub const MAX_PAYLOAD: u32 = 128 * 1024;
 const MAX_PACKET: u32 = MAX_PAYLOAD + 4 * 1024;
+/// QoS 1 messages a subscriber may have unacknowledged.
+pub const MAX_UNACKNOWLEDGED: u16 = 64;
 
 /// Where the broker listens.
 pub struct Listeners {
@@ -42,8 +44,10 @@ fn mqtt_config() -> SharedCfgBuilder {
     SharedCfg::new("MQTT").add(
         ntex_mqtt::MqttServiceConfig::new()
             .set_max_qos(QoS::AtLeastOnce)
-            // publishes read ahead per connection (handled in order)
-            .set_max_receive(64)
+            // QoS 1 publishes a client may have unacknowledged (MQTT 5 receive maximum)
+            .set_max_receive(broker::PUBLISHES_IN_FLIGHT as u16)
+            // QoS 1 messages to a client it has not acknowledged yet
+            .set_max_send(MAX_UNACKNOWLEDGED)
             .set_max_size(MAX_PACKET)
             .set_connect_timeout(Seconds(10))
             .set_handshake_timeout(Seconds(10)),

@@ -332,6 +332,19 @@ async fn commands_reach_devices_and_gateways_and_answers_come_back() {
     );
     // dev2 heard none of dev1's or the gateway's commands
     dev2.quiet(Duration::from_millis(300)).await;
+
+    // the broker's sessions show in the metrics
+    let metrics = reqwest::get(format!("{}/metrics", s.server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("\ndrogue_mqtt_sessions 4\n"), "{metrics}");
+    assert!(
+        metrics.contains("\ndrogue_mqtt_dropped_total 0\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
