@@ -6,6 +6,7 @@
 pub mod api;
 pub mod backend;
 pub mod issuer;
+pub mod lambda;
 pub mod pki;
 pub mod suite;
 

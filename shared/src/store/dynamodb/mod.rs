@@ -77,6 +77,11 @@ impl DynamoStore {
         }
     }
 
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// Creates the table (on-demand, with the index and TTL) as `template.yaml` does; for
     /// tests and emulators.
     pub async fn create_table(&self) -> StoreResult<()> {

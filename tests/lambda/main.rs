@@ -1,0 +1,516 @@
+//! Every function's real binary under the Lambda Runtime API (emulated here, see
+//! `drogue_tests::lambda`), fed with each payload in `events/`, with DynamoDB, Kinesis and
+//! IoT Core in moto: the proof that the Lambda entry points work, not only the handlers.
+
+#[path = "../mqtt/fixture.rs"]
+#[allow(dead_code)]
+mod fixture;
+
+use aws_sdk_iot::types::CertificateStatus;
+use drogue_shared::access::Principal;
+use drogue_shared::access::authz::Authorizer;
+use drogue_shared::model::AppName;
+use drogue_shared::registry::Registry;
+use drogue_shared::store::dynamodb::DynamoStore;
+use drogue_shared::store::{CommandStore, Store, StoredToken};
+use drogue_tests::backend::{
+    fresh_dynamo_table, fresh_kinesis_stream, iot_client, kinesis_client, kinesis_records, moto_url,
+};
+use drogue_tests::lambda::{Answer, FunctionProcess, RuntimeApi, lambda_environment, start_binary};
+use fixture::{FIXTURE_TOKEN, event};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// A function binary started against its own Runtime API.
+struct Function {
+    api: RuntimeApi,
+    _process: FunctionProcess,
+}
+
+impl Function {
+    async fn start(binary: &str, settings: &[(&str, &str)]) -> Self {
+        let api = RuntimeApi::start(binary).await;
+        let mut env = lambda_environment(&api, binary, &moto_url());
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let process = start_binary(binary, &env);
+        Self {
+            api,
+            _process: process,
+        }
+    }
+
+    async fn invoke(&self, fixture: &str) -> Answer {
+        self.api.invoke(event(fixture)).await
+    }
+
+    /// An API Gateway event's answer: status and JSON body.
+    async fn http(&self, fixture: &str) -> (u16, Value) {
+        let answer = self.invoke(fixture).await.response();
+        let status = answer["statusCode"]
+            .as_u64()
+            .expect("an API Gateway answer") as u16;
+        let body = answer["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        (status, body)
+    }
+}
+
+/// Only the fixtures' access token (user `admin`, an administrator).
+async fn fixture_token(store: &dyn Store) {
+    store
+        .create_token(&StoredToken {
+            prefix: drogue_shared::token::prefix_of(FIXTURE_TOKEN)
+                .unwrap()
+                .into(),
+            user: "admin".into(),
+            name: None,
+            roles: vec![Authorizer::DEFAULT_ADMIN_ROLE.into()],
+            hash: drogue_shared::token::hash(FIXTURE_TOKEN),
+            created: chrono::Utc::now(),
+            description: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// The fixtures' applications and devices, with `lambda-ca.pem` a trust anchor of
+/// `from-lambda`.
+async fn populated() -> DynamoStore {
+    let store = fresh_dynamo_table().await;
+    fixture::populate(Arc::new(store.clone())).await;
+    let mut admin = Principal::user("admin");
+    admin.roles.push(Authorizer::DEFAULT_ADMIN_ROLE.into());
+    let anchor = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(include_str!("../testdata/pki/lambda-ca.pem"))
+    };
+    let app = json!({"metadata": {"name": "from-lambda"}, "spec": {"trustAnchors": {"anchors": [{"certificate": anchor}]}}});
+    Registry::new(Arc::new(store.clone()), Authorizer::default())
+        .update_application(
+            &admin,
+            &AppName::parse("from-lambda").unwrap(),
+            serde_json::from_value(app).unwrap(),
+        )
+        .await
+        .unwrap();
+    store
+}
+
+#[tokio::test]
+async fn registry() {
+    let store = fresh_dynamo_table().await;
+    fixture_token(&store).await;
+    let f = Function::start("registry", &[("DROGUE_TABLE", store.table())]).await;
+
+    assert_eq!(f.http("registry-create-app.json").await.0, 201);
+    let (status, listed) = f.http("registry-list-apps.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["metadata"]["name"], "from-lambda");
+    assert_eq!(f.http("registry-create-device.json").await.0, 201);
+    let (status, device) = f.http("registry-get-device.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(device["metadata"]["name"], "device1");
+    assert!(
+        device["spec"]["authentication"]["credentials"][0]["pass"]
+            .get("sha512")
+            .is_some(),
+        "stored hashed: {device}"
+    );
+    assert_eq!(f.http("registry-delete-app.json").await.0, 204);
+    assert_eq!(f.http("registry-get-device.json").await.0, 404);
+}
+
+#[tokio::test]
+async fn http_endpoint() {
+    let store = populated().await;
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let f = Function::start(
+        "http-endpoint",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_EVENT_STREAM", &stream),
+        ],
+    )
+    .await;
+
+    assert_eq!(f.http("http-telemetry-basic.json").await.0, 202);
+    assert_eq!(f.http("http-telemetry-mtls.json").await.0, 202);
+    let (status, body) = f.http("http-telemetry-bad-password.json").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("AuthenticationError"))
+    );
+    let records = kinesis_records(&kinesis, &stream).await;
+    assert_eq!(records.len(), 2);
+    let mtls: Value = serde_json::from_slice(&records[1].1).unwrap();
+    assert_eq!(
+        (mtls["device"].as_str(), mtls["subject"].as_str()),
+        (Some("device1"), Some("state"))
+    );
+}
+
+#[tokio::test]
+async fn command() {
+    let store = populated().await;
+    let f = Function::start("command", &[("DROGUE_TABLE", store.table())]).await;
+    assert_eq!(f.http("command-drop-off.json").await.0, 202);
+    let taken = store
+        .take_command("from-lambda", "device1", chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("the command waits for the device");
+    assert_eq!(taken.name, "reboot");
+
+    // the same binary as the target of the command/# rule
+    let rule = Function::start(
+        "command",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_COMMAND_SOURCE", "mqtt"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rule.invoke("mqtt-command.json").await.response()["outcome"],
+        "accepted"
+    );
+    let taken = store
+        .take_command("from-lambda", "device1", chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("the command from MQTT waits for the device");
+    assert_eq!(taken.payload, br#"{"delay":5}"#);
+}
+
+#[tokio::test]
+async fn mqtt_authorizer() {
+    let store = populated().await;
+    let f = Function::start("mqtt-authorizer", &[("DROGUE_TABLE", store.table())]).await;
+    for (fixture, allowed) in [
+        ("mqtt-authorizer-device.json", true),
+        ("mqtt-authorizer-application.json", true),
+        ("mqtt-authorizer-bad-password.json", false),
+    ] {
+        let answer = f.invoke(fixture).await.response();
+        assert_eq!(answer["isAuthenticated"], allowed, "{fixture}: {answer}");
+        let documents = answer["policyDocuments"].as_array().expect("never null");
+        assert_eq!(documents.is_empty(), !allowed, "{fixture}");
+        let principal = answer["principalId"].as_str().unwrap();
+        assert!(
+            (1..=128).contains(&principal.len())
+                && principal.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{principal}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mqtt_ingest() {
+    let store = populated().await;
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let f = Function::start(
+        "mqtt-ingest",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_EVENT_STREAM", &stream),
+        ],
+    )
+    .await;
+    for fixture in [
+        "mqtt-ingest-telemetry.json",
+        "mqtt-lifecycle-connected.json",
+        "mqtt-lifecycle-disconnected.json",
+    ] {
+        assert_eq!(
+            f.invoke(fixture).await.response()["outcome"],
+            "accepted",
+            "{fixture}"
+        );
+    }
+    let types: Vec<String> = kinesis_records(&kinesis, &stream)
+        .await
+        .iter()
+        .map(|(_, data)| {
+            serde_json::from_slice::<Value>(data).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "io.drogue.event.v1",
+            "io.drogue.connection.v1",
+            "io.drogue.connection.v1"
+        ]
+    );
+}
+
+/// Removes a certificate from moto's IoT if an earlier run left it there.
+async fn forget_certificate(iot: &aws_sdk_iot::Client, pem: &str) {
+    let listed = iot.list_certificates().send().await.unwrap();
+    for cert in listed.certificates() {
+        let (Some(id), Some(arn)) = (cert.certificate_id(), cert.certificate_arn()) else {
+            continue;
+        };
+        let described = iot
+            .describe_certificate()
+            .certificate_id(id)
+            .send()
+            .await
+            .unwrap();
+        if described
+            .certificate_description
+            .and_then(|d| d.certificate_pem)
+            .as_deref()
+            != Some(pem)
+        {
+            continue;
+        }
+        let attached = iot
+            .list_attached_policies()
+            .target(arn)
+            .send()
+            .await
+            .unwrap();
+        for policy in attached.policies() {
+            iot.detach_policy()
+                .policy_name(policy.policy_name().unwrap())
+                .target(arn)
+                .send()
+                .await
+                .unwrap();
+        }
+        iot.update_certificate()
+            .certificate_id(id)
+            .new_status(CertificateStatus::Inactive)
+            .send()
+            .await
+            .unwrap();
+        iot.delete_certificate()
+            .certificate_id(id)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn cert_validator() {
+    let store = populated().await;
+    let iot = iot_client(&moto_url());
+    let pem = include_str!("../testdata/pki/device1.pem");
+    forget_certificate(&iot, pem).await;
+    let registered = iot
+        .register_certificate_without_ca()
+        .certificate_pem(pem)
+        .status(CertificateStatus::PendingActivation)
+        .send()
+        .await
+        .unwrap();
+    let id = registered.certificate_id.unwrap();
+    let mut registration = event("iot-certificate-registered.json");
+    registration["certificateId"] = json!(id);
+
+    let f = Function::start(
+        "cert-validator",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_IOT_POLICY_PREFIX", "drogue-lambda-test"),
+        ],
+    )
+    .await;
+    let answer = f.api.invoke(registration).await.response();
+    assert_eq!(answer["outcome"], "activated", "{answer}");
+    assert_eq!(answer["device"], "device1");
+    let status = iot
+        .describe_certificate()
+        .certificate_id(&id)
+        .send()
+        .await
+        .unwrap()
+        .certificate_description
+        .unwrap()
+        .status;
+    assert_eq!(status, Some(CertificateStatus::Active));
+    // the fixture as it is names a certificate IoT Core does not know: a function error
+    assert!(matches!(
+        f.invoke("iot-certificate-registered.json").await,
+        Answer::Error(_)
+    ));
+    forget_certificate(&iot, pem).await;
+}
+
+#[tokio::test]
+async fn trust_anchor_sync() {
+    let store = fresh_dynamo_table().await;
+    let f = Function::start("trust-anchor-sync", &[("DROGUE_TABLE", store.table())]).await;
+    let answer = f.invoke("trust-anchor-sync.json").await.response();
+    assert_eq!(
+        answer["registered"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    let id = answer["registered"][0].as_str().unwrap();
+    let described = iot_client(&moto_url())
+        .describe_ca_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.certificate_description.unwrap().status,
+        Some(aws_sdk_iot::types::CaCertificateStatus::Active)
+    );
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A binary serving plain HTTP on `$PORT`, as on Knative.
+async fn serve_on_port(binary: &str, settings: &[(&str, &str)]) -> (FunctionProcess, String) {
+    let port = free_port();
+    let mut env: Vec<(String, String)> = [
+        ("PORT", port.to_string()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_ENDPOINT_URL", moto_url()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let process = start_binary(binary, &env);
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (process, base);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{binary} does not listen on $PORT");
+}
+
+#[tokio::test]
+async fn every_binary_serves_on_port() {
+    let store = populated().await;
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let table = store.table();
+    let http = reqwest::Client::new();
+    let (user, token) = ("admin", FIXTURE_TOKEN);
+
+    let (_registry, base) = serve_on_port("registry", &[("DROGUE_TABLE", table)]).await;
+    let listed = http
+        .get(format!("{base}/api/registry/v1alpha1/apps"))
+        .basic_auth(user, Some(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 200);
+    let apps: Value = listed.json().await.unwrap();
+    assert!(
+        apps.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["metadata"]["name"] == "from-lambda")
+    );
+
+    let (_endpoint, base) = serve_on_port(
+        "http-endpoint",
+        &[("DROGUE_TABLE", table), ("DROGUE_EVENT_STREAM", &stream)],
+    )
+    .await;
+    let published = http
+        .post(format!("{base}/v1/telemetry"))
+        .basic_auth("device1@from-lambda", Some("hey-rodney"))
+        .json(&json!({"temp": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 202);
+
+    let (_command, base) = serve_on_port("command", &[("DROGUE_TABLE", table)]).await;
+    let dropped = http
+        .post(format!(
+            "{base}/api/command/v1alpha1/apps/from-lambda/devices/device1?command=ping"
+        ))
+        .basic_auth(user, Some(token))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status().as_u16(), 202);
+
+    // event functions take their event as POST /
+    let post = |base: String, fixture: &'static str| {
+        let http = http.clone();
+        async move {
+            let answer = http
+                .post(format!("{base}/"))
+                .json(&event(fixture))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), 200, "{fixture}");
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    let (_authorizer, base) = serve_on_port("mqtt-authorizer", &[("DROGUE_TABLE", table)]).await;
+    assert_eq!(
+        post(base, "mqtt-authorizer-device.json").await["isAuthenticated"],
+        true
+    );
+    let (_ingest, base) = serve_on_port(
+        "mqtt-ingest",
+        &[("DROGUE_TABLE", table), ("DROGUE_EVENT_STREAM", &stream)],
+    )
+    .await;
+    assert_eq!(
+        post(base, "mqtt-ingest-telemetry.json").await["outcome"],
+        "accepted"
+    );
+    let (_rule, base) = serve_on_port(
+        "command",
+        &[("DROGUE_TABLE", table), ("DROGUE_COMMAND_SOURCE", "mqtt")],
+    )
+    .await;
+    assert_eq!(post(base, "mqtt-command.json").await["outcome"], "accepted");
+    let (_sync, base) = serve_on_port("trust-anchor-sync", &[("DROGUE_TABLE", table)]).await;
+    assert_eq!(
+        post(base, "trust-anchor-sync.json").await["registered"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    // an event that fails is a 500 with a JSON error
+    let (_validator, base) = serve_on_port("cert-validator", &[("DROGUE_TABLE", table)]).await;
+    let failed = http
+        .post(format!("{base}/"))
+        .json(&event("iot-certificate-registered.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status().as_u16(), 500);
+    assert_eq!(
+        failed.json::<Value>().await.unwrap()["error"],
+        "FunctionError"
+    );
+}
