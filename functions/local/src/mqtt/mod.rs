@@ -23,6 +23,11 @@ const MAX_PACKET: u32 = MAX_PAYLOAD + 4 * 1024;
 /// QoS 1 messages a subscriber may have unacknowledged.
 pub const MAX_UNACKNOWLEDGED: u16 = 64;
 
+/// How long the broker's workers may take to start.
+const STARTUP: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a stop may wait for connections to close and threads to end.
+const SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where the broker listens.
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
@@ -77,6 +82,13 @@ impl Broker {
             listener.set_nonblocking(true)?;
         }
         let (started, server) = std::sync::mpsc::channel();
+        // every worker builds one service per listener; the broker is started once all
+        // have (a stop that arrives while workers are still starting is not seen by
+        // them)
+        let workers = listeners.workers.max(1);
+        let services = workers * (usize::from(tcp.is_some()) + usize::from(tls.is_some()));
+        let (built, built_rx) = std::sync::mpsc::channel::<()>();
+        let built_tls = built.clone();
         let thread = std::thread::Builder::new()
             .name("mqtt".into())
             .spawn(move || {
@@ -86,12 +98,14 @@ impl Broker {
                     .build(ntex_net::DefaultRuntime)
                     .block_on(async move {
                         let mut builder = ntex_server::net::build()
-                            .workers(listeners.workers.max(1))
+                            .workers(workers)
+                            .shutdown_timeout(Seconds(3))
                             .disable_signals();
                         if let Some(listener) = listeners.tcp {
                             let (backend, main) = (backend.clone(), main.clone());
                             builder = builder
                                 .listen("mqtt", listener, async move |_| {
+                                    let _ = built.send(());
                                     broker::service(backend.clone(), main.clone())
                                 })?
                                 .config("mqtt", mqtt_config());
@@ -99,6 +113,7 @@ impl Broker {
                         if let Some((listener, config)) = listeners.tls {
                             builder = builder
                                 .listen("mqtts", listener, async move |_| {
+                                    let _ = built_tls.send(());
                                     ntex_service::chain_factory(ntex_tls::rustls::TlsAcceptor::new(
                                         config.clone(),
                                     ))
@@ -119,6 +134,11 @@ impl Broker {
         let server = server
             .recv()
             .map_err(|_| std::io::Error::other("the MQTT broker did not start"))?;
+        for _ in 0..services {
+            built_rx
+                .recv_timeout(STARTUP)
+                .map_err(|_| std::io::Error::other("the MQTT broker's workers did not start"))?;
+        }
         Ok(Self {
             server,
             thread: Some(thread),
@@ -137,11 +157,21 @@ impl Broker {
         self.tls
     }
 
-    /// Stops accepting, closes the connections and waits for the threads.
+    /// Stops accepting, closes the connections and waits for the threads, for at most
+    /// [`SHUTDOWN`] (the process may exit with a connection still closing).
     pub async fn stop(mut self) {
-        self.server.stop(true).await;
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let thread = self.thread.take();
+        let stopped = async move {
+            self.server.stop(true).await;
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN, stopped).await.is_err() {
+            tracing::warn!(
+                "the MQTT broker did not stop within {} s; exiting without it",
+                SHUTDOWN.as_secs()
+            );
         }
     }
 }
