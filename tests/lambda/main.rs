@@ -380,20 +380,107 @@ fn free_port() -> u16 {
 }
 
 /// A binary serving plain HTTP on `$PORT`, as on Knative.
-async fn serve_on_port(binary: &str, settings: &[(&str, &str)]) -> (FunctionProcess, String) {
+/// Knative Services by name: the binary each runs and its environment.
+type Services = std::collections::HashMap<String, (String, Vec<(String, String)>)>;
+
+/// The Knative Services of `infra/knative/`: name to (binary, environment), the
+/// environment being the `drogue` ConfigMap's data and the Service's own `env`.
+fn knative_services() -> Services {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/knative");
+    let documents = |file: &str| -> Vec<Value> {
+        let python = std::env::var("DROGUE_TEST_PYTHON").expect(
+            "DROGUE_TEST_PYTHON names a Python with PyYAML; tests/run sets it up and exports it",
+        );
+        let output = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+                &format!("{dir}/{file}"),
+            ])
+            .output()
+            .expect("python runs");
+        assert!(output.status.success(), "{file}: {output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let config = documents("config.yaml");
+    assert_eq!(config.len(), 1);
+    assert_eq!(config[0]["kind"], "ConfigMap");
+    assert_eq!(config[0]["metadata"]["name"], "drogue");
+    let common: Vec<(String, String)> = config[0]["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string values").to_owned()))
+        .collect();
+    let dockerfile = std::fs::read_to_string(format!("{dir}/Dockerfile")).unwrap();
+    documents("services.yaml")
+        .into_iter()
+        .map(|service| {
+            assert_eq!(service["apiVersion"], "serving.knative.dev/v1");
+            assert_eq!(service["kind"], "Service");
+            let name = service["metadata"]["name"].as_str().unwrap().to_owned();
+            let containers = service["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap();
+            assert_eq!(containers.len(), 1, "{name}");
+            let container = &containers[0];
+            assert_eq!(
+                container["envFrom"][0]["configMapRef"]["name"], "drogue",
+                "{name} reads the common settings"
+            );
+            let command = container["command"][0].as_str().unwrap();
+            let binary = command
+                .strip_prefix("/usr/local/bin/")
+                .unwrap_or_else(|| panic!("{name}: {command}"))
+                .to_owned();
+            assert!(
+                dockerfile.contains(&format!("target/release/{binary}")),
+                "the image holds {binary}"
+            );
+            let mut env = common.clone();
+            for var in container["env"].as_array().into_iter().flatten() {
+                env.push((
+                    var["name"].as_str().unwrap().to_owned(),
+                    var["value"].as_str().unwrap().to_owned(),
+                ));
+            }
+            (name, (binary, env))
+        })
+        .collect()
+}
+
+/// Starts a Knative Service's binary with its manifest's environment, the table and
+/// stream of the test in place of the manifest's ones, AWS in moto, and `$PORT`.
+async fn serve_on_port(
+    services: &Services,
+    service: &str,
+    table: &str,
+    stream: &str,
+) -> (FunctionProcess, String) {
+    let (binary, manifest) = services
+        .get(service)
+        .unwrap_or_else(|| panic!("no Knative Service {service}"));
     let port = free_port();
-    let mut env: Vec<(String, String)> = [
-        ("PORT", port.to_string()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_ENDPOINT_URL", moto_url()),
-        ("RUST_LOG", "warn".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut env: Vec<(String, String)> = manifest
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "DROGUE_TABLE" => (k.clone(), table.to_owned()),
+            "DROGUE_EVENT_STREAM" => (k.clone(), stream.to_owned()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    env.extend(
+        [
+            ("PORT", port.to_string()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_ENDPOINT_URL", moto_url()),
+            ("RUST_LOG", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
     let process = start_binary(binary, &env);
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..200 {
@@ -405,11 +492,30 @@ async fn serve_on_port(binary: &str, settings: &[(&str, &str)]) -> (FunctionProc
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    panic!("{binary} does not listen on $PORT");
+    panic!("{service} ({binary}) does not listen on $PORT");
 }
 
+/// Each binary, started as its Knative Service in `infra/knative/` says, serves on
+/// `$PORT`; every function binary has a Service.
 #[tokio::test]
-async fn every_binary_serves_on_port() {
+async fn every_knative_service_serves_on_port() {
+    let services = knative_services();
+    let mut binaries: Vec<&str> = services.values().map(|(b, _)| b.as_str()).collect();
+    binaries.sort();
+    binaries.dedup();
+    assert_eq!(
+        binaries,
+        [
+            "cert-validator",
+            "command",
+            "http-endpoint",
+            "mqtt-authorizer",
+            "mqtt-ingest",
+            "registry",
+            "trust-anchor-sync"
+        ],
+        "a Service for every function binary"
+    );
     let store = populated().await;
     let kinesis = kinesis_client(&moto_url());
     let stream = fresh_kinesis_stream(&kinesis).await;
@@ -417,7 +523,7 @@ async fn every_binary_serves_on_port() {
     let http = reqwest::Client::new();
     let (user, token) = ("admin", FIXTURE_TOKEN);
 
-    let (_registry, base) = serve_on_port("registry", &[("DROGUE_TABLE", table)]).await;
+    let (_registry, base) = serve_on_port(&services, "drogue-registry", table, &stream).await;
     let listed = http
         .get(format!("{base}/api/registry/v1alpha1/apps"))
         .basic_auth(user, Some(token))
@@ -433,11 +539,7 @@ async fn every_binary_serves_on_port() {
             .any(|a| a["metadata"]["name"] == "from-lambda")
     );
 
-    let (_endpoint, base) = serve_on_port(
-        "http-endpoint",
-        &[("DROGUE_TABLE", table), ("DROGUE_EVENT_STREAM", &stream)],
-    )
-    .await;
+    let (_endpoint, base) = serve_on_port(&services, "drogue-http-endpoint", table, &stream).await;
     let published = http
         .post(format!("{base}/v1/telemetry"))
         .basic_auth("device1@from-lambda", Some("hey-rodney"))
@@ -447,7 +549,7 @@ async fn every_binary_serves_on_port() {
         .unwrap();
     assert_eq!(published.status().as_u16(), 202);
 
-    let (_command, base) = serve_on_port("command", &[("DROGUE_TABLE", table)]).await;
+    let (_command, base) = serve_on_port(&services, "drogue-command", table, &stream).await;
     let dropped = http
         .post(format!(
             "{base}/api/command/v1alpha1/apps/from-lambda/devices/device1?command=ping"
@@ -473,27 +575,20 @@ async fn every_binary_serves_on_port() {
             answer.json::<Value>().await.unwrap()
         }
     };
-    let (_authorizer, base) = serve_on_port("mqtt-authorizer", &[("DROGUE_TABLE", table)]).await;
+    let (_authorizer, base) =
+        serve_on_port(&services, "drogue-mqtt-authorizer", table, &stream).await;
     assert_eq!(
         post(base, "mqtt-authorizer-device.json").await["isAuthenticated"],
         true
     );
-    let (_ingest, base) = serve_on_port(
-        "mqtt-ingest",
-        &[("DROGUE_TABLE", table), ("DROGUE_EVENT_STREAM", &stream)],
-    )
-    .await;
+    let (_ingest, base) = serve_on_port(&services, "drogue-mqtt-ingest", table, &stream).await;
     assert_eq!(
         post(base, "mqtt-ingest-telemetry.json").await["outcome"],
         "accepted"
     );
-    let (_rule, base) = serve_on_port(
-        "command",
-        &[("DROGUE_TABLE", table), ("DROGUE_COMMAND_SOURCE", "mqtt")],
-    )
-    .await;
+    let (_rule, base) = serve_on_port(&services, "drogue-mqtt-command", table, &stream).await;
     assert_eq!(post(base, "mqtt-command.json").await["outcome"], "accepted");
-    let (_sync, base) = serve_on_port("trust-anchor-sync", &[("DROGUE_TABLE", table)]).await;
+    let (_sync, base) = serve_on_port(&services, "drogue-trust-anchor-sync", table, &stream).await;
     assert_eq!(
         post(base, "trust-anchor-sync.json").await["registered"]
             .as_array()
@@ -501,7 +596,8 @@ async fn every_binary_serves_on_port() {
         Some(1)
     );
     // an event that fails is a 500 with a JSON error
-    let (_validator, base) = serve_on_port("cert-validator", &[("DROGUE_TABLE", table)]).await;
+    let (_validator, base) =
+        serve_on_port(&services, "drogue-cert-validator", table, &stream).await;
     let failed = http
         .post(format!("{base}/"))
         .json(&event("iot-certificate-registered.json"))
