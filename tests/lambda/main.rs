@@ -103,7 +103,16 @@ async fn populated() -> DynamoStore {
 async fn registry() {
     let store = fresh_dynamo_table().await;
     fixture_token(&store).await;
-    let f = Function::start("registry", &[("DROGUE_TABLE", store.table())]).await;
+    // the HTTPS client Lambda functions use for AWS's own endpoints (Amazon's roots only;
+    // moto answers plain HTTP, so this shows the client is built and works, not its roots)
+    let f = Function::start(
+        "registry",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_TLS_ROOTS", "amazon"),
+        ],
+    )
+    .await;
 
     assert_eq!(f.http("registry-create-app.json").await.0, 201);
     let (status, listed) = f.http("registry-list-apps.json").await;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let config = Config::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
     let publisher = Arc::new(IotDataPublisher::new(iot_data_client(
         &aws,

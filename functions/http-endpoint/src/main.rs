@@ -11,7 +11,7 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let config = Config::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
     let sink = Arc::new(KinesisSink::new(kinesis::client(&aws), &config.stream));
     runtime::run(router(store, sink, config.settings)).await

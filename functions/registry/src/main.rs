@@ -9,7 +9,7 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let config = Config::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = DynamoStore::new(dynamodb::client(&aws), &config.table);
     runtime::run(router(Arc::new(store), config.settings)).await
 }

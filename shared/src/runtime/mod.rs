@@ -1,6 +1,7 @@
 //! How a function binary runs: under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is
 //! set, else as a plain HTTP server on `$PORT` (Knative and other container platforms).
 
+pub mod aws;
 pub mod tls;
 
 use axum::Router;

@@ -39,6 +39,9 @@ async fn run_once(binary: &Path, case: &Case) -> Sample {
     } else {
         fixture::event(case.event)
     };
+    if case.binary != "hello-lambda" && !env.iter().any(|(k, _)| k == "DROGUE_TLS_ROOTS") {
+        env.push(amazon_roots());
+    }
     let process = start_path(binary, &env);
     // the event is queued at once, as on a cold invocation
     let answer = api.invoke(event).await;
@@ -52,6 +55,11 @@ async fn run_once(binary: &Path, case: &Case) -> Sample {
         answered,
         failed: matches!(answer, Answer::Error(_)),
     }
+}
+
+/// What a function on Lambda, talking to AWS's endpoints, trusts.
+fn amazon_roots() -> (String, String) {
+    ("DROGUE_TLS_ROOTS".to_owned(), "amazon".to_owned())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -77,6 +85,9 @@ async fn main() {
     let table = ("DROGUE_TABLE".to_owned(), store.table().to_owned());
     let events = ("DROGUE_EVENT_STREAM".to_owned(), stream);
     let mqtt = ("DROGUE_COMMAND_SOURCE".to_owned(), "mqtt".to_owned());
+    // on Lambda the functions trust Amazon's roots only (drogue_shared::runtime::aws),
+    // unless AWS_ENDPOINT_URL is set, as it is here for moto: run_once says so explicitly
+    let system = ("DROGUE_TLS_ROOTS".to_owned(), "system".to_owned());
     let cases = [
         Case {
             name: "hello-lambda",
@@ -118,7 +129,7 @@ async fn main() {
             name: "mqtt-ingest",
             binary: "mqtt-ingest",
             event: "mqtt-ingest-telemetry.json",
-            settings: vec![table.clone(), events],
+            settings: vec![table.clone(), events.clone()],
         },
         Case {
             name: "trust-anchor-sync",
@@ -130,7 +141,20 @@ async fn main() {
             name: "cert-validator",
             binary: "cert-validator",
             event: "iot-certificate-registered.json",
-            settings: vec![table],
+            settings: vec![table.clone()],
+        },
+        // what loading the system's root store would cost
+        Case {
+            name: "registry, system roots",
+            binary: "registry",
+            event: "registry-list-apps.json",
+            settings: vec![table.clone(), system.clone()],
+        },
+        Case {
+            name: "http-endpoint, system roots",
+            binary: "http-endpoint",
+            event: "http-telemetry-basic.json",
+            settings: vec![table, events, system],
         },
     ];
 

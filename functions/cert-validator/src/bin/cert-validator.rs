@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let table = table_from_env()?;
     let prefix = std::env::var("DROGUE_IOT_POLICY_PREFIX").unwrap_or_else(|_| "drogue".into());
-    let aws = aws_config::load_from_env().await;
+    let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), table));
     let validator = CertificateValidator::new(iot_client(&aws), store, &prefix)?;
     runtime::run_events(move |event, context| {

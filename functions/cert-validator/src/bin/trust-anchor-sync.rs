@@ -10,7 +10,7 @@ use drogue_shared::store::dynamodb::{self, DynamoStore};
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let table = table_from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = DynamoStore::new(dynamodb::client(&aws), table);
     let sync = TrustAnchorSync::new(iot_client(&aws), store);
     runtime::run_events(move |event, _| {

@@ -1,0 +1,112 @@
+//! The AWS SDK configuration of a function binary.
+//!
+//! Everything comes from the environment as `aws_config` reads it (region, credentials,
+//! `AWS_ENDPOINT_URL`), with one change on Lambda: the HTTPS client trusts only the root
+//! certificates of Amazon Trust Services, which issue the certificates of every AWS
+//! service endpoint, instead of loading and parsing the system's whole root store (144
+//! certificates, about 2.5 ms of a 6 ms cold start, see BENCHMARKS.md). Anywhere else, or
+//! with `AWS_ENDPOINT_URL` set (another service, another CA), or with
+//! `DROGUE_TLS_ROOTS=system`, the system's roots are used as the SDK does by default.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+
+/// Amazon Root CA 1 to 4 and Starfield Services Root Certificate Authority G2 (which
+/// cross-signs them), as the Debian `ca-certificates` package ships them.
+pub const AMAZON_ROOTS: &str = include_str!("amazon-roots.pem");
+
+/// Which root certificates the HTTPS client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// Amazon Trust Services' only.
+    Amazon,
+    /// The system's store.
+    System,
+}
+
+impl Roots {
+    /// The choice for this process's environment (see the module documentation).
+    pub fn from_env() -> Self {
+        Self::choose(
+            super::on_lambda(),
+            std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|v| !v.is_empty()),
+            std::env::var("DROGUE_TLS_ROOTS").ok().as_deref(),
+        )
+    }
+
+    fn choose(on_lambda: bool, custom_endpoint: bool, setting: Option<&str>) -> Self {
+        match setting {
+            Some("system") => Self::System,
+            Some("amazon") => Self::Amazon,
+            _ if on_lambda && !custom_endpoint => Self::Amazon,
+            _ => Self::System,
+        }
+    }
+}
+
+/// The SDK configuration from the environment, with the HTTPS client for `roots`.
+pub async fn config(roots: Roots) -> SdkConfig {
+    let loader = aws_config::defaults(BehaviorVersion::latest());
+    match roots {
+        Roots::System => loader.load().await,
+        Roots::Amazon => loader.http_client(amazon_https_client()).load().await,
+    }
+}
+
+/// [`config`] with the roots [`Roots::from_env`] chooses.
+pub async fn config_from_env() -> SdkConfig {
+    config(Roots::from_env()).await
+}
+
+fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::empty().with_pem_certificate(AMAZON_ROOTS.as_bytes()))
+        .build()
+        .expect("the Amazon roots are valid certificates");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_talking_to_aws_trusts_amazon_roots_only() {
+        assert_eq!(Roots::choose(true, false, None), Roots::Amazon);
+        assert_eq!(Roots::choose(true, true, None), Roots::System);
+        assert_eq!(Roots::choose(false, false, None), Roots::System);
+        assert_eq!(Roots::choose(true, false, Some("system")), Roots::System);
+        assert_eq!(Roots::choose(false, true, Some("amazon")), Roots::Amazon);
+    }
+
+    #[test]
+    fn the_amazon_roots_are_five_valid_ca_certificates() {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(AMAZON_ROOTS.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        assert_eq!(certs.len(), 5);
+        let mut store = rustls::RootCertStore::empty();
+        let (valid, invalid) = store.add_parsable_certificates(certs);
+        assert_eq!((valid, invalid), (5, 0));
+        for cert in AMAZON_ROOTS.split("-----END CERTIFICATE-----").take(5) {
+            let der = CertificateDer::from_pem_slice(
+                format!("{cert}-----END CERTIFICATE-----").trim().as_bytes(),
+            )
+            .unwrap();
+            let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+            assert!(parsed.is_ca(), "{}", parsed.subject());
+            assert!(
+                parsed.subject().to_string().contains("Amazon")
+                    || parsed.subject().to_string().contains("Starfield Services"),
+                "{}",
+                parsed.subject()
+            );
+        }
+    }
+}
