@@ -619,3 +619,21 @@ async fn every_knative_service_serves_on_port() {
         "FunctionError"
     );
 }
+
+/// Every payload in `events/` is fed to a binary by a test of this file.
+#[test]
+fn every_event_file_is_used() {
+    let source = include_str!("main.rs");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
+    let mut unused = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".json") && !source.contains(&format!("\"{name}\"")) {
+            unused.push(name);
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "events not fed to any binary: {unused:?}"
+    );
+}
