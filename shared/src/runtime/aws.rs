@@ -4,9 +4,10 @@
 //! `AWS_ENDPOINT_URL`), with one change on Lambda: the HTTPS client trusts only the root
 //! certificates of Amazon Trust Services, which issue the certificates of every AWS
 //! service endpoint, instead of loading and parsing the system's whole root store (144
-//! certificates, about 2.5 ms of a 6 ms cold start, see BENCHMARKS.md). Anywhere else, or
-//! with `AWS_ENDPOINT_URL` set (another service, another CA), or with
-//! `DROGUE_TLS_ROOTS=system`, the system's roots are used as the SDK does by default.
+//! certificates, about 2.5 ms of a 6 ms cold start, see BENCHMARKS.md). Anywhere else, with
+//! an `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_<SERVICE>` set (another service, another CA),
+//! with an HTTPS proxy set (which the SDK's default client honours), or with
+//! `DROGUE_TLS_ROOTS=system`, the SDK's default client and the system's roots are used.
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
@@ -27,18 +28,26 @@ pub enum Roots {
 impl Roots {
     /// The choice for this process's environment (see the module documentation).
     pub fn from_env() -> Self {
+        let elsewhere = std::env::vars_os().any(|(name, value)| {
+            let name = name.to_string_lossy();
+            !value.is_empty()
+                && (name.starts_with("AWS_ENDPOINT_URL")
+                    || ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+                        .contains(&name.as_ref()))
+        });
         Self::choose(
             super::on_lambda(),
-            std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|v| !v.is_empty()),
+            elsewhere,
             std::env::var("DROGUE_TLS_ROOTS").ok().as_deref(),
         )
     }
 
-    fn choose(on_lambda: bool, custom_endpoint: bool, setting: Option<&str>) -> Self {
+    /// `elsewhere`: a custom endpoint or a proxy is configured.
+    fn choose(on_lambda: bool, elsewhere: bool, setting: Option<&str>) -> Self {
         match setting {
             Some("system") => Self::System,
             Some("amazon") => Self::Amazon,
-            _ if on_lambda && !custom_endpoint => Self::Amazon,
+            _ if on_lambda && !elsewhere => Self::Amazon,
             _ => Self::System,
         }
     }
@@ -59,10 +68,12 @@ pub async fn config_from_env() -> SdkConfig {
 }
 
 fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    // building a context cannot fail; the PEM is parsed with the connector (and checked
+    // by the tests below)
     let context = TlsContext::builder()
         .with_trust_store(TrustStore::empty().with_pem_certificate(AMAZON_ROOTS.as_bytes()))
         .build()
-        .expect("the Amazon roots are valid certificates");
+        .expect("a TLS context");
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)

@@ -17,7 +17,8 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false);
     let _ = if on_lambda() {
-        builder.json().without_time().try_init()
+        // with a timestamp: Lambda's log-level filtering takes JSON lines without one as INFO
+        builder.json().try_init()
     } else {
         builder.try_init()
     };

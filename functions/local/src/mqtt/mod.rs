@@ -82,9 +82,10 @@ impl Broker {
             listener.set_nonblocking(true)?;
         }
         let (started, server) = std::sync::mpsc::channel();
-        // every worker builds one service per listener; the broker is started once all
-        // have (a stop that arrives while workers are still starting is not seen by
-        // them)
+        // every worker builds one service per listener; the broker counts as started
+        // once all workers have begun to (this narrows, without closing, the window in
+        // which a stop reaches ntex before its workers are registered and so misses them;
+        // `stop` is bounded for that case)
         let workers = listeners.workers.max(1);
         let services = workers * (usize::from(tcp.is_some()) + usize::from(tls.is_some()));
         let (built, built_rx) = std::sync::mpsc::channel::<()>();
@@ -134,9 +135,10 @@ impl Broker {
         let server = server
             .recv()
             .map_err(|_| std::io::Error::other("the MQTT broker did not start"))?;
+        let deadline = std::time::Instant::now() + STARTUP;
         for _ in 0..services {
             built_rx
-                .recv_timeout(STARTUP)
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
                 .map_err(|_| std::io::Error::other("the MQTT broker's workers did not start"))?;
         }
         Ok(Self {
