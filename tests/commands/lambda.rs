@@ -7,32 +7,19 @@ use drogue_shared::access::authz::Authorizer;
 use drogue_shared::commands::{CommandService, IotDataPublisher};
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
-use drogue_shared::store::{CommandStore, StoredToken, TokenStore};
-use drogue_shared::token;
+use drogue_shared::store::CommandStore;
 use drogue_tests::backend::{fresh_dynamo_table, moto_url};
+use drogue_tests::events::{event_text, store_fixture_token};
 use serde_json::json;
 use std::sync::Arc;
 use tower::ServiceExt;
-
-const FIXTURE_TOKEN: &str = "drg_fixtur_eventsfixturetokenfortests00004Vhpv5";
 
 #[tokio::test]
 async fn an_api_gateway_drop_off_is_kept_for_the_device() {
     let store = Arc::new(fresh_dynamo_table().await);
     let mut admin = Principal::user("admin");
     admin.roles.push("drogue-admin".into());
-    store
-        .create_token(&StoredToken {
-            prefix: token::prefix_of(FIXTURE_TOKEN).unwrap().into(),
-            user: "admin".into(),
-            name: None,
-            roles: admin.roles.clone(),
-            hash: token::hash(FIXTURE_TOKEN),
-            created: Utc::now(),
-            description: None,
-        })
-        .await
-        .unwrap();
+    store_fixture_token(store.as_ref(), admin.roles.clone()).await;
     let registry = Registry::new(store.clone(), Authorizer::default());
     let input = |v| serde_json::from_value(v).unwrap();
     registry
@@ -63,11 +50,7 @@ async fn an_api_gateway_drop_off_is_kept_for_the_device() {
     let router =
         drogue_command::router(store.clone(), commands, drogue_command::Settings::default());
 
-    let path = format!(
-        "{}/../events/command-drop-off.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let request = lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let request = lambda_http::request::from_str(&event_text("command-drop-off.json")).unwrap();
     let response = router.oneshot(request).await.unwrap();
     assert_eq!(response.status().as_u16(), 202);
     let request_id = response.headers()["request"].to_str().unwrap().to_owned();

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 async fn invoke(router: &axum::Router, event: &str) -> u16 {
-    let path = format!("{}/../events/{event}", env!("CARGO_MANIFEST_DIR"));
-    let json = std::fs::read_to_string(&path).unwrap();
-    let request = lambda_http::request::from_str(&json).unwrap();
+    let request = lambda_http::request::from_str(&drogue_tests::events::event_text(event)).unwrap();
     router
         .clone()
         .oneshot(request)

@@ -11,13 +11,14 @@ use drogue_shared::access::Principal;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
+use drogue_shared::store::CommandStore;
 use drogue_shared::store::dynamodb::DynamoStore;
-use drogue_shared::store::{CommandStore, Store, StoredToken};
 use drogue_tests::backend::{
     fresh_dynamo_table, fresh_kinesis_stream, iot_client, kinesis_client, kinesis_records, moto_url,
 };
+use drogue_tests::events::store_fixture_token;
+use drogue_tests::events::{FIXTURE_TOKEN, event};
 use drogue_tests::lambda::{Answer, FunctionProcess, RuntimeApi, lambda_environment, start_binary};
-use fixture::{FIXTURE_TOKEN, event};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -57,24 +58,6 @@ impl Function {
     }
 }
 
-/// Only the fixtures' access token (user `admin`, an administrator).
-async fn fixture_token(store: &dyn Store) {
-    store
-        .create_token(&StoredToken {
-            prefix: drogue_shared::token::prefix_of(FIXTURE_TOKEN)
-                .unwrap()
-                .into(),
-            user: "admin".into(),
-            name: None,
-            roles: vec![Authorizer::DEFAULT_ADMIN_ROLE.into()],
-            hash: drogue_shared::token::hash(FIXTURE_TOKEN),
-            created: chrono::Utc::now(),
-            description: None,
-        })
-        .await
-        .unwrap();
-}
-
 /// The fixtures' applications and devices, with `lambda-ca.pem` a trust anchor of
 /// `from-lambda`.
 async fn populated() -> DynamoStore {
@@ -102,7 +85,7 @@ async fn populated() -> DynamoStore {
 #[tokio::test]
 async fn registry() {
     let store = fresh_dynamo_table().await;
-    fixture_token(&store).await;
+    store_fixture_token(&store, vec![Authorizer::DEFAULT_ADMIN_ROLE.into()]).await;
     // the HTTPS client Lambda functions use for AWS's own endpoints (Amazon's roots only;
     // moto answers plain HTTP, so this shows the client is built and works, not its roots)
     let f = Function::start(

@@ -1,10 +1,11 @@
 //! The custom authorizer: who is allowed, and exactly what the policy documents allow.
 
-use super::fixture::{FIXTURE_TOKEN, event, populate};
+use super::fixture::populate;
 use base64::Engine;
 use drogue_mqtt_authorizer::{Authorizer, Config};
 use drogue_shared::runtime::EventContext;
 use drogue_tests::Backend;
+use drogue_tests::events::event;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -220,7 +221,6 @@ async fn applications_get_the_events_and_commands_of_what_they_may_read() {
         strs(&["topicfilter/app/*", "topicfilter/$share/*/app/*"]),
         "the administrator"
     );
-    let _ = FIXTURE_TOKEN;
 }
 
 #[tokio::test]

@@ -1,17 +1,12 @@
 //! An application with devices, a gateway and users, for the MQTT tests.
 
-use chrono::Utc;
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
-use drogue_shared::store::{Store, StoredToken};
-use drogue_shared::token;
+use drogue_shared::store::Store;
 use serde_json::json;
 use std::sync::Arc;
-
-/// The access token in the `events/` fixtures (user `admin`).
-pub const FIXTURE_TOKEN: &str = "drg_fixtur_eventsfixturetokenfortests00004Vhpv5";
 
 /// `from-lambda` with `device1` (password `hey-rodney`, alias `alias-1`), `gw`
 /// (password `gw`) serving `behind-1` and `behind-2`; `other-app` with `device1`; the
@@ -19,18 +14,7 @@ pub const FIXTURE_TOKEN: &str = "drg_fixtur_eventsfixturetokenfortests00004Vhpv5
 pub async fn populate(store: Arc<dyn Store>) -> String {
     let mut admin = Principal::user("admin");
     admin.roles.push("drogue-admin".into());
-    store
-        .create_token(&StoredToken {
-            prefix: token::prefix_of(FIXTURE_TOKEN).unwrap().into(),
-            user: "admin".into(),
-            name: None,
-            roles: admin.roles.clone(),
-            hash: token::hash(FIXTURE_TOKEN),
-            created: Utc::now(),
-            description: None,
-        })
-        .await
-        .unwrap();
+    drogue_tests::events::store_fixture_token(store.as_ref(), admin.roles.clone()).await;
     let registry = Registry::new(store.clone(), Authorizer::default());
     let input = |v| serde_json::from_value(v).unwrap();
     for app in ["from-lambda", "other-app"] {
@@ -89,10 +73,4 @@ pub async fn populate(store: Arc<dyn Store>) -> String {
         .await
         .unwrap()
         .token
-}
-
-/// An event fixture from `events/`.
-pub fn event(name: &str) -> serde_json::Value {
-    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }

@@ -1,15 +1,17 @@
 //! The ingest of rule messages (over DynamoDB and Kinesis in moto), and commands from the
 //! `command/#` rule.
 
-use super::fixture::{event, populate};
+use super::fixture::populate;
 use base64::Engine;
 use drogue_mqtt_ingest::{Config, Ingest};
 use drogue_shared::commands::CommandService;
 use drogue_shared::events::kinesis::KinesisSink;
 use drogue_shared::store::CommandStore;
+use drogue_shared::store::dynamodb::DynamoStore;
 use drogue_tests::backend::{
     fresh_dynamo_table, fresh_kinesis_stream, kinesis_client, kinesis_records, moto_url,
 };
+use drogue_tests::events::event;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -22,8 +24,15 @@ fn message(topic: &str, client_id: &str, payload: &[u8]) -> Value {
     e
 }
 
-#[tokio::test]
-async fn rule_messages_become_events_in_the_stream() {
+/// The fixture's applications in a new table, a new stream, and the ingest over both.
+struct Setup {
+    store: Arc<DynamoStore>,
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    ingest: Ingest,
+}
+
+async fn setup() -> Setup {
     let store = Arc::new(fresh_dynamo_table().await);
     populate(store.clone()).await;
     let client = kinesis_client(&moto_url());
@@ -38,6 +47,22 @@ async fn rule_messages_become_events_in_the_stream() {
         Arc::new(KinesisSink::new(client.clone(), &stream)),
         &config,
     );
+    Setup {
+        store,
+        client,
+        stream,
+        ingest,
+    }
+}
+
+#[tokio::test]
+async fn rule_messages_become_events_in_the_stream() {
+    let Setup {
+        client,
+        stream,
+        ingest,
+        ..
+    } = setup().await;
 
     let accepted = ingest
         .handle(event("mqtt-ingest-telemetry.json"))
@@ -116,20 +141,12 @@ async fn rule_messages_become_events_in_the_stream() {
 
 #[tokio::test]
 async fn answers_to_commands_are_recorded_and_streamed() {
-    let store = Arc::new(fresh_dynamo_table().await);
-    populate(store.clone()).await;
-    let client = kinesis_client(&moto_url());
-    let stream = fresh_kinesis_stream(&client).await;
-    let config = Config {
-        table: "unused".into(),
-        stream: stream.clone(),
-        instance: "drogue".into(),
-    };
-    let ingest = Ingest::new(
-        store.clone(),
-        Arc::new(KinesisSink::new(client.clone(), &stream)),
-        &config,
-    );
+    let Setup {
+        store,
+        client,
+        stream,
+        ingest,
+    } = setup().await;
 
     // an application's command over MQTT, through the command function's rule handler
     let commands = CommandService::new(store.clone());
@@ -196,20 +213,12 @@ async fn answers_to_commands_are_recorded_and_streamed() {
 
 #[tokio::test]
 async fn lifecycle_events_become_connection_events() {
-    let store = Arc::new(fresh_dynamo_table().await);
-    populate(store.clone()).await;
-    let client = kinesis_client(&moto_url());
-    let stream = fresh_kinesis_stream(&client).await;
-    let config = Config {
-        table: "unused".into(),
-        stream: stream.clone(),
-        instance: "drogue".into(),
-    };
-    let ingest = Ingest::new(
-        store.clone(),
-        Arc::new(KinesisSink::new(client.clone(), &stream)),
-        &config,
-    );
+    let Setup {
+        client,
+        stream,
+        ingest,
+        ..
+    } = setup().await;
     for fixture in [
         "mqtt-lifecycle-connected.json",
         "mqtt-lifecycle-disconnected.json",

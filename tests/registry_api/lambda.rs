@@ -1,24 +1,19 @@
 //! The Lambda entry: API Gateway HTTP API events from `events/`, read by `lambda_http`
 //! as on AWS, answered by the registry's router over DynamoDB (moto).
 
-use chrono::Utc;
 use drogue_registry::Settings;
-use drogue_shared::store::StoredToken;
-use drogue_shared::token;
 use drogue_tests::backend::fresh_dynamo_table;
+use drogue_tests::events::{event_text, store_fixture_token};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use tower::ServiceExt;
-
-const FIXTURE_TOKEN: &str = "drg_fixtur_eventsfixturetokenfortests00004Vhpv5";
 
 async fn invoke(
     router: &axum::Router,
     event: &str,
 ) -> (u16, axum::http::HeaderMap, serde_json::Value) {
-    let path = format!("{}/../events/{event}", env!("CARGO_MANIFEST_DIR"));
-    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let request = lambda_http::request::from_str(&json).unwrap_or_else(|e| panic!("{event}: {e}"));
+    let request = lambda_http::request::from_str(&event_text(event))
+        .unwrap_or_else(|e| panic!("{event}: {e}"));
     let response = router.clone().oneshot(request).await.unwrap();
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
@@ -29,20 +24,7 @@ async fn invoke(
 #[tokio::test]
 async fn api_gateway_events_are_answered() {
     let store = fresh_dynamo_table().await;
-    drogue_shared::store::TokenStore::create_token(
-        &store,
-        &StoredToken {
-            prefix: token::prefix_of(FIXTURE_TOKEN).unwrap().into(),
-            user: "admin".into(),
-            name: None,
-            roles: vec![],
-            hash: token::hash(FIXTURE_TOKEN),
-            created: Utc::now(),
-            description: None,
-        },
-    )
-    .await
-    .unwrap();
+    store_fixture_token(&store, vec![]).await;
     let router = drogue_registry::router(Arc::new(store), Settings::default());
 
     let (status, headers, _) = invoke(&router, "registry-create-app.json").await;

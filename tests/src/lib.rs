@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod events;
 pub mod issuer;
 pub mod lambda;
 pub mod pki;

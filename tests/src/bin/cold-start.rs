@@ -37,7 +37,7 @@ async fn run_once(binary: &Path, case: &Case) -> Sample {
     let event = if case.event.is_empty() {
         serde_json::json!({"hello": "world"})
     } else {
-        fixture::event(case.event)
+        drogue_tests::events::event(case.event)
     };
     if case.binary != "hello-lambda" && !env.iter().any(|(k, _)| k == "DROGUE_TLS_ROOTS") {
         env.push(amazon_roots());

@@ -83,6 +83,31 @@ impl EmbeddedStore {
     fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(StoreError::unavailable)
     }
+
+    /// The items of `table` that `index` lists under `user` ((user, key) -> nothing), in
+    /// the order of their keys.
+    fn read_indexed<T: serde::de::DeserializeOwned>(
+        &self,
+        index: TableDefinition<(&str, &str), ()>,
+        table: TableDefinition<&str, &[u8]>,
+        user: &str,
+    ) -> StoreResult<Vec<T>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let index = txn.open_table(index).map_err(unavailable)?;
+        let table = txn.open_table(table).map_err(unavailable)?;
+        let mut found = Vec::new();
+        for entry in index.range((user, "")..).map_err(unavailable)? {
+            let (key, _) = entry.map_err(unavailable)?;
+            let (holder, name) = key.value();
+            if holder != user {
+                break;
+            }
+            if let Some(value) = table.get(name).map_err(unavailable)? {
+                found.push(Self::read_json(value.value())?);
+            }
+        }
+        Ok(found)
+    }
 }
 
 fn unavailable(e: impl Into<redb::Error>) -> StoreError {
@@ -195,21 +220,7 @@ impl ApplicationStore for EmbeddedStore {
         .await
     }
     async fn list_applications_of(&self, user: &str) -> StoreResult<Vec<StoredApplication>> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let index = txn.open_table(USER_APPS).map_err(unavailable)?;
-        let apps = txn.open_table(APPS).map_err(unavailable)?;
-        let mut found = Vec::new();
-        for entry in index.range((user, "")..).map_err(unavailable)? {
-            let (key, _) = entry.map_err(unavailable)?;
-            let (holder, app) = key.value();
-            if holder != user {
-                break;
-            }
-            if let Some(value) = apps.get(app).map_err(unavailable)? {
-                found.push(Self::read_json(value.value())?);
-            }
-        }
-        Ok(found)
+        self.read_indexed(USER_APPS, APPS, user)
     }
 
     async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>> {
@@ -529,21 +540,7 @@ impl TokenStore for EmbeddedStore {
     }
 
     async fn list_tokens(&self, user: &str) -> StoreResult<Vec<StoredToken>> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let index = txn.open_table(USER_TOKENS).map_err(unavailable)?;
-        let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-        let mut found = Vec::new();
-        for entry in index.range((user, "")..).map_err(unavailable)? {
-            let (key, _) = entry.map_err(unavailable)?;
-            let (owner, prefix) = key.value();
-            if owner != user {
-                break;
-            }
-            if let Some(value) = tokens.get(prefix).map_err(unavailable)? {
-                found.push(Self::read_json(value.value())?);
-            }
-        }
-        Ok(found)
+        self.read_indexed(USER_TOKENS, TOKENS, user)
     }
 
     async fn delete_token(&self, user: &str, prefix: &str) -> StoreResult<bool> {
