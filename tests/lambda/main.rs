@@ -371,12 +371,56 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A binary serving plain HTTP on `$PORT`, as on Knative.
-/// Knative Services by name: the binary each runs and its environment.
-type Services = std::collections::HashMap<String, (String, Vec<(String, String)>)>;
+/// The token the tests put in the `drogue-internal` Secret the internal Services read.
+const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
 
-/// The Knative Services of `infra/knative/`: name to (binary, environment), the
-/// environment being the `drogue` ConfigMap's data and the Service's own `env`.
+/// The event-triggered Services: they require [`INTERNAL_TOKEN`] on `$PORT`.
+const INTERNAL_SERVICES: [&str; 5] = [
+    "drogue-mqtt-ingest",
+    "drogue-mqtt-command",
+    "drogue-cert-validator",
+    "drogue-trust-anchor-sync",
+    "drogue-mqtt-authorizer",
+];
+
+/// Where a variable of a Service's `env` takes its value from.
+#[derive(Debug, Clone, PartialEq)]
+enum EnvSource {
+    Value(String),
+    /// `valueFrom.secretKeyRef`: the Secret's name and key.
+    Secret {
+        name: String,
+        key: String,
+    },
+}
+
+impl EnvSource {
+    /// The value the test gives the variable: a Secret's is the test's stand-in for it.
+    fn resolve(&self) -> String {
+        match self {
+            Self::Value(value) => value.clone(),
+            Self::Secret { name, key } if name == "drogue-internal" && key == "token" => {
+                INTERNAL_TOKEN.to_owned()
+            }
+            Self::Secret { name, key } => panic!("no test value for the Secret {name}, key {key}"),
+        }
+    }
+}
+
+/// A Knative Service of `infra/knative/services.yaml`.
+struct Service {
+    /// The binary it runs.
+    binary: String,
+    /// The `drogue` ConfigMap's data, then the Service's own `env`.
+    env: Vec<(String, EnvSource)>,
+    /// `metadata.labels`.
+    labels: Value,
+}
+
+/// Knative Services by name.
+type Services = std::collections::HashMap<String, Service>;
+
+/// The Knative Services of `infra/knative/`.
 fn knative_services() -> Services {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/knative");
     let documents = |file: &str| -> Vec<Value> {
@@ -398,11 +442,14 @@ fn knative_services() -> Services {
     assert_eq!(config.len(), 1);
     assert_eq!(config[0]["kind"], "ConfigMap");
     assert_eq!(config[0]["metadata"]["name"], "drogue");
-    let common: Vec<(String, String)> = config[0]["data"]
+    let common: Vec<(String, EnvSource)> = config[0]["data"]
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().expect("string values").to_owned()))
+        .map(|(k, v)| {
+            let value = v.as_str().expect("string values").to_owned();
+            (k.clone(), EnvSource::Value(value))
+        })
         .collect();
     let dockerfile = std::fs::read_to_string(format!("{dir}/Dockerfile")).unwrap();
     documents("services.yaml")
@@ -431,34 +478,57 @@ fn knative_services() -> Services {
             );
             let mut env = common.clone();
             for var in container["env"].as_array().into_iter().flatten() {
-                env.push((
-                    var["name"].as_str().unwrap().to_owned(),
-                    var["value"].as_str().unwrap().to_owned(),
-                ));
+                let var_name = var["name"].as_str().unwrap().to_owned();
+                let source = if let Some(reference) = var.pointer("/valueFrom/secretKeyRef") {
+                    assert_ne!(
+                        reference["optional"], true,
+                        "{name}: {var_name} from a Secret that must exist"
+                    );
+                    EnvSource::Secret {
+                        name: reference["name"].as_str().unwrap().to_owned(),
+                        key: reference["key"].as_str().unwrap().to_owned(),
+                    }
+                } else {
+                    assert!(
+                        var.get("valueFrom").is_none(),
+                        "{name}: {var_name}: only secretKeyRef is understood here: {var}"
+                    );
+                    EnvSource::Value(var["value"].as_str().unwrap_or_default().to_owned())
+                };
+                env.push((var_name, source));
             }
-            (name, (binary, env))
+            let labels = service["metadata"]["labels"].clone();
+            (
+                name,
+                Service {
+                    binary,
+                    env,
+                    labels,
+                },
+            )
         })
         .collect()
 }
 
-/// Starts a Knative Service's binary with its manifest's environment, the table and
-/// stream of the test in place of the manifest's ones, AWS in moto, and `$PORT`.
-async fn serve_on_port(
+/// A Knative Service's binary and the environment it runs with here: its manifest's, the
+/// table and stream of the test in place of the manifest's ones, the test's token for the
+/// `drogue-internal` Secret, AWS in moto, and `$PORT`.
+fn service_environment(
     services: &Services,
     service: &str,
     table: &str,
     stream: &str,
-) -> (FunctionProcess, String) {
-    let (binary, manifest) = services
+    port: u16,
+) -> (String, Vec<(String, String)>) {
+    let Service { binary, env, .. } = services
         .get(service)
         .unwrap_or_else(|| panic!("no Knative Service {service}"));
-    let port = free_port();
-    let mut env: Vec<(String, String)> = manifest
+    let mut env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| match k.as_str() {
             "DROGUE_TABLE" => (k.clone(), table.to_owned()),
             "DROGUE_EVENT_STREAM" => (k.clone(), stream.to_owned()),
-            _ => (k.clone(), v.clone()),
+            _ => (k.clone(), v.resolve()),
         })
         .collect();
     env.extend(
@@ -473,26 +543,114 @@ async fn serve_on_port(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v)),
     );
-    let process = start_binary(binary, &env);
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
+    (binary.clone(), env)
+}
+
+/// A binary started with `env` (and nothing of the test's environment but `PATH` and
+/// `HOME`), its output captured.
+fn spawn_captured(binary: &str, env: &[(String, String)]) -> tokio::process::Child {
+    let path = drogue_tests::lambda::binaries()
+        .get(binary)
+        .unwrap_or_else(|| panic!("no binary {binary} in the workspace"));
+    let mut command = tokio::process::Command::new(path);
+    command.env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Ok(value) = std::env::var(var) {
+            command.env(var, value);
+        }
+    }
+    command
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// Waits until something listens on `port` (panics if `child` exits first).
+async fn wait_listening(service: &str, port: u16, child: &mut tokio::process::Child) {
+    for _ in 0..400 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return (process, base);
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{service} exited ({status}) instead of listening on $PORT");
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    panic!("{service} ({binary}) does not listen on $PORT");
+    panic!("{service} does not listen on $PORT");
+}
+
+/// Starts a Knative Service's binary with its manifest's environment (see
+/// [`service_environment`]); the process and its base URL.
+async fn serve_on_port(
+    services: &Services,
+    service: &str,
+    table: &str,
+    stream: &str,
+) -> (FunctionProcess, String) {
+    let port = free_port();
+    let (binary, env) = service_environment(services, service, table, stream, port);
+    let mut process = start_binary(&binary, &env);
+    wait_listening(service, port, &mut process.child).await;
+    (process, format!("http://127.0.0.1:{port}"))
+}
+
+/// `POST /` of an internal Service with an event fixture and `authorization` (if any).
+async fn post_event(
+    http: &reqwest::Client,
+    base: &str,
+    fixture: &str,
+    authorization: Option<&str>,
+) -> reqwest::Response {
+    let mut request = http.post(format!("{base}/")).json(&event(fixture));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    request.send().await.unwrap()
+}
+
+/// An internal Service answers `POST /` 401 with a JSON error and a bearer challenge
+/// without the shared token, with a wrong one, or with other credentials.
+async fn refuses_without_the_token(http: &reqwest::Client, base: &str, fixture: &str) {
+    let basic = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{FIXTURE_TOKEN}"))
+    };
+    for authorization in [
+        None,
+        Some("Bearer wrong-token-wrong-token-wrong-token".to_owned()),
+        Some(format!("Bearer {INTERNAL_TOKEN}x")),
+        Some(format!("Bearer {}", &INTERNAL_TOKEN[1..])),
+        Some(format!("Basic {basic}")),
+        Some(INTERNAL_TOKEN.to_owned()),
+    ] {
+        let answer = post_event(http, base, fixture, authorization.as_deref()).await;
+        assert_eq!(
+            answer.status().as_u16(),
+            401,
+            "{fixture}, {authorization:?}"
+        );
+        let challenge = answer.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "Unauthorized", "{body}");
+        assert!(body["message"].is_string(), "{body}");
+    }
 }
 
 /// Each binary, started as its Knative Service in `infra/knative/` says, serves on
-/// `$PORT`; every function binary has a Service.
+/// `$PORT`; every function binary has a Service. The event-triggered ones take the shared
+/// token from the `drogue-internal` Secret, answer 401 without it (the event never reaching
+/// the function) and work with it; the user-facing ones need no such token.
 #[tokio::test]
 async fn every_knative_service_serves_on_port() {
     let services = knative_services();
-    let mut binaries: Vec<&str> = services.values().map(|(b, _)| b.as_str()).collect();
+    let mut binaries: Vec<&str> = services.values().map(|s| s.binary.as_str()).collect();
     binaries.sort();
     binaries.dedup();
     assert_eq!(
@@ -508,6 +666,36 @@ async fn every_knative_service_serves_on_port() {
         ],
         "a Service for every function binary"
     );
+    let token_source = EnvSource::Secret {
+        name: "drogue-internal".into(),
+        key: "token".into(),
+    };
+    for (name, service) in &services {
+        let token = service
+            .env
+            .iter()
+            .find(|(k, _)| k == "DROGUE_INTERNAL_TOKEN")
+            .map(|(_, source)| source);
+        let cluster_local = service.labels["networking.knative.dev/visibility"] == "cluster-local";
+        let insecure = service
+            .env
+            .iter()
+            .any(|(k, _)| k == "DROGUE_INTERNAL_INSECURE");
+        assert!(!insecure, "{name} runs without the internal token");
+        if INTERNAL_SERVICES.contains(&name.as_str()) {
+            assert_eq!(token, Some(&token_source), "{name} reads the Secret");
+        } else {
+            assert_eq!(token, None, "{name} is user-facing");
+            assert!(!cluster_local, "{name} is user-facing: public");
+        }
+        // only the authorizer's callers run in the cluster; IoT rules and EventBridge
+        // call from AWS
+        assert_eq!(
+            cluster_local,
+            name == "drogue-mqtt-authorizer",
+            "{name}: cluster-local"
+        );
+    }
     let store = populated().await;
     let kinesis = kinesis_client(&moto_url());
     let stream = fresh_kinesis_stream(&kinesis).await;
@@ -552,17 +740,21 @@ async fn every_knative_service_serves_on_port() {
         .await
         .unwrap();
     assert_eq!(dropped.status().as_u16(), 202);
+    let taken = store
+        .take_command("from-lambda", "device1", chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("the command waits for the device");
+    assert_eq!(taken.name, "ping");
 
-    // event functions take their event as POST /
+    // event functions take their event as POST /, with the shared token
+    let bearer = format!("Bearer {INTERNAL_TOKEN}");
     let post = |base: String, fixture: &'static str| {
         let http = http.clone();
+        let bearer = bearer.clone();
         async move {
-            let answer = http
-                .post(format!("{base}/"))
-                .json(&event(fixture))
-                .send()
-                .await
-                .unwrap();
+            refuses_without_the_token(&http, &base, fixture).await;
+            let answer = post_event(&http, &base, fixture, Some(&bearer)).await;
             assert_eq!(answer.status().as_u16(), 200, "{fixture}");
             answer.json::<Value>().await.unwrap()
         }
@@ -574,11 +766,28 @@ async fn every_knative_service_serves_on_port() {
         true
     );
     let (_ingest, base) = serve_on_port(&services, "drogue-mqtt-ingest", table, &stream).await;
+    let before = kinesis_records(&kinesis, &stream).await.len();
+    refuses_without_the_token(&http, &base, "mqtt-ingest-telemetry.json").await;
+    assert_eq!(
+        kinesis_records(&kinesis, &stream).await.len(),
+        before,
+        "refused telemetry reaches no stream"
+    );
     assert_eq!(
         post(base, "mqtt-ingest-telemetry.json").await["outcome"],
         "accepted"
     );
+    assert_eq!(kinesis_records(&kinesis, &stream).await.len(), before + 1);
     let (_rule, base) = serve_on_port(&services, "drogue-mqtt-command", table, &stream).await;
+    refuses_without_the_token(&http, &base, "mqtt-command.json").await;
+    assert!(
+        store
+            .take_command("from-lambda", "device1", chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused command is not queued"
+    );
     assert_eq!(post(base, "mqtt-command.json").await["outcome"], "accepted");
     let (_sync, base) = serve_on_port(&services, "drogue-trust-anchor-sync", table, &stream).await;
     assert_eq!(
@@ -590,16 +799,101 @@ async fn every_knative_service_serves_on_port() {
     // an event that fails is a 500 with a JSON error
     let (_validator, base) =
         serve_on_port(&services, "drogue-cert-validator", table, &stream).await;
-    let failed = http
-        .post(format!("{base}/"))
-        .json(&event("iot-certificate-registered.json"))
-        .send()
-        .await
-        .unwrap();
+    refuses_without_the_token(&http, &base, "iot-certificate-registered.json").await;
+    let failed = post_event(
+        &http,
+        &base,
+        "iot-certificate-registered.json",
+        Some(&bearer),
+    )
+    .await;
     assert_eq!(failed.status().as_u16(), 500);
     assert_eq!(
         failed.json::<Value>().await.unwrap()["error"],
         "FunctionError"
+    );
+}
+
+/// Each event-triggered Service started from its manifest without the Secret's token (and
+/// no insecure flag) refuses to start, naming the variable; with
+/// `DROGUE_INTERNAL_INSECURE=true` it starts (with a warning) and serves without a token;
+/// with the token in a file (`DROGUE_INTERNAL_TOKEN_FILE`, a mounted Secret) it requires
+/// that token.
+#[tokio::test]
+async fn internal_services_need_a_token_to_start() {
+    let services = knative_services();
+    let without_token = |service: &str, table: &str, stream: &str, port: u16| {
+        let (binary, mut env) = service_environment(&services, service, table, stream, port);
+        let before = env.len();
+        env.retain(|(k, _)| k != "DROGUE_INTERNAL_TOKEN");
+        assert_eq!(env.len(), before - 1, "{service} has the token variable");
+        (binary, env)
+    };
+    for service in INTERNAL_SERVICES {
+        let (binary, env) = without_token(service, "drogue-unused", "drogue-unused", free_port());
+        let child = spawn_captured(&binary, &env);
+        let output =
+            tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+                .await
+                .unwrap_or_else(|_| panic!("{service} started without a token"))
+                .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{service}: {output:?}");
+        assert!(
+            stderr.contains("DROGUE_INTERNAL_TOKEN is not set"),
+            "{service}: {stderr}"
+        );
+    }
+
+    let store = populated().await;
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let http = reqwest::Client::new();
+
+    // insecure: starts, says so, serves anyone
+    let port = free_port();
+    let (binary, mut env) = without_token("drogue-mqtt-ingest", store.table(), &stream, port);
+    env.push(("DROGUE_INTERNAL_INSECURE".into(), "true".into()));
+    let mut child = spawn_captured(&binary, &env);
+    wait_listening("drogue-mqtt-ingest", port, &mut child).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let answer = post_event(&http, &base, "mqtt-ingest-telemetry.json", None).await;
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap()["outcome"], "accepted");
+    assert_eq!(kinesis_records(&kinesis, &stream).await.len(), 1);
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("DROGUE_INTERNAL_INSECURE=true")),
+        "a warning at start: {log}"
+    );
+
+    // the token from a file, as a mounted Secret gives it (its final newline not part of it)
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{INTERNAL_TOKEN}\n")).unwrap();
+    let port = free_port();
+    let (binary, mut env) = without_token("drogue-mqtt-authorizer", store.table(), &stream, port);
+    env.push((
+        "DROGUE_INTERNAL_TOKEN_FILE".into(),
+        file.path().to_str().unwrap().into(),
+    ));
+    let mut child = spawn_captured(&binary, &env);
+    wait_listening("drogue-mqtt-authorizer", port, &mut child).await;
+    let base = format!("http://127.0.0.1:{port}");
+    refuses_without_the_token(&http, &base, "mqtt-authorizer-device.json").await;
+    let answer = post_event(
+        &http,
+        &base,
+        "mqtt-authorizer-device.json",
+        Some(&format!("Bearer {INTERNAL_TOKEN}")),
+    )
+    .await;
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["isAuthenticated"],
+        true
     );
 }
 

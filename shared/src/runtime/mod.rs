@@ -1,8 +1,12 @@
 //! How a function binary runs: under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is
 //! set, else as a plain HTTP server on `$PORT` (Knative and other container platforms).
+//! Event-triggered functions on `$PORT` require a shared token ([`internal`]).
 
 pub mod aws;
+pub mod internal;
 pub mod tls;
+
+pub use internal::InternalAuth;
 
 use axum::Router;
 use std::future::Future;
@@ -78,6 +82,10 @@ impl EventContext {
 /// stream records): under the Lambda runtime, or on `$PORT` as `POST /` with the event as
 /// body (for Knative and tests). An `Err` is a function error: the caller (IoT Core, the
 /// event source) treats the event as failed.
+///
+/// On `$PORT` every request must carry `Authorization: Bearer <DROGUE_INTERNAL_TOKEN>`
+/// (see [`internal`]); without a token configured this fails before serving unless
+/// `DROGUE_INTERNAL_INSECURE=true`. Under Lambda, IAM guards the invocation instead.
 pub async fn run_events<F, Fut>(handler: F) -> anyhow::Result<()>
 where
     F: Fn(serde_json::Value, EventContext) -> Fut + Clone + Send + Sync + 'static,
@@ -101,10 +109,12 @@ where
             .await
             .map_err(|e| anyhow::anyhow!(e));
     }
-    run(event_router(handler)).await
+    let auth = InternalAuth::from_env()?;
+    run(auth.protect(event_router(handler))).await
 }
 
 /// `POST /` with a JSON event, answered by `handler` (the `$PORT` form of an event function).
+/// Unauthenticated: [`run_events`] serves it behind [`InternalAuth::protect`].
 pub fn event_router<F, Fut>(handler: F) -> Router
 where
     F: Fn(serde_json::Value, EventContext) -> Fut + Clone + Send + Sync + 'static,
