@@ -1,6 +1,6 @@
 //! Access tokens: by prefix, per user, deleted only by their owner.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use drogue_shared::store::{Conflict, StoreError, StoredToken};
 use drogue_tests::TestStore;
 use drogue_tests::suite::Case;
@@ -19,6 +19,7 @@ fn token(user: &str, prefix: &str) -> StoredToken {
         hash: format!("hash-of-{prefix}"),
         created: Utc::now(),
         description: Some(format!("{user}'s")),
+        expires: None,
     }
 }
 
@@ -44,6 +45,23 @@ async fn tokens(t: TestStore) {
     let mut expected = token("alice", "drg_aaaaaa");
     expected.created = got.created;
     assert_eq!(got, expected, "stored as given, with name and roles");
+
+    // an expiry is kept as given
+    let expires = DateTime::parse_from_rfc3339("2031-02-03T04:05:06.789Z")
+        .unwrap()
+        .to_utc();
+    let expiring = StoredToken {
+        expires: Some(expires),
+        ..token("alice", "drg_dddddd")
+    };
+    s.create_token(&expiring).await.unwrap();
+    let got = s.get_token("drg_dddddd").await.unwrap().unwrap();
+    assert_eq!(got.expires, Some(expires));
+    assert_eq!(
+        s.list_tokens("alice").await.unwrap()[2].expires,
+        Some(expires)
+    );
+    assert!(s.delete_token("alice", "drg_dddddd").await.unwrap());
     let alice: Vec<_> = s
         .list_tokens("alice")
         .await

@@ -40,15 +40,17 @@ async fn tokens_are_accepted_or_refused_as_they_should_be() {
     let now = chrono::Utc::now().timestamp();
     let sign = |claims: &Value| issuer.sign("k1", TestKey::Rsa1, claims);
 
+    // realm roles and the roles of the audience's client count; those of other clients
+    // (here `drg`, the client the token was made for) do not
     let valid = sign(&with(
         base.clone(),
-        json!({"realm_access": {"roles": ["drogue-user"]}, "resource_access": {"drg": {"roles": ["drogue-admin"]}}}),
+        json!({"realm_access": {"roles": ["drogue-user"]}, "resource_access": {"drg": {"roles": ["drogue-admin"]}, "drogue": {"roles": ["manager"]}}}),
     ));
     match v.verify(&valid).await.unwrap() {
         Authentication::Allow(p) => {
             assert_eq!(p.user, "alice");
             assert_eq!(p.name.as_deref(), Some("alice-name"));
-            assert_eq!(p.roles, ["drogue-admin", "drogue-user"]);
+            assert_eq!(p.roles, ["drogue-user", "manager"]);
         }
         other => panic!("a valid token is refused: {other:?}"),
     }
@@ -266,6 +268,74 @@ async fn the_api_takes_bearer_tokens_and_refuses_bad_ones() {
         listed.expect(200);
         assert_eq!(listed.body.as_array().unwrap().len(), 1, "{user}");
     }
+}
+
+/// The finding "OIDC roles": a role named like the administrator role on any client of
+/// the realm made its holder an administrator. Only the configured client's roles count.
+#[tokio::test]
+async fn only_the_audience_client_s_roles_make_an_administrator() {
+    let issuer = TestIssuer::start(&[("k1", TestKey::Rsa1)]).await;
+    let settings = Settings {
+        oidc: Some(OidcConfig::new(&issuer.url, Some("drogue".into()))),
+        ..Settings::default()
+    };
+    let a = TestApp::spawn_with(Backend::Embedded, settings).await;
+    let apps = format!("{}/api/registry/v1alpha1/apps", a.base);
+    let bob = a.token_for("bob").await;
+    a.send(
+        a.client
+            .post(&apps)
+            .basic_auth("bob", Some(&bob))
+            .json(&json!({"metadata": {"name": "bobs"}})),
+    )
+    .await
+    .expect(201);
+
+    let as_admin_of = |client: &str| {
+        issuer.sign(
+            "k1",
+            TestKey::Rsa1,
+            &with(
+                issuer.claims("mallory"),
+                json!({"resource_access": {client: {"roles": ["drogue-admin"]}}}),
+            ),
+        )
+    };
+    let whoami = format!("{}/api/admin/v1alpha1/user/whoami", a.base);
+    let bobs = format!("{apps}/bobs");
+
+    // admin of another client of the realm: an ordinary user here
+    let elsewhere = as_admin_of("other-client");
+    let me = a.send(a.client.get(&whoami).bearer_auth(&elsewhere)).await;
+    me.expect(200);
+    assert_eq!(
+        me.body["roles"],
+        json!([]),
+        "other clients' roles are ignored"
+    );
+    a.send(a.client.get(&bobs).bearer_auth(&elsewhere))
+        .await
+        .expect_error(404, "NotFound");
+    let listed = a.send(a.client.get(&apps).bearer_auth(&elsewhere)).await;
+    listed.expect(200);
+    assert_eq!(listed.body, json!([]), "sees no one else's application");
+    a.send(
+        a.client
+            .post(format!("{}/api/admin/v1alpha1/users/bob/tokens", a.base))
+            .bearer_auth(&elsewhere),
+    )
+    .await
+    .expect_error(403, "Forbidden");
+
+    // the same role on the configured client (the audience): administrator
+    let here = as_admin_of("drogue");
+    let me = a.send(a.client.get(&whoami).bearer_auth(&here)).await;
+    assert_eq!(me.body["roles"], json!(["drogue-admin"]));
+    a.send(a.client.get(&bobs).bearer_auth(&here))
+        .await
+        .expect(200);
+    let listed = a.send(a.client.get(&apps).bearer_auth(&here)).await;
+    assert_eq!(listed.body[0]["metadata"]["name"], "bobs");
 }
 
 #[tokio::test]

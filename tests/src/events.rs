@@ -29,6 +29,7 @@ pub async fn store_fixture_token(store: &dyn TokenStore, roles: Vec<String>) {
             hash: drogue_shared::token::hash(FIXTURE_TOKEN),
             created: chrono::Utc::now(),
             description: None,
+            expires: None,
         })
         .await
         .unwrap();

@@ -31,26 +31,43 @@ pub struct TokenInfo {
     created: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<String>,
+    /// From when on the token is refused; absent: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 pub struct CreateOptions {
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    expires: Option<String>,
 }
 
 /// Creates a token; the description comes as `?description=` (as `drg` sends it) or in
-/// a JSON body. Answers 200 with the token, which is never shown again.
+/// a JSON body, and so does an optional expiry, `?expires=<RFC 3339 timestamp>` or
+/// `{"expires": ".."}` (the query wins over the body). Answers 200 with the token, which
+/// is never shown again.
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     RawQuery(query): RawQuery,
     OptionalJsonBody(body): OptionalJsonBody<CreateOptions>,
 ) -> Result<Json<CreatedToken>, ApiError> {
+    let body = body.unwrap_or_default();
     let description = query_param(query.as_deref(), "description")
-        .or_else(|| body.and_then(|b| b.description))
+        .or(body.description)
         .filter(|d| !d.is_empty());
-    let new = access::create_token(state.registry.store().as_ref(), &caller, description).await?;
+    let expires = query_param(query.as_deref(), "expires")
+        .or(body.expires)
+        .filter(|e| !e.is_empty())
+        .map(|e| access::parse_expiry(&e))
+        .transpose()?;
+    let options = access::TokenOptions {
+        description,
+        expires,
+    };
+    let new = access::create_token_with(state.registry.store().as_ref(), &caller, options).await?;
     Ok(Json(CreatedToken::from(new)))
 }
 
@@ -69,6 +86,9 @@ pub async fn list(
                     .created
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 description: t.description,
+                expires: t
+                    .expires
+                    .map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             })
             .collect(),
     ))

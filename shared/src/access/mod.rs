@@ -7,7 +7,8 @@ mod tokens;
 
 pub use authz::{Permission, Role};
 pub use tokens::{
-    MAX_DESCRIPTION_LEN, MAX_TOKENS_PER_USER, TokenError, authenticate, create_token, delete_token,
+    MAX_DESCRIPTION_LEN, MAX_TOKENS_PER_USER, TokenError, TokenOptions, authenticate, create_token,
+    create_token_with, delete_token, parse_expiry,
 };
 
 /// An authenticated user.

@@ -6,6 +6,12 @@
 //! forged `kid`s cannot make it hammer the issuer. Only asymmetric algorithms are
 //! accepted, and only the one the key is for: `alg: none` and HMAC tokens (such as one
 //! signed with the RSA public key as an HMAC secret) are refused.
+//!
+//! A principal's roles are the realm's roles (`realm_access.roles`), Cognito's groups,
+//! and the client roles of one client only: `resource_access[roles_client].roles`, the
+//! roles client being the audience unless set otherwise. Roles a token carries for any
+//! other client of the realm are ignored: a role named like the administrator role on
+//! some unrelated client grants nothing here.
 
 use super::{Authentication, Principal};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
@@ -22,8 +28,14 @@ pub struct OidcConfig {
     /// The issuer URL: the `iss` tokens carry; its discovery document is at
     /// `{issuer}/.well-known/openid-configuration`.
     pub issuer: String,
-    /// When set, a token's `aud` must contain it or its `azp` must be it.
+    /// When set, a token's `aud` must contain it or its `azp` must be it. Without it,
+    /// tokens the issuer made for any client are accepted: set it wherever the issuer
+    /// serves other clients too.
     pub audience: Option<String>,
+    /// The client (Keycloak client id) whose client roles, `resource_access[client]`,
+    /// count besides the realm roles; the audience, by [`OidcConfig::new`]. `None`: no
+    /// client roles count.
+    pub roles_client: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
     /// Least time between two fetches of the key set.
@@ -34,6 +46,7 @@ impl OidcConfig {
     pub fn new(issuer: impl Into<String>, audience: Option<String>) -> Self {
         Self {
             issuer: issuer.into().trim_end_matches('/').to_owned(),
+            roles_client: audience.clone(),
             audience,
             leeway: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(10),
@@ -174,13 +187,7 @@ impl OidcVerifier {
                 };
             }
         }
-        let mut roles: Vec<String> = claims.realm_access.map(|r| r.roles).unwrap_or_default();
-        for client in claims.resource_access.unwrap_or_default().into_values() {
-            roles.extend(client.roles);
-        }
-        roles.extend(claims.cognito_groups.unwrap_or_default());
-        roles.sort();
-        roles.dedup();
+        let roles = roles_of(&claims, self.config.roles_client.as_deref());
         Authentication::Allow(Principal {
             user: claims.sub,
             name: claims.preferred_username.or(claims.cognito_username),
@@ -261,6 +268,21 @@ impl OidcVerifier {
     }
 }
 
+/// The roles of a token: realm roles, Cognito groups, and the client roles of
+/// `roles_client` only (none without one), sorted and without duplicates.
+fn roles_of(claims: &Claims, roles_client: Option<&str>) -> Vec<String> {
+    let realm = claims.realm_access.iter().flat_map(|r| &r.roles);
+    let client = roles_client
+        .and_then(|client| claims.resource_access.as_ref()?.get(client))
+        .into_iter()
+        .flat_map(|r| &r.roles);
+    let groups = claims.cognito_groups.iter().flatten();
+    let mut roles: Vec<String> = realm.chain(client).chain(groups).cloned().collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
 fn is_asymmetric(alg: Algorithm) -> bool {
     !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
@@ -293,4 +315,99 @@ fn cache_entry(jwk: &Jwk) -> Option<CachedKey> {
         .filter(|a| is_asymmetric(*a))
         .collect();
     (!algorithms.is_empty()).then_some(CachedKey { key, algorithms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(value: Value) -> Claims {
+        let mut claims = json!({"sub": "alice"});
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(value.as_object().unwrap().clone());
+        serde_json::from_value(claims).unwrap()
+    }
+
+    #[test]
+    fn only_the_roles_client_s_roles_count_besides_realm_roles_and_groups() {
+        let token = claims(json!({
+            "realm_access": {"roles": ["drogue-user"]},
+            "resource_access": {
+                "other-client": {"roles": ["drogue-admin"]},
+                "drogue": {"roles": ["manager", "drogue-user"]},
+            },
+            "cognito:groups": ["ops"],
+        }));
+        assert_eq!(
+            roles_of(&token, Some("drogue")),
+            ["drogue-user", "manager", "ops"]
+        );
+        assert_eq!(
+            roles_of(&token, Some("other-client")),
+            ["drogue-admin", "drogue-user", "ops"]
+        );
+        assert_eq!(
+            roles_of(&token, Some("unknown")),
+            ["drogue-user", "ops"],
+            "a client the token has no roles for adds none"
+        );
+        assert_eq!(
+            roles_of(&token, None),
+            ["drogue-user", "ops"],
+            "without a roles client, no client roles count"
+        );
+    }
+
+    #[test]
+    fn a_token_without_roles_has_none() {
+        assert!(roles_of(&claims(json!({})), Some("drogue")).is_empty());
+        let empty = claims(json!({"resource_access": {"drogue": {}}}));
+        assert!(roles_of(&empty, Some("drogue")).is_empty());
+    }
+
+    #[test]
+    fn the_roles_client_is_the_audience_unless_set() {
+        let config = OidcConfig::new("https://sso/realms/r/", Some("drogue".into()));
+        assert_eq!(config.issuer, "https://sso/realms/r");
+        assert_eq!(config.roles_client.as_deref(), Some("drogue"));
+        assert_eq!(OidcConfig::new("https://sso", None).roles_client, None);
+    }
+
+    fn accepted_roles(config: OidcConfig, value: Value) -> Option<Vec<String>> {
+        match OidcVerifier::new(config).accept(claims(value)) {
+            Authentication::Allow(p) => Some(p.roles),
+            Authentication::Deny { .. } => None,
+        }
+    }
+
+    #[test]
+    fn the_audience_is_checked_before_roles_are_read() {
+        let config = OidcConfig::new("https://sso", Some("drogue".into()));
+        let admin_elsewhere = json!({
+            "aud": "account", "azp": "other-client",
+            "resource_access": {"other-client": {"roles": ["drogue-admin"]}},
+        });
+        assert_eq!(accepted_roles(config.clone(), admin_elsewhere), None);
+        let admin_here = json!({
+            "aud": ["account", "drogue"], "azp": "other-client",
+            "resource_access": {"other-client": {"roles": ["drogue-admin"]}, "drogue": {"roles": ["reader"]}},
+        });
+        assert_eq!(
+            accepted_roles(config.clone(), admin_here),
+            Some(vec!["reader".to_owned()])
+        );
+        let mut explicit = config;
+        explicit.roles_client = Some("other-client".into());
+        let by_azp = json!({
+            "azp": "drogue",
+            "resource_access": {"other-client": {"roles": ["drogue-admin"]}},
+        });
+        assert_eq!(
+            accepted_roles(explicit, by_azp),
+            Some(vec!["drogue-admin".to_owned()])
+        );
+    }
 }

@@ -91,6 +91,10 @@ pub struct StoredToken {
     pub created: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// From when on the token is refused; `None` (and every token stored before tokens
+    /// could expire): never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<DateTime<Utc>>,
 }
 
 /// Reading and writing applications.
