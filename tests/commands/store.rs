@@ -19,12 +19,28 @@ pub const CASES: &[Case<TestStore>] = &[
     }),
 ];
 
+/// A device of `app1` named `name`, with the `uid` [`command`] gives its commands.
+pub fn device(name: &str) -> drogue_shared::model::Device {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "application": "app1",
+            "uid": format!("uid-of-{name}"),
+            "creationTimestamp": Utc::now(),
+            "generation": 0,
+            "resourceVersion": "rv"
+        }
+    }))
+    .expect("a device")
+}
+
 pub fn command(device: &str, name: &str, created_ago_ms: i64, ttl_s: i64) -> Command {
     let created = Utc::now() - Duration::milliseconds(created_ago_ms);
     Command {
         id: uuid::Uuid::new_v4().to_string(),
         application: "app1".into(),
         device: device.into(),
+        device_uid: format!("uid-of-{device}"),
         name: name.into(),
         content_type: Some("application/json".into()),
         payload: format!("{{\"name\":\"{name}\"}}").into_bytes(),

@@ -1,6 +1,6 @@
 //! Waiting for commands and responses, woken by in-process signals or by polling.
 
-use super::store::command;
+use super::store::{command, device};
 use chrono::Utc;
 use drogue_shared::commands::{CommandResponse, CommandService, Signals};
 use drogue_tests::TestStore;
@@ -20,7 +20,41 @@ pub const CASES: &[Case<TestStore>] = &[
         "a waiting drop-off gets the response, or nothing in time",
         |s| Box::pin(responses(s)),
     ),
+    (
+        "commands of an earlier device of the same name are never delivered",
+        |s| Box::pin(earlier_device(s)),
+    ),
 ];
+
+async fn earlier_device(t: TestStore) {
+    let service = CommandService::new(t.store.clone()).with_signals(Signals::default());
+    let mut stale = command("d1", "for-the-old-d1", 2000, 3600);
+    stale.device_uid = "uid-of-an-earlier-d1".into();
+    let fresh = command("d1", "for-d1", 1000, 3600);
+    service.drop_off(&stale).await.unwrap();
+    service.drop_off(&fresh).await.unwrap();
+    let got = service
+        .wait_for_command("app1", &device("d1"), Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the command for this d1");
+    assert_eq!(got.id, fresh.id, "the earlier device's command is skipped");
+    assert!(
+        service
+            .wait_for_command("app1", &device("d1"), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none(),
+        "and dropped"
+    );
+    assert!(stale.is_for("app1", &{
+        let mut old = device("d1");
+        old.metadata.uid = "uid-of-an-earlier-d1".into();
+        old
+    }));
+    assert!(!stale.is_for("app1", &device("d1")));
+    assert!(!fresh.is_for("app2", &device("d1")));
+}
 
 async fn woken(t: TestStore) {
     let service = CommandService::new(t.store.clone()).with_signals(Signals::default());
@@ -28,7 +62,7 @@ async fn woken(t: TestStore) {
         let service = service.clone();
         tokio::spawn(async move {
             service
-                .wait_for_command("app1", "d1", Duration::from_secs(10))
+                .wait_for_command("app1", &device("d1"), Duration::from_secs(10))
                 .await
         })
     };
@@ -47,13 +81,13 @@ async fn woken(t: TestStore) {
         "woken, not timed out"
     );
     let none = service
-        .wait_for_command("app1", "d1", Duration::from_millis(200))
+        .wait_for_command("app1", &device("d1"), Duration::from_millis(200))
         .await
         .unwrap();
     assert!(none.is_none(), "taken once");
     assert_eq!(
         service
-            .wait_for_command("app1", "d2", Duration::ZERO)
+            .wait_for_command("app1", &device("d2"), Duration::ZERO)
             .await
             .unwrap()
             .unwrap()
@@ -68,7 +102,7 @@ async fn polled(t: TestStore) {
         let service = service.clone();
         tokio::spawn(async move {
             service
-                .wait_for_command("app1", "d1", Duration::from_secs(5))
+                .wait_for_command("app1", &device("d1"), Duration::from_secs(5))
                 .await
         })
     };
@@ -79,7 +113,7 @@ async fn polled(t: TestStore) {
     let started = Instant::now();
     assert!(
         service
-            .wait_for_command("app1", "d1", Duration::from_millis(600))
+            .wait_for_command("app1", &device("d1"), Duration::from_millis(600))
             .await
             .unwrap()
             .is_none()

@@ -190,12 +190,12 @@ async fn a_gateway_gets_the_topics_of_the_devices_it_serves() {
 async fn applications_get_the_events_and_commands_of_what_they_may_read() {
     let (a, rita, _store) = authorizer().await;
     let response = a
-        .handle(request("rita", &rita, "rita-integration"), &context())
+        .handle(request("rita", &rita, "rita/integration"), &context())
         .await
         .unwrap();
     expect_allowed(&response);
     let expected: BTreeMap<String, Vec<String>> = [
-        ("iot:Connect", strs(&["client/rita-integration"])),
+        ("iot:Connect", strs(&["client/rita/integration"])),
         ("iot:Publish", strs(&["topic/command/from-lambda/*"])),
         (
             "iot:Subscribe",
@@ -238,8 +238,14 @@ async fn refusals_carry_no_policy() {
         ("device1@other-app", "hey-rodney", "device1@other-app"),
         ("nobody@from-lambda", "hey-rodney", "nobody@from-lambda"),
         ("alice", "pw", "device1@from-lambda"),
-        ("rita", "drg_wrong", "x"),
-        ("eve", &rita, "x"),
+        ("rita", "drg_wrong", "rita/x"),
+        ("eve", &rita, "eve/x"),
+        // a user's client id lies in her own namespace: never a device's, nor another's
+        ("rita", &rita, "device1@from-lambda"),
+        ("rita", &rita, "rita-integration"),
+        ("rita", &rita, "alice/integration"),
+        ("rita", &rita, "rita/device1@from-lambda"),
+        ("rita", &rita, "rita/*"),
     ] {
         let response = a
             .handle(request(username, password, client_id), &context())

@@ -470,3 +470,115 @@ async fn isolation_on_the_embedded_store() {
 async fn isolation_on_dynamodb() {
     run(Backend::DynamoDb).await;
 }
+
+/// Readers see a device's credentials without their secrets (password hashes, pre-shared
+/// keys), in a single device and in lists; whoever may change the device sees them.
+async fn readers_see_no_secrets(backend: Backend) {
+    let mut m = setup(backend).await;
+    let device = "/api/registry/v1alpha1/apps/alpha/devices/d2";
+    let spec = json!({"authentication": {"credentials": [
+        {"pass": "hey-rodney"},
+        {"user": {"username": "u", "password": "two"}},
+        {"psk": {"key": "c2VjcmV0"}}
+    ]}});
+    let body = json!({"metadata": {"name": "d2"}, "spec": spec});
+    let created = m
+        .call(
+            "alice",
+            Method::POST,
+            "/api/registry/v1alpha1/apps/alpha/devices",
+            Some(body),
+        )
+        .await;
+    assert_eq!(created.0, 201);
+    let secrets = |v: &Value| {
+        let text = v.to_string();
+        text.contains("$6$") || text.contains("c2VjcmV0")
+    };
+    for user in ["alice", "ada", "manny", "admin"] {
+        let (status, got) = m.get(user, device).await;
+        assert_eq!(status, 200);
+        assert!(secrets(&got), "{user} may change the device: {got}");
+    }
+    let (status, got) = m.get("rita", device).await;
+    assert_eq!(status, 200);
+    assert!(!secrets(&got), "the reader sees no secret: {got}");
+    assert_eq!(
+        got["spec"]["authentication"]["credentials"][1]["user"]["username"],
+        "u"
+    );
+    let (status, list) = m
+        .get("rita", "/api/registry/v1alpha1/apps/alpha/devices")
+        .await;
+    assert_eq!(status, 200);
+    assert!(list.as_array().unwrap().len() > 1);
+    assert!(!secrets(&list), "nor in lists: {list}");
+}
+
+#[tokio::test]
+async fn readers_see_no_secrets_on_the_embedded_store() {
+    readers_see_no_secrets(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn readers_see_no_secrets_on_dynamodb() {
+    readers_see_no_secrets(Backend::DynamoDb).await;
+}
+
+/// A user owns at most the quota's applications (429 beyond, nothing made); others and
+/// administrators are not held back by it, and a deleted application frees its place.
+async fn application_quota(backend: Backend) {
+    let settings = drogue_registry::Settings {
+        quotas: drogue_shared::registry::Quotas {
+            applications_per_user: 2,
+        },
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(backend, settings).await;
+    let (alice, bob) = (app.token_for("alice").await, app.token_for("bob").await);
+    let apps = format!("{}/api/registry/v1alpha1/apps", app.base);
+    let app = &app;
+    let apps = &apps;
+    let create = |user: &'static str, token: String, name: &'static str| async move {
+        let request = app
+            .client
+            .post(apps)
+            .basic_auth(user, Some(token))
+            .json(&json!({"metadata": {"name": name}}));
+        app.send(request).await
+    };
+    create("alice", alice.clone(), "a1").await.expect(201);
+    create("alice", alice.clone(), "a2").await.expect(201);
+    create("alice", alice.clone(), "a3")
+        .await
+        .expect_error(429, "QuotaExceeded");
+    create("bob", bob.clone(), "b1").await.expect(201);
+    for name in ["x1", "x2", "x3"] {
+        app.post(
+            "/api/registry/v1alpha1/apps",
+            &json!({"metadata": {"name": name}}),
+        )
+        .await
+        .expect(201);
+    }
+    let gone = app
+        .client
+        .delete(format!("{apps}/a1"))
+        .basic_auth("alice", Some(alice.clone()));
+    app.send(gone).await.expect(204);
+    create("alice", alice.clone(), "a3").await.expect(201);
+    let listed = app
+        .send(app.client.get(apps).basic_auth("alice", Some(alice)))
+        .await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 2, "{}", listed.body);
+}
+
+#[tokio::test]
+async fn application_quota_on_the_embedded_store() {
+    application_quota(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn application_quota_on_dynamodb() {
+    application_quota(Backend::DynamoDb).await;
+}

@@ -109,21 +109,20 @@ pub async fn drop_off(
     }
 
     let payload = read_body(body, MAX_PAYLOAD).await?;
-    let now = Utc::now();
-    let command = Command {
-        id: uuid::Uuid::new_v4().to_string(),
-        application: app.to_string(),
-        device: device.metadata.name.clone(),
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let command = Command::new(
+        app.as_str(),
+        &device,
         name,
-        content_type: parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        payload: payload.to_vec(),
-        created: now,
-        expires: now + chrono::Duration::seconds(options.ttl as i64),
-    };
+        content_type,
+        payload.to_vec(),
+        options.ttl,
+        Utc::now(),
+    );
     state.commands.drop_off(&command).await?;
 
     let Some(timeout) = options.timeout.filter(|t| *t > 0) else {

@@ -139,7 +139,7 @@ pub async fn publish(
         .commands
         .wait_for_command(
             &authenticated.application.metadata.name,
-            &authenticated.device.metadata.name,
+            &authenticated.device,
             Duration::from_secs(wait),
         )
         .await

@@ -36,8 +36,10 @@ pub async fn respond(
     let command = state.commands.command(&id).await.map_err(unavailable)?;
     // only the command's device (or a gateway answering for it) may answer
     let Some(command) = command.filter(|c| {
-        c.application == authenticated.application.metadata.name
-            && c.device == authenticated.device.metadata.name
+        c.is_for(
+            &authenticated.application.metadata.name,
+            &authenticated.device,
+        )
     }) else {
         return Err(EndpointError::NotFound(format!(
             "no command with request id {id} for this device"

@@ -18,7 +18,7 @@ use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::DEFAULT_INSTANCE;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
 use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
-use drogue_shared::registry::{Changes, Registry};
+use drogue_shared::registry::{Changes, Quotas, Registry};
 use drogue_shared::store::Store;
 use drogue_shared::store::embedded::EmbeddedStore;
 use std::future::Future;
@@ -55,7 +55,9 @@ pub struct Config {
     /// accepted besides access tokens.
     #[arg(long, env = "DROGUE_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
-    /// The audience (`aud` or `azp`) bearer tokens must be for.
+    /// The audience (`aud` or `azp`) bearer tokens must be for: the client id. Its client
+    /// roles count besides the realm roles. Set it with any issuer: without it, tokens
+    /// the issuer made for any of its clients are accepted.
     #[arg(long, env = "DROGUE_OIDC_AUDIENCE", requires = "oidc_issuer")]
     pub oidc_audience: Option<String>,
     /// The role that may do everything; the bootstrapped administrator holds it.
@@ -71,6 +73,13 @@ pub struct Config {
     /// Threads serving MQTT connections.
     #[arg(long, env = "DROGUE_MQTT_WORKERS", default_value_t = 2)]
     pub mqtt_workers: usize,
+    /// Applications a user may own (administrators are not limited); 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_APPLICATIONS_PER_USER", default_value_t = Quotas::DEFAULT_APPLICATIONS_PER_USER)]
+    pub max_applications_per_user: usize,
+    /// Threads that verify device password hashes (bcrypt, SHA-512-crypt), apart from
+    /// the threads serving requests; default: half the cores, at least one.
+    #[arg(long, env = "DROGUE_PASSWORD_CHECK_THREADS")]
+    pub password_check_threads: Option<usize>,
     /// Events kept per application in the local event log.
     #[arg(long, env = "DROGUE_EVENT_RETENTION", default_value_t = DEFAULT_RETENTION)]
     pub event_retention: u64,
@@ -81,6 +90,25 @@ pub struct Config {
     pub ready_file: Option<PathBuf>,
 }
 
+/// Whether an issuer is configured without an audience: then bearer tokens the issuer
+/// made for any of its clients are accepted, and no client roles count.
+fn lacks_audience(config: &Config) -> bool {
+    config.oidc_issuer.as_deref().is_some_and(|i| !i.is_empty())
+        && config.oidc_audience.as_deref().is_none_or(str::is_empty)
+}
+
+fn warn_without_audience(config: &Config) {
+    if lacks_audience(config) {
+        tracing::warn!(
+            issuer = config.oidc_issuer.as_deref().unwrap_or_default(),
+            "an OIDC issuer is configured without an audience (--oidc-audience, \
+             DROGUE_OIDC_AUDIENCE): bearer tokens the issuer made for ANY of its clients are \
+             accepted, and no client's roles count (only realm roles and groups). Set the \
+             audience to the client id of this API."
+        );
+    }
+}
+
 /// A started local runner.
 pub struct Server {
     http: TcpListener,
@@ -88,7 +116,8 @@ pub struct Server {
     router: axum::Router,
     admin: bootstrap::AdminCredentials,
     events: EventLog,
-    broker: mqtt::Broker,
+    /// The MQTT broker, unless both its listeners are off.
+    broker: Option<mqtt::Broker>,
     routing: tokio::task::JoinHandle<()>,
     mqtt_hub: Arc<mqtt::hub::Hub>,
 }
@@ -107,6 +136,7 @@ impl Server {
         let admin = bootstrap::ensure_admin(&store, dir, &config.admin_role).await?;
         let store: Arc<dyn Store> = Arc::new(store);
 
+        warn_without_audience(&config);
         let oidc = config
             .oidc_issuer
             .clone()
@@ -117,11 +147,15 @@ impl Server {
             oidc: oidc.clone(),
             admin_role: config.admin_role.clone(),
             websocket_path: Some(stream::PATH.into()),
+            quotas: Quotas {
+                applications_per_user: config.max_applications_per_user,
+            },
         };
         // registry writes make device authentication look again at once
         let changes = Changes::default();
         let registry = Registry::new(store.clone(), Authorizer::new(&config.admin_role))
-            .with_changes(changes.clone());
+            .with_changes(changes.clone())
+            .with_quotas(settings.quotas);
         let verifier = oidc.map(|c| Arc::new(OidcVerifier::new(c)));
         let stream_state = stream::StreamState {
             registry: registry.clone(),
@@ -139,7 +173,10 @@ impl Server {
             oidc: verifier.clone(),
             commands: commands.clone(),
         });
-        let device_auth = DeviceAuthenticator::new(store.clone()).with_changes(changes);
+        let mut device_auth = DeviceAuthenticator::new(store.clone()).with_changes(changes);
+        if let Some(threads) = config.password_check_threads {
+            device_auth = device_auth.with_password_check_threads(threads);
+        }
         let mqtt_backend = mqtt::backend::Backend {
             authorizer: MqttAuthorizer::new(
                 device_auth.clone(),
@@ -198,21 +235,28 @@ impl Server {
                 Some((listener, mqtt::tls_config(&*tls::server_config(&config)?)))
             }
         };
-        let broker = mqtt::Broker::start(
-            mqtt_backend.clone(),
-            mqtt::Listeners {
-                tcp: std_listener(&config.mqtt_bind, "--mqtt-bind")?,
-                tls: mqtt_tls,
-                workers: config.mqtt_workers,
-            },
-        )
-        .context("cannot start the MQTT broker")?;
+        let broker = match (std_listener(&config.mqtt_bind, "--mqtt-bind")?, mqtt_tls) {
+            (None, None) => None,
+            (tcp, tls) => Some(
+                mqtt::Broker::start(
+                    mqtt_backend.clone(),
+                    mqtt::Listeners {
+                        tcp,
+                        tls,
+                        workers: config.mqtt_workers,
+                    },
+                )
+                .context("cannot start the MQTT broker")?,
+            ),
+        };
+        let mqtt_addr = broker.as_ref().and_then(mqtt::Broker::tcp_addr);
+        let mqtts_addr = broker.as_ref().and_then(mqtt::Broker::tls_addr);
         let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus);
         tracing::info!(
             http = %http.local_addr()?,
             https = ?https_addr,
-            mqtt = ?broker.tcp_addr(),
-            mqtts = ?broker.tls_addr(),
+            mqtt = ?mqtt_addr,
+            mqtts = ?mqtts_addr,
             data_dir = %dir.display(),
             "drogue-local is ready"
         );
@@ -223,8 +267,8 @@ impl Server {
                 "{{\"http\":\"{}\",\"https\":{},\"mqtt\":{},\"mqtts\":{}}}\n",
                 http.local_addr()?,
                 quoted(https_addr),
-                quoted(broker.tcp_addr()),
-                quoted(broker.tls_addr()),
+                quoted(mqtt_addr),
+                quoted(mqtts_addr),
             );
             std::fs::write(path, ready)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -255,12 +299,12 @@ impl Server {
 
     /// Where the MQTT listener is bound, if there is one.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
-        self.broker.tcp_addr()
+        self.broker.as_ref().and_then(mqtt::Broker::tcp_addr)
     }
 
     /// Where the MQTT over TLS listener is bound, if there is one.
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
-        self.broker.tls_addr()
+        self.broker.as_ref().and_then(mqtt::Broker::tls_addr)
     }
 
     /// The MQTT broker's sessions.
@@ -300,7 +344,9 @@ impl Server {
         };
         let (served, ()) = tokio::join!(http, signal);
         self.routing.abort();
-        self.broker.stop().await;
+        if let Some(broker) = self.broker {
+            broker.stop().await;
+        }
         if let Some(https) = https {
             https.await??;
         }
@@ -350,4 +396,26 @@ fn mqtt_routing(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("drogue-local").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn an_issuer_without_an_audience_is_warned_about() {
+        let issuer = ["--oidc-issuer", "https://sso/realms/r"];
+        assert!(lacks_audience(&config(&issuer)));
+        assert!(lacks_audience(&config(
+            &[&issuer[..], &["--oidc-audience", ""]].concat()
+        )));
+        assert!(!lacks_audience(&config(
+            &[&issuer[..], &["--oidc-audience", "drogue"]].concat()
+        )));
+        assert!(!lacks_audience(&config(&[])), "no issuer, no bearer tokens");
+    }
 }

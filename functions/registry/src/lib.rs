@@ -15,7 +15,7 @@ use axum::routing::{MethodRouter, get};
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::http::ApiError;
-use drogue_shared::registry::Registry;
+use drogue_shared::registry::{Quotas, Registry};
 use drogue_shared::store::Store;
 use std::sync::Arc;
 
@@ -38,6 +38,9 @@ pub struct Settings {
     /// The path on this API's host where the WebSocket integration serves
     /// (`/stream/` in `drogue-local`), announced as `websocket_integration`.
     pub websocket_path: Option<String>,
+    /// `DROGUE_MAX_APPLICATIONS_PER_USER`: applications a user may own (default 100, 0 for
+    /// no limit; administrators are not limited).
+    pub quotas: Quotas,
 }
 
 impl Default for Settings {
@@ -48,6 +51,7 @@ impl Default for Settings {
             oidc: None,
             admin_role: Authorizer::DEFAULT_ADMIN_ROLE.into(),
             websocket_path: None,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -63,6 +67,18 @@ impl Settings {
             admin_role: var("DROGUE_ADMIN_ROLE")
                 .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
             websocket_path: None,
+            quotas: Quotas {
+                applications_per_user: match var("DROGUE_MAX_APPLICATIONS_PER_USER") {
+                    None => Quotas::DEFAULT_APPLICATIONS_PER_USER,
+                    Some(value) => value.parse().unwrap_or_else(|_| {
+                        tracing::warn!(
+                            value,
+                            "DROGUE_MAX_APPLICATIONS_PER_USER is no number; the default applies"
+                        );
+                        Quotas::DEFAULT_APPLICATIONS_PER_USER
+                    }),
+                },
+            },
         }
     }
 }
@@ -175,7 +191,8 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
 
 /// The management API over a store.
 pub fn router(store: Arc<dyn Store>, settings: Settings) -> Router {
-    let registry = Registry::new(store, Authorizer::new(&settings.admin_role));
+    let registry =
+        Registry::new(store, Authorizer::new(&settings.admin_role)).with_quotas(settings.quotas);
     router_for(registry, settings)
 }
 

@@ -34,6 +34,11 @@ pub struct Command {
     pub application: String,
     /// The device the command is for.
     pub device: String,
+    /// The `uid` of that device when the command was dropped off: only this very device
+    /// takes it or answers it, never a later device of the same name (in an application
+    /// deleted and made again). Empty for commands kept before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device_uid: String,
     /// The command's name.
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,6 +51,36 @@ pub struct Command {
 }
 
 impl Command {
+    /// A new command for `device` of `application`, waiting up to `ttl_seconds`.
+    pub fn new(
+        application: &str,
+        device: &crate::model::Device,
+        name: impl Into<String>,
+        content_type: Option<String>,
+        payload: Vec<u8>,
+        ttl_seconds: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            application: application.to_owned(),
+            device: device.metadata.name.clone(),
+            device_uid: device.metadata.uid.clone(),
+            name: name.into(),
+            content_type,
+            payload,
+            created: now,
+            expires: now + chrono::Duration::seconds(ttl_seconds as i64),
+        }
+    }
+
+    /// Whether the command is for this very device (by name and `uid`).
+    pub fn is_for(&self, application: &str, device: &crate::model::Device) -> bool {
+        self.application == application
+            && self.device == device.metadata.name
+            && (self.device_uid.is_empty() || self.device_uid == device.metadata.uid)
+    }
+
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires <= now
     }

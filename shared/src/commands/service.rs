@@ -94,18 +94,35 @@ impl CommandService {
         Ok(())
     }
 
-    /// The next command for a device, waiting up to `timeout` for one.
+    /// The next command for a device, waiting up to `timeout` for one. Commands left for
+    /// an earlier device of the same name (another `uid`) are taken and dropped, never
+    /// delivered.
     pub async fn wait_for_command(
         &self,
         application: &str,
-        device: &str,
+        device: &crate::model::Device,
         timeout: Duration,
     ) -> Result<Option<Command>, CommandError> {
         let store = self.store.clone();
-        let matches = |signal: &Signal| matches!(signal, Signal::Inbox { application: a, device: d } if a == application && d == device);
+        let name = device.metadata.name.as_str();
+        let matches = |signal: &Signal| matches!(signal, Signal::Inbox { application: a, device: d } if a == application && d == name);
         self.wait(timeout, matches, || {
             let store = store.clone();
-            async move { store.take_command(application, device, Utc::now()).await }
+            async move {
+                loop {
+                    match store.take_command(application, name, Utc::now()).await? {
+                        Some(command) if !command.is_for(application, device) => {
+                            tracing::info!(
+                                application,
+                                device = name,
+                                request = %command.id,
+                                "a command for an earlier device of the same name is dropped"
+                            );
+                        }
+                        found => return Ok(found),
+                    }
+                }
+            }
         })
         .await
     }

@@ -36,6 +36,40 @@ impl Presented<'_> {
     }
 }
 
+/// What a device presented, owned, to be checked on another thread.
+pub struct OwnedPresented {
+    username: bool,
+    id: String,
+    password: String,
+}
+
+impl From<&Presented<'_>> for OwnedPresented {
+    fn from(presented: &Presented<'_>) -> Self {
+        let (kind, id) = presented.identity();
+        Self {
+            username: kind == "user",
+            id: id.to_owned(),
+            password: presented.password().to_owned(),
+        }
+    }
+}
+
+impl OwnedPresented {
+    pub fn as_presented(&self) -> Presented<'_> {
+        if self.username {
+            Presented::UsernamePassword {
+                username: &self.id,
+                password: &self.password,
+            }
+        } else {
+            Presented::Password {
+                id: &self.id,
+                password: &self.password,
+            }
+        }
+    }
+}
+
 /// Whether any stored credential accepts what was presented.
 pub fn matches(stored: &[Credential], device_name: &str, presented: &Presented<'_>) -> bool {
     stored

@@ -7,10 +7,12 @@
 //! means the store could not be asked, so nothing was decided (the endpoints answer 503).
 
 mod cache;
+mod checks;
 mod credentials;
 mod x509;
 
 pub use cache::VerifiedPasswords;
+pub use checks::{FAILURE_TTL, MAX_WAITING_PER_DEVICE, PasswordChecks};
 pub use x509::Clock;
 
 use crate::model::device_spec::{self, Credential};
@@ -104,6 +106,7 @@ fn deny(reason: &'static str) -> Result<DeviceAuthentication, StoreError> {
 pub struct DeviceAuthenticator {
     store: Arc<dyn Store>,
     verified: Arc<VerifiedPasswords>,
+    checks: Arc<PasswordChecks>,
     clock: Arc<dyn Clock>,
     lookups: Arc<quick_cache::sync::Cache<(String, String), Lookup>>,
     lookup_ttl: Duration,
@@ -125,6 +128,7 @@ impl DeviceAuthenticator {
         Self {
             store,
             verified: Arc::new(VerifiedPasswords::new(VerifiedPasswords::DEFAULT_CAPACITY)),
+            checks: Arc::new(PasswordChecks::default()),
             clock,
             lookups: Arc::new(quick_cache::sync::Cache::new(LOOKUP_CAPACITY)),
             lookup_ttl: DEFAULT_LOOKUP_TTL,
@@ -135,6 +139,12 @@ impl DeviceAuthenticator {
     /// Remembers lookups for `ttl` (zero: never).
     pub fn with_lookup_ttl(mut self, ttl: Duration) -> Self {
         self.lookup_ttl = ttl;
+        self
+    }
+
+    /// Runs at most `threads` slow password checks at once (default: half the cores).
+    pub fn with_password_check_threads(mut self, threads: usize) -> Self {
+        self.checks = Arc::new(PasswordChecks::new(threads));
         self
     }
 
@@ -171,8 +181,11 @@ impl DeviceAuthenticator {
                     id: device,
                     password,
                 };
-                if !self.check_password(&application, &sender, &presented) {
-                    return deny("wrong password");
+                if let Some(reason) = self
+                    .check_password(&application, &sender, presented, "wrong password")
+                    .await
+                {
+                    return deny(reason);
                 }
                 (application, sender)
             }
@@ -189,8 +202,16 @@ impl DeviceAuthenticator {
                     return deny("unknown application or device");
                 };
                 let presented = credentials::Presented::UsernamePassword { username, password };
-                if !self.check_password(&application, &sender, &presented) {
-                    return deny("wrong username or password");
+                if let Some(reason) = self
+                    .check_password(
+                        &application,
+                        &sender,
+                        presented,
+                        "wrong username or password",
+                    )
+                    .await
+                {
+                    return deny(reason);
                 }
                 (application, sender)
             }
@@ -303,23 +324,55 @@ impl DeviceAuthenticator {
         }
     }
 
-    fn check_password(
+    /// Checks a presented password: `None` when it matches, else why not. A match
+    /// remembered for this version of the device answers at once; otherwise the stored
+    /// hashes are computed on the bounded pool, one check per device at a time.
+    async fn check_password(
         &self,
         app: &Application,
         device: &Device,
-        presented: &credentials::Presented<'_>,
-    ) -> bool {
-        let key = self.verified.key(app, device, presented);
+        presented: credentials::Presented<'_>,
+        wrong: &'static str,
+    ) -> Option<&'static str> {
+        let key = self.verified.key(app, device, &presented);
         if self.verified.contains(&key) {
-            return true;
+            return None;
+        }
+        if self.checks.failed_recently(&key) {
+            return Some(wrong);
+        }
+        let Ok(_turn) = self.checks.device_turn(&device.metadata.uid).await else {
+            // answered late, so that a flood of guesses slows itself down
+            tokio::time::sleep(checks::BUSY_DELAY).await;
+            return Some("too many password checks of this device at once");
+        };
+        // the check this one waited for may have settled it
+        if self.verified.contains(&key) {
+            return None;
+        }
+        if self.checks.failed_recently(&key) {
+            return Some(wrong);
         }
         self.verified.count_slow_check();
         let stored = device_spec::credentials(&device.spec).unwrap_or_default();
-        let ok = credentials::matches(&stored, &device.metadata.name, presented);
+        let name = device.metadata.name.clone();
+        let owned = credentials::OwnedPresented::from(&presented);
+        let ok = self
+            .checks
+            .run(move || credentials::matches(&stored, &name, &owned.as_presented()))
+            .await;
         if ok {
             self.verified.insert(key);
+            None
+        } else {
+            self.checks.remember_failure(key);
+            Some(wrong)
         }
-        ok
+    }
+
+    /// The pool of slow password checks (for tests and metrics).
+    pub fn password_checks(&self) -> &PasswordChecks {
+        &self.checks
     }
 }
 

@@ -59,6 +59,16 @@ pub fn device_path(app: &str, device: &str) -> String {
     )
 }
 
+/// The `source` of a device's events, as Drogue Cloud 0.11 builds it:
+/// `drogue://{app}/{device}`, the application as is (a DNS label needs no encoding) and
+/// the device percent-encoded (everything but ASCII letters and digits).
+pub fn source(app: &str, device: &str) -> String {
+    format!(
+        "drogue://{app}/{}",
+        utf8_percent_encode(device, NON_ALPHANUMERIC)
+    )
+}
+
 /// The CloudEvent of a device's publish.
 ///
 /// A declared JSON content type must carry valid JSON, and becomes `application/json`;
@@ -107,7 +117,7 @@ fn event(
     let mut builder = EventBuilderV10::new()
         .id(uuid::Uuid::new_v4().to_string())
         .ty(ty)
-        .source(format!("drogue://{path}"))
+        .source(source(app, &publish.device.metadata.name))
         .subject(publish.channel)
         .time(publish.received)
         .extension("instance", publish.instance)
@@ -227,7 +237,10 @@ mod tests {
         assert_eq!(e["specversion"], "1.0");
         assert!(uuid::Uuid::parse_str(e["id"].as_str().unwrap()).is_ok());
         assert_eq!(e["type"], "io.drogue.event.v1");
-        assert_eq!(e["source"], "drogue://my%2Dapp/dev%201");
+        assert_eq!(
+            e["source"], "drogue://my-app/dev%201",
+            "as Drogue Cloud 0.11"
+        );
         assert_eq!(e["subject"], "telemetry");
         assert_eq!(e["time"], "2026-11-24T10:00:00Z");
         assert_eq!(e["datacontenttype"], "application/json");

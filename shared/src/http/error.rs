@@ -32,6 +32,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413, `PayloadTooLarge`.
     PayloadTooLarge(usize),
+    /// 429, `QuotaExceeded`: the caller holds as much as its quota allows.
+    QuotaExceeded(String),
     /// 503, `ServiceUnavailable`: a backend could not be reached.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
     /// 504, `GatewayTimeout`: what was waited for did not come in time.
@@ -59,6 +61,7 @@ impl ApiError {
             Self::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable", m.clone()),
             Self::Conflict(m) => (StatusCode::CONFLICT, "Conflict", m.clone()),
             Self::GatewayTimeout(m) => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", m.clone()),
+            Self::QuotaExceeded(m) => (StatusCode::TOO_MANY_REQUESTS, "QuotaExceeded", m.clone()),
             Self::PayloadTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PayloadTooLarge",
@@ -101,6 +104,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict(m) => Self::Conflict(m),
             RegistryError::InvalidRequest(m) => Self::InvalidRequest(m),
             RegistryError::Forbidden(m) => Self::NotAllowed(m),
+            RegistryError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             RegistryError::Unavailable(e) => Self::Unavailable(Box::new(e)),
         }
     }

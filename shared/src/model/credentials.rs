@@ -2,7 +2,10 @@
 //!
 //! A device lists its credentials in `spec.authentication.credentials` (or the legacy
 //! `spec.credentials.credentials`). Plain passwords are hashed with SHA-512-crypt before
-//! anything is stored; bcrypt and SHA-512-crypt hashes are stored as given.
+//! anything is stored; bcrypt and SHA-512-crypt hashes are stored as given, up to a cost
+//! ([`MAX_BCRYPT_COST`], [`MAX_SHA512_ROUNDS`]): a tenant cannot make each check of its
+//! device's password cost more than a bounded time of everyone's CPU. A stored hash above
+//! the bound (written before it existed) never verifies, and is never computed.
 
 use serde::{Deserialize, Serialize};
 use sha_crypt::{PasswordHasher, PasswordVerifier, ShaCrypt};
@@ -67,6 +70,35 @@ impl std::fmt::Debug for TypedPassword {
     }
 }
 
+/// The highest bcrypt cost accepted (as Eclipse Hono's default `max-bcrypt-cost-factor`):
+/// about 90 ms per check on one core of the development machine.
+pub const MAX_BCRYPT_COST: u32 = 10;
+/// The most SHA-512-crypt rounds accepted (the default, 5,000, takes about 4.3 ms per check
+/// on one core of the development machine; this about 45 ms).
+pub const MAX_SHA512_ROUNDS: u32 = 50_000;
+
+/// The rounds of a SHA-512-crypt hash (`$6$rounds=N$...`, 5,000 without the parameter).
+fn sha512_rounds(hash: &str) -> Option<u32> {
+    let rest = hash.strip_prefix("$6$")?;
+    match rest.strip_prefix("rounds=") {
+        Some(rounds) => rounds.split('$').next()?.parse().ok(),
+        None => Some(5_000),
+    }
+}
+
+/// Whether a stored hash may be computed: its cost is within the bounds.
+fn within_cost(password: &TypedPassword) -> bool {
+    match password {
+        TypedPassword::Plain(_) => true,
+        TypedPassword::Bcrypt(hash) => hash
+            .parse::<bcrypt::HashParts>()
+            .is_ok_and(|parts| parts.get_cost() <= MAX_BCRYPT_COST),
+        TypedPassword::Sha512(hash) => {
+            sha512_rounds(hash).is_some_and(|rounds| rounds <= MAX_SHA512_ROUNDS)
+        }
+    }
+}
+
 /// Why a password could not be accepted or hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -76,6 +108,10 @@ pub enum PasswordError {
     InvalidBcrypt,
     #[error("not a valid SHA-512-crypt hash (expected the $6$ format)")]
     InvalidSha512,
+    #[error("bcrypt cost {0} is above the highest allowed, {MAX_BCRYPT_COST}")]
+    BcryptCost(u32),
+    #[error("SHA-512-crypt rounds {0} are above the most allowed, {MAX_SHA512_ROUNDS}")]
+    Sha512Rounds(u32),
     #[error("hashing the password failed: {0}")]
     Hashing(String),
 }
@@ -94,21 +130,38 @@ impl Password {
                 Ok(Self::Typed(TypedPassword::Sha512(hash.to_string())))
             }
             Self::Typed(TypedPassword::Bcrypt(hash)) => {
-                hash.parse::<bcrypt::HashParts>()
+                let parts = hash
+                    .parse::<bcrypt::HashParts>()
                     .map_err(|_| PasswordError::InvalidBcrypt)?;
+                if parts.get_cost() > MAX_BCRYPT_COST {
+                    return Err(PasswordError::BcryptCost(parts.get_cost()));
+                }
                 Ok(Self::Typed(TypedPassword::Bcrypt(hash)))
             }
             Self::Typed(TypedPassword::Sha512(hash)) => {
                 if !hash.starts_with("$6$") || sha_crypt::PasswordHashRef::new(&hash).is_err() {
                     return Err(PasswordError::InvalidSha512);
                 }
+                let rounds = sha512_rounds(&hash).ok_or(PasswordError::InvalidSha512)?;
+                if rounds > MAX_SHA512_ROUNDS {
+                    return Err(PasswordError::Sha512Rounds(rounds));
+                }
                 Ok(Self::Typed(TypedPassword::Sha512(hash)))
             }
         }
     }
 
-    /// Whether `candidate` is this password. Plain text is compared in constant time.
+    /// Whether `candidate` is this password. Plain text is compared in constant time; a
+    /// hash above the cost bounds is never computed and never matches.
+    ///
+    /// This is CPU work of up to tens of milliseconds: call it off the async runtime.
     pub fn verify(&self, candidate: &str) -> bool {
+        if let Self::Typed(typed) = self
+            && !within_cost(typed)
+        {
+            tracing::warn!("a stored password hash is above the cost bounds and never verifies");
+            return false;
+        }
         match self {
             Self::Bare(plain) | Self::Typed(TypedPassword::Plain(plain)) => {
                 use subtle::ConstantTimeEq;
@@ -232,6 +285,39 @@ mod tests {
                 .is_err()
         );
         assert!(Password::Bare(String::new()).into_stored().is_err());
+    }
+
+    #[test]
+    fn hash_costs_are_bounded() {
+        let at_bound = bcrypt::hash("pw", MAX_BCRYPT_COST).unwrap();
+        assert!(
+            Password::Typed(TypedPassword::Bcrypt(at_bound))
+                .into_stored()
+                .is_ok()
+        );
+        // a hash in the cost-17 format (about 8 s per check, were it computed)
+        let costly = bcrypt::hash("pw", 4).unwrap().replacen("$04$", "$17$", 1);
+        let refused = Password::Typed(TypedPassword::Bcrypt(costly.clone())).into_stored();
+        assert!(
+            matches!(refused, Err(PasswordError::BcryptCost(17))),
+            "{refused:?}"
+        );
+        let started = std::time::Instant::now();
+        assert!(!Password::Typed(TypedPassword::Bcrypt(costly)).verify("pw"));
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(50),
+            "never computed"
+        );
+
+        let sha = "$6$rounds=60000$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+        let refused = Password::Typed(TypedPassword::Sha512(sha.into())).into_stored();
+        assert!(
+            matches!(refused, Err(PasswordError::Sha512Rounds(60_000))),
+            "{refused:?}"
+        );
+        assert!(!Password::Typed(TypedPassword::Sha512(sha.into())).verify("secret"));
+        assert_eq!(sha512_rounds("$6$saltsalt$abc"), Some(5_000));
+        assert_eq!(sha512_rounds("$6$rounds=1000$salt$abc"), Some(1_000));
     }
 
     #[test]

@@ -111,6 +111,48 @@ pub fn prepare_device_spec(mut spec: Map<String, Value>) -> Result<Map<String, V
     Ok(spec)
 }
 
+/// What readers see in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// The spec as a user who may only read it sees it: every password hash (bcrypt,
+/// SHA-512-crypt) and pre-shared key replaced by [`REDACTED`], keeping the credentials'
+/// kinds, usernames and certificates. Offline guessing needs the hashes; readers get none.
+pub fn redact_secrets(spec: &mut Map<String, Value>) {
+    fn redact_password(password: &mut Value) {
+        match password {
+            Value::Object(typed) => {
+                for value in typed.values_mut() {
+                    *value = Value::String(REDACTED.into());
+                }
+            }
+            other => *other = Value::String(REDACTED.into()),
+        }
+    }
+    for section in CREDENTIAL_SECTIONS {
+        let Some(Value::Array(credentials)) =
+            spec.get_mut(section).and_then(|s| s.get_mut("credentials"))
+        else {
+            continue;
+        };
+        for credential in credentials.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(password) = credential.get_mut("pass") {
+                redact_password(password);
+            }
+            if let Some(password) = credential
+                .get_mut("user")
+                .and_then(|user| user.get_mut("password"))
+            {
+                redact_password(password);
+            }
+            if let Some(Value::Object(psk)) = credential.get_mut("psk")
+                && let Some(key) = psk.get_mut("key")
+            {
+                *key = Value::String(REDACTED.into());
+            }
+        }
+    }
+}
+
 /// Every credential of a device, from both sections.
 pub fn credentials(spec: &Map<String, Value>) -> Result<Vec<Credential>, SpecError> {
     let mut all = Vec::new();
@@ -245,5 +287,43 @@ mod tests {
     fn the_earlier_alias_object_form_is_read_too() {
         let s = spec(json!({"alias": {"aliases": ["x"]}}));
         assert_eq!(aliases(&s).unwrap(), ["x"]);
+    }
+
+    #[test]
+    fn readers_see_no_secrets() {
+        let mut spec = prepare_device_spec(
+            serde_json::from_value(serde_json::json!({
+                "authentication": {"credentials": [
+                    {"pass": "one"},
+                    {"user": {"username": "u", "password": {"plain": "two"}, "unique": true}},
+                    {"psk": {"key": "c2VjcmV0"}},
+                    {"cert": "PEM"}
+                ]},
+                "credentials": {"credentials": [{"pass": "three"}]},
+                "other": {"pass": "kept"}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        redact_secrets(&mut spec);
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !text.contains("$6$") && !text.contains("c2VjcmV0"),
+            "{text}"
+        );
+        assert_eq!(
+            spec["authentication"]["credentials"],
+            serde_json::json!([
+                {"pass": {"sha512": REDACTED}},
+                {"user": {"username": "u", "password": {"sha512": REDACTED}, "unique": true}},
+                {"psk": {"key": REDACTED}},
+                {"cert": "PEM"}
+            ])
+        );
+        assert_eq!(
+            spec["credentials"]["credentials"],
+            serde_json::json!([{"pass": {"sha512": REDACTED}}])
+        );
+        assert_eq!(spec["other"], serde_json::json!({"pass": "kept"}));
     }
 }

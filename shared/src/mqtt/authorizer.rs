@@ -6,7 +6,9 @@
 //!   client id must always be `{device}@{app}` (the device's name, an alias or a unique
 //!   username), so that every message can be traced to its device.
 //! - **Applications** connect with username `<user>` and an access token (or an OIDC
-//!   token) as the password.
+//!   token) as the password, and a client id `{user id}/{name}` in a namespace of the
+//!   user's own (see [`application_client_id`]): no application can take a device's client
+//!   id, nor another user's, so no client can take over another principal's session.
 //!
 //! A device may publish telemetry on `dt/{app}/{device}/...` and answers on
 //! `cmd/{app}/{device}/+/res/...`, and subscribe to and receive `cmd/{app}/{device}/...`;
@@ -106,6 +108,46 @@ fn principal_id(kind: &str, name: &str) -> String {
     let digest = Sha256::digest(format!("{kind}/{name}").as_bytes());
     let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
     format!("{kind}{hex}")
+}
+
+/// Characters an application's client id name may not hold: the MQTT level separator,
+/// `@` (which device client ids end with), MQTT and IoT policy wildcards.
+const CLIENT_NAME_FORBIDDEN: [char; 6] = ['/', '@', '+', '#', '*', '?'];
+
+/// IoT Core's longest client id.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Whether `client_id` lies in the namespace of `user`'s application clients:
+/// `{user}/{name}`, where `name` is 1 or more characters without `/`, `@`, `+`, `#`, `*`,
+/// `?` or control characters, and the whole at most 128 bytes (IoT Core's limit).
+///
+/// The user is everything before the last `/`, so two users' namespaces never meet; and
+/// every device client id ends with `@{application}` (a DNS label, no `/`), which an
+/// application client id cannot, so no application client can take a device's session.
+pub fn application_client_id(user: &str, client_id: &str) -> Result<(), &'static str> {
+    let Some((owner, name)) = client_id.rsplit_once('/') else {
+        return Err("an application's client id must be <user id>/<name>");
+    };
+    if owner != user {
+        return Err("an application's client id must start with the user's own id");
+    }
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_control() || CLIENT_NAME_FORBIDDEN.contains(&c))
+    {
+        return Err(
+            "the name in an application's client id must not be empty nor hold '/', '@', '+', '#', '*' or '?'",
+        );
+    }
+    if client_id.len() > MAX_CLIENT_ID_LEN
+        || user
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '+' | '#' | '*' | '?'))
+    {
+        return Err("this user cannot connect over MQTT: its id makes no valid client id");
+    }
+    Ok(())
 }
 
 /// Whether a password is a token of a user rather than a device's password.
@@ -296,6 +338,9 @@ impl MqttAuthorizer {
             Authentication::Allow(principal) => principal,
             Authentication::Deny { reason } => return deny(reason),
         };
+        if let Err(reason) = application_client_id(&principal.user, &connect.client_id) {
+            return deny(reason);
+        }
         let mut policy = Policy::default();
         policy.allow(Action::Connect, connect.client_id.clone());
         let apps: Vec<String> = if self.registry.authorizer().is_admin(&principal) {
@@ -336,6 +381,72 @@ impl MqttAuthorizer {
             Ok(_) => Ok(true),
             Err(crate::registry::RegistryError::Unavailable(e)) => Err(e.into()),
             Err(_) => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::application_client_id;
+
+    #[test]
+    fn application_client_ids_live_in_the_users_namespace() {
+        assert!(application_client_id("alice", "alice/consumer-1").is_ok());
+        assert!(
+            application_client_id("a/b", "a/b/c").is_ok(),
+            "the last '/' ends the user"
+        );
+        let oidc_sub = "5f0c2a1e-7c1b-4a8e-9d3e-0b6c1d2e3f40";
+        assert!(application_client_id(oidc_sub, &format!("{oidc_sub}/app")).is_ok());
+        for (user, client_id) in [
+            ("alice", "consumer"),
+            ("alice", "bob/consumer"),
+            ("a", "a/b/c"),
+            ("alice", "alice/"),
+            ("alice", "alice/dev1@app1"),
+            ("alice", "alice/x*"),
+            ("alice", "alice/#"),
+            ("alice", "alice/+"),
+            ("alice", "alice/a?"),
+            ("alice", "dev1@app1"),
+            ("alice", "alice/\u{0}"),
+            ("al*", "al*/x"),
+        ] {
+            assert!(
+                application_client_id(user, client_id).is_err(),
+                "{user} with {client_id}"
+            );
+        }
+        let long = format!("alice/{}", "x".repeat(123));
+        assert!(application_client_id("alice", &long).is_err());
+        assert!(application_client_id("alice", &long[..128]).is_ok());
+    }
+
+    /// A device's client id is `{claim}@{app}` with an application name that is a DNS
+    /// label; no application client id, whatever the user, has that form.
+    #[test]
+    fn no_application_client_id_names_a_device() {
+        let claims = ["dev1", "a/b", "alice/x", "x@y", "alice", "d/e@f"];
+        let users = ["alice", "alice/x", "dev1@app1", "x@y", "a", "d/e"];
+        let names = ["app1", "x", "dev1@app1", "c", "e@f"];
+        for claim in claims {
+            let device_client = format!("{claim}@app1");
+            for user in users {
+                assert!(
+                    application_client_id(user, &device_client).is_err(),
+                    "{user} may not take {device_client}"
+                );
+                for name in names {
+                    let client = format!("{user}/{name}");
+                    if application_client_id(user, &client).is_ok() {
+                        let (_, app) = client.rsplit_once('@').unwrap_or(("", ""));
+                        assert!(
+                            crate::model::AppName::parse(app).is_err(),
+                            "{client} would name a device of {app}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

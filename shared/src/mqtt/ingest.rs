@@ -130,9 +130,7 @@ impl MqttIngest {
                     return Ok(Ingested::Refused("the status is not 100-599"));
                 };
                 let command = self.commands.command(request).await?;
-                let Some(command) = command.filter(|c| {
-                    c.application == app && c.device == authenticated.device.metadata.name
-                }) else {
+                let Some(command) = command.filter(|c| c.is_for(app, &authenticated.device)) else {
                     return Ok(Ingested::Refused("no such command for the device"));
                 };
                 let Ok(event) = events::command_response(
@@ -240,16 +238,15 @@ pub async fn application_command(
     if payload.len() > crate::commands::MAX_PAYLOAD {
         return Ok(Ingested::Refused("the payload is too large"));
     }
-    let command = crate::commands::Command {
-        id: uuid::Uuid::new_v4().to_string(),
-        application: app.to_owned(),
-        device: device.to_owned(),
-        name: command.to_owned(),
-        content_type: content_type.map(str::to_owned),
-        payload: payload.to_vec(),
-        created: now,
-        expires: now + chrono::Duration::seconds(crate::commands::DEFAULT_TTL_SECONDS as i64),
-    };
+    let command = crate::commands::Command::new(
+        app,
+        &target,
+        command,
+        content_type.map(str::to_owned),
+        payload.to_vec(),
+        crate::commands::DEFAULT_TTL_SECONDS,
+        now,
+    );
     commands.drop_off(&command).await?;
     Ok(Ingested::Accepted)
 }

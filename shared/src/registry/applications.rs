@@ -24,6 +24,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::InvalidRequest("metadata.name is required".into()))?;
         let name =
             AppName::parse(&name).map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
+        self.check_application_quota(principal).await?;
         let now = Utc::now();
         let status = application_status(&input.spec, None, now)
             .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
@@ -45,6 +46,28 @@ impl Registry {
             .inspect(|_| self.changes.bump())?;
         tracing::info!(application = %name, owner = %principal.user, "application created");
         Ok(stored.app)
+    }
+
+    /// Refuses a new application to a user who owns as many as the quota allows.
+    async fn check_application_quota(&self, principal: &Principal) -> RegistryResult<()> {
+        let limit = self.quotas.applications_per_user;
+        if limit == 0 || self.authz.is_admin(principal) {
+            return Ok(());
+        }
+        let owned = self
+            .store
+            .list_applications_of(&principal.user)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .filter(|a| a.owner == principal.user)
+            .count();
+        if owned >= limit {
+            return Err(RegistryError::QuotaExceeded(format!(
+                "a user may own at most {limit} applications"
+            )));
+        }
+        Ok(())
     }
 
     /// An application the caller may read.

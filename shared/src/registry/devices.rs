@@ -3,7 +3,7 @@
 use super::lifecycle::{self, DeletePlan, UpdatePlan};
 use super::{ListOptions, Registry, RegistryError, RegistryResult, store_error, unavailable};
 use crate::access::{Permission, Principal};
-use crate::model::device_spec::prepare_device_spec;
+use crate::model::device_spec::{prepare_device_spec, redact_secrets};
 use crate::model::status::device_status;
 use crate::model::{AppName, DeleteOptions, Device, DeviceName, ResourceInput};
 use chrono::Utc;
@@ -63,9 +63,28 @@ impl Registry {
         app: &AppName,
         name: &DeviceName,
     ) -> RegistryResult<Option<Device>> {
-        self.application_for(principal, app, Permission::Read)
+        let stored = self
+            .application_for(principal, app, Permission::Read)
             .await?;
-        self.store.get_device(app, name).await.map_err(unavailable)
+        let device = self
+            .store
+            .get_device(app, name)
+            .await
+            .map_err(unavailable)?;
+        Ok(device.map(|d| self.as_seen_by(principal, &stored, d)))
+    }
+
+    /// A device as `principal` may see it: without secrets unless it may change it.
+    fn as_seen_by(
+        &self,
+        principal: &Principal,
+        app: &crate::store::StoredApplication,
+        mut device: Device,
+    ) -> Device {
+        if !self.authz.permits(principal, app, Permission::Write) {
+            redact_secrets(&mut device.spec);
+        }
+        device
     }
 
     /// The devices of an application the caller may read, ordered by name, filtered and
@@ -76,10 +95,15 @@ impl Registry {
         app: &AppName,
         options: &ListOptions,
     ) -> RegistryResult<Vec<Device>> {
-        self.application_for(principal, app, Permission::Read)
+        let stored = self
+            .application_for(principal, app, Permission::Read)
             .await?;
         let all = self.store.list_devices(app).await.map_err(unavailable)?;
-        Ok(options.apply(all))
+        Ok(options
+            .apply(all)
+            .into_iter()
+            .map(|d| self.as_seen_by(principal, &stored, d))
+            .collect())
     }
 
     /// Replaces a device's labels, annotations, finalizers and spec.

@@ -22,6 +22,26 @@ pub struct Registry {
     store: Arc<dyn Store>,
     authz: Authorizer,
     changes: Changes,
+    quotas: Quotas,
+}
+
+/// What one user may hold. Administrators are not limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Applications a user may own; 0 for no limit.
+    pub applications_per_user: usize,
+}
+
+impl Quotas {
+    pub const DEFAULT_APPLICATIONS_PER_USER: usize = 100;
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            applications_per_user: Self::DEFAULT_APPLICATIONS_PER_USER,
+        }
+    }
 }
 
 /// Counts the registry's writes, so that caches in the same process (device
@@ -57,6 +77,9 @@ pub enum RegistryError {
     /// The caller may see the object but not do this to it.
     #[error("{0}")]
     Forbidden(String),
+    /// The caller holds as much as its quota allows.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The store could not be reached; nothing was decided.
     #[error("the registry's store is unavailable")]
     Unavailable(#[source] StoreError),
@@ -90,7 +113,14 @@ impl Registry {
             store,
             authz,
             changes: Changes::default(),
+            quotas: Quotas::default(),
         }
+    }
+
+    /// Limits what each user may hold.
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Counts this registry's writes on `changes` (shared with caches of this process).

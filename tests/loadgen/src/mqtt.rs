@@ -47,8 +47,14 @@ pub async fn run(load: MqttLoad) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
 
     // the application
-    let mut sub = options("bench-subscriber", &load.broker)?;
-    if let Some((user, token)) = load.subscriber.as_deref().and_then(|s| s.split_once(':')) {
+    // an application's client id lies in its user's namespace: `{user}/{name}`
+    let credentials = load.subscriber.as_deref().and_then(|s| s.split_once(':'));
+    let client_id = match credentials {
+        Some((user, _)) => format!("{user}/bench-subscriber"),
+        None => "bench-subscriber".to_owned(),
+    };
+    let mut sub = options(&client_id, &load.broker)?;
+    if let Some((user, token)) = credentials {
         sub.set_credentials(user, token);
     }
     let (subscriber, mut events) = AsyncClient::new(sub, 1000);

@@ -16,6 +16,7 @@
 use super::backend::{Backend, Client, Connected, Message, Outcome, Will};
 use super::hub::{ContentMode, Push, SessionHandle};
 use drogue_shared::mqtt::MqttConnect;
+use drogue_shared::mqtt::authorizer::ConnectDecision;
 use ntex_bytes::{ByteString, Bytes};
 use ntex_io::IoBoxed;
 use ntex_mqtt::error::MqttError;
@@ -28,6 +29,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
+
+/// How often a live session's access is decided again (the device lookup cache's period).
+pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Publishes of one connection handled at once (each waits for the one before it to
 /// reach the stream); beyond, the broker stops reading from the client, which slows it
@@ -167,6 +171,7 @@ struct Accepted {
     conn: Conn,
     queue: mpsc::Receiver<Push>,
     close: Arc<tokio::sync::Notify>,
+    revoked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn accept(
@@ -176,6 +181,7 @@ async fn accept(
     will: Option<Will>,
 ) -> Result<Result<Accepted, Option<&'static str>>, BrokerError> {
     let b = backend.clone();
+    let again = connect.clone();
     let connected = on_main(main, async move { b.connect(connect).await }).await?;
     let client = match connected {
         Ok(Connected::Allowed(client)) => client,
@@ -186,10 +192,11 @@ async fn accept(
         }
     };
     let (tx, queue) = mpsc::channel(super::hub::SESSION_QUEUE);
-    let SessionHandle { id, close } =
+    let SessionHandle { id, close, revoked } =
         backend
             .hub
             .register(&client.client_id, client.policy.clone(), tx);
+    main.spawn(recheck(backend.clone(), again, id));
     Ok(Ok(Accepted {
         conn: Conn(Rc::new(ConnInner {
             session: id,
@@ -201,7 +208,39 @@ async fn accept(
         })),
         queue,
         close,
+        revoked,
     }))
+}
+
+/// Decides a live session's CONNECT again every [`RECHECK_INTERVAL`], as IoT Core
+/// refreshes a custom authorizer's policy: the session gets the policy its client holds
+/// now (an application the user may no longer read stops reaching it), or is ended when
+/// the client would be refused now (a deleted or disabled device, a deleted or expired
+/// token, an application's uid changed). An unreachable registry changes nothing.
+async fn recheck(backend: Backend, connect: MqttConnect, id: u64) {
+    let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
+    let mut interval = tokio::time::interval_at(start, RECHECK_INTERVAL);
+    loop {
+        interval.tick().await;
+        if !backend.hub.is_live(id) {
+            return;
+        }
+        match backend.authorizer.connect(&connect).await {
+            Ok(ConnectDecision::Allow(now)) => {
+                if !backend.hub.set_policy(id, Arc::new(now.policy)) {
+                    return;
+                }
+            }
+            Ok(ConnectDecision::Deny { reason }) => {
+                tracing::info!(client_id = %connect.client_id, reason, "an MQTT client lost its access: disconnecting it");
+                backend.hub.revoke(id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %connect.client_id, error = %e, "cannot check an MQTT client's access now");
+            }
+        }
+    }
 }
 
 fn granted(requested: QoS) -> (QoS, bool) {
@@ -241,6 +280,8 @@ async fn handshake_v3(
         conn,
         mut queue,
         close,
+        // MQTT 3.1.1 has no reason to tell: the connection is closed either way
+        revoked: _,
     } = accepted;
     ntex_rt::spawn(async move {
         loop {
@@ -297,14 +338,15 @@ fn protocol_v3() -> impl ServiceFactory<
                     v3::ProtocolMessage::Subscribe(mut s) => {
                         for mut sub in s.iter_mut() {
                             let filter = sub.topic().to_string();
-                            if conn.backend.may_subscribe(&conn.client, &filter) {
-                                let (qos, qos1) = granted(sub.qos());
-                                conn.backend.hub.subscribe(
+                            let (qos, qos1) = granted(sub.qos());
+                            if conn.backend.may_subscribe(&conn.client, &filter)
+                                && conn.backend.hub.subscribe(
                                     conn.session,
                                     &filter,
                                     qos1,
                                     ContentMode::Structured,
-                                );
+                                )
+                            {
                                 sub.confirm(qos);
                             } else {
                                 sub.fail();
@@ -374,14 +416,20 @@ async fn handshake_v5(
         conn,
         mut queue,
         close,
+        revoked,
     } = accepted;
     ntex_rt::spawn(async move {
         loop {
             let push = tokio::select! {
                 push = queue.recv() => match push { Some(push) => push, None => break },
                 () = close.notified() => {
+                    let reason_code = if revoked.load(std::sync::atomic::Ordering::SeqCst) {
+                        v5::codec::DisconnectReasonCode::NotAuthorized
+                    } else {
+                        v5::codec::DisconnectReasonCode::SessionTakenOver
+                    };
                     sink.close_with_reason(v5::codec::Disconnect {
-                        reason_code: v5::codec::DisconnectReasonCode::SessionTakenOver,
+                        reason_code,
                         ..Default::default()
                     });
                     break;
@@ -481,14 +529,19 @@ fn protocol_v5() -> impl ServiceFactory<
                         let mode = content_mode(&s.packet().user_properties);
                         for mut sub in s.iter_mut() {
                             let filter = sub.topic().to_string();
-                            if conn.backend.may_subscribe(&conn.client, &filter) {
-                                let (qos, qos1) = granted(sub.options().qos);
-                                conn.backend
-                                    .hub
-                                    .subscribe(conn.session, &filter, qos1, mode);
+                            if !conn.backend.may_subscribe(&conn.client, &filter) {
+                                sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
+                                continue;
+                            }
+                            let (qos, qos1) = granted(sub.options().qos);
+                            if conn
+                                .backend
+                                .hub
+                                .subscribe(conn.session, &filter, qos1, mode)
+                            {
                                 sub.confirm(qos);
                             } else {
-                                sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
+                                sub.fail(v5::codec::SubscribeAckReason::QuotaExceeded);
                             }
                         }
                         Ok(s.ack())

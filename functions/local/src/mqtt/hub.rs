@@ -12,9 +12,12 @@ use drogue_shared::events::log::LoggedEvent;
 use drogue_shared::mqtt::topics::{application_events, filter_matches};
 use drogue_shared::mqtt::{Action, Policy};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
+
+/// Subscriptions one session may hold (IoT Core's limit per connection).
+pub const MAX_SUBSCRIPTIONS: usize = 50;
 
 /// How many messages wait for one session before new ones are dropped.
 pub const SESSION_QUEUE: usize = 4096;
@@ -50,7 +53,10 @@ pub struct Push {
 /// The sending side of a session, as its connection registered it.
 pub struct SessionHandle {
     pub id: u64,
+    /// Notified when the connection must end: another connection took the session over,
+    /// or (with `revoked` set) the client's access ended.
     pub close: Arc<Notify>,
+    pub revoked: Arc<AtomicBool>,
 }
 
 struct Subscription {
@@ -66,6 +72,7 @@ struct Entry {
     subscriptions: Vec<Subscription>,
     queue: mpsc::Sender<Push>,
     close: Arc<Notify>,
+    revoked: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -94,6 +101,7 @@ impl Hub {
     ) -> SessionHandle {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
+        let revoked = Arc::new(AtomicBool::new(false));
         let mut sessions = self.sessions.lock().expect("not poisoned");
         if let Some(old) = sessions.by_client.insert(client_id.to_owned(), id)
             && let Some(entry) = sessions.by_id.get(&old)
@@ -109,9 +117,42 @@ impl Hub {
                 subscriptions: Vec::new(),
                 queue,
                 close: close.clone(),
+                revoked: revoked.clone(),
             },
         );
-        SessionHandle { id, close }
+        SessionHandle { id, close, revoked }
+    }
+
+    /// Gives a live session the policy its client holds now; `false` if it is gone.
+    pub fn set_policy(&self, id: u64, policy: Arc<Policy>) -> bool {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        match sessions.by_id.get_mut(&id) {
+            Some(entry) => {
+                entry.policy = policy;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends a session whose client lost its access: it receives nothing more, and its
+    /// connection is closed (MQTT 5: reason "not authorized").
+    pub fn revoke(&self, id: u64) {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        if let Some(entry) = sessions.by_id.get_mut(&id) {
+            entry.policy = Arc::new(Policy::default());
+            entry.revoked.store(true, Ordering::SeqCst);
+            entry.close.notify_one();
+        }
+    }
+
+    /// Whether a session is live.
+    pub fn is_live(&self, id: u64) -> bool {
+        self.sessions
+            .lock()
+            .expect("not poisoned")
+            .by_id
+            .contains_key(&id)
     }
 
     /// Removes a session whose connection ended.
@@ -124,8 +165,9 @@ impl Hub {
         }
     }
 
-    /// Adds (or replaces) a subscription of a session.
-    pub fn subscribe(&self, id: u64, filter: &str, qos1: bool, mode: ContentMode) {
+    /// Adds (or replaces) a subscription of a session; `false` when the session holds
+    /// [`MAX_SUBSCRIPTIONS`] others already.
+    pub fn subscribe(&self, id: u64, filter: &str, qos1: bool, mode: ContentMode) -> bool {
         let (group, filter) = match filter
             .strip_prefix("$share/")
             .and_then(|s| s.split_once('/'))
@@ -138,6 +180,9 @@ impl Hub {
             entry
                 .subscriptions
                 .retain(|s| !(s.filter == filter && s.group == group));
+            if entry.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                return false;
+            }
             entry.subscriptions.push(Subscription {
                 filter,
                 group,
@@ -145,6 +190,7 @@ impl Hub {
                 mode,
             });
         }
+        true
     }
 
     /// Removes a subscription; whether there was one.
@@ -402,6 +448,27 @@ mod tests {
     }
 
     #[test]
+    fn a_session_holds_a_bounded_number_of_subscriptions() {
+        let hub = Hub::default();
+        let p = policy(&[(Action::Receive, "app/app1")]);
+        let (a, _rx) = session(&hub, "a", p.clone());
+        for i in 0..MAX_SUBSCRIPTIONS {
+            let filter = format!("$share/g{i}/app/app1");
+            assert!(hub.subscribe(a, &filter, false, ContentMode::Structured));
+        }
+        assert!(!hub.subscribe(a, "app/app1", false, ContentMode::Structured));
+        assert!(
+            hub.subscribe(a, "$share/g0/app/app1", true, ContentMode::Binary),
+            "replacing one is no new one"
+        );
+        assert!(hub.unsubscribe(a, "$share/g1/app/app1"));
+        assert!(hub.subscribe(a, "app/app1", false, ContentMode::Structured));
+        // another session has its own count
+        let (b, _rx_b) = session(&hub, "b", p);
+        assert!(hub.subscribe(b, "app/app1", false, ContentMode::Structured));
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_and_the_same_client_id_takes_over() {
         let hub = Hub::default();
         let p = policy(&[(Action::Receive, "app/app1")]);
@@ -443,6 +510,7 @@ mod tests {
             id: "r1".into(),
             application: "app1".into(),
             device: "dev1".into(),
+            device_uid: "u1".into(),
             name: "reboot".into(),
             content_type: Some("text/plain".into()),
             payload: b"now".to_vec(),

@@ -8,3 +8,4 @@ mod mqtt_client;
 mod restart;
 mod runner;
 mod telemetry;
+mod tenants;

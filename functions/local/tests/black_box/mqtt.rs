@@ -70,11 +70,13 @@ async fn setup(dir: &std::path::Path) -> Setup {
 }
 
 impl Setup {
-    fn app_login(&self, v5: bool, client_id: &str, who: &(String, String)) -> Options {
+    /// An application login with client id `{user}/{name}`, in the user's own namespace.
+    fn app_login(&self, v5: bool, name: &str, who: &(String, String)) -> Options {
+        let client_id = format!("{}/{name}", who.0);
         let options = if v5 {
-            Options::v5(client_id)
+            Options::v5(&client_id)
         } else {
-            Options::v3(client_id)
+            Options::v3(&client_id)
         };
         options.login(&who.0, &who.1)
     }
@@ -524,6 +526,192 @@ async fn everything_outside_the_policy_is_refused() {
     assert!(shared.subscribed("$share/workers/app/app2", false).await);
     x.publish("dt/app2/x/temp", true, b"3", None).await;
     assert_eq!(shared.event().await.json()["data"], json!(3));
+}
+
+/// A client id names its owner: no user, not even one who may manage the device's
+/// application, can take a device's client id and so its session; nor another user's.
+#[tokio::test]
+async fn no_client_takes_over_another_principals_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+    let mut dev1 = connect(addr, Options::v5("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    let mut admin = connect(addr, s.app_login(true, "consumer", &s.admin))
+        .await
+        .unwrap();
+    assert!(admin.subscribed("app/app1", false).await);
+
+    for v5 in [false, true] {
+        let o = |client_id: &str| {
+            if v5 {
+                Options::v5(client_id)
+            } else {
+                Options::v3(client_id)
+            }
+        };
+        for (options, why) in [
+            (
+                o("dev1@app1").login(&s.eve.0, &s.eve.1),
+                "a stranger as the device",
+            ),
+            (
+                o("dev1@app1").login(&s.admin.0, &s.admin.1),
+                "the owner as the device",
+            ),
+            (
+                o("admin/consumer").login(&s.eve.0, &s.eve.1),
+                "a stranger as the admin's client",
+            ),
+            (o("eve").login(&s.eve.0, &s.eve.1), "outside any namespace"),
+            (
+                o("eve/x@app1").login(&s.eve.0, &s.eve.1),
+                "a name like a device's",
+            ),
+            (
+                o("dev2@app1").login("dev1@app1", "p1"),
+                "one device as another",
+            ),
+        ] {
+            let refused = connect(addr, options).await.err().expect(why);
+            assert!(refused.contains("BadUserNamePassword"), "{why}: {refused}");
+        }
+    }
+
+    // both victims are still connected and served
+    dev1.publish("dt/app1/dev1/temp", true, b"21", None).await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+    let e = admin.event().await.json();
+    assert_eq!(
+        (e["device"].clone(), e["data"].clone()),
+        (json!("dev1"), json!(21))
+    );
+    dev1.quiet(Duration::from_millis(300)).await;
+    admin.quiet(Duration::from_millis(300)).await;
+
+    // a user's own client id in her own namespace works
+    connect(addr, s.app_login(false, "x", &s.eve))
+        .await
+        .unwrap()
+        .disconnect()
+        .await;
+}
+
+/// Access is decided again every 5 s on live sessions: a removed member stops receiving
+/// the application's events, a deleted device and a deleted token are disconnected
+/// (MQTT 5: "not authorized").
+#[tokio::test]
+async fn live_sessions_lose_what_their_client_loses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+    let http = reqwest::Client::new();
+    let members = format!("{}/api/admin/v1alpha1/apps/app1/members", s.server.base);
+    let put_members = |body: Value| {
+        http.put(&members)
+            .basic_auth(&s.admin.0, Some(&s.admin.1))
+            .json(&body)
+            .send()
+    };
+    let made = put_members(json!({"members": {"eve": {"role": "reader"}}}))
+        .await
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 204);
+    let second: Value = http
+        .post(format!("{}/api/tokens/v1alpha1", s.server.base))
+        .basic_auth(&s.eve.0, Some(&s.eve.1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let eve2 = (
+        s.eve.0.clone(),
+        second["token"].as_str().unwrap().to_owned(),
+    );
+
+    let mut member = connect(addr, s.app_login(true, "member", &s.eve))
+        .await
+        .unwrap();
+    assert!(member.subscribed("app/app1", false).await);
+    let mut with_token = connect(addr, s.app_login(true, "second", &eve2))
+        .await
+        .unwrap();
+    assert!(with_token.subscribed("app/app2", false).await);
+    let mut owner = connect(addr, s.app_login(true, "owner", &s.admin))
+        .await
+        .unwrap();
+    assert!(owner.subscribed("app/app1", false).await);
+    let mut dev1 = connect(addr, Options::v5("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    let mut dev2 = connect(addr, Options::v5("dev2@app1").login("dev2@app1", "p2"))
+        .await
+        .unwrap();
+    dev1.publish("dt/app1/dev1/temp", true, b"1", None).await;
+    assert_eq!(
+        member.event().await.json()["data"],
+        json!(1),
+        "a member reads"
+    );
+    assert_eq!(owner.event().await.json()["data"], json!(1));
+
+    // eve is no member any more, her second token is deleted, dev2 is deleted
+    let removed = put_members(json!({"members": {}})).await.unwrap();
+    assert_eq!(removed.status().as_u16(), 204);
+    let revoked = http
+        .delete(format!(
+            "{}/api/tokens/v1alpha1/{}",
+            s.server.base,
+            second["prefix"].as_str().unwrap()
+        ))
+        .basic_auth(&s.eve.0, Some(&s.eve.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    let deleted = http
+        .delete(format!("{}{APPS}/app1/devices/dev2", s.server.base))
+        .basic_auth(&s.admin.0, Some(&s.admin.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+
+    // within the period (and some slack) the deleted ones are disconnected
+    let closed = |c: In| matches!(c, In::Closed(reason) if reason.contains("NotAuthorized"));
+    let within = Duration::from_secs(8);
+    let next = tokio::time::timeout(within, with_token.next_ack()).await;
+    assert!(next.is_ok_and(closed), "the deleted token's session");
+    let next = tokio::time::timeout(within, dev2.next_ack()).await;
+    assert!(next.is_ok_and(closed), "the deleted device's session");
+    // ... and the former member receives nothing more of app1, while the owner does
+    dev1.publish("dt/app1/dev1/temp", true, b"2", None).await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+    assert_eq!(owner.event().await.json()["data"], json!(2));
+    member.quiet(Duration::from_millis(500)).await;
+}
+
+/// A session holds at most 50 subscriptions (IoT Core's limit); beyond, a SUBACK
+/// failure (MQTT 5: quota exceeded), and the session goes on.
+#[tokio::test]
+async fn subscriptions_per_session_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    for v5 in [false, true] {
+        let mut app = connect(s.server.mqtt, s.app_login(v5, "many", &s.admin))
+            .await
+            .unwrap();
+        for i in 0..50 {
+            let filter = format!("$share/g{i}/app/app1");
+            assert!(app.subscribed(&filter, false).await, "{filter}");
+        }
+        assert!(!app.subscribed("app/app1", false).await, "the 51st");
+        assert!(app.subscribed("$share/g7/app/app1", false).await, "again");
+        app.disconnect().await;
+    }
 }
 
 /// The Python interpreter with Eclipse Paho (`tests/run` sets it to its virtualenv's).

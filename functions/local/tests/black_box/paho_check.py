@@ -46,7 +46,7 @@ def main():
     host, port, user, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     seen = {}
 
-    app = client("paho-app", mqtt.MQTTv311, user, token)
+    app = client(f"{user}/paho-app", mqtt.MQTTv311, user, token)
     seen["app_connack"] = connect(app, host, port)
     messages = queue.Queue()
     app.on_message = lambda _c, _u, m: messages.put(m)

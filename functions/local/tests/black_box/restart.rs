@@ -86,3 +86,60 @@ async fn a_lost_token_file_gets_a_new_administrator_token() {
         assert_eq!(mode & 0o077, 0, "only the owner may read the token file");
     }
 }
+
+/// Every listener but the HTTP one can be turned off: the runner starts, serves HTTP,
+/// reports no address for the others, and stops cleanly.
+#[tokio::test]
+async fn listeners_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_drogue-local"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--http-bind", "127.0.0.1:0", "--https-bind", "off"])
+        .args(["--mqtt-bind", "off", "--mqtts-bind", "off"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut addresses = serde_json::Value::Null;
+    for _ in 0..600 {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(parsed) = serde_json::from_str(&text)
+        {
+            addresses = parsed;
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("drogue-local exited at start: {status}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for off in ["https", "mqtt", "mqtts"] {
+        assert_eq!(
+            addresses[off],
+            serde_json::Value::Null,
+            "{off}: {addresses}"
+        );
+    }
+    let http = addresses["http"].as_str().expect("an HTTP address");
+    let answer = reqwest::get(format!("http://{http}/.well-known/drogue-version"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("stops within 10 s")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

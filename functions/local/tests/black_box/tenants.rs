@@ -1,0 +1,404 @@
+//! Tenants are strangers: what one tenant does to its own devices (costly password
+//! hashes, wrong-password floods) does not slow another tenant's devices.
+
+use super::runner::LocalRunner;
+use drogue_shared::model::credentials::MAX_BCRYPT_COST;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const APPS: &str = "/api/registry/v1alpha1/apps";
+
+/// Eve's token, made by the administrator; eve owns nothing yet.
+async fn eve(server: &LocalRunner) -> (String, String) {
+    let made = server
+        .post_json("/api/admin/v1alpha1/users/eve/tokens", &json!({}))
+        .await;
+    ("eve".to_owned(), made["token"].as_str().unwrap().to_owned())
+}
+
+async fn post_as(
+    server: &LocalRunner,
+    who: &(String, String),
+    path: &str,
+    body: serde_json::Value,
+) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .basic_auth(&who.0, Some(&who.1))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Latency percentiles (p50, p99) of `samples`.
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// `rounds` publishes of the healthy device, one after the other: their latencies.
+async fn publish_rounds(server: &LocalRunner, rounds: usize) -> Vec<Duration> {
+    let http = reqwest::Client::new();
+    let mut latencies = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let started = Instant::now();
+        let status = http
+            .post(format!("{}/v1/temp", server.base))
+            .basic_auth("healthy@app1", Some("hey-rodney"))
+            .json(&json!({"i": i}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        latencies.push(started.elapsed());
+        assert_eq!(status, 202, "the healthy device's publish {i}");
+    }
+    latencies
+}
+
+#[tokio::test]
+async fn a_wrong_password_flood_on_a_costly_hash_does_not_slow_another_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let eve = eve(&server).await;
+
+    // the administrator's application and healthy device
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    let healthy = json!({"metadata": {"name": "healthy"}, "spec": {"authentication": {"credentials": [{"pass": "hey-rodney"}]}}});
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), &healthy).await,
+        201
+    );
+
+    // eve's device with the costliest hash allowed; a costlier one is refused
+    assert_eq!(
+        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app2"}})).await,
+        201
+    );
+    let costly = bcrypt::hash("right", MAX_BCRYPT_COST).unwrap();
+    let too_costly = bcrypt::hash("right", 4)
+        .unwrap()
+        .replacen("$04$", "$17$", 1);
+    let device = |hash: &str| json!({"metadata": {"name": "target"}, "spec": {"authentication": {"credentials": [{"pass": {"bcrypt": hash}}]}}});
+    let devices = format!("{APPS}/app2/devices");
+    assert_eq!(
+        post_as(&server, &eve, &devices, device(&too_costly)).await,
+        400
+    );
+    assert_eq!(post_as(&server, &eve, &devices, device(&costly)).await, 201);
+
+    // the healthy device alone (its first publish verifies its password)
+    publish_rounds(&server, 5).await;
+    let mut alone = publish_rounds(&server, 100).await;
+    let (alone_p50, alone_p99) = percentiles(&mut alone);
+
+    // eve floods her own device with wrong passwords, each one different
+    let stop = Arc::new(AtomicBool::new(false));
+    let (refused, other) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut attackers = Vec::new();
+    for a in 0..32 {
+        let (stop, refused, other) = (stop.clone(), refused.clone(), other.clone());
+        let url = format!("{}/v1/temp", server.base);
+        attackers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let sent = http
+                    .post(&url)
+                    .basic_auth("target@app2", Some(format!("wrong-{a}-{n}")))
+                    .body("1")
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                match sent.map(|r| r.status().as_u16()) {
+                    Ok(403) => refused.fetch_add(1, Ordering::Relaxed),
+                    _ => other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut attacked = publish_rounds(&server, 100).await;
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.await.unwrap();
+    }
+    let (attacked_p50, attacked_p99) = percentiles(&mut attacked);
+    println!(
+        "healthy device alone: p50 {alone_p50:?}, p99 {alone_p99:?}; under attack: p50 {attacked_p50:?}, p99 {attacked_p99:?}; attack requests refused {}, otherwise answered {}",
+        refused.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed)
+    );
+    assert!(refused.load(Ordering::Relaxed) > 32, "the attack ran");
+    assert_eq!(
+        other.load(Ordering::Relaxed),
+        0,
+        "every wrong password gets a 403"
+    );
+    // On the async runtime, each wrong password held a runtime thread for a whole
+    // bcrypt (~60 ms at cost 10), and the healthy device queued behind dozens of them.
+    assert!(
+        attacked_p50 < Duration::from_millis(100),
+        "the healthy device's median publish under attack: {attacked_p50:?}"
+    );
+
+    // the right password still works for eve's device, after the flood
+    let status = reqwest::Client::new()
+        .post(format!("{}/v1/temp", server.base))
+        .basic_auth("target@app2", Some("right"))
+        .body("1")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 202);
+}
+
+/// State is bound to identities: commands left for a device of a deleted application
+/// never reach a device of the same name in an application made again under the name,
+/// by another tenant.
+#[tokio::test]
+async fn a_recreated_name_sees_nothing_of_its_predecessor() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let eve = eve(&server).await;
+    let http = reqwest::Client::new();
+    let device = json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "p1"}]}}});
+
+    // the administrator's app1/dev1 gets a command that waits an hour, then app1 goes
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), &device).await,
+        201
+    );
+    let token = server.admin_token();
+    let (user, token) = token.split_once(':').unwrap();
+    let dropped = http
+        .post(format!(
+            "{}/api/command/v1alpha1/apps/app1/devices/dev1?command=open-door&ttl=3600",
+            server.base
+        ))
+        .basic_auth(user, Some(token))
+        .body("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status().as_u16(), 202);
+    let deleted = http
+        .delete(format!("{}{APPS}/app1", server.base))
+        .basic_auth(user, Some(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+
+    // eve takes the name, and a device of the same name and password
+    assert_eq!(
+        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app1"}})).await,
+        201
+    );
+    assert_eq!(
+        post_as(&server, &eve, &format!("{APPS}/app1/devices"), device).await,
+        201
+    );
+    let polled = http
+        .post(format!("{}/v1/telemetry?ct=2", server.base))
+        .basic_auth("dev1@app1", Some("p1"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            polled.status().as_u16(),
+            polled.headers().get("command").cloned()
+        ),
+        (202, None),
+        "no command of the earlier app1/dev1"
+    );
+
+    // commands for the new device still arrive
+    let dropped = http
+        .post(format!(
+            "{}/api/command/v1alpha1/apps/app1/devices/dev1?command=hello",
+            server.base
+        ))
+        .basic_auth(&eve.0, Some(&eve.1))
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status().as_u16(), 202);
+    let polled = http
+        .post(format!("{}/v1/telemetry?ct=2", server.base))
+        .basic_auth("dev1@app1", Some("p1"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(polled.status().as_u16(), 200);
+    assert_eq!(polled.headers()["command"], "hello");
+}
+
+/// A WebSocket stream of `app` as `user:token`, or the refusal's status.
+async fn stream(
+    server: &LocalRunner,
+    app: &str,
+    who: (&str, &str),
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "{}/stream/{app}",
+        server.base.replacen("http://", "ws://", 1)
+    );
+    let mut request = url.into_client_request().unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", who.0, who.1));
+    request
+        .headers_mut()
+        .insert("authorization", format!("Basic {basic}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the stream opens")
+        .0
+}
+
+/// Waits up to `within` for the server to close the stream; its close code, if it did.
+async fn closed_within(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    within: Duration,
+) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Some(frame.map_or(0, |f| u16::from(f.code)));
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Some(0),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// Access is checked again on open streams: a removed member, a deleted token and a
+/// deleted application each end the stream within the re-check period (5 s).
+#[tokio::test]
+async fn streams_end_when_access_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let admin = server.admin_token();
+    let admin = admin.split_once(':').unwrap();
+    let eve = eve(&server).await;
+    for app in ["app1", "app3"] {
+        assert_eq!(
+            server.post(APPS, &json!({"metadata": {"name": app}})).await,
+            201
+        );
+    }
+    // eve reads app1 as a member, and owns app2 which she follows with a second token
+    let members = json!({"members": {"eve": {"role": "reader"}}});
+    let set = http
+        .put(format!(
+            "{}/api/admin/v1alpha1/apps/app1/members",
+            server.base
+        ))
+        .basic_auth(admin.0, Some(admin.1))
+        .json(&members)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status().as_u16(), 204);
+    assert_eq!(
+        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app2"}})).await,
+        201
+    );
+    let second: serde_json::Value = http
+        .post(format!(
+            "{}/api/tokens/v1alpha1?description=stream",
+            server.base
+        ))
+        .basic_auth(&eve.0, Some(&eve.1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second_token = second["token"].as_str().unwrap().to_owned();
+    let second_prefix = second["prefix"].as_str().unwrap().to_owned();
+
+    let mut as_member = stream(&server, "app1", (&eve.0, &eve.1)).await;
+    let mut with_token = stream(&server, "app2", (&eve.0, &second_token)).await;
+    let mut of_deleted = stream(&server, "app3", admin).await;
+    let mut unaffected = stream(&server, "app1", admin).await;
+
+    let removed = http
+        .put(format!(
+            "{}/api/admin/v1alpha1/apps/app1/members",
+            server.base
+        ))
+        .basic_auth(admin.0, Some(admin.1))
+        .json(&json!({"members": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 204);
+    let revoked = http
+        .delete(format!(
+            "{}/api/tokens/v1alpha1/{second_prefix}",
+            server.base
+        ))
+        .basic_auth(&eve.0, Some(&eve.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    let deleted = http
+        .delete(format!("{}{APPS}/app3", server.base))
+        .basic_auth(admin.0, Some(admin.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+
+    // 1008: policy violation; within the 5 s period (and a little slack)
+    let within = Duration::from_secs(8);
+    let (member, token, app) = tokio::join!(
+        closed_within(&mut as_member, within),
+        closed_within(&mut with_token, within),
+        closed_within(&mut of_deleted, within),
+    );
+    assert_eq!(member, Some(1008), "a removed member");
+    assert_eq!(token, Some(1008), "a deleted token");
+    assert_eq!(app, Some(1008), "a deleted application");
+    assert_eq!(
+        closed_within(&mut unaffected, Duration::from_secs(1)).await,
+        None,
+        "the owner's stream stays"
+    );
+}

@@ -1,0 +1,212 @@
+//! Where slow password checks run: off the async runtime, on a bounded number of blocking
+//! threads, one check at a time per device, with few waiting, so that a device under a
+//! wrong-password attack (or with a costly hash) never delays another device.
+//!
+//! - A check that the verified-password cache answers never comes here.
+//! - Checks of one device (by `uid`) run one after the other; a check that finds more than
+//!   [`MAX_WAITING_PER_DEVICE`] others of the same device waiting is refused, after
+//!   [`BUSY_DELAY`] so that a flood of guesses slows itself down.
+//! - At most `threads` checks run at once in the whole process (default: half the cores,
+//!   at least one), so the runtime's threads keep CPU for everything else.
+//! - Recent failures (same device version, identity and password) are remembered for
+//!   [`FAILURE_TTL`]: repeating a wrong password costs no hash.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Checks of one device that may wait behind the running one.
+pub const MAX_WAITING_PER_DEVICE: usize = 8;
+/// How long a check refused for a busy device waits before it answers.
+pub const BUSY_DELAY: Duration = Duration::from_millis(250);
+/// How long a failed (device, password) pair is remembered.
+pub const FAILURE_TTL: Duration = Duration::from_secs(30);
+/// Most remembered failures.
+const FAILURE_CAPACITY: usize = 100_000;
+
+/// Why a check was not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Too many checks of the same device are waiting.
+    Device,
+}
+
+/// The checks of one device: one runs, the others wait.
+#[derive(Default)]
+struct DeviceEntry {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
+}
+
+/// The pool of password checks.
+pub struct PasswordChecks {
+    threads: Arc<Semaphore>,
+    devices: Mutex<HashMap<String, DeviceEntry>>,
+    failures: quick_cache::sync::Cache<[u8; 32], Instant>,
+}
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        Self::new(default_threads())
+    }
+}
+
+/// Half the cores, at least one.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
+}
+
+impl PasswordChecks {
+    /// At most `threads` checks at once.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: Arc::new(Semaphore::new(threads.max(1))),
+            devices: Mutex::new(HashMap::new()),
+            failures: quick_cache::sync::Cache::new(FAILURE_CAPACITY),
+        }
+    }
+
+    /// Whether `key` failed within [`FAILURE_TTL`].
+    pub(super) fn failed_recently(&self, key: &[u8; 32]) -> bool {
+        self.failures
+            .get(key)
+            .is_some_and(|at| at.elapsed() < FAILURE_TTL)
+    }
+
+    pub(super) fn remember_failure(&self, key: [u8; 32]) {
+        self.failures.insert(key, Instant::now());
+    }
+
+    /// Waits for the turn of device `uid`: the returned guard holds it.
+    pub(super) async fn device_turn(&self, uid: &str) -> Result<DeviceTurn<'_>, Busy> {
+        let lock = {
+            let mut devices = self.devices.lock().expect("not poisoned");
+            let entry = devices.entry(uid.to_owned()).or_default();
+            // the running check and those waiting
+            if entry.users > MAX_WAITING_PER_DEVICE {
+                return Err(Busy::Device);
+            }
+            entry.users += 1;
+            entry.lock.clone()
+        };
+        // counted until dropped, also when the wait is given up
+        let ticket = Ticket {
+            checks: self,
+            uid: uid.to_owned(),
+        };
+        let guard = lock.lock_owned().await;
+        Ok(DeviceTurn {
+            _guard: guard,
+            _ticket: ticket,
+        })
+    }
+
+    /// Runs `check` on a blocking thread, when one of the pool's turns is free.
+    pub(super) async fn run<F>(&self, check: F) -> bool
+    where
+        F: FnOnce() -> bool + Send + 'static,
+    {
+        let Ok(_permit) = self.threads.clone().acquire_owned().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(check).await.unwrap_or(false)
+    }
+
+    /// Devices with checks running or waiting (for tests and metrics).
+    pub fn devices_in_check(&self) -> usize {
+        self.devices.lock().expect("not poisoned").len()
+    }
+}
+
+/// A device's turn; dropping it lets the next check of the device run.
+pub(super) struct DeviceTurn<'a> {
+    // dropped in this order: the lock first, then the count
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _ticket: Ticket<'a>,
+}
+
+/// One check of a device, running or waiting; the device is forgotten with its last.
+struct Ticket<'a> {
+    checks: &'a PasswordChecks,
+    uid: String,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut devices = self.checks.devices.lock().expect("not poisoned");
+        if let Some(entry) = devices.get_mut(&self.uid) {
+            entry.users -= 1;
+            if entry.users == 0 {
+                devices.remove(&self.uid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_check_per_device_at_a_time_and_few_waiting() {
+        let checks = Arc::new(PasswordChecks::new(4));
+        let first = checks.device_turn("d1").await.unwrap();
+        // another device is not held up
+        drop(checks.device_turn("d2").await.unwrap());
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_WAITING_PER_DEVICE {
+            let checks = checks.clone();
+            waiting.push(tokio::spawn(async move {
+                checks.device_turn("d1").await.map(|_| ())
+            }));
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(checks.device_turn("d1").await.err(), Some(Busy::Device));
+        drop(first);
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), Ok(()));
+        }
+        assert_eq!(checks.devices_in_check(), 0, "forgotten when idle");
+    }
+
+    #[tokio::test]
+    async fn checks_run_off_the_runtime_and_bounded() {
+        let checks = Arc::new(PasswordChecks::new(1));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut all = Vec::new();
+        for _ in 0..4 {
+            let (checks, running, most) = (checks.clone(), running.clone(), most.clone());
+            all.push(tokio::spawn(async move {
+                checks
+                    .run(move || {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        most.fetch_max(now, SeqCst);
+                        std::thread::sleep(Duration::from_millis(10));
+                        running.fetch_sub(1, SeqCst);
+                        true
+                    })
+                    .await
+            }));
+        }
+        for a in all {
+            assert!(a.await.unwrap());
+        }
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn failures_are_remembered_for_a_while() {
+        let checks = PasswordChecks::new(1);
+        assert!(!checks.failed_recently(&[1; 32]));
+        checks.remember_failure([1; 32]);
+        assert!(checks.failed_recently(&[1; 32]));
+        assert!(!checks.failed_recently(&[2; 32]));
+    }
+}
