@@ -150,6 +150,38 @@ pub fn application_client_id(user: &str, client_id: &str) -> Result<(), &'static
     Ok(())
 }
 
+/// A device's policy: connecting with one of `client_ids`, the topics of `devices` (its
+/// own and those it serves as a gateway; `*` for all of the application's) in `app`.
+fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]) -> Policy {
+    let mut policy = Policy::default();
+    for client_id in client_ids {
+        policy.allow(Action::Connect, client_id.clone());
+    }
+    for d in devices {
+        policy
+            .allow(Action::Publish, format!("dt/{app}/{d}/*"))
+            .allow(Action::Publish, format!("cmd/{app}/{d}/*/res/*"))
+            .allow(Action::Subscribe, format!("cmd/{app}/{d}/*"))
+            .allow(Action::Receive, format!("cmd/{app}/{d}/*"));
+    }
+    policy
+}
+
+/// An application client's policy: connecting with `client_id`, the events of `apps`
+/// (`*` for all) and sending their devices commands.
+fn application_policy(client_id: &str, apps: &[String]) -> Policy {
+    let mut policy = Policy::default();
+    policy.allow(Action::Connect, client_id.to_owned());
+    for app in apps {
+        policy
+            .allow(Action::Subscribe, format!("app/{app}"))
+            .allow(Action::Subscribe, format!("$share/*/app/{app}"))
+            .allow(Action::Receive, format!("app/{app}"))
+            .allow(Action::Publish, format!("command/{app}/*"));
+    }
+    policy
+}
+
 /// Whether a password is a token of a user rather than a device's password.
 fn is_user_token(password: &str) -> bool {
     if crate::token::prefix_of(password).is_some() {
@@ -298,24 +330,13 @@ impl MqttAuthorizer {
             .store()
             .devices_served_by(&app_name, device)
             .await?;
-        let mut policy = Policy::default();
-        for client_id in client_ids {
-            policy.allow(Action::Connect, client_id.clone());
-        }
         let mut devices: Vec<String> = vec![device.to_owned()];
         if served.len() > MAX_ENUMERATED_DEVICES {
             devices = vec!["*".into()];
         } else {
             devices.extend(served.iter().map(|d| d.to_string()));
         }
-        for d in &devices {
-            policy
-                .allow(Action::Publish, format!("dt/{app}/{d}/*"))
-                .allow(Action::Publish, format!("cmd/{app}/{d}/*/res/*"))
-                .allow(Action::Subscribe, format!("cmd/{app}/{d}/*"))
-                .allow(Action::Receive, format!("cmd/{app}/{d}/*"));
-        }
-        Ok(policy)
+        Ok(device_topics_policy(app, &devices, client_ids))
     }
 
     async fn application(
@@ -341,8 +362,6 @@ impl MqttAuthorizer {
         if let Err(reason) = application_client_id(&principal.user, &connect.client_id) {
             return deny(reason);
         }
-        let mut policy = Policy::default();
-        policy.allow(Action::Connect, connect.client_id.clone());
         let apps: Vec<String> = if self.registry.authorizer().is_admin(&principal) {
             vec!["*".into()]
         } else {
@@ -353,13 +372,7 @@ impl MqttAuthorizer {
                 .map(|a| a.metadata.name)
                 .collect()
         };
-        for app in &apps {
-            policy
-                .allow(Action::Subscribe, format!("app/{app}"))
-                .allow(Action::Subscribe, format!("$share/*/app/{app}"))
-                .allow(Action::Receive, format!("app/{app}"))
-                .allow(Action::Publish, format!("command/{app}/*"));
-        }
+        let policy = application_policy(&connect.client_id, &apps);
         Ok(ConnectDecision::Allow(Box::new(Authorized {
             principal_id: principal_id("u", &principal.user),
             identity: MqttIdentity::Application { principal },
@@ -387,7 +400,62 @@ impl MqttAuthorizer {
 
 #[cfg(test)]
 mod tests {
-    use super::application_client_id;
+    use super::{Action, application_client_id, application_policy, device_topics_policy};
+    use crate::mqtt::topics::filter_matches;
+
+    /// Every topic filter of up to four levels over an alphabet of levels, wildcards,
+    /// shared-subscription prefixes and policy wildcards: none that a client of `app1`
+    /// may subscribe to matches a topic of `app2` (nor, for a device, of another device),
+    /// as the local broker routes by these filters and IoT Core by the same policies.
+    #[test]
+    fn no_allowed_filter_reaches_another_applications_topics() {
+        let levels = [
+            "app", "app1", "app2", "+", "#", "cmd", "dt", "command", "dev1", "dev2", "*", "",
+            "$share", "g", "app1*", "?", "app10",
+        ];
+        let application = application_policy("alice/c", &["app1".to_owned()]);
+        let device = device_topics_policy("app1", &["dev1".to_owned()], &["dev1@app1".to_owned()]);
+        let foreign = [
+            "app/app2",
+            "app/app10",
+            "cmd/app2/dev1/reboot",
+            "dt/app2/dev1/temp",
+            "command/app2/dev1/reboot",
+        ];
+        let other_device = ["cmd/app1/dev2/reboot", "cmd/app10/dev1/reboot"];
+        let mut filters: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+        let mut last = filters.clone();
+        for _ in 1..4 {
+            last = last
+                .iter()
+                .flat_map(|f| levels.iter().map(move |l| format!("{f}/{l}")))
+                .collect();
+            filters.extend(last.iter().cloned());
+        }
+        assert!(filters.len() > 60_000, "{}", filters.len());
+        let (mut allowed_app, mut allowed_device) = (0, 0);
+        for filter in &filters {
+            if application.allows(Action::Subscribe, filter) {
+                allowed_app += 1;
+                for topic in foreign {
+                    assert!(!filter_matches(filter, topic), "{filter} reaches {topic}");
+                }
+            }
+            if device.allows(Action::Subscribe, filter) {
+                allowed_device += 1;
+                for topic in foreign.iter().chain(&other_device) {
+                    assert!(!filter_matches(filter, topic), "{filter} reaches {topic}");
+                }
+            }
+        }
+        // the property is not vacuous: the own topics are allowed
+        assert!(
+            allowed_app >= 2 && allowed_device >= 1,
+            "{allowed_app} {allowed_device}"
+        );
+        assert!(application.allows(Action::Subscribe, "$share/g/app/app1"));
+        assert!(device.allows(Action::Subscribe, "cmd/app1/dev1/#"));
+    }
 
     #[test]
     fn application_client_ids_live_in_the_users_namespace() {

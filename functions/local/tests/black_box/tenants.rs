@@ -402,3 +402,28 @@ async fn streams_end_when_access_ends() {
         "the owner's stream stays"
     );
 }
+
+/// A client that opens a TLS connection and says nothing holds it for the handshake
+/// timeout (10 s) at most.
+#[tokio::test]
+async fn a_silent_tls_client_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let port = server.https.rsplit(':').next().unwrap();
+    let mut silent = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buffer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed by the server: {read:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
