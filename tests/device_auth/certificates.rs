@@ -15,7 +15,34 @@ pub const CASES: &[Case<Fixture>] = &[
         "expired, early, foreign and self-signed certificates are refused",
         |f| Box::pin(refused(f)),
     ),
+    (
+        "only devices without credentials or with the certificate pinned use certificates",
+        |f| Box::pin(pinned(f)),
+    ),
 ];
+
+async fn pinned(f: Fixture) {
+    let password_only =
+        serde_json::json!({"authentication": {"credentials": [{"pass": "secret"}]}});
+    f.device("app1", "password-only", password_only).await;
+    let of_password_only = f.ca1.issue("app1", "password-only", 2025, 2030);
+    assert_eq!(
+        f.denied(None, cert(&of_password_only.der), None).await,
+        "the device does not authenticate with certificates"
+    );
+    let held = f.ca1.issue("app1", "pinned", 2025, 2030);
+    let spec = serde_json::json!({"authentication": {"credentials": [
+        {"pass": "secret"},
+        {"cert": held.cert_pem}
+    ]}});
+    f.device("app1", "pinned", spec).await;
+    assert_eq!(f.allowed(None, cert(&held.der), None).await.0, "pinned");
+    let another = f.ca1.issue("app1", "pinned", 2025, 2030);
+    assert_eq!(
+        f.denied(None, cert(&another.der), None).await,
+        "the certificate is not one the device holds"
+    );
+}
 
 fn cert(der: &[u8]) -> DeviceCredential {
     DeviceCredential::Certificate {

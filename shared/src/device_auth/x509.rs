@@ -3,8 +3,14 @@
 //! is verified against that application's trust anchors with `rustls-webpki` at the
 //! injected clock's time; the subject DN (or, failing that, the common name) names the
 //! device, by name or alias.
+//!
+//! A device may use certificates when it holds `cert` credentials (then the presented
+//! certificate must be one of them: pinned) or no credentials at all (any certificate of
+//! its application's trust anchors that names it). A device that holds only passwords or
+//! pre-shared keys does not authenticate with a certificate.
 
 use super::DeviceAuthenticator;
+use crate::model::device_spec::{self, Credential};
 use crate::model::trust_anchors::anchor_certificates;
 use crate::model::{AppName, Application, Claim, Device};
 use crate::store::StoreError;
@@ -81,10 +87,44 @@ pub(super) async fn authenticate(
             None => None,
         },
     };
-    Ok(match device {
-        Some(device) => Ok((Arc::new(application.app), Arc::new(device))),
-        None => Err("no device matches the certificate's subject"),
-    })
+    let Some(device) = device else {
+        return Ok(Err("no device matches the certificate's subject"));
+    };
+    let stored = device_spec::credentials(&device.spec).unwrap_or_default();
+    if let Err(reason) = may_use(&stored, end_entity) {
+        return Ok(Err(reason));
+    }
+    Ok(Ok((Arc::new(application.app), Arc::new(device))))
+}
+
+/// Whether a device holding `stored` credentials may authenticate with the certificate
+/// `end_entity` (DER): one of its `cert` credentials, or any when it holds none at all.
+fn may_use(stored: &[Credential], end_entity: &[u8]) -> Result<(), &'static str> {
+    let mut pinned = stored.iter().filter_map(|c| match c {
+        Credential::Certificate(text) => Some(text),
+        _ => None,
+    });
+    match pinned.next() {
+        Some(first) => std::iter::once(first)
+            .chain(pinned)
+            .filter_map(|text| certificate_der(text))
+            .any(|der| der == end_entity)
+            .then_some(())
+            .ok_or("the certificate is not one the device holds"),
+        None if stored.is_empty() => Ok(()),
+        None => Err("the device does not authenticate with certificates"),
+    }
+}
+
+/// The DER of a `cert` credential: PEM text, or base64 of PEM or DER.
+fn certificate_der(text: &str) -> Option<Vec<u8>> {
+    if text.contains("-----BEGIN") {
+        return x509_parser::pem::Pem::iter_from_buffer(text.as_bytes())
+            .filter_map(Result::ok)
+            .find(|p| p.label == "CERTIFICATE")
+            .map(|p| p.contents);
+    }
+    crate::model::trust_anchors::certificate_from_base64(text)
 }
 
 async fn find(
@@ -129,4 +169,36 @@ pub fn verify_chain(
         None,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn only_devices_that_use_certificates_authenticate_with_one() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let pem_text = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64.encode(&der)
+        );
+        let pass = Credential::Password(crate::model::credentials::Password::Bare("x".into()));
+        assert_eq!(may_use(&[], &der), Ok(()), "no credentials: any");
+        assert!(
+            may_use(std::slice::from_ref(&pass), &der).is_err(),
+            "passwords only"
+        );
+        for form in [pem_text.clone(), b64.encode(&pem_text), b64.encode(&der)] {
+            let pinned = [pass.clone(), Credential::Certificate(form.clone())];
+            assert_eq!(may_use(&pinned, &der), Ok(()), "{form}");
+            assert!(
+                may_use(&pinned, &[0x30, 0x00]).is_err(),
+                "another certificate"
+            );
+        }
+        let unreadable = [Credential::Certificate("nonsense".into())];
+        assert!(may_use(&unreadable, &der).is_err());
+    }
 }

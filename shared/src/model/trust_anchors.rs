@@ -101,6 +101,11 @@ fn evaluate_one(encoded: String) -> AnchorStatus {
 }
 
 /// base64 -> PEM -> DER of its first certificate. DER given directly is accepted too.
+/// The DER of a certificate given as base64 of its PEM text or DER.
+pub fn certificate_from_base64(encoded: &str) -> Option<Vec<u8>> {
+    decode(encoded).ok()
+}
+
 fn decode(encoded: &str) -> Result<Vec<u8>, (&'static str, String)> {
     let bytes = STANDARD.decode(encoded.trim()).map_err(|e| {
         (

@@ -388,10 +388,13 @@ async fn x509_devices_connect_over_tls() {
     // expired, of an unknown device, or with another device's client id: refused
     let expired = s.ca.issue("app1", "device-1", 2000, 2001);
     let unknown = s.ca.issue("app1", "device-9", 2025, 2099);
+    // dev1 holds a password only: it does not authenticate with certificates
+    let password_only = s.ca.issue("app1", "dev1", 2025, 2099);
     for (identity, client_id) in [
         (&expired, "device-1@app1"),
         (&unknown, "device-9@app1"),
         (&valid, "dev1@app1"),
+        (&password_only, "dev1@app1"),
     ] {
         let mut options = Options::v3(client_id);
         options.tls = tls(identity);
