@@ -137,6 +137,14 @@ impl Server {
         let store: Arc<dyn Store> = Arc::new(store);
 
         warn_without_audience(&config);
+        // the MQTT listeners first, so that discovery can announce where they are
+        let mqtt_tcp = std_listener(&config.mqtt_bind, "--mqtt-bind")?;
+        let mqtts_listener = std_listener(&config.mqtts_bind, "--mqtts-bind")?;
+        let mqtt_announced = mqtts_listener
+            .as_ref()
+            .or(mqtt_tcp.as_ref())
+            .and_then(|l| l.local_addr().ok())
+            .map(|addr| announced_mqtt(config.public_url.as_deref(), addr));
         let oidc = config
             .oidc_issuer
             .clone()
@@ -147,6 +155,7 @@ impl Server {
             oidc: oidc.clone(),
             admin_role: config.admin_role.clone(),
             websocket_path: Some(stream::PATH.into()),
+            mqtt: mqtt_announced,
             quotas: Quotas {
                 applications_per_user: config.max_applications_per_user,
             },
@@ -228,14 +237,14 @@ impl Server {
             }
         };
         let https_addr = https.as_ref().and_then(|(l, _)| l.local_addr().ok());
-        let mqtt_tls = match (&https, std_listener(&config.mqtts_bind, "--mqtts-bind")?) {
+        let mqtt_tls = match (&https, mqtts_listener) {
             (_, None) => None,
             (Some((_, tls)), Some(listener)) => Some((listener, mqtt::tls_config(tls))),
             (None, Some(listener)) => {
                 Some((listener, mqtt::tls_config(&*tls::server_config(&config)?)))
             }
         };
-        let broker = match (std_listener(&config.mqtt_bind, "--mqtt-bind")?, mqtt_tls) {
+        let broker = match (mqtt_tcp, mqtt_tls) {
             (None, None) => None,
             (tcp, tls) => Some(
                 mqtt::Broker::start(
@@ -354,6 +363,36 @@ impl Server {
     }
 }
 
+/// The MQTT endpoint discovery announces: the public URL's host (else `localhost` for a
+/// loopback or unspecified address, which the self-signed certificate names, else the
+/// address) and the bound port.
+fn announced_mqtt(public_url: Option<&str>, addr: SocketAddr) -> drogue_registry::MqttEndpoint {
+    let from_url = public_url.and_then(|url| {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => authority,
+        };
+        (!host.is_empty()).then(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
+    });
+    let host = from_url.unwrap_or_else(|| {
+        if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            addr.ip().to_string()
+        }
+    });
+    drogue_registry::MqttEndpoint {
+        host,
+        port: addr.port(),
+    }
+}
+
 /// A listener for `bind` (an address, or `off`).
 fn std_listener(bind: &str, flag: &str) -> anyhow::Result<Option<std::net::TcpListener>> {
     if bind == "off" {
@@ -404,6 +443,23 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         Config::try_parse_from(std::iter::once("drogue-local").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_announced_mqtt_host_is_the_public_one() {
+        let addr: SocketAddr = "127.0.0.1:8883".parse().unwrap();
+        let at = |url| {
+            let e = announced_mqtt(url, addr);
+            (e.host, e.port)
+        };
+        assert_eq!(at(None), ("localhost".into(), 8883));
+        assert_eq!(
+            at(Some("https://iot.example.com:8443/x")),
+            ("iot.example.com".into(), 8883)
+        );
+        assert_eq!(at(Some("http://[::1]:8080")), ("::1".into(), 8883));
+        let other: SocketAddr = "192.0.2.3:1883".parse().unwrap();
+        assert_eq!(announced_mqtt(None, other).host, "192.0.2.3");
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! that says to log in with an access token), but `drg login --access-token` needs the
 //! document to exist.
 
-use crate::AppState;
 use crate::caller::Caller;
 use crate::params::base_url;
+use crate::{AppState, MqttEndpoint};
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -37,6 +37,10 @@ struct Endpoints {
     command_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     websocket_integration: Option<Url>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt: Option<MqttEndpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_integration: Option<MqttEndpoint>,
 }
 
 fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
@@ -66,6 +70,9 @@ fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
             ),
         }),
         command_url: Some(base),
+        // one broker for devices and applications (IoT Core, or drogue-local's)
+        mqtt: state.settings.mqtt.clone(),
+        mqtt_integration: state.settings.mqtt.clone(),
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Settings {
     /// The path on this API's host where the WebSocket integration serves
     /// (`/stream/` in `drogue-local`), announced as `websocket_integration`.
     pub websocket_path: Option<String>,
+    /// `DROGUE_MQTT_ENDPOINT` (`host:port`): the MQTT broker devices and applications
+    /// connect to (IoT Core's data endpoint on 8883; `drogue-local`'s broker), announced
+    /// as `mqtt` and `mqtt_integration`.
+    pub mqtt: Option<MqttEndpoint>,
     /// `DROGUE_MAX_APPLICATIONS_PER_USER`: applications a user may own (default 100, 0 for
     /// no limit; administrators are not limited).
     pub quotas: Quotas,
@@ -51,8 +55,29 @@ impl Default for Settings {
             oidc: None,
             admin_role: Authorizer::DEFAULT_ADMIN_ROLE.into(),
             websocket_path: None,
+            mqtt: None,
             quotas: Quotas::default(),
         }
+    }
+}
+
+/// Where an MQTT broker listens, as Drogue Cloud announces it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl MqttEndpoint {
+    /// `host:port` (an IPv6 host in brackets).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (host, port) = text.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty()).then_some(())?;
+        Some(Self {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        })
     }
 }
 
@@ -67,6 +92,16 @@ impl Settings {
             admin_role: var("DROGUE_ADMIN_ROLE")
                 .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
             websocket_path: None,
+            mqtt: var("DROGUE_MQTT_ENDPOINT").and_then(|e| {
+                let parsed = MqttEndpoint::parse(&e);
+                if parsed.is_none() {
+                    tracing::warn!(
+                        value = e,
+                        "DROGUE_MQTT_ENDPOINT is not host:port; no MQTT endpoint is announced"
+                    );
+                }
+                parsed
+            }),
             quotas: Quotas {
                 applications_per_user: match var("DROGUE_MAX_APPLICATIONS_PER_USER") {
                     None => Quotas::DEFAULT_APPLICATIONS_PER_USER,
@@ -230,4 +265,22 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MqttEndpoint;
+
+    #[test]
+    fn mqtt_endpoints_are_host_and_port() {
+        let parsed = MqttEndpoint::parse("abc-ats.iot.us-east-1.amazonaws.com:8883").unwrap();
+        assert_eq!(
+            (parsed.host.as_str(), parsed.port),
+            ("abc-ats.iot.us-east-1.amazonaws.com", 8883)
+        );
+        assert_eq!(MqttEndpoint::parse("[::1]:1883").unwrap().host, "::1");
+        for bad in ["no-port", ":8883", "host:http", "host:70000"] {
+            assert!(MqttEndpoint::parse(bad).is_none(), "{bad}");
+        }
+    }
 }

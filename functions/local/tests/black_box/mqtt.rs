@@ -717,6 +717,20 @@ async fn subscriptions_per_session_are_bounded() {
     }
 }
 
+/// Discovery names the broker, for devices and for applications, where it listens.
+#[tokio::test]
+async fn discovery_announces_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = super::runner::LocalRunner::start(dir.path()).await;
+    let (status, endpoints) = server.get("/.well-known/drogue-endpoints").await;
+    assert_eq!(status, 200);
+    let expected = json!({"host": "localhost", "port": server.mqtts.port()});
+    assert_eq!(endpoints["mqtt"], expected, "{endpoints}");
+    assert_eq!(endpoints["mqtt_integration"], expected);
+    let (_, info) = server.get("/api/console/v1alpha1/info").await;
+    assert_eq!(info["mqtt"], expected);
+}
+
 /// The Python interpreter with Eclipse Paho (`tests/run` sets it to its virtualenv's).
 fn python() -> String {
     std::env::var("DROGUE_TEST_PYTHON").expect(

@@ -130,6 +130,18 @@ async fn listeners_can_be_turned_off() {
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 200);
+    let endpoints: serde_json::Value =
+        reqwest::get(format!("http://{http}/.well-known/drogue-endpoints"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(
+        endpoints.get("mqtt").is_none(),
+        "no broker announced: {endpoints}"
+    );
+    assert!(endpoints.get("mqtt_integration").is_none());
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
