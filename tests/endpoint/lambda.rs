@@ -38,7 +38,11 @@ async fn api_gateway_events_are_published() {
         .create_application(&owner, serde_json::from_value(app).unwrap())
         .await
         .unwrap();
-    let device = json!({"metadata": {"name": "device1"}, "spec": {"authentication": {"credentials": [{"pass": "hey-rodney"}]}}});
+    // a password, and the client certificate of events/http-telemetry-mtls.json
+    let device = json!({"metadata": {"name": "device1"}, "spec": {"authentication": {"credentials": [
+        {"pass": "hey-rodney"},
+        {"cert": include_str!("../testdata/pki/device1.pem")}
+    ]}}});
     registry
         .create_device(
             &owner,

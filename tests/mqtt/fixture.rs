@@ -8,7 +8,8 @@ use drogue_shared::store::Store;
 use serde_json::json;
 use std::sync::Arc;
 
-/// `from-lambda` with `device1` (password `hey-rodney`, alias `alias-1`), `gw`
+/// `from-lambda` with `device1` (password `hey-rodney`, its certificate
+/// `testdata/pki/device1.pem`, alias `alias-1`), `gw`
 /// (password `gw`) serving `behind-1` and `behind-2`; `other-app` with `device1`; the
 /// administrator's fixture token; a reader `rita` of `from-lambda` with a token.
 pub async fn populate(store: Arc<dyn Store>) -> String {
@@ -24,7 +25,12 @@ pub async fn populate(store: Arc<dyn Store>) -> String {
             .unwrap();
     }
     let pass = |p: &str| json!({"authentication": {"credentials": [{"pass": p}]}});
-    let mut device1 = pass("hey-rodney");
+    // device1 also holds its client certificate (events/http-telemetry-mtls.json, the
+    // just-in-time registration): a device uses certificates it holds
+    let mut device1 = json!({"authentication": {"credentials": [
+        {"pass": "hey-rodney"},
+        {"cert": include_str!("../testdata/pki/device1.pem")}
+    ]}});
     device1["alias"] = json!(["alias-1"]);
     for (app, name, spec) in [
         ("from-lambda", "device1", device1),
