@@ -17,6 +17,8 @@ pub const TYPE_EVENT: &str = "io.drogue.event.v1";
 pub const TYPE_CONNECTION: &str = "io.drogue.connection.v1";
 /// The type of command responses (subject: the command's name).
 pub const TYPE_COMMAND_RESPONSE: &str = "io.drogue.command.response.v1";
+/// The type of registry change events (subject `applications` or `devices`).
+pub const TYPE_REGISTRY: &str = "io.drogue.registry.v1";
 /// The default value of the `instance` extension.
 pub const DEFAULT_INSTANCE: &str = "drogue";
 
@@ -149,6 +151,90 @@ fn event(
     Ok(builder.build().expect("every required attribute is set"))
 }
 
+/// What happened to a resource of the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// The application a registry change event belongs to.
+pub struct ChangedIn<'a> {
+    pub name: &'a str,
+    /// `None` when it cannot be told any more (the application is gone too).
+    pub uid: Option<&'a str>,
+}
+
+/// The CloudEvent of a change of an application or a device in the registry, as Drogue
+/// Cloud's device registry events (type `io.drogue.registry.v1`, subject `devices`, the
+/// device as `device` and `sender`), with applications too (subject `applications`) and
+/// a JSON body saying what changed: `{"change", "name", "uid", "generation",
+/// "resourceVersion"}`. `application` is the application the resource is, or belongs to.
+pub fn registry_change(
+    instance: &str,
+    application: &ChangedIn<'_>,
+    device: Option<&crate::model::Resource>,
+    resource: &crate::model::Resource,
+    change: Change,
+    time: DateTime<Utc>,
+) -> Event {
+    let app = application.name;
+    let body = serde_json::json!({
+        "change": change.as_str(),
+        "name": resource.metadata.name,
+        "uid": resource.metadata.uid,
+        "generation": resource.metadata.generation,
+        "resourceVersion": resource.metadata.resource_version,
+    });
+    let mut builder = EventBuilderV10::new()
+        .id(uuid::Uuid::new_v4().to_string())
+        .ty(TYPE_REGISTRY)
+        .time(time)
+        .extension("instance", instance)
+        .extension("application", app);
+    if let Some(uid) = application.uid {
+        builder = builder.extension("applicationuid", uid);
+    }
+    builder = match device {
+        Some(device) => {
+            let name = device.metadata.name.as_str();
+            let uid = device.metadata.uid.as_str();
+            builder
+                .source(source(app, name))
+                .subject("devices")
+                .extension("device", name)
+                .extension("deviceuid", uid)
+                .extension("sender", name)
+                .extension("senderuid", uid)
+                .extension("partitionkey", device_path(app, name))
+        }
+        None => builder
+            .source(format!("drogue://{app}"))
+            .subject("applications")
+            .extension(
+                "partitionkey",
+                utf8_percent_encode(app, NON_ALPHANUMERIC).to_string(),
+            ),
+    };
+    builder
+        .extension("change", change.as_str())
+        .data("application/json", Data::Json(body))
+        .build()
+        .expect("every required attribute is set")
+}
+
 /// The `partitionkey` extension (`{app}/{device}`), or the source.
 pub fn partition_key(event: &Event) -> String {
     match event.extension("partitionkey") {
@@ -255,6 +341,53 @@ mod tests {
         assert_eq!(e["partitionkey"], "my%2Dapp/dev%201");
         assert_eq!(e["topic"], "telemetry/room/1");
         assert_eq!(e["data"], json!({"temp": 42}));
+    }
+
+    #[test]
+    fn registry_changes_say_what_changed_on_which_resource() {
+        let (app, device) = (resource("my-app", "a-uid"), resource("dev 1", "d-uid"));
+        let time = "2026-12-01T10:00:00Z".parse().unwrap();
+        let apps = ChangedIn {
+            name: "my-app",
+            uid: Some("a-uid"),
+        };
+        let e = registry_change(
+            "drogue",
+            &apps,
+            Some(&device),
+            &device,
+            Change::Updated,
+            time,
+        );
+        let e: Value = serde_json::from_str(&to_json(&e)).unwrap();
+        assert_eq!(e["type"], "io.drogue.registry.v1");
+        assert_eq!(e["subject"], "devices");
+        assert_eq!(e["source"], "drogue://my-app/dev%201");
+        assert_eq!(e["application"], "my-app");
+        assert_eq!(e["applicationuid"], "a-uid");
+        assert_eq!(e["device"], "dev 1");
+        assert_eq!(e["deviceuid"], "d-uid");
+        assert_eq!(e["sender"], "dev 1");
+        assert_eq!(e["change"], "updated");
+        assert_eq!(
+            e["data"],
+            json!({"change": "updated", "name": "dev 1", "uid": "d-uid",
+                   "generation": 0, "resourceVersion": "rv"})
+        );
+
+        let gone = ChangedIn {
+            name: "my-app",
+            uid: None,
+        };
+        let e = registry_change("drogue", &gone, None, &app, Change::Deleted, time);
+        let e: Value = serde_json::from_str(&to_json(&e)).unwrap();
+        assert_eq!(e["subject"], "applications");
+        assert_eq!(e["source"], "drogue://my-app");
+        assert_eq!(e["partitionkey"], "my%2Dapp");
+        assert!(e.get("applicationuid").is_none());
+        assert!(e.get("device").is_none());
+        assert_eq!(e["data"]["change"], "deleted");
+        assert_eq!(e["data"]["uid"], "a-uid");
     }
 
     #[test]
