@@ -164,7 +164,8 @@ impl Server {
         let changes = Changes::default();
         let registry = Registry::new(store.clone(), Authorizer::new(&config.admin_role))
             .with_changes(changes.clone())
-            .with_quotas(settings.quotas);
+            .with_quotas(settings.quotas)
+            .with_change_events(Arc::new(events.clone()), DEFAULT_INSTANCE);
         let verifier = oidc.map(|c| Arc::new(OidcVerifier::new(c)));
         let stream_state = stream::StreamState {
             registry: registry.clone(),

@@ -5,6 +5,7 @@ use super::{
     ListOptions, Registry, RegistryError, RegistryResult, not_found, store_error, unavailable,
 };
 use crate::access::{Permission, Principal};
+use crate::events::Change;
 use crate::model::status::application_status;
 use crate::model::{AppName, Application, DeleteOptions, ResourceInput};
 use crate::store::StoredApplication;
@@ -42,8 +43,8 @@ impl Registry {
         self.store
             .create_application(&stored)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))
-            .inspect(|_| self.changes.bump())?;
+            .map_err(store_error(|| format!("the application '{name}'")))?;
+        self.changed(&stored.app, None, Change::Created).await;
         tracing::info!(application = %name, owner = %principal.user, "application created");
         Ok(stored.app)
     }
@@ -118,12 +119,14 @@ impl Registry {
         let what = || format!("the application '{name}'");
         match lifecycle::plan_update(&current.app, &input.metadata, &input.spec)? {
             UpdatePlan::Unchanged => Ok(()),
-            UpdatePlan::Remove => self
-                .store
-                .delete_application(&current)
-                .await
-                .map_err(store_error(what))
-                .inspect(|_| self.changes.bump()),
+            UpdatePlan::Remove => {
+                self.store
+                    .delete_application(&current)
+                    .await
+                    .map_err(store_error(what))?;
+                self.changed(&current.app, None, Change::Deleted).await;
+                Ok(())
+            }
             UpdatePlan::Write(metadata) => {
                 let status = application_status(&input.spec, Some(&current.app.status), Utc::now())
                     .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
@@ -138,8 +141,9 @@ impl Registry {
                 self.store
                     .update_application(&current, &next)
                     .await
-                    .map_err(store_error(what))
-                    .inspect(|_| self.changes.bump())
+                    .map_err(store_error(what))?;
+                self.changed(&next.app, None, Change::Updated).await;
+                Ok(())
             }
         }
     }
@@ -164,8 +168,8 @@ impl Registry {
                 self.store
                     .delete_application(&current)
                     .await
-                    .map_err(store_error(what))
-                    .inspect(|_| self.changes.bump())?;
+                    .map_err(store_error(what))?;
+                self.changed(&current.app, None, Change::Deleted).await;
                 tracing::info!(application = %name, "application deleted");
                 Ok(())
             }
@@ -175,8 +179,9 @@ impl Registry {
                 self.store
                     .update_application(&current, &next)
                     .await
-                    .map_err(store_error(what))
-                    .inspect(|_| self.changes.bump())
+                    .map_err(store_error(what))?;
+                self.changed(&next.app, None, Change::Updated).await;
+                Ok(())
             }
         }
     }

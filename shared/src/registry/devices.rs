@@ -3,9 +3,11 @@
 use super::lifecycle::{self, DeletePlan, UpdatePlan};
 use super::{ListOptions, Registry, RegistryError, RegistryResult, store_error, unavailable};
 use crate::access::{Permission, Principal};
+use crate::events::Change;
 use crate::model::device_spec::{prepare_device_spec, redact_secrets};
 use crate::model::status::device_status;
 use crate::model::{AppName, DeleteOptions, Device, DeviceName, ResourceInput};
+use crate::store::StoredApplication;
 use chrono::Utc;
 
 impl Registry {
@@ -24,16 +26,16 @@ impl Registry {
             .ok_or_else(|| RegistryError::InvalidRequest("metadata.name is required".into()))?;
         let name =
             DeviceName::parse(&name).map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
-        match self
+        let stored = match self
             .application_for(principal, app, Permission::Write)
             .await
         {
-            Ok(stored) if !stored.app.is_deleting() => {}
+            Ok(stored) if !stored.app.is_deleting() => stored,
             Ok(_) | Err(RegistryError::NotFound(_)) => {
                 return Err(RegistryError::ReferenceNotFound(app.to_string()));
             }
             Err(e) => return Err(e),
-        }
+        };
         let spec = prepare_device_spec(input.spec)
             .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
         let now = Utc::now();
@@ -50,8 +52,9 @@ impl Registry {
         self.store
             .create_device(app, &device)
             .await
-            .map_err(store_error(|| format!("the device '{name}'")))
-            .inspect(|_| self.changes.bump())?;
+            .map_err(store_error(|| format!("the device '{name}'")))?;
+        self.changed(&stored.app, Some(&device), Change::Created)
+            .await;
         tracing::info!(application = %app, device = %name, "device created");
         Ok(device)
     }
@@ -120,18 +123,21 @@ impl Registry {
                 "metadata.name must be the device of the path ('{name}')"
             )));
         }
-        let current = self.existing_device(principal, app, name).await?;
+        let (stored, current) = self.existing_device(principal, app, name).await?;
         let spec = prepare_device_spec(input.spec)
             .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
         let what = || format!("the device '{name}'");
         match lifecycle::plan_update(&current, &input.metadata, &spec)? {
             UpdatePlan::Unchanged => Ok(()),
-            UpdatePlan::Remove => self
-                .store
-                .delete_device(app, &current)
-                .await
-                .map_err(store_error(what))
-                .inspect(|_| self.changes.bump()),
+            UpdatePlan::Remove => {
+                self.store
+                    .delete_device(app, &current)
+                    .await
+                    .map_err(store_error(what))?;
+                self.changed(&stored.app, Some(&current), Change::Deleted)
+                    .await;
+                Ok(())
+            }
             UpdatePlan::Write(metadata) => {
                 let next = Device {
                     metadata,
@@ -141,8 +147,10 @@ impl Registry {
                 self.store
                     .update_device(app, &current, &next)
                     .await
-                    .map_err(store_error(what))
-                    .inspect(|_| self.changes.bump())
+                    .map_err(store_error(what))?;
+                self.changed(&stored.app, Some(&next), Change::Updated)
+                    .await;
+                Ok(())
             }
         }
     }
@@ -155,7 +163,7 @@ impl Registry {
         name: &DeviceName,
         options: DeleteOptions,
     ) -> RegistryResult<()> {
-        let current = self.existing_device(principal, app, name).await?;
+        let (stored, current) = self.existing_device(principal, app, name).await?;
         if current.is_deleting() {
             return Err(not_found(app, name));
         }
@@ -165,8 +173,9 @@ impl Registry {
                 self.store
                     .delete_device(app, &current)
                     .await
-                    .map_err(store_error(what))
-                    .inspect(|_| self.changes.bump())?;
+                    .map_err(store_error(what))?;
+                self.changed(&stored.app, Some(&current), Change::Deleted)
+                    .await;
                 tracing::info!(application = %app, device = %name, "device deleted");
                 Ok(())
             }
@@ -178,26 +187,31 @@ impl Registry {
                 self.store
                     .update_device(app, &current, &next)
                     .await
-                    .map_err(store_error(what))
-                    .inspect(|_| self.changes.bump())
+                    .map_err(store_error(what))?;
+                self.changed(&stored.app, Some(&next), Change::Updated)
+                    .await;
+                Ok(())
             }
         }
     }
 
-    /// A device to change: the caller needs write access to its application.
+    /// A device to change, and its application: the caller needs write access to it.
     async fn existing_device(
         &self,
         principal: &Principal,
         app: &AppName,
         name: &DeviceName,
-    ) -> RegistryResult<Device> {
-        self.application_for(principal, app, Permission::Write)
+    ) -> RegistryResult<(StoredApplication, Device)> {
+        let stored = self
+            .application_for(principal, app, Permission::Write)
             .await?;
-        self.store
+        let device = self
+            .store
             .get_device(app, name)
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| not_found(app, name))
+            .ok_or_else(|| not_found(app, name))?;
+        Ok((stored, device))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::{Registry, RegistryError, RegistryResult, not_found, store_error};
 use crate::access::{Permission, Principal, Role};
+use crate::events::Change;
 use crate::model::AppName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,8 +90,8 @@ impl Registry {
         self.store
             .update_application(&current, &next)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))
-            .inspect(|_| self.changes.bump())?;
+            .map_err(store_error(|| format!("the application '{name}'")))?;
+        self.changed(&next.app, None, Change::Updated).await;
         tracing::info!(application = %name, members = next.members.len(), "members updated");
         Ok(())
     }
@@ -130,8 +131,9 @@ impl Registry {
         self.store
             .update_application(&current, &next)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))
-            .inspect(|_| self.changes.bump())
+            .map_err(store_error(|| format!("the application '{name}'")))?;
+        self.changed(&next.app, None, Change::Updated).await;
+        Ok(())
     }
 
     /// Takes over an application whose ownership was offered to the caller.
@@ -157,8 +159,8 @@ impl Registry {
         self.store
             .update_application(&current, &next)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))
-            .inspect(|_| self.changes.bump())?;
+            .map_err(store_error(|| format!("the application '{name}'")))?;
+        self.changed(&next.app, None, Change::Updated).await;
         tracing::info!(application = %name, owner = %principal.user, "ownership transferred");
         Ok(())
     }

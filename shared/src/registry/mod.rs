@@ -11,6 +11,7 @@ pub use members::{MAX_MEMBERS, MemberEntry, Members, TransferOwnership};
 
 use crate::access::authz::Authorizer;
 use crate::access::{Permission, Principal};
+use crate::events::{Change, ChangedIn, EventSink, registry_change};
 use crate::model::{AppName, LabelSelector, Resource};
 use crate::store::{Conflict, Store, StoreError, StoredApplication};
 use std::sync::Arc;
@@ -23,6 +24,16 @@ pub struct Registry {
     authz: Authorizer,
     changes: Changes,
     quotas: Quotas,
+    /// Where registry change events go (`drogue-local`); on AWS the table's DynamoDB
+    /// stream makes them instead.
+    announcements: Option<Announcements>,
+}
+
+/// The sink of registry change events and the `instance` they carry.
+#[derive(Clone)]
+struct Announcements {
+    sink: Arc<dyn EventSink>,
+    instance: String,
 }
 
 /// What one user may hold. Administrators are not limited.
@@ -114,6 +125,44 @@ impl Registry {
             authz,
             changes: Changes::default(),
             quotas: Quotas::default(),
+            announcements: None,
+        }
+    }
+
+    /// Sends an `io.drogue.registry.v1` event to `sink` for every change of an
+    /// application or a device.
+    pub fn with_change_events(mut self, sink: Arc<dyn EventSink>, instance: &str) -> Self {
+        self.announcements = Some(Announcements {
+            sink,
+            instance: instance.to_owned(),
+        });
+        self
+    }
+
+    /// Counts a write and announces it: `app` is the application that changed or holds
+    /// the device that did. The change is made already: an event that cannot be
+    /// written is logged, never turned into an error of the request.
+    async fn changed(&self, app: &Resource, device: Option<&Resource>, change: Change) {
+        self.changes.bump();
+        let Some(announcements) = &self.announcements else {
+            return;
+        };
+        let application = ChangedIn {
+            name: &app.metadata.name,
+            uid: Some(&app.metadata.uid),
+        };
+        let resource = device.unwrap_or(app);
+        let event = registry_change(
+            &announcements.instance,
+            &application,
+            device,
+            resource,
+            change,
+            chrono::Utc::now(),
+        );
+        if let Err(e) = announcements.sink.publish(&event).await {
+            tracing::warn!(application = %app.metadata.name, device = ?device.map(|d| &d.metadata.name),
+                change = change.as_str(), error = %e, "a registry change event was not written");
         }
     }
 

@@ -460,3 +460,154 @@ async fn drg_sends_commands() {
     let (code, _) = drg(cfg, &["cmd", "--app", "app1", "nobody", "x", "-p", "{}"]).await;
     assert_eq!(code, 1, "a command for an unknown device is refused");
 }
+
+/// Collects what a running `drg stream` prints, event by event.
+struct Printed {
+    events: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    _child: tokio::process::Child,
+}
+
+impl Printed {
+    fn start(cfg: &Path, app: &str) -> Self {
+        use tokio::io::AsyncReadExt;
+        let mut child = Command::new(drg_binary())
+            .args(["stream", "--app", app])
+            .env("DRGCFG", cfg)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = events.clone();
+        tokio::spawn(async move {
+            let mut text = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                text.extend_from_slice(&chunk[..n]);
+                let parsed: Vec<Value> = serde_json::Deserializer::from_slice(&text)
+                    .into_iter::<Value>()
+                    .map_while(Result::ok)
+                    .collect();
+                *collected.lock().unwrap() = parsed;
+            }
+        });
+        Self {
+            events,
+            _child: child,
+        }
+    }
+
+    fn now(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for what was printed.
+    async fn until(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        for _ in 0..200 {
+            let now = self.now();
+            if done(&now) {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("drg stream did not print {what}: {:#?}", self.now());
+    }
+}
+
+#[tokio::test]
+async fn registry_changes_reach_drg_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(&dir.path().join("data")).await;
+    let cfg = dir.path().join("drg.yaml");
+    let cfg = cfg.as_path();
+    let token = server.admin_token();
+    ok(cfg, &["login", &server.base, "--access-token", &token]).await;
+    ok(cfg, &["create", "app", "app1"]).await;
+    ok(cfg, &["create", "app", "other"]).await;
+
+    let printed = Printed::start(cfg, "app1");
+    // the stream connects on its own time: change a label until it shows the change
+    let http = reqwest::Client::new();
+    let (user, key) = token.split_once(':').unwrap();
+    for i in 0.. {
+        let app = format!("{}/api/registry/v1alpha1/apps/app1", server.base);
+        let current: Value = http
+            .get(&app)
+            .basic_auth(user, Some(key))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut next = current.clone();
+        next["metadata"]["labels"] = json!({ "probe": i.to_string() });
+        let put = http
+            .put(&app)
+            .basic_auth(user, Some(key))
+            .json(&next)
+            .send();
+        assert_eq!(put.await.unwrap().status().as_u16(), 204);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if !printed.now().is_empty() {
+            break;
+        }
+        assert!(i < 100, "drg stream never connected");
+    }
+    let first = &printed.now()[0];
+    assert_eq!(first["type"], "io.drogue.registry.v1");
+    assert_eq!(first["subject"], "applications");
+    assert_eq!(first["data"]["change"], "updated");
+    assert_eq!(first["data"]["name"], "app1");
+
+    ok(cfg, &["create", "device", "--app", "app1", "d1"]).await;
+    let created = ok_json(cfg, &["get", "device", "--app", "app1", "d1"]).await;
+    ok(cfg, &["set", "alias", "--app", "app1", "d1", "d-one"]).await;
+    let updated = ok_json(cfg, &["get", "device", "--app", "app1", "d1"]).await;
+    ok(cfg, &["delete", "device", "--app", "app1", "d1"]).await;
+    // a device of another application is none of this stream's business
+    ok(cfg, &["create", "device", "--app", "other", "d1"]).await;
+
+    let devices = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["subject"] == "devices")
+            .cloned()
+            .collect()
+    };
+    let events = printed
+        .until("three device changes", |e| devices(e).len() >= 3)
+        .await;
+    let changes = devices(&events);
+    let kinds: Vec<&str> = changes
+        .iter()
+        .map(|e| e["data"]["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["created", "updated", "deleted"]);
+    let app_uid = first["applicationuid"].clone();
+    for (event, seen) in changes.iter().zip([&created, &updated, &updated]) {
+        assert_eq!(event["type"], "io.drogue.registry.v1");
+        assert_eq!(event["source"], "drogue://app1/d1");
+        assert_eq!(event["application"], "app1");
+        assert_eq!(event["applicationuid"], app_uid);
+        assert_eq!(event["device"], "d1");
+        assert_eq!(event["deviceuid"], seen["metadata"]["uid"]);
+        assert_eq!(event["data"]["name"], "d1");
+        assert_eq!(event["data"]["uid"], seen["metadata"]["uid"]);
+        assert_eq!(event["data"]["generation"], seen["metadata"]["generation"]);
+        assert_eq!(
+            event["data"]["resourceVersion"],
+            seen["metadata"]["resourceVersion"]
+        );
+    }
+    assert_eq!(changes[1]["data"]["generation"], 1, "the spec changed");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        printed.now().iter().all(|e| e["application"] == "app1"),
+        "only app1's changes"
+    );
+}
