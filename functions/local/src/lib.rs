@@ -171,6 +171,7 @@ impl Server {
             registry: registry.clone(),
             oidc: verifier.clone(),
             log: events.clone(),
+            groups: stream::Groups::default(),
         };
         // commands: MQTT subscribers get them from the local bus, HTTP devices from the
         // store, woken in-process when one arrives

@@ -7,6 +7,16 @@
 //! `?token=`, `?username=&api_key=`) and need read access to the application. The
 //! server pings every 5 seconds; frames from the client are ignored.
 //!
+//! `?group_id=NAME` (as Drogue Cloud's integration takes it) makes the stream resume:
+//! the group's position in the application's events is kept in the event log, so a
+//! stream that reconnects with the same group gets, in order, everything published
+//! since the group's last stream ended (within the log's retention), then live events.
+//! A new group starts at the newest event. A group has one stream at a time: a new one
+//! takes over and the older is closed (code 4000). Positions are saved every second
+//! and when a stream ends, so after a crash a group may see up to a second of events
+//! again (at least once). The position belongs to the application's `uid`: a later
+//! application of the same name starts afresh.
+//!
 //! Access is checked again every [`RECHECK_INTERVAL`]: when the caller's credentials no
 //! longer hold (a deleted token), it may no longer read the application (a removed
 //! member), or the application is gone (or another one has its name), the stream is
@@ -20,14 +30,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use drogue_shared::access::Permission;
 use drogue_shared::access::oidc::OidcVerifier;
-use drogue_shared::events::log::{EventLog, LoggedEvent};
+use drogue_shared::events::log::{EventLog, Follower};
 use drogue_shared::http::{ApiError, authenticate_user};
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
 
 /// The path the integration serves under.
 pub const PATH: &str = "/stream/";
@@ -37,12 +48,93 @@ pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 const CLOSING_HANDSHAKE: Duration = Duration::from_secs(2);
 /// Largest frame and message a client may send (clients send nothing but control frames).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// Longest group id.
+const MAX_GROUP_ID: usize = 128;
+/// Events read from the log at once.
+const BATCH: usize = 256;
+/// How often a group's position is saved while its stream is open.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// The close code of a stream whose group another stream took over.
+const TAKEN_OVER: u16 = 4000;
 
 #[derive(Clone)]
 pub struct StreamState {
     pub registry: Registry,
     pub oidc: Option<Arc<OidcVerifier>>,
     pub log: EventLog,
+    pub groups: Groups,
+}
+
+/// The groups with an open stream: a new stream of a group closes the older one and
+/// starts where it ended.
+#[derive(Clone, Default)]
+pub struct Groups {
+    next: Arc<AtomicU64>,
+    open: Arc<Mutex<HashMap<String, Member>>>,
+}
+
+/// The open stream of a group.
+struct Member {
+    id: u64,
+    /// Tells it to close.
+    taken_over: Arc<Notify>,
+    /// Told when it has saved its position and left.
+    left: Arc<Notify>,
+}
+
+/// How long a new stream of a group waits for the older one to save its position.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
+
+impl Groups {
+    /// Registers a stream of a group; an older stream, if any, is closed and waited for.
+    async fn join(&self, key: &str) -> Group {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (taken_over, left) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let older = self.open.lock().expect("not poisoned").insert(
+            key.to_owned(),
+            Member {
+                id,
+                taken_over: taken_over.clone(),
+                left: left.clone(),
+            },
+        );
+        if let Some(older) = older {
+            older.taken_over.notify_one();
+            if tokio::time::timeout(TAKEOVER_WAIT, older.left.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the older stream of a group did not end in time");
+            }
+        }
+        Group {
+            groups: self.clone(),
+            key: key.to_owned(),
+            id,
+            taken_over,
+            left,
+        }
+    }
+}
+
+/// A stream leaves its group when it is dropped (after saving its position).
+impl Drop for Group {
+    fn drop(&mut self) {
+        let mut open = self.groups.open.lock().expect("not poisoned");
+        if open.get(&self.key).is_some_and(|m| m.id == self.id) {
+            open.remove(&self.key);
+        }
+        self.left.notify_one();
+    }
+}
+
+/// A stream's group: where its position is saved.
+struct Group {
+    groups: Groups,
+    key: String,
+    id: u64,
+    taken_over: Arc<Notify>,
+    left: Arc<Notify>,
 }
 
 pub fn router(state: StreamState) -> Router {
@@ -79,8 +171,16 @@ async fn stream(
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .max_message_size(MAX_CLIENT_MESSAGE);
     let channel = params.get("channel").cloned();
-    let events = state.log.subscribe();
-    tracing::info!(application = %app, user = %principal.user, ?channel, "stream opened");
+    let group_id = query_value(&parts, "group_id");
+    if let Some(group) = &group_id
+        && (group.is_empty() || group.len() > MAX_GROUP_ID || group.chars().any(char::is_control))
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "group_id must be 1 to {MAX_GROUP_ID} bytes without control characters"
+        )));
+    }
+    let (follower, group) = follow(&state, &app, &uid, group_id.as_deref()).await?;
+    tracing::info!(application = %app, user = %principal.user, ?channel, group = ?group_id, "stream opened");
     let access = Access {
         state,
         credentials: credentials_of(&parts),
@@ -88,8 +188,54 @@ async fn stream(
         uid,
     };
     Ok(upgrade
-        .on_upgrade(move |socket| forward(socket, events, access, channel))
+        .on_upgrade(move |socket| forward(socket, follower, group, access, channel))
         .into_response())
+}
+
+/// A query parameter of the request, decoded.
+fn query_value(parts: &Parts, name: &str) -> Option<String> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Where a stream starts: a group's saved position (a new group's is the newest event,
+/// saved at once), or the newest event.
+async fn follow(
+    state: &StreamState,
+    app: &AppName,
+    uid: &str,
+    group_id: Option<&str>,
+) -> Result<(Follower, Option<Group>), ApiError> {
+    let log = state.log.clone();
+    let (name, uid_owned) = (app.to_string(), uid.to_owned());
+    let group = match group_id {
+        Some(g) => Some(state.groups.join(&format!("ws/{uid}/{g}")).await),
+        None => None,
+    };
+    let saved_key = group.as_ref().map(|g| g.key.clone());
+    let start =
+        tokio::task::spawn_blocking(move || -> Result<u64, drogue_shared::events::SinkError> {
+            let saved = match &saved_key {
+                Some(key) => log.state(key)?.and_then(|v| v.parse().ok()),
+                None => None,
+            };
+            match saved {
+                Some(position) => Ok(position),
+                None => {
+                    let newest = log.last_sequence(&name)?;
+                    if let Some(key) = &saved_key {
+                        log.set_state(key, Some(&newest.to_string()))?;
+                    }
+                    Ok(newest)
+                }
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(Box::new(e)))?
+        .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+    let follower = state.log.follow(app.as_str(), Some(&uid_owned), start);
+    Ok((follower, group))
 }
 
 /// What the stream was opened with, to check its access again.
@@ -138,7 +284,8 @@ impl Access {
 
 async fn forward(
     mut socket: WebSocket,
-    mut events: tokio::sync::broadcast::Receiver<Arc<LoggedEvent>>,
+    mut follower: Follower,
+    group: Option<Group>,
     access: Access,
     channel: Option<String>,
 ) {
@@ -146,54 +293,92 @@ async fn forward(
     let mut ping = tokio::time::interval(Duration::from_secs(5));
     let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
     let mut recheck = tokio::time::interval_at(start, RECHECK_INTERVAL);
-    loop {
+    let mut save =
+        tokio::time::interval_at(tokio::time::Instant::now() + SAVE_INTERVAL, SAVE_INTERVAL);
+    let mut saved = follower.position();
+    let taken_over = group.as_ref().map(|g| g.taken_over.clone());
+    let close = loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) => {
-                    let wanted = event.application == app.as_str()
-                        && channel.as_deref().is_none_or(|c| event.subject.as_deref() == Some(c));
-                    if wanted && socket.send(Message::Text(event.json.clone().into())).await.is_err() {
-                        break;
+            events = follower.next(BATCH) => match events {
+                Ok(events) => {
+                    let mut failed = false;
+                    for event in events {
+                        let wanted = channel.as_deref().is_none_or(|c| event.subject.as_deref() == Some(c));
+                        if wanted && socket.send(Message::Text(event.json.into())).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed {
+                        break None;
                     }
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(application = %app, missed, "a stream fell behind and missed events");
+                Err(e) => {
+                    tracing::warn!(application = %app, error = %e, "a stream cannot read the event log");
+                    break Some((close_code::ERROR, "the event stream is unavailable"));
                 }
-                Err(RecvError::Closed) => break,
             },
             received = socket.recv() => match received {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
                 Some(Ok(_)) => {}
             },
             _ = ping.tick() => {
                 if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
+                    break None;
                 }
+            }
+            _ = save.tick() => {
+                if let Some(group) = &group && follower.position() != saved {
+                    saved = follower.position();
+                    save_position(&access.state.log, &group.key, saved).await;
+                }
+            }
+            () = async { taken_over.as_ref().expect("a group").notified().await }, if taken_over.is_some() => {
+                tracing::info!(application = %app, "another stream of the group took over: closing this one");
+                break Some((TAKEN_OVER, "another stream of the group took over"));
             }
             _ = recheck.tick() => match access.still_allowed().await {
                 Some(true) => {}
                 Some(false) => {
                     tracing::info!(application = %app, "access to a stream's application ended: closing it");
-                    let close = CloseFrame {
-                        code: close_code::POLICY,
-                        reason: "access to the application ended".into(),
-                    };
-                    if socket.send(Message::Close(Some(close))).await.is_ok() {
-                        // the closing handshake: the client's Close, for a short while
-                        let _ = tokio::time::timeout(CLOSING_HANDSHAKE, async {
-                            while let Some(Ok(message)) = socket.recv().await {
-                                if matches!(message, Message::Close(_)) {
-                                    break;
-                                }
-                            }
-                        })
-                        .await;
-                    }
-                    break;
+                    break Some((close_code::POLICY, "access to the application ended"));
                 }
                 None => tracing::warn!(application = %app, "cannot check a stream's access now; it stays open"),
             },
         }
+    };
+    if let Some(group) = &group
+        && follower.position() != saved
+    {
+        save_position(&access.state.log, &group.key, follower.position()).await;
+    }
+    drop(group);
+    if let Some((code, reason)) = close {
+        let close = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        if socket.send(Message::Close(Some(close))).await.is_ok() {
+            // the closing handshake: the client's Close, for a short while
+            let _ = tokio::time::timeout(CLOSING_HANDSHAKE, async {
+                while let Some(Ok(message)) = socket.recv().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
     tracing::info!(application = %app, "stream closed");
+}
+
+/// Saves a group's position; a failure is logged (the group sees events again).
+async fn save_position(log: &EventLog, key: &str, position: u64) {
+    let (log, key) = (log.clone(), key.to_owned());
+    let saved =
+        tokio::task::spawn_blocking(move || log.set_state(&key, Some(&position.to_string()))).await;
+    if !matches!(saved, Ok(Ok(()))) {
+        tracing::warn!(position, "a stream group's position could not be saved");
+    }
 }

@@ -18,6 +18,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 const EVENTS: TableDefinition<(&str, u64), &str> = TableDefinition::new("events");
 /// application -> last sequence number.
 const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
+/// The consumers' state (positions of WebSocket groups, persistent MQTT sessions), by
+/// key.
+const STATE: TableDefinition<&str, &str> = TableDefinition::new("state");
 
 /// Most events one commit takes.
 const MAX_GROUP: usize = 1024;
@@ -26,6 +29,8 @@ const MAX_GROUP: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct LoggedEvent {
     pub application: String,
+    /// The `applicationuid` extension: which application of that name.
+    pub application_uid: Option<String>,
     pub subject: Option<String>,
     pub sequence: u64,
     /// The structured JSON CloudEvent.
@@ -34,6 +39,7 @@ pub struct LoggedEvent {
 
 struct Pending {
     application: String,
+    application_uid: Option<String>,
     subject: Option<String>,
     json: String,
     ack: oneshot::Sender<Result<(), String>>,
@@ -67,6 +73,7 @@ impl EventLog {
         let txn = db.begin_write().map_err(SinkError::unavailable)?;
         txn.open_table(EVENTS).map_err(SinkError::unavailable)?;
         txn.open_table(SEQUENCES).map_err(SinkError::unavailable)?;
+        txn.open_table(STATE).map_err(SinkError::unavailable)?;
         txn.commit().map_err(SinkError::unavailable)?;
         let (writer, pending) = mpsc::channel(4 * MAX_GROUP);
         let (live, _) = broadcast::channel(4096);
@@ -123,12 +130,12 @@ impl EventLog {
         {
             let (key, value) = entry.map_err(SinkError::unavailable)?;
             let json = value.value().to_owned();
-            let subject = serde_json::from_str::<serde_json::Value>(&json)
-                .ok()
-                .and_then(|v| v["subject"].as_str().map(str::to_owned));
+            let parsed = serde_json::from_str::<serde_json::Value>(&json).unwrap_or_default();
+            let text = |name: &str| parsed[name].as_str().map(str::to_owned);
             found.push(LoggedEvent {
                 application: application.to_owned(),
-                subject,
+                application_uid: text("applicationuid"),
+                subject: text("subject"),
                 sequence: key.value().1,
                 json,
             });
@@ -138,6 +145,130 @@ impl EventLog {
         }
         Ok(found)
     }
+
+    /// The sequence number of an application's newest event (0 before the first).
+    pub fn last_sequence(&self, application: &str) -> Result<u64, SinkError> {
+        let txn = self.db.begin_read().map_err(SinkError::unavailable)?;
+        let table = txn.open_table(SEQUENCES).map_err(SinkError::unavailable)?;
+        Ok(table
+            .get(application)
+            .map_err(SinkError::unavailable)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Follows an application's events after `after`, from the log first and then as
+    /// they come; only those of the application with `uid`, when given (a deleted
+    /// application's events are not its successor's).
+    pub fn follow(&self, application: &str, uid: Option<&str>, after: u64) -> Follower {
+        Follower {
+            wake: self.live.subscribe(),
+            log: self.clone(),
+            application: application.to_owned(),
+            uid: uid.map(str::to_owned),
+            after,
+        }
+    }
+
+    /// A consumer's saved state.
+    pub fn state(&self, key: &str) -> Result<Option<String>, SinkError> {
+        let txn = self.db.begin_read().map_err(SinkError::unavailable)?;
+        let table = txn.open_table(STATE).map_err(SinkError::unavailable)?;
+        Ok(table
+            .get(key)
+            .map_err(SinkError::unavailable)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    /// Saves (`Some`) or forgets (`None`) a consumer's state, durably. It waits for the
+    /// disk: call it off the async threads (`spawn_blocking`).
+    pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), SinkError> {
+        let txn = self.db.begin_write().map_err(SinkError::unavailable)?;
+        {
+            let mut table = txn.open_table(STATE).map_err(SinkError::unavailable)?;
+            match value {
+                Some(value) => table.insert(key, value).map(drop),
+                None => table.remove(key).map(drop),
+            }
+            .map_err(SinkError::unavailable)?;
+        }
+        txn.commit().map_err(SinkError::unavailable)
+    }
+
+    /// The saved states whose key starts with `prefix`.
+    pub fn states(&self, prefix: &str) -> Result<Vec<(String, String)>, SinkError> {
+        let txn = self.db.begin_read().map_err(SinkError::unavailable)?;
+        let table = txn.open_table(STATE).map_err(SinkError::unavailable)?;
+        let mut found = Vec::new();
+        for entry in table.range(prefix..).map_err(SinkError::unavailable)? {
+            let (key, value) = entry.map_err(SinkError::unavailable)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            found.push((key.value().to_owned(), value.value().to_owned()));
+        }
+        Ok(found)
+    }
+}
+
+/// A reader of one application's events that resumes where it left off: it reads the
+/// log after its position and, when it has read everything, waits for the next event.
+/// Nothing is missed however slow the reader, within the log's retention.
+pub struct Follower {
+    log: EventLog,
+    wake: broadcast::Receiver<Arc<LoggedEvent>>,
+    application: String,
+    uid: Option<String>,
+    after: u64,
+}
+
+impl Follower {
+    /// The sequence number of the last event read.
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+
+    /// The next events, oldest first, at most `limit`; waits while there are none.
+    pub async fn next(&mut self, limit: usize) -> Result<Vec<LoggedEvent>, SinkError> {
+        loop {
+            let batch = self.log.read(&self.application, self.after, limit.max(1))?;
+            if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+                if self.after > 0 && first.sequence > self.after + 1 {
+                    tracing::warn!(
+                        application = %self.application,
+                        missed = first.sequence - self.after - 1,
+                        "a consumer resumed behind the log's retention and missed events"
+                    );
+                }
+                self.after = last.sequence;
+                let wanted: Vec<LoggedEvent> = batch
+                    .into_iter()
+                    .filter(|e| {
+                        self.uid.is_none()
+                            || e.application_uid.is_none()
+                            || e.application_uid == self.uid
+                    })
+                    .collect();
+                if !wanted.is_empty() {
+                    return Ok(wanted);
+                }
+                continue;
+            }
+            loop {
+                match self.wake.recv().await {
+                    Ok(event) if event.application == self.application => break,
+                    Ok(_) => {}
+                    // behind the live events: the log has them
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(SinkError::unavailable(std::io::Error::other(
+                            "the event log is not running",
+                        )));
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -146,6 +277,7 @@ impl EventSink for EventLog {
         let (ack, done) = oneshot::channel();
         let pending = Pending {
             application: application_of(event).unwrap_or_default(),
+            application_uid: event.extension("applicationuid").map(|v| v.to_string()),
             subject: event.subject().map(str::to_owned),
             json: to_json(event),
             ack,
@@ -184,6 +316,7 @@ fn write_loop(
                 for (p, sequence) in group.into_iter().zip(sequences) {
                     let _ = live.send(Arc::new(LoggedEvent {
                         application: p.application,
+                        application_uid: p.application_uid,
                         subject: p.subject,
                         sequence,
                         json: p.json,
@@ -221,4 +354,83 @@ fn commit(db: &Database, group: &[Pending], retention: u64) -> Result<Vec<u64>, 
     }
     txn.commit()?;
     Ok(sequences)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::{EventBuilder, EventBuilderV10};
+
+    fn event(app: &str, uid: &str, n: u32) -> Event {
+        EventBuilderV10::new()
+            .id(format!("{app}-{uid}-{n}"))
+            .ty("t")
+            .source("drogue://test")
+            .extension("application", app)
+            .extension("applicationuid", uid)
+            .build()
+            .unwrap()
+    }
+
+    fn ids(events: &[LoggedEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.json).unwrap()["id"].to_string())
+            .map(|id| id.trim_matches('"').to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_the_log_then_waits_for_what_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 100).unwrap();
+        for n in 1..=3 {
+            log.publish(&event("a", "u1", n)).await.unwrap();
+            log.publish(&event("b", "u9", n)).await.unwrap();
+        }
+        assert_eq!(log.last_sequence("a").unwrap(), 3);
+        let mut follower = log.follow("a", Some("u1"), 1);
+        assert_eq!(ids(&follower.next(10).await.unwrap()), ["a-u1-2", "a-u1-3"]);
+        assert_eq!(follower.position(), 3);
+        // nothing more yet: it waits, and wakes for the next event of its application
+        let waiting = tokio::spawn(async move { (follower.next(10).await.unwrap(), follower) });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        log.publish(&event("b", "u9", 4)).await.unwrap();
+        // a later application of the same name: not the follower's
+        log.publish(&event("a", "u2", 4)).await.unwrap();
+        log.publish(&event("a", "u1", 5)).await.unwrap();
+        let (next, follower) = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&next), ["a-u1-5"]);
+        assert_eq!(follower.position(), 5);
+    }
+
+    #[tokio::test]
+    async fn state_is_kept_by_key_and_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.redb");
+        {
+            let log = EventLog::open(&path, 100).unwrap();
+            log.set_state("ws/u1/g1", Some("7")).unwrap();
+            log.set_state("ws/u1/g2", Some("9")).unwrap();
+            log.set_state("mqtt/c1", Some("{}")).unwrap();
+            log.set_state("ws/u1/g2", None).unwrap();
+        }
+        // the writer thread holds the file until it ends
+        let log = loop {
+            match EventLog::open(&path, 100) {
+                Ok(log) => break log,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        assert_eq!(log.state("ws/u1/g1").unwrap().as_deref(), Some("7"));
+        assert_eq!(log.state("ws/u1/g2").unwrap(), None);
+        assert_eq!(
+            log.states("ws/").unwrap(),
+            [("ws/u1/g1".to_owned(), "7".to_owned())]
+        );
+    }
 }

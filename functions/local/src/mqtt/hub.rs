@@ -366,6 +366,7 @@ mod tests {
     fn logged(app: &str) -> LoggedEvent {
         LoggedEvent {
             application: app.into(),
+            application_uid: None,
             subject: Some("temp".into()),
             sequence: 1,
             json: serde_json::json!({

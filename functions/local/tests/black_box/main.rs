@@ -6,6 +6,7 @@ mod drg;
 mod mqtt;
 mod mqtt_client;
 mod restart;
+mod resume;
 mod runner;
 mod telemetry;
 mod tenants;

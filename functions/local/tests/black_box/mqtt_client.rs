@@ -325,7 +325,7 @@ impl Client {
         }
     }
 
-    /// The next message that is not a connection event.
+    /// The next message that is not a connection or registry change event.
     pub async fn event(&mut self) -> Received {
         loop {
             let m = self.message().await;
@@ -334,7 +334,10 @@ impl Client {
                     .ok()
                     .and_then(|v| v["type"].as_str().map(str::to_owned))
             });
-            if ty.as_deref() != Some("io.drogue.connection.v1") {
+            if !matches!(
+                ty.as_deref(),
+                Some("io.drogue.connection.v1" | "io.drogue.registry.v1")
+            ) {
                 return m;
             }
         }
@@ -355,6 +358,11 @@ impl Client {
         if let Ok(Some(got)) = tokio::time::timeout(wait, self.received.recv()).await {
             panic!("nothing should arrive, but got {got:?}");
         }
+    }
+
+    /// Discards what arrives until nothing has for `wait`.
+    pub async fn drain(&mut self, wait: Duration) {
+        while let Ok(Some(_)) = tokio::time::timeout(wait, self.received.recv()).await {}
     }
 
     /// A clean DISCONNECT.

@@ -5,6 +5,10 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+/// A WebSocket connection to the runner.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A running `drogue-local` process.
 pub struct LocalRunner {
     child: Child,
@@ -72,6 +76,23 @@ impl LocalRunner {
     }
 
     /// A GET as the administrator: status and JSON body.
+    /// Opens a WebSocket on `path` (with its query) as `user:token`; panics if refused.
+    pub async fn websocket(&self, path: &str, who: (&str, &str)) -> Socket {
+        use base64::Engine;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{path}", self.base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().unwrap();
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", who.0, who.1));
+        request
+            .headers_mut()
+            .insert("authorization", format!("Basic {basic}").parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the stream opens")
+            .0
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let token = self.admin_token();
         let (user, token) = token.split_once(':').unwrap();

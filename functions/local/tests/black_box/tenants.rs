@@ -1,7 +1,7 @@
 //! Tenants are strangers: what one tenant does to its own devices (costly password
 //! hashes, wrong-password floods) does not slow another tenant's devices.
 
-use super::runner::LocalRunner;
+use super::runner::{LocalRunner, Socket};
 use drogue_shared::model::credentials::MAX_BCRYPT_COST;
 use serde_json::json;
 use std::sync::Arc;
@@ -259,36 +259,13 @@ async fn a_recreated_name_sees_nothing_of_its_predecessor() {
     assert_eq!(polled.headers()["command"], "hello");
 }
 
-/// A WebSocket stream of `app` as `user:token`, or the refusal's status.
-async fn stream(
-    server: &LocalRunner,
-    app: &str,
-    who: (&str, &str),
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    use base64::Engine;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!(
-        "{}/stream/{app}",
-        server.base.replacen("http://", "ws://", 1)
-    );
-    let mut request = url.into_client_request().unwrap();
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", who.0, who.1));
-    request
-        .headers_mut()
-        .insert("authorization", format!("Basic {basic}").parse().unwrap());
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("the stream opens")
-        .0
+/// A WebSocket stream of `app` as `user:token`.
+async fn stream(server: &LocalRunner, app: &str, who: (&str, &str)) -> Socket {
+    server.websocket(&format!("/stream/{app}"), who).await
 }
 
 /// Waits up to `within` for the server to close the stream; its close code, if it did.
-async fn closed_within(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    within: Duration,
-) -> Option<u16> {
+async fn closed_within(socket: &mut Socket, within: Duration) -> Option<u16> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let deadline = tokio::time::Instant::now() + within;

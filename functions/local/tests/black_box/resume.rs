@@ -1,0 +1,192 @@
+//! Consumers that resume: a WebSocket stream with a `group_id`, and (in `mqtt`) MQTT
+//! persistent sessions, get after a reconnect what was published meanwhile, in order.
+
+use super::runner::{LocalRunner, Socket};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+const APPS: &str = "/api/registry/v1alpha1/apps";
+
+/// An application `app1` with a device `device1` (password `secret`); the admin.
+pub async fn setup(server: &LocalRunner) -> (String, String) {
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    let device = json!({"metadata": {"name": "device1"},
+        "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}});
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), &device).await,
+        201
+    );
+    let token = server.admin_token();
+    let (user, key) = token.split_once(':').unwrap();
+    (user.to_owned(), key.to_owned())
+}
+
+/// Publishes `{"n": n}` for each `n` as device1 over HTTP; each is acknowledged (202).
+pub async fn publish(server: &LocalRunner, numbers: impl IntoIterator<Item = u64>) {
+    let http = reqwest::Client::new();
+    for n in numbers {
+        let answer = http
+            .post(format!("{}/v1/telemetry", server.base))
+            .basic_auth("device1@app1", Some("secret"))
+            .json(&json!({ "n": n }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 202);
+    }
+}
+
+/// The `n` of the next `count` telemetry events on the stream (other events skipped).
+async fn numbers(socket: &mut Socket, count: usize) -> Vec<u64> {
+    let mut found = Vec::new();
+    while found.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} events came: {found:?}", found.len()))
+            .expect("the stream stays open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == "io.drogue.event.v1" {
+                found.push(event["data"]["n"].as_u64().unwrap());
+            }
+        }
+    }
+    found
+}
+
+/// Whether the stream gets no telemetry event for a while.
+async fn quiet(socket: &mut Socket) -> bool {
+    numbers_within(socket, Duration::from_millis(500))
+        .await
+        .is_empty()
+}
+
+async fn numbers_within(socket: &mut Socket, within: Duration) -> Vec<u64> {
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await {
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == "io.drogue.event.v1" {
+                found.push(event["data"]["n"].as_u64().unwrap());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_websocket_group_resumes_where_it_left_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let (user, key) = setup(&server).await;
+    let who = (user.as_str(), key.as_str());
+    let group = "/stream/app1?group_id=g1";
+
+    // a new group starts at the newest event: what came before is not its
+    publish(&server, [1000]).await;
+    let mut socket = server.websocket(group, who).await;
+    publish(&server, [0]).await;
+    assert_eq!(numbers(&mut socket, 1).await, [0]);
+    socket.close(None).await.unwrap();
+    drop(socket);
+
+    // 100 events while nobody listens, then the group comes back
+    publish(&server, 1..=100).await;
+    let mut socket = server.websocket(group, who).await;
+    let expected: Vec<u64> = (1..=100).collect();
+    assert_eq!(numbers(&mut socket, 100).await, expected, "all, in order");
+    assert!(quiet(&mut socket).await, "and nothing twice");
+    publish(&server, [101]).await;
+    assert_eq!(numbers(&mut socket, 1).await, [101], "then live events");
+
+    // a second stream of the group takes over; a stream without a group is live only
+    let mut plain = server.websocket("/stream/app1", who).await;
+    let mut second = server.websocket(group, who).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the older stream of the group is closed");
+    assert_eq!(closed, Some(4000));
+    publish(&server, [102]).await;
+    assert_eq!(numbers(&mut second, 1).await, [102]);
+    assert_eq!(numbers(&mut plain, 1).await, [102]);
+
+    // another group starts at the newest event
+    let mut other = server.websocket("/stream/app1?group_id=g2", who).await;
+    assert!(quiet(&mut other).await);
+    publish(&server, [103]).await;
+    assert_eq!(numbers(&mut other, 1).await, [103]);
+}
+
+#[tokio::test]
+async fn a_group_of_a_deleted_application_does_not_resume_into_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let (user, key) = setup(&server).await;
+    let who = (user.as_str(), key.as_str());
+    let group = "/stream/app1?group_id=g1";
+    let socket = server.websocket(group, who).await;
+    drop(socket);
+    publish(&server, [1, 2]).await;
+
+    // app1 is deleted and made again, with a device of the same name
+    let http = reqwest::Client::new();
+    let deleted = http
+        .delete(format!("{}{APPS}/app1", server.base))
+        .basic_auth(&user, Some(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    setup(&server).await;
+    publish(&server, [3]).await;
+    let mut socket = server.websocket(group, who).await;
+    assert!(
+        numbers_within(&mut socket, Duration::from_secs(1))
+            .await
+            .is_empty(),
+        "the group is new for the new application: the old one's events are not shown"
+    );
+    publish(&server, [4]).await;
+    assert_eq!(numbers(&mut socket, 1).await, [4]);
+}
+
+#[tokio::test]
+async fn a_bad_group_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let (user, key) = setup(&server).await;
+    let long = "g".repeat(129);
+    let answer = reqwest::Client::new()
+        .get(format!("{}/stream/app1?group_id={long}", server.base))
+        .basic_auth(&user, Some(&key))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("group_id"),
+        "{body}"
+    );
+}
