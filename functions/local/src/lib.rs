@@ -205,6 +205,7 @@ impl Server {
             sink: Arc::new(events.clone()),
             hub: Arc::new(mqtt::hub::Hub::default()),
             instance: DEFAULT_INSTANCE.into(),
+            log: events.clone(),
         };
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
             auth: device_auth.clone(),

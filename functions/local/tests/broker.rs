@@ -15,6 +15,7 @@ use drogue_shared::access::Principal;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::log::EventLog;
 use drogue_shared::events::{EventSink, SinkError};
 use drogue_shared::model::AppName;
 use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
@@ -112,6 +113,7 @@ async fn start() -> Fixture {
         sink: sink.clone(),
         hub: Arc::new(Hub::default()),
         instance: "drogue".into(),
+        log: EventLog::open(dir.path().join("events.redb"), 100).unwrap(),
     };
     let broker = Broker::start(
         backend,

@@ -4,9 +4,12 @@
 //! `mqtt-ingest` function, or a command drop-off), and the connection events.
 
 use super::hub::Hub;
+use super::sessions::Cursor;
 use chrono::Utc;
 use drogue_shared::commands::CommandService;
+use drogue_shared::events::log::EventLog;
 use drogue_shared::events::{self, EventSink, Publish};
+use drogue_shared::model::AppName;
 use drogue_shared::mqtt::{
     Action, ConnectDecision, DeviceMessage, Ingested, MqttAuthError, MqttAuthorizer, MqttConnect,
     MqttIdentity, MqttIngest, Policy, application_command,
@@ -74,6 +77,8 @@ pub struct Backend {
     pub sink: Arc<dyn EventSink>,
     pub hub: Arc<Hub>,
     pub instance: String,
+    /// The event log, where resuming subscriptions read and sessions are kept.
+    pub log: EventLog,
 }
 
 impl Backend {
@@ -94,6 +99,34 @@ impl Backend {
                 self.connection_event(&client, true).await;
                 Ok(Connected::Allowed(client))
             }
+        }
+    }
+
+    /// A cursor at an application's newest event; `None` when it does not exist (or
+    /// cannot be looked up now).
+    pub async fn new_cursor(&self, application: &str) -> Option<Cursor> {
+        let name = AppName::parse(application).ok()?;
+        let stored = self.store.get_application(&name).await.ok()??;
+        let position = self.log.last_sequence(application).ok()?;
+        Some(Cursor {
+            application: application.to_owned(),
+            uid: stored.app.metadata.uid,
+            position,
+        })
+    }
+
+    /// A saved cursor as it stands now: kept for the same application (and when that
+    /// cannot be told now), a new one for a later application of the same name, none
+    /// for an application that is gone.
+    pub async fn current_cursor(&self, saved: Cursor) -> Option<Cursor> {
+        let Ok(name) = AppName::parse(&saved.application) else {
+            return None;
+        };
+        match self.store.get_application(&name).await {
+            Ok(Some(stored)) if stored.app.metadata.uid == saved.uid => Some(saved),
+            Ok(Some(_)) => self.new_cursor(&saved.application).await,
+            Ok(None) => None,
+            Err(_) => Some(saved),
         }
     }
 

@@ -14,7 +14,8 @@
 //! - DISCONNECT: a clean one discards the last will; otherwise it is published.
 
 use super::backend::{Backend, Client, Connected, Message, Outcome, Will};
-use super::hub::{ContentMode, Push, SessionHandle};
+use super::hub::{ContentMode, Push, SessionHandle, Track};
+use super::sessions::{self, Cursor, SessionState};
 use drogue_shared::mqtt::MqttConnect;
 use drogue_shared::mqtt::authorizer::ConnectDecision;
 use ntex_bytes::{ByteString, Bytes};
@@ -24,7 +25,8 @@ use ntex_mqtt::{MqttServer, QoS, v3, v5};
 use ntex_service::cfg::SharedCfg;
 use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
 use ntex_util::services::inflight::InFlight;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -74,6 +76,10 @@ pub struct ConnInner {
     client: Arc<Client>,
     backend: Backend,
     main: Handle,
+    /// The session's queue, for the feeds of resuming subscriptions.
+    queue: mpsc::Sender<Push>,
+    /// Seconds the session outlives the connection; `None` for a clean session.
+    expiry: Option<u32>,
     will: RefCell<Option<Will>>,
     /// Completes when the publish before the newest one is handled.
     previous: RefCell<Option<oneshot::Receiver<()>>>,
@@ -88,14 +94,18 @@ impl std::ops::Deref for Conn {
 
 impl Drop for ConnInner {
     fn drop(&mut self) {
-        self.backend.hub.remove(self.session);
+        let persistent = self.backend.hub.remove(self.session);
         let (backend, client, will) = (
             self.backend.clone(),
             self.client.clone(),
             self.will.borrow_mut().take(),
         );
-        self.main
-            .spawn(async move { backend.disconnected(client, will).await });
+        self.main.spawn(async move {
+            if let Some((client_id, state)) = persistent {
+                sessions::save(&backend.log, &client_id, Some(&state)).await;
+            }
+            backend.disconnected(client, will).await
+        });
     }
 }
 
@@ -116,6 +126,55 @@ impl Turn {
 }
 
 impl ConnInner {
+    /// Subscribes; a QoS 1 subscription of a persistent session to one application's
+    /// events resumes (from `cursor`, or a new one at the newest event). `false` when
+    /// the session holds too many subscriptions.
+    async fn subscribe(
+        &self,
+        filter: &str,
+        qos1: bool,
+        mode: ContentMode,
+        cursor: Option<Cursor>,
+    ) -> bool {
+        let cursor = match (self.expiry, qos1, sessions::resumable_application(filter)) {
+            (Some(_), true, Some(app)) => match cursor {
+                Some(cursor) => self.backend.current_cursor(cursor).await,
+                None => self.backend.new_cursor(app).await,
+            },
+            _ => None,
+        };
+        let (backend, main, queue) = (&self.backend, &self.main, &self.queue);
+        backend
+            .hub
+            .subscribe_resuming(self.session, filter, qos1, mode, cursor, |c| {
+                let follower = backend.log.follow(&c.application, Some(&c.uid), c.position);
+                main.spawn(sessions::feed(
+                    follower,
+                    c.application.clone(),
+                    mode,
+                    queue.clone(),
+                ))
+                .abort_handle()
+            })
+    }
+
+    /// Restores the subscriptions of a session taken up again, as far as the client's
+    /// policy still allows them.
+    async fn restore(&self, state: SessionState) {
+        for saved in state.subscriptions {
+            if !self.backend.may_subscribe(&self.client, &saved.filter) {
+                continue;
+            }
+            let mode = if saved.binary {
+                ContentMode::Binary
+            } else {
+                ContentMode::Structured
+            };
+            self.subscribe(&saved.filter, saved.qos1, mode, saved.cursor)
+                .await;
+        }
+    }
+
     /// Called synchronously as each publish arrives, so turns follow arrival order.
     fn turn(&self) -> Turn {
         let (done, next) = oneshot::channel();
@@ -172,6 +231,17 @@ struct Accepted {
     queue: mpsc::Receiver<Push>,
     close: Arc<tokio::sync::Notify>,
     revoked: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether an earlier session was taken up again.
+    session_present: bool,
+}
+
+/// What a CONNECT asks of its session.
+#[derive(Debug, Clone, Copy)]
+struct SessionRequest {
+    /// Start afresh: an earlier session is discarded.
+    clean: bool,
+    /// Seconds the session outlives the connection (`None`: it ends with it).
+    expiry: Option<u32>,
 }
 
 async fn accept(
@@ -179,6 +249,7 @@ async fn accept(
     main: &Handle,
     connect: MqttConnect,
     will: Option<Will>,
+    request: SessionRequest,
 ) -> Result<Result<Accepted, Option<&'static str>>, BrokerError> {
     let b = backend.clone();
     let again = connect.clone();
@@ -192,24 +263,95 @@ async fn accept(
         }
     };
     let (tx, queue) = mpsc::channel(super::hub::SESSION_QUEUE);
-    let SessionHandle { id, close, revoked } =
-        backend
-            .hub
-            .register(&client.client_id, client.policy.clone(), tx);
+    let (SessionHandle { id, close, revoked }, inherited) = backend.hub.register(
+        &client.client_id,
+        client.policy.clone(),
+        tx.clone(),
+        request.expiry,
+    );
     main.spawn(recheck(backend.clone(), again, id));
+    // an earlier session: the one just taken over, or the saved one
+    let client_id = client.client_id.clone();
+    let (b, taken_over) = (backend.clone(), inherited.clone());
+    let earlier = on_main(main, async move {
+        let saved = match taken_over {
+            Some(state) => Some(state),
+            None => sessions::load(&b.log, &client_id).await,
+        };
+        // a session that is not kept has no saved state
+        if saved.is_some() && (request.clean || request.expiry.is_none()) {
+            sessions::save(&b.log, &client_id, None).await;
+        }
+        saved
+    })
+    .await?
+    .filter(|_| !request.clean);
+    if request.expiry.is_some() {
+        main.spawn(sessions::keep(
+            backend.hub.clone(),
+            backend.log.clone(),
+            client.client_id.clone(),
+            id,
+        ));
+    }
+    let conn = Conn(Rc::new(ConnInner {
+        session: id,
+        client,
+        backend: backend.clone(),
+        main: main.clone(),
+        queue: tx,
+        expiry: request.expiry,
+        will: RefCell::new(will),
+        previous: RefCell::new(None),
+    }));
+    let session_present = earlier.is_some();
+    if let Some(state) = earlier {
+        conn.restore(state).await;
+    }
     Ok(Ok(Accepted {
-        conn: Conn(Rc::new(ConnInner {
-            session: id,
-            client,
-            backend: backend.clone(),
-            main: main.clone(),
-            will: RefCell::new(will),
-            previous: RefCell::new(None),
-        })),
+        conn,
         queue,
         close,
         revoked,
+        session_present,
     }))
+}
+
+/// The packet ids of QoS 1 messages sent to a client, and what each acknowledgement
+/// moves on: the broker numbers them itself, to know which event a PUBACK is for.
+struct Outgoing {
+    next: Cell<u16>,
+    tracked: RefCell<HashMap<u16, Track>>,
+}
+
+impl Outgoing {
+    fn new() -> Rc<Self> {
+        Rc::new(Self {
+            next: Cell::new(0),
+            tracked: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The next packet id, remembering what it carries.
+    fn send(&self, track: Option<Track>) -> u16 {
+        let id = match self.next.get().wrapping_add(1) {
+            0 => 1,
+            id => id,
+        };
+        self.next.set(id);
+        let mut tracked = self.tracked.borrow_mut();
+        match track {
+            Some(track) => tracked.insert(id, track),
+            None => tracked.remove(&id),
+        };
+        id
+    }
+
+    /// A PUBACK arrived (not a connection's end): the cursor it moves.
+    fn acked(&self, id: u16, disconnected: bool) -> Option<Track> {
+        let track = self.tracked.borrow_mut().remove(&id);
+        track.filter(|_| !disconnected)
+    }
 }
 
 /// Decides a live session's CONNECT again every [`RECHECK_INTERVAL`], as IoT Core
@@ -269,20 +411,32 @@ async fn handshake_v3(
         payload: w.message.to_vec(),
         content_type: None,
     });
-    let accepted = match accept(&backend, &main, connect, will).await? {
+    // MQTT 3.1.1 sessions have no expiry of their own
+    let request = SessionRequest {
+        clean: packet.clean_session,
+        expiry: (!packet.clean_session).then_some(sessions::V3_EXPIRY),
+    };
+    let accepted = match accept(&backend, &main, connect, will, request).await? {
         Ok(accepted) => accepted,
         Err(Some(_)) => return Ok(hs.bad_username_or_pwd()),
         Err(None) => return Ok(hs.service_unavailable()),
     };
     let sink = hs.sink();
-    sink.publish_ack_cb(|_, _| {});
     let Accepted {
         conn,
         mut queue,
         close,
         // MQTT 3.1.1 has no reason to tell: the connection is closed either way
         revoked: _,
+        session_present,
     } = accepted;
+    let outgoing = Outgoing::new();
+    let (acks, hub, session) = (outgoing.clone(), backend.hub.clone(), conn.session);
+    sink.publish_ack_cb(move |id, disconnected| {
+        if let Some(track) = acks.acked(id.get(), disconnected) {
+            hub.acked(session, &track);
+        }
+    });
     ntex_rt::spawn(async move {
         loop {
             let push = tokio::select! {
@@ -298,7 +452,9 @@ async fn handshake_v3(
                 break;
             }
             let sent = if push.qos1 {
-                publish.send_at_least_once_no_block(payload)
+                publish
+                    .packet_id(outgoing.send(push.track))
+                    .send_at_least_once_no_block(payload)
             } else {
                 publish.send_at_most_once(payload)
             };
@@ -307,7 +463,7 @@ async fn handshake_v3(
             }
         }
     });
-    Ok(hs.ack(conn, false))
+    Ok(hs.ack(conn, session_present))
 }
 
 async fn publish_v3(conn: Conn, mut turn: Turn, p: v3::Publish) -> Result<(), BrokerError> {
@@ -340,12 +496,9 @@ fn protocol_v3() -> impl ServiceFactory<
                             let filter = sub.topic().to_string();
                             let (qos, qos1) = granted(sub.qos());
                             if conn.backend.may_subscribe(&conn.client, &filter)
-                                && conn.backend.hub.subscribe(
-                                    conn.session,
-                                    &filter,
-                                    qos1,
-                                    ContentMode::Structured,
-                                )
+                                && conn
+                                    .subscribe(&filter, qos1, ContentMode::Structured, None)
+                                    .await
                             {
                                 sub.confirm(qos);
                             } else {
@@ -395,7 +548,17 @@ async fn handshake_v5(
         reason_string: Some(ByteString::from(reason)),
         ..Default::default()
     };
-    let accepted = match accept(&backend, &main, connect, will).await? {
+    let expiry = match packet.session_expiry_interval_secs {
+        0 => None,
+        requested => Some(requested.min(sessions::MAX_EXPIRY)),
+    };
+    let request = SessionRequest {
+        clean: packet.clean_start,
+        expiry,
+    };
+    let capped = (packet.session_expiry_interval_secs > sessions::MAX_EXPIRY)
+        .then_some(sessions::MAX_EXPIRY);
+    let accepted = match accept(&backend, &main, connect, will, request).await? {
         Ok(accepted) => accepted,
         Err(Some(reason)) => {
             return Ok(hs.fail_with(refuse(
@@ -411,13 +574,20 @@ async fn handshake_v5(
         }
     };
     let sink = hs.sink();
-    sink.publish_ack_cb(|_, _| {});
     let Accepted {
         conn,
         mut queue,
         close,
         revoked,
+        session_present,
     } = accepted;
+    let outgoing = Outgoing::new();
+    let (acks, hub, session) = (outgoing.clone(), backend.hub.clone(), conn.session);
+    sink.publish_ack_cb(move |ack, disconnected| {
+        if let Some(track) = acks.acked(ack.packet_id.get(), disconnected) {
+            hub.acked(session, &track);
+        }
+    });
     ntex_rt::spawn(async move {
         loop {
             let push = tokio::select! {
@@ -454,7 +624,9 @@ async fn handshake_v5(
                 break;
             }
             let sent = if push.qos1 {
-                publish.send_at_least_once_no_block(payload)
+                publish
+                    .packet_id(outgoing.send(push.track))
+                    .send_at_least_once_no_block(payload)
             } else {
                 publish.send_at_most_once(payload)
             };
@@ -464,6 +636,8 @@ async fn handshake_v5(
         }
     });
     Ok(hs.ack(conn).with(|ack| {
+        ack.session_present = session_present;
+        ack.session_expiry_interval_secs = capped;
         ack.retain_available = false;
         ack.subscription_identifiers_available = false;
         ack.shared_subscription_available = true;
@@ -534,11 +708,7 @@ fn protocol_v5() -> impl ServiceFactory<
                                 continue;
                             }
                             let (qos, qos1) = granted(sub.options().qos);
-                            if conn
-                                .backend
-                                .hub
-                                .subscribe(conn.session, &filter, qos1, mode)
-                            {
+                            if conn.subscribe(&filter, qos1, mode, None).await {
                                 sub.confirm(qos);
                             } else {
                                 sub.fail(v5::codec::SubscribeAckReason::QuotaExceeded);

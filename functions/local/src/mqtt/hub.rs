@@ -7,6 +7,7 @@
 //! by its connection; a session that falls that far behind loses messages, counted and
 //! logged.
 
+use super::sessions::{Cursor, SavedSubscription, SessionState};
 use drogue_shared::commands::PublishedCommand;
 use drogue_shared::events::log::LoggedEvent;
 use drogue_shared::mqtt::topics::{application_events, filter_matches};
@@ -48,6 +49,30 @@ pub struct Delivery {
 pub struct Push {
     pub delivery: Arc<Delivery>,
     pub qos1: bool,
+    /// For a resuming subscription: the event its acknowledgement moves the cursor to.
+    pub track: Option<Track>,
+}
+
+/// An event of a resuming subscription, by its place in its application's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub application: Arc<str>,
+    pub position: u64,
+}
+
+/// The task feeding a resuming subscription from the log; ends with it.
+struct Feed(tokio::task::AbortHandle);
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A resuming subscription's cursor and feed.
+struct Resume {
+    cursor: Cursor,
+    _feed: Feed,
 }
 
 /// The sending side of a session, as its connection registered it.
@@ -64,6 +89,22 @@ struct Subscription {
     group: Option<String>,
     qos1: bool,
     mode: ContentMode,
+    /// Fed from the log rather than routed live.
+    resume: Option<Resume>,
+}
+
+impl Subscription {
+    fn saved(&self) -> SavedSubscription {
+        SavedSubscription {
+            filter: match &self.group {
+                Some(group) => format!("$share/{group}/{}", self.filter),
+                None => self.filter.clone(),
+            },
+            qos1: self.qos1,
+            binary: self.mode == ContentMode::Binary,
+            cursor: self.resume.as_ref().map(|r| r.cursor.clone()),
+        }
+    }
 }
 
 struct Entry {
@@ -73,6 +114,18 @@ struct Entry {
     queue: mpsc::Sender<Push>,
     close: Arc<Notify>,
     revoked: Arc<AtomicBool>,
+    /// Seconds a persistent session outlives its connection; `None` for a clean one.
+    expiry: Option<u32>,
+}
+
+impl Entry {
+    fn snapshot(&self) -> Option<SessionState> {
+        Some(SessionState {
+            expiry: self.expiry?,
+            saved: chrono::Utc::now(),
+            subscriptions: self.subscriptions.iter().map(Subscription::saved).collect(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -91,22 +144,30 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Adds a session. An earlier session with the same client id is closed, as MQTT
-    /// wants.
+    /// Adds a session (persistent when `expiry` is given). An earlier session with the
+    /// same client id is closed, as MQTT wants; a persistent session taking over a
+    /// persistent one gets its state.
     pub fn register(
         &self,
         client_id: &str,
         policy: Arc<Policy>,
         queue: mpsc::Sender<Push>,
-    ) -> SessionHandle {
+        expiry: Option<u32>,
+    ) -> (SessionHandle, Option<SessionState>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         let revoked = Arc::new(AtomicBool::new(false));
         let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut inherited = None;
         if let Some(old) = sessions.by_client.insert(client_id.to_owned(), id)
-            && let Some(entry) = sessions.by_id.get(&old)
+            && let Some(entry) = sessions.by_id.get_mut(&old)
         {
             tracing::info!(client_id, "a new connection takes over the session");
+            if expiry.is_some() {
+                inherited = entry.snapshot();
+            }
+            // the old connection feeds nothing more
+            entry.subscriptions.clear();
             entry.close.notify_one();
         }
         sessions.by_id.insert(
@@ -118,9 +179,34 @@ impl Hub {
                 queue,
                 close: close.clone(),
                 revoked: revoked.clone(),
+                expiry,
             },
         );
-        SessionHandle { id, close, revoked }
+        (SessionHandle { id, close, revoked }, inherited)
+    }
+
+    /// A persistent session's state now; `None` for a clean or ended one.
+    pub fn snapshot(&self, id: u64) -> Option<SessionState> {
+        self.sessions
+            .lock()
+            .expect("not poisoned")
+            .by_id
+            .get(&id)
+            .and_then(Entry::snapshot)
+    }
+
+    /// The client acknowledged an event of a resuming subscription.
+    pub fn acked(&self, id: u64, track: &Track) {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        if let Some(entry) = sessions.by_id.get_mut(&id) {
+            for sub in &mut entry.subscriptions {
+                if let Some(resume) = &mut sub.resume
+                    && *resume.cursor.application == *track.application
+                {
+                    resume.cursor.position = resume.cursor.position.max(track.position);
+                }
+            }
+        }
     }
 
     /// Gives a live session the policy its client holds now; `false` if it is gone.
@@ -155,19 +241,36 @@ impl Hub {
             .contains_key(&id)
     }
 
-    /// Removes a session whose connection ended.
-    pub fn remove(&self, id: u64) {
+    /// Removes a session whose connection ended; its state to save when it is
+    /// persistent (and no newer connection took it over).
+    pub fn remove(&self, id: u64) -> Option<(String, SessionState)> {
         let mut sessions = self.sessions.lock().expect("not poisoned");
-        if let Some(entry) = sessions.by_id.remove(&id)
-            && sessions.by_client.get(&entry.client_id) == Some(&id)
-        {
-            sessions.by_client.remove(&entry.client_id);
+        let entry = sessions.by_id.remove(&id)?;
+        if sessions.by_client.get(&entry.client_id) != Some(&id) {
+            return None;
         }
+        sessions.by_client.remove(&entry.client_id);
+        let state = entry.snapshot()?;
+        Some((entry.client_id.clone(), state))
     }
 
     /// Adds (or replaces) a subscription of a session; `false` when the session holds
     /// [`MAX_SUBSCRIPTIONS`] others already.
     pub fn subscribe(&self, id: u64, filter: &str, qos1: bool, mode: ContentMode) -> bool {
+        self.subscribe_resuming(id, filter, qos1, mode, None, |_| unreachable!())
+    }
+
+    /// Adds (or replaces) a subscription; with a cursor, a resuming one fed by the task
+    /// `feed` starts (unless the subscription resumes already: it keeps its cursor).
+    pub fn subscribe_resuming(
+        &self,
+        id: u64,
+        filter: &str,
+        qos1: bool,
+        mode: ContentMode,
+        cursor: Option<Cursor>,
+        feed: impl FnOnce(&Cursor) -> tokio::task::AbortHandle,
+    ) -> bool {
         let (group, filter) = match filter
             .strip_prefix("$share/")
             .and_then(|s| s.split_once('/'))
@@ -177,17 +280,31 @@ impl Hub {
         };
         let mut sessions = self.sessions.lock().expect("not poisoned");
         if let Some(entry) = sessions.by_id.get_mut(&id) {
-            entry
+            let mut kept = None;
+            if let Some(at) = entry
                 .subscriptions
-                .retain(|s| !(s.filter == filter && s.group == group));
+                .iter()
+                .position(|s| s.filter == filter && s.group == group)
+            {
+                kept = entry.subscriptions.swap_remove(at).resume;
+            }
             if entry.subscriptions.len() >= MAX_SUBSCRIPTIONS {
                 return false;
             }
+            let resume = match cursor {
+                None => None,
+                Some(_) if kept.is_some() => kept,
+                Some(cursor) => Some(Resume {
+                    _feed: Feed(feed(&cursor)),
+                    cursor,
+                }),
+            };
             entry.subscriptions.push(Subscription {
                 filter,
                 group,
                 qos1,
                 mode,
+                resume,
             });
         }
         true
@@ -224,15 +341,7 @@ impl Hub {
         let mut binary = None;
         self.route(&topic, |mode| match mode {
             ContentMode::Structured => structured
-                .get_or_insert_with(|| {
-                    Arc::new(Delivery {
-                        topic: topic.clone(),
-                        payload: event.json.as_bytes().to_vec(),
-                        content_type: Some(STRUCTURED.into()),
-                        correlation_data: None,
-                        user_properties: Vec::new(),
-                    })
-                })
+                .get_or_insert_with(|| Arc::new(delivery_for(mode, &topic, &event.json)))
                 .clone(),
             ContentMode::Binary => binary
                 .get_or_insert_with(|| Arc::new(binary_delivery(&topic, &event.json)))
@@ -264,7 +373,7 @@ impl Hub {
             }
             let mut direct: Option<&Subscription> = None;
             for sub in &entry.subscriptions {
-                if !filter_matches(&sub.filter, topic) {
+                if sub.resume.is_some() || !filter_matches(&sub.filter, topic) {
                     continue;
                 }
                 match &sub.group {
@@ -293,6 +402,7 @@ impl Hub {
         match entry.queue.try_send(Push {
             delivery,
             qos1: sub.qos1,
+            track: None,
         }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -310,6 +420,20 @@ impl Hub {
             // the connection is ending
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+}
+
+/// An event as a subscription in `mode` receives it.
+pub fn delivery_for(mode: ContentMode, topic: &str, json: &str) -> Delivery {
+    match mode {
+        ContentMode::Structured => Delivery {
+            topic: topic.to_owned(),
+            payload: json.as_bytes().to_vec(),
+            content_type: Some(STRUCTURED.into()),
+            correlation_data: None,
+            user_properties: Vec::new(),
+        },
+        ContentMode::Binary => binary_delivery(topic, json),
     }
 }
 
@@ -386,7 +510,7 @@ mod tests {
 
     fn session(hub: &Hub, client: &str, p: Arc<Policy>) -> (u64, mpsc::Receiver<Push>) {
         let (tx, rx) = mpsc::channel(8);
-        (hub.register(client, p, tx).id, rx)
+        (hub.register(client, p, tx, None).0.id, rx)
     }
 
     #[test]
@@ -474,14 +598,14 @@ mod tests {
         let hub = Hub::default();
         let p = policy(&[(Action::Receive, "app/app1")]);
         let (tx, _rx) = mpsc::channel(1);
-        let first = hub.register("a", p.clone(), tx);
+        let (first, _) = hub.register("a", p.clone(), tx, None);
         hub.subscribe(first.id, "app/app1", false, ContentMode::Structured);
         assert_eq!(hub.event(&logged("app1")), 1);
         assert_eq!(hub.event(&logged("app1")), 0);
         assert_eq!(hub.dropped(), 1);
 
         let (tx, _rx2) = mpsc::channel(1);
-        let second = hub.register("a", p, tx);
+        let (second, _) = hub.register("a", p, tx, None);
         // the first session is told to close; its removal leaves the second in place
         tokio::runtime::Builder::new_current_thread()
             .enable_time()

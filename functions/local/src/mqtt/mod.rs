@@ -8,6 +8,7 @@
 pub mod backend;
 mod broker;
 pub mod hub;
+pub mod sessions;
 
 use backend::Backend;
 use ntex_mqtt::QoS;

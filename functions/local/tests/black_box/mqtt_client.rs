@@ -53,6 +53,9 @@ pub struct Options {
     pub tls: Option<(String, Option<(String, String)>)>,
     /// A last will: topic and payload.
     pub will: Option<(String, String)>,
+    /// A persistent session: MQTT 3.1.1 clean session off; MQTT 5 clean start off and
+    /// this session expiry interval (seconds).
+    pub session: Option<u32>,
 }
 
 impl Options {
@@ -71,6 +74,12 @@ impl Options {
         }
     }
 
+    /// Asks for a persistent session, kept `expiry` seconds (MQTT 5).
+    pub fn persistent(mut self, expiry: u32) -> Self {
+        self.session = Some(expiry);
+        self
+    }
+
     pub fn login(mut self, username: &str, password: &str) -> Self {
         self.username = Some(username.into());
         self.password = Some(password.into());
@@ -84,6 +93,8 @@ enum Handle {
 }
 
 pub struct Client {
+    /// The CONNACK's session present flag.
+    pub session_present: bool,
     handle: Handle,
     received: mpsc::UnboundedReceiver<In>,
     task: tokio::task::JoinHandle<()>,
@@ -126,13 +137,17 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
                 None,
             ));
         }
-        let (client, mut events) = AsyncClient::new(mqtt, 100);
-        match tokio::time::timeout(WAIT, events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
+        if let Some(expiry) = options.session {
+            mqtt.set_clean_start(false);
+            mqtt.set_session_expiry_interval(Some(expiry));
+        }
+        let (client, mut events) = AsyncClient::new(mqtt, 1000);
+        let session_present = match tokio::time::timeout(WAIT, events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => ack.session_present,
             Ok(Ok(other)) => return Err(format!("{other:?}")),
             Ok(Err(e)) => return Err(format!("{e:?}")),
             Err(_) => return Err("no CONNACK".into()),
-        }
+        };
         let task = tokio::spawn(async move {
             loop {
                 let got = match events.poll().await {
@@ -173,6 +188,7 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
             }
         });
         Ok(Client {
+            session_present,
             handle: Handle::V5(client),
             received,
             task,
@@ -195,13 +211,16 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
                 false,
             ));
         }
-        let (client, mut events) = AsyncClient::new(mqtt, 100);
-        match tokio::time::timeout(WAIT, events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
+        if options.session.is_some() {
+            mqtt.set_clean_session(false);
+        }
+        let (client, mut events) = AsyncClient::new(mqtt, 1000);
+        let session_present = match tokio::time::timeout(WAIT, events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => ack.session_present,
             Ok(Ok(other)) => return Err(format!("{other:?}")),
             Ok(Err(e)) => return Err(format!("{e:?}")),
             Err(_) => return Err("no CONNACK".into()),
-        }
+        };
         let task = tokio::spawn(async move {
             loop {
                 let got = match events.poll().await {
@@ -229,6 +248,7 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
             }
         });
         Ok(Client {
+            session_present,
             handle: Handle::V3(client),
             received,
             task,

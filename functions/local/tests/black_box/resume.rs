@@ -1,6 +1,7 @@
 //! Consumers that resume: a WebSocket stream with a `group_id`, and (in `mqtt`) MQTT
 //! persistent sessions, get after a reconnect what was published meanwhile, in order.
 
+use super::mqtt_client::{Client, Options, connect};
 use super::runner::{LocalRunner, Socket};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -189,4 +190,84 @@ async fn a_bad_group_id_is_refused() {
         body["message"].as_str().unwrap().contains("group_id"),
         "{body}"
     );
+}
+
+/// The `n` of the next `count` telemetry events an MQTT client receives.
+async fn mqtt_numbers(client: &mut Client, count: usize) -> Vec<u64> {
+    let mut found = Vec::new();
+    while found.len() < count {
+        let event = client.event().await.json();
+        if event["type"] == "io.drogue.event.v1" {
+            found.push(event["data"]["n"].as_u64().unwrap());
+        }
+    }
+    found
+}
+
+/// An application's MQTT client with a persistent session gets, after reconnecting,
+/// everything published while it was away, in order, and then live events; without
+/// subscribing again.
+async fn an_mqtt_session_resumes(v5: bool, gone: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let (user, key) = setup(&server).await;
+    let client_id = format!("{user}/consumer");
+    let options = || {
+        let options = if v5 {
+            Options::v5(&client_id)
+        } else {
+            Options::v3(&client_id)
+        };
+        options.login(&user, &key)
+    };
+
+    let mut consumer = connect(server.mqtt, options().persistent(3600))
+        .await
+        .unwrap();
+    assert!(!consumer.session_present, "a new session");
+    assert!(consumer.subscribed("app/app1", false).await);
+    publish(&server, [0]).await;
+    assert_eq!(mqtt_numbers(&mut consumer, 1).await, [0]);
+    if v5 {
+        consumer.disconnect().await;
+    } else {
+        // an abrupt end keeps the session too
+        consumer.kill();
+    }
+
+    let expected: Vec<u64> = (1..=gone as u64).collect();
+    publish(&server, expected.iter().copied()).await;
+    let mut consumer = connect(server.mqtt, options().persistent(3600))
+        .await
+        .unwrap();
+    assert!(consumer.session_present, "the session is taken up again");
+    assert_eq!(
+        mqtt_numbers(&mut consumer, gone).await,
+        expected,
+        "everything missed, in order"
+    );
+    publish(&server, [1000]).await;
+    assert_eq!(mqtt_numbers(&mut consumer, 1).await, [1000], "then live");
+    consumer.disconnect().await;
+
+    // a clean session discards the saved one
+    let clean = connect(server.mqtt, options()).await.unwrap();
+    assert!(!clean.session_present);
+    clean.disconnect().await;
+    publish(&server, [2000]).await;
+    let mut again = connect(server.mqtt, options().persistent(3600))
+        .await
+        .unwrap();
+    assert!(!again.session_present, "nothing was kept");
+    again.quiet(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn an_mqtt_5_session_resumes_after_a_disconnect() {
+    an_mqtt_session_resumes(true, 100).await;
+}
+
+#[tokio::test]
+async fn an_mqtt_3_session_resumes_after_the_connection_is_lost() {
+    an_mqtt_session_resumes(false, 100).await;
 }
