@@ -1,18 +1,25 @@
-//! X.509 devices on AWS IoT Core, against moto's IoT control plane and DynamoDB: the
-//! registry's trust anchors follow it into IoT Core as CA certificates (driven by the
-//! table's stream records), and device certificates IoT Core registered are validated
-//! just in time: activated with the device's policy, or revoked.
+//! X.509 devices on AWS IoT Core, against moto's IoT control plane, DynamoDB and Kinesis:
+//! the registry's trust anchors follow it into IoT Core as CA certificates (driven by the
+//! table's stream records), device certificates IoT Core registered are validated just
+//! in time (activated with the device's policy, or revoked), and revoked when their
+//! device goes or changes; the same stream records become registry change events.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_iot::types::{CaCertificateStatus, CertificateStatus};
 use drogue_cert_validator::anchors::{TrustAnchorSync, fingerprint};
+use drogue_cert_validator::changes::RegistryChanges;
+use drogue_cert_validator::revocation::Revocation;
+use drogue_cert_validator::stream::StreamConsumer;
 use drogue_cert_validator::validator::{CertificateValidator, Location};
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::Authorizer;
+use drogue_shared::events::kinesis::KinesisSink;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
 use drogue_shared::store::dynamodb::DynamoStore;
-use drogue_tests::backend::{dynamo_client, iot_client, moto_url};
+use drogue_tests::backend::{
+    dynamo_client, fresh_kinesis_stream, iot_client, kinesis_client, kinesis_records, moto_url,
+};
 use drogue_tests::pki::TestCa;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -30,6 +37,10 @@ struct Setup {
     iot: aws_sdk_iot::Client,
     registry: Registry,
     admin: Principal,
+    /// The stream's consumer, writing change events to `stream` in `kinesis`.
+    consumer: StreamConsumer,
+    kinesis: aws_sdk_kinesis::Client,
+    stream: String,
 }
 
 async fn setup() -> Setup {
@@ -39,13 +50,25 @@ async fn setup() -> Setup {
     store.create_table().await.unwrap();
     let mut admin = Principal::user("admin");
     admin.roles.push(Authorizer::DEFAULT_ADMIN_ROLE.into());
+    let iot = iot_client(&moto_url());
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let sink = Arc::new(KinesisSink::new(kinesis.clone(), &stream));
+    let consumer = StreamConsumer::new(
+        TrustAnchorSync::new(iot.clone(), store.clone()),
+        Revocation::new(iot.clone(), store.clone()),
+        RegistryChanges::new(store.clone(), sink, "drogue-test"),
+    );
     Setup {
         registry: Registry::new(Arc::new(store.clone()), Authorizer::default()),
         store,
         dynamo,
         table,
-        iot: iot_client(&moto_url()),
+        iot,
         admin,
+        consumer,
+        kinesis,
+        stream,
     }
 }
 
@@ -78,7 +101,43 @@ impl Setup {
             .item
     }
 
-    /// A stream record of the application item's change, as Lambda delivers it.
+    async fn item(&self, pk: &str, sk: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamo
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.into()))
+            .key("sk", AttributeValue::S(sk.into()))
+            .send()
+            .await
+            .unwrap()
+            .item
+    }
+
+    async fn device_item(
+        &self,
+        app: &str,
+        device: &str,
+    ) -> Option<HashMap<String, AttributeValue>> {
+        self.item(&format!("APP#{app}"), &format!("DEV#{device}"))
+            .await
+    }
+
+    /// Every item of an application's partition whose sort key starts with `prefix`.
+    async fn items(&self, app: &str, prefix: &str) -> Vec<HashMap<String, AttributeValue>> {
+        self.dynamo
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("APP#{app}")))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default()
+    }
+
+    /// A stream record of an item's change, as Lambda delivers it.
     fn record(
         &self,
         before: Option<&HashMap<String, AttributeValue>>,
@@ -86,6 +145,7 @@ impl Setup {
     ) -> Value {
         let mut event = fixture("trust-anchor-sync.json");
         let record = &mut event["Records"][0];
+        record["eventID"] = json!(uuid::Uuid::new_v4().simple().to_string());
         let name = match (before, after) {
             (None, Some(_)) => "INSERT",
             (Some(_), Some(_)) => "MODIFY",
@@ -94,7 +154,7 @@ impl Setup {
         record["eventName"] = json!(name);
         let change = &mut record["dynamodb"];
         let item = after.or(before).unwrap();
-        change["Keys"] = json!({"pk": {"S": item["pk"].as_s().unwrap()}, "sk": {"S": "#APP"}});
+        change["Keys"] = json!({"pk": {"S": item["pk"].as_s().unwrap()}, "sk": {"S": item["sk"].as_s().unwrap()}});
         let change = change.as_object_mut().unwrap();
         change.remove("NewImage");
         change.remove("OldImage");
@@ -175,7 +235,7 @@ fn ca_der(ca: &TestCa) -> Vec<u8> {
 #[tokio::test]
 async fn trust_anchors_follow_the_registry_into_iot_core() {
     let s = setup().await;
-    let sync = TrustAnchorSync::new(s.iot.clone(), s.store.clone());
+    let sync = &s.consumer;
     let (ca1, ca2) = (
         TestCa::new("app1", "Anchor One"),
         TestCa::new("app1", "Anchor Two"),
@@ -248,7 +308,10 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
         .handle(s.record(Some(&changed), Some(&changed)))
         .await
         .unwrap();
-    assert_eq!(out, json!({"registered": [], "deregistered": []}));
+    assert_eq!(
+        (&out["registered"], &out["deregistered"]),
+        (&json!([]), &json!([]))
+    );
 
     // the application goes away: so does its anchor
     s.registry
@@ -293,18 +356,19 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
     // other items (devices, tokens) are no concern
     let mut device = s.record(None, Some(&changed));
     device["Records"][0]["dynamodb"]["NewImage"]["sk"] = json!({"S": "DEV#d1"});
+    let out = sync.handle(device).await.unwrap();
     assert_eq!(
-        sync.handle(device).await.unwrap(),
-        json!({"registered": [], "deregistered": []})
+        (&out["registered"], &out["deregistered"]),
+        (&json!([]), &json!([]))
     );
 }
 
 #[tokio::test]
 async fn device_certificates_are_validated_just_in_time() {
     let s = setup().await;
-    let sync = TrustAnchorSync::new(s.iot.clone(), s.store.clone());
+    let sync = &s.consumer;
     let validator =
-        CertificateValidator::new(s.iot.clone(), Arc::new(s.store.clone()), "drogue-test").unwrap();
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-test").unwrap();
     let location = Location {
         partition: "aws".into(),
         region: "us-east-1".into(),
@@ -496,8 +560,7 @@ async fn device_certificates_are_validated_just_in_time() {
 async fn an_unreachable_registry_leaves_the_certificate_pending() {
     let s = setup().await;
     let broken = DynamoStore::new(dynamo_client("http://127.0.0.1:9"), "nowhere");
-    let validator =
-        CertificateValidator::new(s.iot.clone(), Arc::new(broken), "drogue-test").unwrap();
+    let validator = CertificateValidator::new(s.iot.clone(), broken, "drogue-test").unwrap();
     let ca = TestCa::new("app1", "Unreachable CA");
     let out = s
         .iot
@@ -527,7 +590,387 @@ async fn an_unreachable_registry_leaves_the_certificate_pending() {
         Some(CertificateStatus::PendingActivation)
     );
     // a bad prefix is refused at start
-    assert!(
-        CertificateValidator::new(s.iot.clone(), Arc::new(s.store.clone()), "no spaces").is_err()
+    assert!(CertificateValidator::new(s.iot.clone(), s.store.clone(), "no spaces").is_err());
+}
+
+impl Setup {
+    async fn update_device(&self, app: &str, device: Value) {
+        let name = device["metadata"]["name"].as_str().unwrap().to_owned();
+        self.registry
+            .update_device(
+                &self.admin,
+                &AppName::parse(app).unwrap(),
+                &drogue_shared::model::DeviceName::parse(&name).unwrap(),
+                serde_json::from_value(device).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Registers the CA certificates of the applications' anchors: their IoT ids.
+    async fn register_anchors(&self, apps: &[&'static str]) -> HashMap<&'static str, String> {
+        let mut ids = HashMap::new();
+        for &app in apps {
+            let item = self.app_item(app).await.unwrap();
+            let out = self
+                .consumer
+                .handle(self.record(None, Some(&item)))
+                .await
+                .unwrap();
+            ids.insert(app, out["registered"][0].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
+    /// A certificate of a CA as IoT Core registers it at the first connection, then
+    /// validated (and activated): its id and ARN.
+    async fn activate(
+        &self,
+        validator: &CertificateValidator,
+        ca_id: &str,
+        cert_pem: String,
+    ) -> (String, String) {
+        let ca_pem = self
+            .iot
+            .describe_ca_certificate()
+            .certificate_id(ca_id)
+            .send()
+            .await
+            .unwrap()
+            .certificate_description
+            .unwrap()
+            .certificate_pem
+            .unwrap();
+        let out = self
+            .iot
+            .register_certificate()
+            .certificate_pem(cert_pem)
+            .ca_certificate_pem(ca_pem)
+            .status(CertificateStatus::PendingActivation)
+            .send()
+            .await
+            .unwrap();
+        let (id, arn) = (out.certificate_id.unwrap(), out.certificate_arn.unwrap());
+        let mut event = fixture("iot-certificate-registered.json");
+        event["certificateId"] = json!(id);
+        event["caCertificateId"] = json!(ca_id);
+        let location = Location {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+        };
+        let out = validator.handle(event, &location).await.unwrap();
+        assert_eq!(out["outcome"], "activated", "{out}");
+        assert_eq!(self.state(&id, &arn).await.0, CertificateStatus::Active);
+        (id, arn)
+    }
+
+    /// A certificate's status and the names of the policies attached to it.
+    async fn state(&self, id: &str, arn: &str) -> (CertificateStatus, Vec<String>) {
+        let status = self
+            .iot
+            .describe_certificate()
+            .certificate_id(id)
+            .send()
+            .await
+            .unwrap()
+            .certificate_description
+            .unwrap()
+            .status
+            .unwrap();
+        let attached = self
+            .iot
+            .list_attached_policies()
+            .target(arn)
+            .send()
+            .await
+            .unwrap();
+        let names = attached
+            .policies()
+            .iter()
+            .filter_map(|p| p.policy_name().map(str::to_owned))
+            .collect();
+        (status, names)
+    }
+
+    /// Whether IoT Core still knows a policy.
+    async fn policy_exists(&self, name: &str) -> bool {
+        self.iot.get_policy().policy_name(name).send().await.is_ok()
+    }
+}
+
+#[tokio::test]
+async fn certificates_are_revoked_when_their_device_goes_or_changes() {
+    let s = setup().await;
+    let validator =
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-rev").unwrap();
+    let (ca1, ca2) = (
+        TestCa::new("app1", "Revocation CA 1"),
+        TestCa::new("app2", "Revocation CA 2"),
     );
+    s.create_app("app1", &[&ca1]).await;
+    s.create_app("app2", &[&ca2]).await;
+    let pinned = ca1.issue("app1", "pinned", 2025, 2099);
+    for (app, device) in [
+        ("app1", json!({"metadata": {"name": "gone"}, "spec": {}})),
+        ("app1", json!({"metadata": {"name": "off"}, "spec": {}})),
+        ("app1", json!({"metadata": {"name": "kept"}, "spec": {}})),
+        (
+            "app1",
+            json!({"metadata": {"name": "pinned"}, "spec": {"authentication": {"credentials": [
+                {"cert": pinned.cert_pem}, {"pass": "first"}
+            ]}}}),
+        ),
+        ("app1", json!({"metadata": {"name": "gw"}, "spec": {}})),
+        (
+            "app1",
+            json!({"metadata": {"name": "behind"}, "spec": {"gatewaySelector": {"matchNames": ["gw"]}}}),
+        ),
+        ("app2", json!({"metadata": {"name": "other"}, "spec": {}})),
+    ] {
+        s.create_device(app, device).await;
+    }
+    let cas = s.register_anchors(&["app1", "app2"]).await;
+    let mut certs = HashMap::new();
+    for (app, device) in [
+        ("app1", "gone"),
+        ("app1", "off"),
+        ("app1", "kept"),
+        ("app1", "gw"),
+        ("app2", "other"),
+    ] {
+        let ca = if app == "app1" { &ca1 } else { &ca2 };
+        let issued = ca.issue(app, device, 2025, 2099).cert_pem;
+        certs.insert(device, s.activate(&validator, &cas[app], issued).await);
+    }
+    certs.insert(
+        "pinned",
+        s.activate(&validator, &cas["app1"], pinned.cert_pem.clone())
+            .await,
+    );
+    // each activation is recorded for its device, with what its policy covers
+    let recorded = s.items("app1", "IOTCERT#gw#").await;
+    assert_eq!(recorded.len(), 1);
+    let record: Value = serde_json::from_str(recorded[0]["data"].as_s().unwrap()).unwrap();
+    assert_eq!(record["certificateId"], json!(certs["gw"].0));
+    assert_eq!(record["covers"], json!(["behind"]));
+    let revoked = |device: &str| {
+        let (id, arn) = certs[device].clone();
+        let s = &s;
+        async move {
+            let (status, attached) = s.state(&id, &arn).await;
+            status == CertificateStatus::Revoked && attached.is_empty()
+        }
+    };
+    let active = |device: &str| {
+        let (id, arn) = certs[device].clone();
+        let s = &s;
+        async move {
+            let (status, attached) = s.state(&id, &arn).await;
+            status == CertificateStatus::Active && attached.len() == 1
+        }
+    };
+
+    // a device deleted: its certificate revoked, its policy detached and deleted
+    let before = s.device_item("app1", "gone").await.unwrap();
+    s.registry
+        .delete_device(
+            &s.admin,
+            &AppName::parse("app1").unwrap(),
+            &drogue_shared::model::DeviceName::parse("gone").unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let deleted = s.record(Some(&before), None);
+    let out = s.consumer.handle(deleted.clone()).await.unwrap();
+    assert_eq!(out["revoked"], json!([certs["gone"].0]), "{out}");
+    assert_eq!(out["batchItemFailures"], json!([]));
+    assert!(revoked("gone").await);
+    let policy = format!("drogue-rev-cert-{}-0", certs["gone"].0);
+    assert!(!s.policy_exists(&policy).await, "{policy} deleted");
+    assert!(s.items("app1", "IOTCERT#gone#").await.is_empty());
+    // the same record again changes nothing
+    let out = s.consumer.handle(deleted).await.unwrap();
+    assert_eq!(out["revoked"], json!([]));
+    assert!(revoked("gone").await);
+
+    // a device disabled: likewise; enabled again, its certificate stays revoked
+    let before = s.device_item("app1", "off").await.unwrap();
+    s.update_device(
+        "app1",
+        json!({"metadata": {"name": "off"}, "spec": {"core": {"disabled": true}}}),
+    )
+    .await;
+    let disabled = s.device_item("app1", "off").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&before), Some(&disabled)))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([certs["off"].0]), "{out}");
+    assert!(revoked("off").await);
+    s.update_device(
+        "app1",
+        json!({"metadata": {"name": "off"}, "spec": {"core": {"disabled": false}}}),
+    )
+    .await;
+    let enabled = s.device_item("app1", "off").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&disabled), Some(&enabled)))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([]));
+    assert!(revoked("off").await);
+
+    // a device that keeps its certificate credential keeps its certificate
+    let before = s.device_item("app1", "pinned").await.unwrap();
+    s.update_device(
+        "app1",
+        json!({"metadata": {"name": "pinned"}, "spec": {"authentication": {"credentials": [
+            {"cert": pinned.cert_pem}, {"pass": "second"}
+        ]}}}),
+    )
+    .await;
+    let after = s.device_item("app1", "pinned").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&before), Some(&after)))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([]));
+    assert!(active("pinned").await);
+    // and loses it with the credential (another certificate pinned in its place)
+    let replacement = ca1.issue("app1", "pinned", 2025, 2099).cert_pem;
+    s.update_device(
+        "app1",
+        json!({"metadata": {"name": "pinned"}, "spec": {"authentication": {"credentials": [
+            {"cert": replacement}, {"pass": "second"}
+        ]}}}),
+    )
+    .await;
+    let replaced = s.device_item("app1", "pinned").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&after), Some(&replaced)))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([certs["pinned"].0]), "{out}");
+    assert!(revoked("pinned").await);
+
+    // a device leaves its gateway: the gateway's certificate, whose policy covers it,
+    // is revoked
+    let before = s.device_item("app1", "behind").await.unwrap();
+    s.update_device("app1", json!({"metadata": {"name": "behind"}, "spec": {}}))
+        .await;
+    let after = s.device_item("app1", "behind").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&before), Some(&after)))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([certs["gw"].0]), "{out}");
+    assert!(revoked("gw").await);
+
+    // untouched devices keep theirs
+    assert!(active("kept").await);
+    assert!(active("other").await);
+
+    // the application deleted: its records go with its partition, and so do the
+    // certificates left (the stream's REMOVE records of the records, then of the
+    // application)
+    let records = s.items("app1", "IOTCERT#").await;
+    assert_eq!(records.len(), 1, "only kept's certificate is left");
+    let app = s.app_item("app1").await.unwrap();
+    s.registry
+        .delete_application(
+            &s.admin,
+            &AppName::parse("app1").unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(s.items("app1", "IOTCERT#").await.is_empty());
+    let out = s
+        .consumer
+        .handle(s.record(Some(&records[0]), None))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([certs["kept"].0]), "{out}");
+    assert!(revoked("kept").await);
+    let out = s.consumer.handle(s.record(Some(&app), None)).await.unwrap();
+    assert_eq!(out["revoked"], json!([]));
+    assert!(
+        active("other").await,
+        "another application's certificate stays"
+    );
+}
+
+#[tokio::test]
+async fn disabling_an_application_revokes_its_certificates() {
+    let s = setup().await;
+    let validator =
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-app").unwrap();
+    let ca = TestCa::new("app3", "Application Revocation CA");
+    s.create_app("app3", &[&ca]).await;
+    s.create_device("app3", json!({"metadata": {"name": "d1"}, "spec": {}}))
+        .await;
+    let cas = s.register_anchors(&["app3"]).await;
+    let (id, arn) = s
+        .activate(
+            &validator,
+            &cas["app3"],
+            ca.issue("app3", "d1", 2025, 2099).cert_pem,
+        )
+        .await;
+    // the application disabled (its devices cannot authenticate any more)
+    let before = s.app_item("app3").await.unwrap();
+    let anchors: Vec<Value> = vec![json!({"certificate": ca.anchor()})];
+    let app = json!({"metadata": {"name": "app3"}, "spec": {
+        "trustAnchors": {"anchors": anchors}, "core": {"disabled": true}
+    }});
+    s.registry
+        .update_application(
+            &s.admin,
+            &AppName::parse("app3").unwrap(),
+            serde_json::from_value(app).unwrap(),
+        )
+        .await
+        .unwrap();
+    let after = s.app_item("app3").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&before), Some(&after)))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([id]), "{out}");
+    assert_eq!(
+        s.state(&id, &arn).await,
+        (CertificateStatus::Revoked, vec![])
+    );
+    assert!(s.items("app3", "IOTCERT#").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_record_is_reported_with_those_after_it() {
+    let s = setup().await;
+    // an application item whose stored JSON cannot be read, then a good one
+    let mut event = fixture("trust-anchor-sync.json");
+    let good = event["Records"][0].clone();
+    let mut bad = good.clone();
+    bad["dynamodb"]["NewImage"]["data"] = json!({"S": "{not json"});
+    bad["dynamodb"]["SequenceNumber"] = json!("100");
+    let mut after = good.clone();
+    after["dynamodb"]["SequenceNumber"] = json!("200");
+    let mut first = good.clone();
+    first["dynamodb"]["SequenceNumber"] = json!("50");
+    event["Records"] = json!([first, bad, after]);
+    let out = s.consumer.handle(event).await.unwrap();
+    assert_eq!(
+        out["batchItemFailures"],
+        json!([{"itemIdentifier": "100"}, {"itemIdentifier": "200"}])
+    );
+    // the first record was handled: its anchor registered, its change event written
+    assert_eq!(out["registered"].as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(kinesis_records(&s.kinesis, &s.stream).await.len(), 1);
 }

@@ -6,6 +6,8 @@
 #[allow(dead_code)]
 mod fixture;
 
+mod fan_out;
+
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::Authorizer;
@@ -336,19 +338,60 @@ async fn cert_validator() {
         f.invoke("iot-certificate-registered.json").await,
         Answer::Error(_)
     ));
+
+    // the device deleted (its item's REMOVE record on the table's stream): the stream's
+    // consumer revokes the certificate and detaches its policy
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let sync = Function::start(
+        "trust-anchor-sync",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_EVENT_STREAM", &stream),
+        ],
+    )
+    .await;
+    let answer = sync.invoke("registry-device-deleted.json").await.response();
+    assert_eq!(answer["revoked"], json!([id]), "{answer}");
+    let described = iot
+        .describe_certificate()
+        .certificate_id(&id)
+        .send()
+        .await
+        .unwrap()
+        .certificate_description
+        .unwrap();
+    assert_eq!(described.status, Some(CertificateStatus::Revoked));
+    let attached = iot
+        .list_attached_policies()
+        .target(described.certificate_arn.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(attached.policies().is_empty());
     forget_certificate(&iot, pem).await;
 }
 
 #[tokio::test]
 async fn trust_anchor_sync() {
     let store = fresh_dynamo_table().await;
-    let f = Function::start("trust-anchor-sync", &[("DROGUE_TABLE", store.table())]).await;
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let f = Function::start(
+        "trust-anchor-sync",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_EVENT_STREAM", &stream),
+        ],
+    )
+    .await;
     let answer = f.invoke("trust-anchor-sync.json").await.response();
     assert_eq!(
         answer["registered"].as_array().map(Vec::len),
         Some(1),
         "{answer}"
     );
+    assert_eq!(answer["batchItemFailures"], json!([]));
     let id = answer["registered"][0].as_str().unwrap();
     let described = iot_client(&moto_url())
         .describe_ca_certificate()
@@ -360,6 +403,156 @@ async fn trust_anchor_sync() {
         described.certificate_description.unwrap().status,
         Some(aws_sdk_iot::types::CaCertificateStatus::Active)
     );
+}
+
+/// The structured JSON CloudEvents in a Kinesis stream: (partition key, event).
+async fn stream_events(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, Value)> {
+    kinesis_records(kinesis, stream)
+        .await
+        .into_iter()
+        .map(|(key, data)| (key, serde_json::from_slice(&data).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn registry_change_events() {
+    let store = fresh_dynamo_table().await;
+    // the application the device records belong to, as the table holds it
+    let mut item = event("trust-anchor-sync.json")["Records"][0]["dynamodb"]["NewImage"].clone();
+    let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> = item
+        .as_object_mut()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let v = match (v.get("S"), v.get("BOOL")) {
+                (Some(s), _) => {
+                    aws_sdk_dynamodb::types::AttributeValue::S(s.as_str().unwrap().into())
+                }
+                (_, Some(b)) => aws_sdk_dynamodb::types::AttributeValue::Bool(b.as_bool().unwrap()),
+                _ => panic!("{v}"),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    drogue_tests::backend::dynamo_client(&moto_url())
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let f = Function::start(
+        "trust-anchor-sync",
+        &[
+            ("DROGUE_TABLE", store.table()),
+            ("DROGUE_EVENT_STREAM", &stream),
+            ("DROGUE_INSTANCE", "lambda-test"),
+        ],
+    )
+    .await;
+
+    // a device created, changed and deleted; a claim of it in between gives nothing
+    let answer = f.invoke("registry-device-changes.json").await.response();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let events = stream_events(&kinesis, &stream).await;
+    let changes: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["created", "updated", "deleted"]);
+    let fixture = event("registry-device-changes.json");
+    for ((key, e), (record, generation)) in events.iter().zip([(0, 0), (2, 1), (3, 1)]) {
+        assert_eq!(key, "from%2Dlambda/sensor%2D1");
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["type"], "io.drogue.registry.v1");
+        assert_eq!(e["source"], "drogue://from-lambda/sensor%2D1");
+        assert_eq!(e["subject"], "devices");
+        assert_eq!(e["instance"], "lambda-test");
+        assert_eq!(e["application"], "from-lambda");
+        assert_eq!(e["applicationuid"], "0e6f5a2c-6f8e-4d9b-a1f4-1c7b8e2d9a10");
+        assert_eq!(e["device"], "sensor-1");
+        assert_eq!(e["deviceuid"], "5b0e2c7a-9d43-4f1e-8c6a-2e7f1d9b3a51");
+        assert_eq!(e["sender"], "sensor-1");
+        assert_eq!(e["partitionkey"], "from%2Dlambda/sensor%2D1");
+        assert_eq!(e["datacontenttype"], "application/json");
+        let record = &fixture["Records"][record];
+        let seconds = record["dynamodb"]["ApproximateCreationDateTime"]
+            .as_i64()
+            .unwrap();
+        let time = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
+        assert_eq!(time.timestamp(), seconds, "the time of the change");
+        let image = record["dynamodb"]
+            .get("NewImage")
+            .or(record["dynamodb"].get("OldImage"))
+            .unwrap();
+        let stored: Value = serde_json::from_str(image["data"]["S"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            e["data"],
+            json!({
+                "change": e["change"],
+                "name": "sensor-1",
+                "uid": "5b0e2c7a-9d43-4f1e-8c6a-2e7f1d9b3a51",
+                "generation": generation,
+                "resourceVersion": stored["metadata"]["resourceVersion"],
+            })
+        );
+    }
+    assert_eq!(
+        answer["events"].as_array().map(Vec::len),
+        Some(3),
+        "{answer}"
+    );
+    // the same batch again (a retry) gives the same events: the same ids
+    f.invoke("registry-device-changes.json").await.response();
+    let again = stream_events(&kinesis, &stream).await;
+    let ids = |events: &[(String, Value)]| -> Vec<String> {
+        events
+            .iter()
+            .map(|(_, e)| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&again[3..]), ids(&events));
+
+    // an application created, changed, its deletion pending, deleted; closing it to new
+    // devices (the item changes, the resource does not) gives nothing
+    let answer = f
+        .invoke("registry-application-changes.json")
+        .await
+        .response();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let events = stream_events(&kinesis, &stream).await;
+    let events = &events[6..];
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(_, e)| {
+            (
+                e["change"].as_str().unwrap(),
+                e["data"]["resourceVersion"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("created", "3f6b8d2e-1a4c-4e7f-9b2d-5c8e1f3a6b01"),
+            ("updated", "3f6b8d2e-1a4c-4e7f-9b2d-5c8e1f3a6b02"),
+            ("updated", "3f6b8d2e-1a4c-4e7f-9b2d-5c8e1f3a6b03"),
+            ("deleted", "3f6b8d2e-1a4c-4e7f-9b2d-5c8e1f3a6b03"),
+        ]
+    );
+    for (key, e) in events {
+        assert_eq!(key, "change%2Dapp");
+        assert_eq!(e["type"], "io.drogue.registry.v1");
+        assert_eq!(e["source"], "drogue://change-app");
+        assert_eq!(e["subject"], "applications");
+        assert_eq!(e["application"], "change-app");
+        assert_eq!(e["applicationuid"], "9e4d2b1a-7c3f-4a5e-b8d6-1f2a3c4e5d60");
+        assert!(e.get("device").is_none(), "{e}");
+        assert_eq!(e["data"]["name"], "change-app");
+        assert_eq!(e["data"]["uid"], "9e4d2b1a-7c3f-4a5e-b8d6-1f2a3c4e5d60");
+    }
 }
 
 /// A free loopback port.
@@ -900,7 +1093,7 @@ async fn internal_services_need_a_token_to_start() {
 /// Every payload in `events/` is fed to a binary by a test of this file.
 #[test]
 fn every_event_file_is_used() {
-    let source = include_str!("main.rs");
+    let source = [include_str!("main.rs"), include_str!("fan_out.rs")].concat();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
     let mut unused = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

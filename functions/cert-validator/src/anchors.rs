@@ -1,5 +1,5 @@
-//! The registry's trust anchors, registered with IoT Core as CA certificates: the target
-//! of the table's DynamoDB stream (new and old images). When an application gains a
+//! The registry's trust anchors, registered with IoT Core as CA certificates: a reaction
+//! to the table's DynamoDB stream ([`crate::stream`]). When an application gains a
 //! trust anchor, it is registered (`SNI_ONLY`, so the same CA may be registered in
 //! other accounts too; active; with auto-registration, so device certificates it issued
 //! are registered at their first connection and validated just in time). When it loses
@@ -8,49 +8,31 @@
 //! IoT Core's id of each registered CA is kept in the table (`IOTCA#{sha256}` items),
 //! so that it can be found again. Handling a record twice changes nothing.
 
+use crate::stream::{Change, Item};
 use aws_sdk_iot::types::{CaCertificateStatus, CertificateMode};
 use drogue_shared::model::trust_anchors::anchor_certificates;
-use drogue_shared::store::StoredApplication;
 use drogue_shared::store::dynamodb::{DynamoStore, RegisteredCa};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-/// The sort key of application items.
-const APP_SK: &str = "#APP";
-
-/// The attributes of a table item this function looks at.
-#[derive(Deserialize)]
-struct Image {
-    sk: String,
-    #[serde(default)]
-    data: Option<String>,
-}
 
 /// Trust anchors (DER) by fingerprint.
 type Anchors = BTreeMap<String, Vec<u8>>;
 
 /// The name and trust anchors of an application item image (none for a deleting
 /// application); `None` for other items.
-fn anchors(image: &serde_dynamo::Item) -> anyhow::Result<Option<(String, Anchors)>> {
-    if image.is_empty() {
-        return Ok(None);
-    }
-    let image: Image = serde_dynamo::from_item(image.clone())?;
-    let (APP_SK, Some(data)) = (image.sk.as_str(), image.data) else {
-        return Ok(None);
+fn anchors(image: Option<&Item>) -> Option<(String, Anchors)> {
+    let Some(Item::Application(stored)) = image else {
+        return None;
     };
-    let stored: StoredApplication = serde_json::from_str(&data)?;
     let name = stored.app.metadata.name.clone();
     if stored.app.is_deleting() {
-        return Ok(Some((name, BTreeMap::new())));
+        return Some((name, BTreeMap::new()));
     }
     let anchors = anchor_certificates(&stored.app.spec)
         .into_iter()
         .map(|der| (fingerprint(&der), der))
         .collect();
-    Ok(Some((name, anchors)))
+    Some((name, anchors))
 }
 
 /// Hex SHA-256 of a certificate's DER.
@@ -73,31 +55,30 @@ impl TrustAnchorSync {
         Self { iot, store }
     }
 
-    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
-        let event: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(event)?;
+    /// Follows one stream record: the IoT ids of the CA certificates registered and
+    /// deregistered.
+    pub async fn record(&self, change: &Change<'_>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
         let (mut registered, mut deregistered) = (Vec::new(), Vec::new());
-        for record in &event.records {
-            let old = anchors(&record.change.old_image)?;
-            let new = anchors(&record.change.new_image)?;
-            let Some(app) = new.as_ref().or(old.as_ref()).map(|(name, _)| name.clone()) else {
-                continue;
-            };
-            let old = old.map(|(_, a)| a).unwrap_or_default();
-            let new = new.map(|(_, a)| a).unwrap_or_default();
-            for (fingerprint, der) in &new {
-                if !old.contains_key(fingerprint)
-                    || self.store.registered_ca(fingerprint).await?.is_none()
-                {
-                    registered.push(self.register(&app, fingerprint, der).await?);
-                }
-            }
-            for fingerprint in old.keys().filter(|f| !new.contains_key(*f)) {
-                if let Some(id) = self.deregister(fingerprint).await? {
-                    deregistered.push(id);
-                }
+        let old = anchors(change.old_item());
+        let new = anchors(change.new_item());
+        let Some(app) = new.as_ref().or(old.as_ref()).map(|(name, _)| name.clone()) else {
+            return Ok((registered, deregistered));
+        };
+        let old = old.map(|(_, a)| a).unwrap_or_default();
+        let new = new.map(|(_, a)| a).unwrap_or_default();
+        for (fingerprint, der) in &new {
+            if !old.contains_key(fingerprint)
+                || self.store.registered_ca(fingerprint).await?.is_none()
+            {
+                registered.push(self.register(&app, fingerprint, der).await?);
             }
         }
-        Ok(json!({"registered": registered, "deregistered": deregistered}))
+        for fingerprint in old.keys().filter(|f| !new.contains_key(*f)) {
+            if let Some(id) = self.deregister(fingerprint).await? {
+                deregistered.push(id);
+            }
+        }
+        Ok((registered, deregistered))
     }
 
     /// Registers a trust anchor (unless it is already); its IoT Core id.
@@ -183,6 +164,8 @@ impl TrustAnchorSync {
 }
 
 /// Whether IoT Core answered that the resource does not exist (anymore).
-fn gone<E>(e: &aws_sdk_iot::error::SdkError<E, aws_sdk_iot::config::http::HttpResponse>) -> bool {
+pub(crate) fn gone<E>(
+    e: &aws_sdk_iot::error::SdkError<E, aws_sdk_iot::config::http::HttpResponse>,
+) -> bool {
     e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
 }

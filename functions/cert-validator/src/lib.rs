@@ -1,8 +1,13 @@
-//! X.509 devices on AWS IoT Core: the registry's trust anchors registered as CA
-//! certificates ([`anchors`]), and device certificates validated just in time when IoT
-//! Core registered them at their first connection ([`validator`]).
+//! X.509 devices on AWS IoT Core, and what follows the table's DynamoDB stream
+//! ([`stream`]): the registry's trust anchors registered as CA certificates
+//! ([`anchors`]), device certificates validated just in time when IoT Core registered
+//! them at their first connection ([`validator`]) and revoked when their device goes or
+//! changes ([`revocation`]), and registry change events ([`changes`]).
 
 pub mod anchors;
+pub mod changes;
+pub mod revocation;
+pub mod stream;
 pub mod validator;
 
 use drogue_shared::store::dynamodb;

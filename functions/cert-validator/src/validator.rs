@@ -8,17 +8,22 @@
 //! the application's trust anchor, validity, a device of that application that may
 //! use certificates). If they pass, the device's least-privilege policy is created
 //! (as one or more IoT policies named `{prefix}-cert-{certificateId}-{n}`), attached,
-//! and the certificate activated: the device's next connection succeeds. Otherwise the
-//! certificate is revoked. A registry that cannot be reached is a function error, so
-//! that Lambda retries; the certificate stays pending meanwhile.
+//! the certificate recorded for its device ([`ActivatedCertificate`], so that it is
+//! revoked when the device goes or changes, see [`crate::revocation`]) and activated: the
+//! device's next connection succeeds. Otherwise the certificate is revoked. A registry
+//! that cannot be reached is a function error, so that Lambda retries; the certificate
+//! stays pending meanwhile. So is a device that changed while its certificate was
+//! validated: the retry validates it again against the device as it is now.
 
 use anyhow::Context;
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::model::AppName;
 use drogue_shared::mqtt::MqttAuthorizer;
 use drogue_shared::registry::Registry;
-use drogue_shared::store::Store;
+use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
+use drogue_shared::store::{Conflict, DeviceStore, StoreError};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -52,15 +57,12 @@ pub struct Location {
 pub struct CertificateValidator {
     iot: aws_sdk_iot::Client,
     authorizer: MqttAuthorizer,
+    store: DynamoStore,
     prefix: String,
 }
 
 impl CertificateValidator {
-    pub fn new(
-        iot: aws_sdk_iot::Client,
-        store: Arc<dyn Store>,
-        prefix: &str,
-    ) -> anyhow::Result<Self> {
+    pub fn new(iot: aws_sdk_iot::Client, store: DynamoStore, prefix: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !prefix.is_empty()
                 && prefix.len() <= MAX_PREFIX
@@ -69,11 +71,13 @@ impl CertificateValidator {
                     .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c)),
             "the policy prefix must be 1 to {MAX_PREFIX} of [A-Za-z0-9+=,.@_-]"
         );
-        let devices = DeviceAuthenticator::new(store.clone());
-        let registry = Registry::new(store, Authorizer::default());
+        let shared = Arc::new(store.clone());
+        let devices = DeviceAuthenticator::new(shared.clone());
+        let registry = Registry::new(shared, Authorizer::default());
         Ok(Self {
             iot,
             authorizer: MqttAuthorizer::new(devices, registry, None),
+            store,
             prefix: prefix.to_owned(),
         })
     }
@@ -152,6 +156,39 @@ impl CertificateValidator {
                 .with_context(|| format!("cannot attach the policy {name}"))?;
             policies.push(name);
         }
+        let (app, device) = (
+            &authenticated.application.metadata.name,
+            &authenticated.sender.metadata.name,
+        );
+        let covers = self
+            .store
+            .devices_served_by(&AppName::parse(app)?, device)
+            .await?
+            .into_iter()
+            .map(|d| d.as_str().to_owned())
+            .collect();
+        let record = ActivatedCertificate {
+            application: app.clone(),
+            device: device.clone(),
+            device_uid: authenticated.sender.metadata.uid.clone(),
+            certificate_id: id.clone(),
+            certificate_arn: arn.clone(),
+            fingerprint: crate::anchors::fingerprint(&der),
+            policies: policies.clone(),
+            covers,
+        };
+        let device_rv = &authenticated.sender.metadata.resource_version;
+        match self
+            .store
+            .put_activated_certificate(&record, device_rv)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict(Conflict::Changed)) => anyhow::bail!(
+                "the device {device} of {app} changed while its certificate {id} was validated"
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot record the certificate")),
+        }
         self.iot
             .update_certificate()
             .certificate_id(id)
@@ -159,10 +196,6 @@ impl CertificateValidator {
             .send()
             .await
             .with_context(|| format!("cannot activate the certificate {id}"))?;
-        let (app, device) = (
-            &authenticated.application.metadata.name,
-            &authenticated.sender.metadata.name,
-        );
         tracing::info!(certificate = %id, application = %app, device = %device, ?policies, "certificate activated");
         Ok(json!({
             "outcome": "activated",

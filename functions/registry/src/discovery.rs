@@ -63,17 +63,26 @@ fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
         issuer_url: issuer,
         registry: Url { url: base.clone() },
         websocket_integration: state.settings.websocket_path.as_ref().map(|path| Url {
-            url: format!(
-                "{}{path}",
-                base.replacen("https://", "wss://", 1)
-                    .replacen("http://", "ws://", 1)
-            ),
+            url: websocket_url(&base, path),
         }),
         command_url: Some(base),
         // one broker for devices and applications (IoT Core, or drogue-local's)
         mqtt: state.settings.mqtt.clone(),
         mqtt_integration: state.settings.mqtt.clone(),
     }
+}
+
+/// The WebSocket integration's URL: `path` itself when it is a `ws://` or `wss://` URL
+/// (the WebSocket API on AWS), else `path` on the API's host.
+fn websocket_url(base: &str, path: &str) -> String {
+    if path.starts_with("ws://") || path.starts_with("wss://") {
+        return path.to_owned();
+    }
+    format!(
+        "{}{path}",
+        base.replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
+    )
 }
 
 /// `/.well-known/drogue-endpoints`: public.
@@ -130,4 +139,23 @@ pub async fn no_interactive_login() -> ApiError {
          (drg login <url> --access-token <user>:<token>)"
             .into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::websocket_url;
+
+    #[test]
+    fn the_websocket_integration_is_on_the_api_host_or_elsewhere() {
+        assert_eq!(
+            websocket_url("https://api.example.com", "/stream/"),
+            "wss://api.example.com/stream/"
+        );
+        assert_eq!(
+            websocket_url("http://127.0.0.1:8080", "/stream/"),
+            "ws://127.0.0.1:8080/stream/"
+        );
+        let aws = "wss://abc.execute-api.us-east-1.amazonaws.com/prod?app=";
+        assert_eq!(websocket_url("https://api.example.com", aws), aws);
+    }
 }

@@ -36,7 +36,9 @@ pub struct Settings {
     /// `DROGUE_ADMIN_ROLE`: the role that may do everything (default `drogue-admin`).
     pub admin_role: String,
     /// The path on this API's host where the WebSocket integration serves
-    /// (`/stream/` in `drogue-local`), announced as `websocket_integration`.
+    /// (`/stream/` in `drogue-local`), or its absolute `ws://`/`wss://` URL
+    /// (`DROGUE_WEBSOCKET_URL`: the WebSocket API on AWS, `wss://.../{stage}?app=`),
+    /// announced as `websocket_integration`.
     pub websocket_path: Option<String>,
     /// `DROGUE_MQTT_ENDPOINT` (`host:port`): the MQTT broker devices and applications
     /// connect to (IoT Core's data endpoint on 8883; `drogue-local`'s broker), announced
@@ -91,7 +93,7 @@ impl Settings {
                 .map(|issuer| OidcConfig::new(issuer, var("DROGUE_OIDC_AUDIENCE"))),
             admin_role: var("DROGUE_ADMIN_ROLE")
                 .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
-            websocket_path: None,
+            websocket_path: var("DROGUE_WEBSOCKET_URL"),
             mqtt: var("DROGUE_MQTT_ENDPOINT").and_then(|e| {
                 let parsed = MqttEndpoint::parse(&e);
                 if parsed.is_none() {

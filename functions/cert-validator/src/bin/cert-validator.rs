@@ -5,7 +5,6 @@ use drogue_cert_validator::validator::{CertificateValidator, Location};
 use drogue_cert_validator::{iot_client, table_from_env};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let table = table_from_env()?;
     let prefix = std::env::var("DROGUE_IOT_POLICY_PREFIX").unwrap_or_else(|_| "drogue".into());
     let aws = drogue_shared::runtime::aws::config_from_env().await;
-    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), table));
+    let store = DynamoStore::new(dynamodb::client(&aws), table);
     let validator = CertificateValidator::new(iot_client(&aws), store, &prefix)?;
     runtime::run_events(move |event, context| {
         let validator = validator.clone();

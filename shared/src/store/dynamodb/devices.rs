@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem};
 use std::collections::HashMap;
 
-fn device_sk(device: &str) -> String {
+pub(super) fn device_sk(device: &str) -> String {
     format!("DEV#{device}")
 }
 

@@ -8,6 +8,9 @@
 //! | trust anchor subject | `CA#{subject}` | `#CA` | `app` |
 //! | access token | `TOKEN#{prefix}` | `#TOKEN` | `user`, `gsi1pk=TOKENS#{user}`, `gsi1sk={prefix}` |
 //! | trust anchor registered with IoT Core | `IOTCA#{sha256 of DER}` | `#IOTCA` | `ca` (IoT certificate id), `app` |
+//! | stream consumer's WebSocket connection, by application | `WSAPP#{app}` | `{connection id}` | `appuid`, `user`, `channel`, `connected`, `expires` (TTL) |
+//! | the same connection, by id | `WSCONN#{connection id}` | `#WSCONN` | `app`, `expires` (TTL) |
+//! | device certificate activated on IoT Core | `APP#{app}` | `IOTCERT#{device}#{certificate id}` | `data` ([`ActivatedCertificate`]) |
 //!
 //! Every request-path read is a GetItem or a Query. Every write that must be unique or
 //! must not lose against a concurrent one is conditional (a transaction when it spans
@@ -16,11 +19,13 @@
 
 mod applications;
 mod commands;
+mod connections;
 mod devices;
 mod iot;
 mod tokens;
 
-pub use iot::RegisteredCa;
+pub use connections::StreamConnection;
+pub use iot::{ACTIVATED_CERTIFICATE_PREFIX, ActivatedCertificate, RegisteredCa};
 
 use super::{Conflict, StoreError, StoreResult};
 use aws_sdk_dynamodb::Client;

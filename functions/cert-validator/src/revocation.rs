@@ -1,0 +1,308 @@
+//! Revocation of device certificates activated on IoT Core: a reaction to the table's
+//! DynamoDB stream ([`crate::stream`]).
+//!
+//! The certificate validator records every certificate it activates
+//! ([`ActivatedCertificate`], `IOTCERT#{device}#{certificate id}` in the application's
+//! partition). A certificate is revoked (its policies detached and deleted, its status
+//! `REVOKED`, its record deleted) when it no longer authenticates its device:
+//!
+//! - the device is deleted, being deleted, disabled (`spec.core.disabled`), or made again
+//!   under its name (another `uid`);
+//! - the device's credentials no longer let it use the certificate: it holds `cert`
+//!   credentials and this certificate is not among them, or it holds credentials but no
+//!   `cert` one (see `drogue_shared::device_auth`);
+//! - the application is deleted, being deleted or disabled (every certificate of it);
+//! - for a gateway's certificate: a device its policy covers is deleted or no longer
+//!   names the gateway in its `gatewaySelector`;
+//! - its record is removed (deleting an application removes every item of its
+//!   partition, records included).
+//!
+//! Revoking is for good: re-enabling a device does not bring its certificates back; its
+//! next connection with a new certificate is validated just in time again. Handling a
+//! record twice changes nothing.
+
+use crate::anchors::{fingerprint, gone};
+use crate::stream::{Change, Item};
+use anyhow::Context;
+use aws_sdk_iot::types::CertificateStatus;
+use drogue_shared::model::device_spec::{self, Credential};
+use drogue_shared::model::{Device, Resource};
+
+use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
+
+/// Revokes certificates whose device changed; cheap to clone.
+#[derive(Clone)]
+pub struct Revocation {
+    iot: aws_sdk_iot::Client,
+    store: DynamoStore,
+}
+
+/// Whether an application or a device is disabled (`spec.core.disabled`).
+fn disabled(resource: &Resource) -> bool {
+    resource
+        .spec
+        .get("core")
+        .and_then(|core| core.get("disabled"))
+        .and_then(|d| d.as_bool())
+        .unwrap_or(false)
+}
+
+/// The DER of a `cert` credential: PEM text, or base64 of PEM or DER.
+fn credential_der(text: &str) -> Option<Vec<u8>> {
+    if text.contains("-----BEGIN") {
+        return pem::parse_many(text)
+            .ok()?
+            .into_iter()
+            .find(|p| p.tag() == "CERTIFICATE")
+            .map(|p| p.into_contents());
+    }
+    drogue_shared::model::trust_anchors::certificate_from_base64(text)
+}
+
+/// Why `cert` no longer authenticates `device` (its current state, `None` when it is
+/// gone); `None` when it still does.
+pub fn no_longer_authenticates(
+    device: Option<&Device>,
+    cert: &ActivatedCertificate,
+) -> Option<&'static str> {
+    let Some(device) = device else {
+        return Some("the device was deleted");
+    };
+    if device.metadata.uid != cert.device_uid {
+        return Some("the device was made again");
+    }
+    if device.is_deleting() {
+        return Some("the device is being deleted");
+    }
+    if disabled(device) {
+        return Some("the device is disabled");
+    }
+    let credentials = device_spec::credentials(&device.spec).unwrap_or_default();
+    let mut pinned = credentials
+        .iter()
+        .filter_map(|c| match c {
+            Credential::Certificate(text) => Some(text),
+            _ => None,
+        })
+        .peekable();
+    if pinned.peek().is_some() {
+        let held = pinned
+            .filter_map(|text| credential_der(text))
+            .any(|der| fingerprint(&der) == cert.fingerprint);
+        return (!held).then_some("the device no longer holds the certificate");
+    }
+    (!credentials.is_empty()).then_some("the device no longer authenticates with certificates")
+}
+
+/// The application an image is.
+fn application(item: Option<&Item>) -> Option<&Resource> {
+    match item {
+        Some(Item::Application(stored)) => Some(&stored.app),
+        _ => None,
+    }
+}
+
+/// The application and device an image is.
+fn device(item: Option<&Item>) -> Option<(&str, &Device)> {
+    match item {
+        Some(Item::Device {
+            application,
+            device,
+        }) => Some((application.as_str(), device.as_ref())),
+        _ => None,
+    }
+}
+
+impl Revocation {
+    pub fn new(iot: aws_sdk_iot::Client, store: DynamoStore) -> Self {
+        Self { iot, store }
+    }
+
+    /// Follows one stream record: the ids of the certificates revoked.
+    pub async fn record(&self, change: &Change<'_>) -> anyhow::Result<Vec<String>> {
+        let (old, new) = (change.old_item(), change.new_item());
+        if let (Some(Item::ActivatedCertificate(cert)), None) = (old, new) {
+            // a record removed (its device's or its application's doing): its
+            // certificate goes with it
+            let revoked = self.revoke(cert, "its record was removed").await?;
+            return Ok(revoked
+                .then(|| cert.certificate_id.clone())
+                .into_iter()
+                .collect());
+        }
+        if let Some(app) = application(new).or(application(old)) {
+            let reason = match application(new) {
+                Some(now) if now.is_deleting() => "the application is being deleted",
+                Some(now) if disabled(now) => "the application is disabled",
+                Some(_) => return Ok(Vec::new()),
+                None => "the application was deleted",
+            };
+            let mut revoked = Vec::new();
+            for cert in self.store.activated_certificates(app.name(), None).await? {
+                if self.revoke(&cert, reason).await? {
+                    revoked.push(cert.certificate_id);
+                }
+            }
+            return Ok(revoked);
+        }
+        let (old, new) = (device(old), device(new));
+        let Some((app, current)) = new.or(old) else {
+            return Ok(Vec::new());
+        };
+        self.device(
+            app,
+            current.name(),
+            old.map(|(_, d)| d),
+            new.map(|(_, d)| d),
+        )
+        .await
+    }
+
+    /// A device changed from `old` to `new` (`None`: absent).
+    async fn device(
+        &self,
+        app: &str,
+        name: &str,
+        old: Option<&Device>,
+        new: Option<&Device>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut revoked = Vec::new();
+        // its own certificates
+        for cert in self.store.activated_certificates(app, Some(name)).await? {
+            if let Some(reason) = no_longer_authenticates(new, &cert)
+                && self.revoke(&cert, reason).await?
+            {
+                revoked.push(cert.certificate_id);
+            }
+        }
+        // the certificates of the gateways it left (or all of them, when it is gone or
+        // another device now)
+        let gateways = |device: Option<&Device>| {
+            device
+                .map(|d| device_spec::gateways(&d.spec).unwrap_or_default())
+                .unwrap_or_default()
+        };
+        let before = gateways(old);
+        let same = matches!((old, new), (Some(o), Some(n)) if o.metadata.uid == n.metadata.uid);
+        let after = if same { gateways(new) } else { Vec::new() };
+        for gateway in before.iter().filter(|g| !after.contains(g)) {
+            for cert in self
+                .store
+                .activated_certificates(app, Some(gateway))
+                .await?
+            {
+                if cert.covers.iter().any(|d| d == name)
+                    && self
+                        .revoke(&cert, "a device its policy covers left the gateway")
+                        .await?
+                {
+                    revoked.push(cert.certificate_id);
+                }
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes a certificate: status `REVOKED` (IoT Core disconnects devices that use a
+    /// certificate leaving `ACTIVE`), its policies detached and deleted, its record
+    /// deleted. Whether anything changed.
+    pub async fn revoke(&self, cert: &ActivatedCertificate, reason: &str) -> anyhow::Result<bool> {
+        let id = &cert.certificate_id;
+        let mut changed = false;
+        let described = self
+            .iot
+            .describe_certificate()
+            .certificate_id(id)
+            .send()
+            .await;
+        let status = match described {
+            Ok(out) => out.certificate_description.and_then(|d| d.status),
+            Err(e) if gone(&e) => None,
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot describe the certificate {id}"))
+                );
+            }
+        };
+        if let Some(status) = status
+            && status != CertificateStatus::Revoked
+        {
+            self.iot
+                .update_certificate()
+                .certificate_id(id)
+                .new_status(CertificateStatus::Revoked)
+                .send()
+                .await
+                .with_context(|| format!("cannot revoke the certificate {id}"))?;
+            changed = true;
+        }
+        let attached = self
+            .iot
+            .list_attached_policies()
+            .target(&cert.certificate_arn)
+            .page_size(100)
+            .send()
+            .await;
+        let attached = match attached {
+            Ok(out) => out
+                .policies
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.policy_name)
+                .collect(),
+            Err(e) if gone(&e) => Vec::new(),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot list the policies of the certificate {id}")));
+            }
+        };
+        for policy in &attached {
+            let detached = self
+                .iot
+                .detach_policy()
+                .policy_name(policy)
+                .target(&cert.certificate_arn)
+                .send()
+                .await;
+            match detached {
+                Ok(_) => changed = true,
+                Err(e) if gone(&e) => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot detach the policy {policy} from {id}")));
+                }
+            }
+        }
+        for policy in &cert.policies {
+            let deleted = self.iot.delete_policy().policy_name(policy).send().await;
+            match deleted {
+                Ok(_) => changed = true,
+                Err(e) if gone(&e) => {}
+                // IoT Core may take minutes before a detached policy can be deleted; it
+                // grants nothing any more, so it is left (and logged)
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_delete_conflict_exception()) =>
+                {
+                    tracing::warn!(policy = %policy, certificate = %id, "a detached policy cannot be deleted yet; left in place");
+                }
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("cannot delete the policy {policy}"))
+                    );
+                }
+            }
+        }
+        self.store.delete_activated_certificate(cert).await?;
+        if changed {
+            tracing::info!(
+                certificate = %id,
+                application = %cert.application,
+                device = %cert.device,
+                reason,
+                "certificate revoked"
+            );
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,30 @@
+//! The event fan-out: the target of the Kinesis event stream's event source mapping (and
+//! on `$PORT` as `POST /`).
+
+use drogue_fan_out::fanout::{Config, Connections, FanOut, IotCore, connections_client};
+use drogue_shared::commands::iot_data_client;
+use drogue_shared::runtime;
+use drogue_shared::store::dynamodb::{self, DynamoStore};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let config = Config::from_env()?;
+    let aws = runtime::aws::config_from_env().await;
+    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let publisher = Arc::new(IotCore(iot_data_client(
+        &aws,
+        config.iot_endpoint.as_deref(),
+    )));
+    let poster = config.callback_url.as_deref().map(|url| {
+        Arc::new(Connections(connections_client(&aws, url)))
+            as Arc<dyn drogue_fan_out::fanout::ConnectionPoster>
+    });
+    let fan_out = FanOut::new(publisher, poster, store).concurrency(config.concurrency);
+    runtime::run_events(move |event, _| {
+        let fan_out = fan_out.clone();
+        async move { fan_out.handle(event).await }
+    })
+    .await
+}

@@ -1,0 +1,23 @@
+//! The WebSocket API's routes (`$connect`, `$disconnect`, `$default`): applications'
+//! stream consumers on AWS.
+
+// the Lambda runtime's service around the authentication's futures nests deeply
+#![recursion_limit = "256"]
+
+use drogue_fan_out::stream::{Config, StreamRoutes};
+use drogue_shared::runtime;
+use drogue_shared::store::dynamodb::{self, DynamoStore};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let config = Config::from_env()?;
+    let aws = runtime::aws::config_from_env().await;
+    let store = DynamoStore::new(dynamodb::client(&aws), &config.table);
+    let routes = StreamRoutes::new(store, &config);
+    runtime::run_events(move |event, _| {
+        let routes = routes.clone();
+        async move { routes.handle(event).await }
+    })
+    .await
+}

@@ -1,0 +1,195 @@
+//! The routes of the WebSocket API (API Gateway, Lambda proxy integrations), by
+//! `requestContext.routeKey`:
+//!
+//! - `$connect`: the caller authenticates as on the management API (Basic access token,
+//!   bearer OIDC token, `?token=`, `?username=&api_key=`), names the application with
+//!   `?app=` (and optionally one channel with `?channel=`) and needs read access to it.
+//!   The connection is then kept in the table (two hours at most, API Gateway's longest
+//!   connection) and the handshake completes; otherwise it is refused with the status and
+//!   JSON error of the management API: 401 without credentials, 403 for bad ones, 404 for an
+//!   application the caller may not read, 400 without `?app=`, 429 when the application
+//!   has [`Config::max_connections`] connections, 503 when a backend is unavailable.
+//! - `$disconnect`: the connection is forgotten.
+//! - `$default` (any message from the client, such as `drg`'s token refreshes): ignored.
+//!
+//! API Gateway's WebSocket URLs have no path beyond the stage, so the application is a
+//! query parameter: discovery announces `wss://{api}.execute-api.{region}.amazonaws.com/{stage}?app=`
+//! and `drg stream --app APP` appends the application's name to it.
+
+use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
+use axum::response::IntoResponse;
+use chrono::{Duration, Utc};
+use drogue_shared::access::Permission;
+use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::http::{ApiError, authenticate_user};
+use drogue_shared::model::AppName;
+use drogue_shared::registry::Registry;
+use drogue_shared::store::dynamodb::{DynamoStore, StreamConnection};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// How long a connection is kept: API Gateway closes every connection after two hours.
+pub const CONNECTION_LIFETIME: Duration = Duration::hours(2);
+
+/// What the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DROGUE_TABLE`.
+    pub table: String,
+    /// `DROGUE_OIDC_ISSUER` and `DROGUE_OIDC_AUDIENCE`: as for the registry.
+    pub oidc: Option<OidcConfig>,
+    /// `DROGUE_ADMIN_ROLE` (default `drogue-admin`).
+    pub admin_role: String,
+    /// `DROGUE_MAX_STREAMS_PER_APPLICATION`: open WebSocket connections per application
+    /// (default 100; 0 for no limit).
+    pub max_connections: usize,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            table: crate::table()?,
+            oidc: crate::var("DROGUE_OIDC_ISSUER")
+                .map(|issuer| OidcConfig::new(issuer, crate::var("DROGUE_OIDC_AUDIENCE"))),
+            admin_role: crate::var("DROGUE_ADMIN_ROLE")
+                .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
+            max_connections: crate::number("DROGUE_MAX_STREAMS_PER_APPLICATION", 100),
+        })
+    }
+}
+
+/// The WebSocket routes; cheap to clone.
+#[derive(Clone)]
+pub struct StreamRoutes {
+    store: DynamoStore,
+    registry: Registry,
+    oidc: Option<Arc<OidcVerifier>>,
+    max_connections: usize,
+}
+
+impl StreamRoutes {
+    pub fn new(store: DynamoStore, config: &Config) -> Self {
+        let registry = Registry::new(Arc::new(store.clone()), Authorizer::new(&config.admin_role));
+        Self {
+            store,
+            registry,
+            oidc: config.oidc.clone().map(|c| Arc::new(OidcVerifier::new(c))),
+            max_connections: config.max_connections,
+        }
+    }
+
+    /// Handles a WebSocket API event; the answer is an API Gateway proxy response. An
+    /// event that is none, or a `$disconnect` that cannot be recorded, is a function error.
+    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
+        let request: ApiGatewayWebsocketProxyRequest = serde_json::from_value(event)
+            .map_err(|e| anyhow::anyhow!("not a WebSocket API event: {e}"))?;
+        let context = &request.request_context;
+        let connection = context
+            .connection_id
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("a WebSocket API event without a connection id"))?;
+        match context.route_key.as_deref() {
+            // boxed: the authentication and registry futures are deep
+            Some("$connect") => Ok(match Box::pin(self.connect(&request, &connection)).await {
+                Ok(()) => json!({"statusCode": 200}),
+                Err(e) => error_answer(e).await,
+            }),
+            Some("$disconnect") => {
+                let kept = self.store.forget_stream_connection(&connection).await?;
+                tracing::info!(connection, kept, "stream disconnected");
+                Ok(json!({"statusCode": 200}))
+            }
+            // messages from the client: nothing to do
+            _ => Ok(json!({"statusCode": 200})),
+        }
+    }
+
+    async fn connect(
+        &self,
+        request: &ApiGatewayWebsocketProxyRequest,
+        connection: &str,
+    ) -> Result<(), ApiError> {
+        let parts = request_parts(request)?;
+        let principal =
+            authenticate_user(&parts, self.registry.store().as_ref(), self.oidc.as_deref()).await?;
+        let query = |name: &str| {
+            form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let raw = query("app").filter(|a| !a.is_empty()).ok_or_else(|| {
+            ApiError::InvalidRequest("name the application to follow: ?app=<application>".into())
+        })?;
+        let app = AppName::parse(&raw)
+            .map_err(|_| ApiError::NotFound(format!("the application '{raw}' does not exist")))?;
+        let stored = self
+            .registry
+            .application_for(&principal, &app, Permission::Read)
+            .await?;
+        if self.max_connections > 0
+            && self.store.count_stream_connections(app.as_str()).await? >= self.max_connections
+        {
+            return Err(ApiError::QuotaExceeded(format!(
+                "the application '{app}' has {} open streams, the most it may have",
+                self.max_connections
+            )));
+        }
+        let now = Utc::now();
+        let channel = query("channel").filter(|c| !c.is_empty());
+        self.store
+            .put_stream_connection(&StreamConnection {
+                id: connection.to_owned(),
+                application: app.as_str().to_owned(),
+                application_uid: stored.app.metadata.uid,
+                user: principal.user.clone(),
+                channel: channel.clone(),
+                connected: now,
+                expires: now + CONNECTION_LIFETIME,
+            })
+            .await?;
+        tracing::info!(application = %app, user = %principal.user, ?channel, connection, "stream opened");
+        Ok(())
+    }
+}
+
+/// The request's URI (with its query) and headers, as the management API's
+/// authentication reads them.
+fn request_parts(
+    request: &ApiGatewayWebsocketProxyRequest,
+) -> Result<http::request::Parts, ApiError> {
+    let pairs = if request.multi_value_query_string_parameters.is_empty() {
+        &request.query_string_parameters
+    } else {
+        &request.multi_value_query_string_parameters
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter() {
+        query.append_pair(k, v);
+    }
+    let headers = if request.multi_value_headers.is_empty() {
+        &request.headers
+    } else {
+        &request.multi_value_headers
+    };
+    let mut built = http::Request::builder()
+        .uri(format!("/?{}", query.finish()))
+        .body(())
+        .map_err(|e| ApiError::InvalidRequest(format!("a malformed request: {e}")))?;
+    *built.headers_mut() = headers.clone();
+    Ok(built.into_parts().0)
+}
+
+/// An error as API Gateway's proxy response: the management API's status and JSON body.
+async fn error_answer(error: ApiError) -> Value {
+    let response = error.into_response();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    json!({
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": String::from_utf8_lossy(&body),
+    })
+}
