@@ -25,7 +25,8 @@ use crate::anchors::{fingerprint, gone};
 use crate::stream::{Change, Item};
 use anyhow::Context;
 use aws_sdk_iot::types::CertificateStatus;
-use drogue_shared::model::device_spec::{self, Credential};
+use drogue_shared::device_auth::may_use_certificate;
+use drogue_shared::model::device_spec;
 use drogue_shared::model::{Device, Resource};
 
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
@@ -47,18 +48,6 @@ fn disabled(resource: &Resource) -> bool {
         .unwrap_or(false)
 }
 
-/// The DER of a `cert` credential: PEM text, or base64 of PEM or DER.
-fn credential_der(text: &str) -> Option<Vec<u8>> {
-    if text.contains("-----BEGIN") {
-        return pem::parse_many(text)
-            .ok()?
-            .into_iter()
-            .find(|p| p.tag() == "CERTIFICATE")
-            .map(|p| p.into_contents());
-    }
-    drogue_shared::model::trust_anchors::certificate_from_base64(text)
-}
-
 /// Why `cert` no longer authenticates `device` (its current state, `None` when it is
 /// gone); `None` when it still does.
 pub fn no_longer_authenticates(
@@ -78,20 +67,7 @@ pub fn no_longer_authenticates(
         return Some("the device is disabled");
     }
     let credentials = device_spec::credentials(&device.spec).unwrap_or_default();
-    let mut pinned = credentials
-        .iter()
-        .filter_map(|c| match c {
-            Credential::Certificate(text) => Some(text),
-            _ => None,
-        })
-        .peekable();
-    if pinned.peek().is_some() {
-        let held = pinned
-            .filter_map(|text| credential_der(text))
-            .any(|der| fingerprint(&der) == cert.fingerprint);
-        return (!held).then_some("the device no longer holds the certificate");
-    }
-    (!credentials.is_empty()).then_some("the device no longer authenticates with certificates")
+    may_use_certificate(&credentials, |der| fingerprint(der) == cert.fingerprint).err()
 }
 
 /// The application an image is.

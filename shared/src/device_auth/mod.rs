@@ -13,7 +13,7 @@ mod x509;
 
 pub use cache::VerifiedPasswords;
 pub use checks::{FAILURE_TTL, MAX_WAITING_PER_DEVICE, PasswordChecks};
-pub use x509::Clock;
+pub use x509::{Clock, may_use_certificate};
 
 use crate::model::device_spec::{self, Credential};
 use crate::model::{AppName, Application, Claim, Device, DeviceName};

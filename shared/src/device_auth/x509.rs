@@ -100,6 +100,18 @@ pub(super) async fn authenticate(
 /// Whether a device holding `stored` credentials may authenticate with the certificate
 /// `end_entity` (DER): one of its `cert` credentials, or any when it holds none at all.
 fn may_use(stored: &[Credential], end_entity: &[u8]) -> Result<(), &'static str> {
+    may_use_certificate(stored, |der| der == end_entity)
+}
+
+/// Whether a device holding `stored` credentials may authenticate with a certificate,
+/// told by `is_it` (which sees the DER of each pinned certificate): when it pins `cert`
+/// credentials, one of them must be it; a device with no credentials at all may use any
+/// certificate of its application's trust anchors; any other device none. The one rule
+/// for authentication and for revoking certificates activated on IoT Core.
+pub fn may_use_certificate(
+    stored: &[Credential],
+    is_it: impl Fn(&[u8]) -> bool,
+) -> Result<(), &'static str> {
     let mut pinned = stored.iter().filter_map(|c| match c {
         Credential::Certificate(text) => Some(text),
         _ => None,
@@ -108,7 +120,7 @@ fn may_use(stored: &[Credential], end_entity: &[u8]) -> Result<(), &'static str>
         Some(first) => std::iter::once(first)
             .chain(pinned)
             .filter_map(|text| certificate_der(text))
-            .any(|der| der == end_entity)
+            .any(|der| is_it(&der))
             .then_some(())
             .ok_or("the certificate is not one the device holds"),
         None if stored.is_empty() => Ok(()),

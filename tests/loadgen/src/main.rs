@@ -1,9 +1,11 @@
 //! `drogue-loadgen run`: requests over N keep-alive HTTP/1.1 connections for a while,
 //! then the throughput and latency percentiles.
 //! `drogue-loadgen mqtt`: MQTT devices to one subscribed application (see `mqtt.rs`).
+//! `drogue-loadgen catch-up`: a resuming consumer's catch-up rate (see `catchup.rs`).
 //! `drogue-loadgen bare-server`: the baseline, a bare `hyper` server answering a fixed
 //! status with an empty body.
 
+mod catchup;
 mod mqtt;
 
 use anyhow::Context;
@@ -84,6 +86,24 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// A persistent MQTT session misses `count` events and catches up: events per second
+    /// from the log.
+    CatchUp {
+        /// `host:port` of the broker.
+        broker: String,
+        /// `host:port` of the HTTP endpoint.
+        http: String,
+        /// The application's `user:token`.
+        #[arg(long)]
+        subscriber: String,
+        /// `device@app:password` of the publishing device.
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value = "bench")]
+        app: String,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+    },
     /// Answer every request with 200 (or 202 with `--accepted`) and an empty body.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:18081")]
@@ -153,6 +173,21 @@ fn main() -> anyhow::Result<()> {
             subscriber,
             filter,
             rate,
+        })),
+        Mode::CatchUp {
+            broker,
+            http,
+            subscriber,
+            device,
+            app,
+            count,
+        } => rt.block_on(catchup::run(catchup::CatchUp {
+            broker,
+            http,
+            subscriber,
+            device,
+            app,
+            count,
         })),
         Mode::BareServer { bind, accepted } => {
             let status = if accepted {

@@ -2,6 +2,7 @@
 //! 0.11, by HTTP and by MQTT clients, stopped by signals and restarted on the same data directory.
 
 mod commands;
+mod crash;
 mod drg;
 mod mqtt;
 mod mqtt_client;
