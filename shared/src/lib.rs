@@ -9,6 +9,7 @@ pub mod events;
 pub mod http;
 pub mod model;
 pub mod mqtt;
+pub mod rate_limit;
 pub mod registry;
 pub mod runtime;
 pub mod store;

@@ -30,6 +30,10 @@ pub const CASES: &[Case<TestStore>] = &[
     ("devices are listed by name, per application", |s| {
         Box::pin(listing(s))
     }),
+    (
+        "the device count follows the writes and holds the limit",
+        |s| Box::pin(device_quota(s)),
+    ),
 ];
 
 fn conflict(err: StoreError) -> Conflict {
@@ -312,4 +316,89 @@ async fn gateway_index(t: TestStore) {
         served("gw1").await.is_empty(),
         "an application's delete takes its index along"
     );
+}
+
+async fn device_quota(t: TestStore) {
+    let s = t.store;
+    let (a, b) = (app_name("a"), app_name("b"));
+    s.create_application(&app("a")).await.unwrap();
+    s.create_application(&app("b")).await.unwrap();
+    assert_eq!(s.count_devices(&a).await.unwrap(), 0);
+    let d1 = device("a", "d1", json!({"alias": ["one"]}));
+    s.create_device_within(&a, &d1, Some(2)).await.unwrap();
+    let d2 = device("a", "d2", json!({}));
+    s.create_device_within(&a, &d2, Some(2)).await.unwrap();
+    let err = s
+        .create_device_within(&a, &device("a", "d3", json!({"alias": ["three"]})), Some(2))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::QuotaExceeded);
+    assert_eq!(s.count_devices(&a).await.unwrap(), 2);
+    assert!(
+        s.get_device(&a, &device_name("d3"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.find_device_by_claim(&a, &Claim::Alias("three".into()))
+            .await
+            .unwrap(),
+        None,
+        "a refused device claims nothing"
+    );
+    // the limit is the application's: another one is not held
+    s.create_device_within(&b, &device("b", "d3", json!({})), Some(2))
+        .await
+        .unwrap();
+    assert_eq!(s.count_devices(&b).await.unwrap(), 1);
+
+    // writes that fail count nothing
+    let err = s.create_device(&a, &d1).await.unwrap_err();
+    assert_eq!(conflict(err), Conflict::AlreadyExists);
+    let err = s
+        .create_device(&a, &device("a", "d4", json!({"alias": ["one"]})))
+        .await
+        .unwrap_err();
+    assert!(matches!(conflict(err), Conflict::ClaimTaken(_)));
+    let err = s
+        .delete_device(&a, &revised(&d1, json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::Changed);
+    assert_eq!(s.count_devices(&a).await.unwrap(), 2);
+
+    // without a limit the count goes on; a delete makes room
+    s.create_device(&a, &device("a", "d5", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(s.count_devices(&a).await.unwrap(), 3);
+    s.delete_device(&a, &d1).await.unwrap();
+    s.delete_device(&a, &d2).await.unwrap();
+    assert_eq!(s.count_devices(&a).await.unwrap(), 1);
+    s.create_device_within(&a, &device("a", "d3", json!({})), Some(2))
+        .await
+        .unwrap();
+    assert_eq!(s.count_devices(&a).await.unwrap(), 2);
+
+    // an application made again under the name starts from nothing
+    let stored = s.get_application(&a).await.unwrap().unwrap();
+    s.delete_application(&stored).await.unwrap();
+    s.create_application(&app("a")).await.unwrap();
+    assert_eq!(s.count_devices(&a).await.unwrap(), 0);
+
+    // the limit holds at the count, whatever it was set to before
+    for i in 0..3 {
+        let d = device("a", &format!("c{i}"), json!({}));
+        s.create_device_within(&a, &d, Some(3)).await.unwrap();
+    }
+    let more = device("a", "late", json!({}));
+    let err = s
+        .create_device_within(&a, &more, Some(3))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::QuotaExceeded);
+    s.create_device_within(&a, &more, Some(4)).await.unwrap();
+    assert_eq!(s.list_devices(&a).await.unwrap().len(), 4);
+    assert_eq!(s.count_devices(&a).await.unwrap(), 4);
 }

@@ -543,3 +543,228 @@ async fn events_fan_out_to_mqtt_and_the_applications_websockets() {
         drogue_tests::lambda::Answer::Error(_)
     ));
 }
+
+/// The fan-out checks a connection's access again before each delivery (on what it read
+/// at most 5 s before): a member removed from the application, a deleted access token
+/// and an expired one get no more events, and their connections are closed through the
+/// management API (`DeleteConnection`) and forgotten; the owner's connection keeps
+/// receiving.
+#[tokio::test]
+async fn connections_whose_access_ended_are_closed_before_the_next_event() {
+    use chrono::Timelike;
+    use drogue_shared::access::{Principal, Role, TokenOptions, create_token, create_token_with};
+    use drogue_shared::registry::{MemberEntry, Members, Registry};
+    use drogue_shared::store::{ApplicationStore, TokenStore};
+
+    let store = fresh_dynamo_table().await;
+    let table = store.table().to_owned();
+    let shared: Arc<DynamoStore> = Arc::new(store.clone());
+    let registry = Registry::new(shared.clone(), Default::default());
+    let olga = Principal::user("olga");
+    let app = drogue_shared::model::AppName::parse("ws-app").unwrap();
+    registry
+        .create_application(
+            &olga,
+            serde_json::from_value(json!({"metadata": {"name": "ws-app"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let members = |names: &[&str]| Members {
+        resource_version: None,
+        members: names
+            .iter()
+            .map(|n| (n.to_string(), MemberEntry { role: Role::Reader }))
+            .collect(),
+    };
+    registry
+        .set_members(&olga, &app, members(&["rita", "mia"]))
+        .await
+        .unwrap();
+    let token = |user: &'static str| {
+        let shared = shared.clone();
+        async move {
+            create_token(shared.as_ref(), &Principal::user(user), None)
+                .await
+                .unwrap()
+        }
+    };
+    let (olga_token, rita_token, mia_deleted) =
+        (token("olga").await, token("rita").await, token("mia").await);
+    let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    let mia_expiring = create_token_with(
+        shared.as_ref(),
+        &Principal::user("mia"),
+        TokenOptions {
+            description: None,
+            expires: Some(in_an_hour),
+        },
+    )
+    .await
+    .unwrap();
+
+    let stream = Function::start("stream", &[("DROGUE_TABLE", &table)]).await;
+    for (id, user, secret) in [
+        ("owner", "olga", &olga_token.token),
+        ("member", "rita", &rita_token.token),
+        ("deleted-token", "mia", &mia_deleted.token),
+        ("expired-token", "mia", &mia_expiring.token),
+    ] {
+        let query = [
+            ("app", "ws-app"),
+            ("username", user),
+            ("api_key", secret.as_str()),
+        ];
+        assert_eq!(
+            route(&stream, connect_event(id, &query, false)).await.0,
+            200,
+            "{id}"
+        );
+    }
+    let kept = store
+        .stream_connections("ws-app", chrono::Utc::now())
+        .await
+        .unwrap();
+    let expiring = kept.iter().find(|c| c.id == "expired-token").unwrap();
+    assert_eq!(
+        (expiring.token.as_deref(), expiring.credentials_expire),
+        (
+            Some(mia_expiring.prefix.as_str()),
+            Some(in_an_hour.with_nanosecond(0).unwrap())
+        ),
+        "the token's prefix and expiry are kept with the connection"
+    );
+    for (id, prefix) in [
+        ("owner", &olga_token.prefix),
+        ("member", &rita_token.prefix),
+        ("deleted-token", &mia_deleted.prefix),
+    ] {
+        let connection = kept.iter().find(|c| c.id == id).unwrap();
+        assert_eq!(
+            connection.token.as_ref(),
+            Some(prefix),
+            "the token's prefix, never the token"
+        );
+    }
+
+    let uid = store
+        .get_application(&app)
+        .await
+        .unwrap()
+        .unwrap()
+        .app
+        .metadata
+        .uid;
+    let event_of = |n: u32| -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "specversion": "1.0", "id": format!("ws-{n}"), "type": "io.drogue.event.v1",
+            "source": "drogue://ws-app/d1", "subject": "telemetry",
+            "application": "ws-app", "applicationuid": uid,
+            "datacontenttype": "application/json", "data": {"n": n},
+        }))
+        .unwrap()
+    };
+    let batch_of = |n: u32| {
+        let record = (
+            format!("{}", 1000 + n),
+            "ws-app/d1".to_owned(),
+            event_of(n),
+            1_764_000_000.5,
+        );
+        kinesis_event("events", &[record])
+    };
+
+    let proxy = Proxy::start().await;
+    let fan_out = Function::start(
+        "fan-out",
+        &[
+            ("DROGUE_TABLE", &table),
+            ("DROGUE_IOT_DATA_ENDPOINT", &proxy.url),
+            ("DROGUE_WEBSOCKET_CALLBACK_URL", &proxy.url),
+        ],
+    )
+    .await;
+    let delivered = |seen: &[Seen], method: &str| -> Vec<(String, u16)> {
+        let mut found: Vec<(String, u16)> = seen
+            .iter()
+            .filter(|s| s.method == method)
+            .filter_map(|s| s.connection().map(|c| (c.to_owned(), s.status)))
+            .collect();
+        found.sort();
+        found
+    };
+
+    // everyone may read: everyone gets the first event
+    let answer = fan_out.api.invoke(batch_of(1)).await.response();
+    let first = std::time::Instant::now();
+    assert_eq!(failures(&answer), Vec::<String>::new(), "{answer}");
+    let seen = proxy.take();
+    assert_eq!(
+        delivered(&seen, "POST"),
+        [
+            ("deleted-token".to_owned(), 200),
+            ("expired-token".to_owned(), 200),
+            ("member".to_owned(), 200),
+            ("owner".to_owned(), 200),
+        ]
+    );
+    assert_eq!(delivered(&seen, "DELETE"), []);
+
+    // rita is removed, one of mia's tokens deleted, the other's expiry lies in the past
+    registry
+        .set_members(&olga, &app, members(&["mia"]))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_token("mia", &mia_deleted.prefix)
+            .await
+            .unwrap()
+    );
+    let mut expired = store
+        .get_token(&mia_expiring.prefix)
+        .await
+        .unwrap()
+        .unwrap();
+    expired.expires = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    assert!(store.delete_token("mia", &expired.prefix).await.unwrap());
+    store.create_token(&expired).await.unwrap();
+
+    // what the fan-out read is relied on for at most 5 s
+    let period = std::time::Duration::from_millis(5200);
+    tokio::time::sleep(period.saturating_sub(first.elapsed())).await;
+    let answer = fan_out.api.invoke(batch_of(2)).await.response();
+    assert_eq!(failures(&answer), Vec::<String>::new(), "{answer}");
+    let seen = proxy.take();
+    assert_eq!(
+        delivered(&seen, "POST"),
+        [("owner".to_owned(), 200)],
+        "the owner only"
+    );
+    assert_eq!(
+        delivered(&seen, "DELETE"),
+        [
+            ("deleted-token".to_owned(), 200),
+            ("expired-token".to_owned(), 200),
+            ("member".to_owned(), 200),
+        ],
+        "closed through the management API, which took it"
+    );
+    assert_eq!(kept_ids(&store, "ws-app").await, ["owner"]);
+    for id in ["deleted-token", "expired-token", "member"] {
+        assert!(
+            store
+                .stream_connection_application(id)
+                .await
+                .unwrap()
+                .is_none(),
+            "{id} is forgotten"
+        );
+    }
+
+    // the next event: the owner again, nothing more to close
+    let answer = fan_out.api.invoke(batch_of(3)).await.response();
+    assert_eq!(failures(&answer), Vec::<String>::new(), "{answer}");
+    let seen = proxy.take();
+    assert_eq!(delivered(&seen, "POST"), [("owner".to_owned(), 200)]);
+    assert_eq!(delivered(&seen, "DELETE"), []);
+}

@@ -613,24 +613,28 @@ struct Service {
 /// Knative Services by name.
 type Services = std::collections::HashMap<String, Service>;
 
+/// The YAML documents of a file of `infra/knative/`, as JSON.
+fn knative_documents(file: &str) -> Vec<Value> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/knative");
+    let python = std::env::var("DROGUE_TEST_PYTHON").expect(
+        "DROGUE_TEST_PYTHON names a Python with PyYAML; tests/run sets it up and exports it",
+    );
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+            &format!("{dir}/{file}"),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{file}: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// The Knative Services of `infra/knative/`.
 fn knative_services() -> Services {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/knative");
-    let documents = |file: &str| -> Vec<Value> {
-        let python = std::env::var("DROGUE_TEST_PYTHON").expect(
-            "DROGUE_TEST_PYTHON names a Python with PyYAML; tests/run sets it up and exports it",
-        );
-        let output = std::process::Command::new(python)
-            .args([
-                "-c",
-                "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-                &format!("{dir}/{file}"),
-            ])
-            .output()
-            .expect("python runs");
-        assert!(output.status.success(), "{file}: {output:?}");
-        serde_json::from_slice(&output.stdout).unwrap()
-    };
+    let documents = knative_documents;
     let config = documents("config.yaml");
     assert_eq!(config.len(), 1);
     assert_eq!(config[0]["kind"], "ConfigMap");
@@ -1005,6 +1009,212 @@ async fn every_knative_service_serves_on_port() {
         failed.json::<Value>().await.unwrap()["error"],
         "FunctionError"
     );
+}
+
+/// The Services `infra/knative/eventing.yaml` binds to its Broker with a SinkBinding.
+fn sink_bound_services() -> Vec<String> {
+    let documents = knative_documents("eventing.yaml");
+    let broker = documents
+        .iter()
+        .find(|d| d["kind"] == "Broker")
+        .expect("a Broker");
+    let broker = broker["metadata"]["name"].as_str().unwrap();
+    let mut bound: Vec<String> = documents
+        .iter()
+        .filter(|d| d["kind"] == "SinkBinding")
+        .map(|binding| {
+            assert_eq!(binding["apiVersion"], "sources.knative.dev/v1");
+            let subject = &binding["spec"]["subject"];
+            assert_eq!(subject["apiVersion"], "serving.knative.dev/v1");
+            assert_eq!(subject["kind"], "Service");
+            let sink = &binding["spec"]["sink"]["ref"];
+            assert_eq!(
+                (sink["kind"].as_str(), sink["name"].as_str()),
+                (Some("Broker"), Some(broker))
+            );
+            subject["name"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    bound.sort();
+    bound
+}
+
+/// Starts a Knative Service's binary with its manifest's environment and `K_SINK` (as a
+/// SinkBinding sets it), without `DROGUE_EVENT_STREAM` unless `keep_stream`.
+async fn serve_with_sink(
+    services: &Services,
+    service: &str,
+    table: &str,
+    stream: &str,
+    sink: &str,
+    keep_stream: bool,
+) -> (FunctionProcess, String) {
+    let port = free_port();
+    let (binary, mut env) = service_environment(services, service, table, stream, port);
+    if !keep_stream {
+        env.retain(|(k, _)| k != "DROGUE_EVENT_STREAM");
+    }
+    env.push(("K_SINK".into(), sink.to_owned()));
+    let mut process = start_binary(&binary, &env);
+    wait_listening(service, port, &mut process.child).await;
+    (process, format!("http://127.0.0.1:{port}"))
+}
+
+/// With `K_SINK` set, as `infra/knative/eventing.yaml`'s SinkBindings set it for every
+/// Service that writes events, each of them delivers its events there as binary-mode
+/// CloudEvents (and not to Kinesis), needs no Kinesis stream, and a sink that does not
+/// take an event makes the publish fail (503 on the device endpoint).
+#[tokio::test]
+async fn knative_services_deliver_events_to_k_sink() {
+    use drogue_tests::sink::Receiver;
+    use std::time::Duration;
+    let services = knative_services();
+    let mut writers: Vec<String> = services
+        .iter()
+        .filter(|(_, s)| s.env.iter().any(|(k, _)| k == "DROGUE_EVENT_STREAM"))
+        .map(|(name, _)| name.clone())
+        .collect();
+    writers.sort();
+    assert_eq!(
+        writers,
+        [
+            "drogue-http-endpoint",
+            "drogue-mqtt-ingest",
+            "drogue-trust-anchor-sync"
+        ]
+    );
+    assert_eq!(
+        sink_bound_services(),
+        writers,
+        "a SinkBinding for every writer"
+    );
+
+    let store = populated().await;
+    let kinesis = kinesis_client(&moto_url());
+    let stream = fresh_kinesis_stream(&kinesis).await;
+    let table = store.table();
+    let http = reqwest::Client::new();
+    let mut sink = Receiver::start().await;
+    let within = Duration::from_secs(10);
+
+    // the device endpoint with its manifest's stream and K_SINK: K_SINK wins
+    let (_endpoint, base) = serve_with_sink(
+        &services,
+        "drogue-http-endpoint",
+        table,
+        &stream,
+        sink.url(),
+        true,
+    )
+    .await;
+    let publish = |body: Vec<u8>, content_type: &'static str| {
+        http.post(format!("{base}/v1/telemetry"))
+            .basic_auth("device1@from-lambda", Some("hey-rodney"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let published = publish(br#"{"temp": 1}"#.to_vec(), "application/json")
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 202);
+    let event = sink
+        .next(within)
+        .await
+        .expect("the telemetry reaches K_SINK");
+    assert_eq!(event.header("ce-specversion"), "1.0");
+    assert!(
+        uuid::Uuid::parse_str(event.header("ce-id")).is_ok(),
+        "{event:?}"
+    );
+    assert_eq!(event.header("ce-type"), "io.drogue.event.v1");
+    assert_eq!(event.header("ce-source"), "drogue://from-lambda/device1");
+    assert_eq!(event.header("ce-subject"), "telemetry");
+    assert_eq!(event.header("ce-application"), "from-lambda");
+    assert_eq!(event.header("ce-device"), "device1");
+    assert_eq!(event.header("ce-sender"), "device1");
+    assert_eq!(event.header("ce-instance"), "drogue");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(event.header("ce-time")).is_ok(),
+        "{event:?}"
+    );
+    assert_eq!(event.header("content-type"), "application/json");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.body).unwrap(),
+        json!({"temp": 1})
+    );
+    let bytes = vec![0u8, 0xff, 0x7f, b'x'];
+    let published = publish(bytes.clone(), "application/octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 202);
+    let event = sink
+        .next(within)
+        .await
+        .expect("binary telemetry reaches K_SINK");
+    assert_eq!(event.header("content-type"), "application/octet-stream");
+    assert_eq!(event.body.to_vec(), bytes);
+    assert!(
+        kinesis_records(&kinesis, &stream).await.is_empty(),
+        "nothing went to Kinesis"
+    );
+    // a sink that refuses: the device is told to come back later
+    sink.answer(500);
+    let refused = publish(b"{}".to_vec(), "application/json").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert!(sink.next(within).await.is_some());
+    sink.answer(202);
+
+    // the event functions, without a Kinesis stream at all
+    let bearer = format!("Bearer {INTERNAL_TOKEN}");
+    let (_ingest, base) = serve_with_sink(
+        &services,
+        "drogue-mqtt-ingest",
+        table,
+        &stream,
+        sink.url(),
+        false,
+    )
+    .await;
+    let answer = post_event(&http, &base, "mqtt-ingest-telemetry.json", Some(&bearer)).await;
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap()["outcome"], "accepted");
+    let event = sink
+        .next(within)
+        .await
+        .expect("MQTT telemetry reaches K_SINK");
+    assert_eq!(event.header("ce-type"), "io.drogue.event.v1");
+    assert_eq!(event.header("ce-device"), "device1");
+    assert_eq!(event.header("ce-subject"), "telemetry");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.body).unwrap(),
+        json!({"temp": 21.5})
+    );
+
+    let (_sync, base) = serve_with_sink(
+        &services,
+        "drogue-trust-anchor-sync",
+        table,
+        &stream,
+        sink.url(),
+        false,
+    )
+    .await;
+    let answer = post_event(&http, &base, "trust-anchor-sync.json", Some(&bearer)).await;
+    assert_eq!(answer.status().as_u16(), 200);
+    let event = sink
+        .next(within)
+        .await
+        .expect("the registry change reaches K_SINK");
+    assert_eq!(event.header("ce-type"), "io.drogue.registry.v1");
+    assert_eq!(event.header("ce-subject"), "applications");
+    assert_eq!(event.header("ce-source"), "drogue://from-lambda");
+    assert_eq!(event.header("ce-change"), "created");
+    assert_eq!(event.header("content-type"), "application/json");
+    let data: Value = serde_json::from_slice(&event.body).unwrap();
+    assert_eq!(data["change"], "created");
+    assert_eq!(data["name"], "from-lambda");
+    assert!(kinesis_records(&kinesis, &stream).await.is_empty());
 }
 
 /// Each event-triggered Service started from its manifest without the Secret's token (and

@@ -5,6 +5,7 @@ use super::fixture::populate;
 use base64::Engine;
 use drogue_mqtt_ingest::{Config, Ingest};
 use drogue_shared::commands::CommandService;
+use drogue_shared::events::destination::Destination;
 use drogue_shared::events::kinesis::KinesisSink;
 use drogue_shared::store::CommandStore;
 use drogue_shared::store::dynamodb::DynamoStore;
@@ -39,7 +40,7 @@ async fn setup() -> Setup {
     let stream = fresh_kinesis_stream(&client).await;
     let config = Config {
         table: "unused".into(),
-        stream: stream.clone(),
+        events: Destination::Kinesis(stream.clone()),
         instance: "drogue".into(),
     };
     let ingest = Ingest::new(

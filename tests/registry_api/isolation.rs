@@ -531,6 +531,7 @@ async fn application_quota(backend: Backend) {
     let settings = drogue_registry::Settings {
         quotas: drogue_shared::registry::Quotas {
             applications_per_user: 2,
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -9,6 +9,7 @@ pub mod events;
 pub mod issuer;
 pub mod lambda;
 pub mod pki;
+pub mod sink;
 pub mod suite;
 
 pub use api::TestApp;

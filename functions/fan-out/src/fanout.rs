@@ -8,13 +8,16 @@
 //!    content type `application/cloudevents+json; charset=utf-8`), which reaches every
 //!    MQTT subscriber of the application, including persistent sessions that are offline;
 //! 2. it is posted to every WebSocket connection kept for the application (of the same
-//!    application `uid`, and of the event's channel when the connection asked for one). A
+//!    application `uid`, and of the event's channel when the connection asked for one)
+//!    whose access still holds ([`crate::access`]: checked before each delivery, on what
+//!    was read at most [`crate::access::RECHECK_PERIOD`] ago). A connection whose access
+//!    ended gets nothing more: it is closed (`DeleteConnection`) and forgotten. A
 //!    connection that is gone (`GoneException`) is forgotten; any other failure to post
 //!    to one connection is logged and does not fail the record, so that one consumer
 //!    cannot hold up everyone's events.
 //!
-//! A record fails when the publish fails or the application's connections cannot be
-//! read. A batch comes from one shard, in sequence order; Lambda retries a shard from the
+//! A record fails when the publish fails or the application's connections, or what
+//! decides their access (the application, access tokens), cannot be read. A batch comes from one shard, in sequence order; Lambda retries a shard from the
 //! lowest sequence number reported, so once a record fails, every later record of the batch
 //! is reported too, and no later record is started. Records are handled concurrently
 //! across applications ([`FanOut::concurrency`] at a time) and in order within one, so an
@@ -24,16 +27,20 @@
 //! A record that is no CloudEvent of an application (not JSON, no valid `application`)
 //! can never succeed: it is logged and skipped, not retried.
 
+use crate::access::{Access, Lookups, decide};
 use async_trait::async_trait;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use chrono::{DateTime, Utc};
+use drogue_shared::access::authz::Authorizer;
 use drogue_shared::model::AppName;
-use drogue_shared::store::StoreResult;
 use drogue_shared::store::dynamodb::{DynamoStore, StreamConnection};
+use drogue_shared::store::{
+    ApplicationStore, StoreResult, StoredApplication, StoredToken, TokenStore,
+};
 use futures_util::StreamExt;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -57,13 +64,16 @@ pub enum PostError {
     Failed(BoxError),
 }
 
-/// Sends messages to WebSocket connections (API Gateway's `@connections` API).
+/// Sends messages to WebSocket connections and closes them (API Gateway's `@connections`
+/// API).
 #[async_trait]
 pub trait ConnectionPoster: Send + Sync {
     async fn post(&self, connection: &str, payload: &[u8]) -> Result<(), PostError>;
+    /// Closes a connection (`Gone`: it was closed already).
+    async fn close(&self, connection: &str) -> Result<(), PostError>;
 }
 
-/// The kept WebSocket connections of applications.
+/// The kept WebSocket connections of applications, and what decides their access.
 #[async_trait]
 pub trait Subscribers: Send + Sync {
     /// The unexpired connections of an application.
@@ -74,6 +84,10 @@ pub trait Subscribers: Send + Sync {
     ) -> StoreResult<Vec<StreamConnection>>;
     /// Forgets a connection.
     async fn remove(&self, application: &str, connection: &str) -> StoreResult<()>;
+    /// The application of this name, if there is one.
+    async fn application(&self, name: &str) -> StoreResult<Option<StoredApplication>>;
+    /// The access token with this prefix, if there is one.
+    async fn token(&self, prefix: &str) -> StoreResult<Option<StoredToken>>;
 }
 
 #[async_trait]
@@ -88,6 +102,17 @@ impl Subscribers for DynamoStore {
 
     async fn remove(&self, application: &str, connection: &str) -> StoreResult<()> {
         self.delete_stream_connection(application, connection).await
+    }
+
+    async fn application(&self, name: &str) -> StoreResult<Option<StoredApplication>> {
+        match AppName::parse(name) {
+            Ok(name) => self.get_application(&name).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn token(&self, prefix: &str) -> StoreResult<Option<StoredToken>> {
+        self.get_token(prefix).await
     }
 }
 
@@ -149,6 +174,22 @@ impl ConnectionPoster for Connections {
             Err(e) => Err(PostError::Failed(Box::new(e))),
         }
     }
+
+    async fn close(&self, connection: &str) -> Result<(), PostError> {
+        match self
+            .0
+            .delete_connection()
+            .connection_id(connection)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_gone_exception()) => {
+                Err(PostError::Gone)
+            }
+            Err(e) => Err(PostError::Failed(Box::new(e))),
+        }
+    }
 }
 
 /// What the function reads from its environment.
@@ -163,6 +204,8 @@ pub struct Config {
     pub callback_url: Option<String>,
     /// `DROGUE_FANOUT_CONCURRENCY`: applications handled at once (default 8).
     pub concurrency: usize,
+    /// `DROGUE_ADMIN_ROLE` (default `drogue-admin`): as for `$connect`.
+    pub admin_role: String,
 }
 
 impl Config {
@@ -172,6 +215,8 @@ impl Config {
             iot_endpoint: crate::var("DROGUE_IOT_DATA_ENDPOINT"),
             callback_url: crate::var("DROGUE_WEBSOCKET_CALLBACK_URL"),
             concurrency: crate::number("DROGUE_FANOUT_CONCURRENCY", 8).max(1),
+            admin_role: crate::var("DROGUE_ADMIN_ROLE")
+                .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
         })
     }
 }
@@ -211,6 +256,8 @@ pub struct FanOut {
     poster: Option<Arc<dyn ConnectionPoster>>,
     subscribers: Arc<dyn Subscribers>,
     concurrency: usize,
+    authz: Authorizer,
+    lookups: Arc<Lookups>,
 }
 
 impl FanOut {
@@ -224,7 +271,22 @@ impl FanOut {
             poster,
             subscribers,
             concurrency: 8,
+            authz: Authorizer::default(),
+            lookups: Arc::new(Lookups::default()),
         }
+    }
+
+    /// The administrators' role, as `$connect` knows it.
+    pub fn authorizer(mut self, authz: Authorizer) -> Self {
+        self.authz = authz;
+        self
+    }
+
+    /// How long what was read about applications and tokens is relied on (by default
+    /// [`crate::access::RECHECK_PERIOD`]).
+    pub fn recheck_period(mut self, period: std::time::Duration) -> Self {
+        self.lookups = Arc::new(Lookups::new(period));
+        self
     }
 
     /// Applications handled at once (at least one).
@@ -344,11 +406,12 @@ impl FanOut {
         let (Some(poster), Some(kept)) = (&self.poster, connections.as_mut()) else {
             return Ok(());
         };
-        let wanted: Vec<String> = kept
+        let wanted: Vec<&StreamConnection> = kept
             .iter()
             .filter(|c| c.wants(event.application_uid.as_deref(), event.subject.as_deref()))
-            .map(|c| c.id.clone())
             .collect();
+        let (wanted, ended) = self.check_access(application, wanted).await?;
+        let closed = self.close(application, poster.as_ref(), &ended).await;
         let gone: Vec<String> = futures_util::stream::iter(wanted)
             .map(|connection| async move {
                 match poster.post(&connection, &event.payload).await {
@@ -379,14 +442,105 @@ impl FanOut {
                 }
             }
         }
-        kept.retain(|c| !gone.contains(&c.id));
+        kept.retain(|c| !gone.contains(&c.id) && !closed.contains(&c.id));
         Ok(())
+    }
+
+    /// Splits connections into those whose access holds (their ids) and those whose
+    /// access ended (with why).
+    async fn check_access(
+        &self,
+        application: &str,
+        connections: Vec<&StreamConnection>,
+    ) -> Result<(Vec<String>, Vec<(String, &'static str)>), BoxError> {
+        if connections.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let store = self.subscribers.as_ref();
+        let stored = self.lookups.application(store, application).await?;
+        // owned: the stream's futures must not borrow from their items
+        let mut prefixes: Vec<String> =
+            connections.iter().filter_map(|c| c.token.clone()).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        let tokens: HashMap<String, Option<Arc<StoredToken>>> =
+            futures_util::stream::iter(prefixes)
+                .map(|prefix| async move {
+                    self.lookups
+                        .token(store, &prefix)
+                        .await
+                        .map(|token| (prefix, token))
+                })
+                .buffer_unordered(POSTS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<StoreResult<_>>()?;
+        let now = Utc::now();
+        let (mut granted, mut ended) = (Vec::new(), Vec::new());
+        for connection in connections {
+            let token = connection
+                .token
+                .as_deref()
+                .and_then(|prefix| tokens.get(prefix).cloned().flatten());
+            match decide(
+                connection,
+                stored.as_deref(),
+                token.as_deref(),
+                &self.authz,
+                now,
+            ) {
+                Access::Granted => granted.push(connection.id.clone()),
+                Access::Ended(why) => ended.push((connection.id.clone(), why)),
+            }
+        }
+        Ok((granted, ended))
+    }
+
+    /// Closes and forgets the connections whose access ended; the ids of those no longer
+    /// kept. A connection that cannot be closed now stays kept (and gets nothing), to be
+    /// closed at a later delivery.
+    async fn close(
+        &self,
+        application: &str,
+        poster: &dyn ConnectionPoster,
+        ended: &[(String, &'static str)],
+    ) -> Vec<String> {
+        // owned (`why` too): the stream's futures must not borrow from their items
+        let ended: Vec<(String, String)> = ended
+            .iter()
+            .map(|(connection, why)| (connection.clone(), (*why).to_owned()))
+            .collect();
+        futures_util::stream::iter(ended)
+            .map(|(connection, why)| async move {
+                match poster.close(&connection).await {
+                    Ok(()) | Err(PostError::Gone) => {}
+                    Err(PostError::Failed(e)) => {
+                        tracing::warn!(application, connection, why = %why, error = %e, "a WebSocket connection whose access ended could not be closed");
+                        return None;
+                    }
+                }
+                match self.subscribers.remove(application, &connection).await {
+                    Ok(()) => {
+                        tracing::info!(application, connection, why = %why, "access to a WebSocket connection's application ended: closed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(application, connection, why = %why, error = %e, "a closed WebSocket connection could not be forgotten");
+                    }
+                }
+                Some(connection)
+            })
+            .buffer_unordered(POSTS_IN_FLIGHT)
+            .filter_map(|closed| async move { closed })
+            .collect()
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drogue_shared::access::Role;
     use drogue_shared::store::StoreError;
     use serde_json::json;
     use std::collections::HashSet;
@@ -404,6 +558,14 @@ mod tests {
         removed: Mutex<Vec<String>>,
         unavailable: HashSet<String>,
         queries: AtomicUsize,
+        /// applications as stored, by name (not listed: owned by alice, uid `{app}-uid`)
+        applications: Mutex<HashMap<String, Option<StoredApplication>>>,
+        /// applications whose record cannot be read
+        unreadable: HashSet<String>,
+        tokens: Mutex<HashMap<String, StoredToken>>,
+        /// reads of applications and tokens
+        lookups: AtomicUsize,
+        closed: Mutex<Vec<String>>,
     }
 
     #[async_trait]
@@ -433,6 +595,14 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push((connection.into(), payload.into()));
+            Ok(())
+        }
+
+        async fn close(&self, connection: &str) -> Result<(), PostError> {
+            if self.broken.contains(connection) {
+                return Err(PostError::Failed("limit exceeded".into()));
+            }
+            self.closed.lock().unwrap().push(connection.into());
             Ok(())
         }
     }
@@ -466,6 +636,47 @@ mod tests {
                 .retain(|c| c.id != connection);
             Ok(())
         }
+
+        async fn application(&self, name: &str) -> StoreResult<Option<StoredApplication>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            if self.unreadable.contains(name) {
+                return Err(StoreError::unavailable(std::io::Error::other("down")));
+            }
+            Ok(match self.applications.lock().unwrap().get(name) {
+                Some(stored) => stored.clone(),
+                None => Some(application(name, "alice", &[])),
+            })
+        }
+
+        async fn token(&self, prefix: &str) -> StoreResult<Option<StoredToken>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Ok(self.tokens.lock().unwrap().get(prefix).cloned())
+        }
+    }
+
+    fn application(name: &str, owner: &str, members: &[(&str, Role)]) -> StoredApplication {
+        use drogue_shared::model::{Application, Metadata};
+        StoredApplication {
+            app: Application {
+                metadata: Metadata {
+                    name: name.into(),
+                    application: None,
+                    uid: format!("{name}-uid"),
+                    creation_timestamp: Utc::now(),
+                    generation: 0,
+                    resource_version: String::new(),
+                    deletion_timestamp: None,
+                    finalizers: vec![],
+                    labels: Default::default(),
+                    annotations: Default::default(),
+                },
+                spec: Default::default(),
+                status: Default::default(),
+            },
+            owner: owner.into(),
+            members: members.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
+            transfer_owner: None,
+        }
     }
 
     fn connection(id: &str, app: &str, channel: Option<&str>) -> StreamConnection {
@@ -474,6 +685,9 @@ mod tests {
             application: app.into(),
             application_uid: format!("{app}-uid"),
             user: "alice".into(),
+            roles: vec![],
+            token: None,
+            credentials_expire: None,
             channel: channel.map(str::to_owned),
             connected: Utc::now(),
             expires: Utc::now() + chrono::Duration::hours(2),
@@ -706,6 +920,199 @@ mod tests {
         assert!(failures(&answer).is_empty());
         assert_eq!(fake.published.lock().unwrap().len(), 1);
         assert_eq!(fake.queries.load(Ordering::SeqCst), 0);
+    }
+
+    fn posted_to(fake: &Fake) -> Vec<String> {
+        let mut posted: Vec<String> = fake
+            .posted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
+        posted.sort();
+        posted
+    }
+
+    #[tokio::test]
+    async fn connections_whose_access_ended_get_nothing_and_are_closed_and_forgotten() {
+        let fake = Arc::new(Fake::default());
+        let now = Utc::now();
+        let as_user = |id: &str, user: &str| StreamConnection {
+            user: user.into(),
+            ..connection(id, "app-a", None)
+        };
+        fake.tokens.lock().unwrap().insert(
+            "drg_kept00".into(),
+            StoredToken {
+                prefix: "drg_kept00".into(),
+                user: "olga".into(),
+                name: None,
+                roles: vec![],
+                hash: String::new(),
+                created: now,
+                description: None,
+                expires: None,
+            },
+        );
+        fake.connections.lock().unwrap().extend([
+            as_user("owner", "olga"),
+            StreamConnection {
+                token: Some("drg_kept00".into()),
+                ..as_user("owner-token", "olga")
+            },
+            as_user("member", "rita"),
+            as_user("removed", "mallory"),
+            StreamConnection {
+                token: Some("drg_gone00".into()),
+                ..as_user("deleted-token", "olga")
+            },
+            StreamConnection {
+                credentials_expire: Some(now - chrono::Duration::seconds(1)),
+                ..as_user("expired", "olga")
+            },
+        ]);
+        fake.applications.lock().unwrap().insert(
+            "app-a".into(),
+            Some(application("app-a", "olga", &[("rita", Role::Reader)])),
+        );
+        let a = bytes(&cloud_event("app-a", "telemetry"));
+        let answer = fan_out(fake.clone())
+            .handle(batch(&[a.clone(), a]))
+            .await
+            .unwrap();
+        assert!(failures(&answer).is_empty());
+        assert_eq!(
+            posted_to(&fake),
+            [
+                "member",
+                "member",
+                "owner",
+                "owner",
+                "owner-token",
+                "owner-token"
+            ]
+        );
+        let mut closed = fake.closed.lock().unwrap().clone();
+        closed.sort();
+        assert_eq!(closed, ["deleted-token", "expired", "removed"], "once each");
+        let mut removed = fake.removed.lock().unwrap().clone();
+        removed.sort();
+        assert_eq!(removed, closed);
+        assert_eq!(
+            fake.lookups.load(Ordering::SeqCst),
+            3,
+            "the application and two tokens, once per batch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_application_closes_its_connections() {
+        let fake = Arc::new(Fake::default());
+        fake.connections
+            .lock()
+            .unwrap()
+            .push(connection("c", "app-a", None));
+        fake.applications
+            .lock()
+            .unwrap()
+            .insert("app-a".into(), None);
+        fan_out(fake.clone())
+            .handle(batch(&[bytes(&cloud_event("app-a", "telemetry"))]))
+            .await
+            .unwrap();
+        assert!(fake.posted.lock().unwrap().is_empty());
+        assert_eq!(*fake.closed.lock().unwrap(), ["c"]);
+        assert_eq!(*fake.removed.lock().unwrap(), ["c"]);
+        assert_eq!(fake.published.lock().unwrap().len(), 1, "MQTT as before");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_cannot_be_closed_stays_kept_and_gets_nothing() {
+        let fake = Arc::new(Fake {
+            broken: HashSet::from(["c".to_owned()]),
+            ..Default::default()
+        });
+        fake.connections
+            .lock()
+            .unwrap()
+            .push(connection("c", "app-a", None));
+        fake.applications
+            .lock()
+            .unwrap()
+            .insert("app-a".into(), Some(application("app-a", "olga", &[])));
+        let a = bytes(&cloud_event("app-a", "telemetry"));
+        let answer = fan_out(fake.clone())
+            .handle(batch(&[a.clone(), a]))
+            .await
+            .unwrap();
+        assert!(failures(&answer).is_empty());
+        assert!(fake.posted.lock().unwrap().is_empty());
+        assert!(fake.removed.lock().unwrap().is_empty());
+        assert_eq!(fake.connections.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn access_is_read_again_once_its_period_is_over() {
+        let fake = Arc::new(Fake::default());
+        fake.connections
+            .lock()
+            .unwrap()
+            .push(connection("c", "app-a", None));
+        let a = bytes(&cloud_event("app-a", "telemetry"));
+        let cached = fan_out(fake.clone());
+        for _ in 0..2 {
+            cached.handle(batch(&[a.clone(), a.clone()])).await.unwrap();
+        }
+        assert_eq!(
+            fake.lookups.load(Ordering::SeqCst),
+            1,
+            "read once within the period, across batches"
+        );
+        assert_eq!(posted_to(&fake).len(), 4);
+
+        // alice is no longer the owner: what was read within the period stands, after
+        // it the change is seen
+        let short = fan_out(fake.clone()).recheck_period(std::time::Duration::from_millis(300));
+        short.handle(batch(std::slice::from_ref(&a))).await.unwrap();
+        assert_eq!(
+            fake.lookups.load(Ordering::SeqCst),
+            2,
+            "another instance reads"
+        );
+        fake.applications
+            .lock()
+            .unwrap()
+            .insert("app-a".into(), Some(application("app-a", "olga", &[])));
+        short.handle(batch(std::slice::from_ref(&a))).await.unwrap();
+        assert_eq!(posted_to(&fake).len(), 6, "within the period");
+        assert!(fake.closed.lock().unwrap().is_empty());
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        short.handle(batch(&[a])).await.unwrap();
+        assert_eq!(posted_to(&fake).len(), 6, "after it: nothing more");
+        assert_eq!(*fake.closed.lock().unwrap(), ["c"]);
+        assert_eq!(fake.lookups.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn when_access_cannot_be_read_the_record_is_retried_and_nothing_posted() {
+        let fake = Arc::new(Fake {
+            unreadable: HashSet::from(["app-a".to_owned()]),
+            ..Default::default()
+        });
+        fake.connections
+            .lock()
+            .unwrap()
+            .push(connection("c", "app-a", None));
+        let a = bytes(&cloud_event("app-a", "telemetry"));
+        let answer = fan_out(fake.clone())
+            .handle(batch(&[a.clone(), a]))
+            .await
+            .unwrap();
+        assert_eq!(failures(&answer), ["100", "101"]);
+        assert!(fake.posted.lock().unwrap().is_empty());
+        assert!(fake.closed.lock().unwrap().is_empty());
+        assert_eq!(fake.connections.lock().unwrap().len(), 1, "still kept");
     }
 
     #[tokio::test]

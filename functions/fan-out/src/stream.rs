@@ -5,7 +5,9 @@
 //!   bearer OIDC token, `?token=`, `?username=&api_key=`), names the application with
 //!   `?app=` (and optionally one channel with `?channel=`) and needs read access to it.
 //!   The connection is then kept in the table (two hours at most, API Gateway's longest
-//!   connection) and the handshake completes; otherwise it is refused with the status and
+//!   connection), with what the fan-out needs to check its access again before each
+//!   delivery (the user, the credentials' roles and expiry, an access token's prefix; never
+//!   a token), and the handshake completes; otherwise it is refused with the status and
 //!   JSON error of the management API: 401 without credentials, 403 for bad ones, 404 for an
 //!   application the caller may not read, 400 without `?app=`, 429 when the application
 //!   has [`Config::max_connections`] connections, 503 when a backend is unavailable.
@@ -18,13 +20,15 @@
 
 use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
 use axum::response::IntoResponse;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use drogue_shared::access::Permission;
+use drogue_shared::access::Principal;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
-use drogue_shared::http::{ApiError, authenticate_user};
+use drogue_shared::http::{ApiError, CallerCredentials, authenticate_user};
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
+use drogue_shared::store::TokenStore;
 use drogue_shared::store::dynamodb::{DynamoStore, StreamConnection};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -135,6 +139,7 @@ impl StreamRoutes {
                 self.max_connections
             )));
         }
+        let (token, credentials_expire) = self.credentials(&parts, &principal).await?;
         let now = Utc::now();
         let channel = query("channel").filter(|c| !c.is_empty());
         self.store
@@ -143,6 +148,9 @@ impl StreamRoutes {
                 application: app.as_str().to_owned(),
                 application_uid: stored.app.metadata.uid,
                 user: principal.user.clone(),
+                roles: principal.roles.clone(),
+                token,
+                credentials_expire,
                 channel: channel.clone(),
                 connected: now,
                 expires: now + CONNECTION_LIFETIME,
@@ -151,6 +159,47 @@ impl StreamRoutes {
         tracing::info!(application = %app, user = %principal.user, ?channel, connection, "stream opened");
         Ok(())
     }
+
+    /// What identifies the (already authenticated) credentials of a request for a later
+    /// check: an access token's prefix and expiry, or a bearer token's `exp`.
+    async fn credentials(
+        &self,
+        parts: &http::request::Parts,
+        principal: &Principal,
+    ) -> Result<(Option<String>, Option<DateTime<Utc>>), ApiError> {
+        match CallerCredentials::from_request(&parts.headers, parts.uri.query()) {
+            CallerCredentials::AccessToken { token, .. } => {
+                let prefix = drogue_shared::token::prefix_of(&token)
+                    .ok_or(ApiError::Forbidden)?
+                    .to_owned();
+                let stored = self
+                    .store
+                    .get_token(&prefix)
+                    .await?
+                    .filter(|t| t.user == principal.user)
+                    .ok_or(ApiError::Forbidden)?;
+                Ok((Some(prefix), stored.expires))
+            }
+            CallerCredentials::Bearer(token) => match bearer_expiry(&token) {
+                Some(exp) => Ok((None, Some(exp))),
+                None => Err(ApiError::Forbidden),
+            },
+            CallerCredentials::None | CallerCredentials::Invalid => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// The `exp` of a JWT whose signature has been verified (`None` when it has none).
+fn bearer_expiry(token: &str) -> Option<DateTime<Utc>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&claims).ok()?;
+    let exp = claims.get("exp")?;
+    let seconds = exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))?;
+    DateTime::from_timestamp(seconds, 0)
 }
 
 /// The request's URI (with its query) and headers, as the management API's
@@ -192,4 +241,34 @@ async fn error_answer(error: ApiError) -> Value {
         "headers": {"content-type": "application/json"},
         "body": String::from_utf8_lossy(&body),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt(claims: Value) -> String {
+        let encode = |v: Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            encode(json!({"alg": "RS256", "kid": "k1"})),
+            encode(claims)
+        )
+    }
+
+    #[test]
+    fn a_bearer_tokens_expiry_is_its_exp() {
+        let exp = 1_900_000_000;
+        assert_eq!(
+            bearer_expiry(&jwt(json!({"sub": "u", "exp": exp}))),
+            DateTime::from_timestamp(exp, 0)
+        );
+        assert_eq!(bearer_expiry(&jwt(json!({"sub": "u"}))), None);
+        assert_eq!(bearer_expiry(&jwt(json!({"exp": "soon"}))), None);
+        assert_eq!(bearer_expiry("not-a-jwt"), None);
+        assert_eq!(bearer_expiry("a.!!!.c"), None);
+    }
 }

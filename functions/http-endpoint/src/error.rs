@@ -21,6 +21,8 @@ pub enum EndpointError {
     NotAcceptable(String),
     /// 413: a body over the limit.
     PayloadTooLarge(usize),
+    /// 429: the device publishes faster than its rate limit; retry after this long.
+    TooManyRequests(std::time::Duration),
     /// 503: the registry or the event stream could not be reached.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -42,6 +44,20 @@ impl IntoResponse for EndpointError {
                 "PayloadTooLarge",
                 format!("The payload is larger than {limit} bytes"),
             ),
+            Self::TooManyRequests(wait) => {
+                let seconds = drogue_shared::rate_limit::retry_after_seconds(*wait);
+                let body = json!({
+                    "code": 429,
+                    "error": "TooManyRequests",
+                    "message": format!("The device publishes too fast; retry after {seconds} s"),
+                });
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+                    Json(body),
+                )
+                    .into_response();
+            }
             Self::Unavailable(cause) => {
                 tracing::error!(error = %cause, source = ?cause.source(), "backend unavailable");
                 (

@@ -14,7 +14,9 @@ use axum::Router;
 use axum::routing::{get, post};
 use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::destination::Destination;
 use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
+use drogue_shared::rate_limit::{PublishLimiter, RateLimit};
 use drogue_shared::store::Store;
 use std::sync::Arc;
 
@@ -29,12 +31,16 @@ pub const MAX_COMMAND_TIMEOUT_SECONDS: u64 = 25;
 pub struct Settings {
     /// `DROGUE_INSTANCE`: the `instance` extension of events (default `drogue`).
     pub instance: String,
+    /// `DROGUE_PUBLISH_RATE` and `DROGUE_PUBLISH_BURST`: how fast one device may publish
+    /// (per function instance; 429 beyond).
+    pub publish_rate: RateLimit,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             instance: DEFAULT_INSTANCE.into(),
+            publish_rate: RateLimit::default(),
         }
     }
 }
@@ -44,8 +50,9 @@ impl Default for Settings {
 pub struct Config {
     /// `DROGUE_TABLE`: the registry's DynamoDB table.
     pub table: String,
-    /// `DROGUE_EVENT_STREAM`: the Kinesis stream events go to.
-    pub stream: String,
+    /// Where events go: `K_SINK` (HTTP, binary-mode CloudEvents) when set, else the
+    /// Kinesis stream `DROGUE_EVENT_STREAM`.
+    pub events: Destination,
     pub settings: Settings,
 }
 
@@ -55,10 +62,11 @@ impl Config {
             |name: &str| std::env::var(name).map_err(|_| anyhow::anyhow!("{name} must be set"));
         Ok(Self {
             table: var("DROGUE_TABLE")?,
-            stream: var("DROGUE_EVENT_STREAM")?,
+            events: Destination::from_env()?,
             settings: Settings {
                 instance: std::env::var("DROGUE_INSTANCE")
                     .unwrap_or_else(|_| DEFAULT_INSTANCE.into()),
+                publish_rate: RateLimit::from_env()?,
             },
         })
     }
@@ -71,6 +79,8 @@ pub struct EndpointState {
     pub sink: Arc<dyn EventSink>,
     pub commands: CommandService,
     pub settings: Arc<Settings>,
+    /// The publish rate limit per device (shared with other endpoints of the process).
+    pub limiter: PublishLimiter,
 }
 
 /// The endpoint's routes over a store and an event sink.
@@ -79,6 +89,7 @@ pub fn router(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, settings: Setting
         auth: DeviceAuthenticator::new(store.clone()),
         sink,
         commands: CommandService::new(store),
+        limiter: PublishLimiter::new(settings.publish_rate),
         settings: Arc::new(settings),
     })
 }

@@ -2,7 +2,6 @@
 //! domain for client certificates), or on `$PORT`.
 
 use drogue_http_endpoint::{Config, router};
-use drogue_shared::events::kinesis::{self, KinesisSink};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
 use std::sync::Arc;
@@ -13,6 +12,6 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
-    let sink = Arc::new(KinesisSink::new(kinesis::client(&aws), &config.stream));
+    let sink = config.events.sink(&aws)?;
     runtime::run(router(store, sink, config.settings)).await
 }

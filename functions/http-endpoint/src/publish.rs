@@ -102,6 +102,11 @@ pub async fn publish(
     let query = parse_query(parts.uri.query())?;
     let body = read_payload(body).await?;
     let authenticated = authenticate(&state, &parts, query.names).await?;
+    // a gateway's publishes for its devices count against the gateway
+    state
+        .limiter
+        .check(&authenticated.sender.metadata.uid)
+        .map_err(EndpointError::TooManyRequests)?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -10,7 +10,8 @@ use std::path::Path;
 
 /// The administrator's user name.
 pub const ADMIN_USER: &str = "admin";
-const TOKEN_FILE: &str = "admin-token";
+/// The file in the data directory holding `admin:<token>`.
+pub(crate) const TOKEN_FILE: &str = "admin-token";
 
 /// `user:token` of the administrator.
 pub struct AdminCredentials {
@@ -32,7 +33,7 @@ pub async fn ensure_admin(
             Authentication::Allow(_)
         )
     {
-        tracing::info!(file = %path.display(), "administrator credentials");
+        tracing::debug!(file = %path.display(), "administrator credentials");
         return Ok(AdminCredentials {
             user: user.to_owned(),
             token: token.to_owned(),

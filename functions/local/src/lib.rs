@@ -18,6 +18,7 @@ use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::DEFAULT_INSTANCE;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
 use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
+use drogue_shared::rate_limit::{PublishLimiter, RateLimit};
 use drogue_shared::registry::{Changes, Quotas, Registry};
 use drogue_shared::store::Store;
 use drogue_shared::store::embedded::EmbeddedStore;
@@ -26,6 +27,43 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// The start-up summary: what listens where, where the data and the administrator's
+/// token are; one line each.
+fn log_listeners(
+    http: SocketAddr,
+    https: Option<SocketAddr>,
+    mqtt: Option<SocketAddr>,
+    mqtts: Option<SocketAddr>,
+    dir: &std::path::Path,
+) {
+    let line = |address: Option<SocketAddr>, scheme: &str, what: &str| match address {
+        Some(address) => format!("{scheme}://{address} ({what})"),
+        None => "off".to_owned(),
+    };
+    let http = line(
+        Some(http),
+        "http",
+        "management API, device endpoint, streams",
+    );
+    let https = line(https, "https", "device endpoint, client certificates");
+    let mqtt = line(mqtt, "mqtt", "devices and applications");
+    let mqtts = line(
+        mqtts,
+        "mqtts",
+        "devices and applications, client certificates",
+    );
+    tracing::info!("HTTP   {http}");
+    tracing::info!("HTTPS  {https}");
+    tracing::info!("MQTT   {mqtt}");
+    tracing::info!("MQTTS  {mqtts}");
+    tracing::info!(
+        "data   {} (administrator token in {})",
+        dir.display(),
+        dir.join(bootstrap::TOKEN_FILE).display()
+    );
+    tracing::info!("drogue-local is ready");
+}
 
 /// Command-line options of `drogue-local`.
 #[derive(Debug, Clone, Parser)]
@@ -76,6 +114,25 @@ pub struct Config {
     /// Applications a user may own (administrators are not limited); 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_APPLICATIONS_PER_USER", default_value_t = Quotas::DEFAULT_APPLICATIONS_PER_USER)]
     pub max_applications_per_user: usize,
+    /// Devices an application may hold (administrators are not limited); 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_DEVICES_PER_APPLICATION", default_value_t = Quotas::DEFAULT_DEVICES_PER_APPLICATION)]
+    pub max_devices_per_application: usize,
+    /// Publishes per second one device may send, over HTTP and MQTT together (HTTP:
+    /// 429 beyond; MQTT 5 QoS 1: PUBACK quota exceeded; otherwise the publish waits); 0
+    /// for no limit.
+    #[arg(long, env = "DROGUE_PUBLISH_RATE", default_value_t = RateLimit::DEFAULT_PER_SECOND)]
+    pub publish_rate: f64,
+    /// Publishes one device may send at once after a pause (the rate limit's burst).
+    #[arg(long, env = "DROGUE_PUBLISH_BURST", default_value_t = RateLimit::DEFAULT_BURST)]
+    pub publish_burst: u32,
+    /// Live MQTT connections one device may hold (under its name, aliases and unique
+    /// usernames as client ids); a further one takes over the oldest. 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_CONNECTIONS_PER_DEVICE", default_value_t = mqtt::hub::DEFAULT_CONNECTIONS_PER_DEVICE)]
+    pub max_connections_per_device: usize,
+    /// Seconds a client may take to send a request's line and headers on the HTTP and
+    /// HTTPS listeners (and a kept-alive connection may idle) before it is closed.
+    #[arg(long, env = "DROGUE_HEADER_READ_TIMEOUT", default_value_t = drogue_shared::runtime::HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
     /// Threads that verify device password hashes (bcrypt, SHA-512-crypt), apart from
     /// the threads serving requests; default: half the cores, at least one.
     #[arg(long, env = "DROGUE_PASSWORD_CHECK_THREADS")]
@@ -120,6 +177,7 @@ pub struct Server {
     broker: Option<mqtt::Broker>,
     routing: tokio::task::JoinHandle<()>,
     mqtt_hub: Arc<mqtt::hub::Hub>,
+    header_read_timeout: std::time::Duration,
 }
 
 impl Server {
@@ -158,6 +216,7 @@ impl Server {
             mqtt: mqtt_announced,
             quotas: Quotas {
                 applications_per_user: config.max_applications_per_user,
+                devices_per_application: config.max_devices_per_application,
             },
         };
         // registry writes make device authentication look again at once
@@ -188,6 +247,10 @@ impl Server {
         if let Some(threads) = config.password_check_threads {
             device_auth = device_auth.with_password_check_threads(threads);
         }
+        let limiter = PublishLimiter::new(RateLimit {
+            per_second: config.publish_rate,
+            burst: config.publish_burst,
+        });
         let mqtt_backend = mqtt::backend::Backend {
             authorizer: MqttAuthorizer::new(
                 device_auth.clone(),
@@ -203,15 +266,19 @@ impl Server {
             store: store.clone(),
             commands: commands.clone(),
             sink: Arc::new(events.clone()),
-            hub: Arc::new(mqtt::hub::Hub::default()),
+            hub: Arc::new(mqtt::hub::Hub::with_connections_per_device(
+                config.max_connections_per_device,
+            )),
             instance: DEFAULT_INSTANCE.into(),
             log: events.clone(),
+            limiter: limiter.clone(),
         };
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
             auth: device_auth.clone(),
             sink: Arc::new(events.clone()),
             commands,
             settings: Arc::new(drogue_http_endpoint::Settings::default()),
+            limiter,
         });
         let router = drogue_registry::router_for(registry, settings)
             .merge(endpoint)
@@ -264,14 +331,7 @@ impl Server {
         let mqtt_addr = broker.as_ref().and_then(mqtt::Broker::tcp_addr);
         let mqtts_addr = broker.as_ref().and_then(mqtt::Broker::tls_addr);
         let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus);
-        tracing::info!(
-            http = %http.local_addr()?,
-            https = ?https_addr,
-            mqtt = ?mqtt_addr,
-            mqtts = ?mqtts_addr,
-            data_dir = %dir.display(),
-            "drogue-local is ready"
-        );
+        log_listeners(http.local_addr()?, https_addr, mqtt_addr, mqtts_addr, dir);
         if let Some(path) = &config.ready_file {
             let quoted =
                 |a: Option<SocketAddr>| a.map_or("null".to_owned(), |a| format!("\"{a}\""));
@@ -294,6 +354,7 @@ impl Server {
             broker,
             routing,
             mqtt_hub: mqtt_backend.hub,
+            header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout),
         })
     }
 
@@ -345,11 +406,20 @@ impl Server {
         };
         let https = self.https.map(|(listener, config)| {
             let (router, stopped) = (self.router.clone(), wait(stopped.clone()));
-            tokio::spawn(drogue_shared::runtime::tls::serve_tls(
-                listener, config, router, stopped,
+            tokio::spawn(drogue_shared::runtime::tls::serve_tls_with(
+                listener,
+                config,
+                router,
+                stopped,
+                self.header_read_timeout,
             ))
         });
-        let http = drogue_shared::runtime::serve(self.http, self.router, wait(stopped));
+        let http = drogue_shared::runtime::serve_with(
+            self.http,
+            self.router,
+            wait(stopped),
+            self.header_read_timeout,
+        );
         let signal = async move {
             shutdown.await;
             let _ = stop.send(true);

@@ -114,6 +114,7 @@ async fn start() -> Fixture {
         hub: Arc::new(Hub::default()),
         instance: "drogue".into(),
         log: EventLog::open(dir.path().join("events.redb"), 100).unwrap(),
+        limiter: Default::default(),
     };
     let broker = Broker::start(
         backend,

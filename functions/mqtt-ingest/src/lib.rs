@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::destination::Destination;
 use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
 use drogue_shared::mqtt::{DeviceMessage, Ingested, MqttIngest};
 use drogue_shared::store::Store;
@@ -30,8 +31,9 @@ use std::sync::Arc;
 pub struct Config {
     /// `DROGUE_TABLE`.
     pub table: String,
-    /// `DROGUE_EVENT_STREAM`.
-    pub stream: String,
+    /// Where events go: `K_SINK` (HTTP, binary-mode CloudEvents) when set, else the
+    /// Kinesis stream `DROGUE_EVENT_STREAM`.
+    pub events: Destination,
     /// `DROGUE_INSTANCE` (default `drogue`).
     pub instance: String,
 }
@@ -42,7 +44,7 @@ impl Config {
             |name: &str| std::env::var(name).map_err(|_| anyhow::anyhow!("{name} must be set"));
         Ok(Self {
             table: var("DROGUE_TABLE")?,
-            stream: var("DROGUE_EVENT_STREAM")?,
+            events: Destination::from_env()?,
             instance: std::env::var("DROGUE_INSTANCE").unwrap_or_else(|_| DEFAULT_INSTANCE.into()),
         })
     }

@@ -2,7 +2,6 @@
 //! answers (and on `$PORT` as `POST /`).
 
 use drogue_mqtt_ingest::{Config, Ingest};
-use drogue_shared::events::kinesis::{self, KinesisSink};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
-    let sink = Arc::new(KinesisSink::new(kinesis::client(&aws), &config.stream));
+    let sink = config.events.sink(&aws)?;
     let ingest = Ingest::new(store, sink, &config);
     runtime::run_events(move |event, _| {
         let ingest = ingest.clone();

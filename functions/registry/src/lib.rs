@@ -115,6 +115,16 @@ impl Settings {
                         Quotas::DEFAULT_APPLICATIONS_PER_USER
                     }),
                 },
+                devices_per_application: match var("DROGUE_MAX_DEVICES_PER_APPLICATION") {
+                    None => Quotas::DEFAULT_DEVICES_PER_APPLICATION,
+                    Some(value) => value.parse().unwrap_or_else(|_| {
+                        tracing::warn!(
+                            value,
+                            "DROGUE_MAX_DEVICES_PER_APPLICATION is no number; the default applies"
+                        );
+                        Quotas::DEFAULT_DEVICES_PER_APPLICATION
+                    }),
+                },
             },
         }
     }

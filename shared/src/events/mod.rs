@@ -1,7 +1,10 @@
 //! Device events as CloudEvents (Drogue Cloud's mapping, RFC 0003) and the event stream
-//! they are written to: an `EventSink` port with a Kinesis adapter for AWS and a
-//! persistent local log for `drogue-local`.
+//! they are written to: an `EventSink` port with a Kinesis adapter for AWS, an HTTP
+//! adapter for Knative's `$K_SINK` (binary-mode CloudEvents) and a persistent local log
+//! for `drogue-local`.
 
+pub mod destination;
+pub mod http_sink;
 pub mod kinesis;
 pub mod log;
 

@@ -152,7 +152,7 @@ pub fn application_client_id(user: &str, client_id: &str) -> Result<(), &'static
 
 /// A device's policy: connecting with one of `client_ids`, the topics of `devices` (its
 /// own and those it serves as a gateway; `*` for all of the application's) in `app`.
-fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]) -> Policy {
+pub fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]) -> Policy {
     let mut policy = Policy::default();
     for client_id in client_ids {
         policy.allow(Action::Connect, client_id.clone());
@@ -169,7 +169,7 @@ fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]) ->
 
 /// An application client's policy: connecting with `client_id`, the events of `apps`
 /// (`*` for all) and sending their devices commands.
-fn application_policy(client_id: &str, apps: &[String]) -> Policy {
+pub fn application_policy(client_id: &str, apps: &[String]) -> Policy {
     let mut policy = Policy::default();
     policy.allow(Action::Connect, client_id.to_owned());
     for app in apps {

@@ -49,10 +49,24 @@ impl Registry {
             spec,
             status: device_status(None, now),
         };
+        // the quota keeps one tenant from filling the store; administrators are not held
+        let limit = match self.quotas.devices_per_application {
+            0 => None,
+            _ if self.authz.is_admin(principal) => None,
+            limit => Some(limit as u64),
+        };
         self.store
-            .create_device(app, &device)
+            .create_device_within(app, &device, limit)
             .await
-            .map_err(store_error(|| format!("the device '{name}'")))?;
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict(crate::store::Conflict::QuotaExceeded) => {
+                    RegistryError::QuotaExceeded(format!(
+                        "an application may hold at most {} devices",
+                        self.quotas.devices_per_application
+                    ))
+                }
+                e => store_error(|| format!("the device '{name}'"))(e),
+            })?;
         self.changed(&stored.app, Some(&device), Change::Created)
             .await;
         tracing::info!(application = %app, device = %name, "device created");

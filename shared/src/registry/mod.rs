@@ -41,16 +41,20 @@ struct Announcements {
 pub struct Quotas {
     /// Applications a user may own; 0 for no limit.
     pub applications_per_user: usize,
+    /// Devices an application may hold; 0 for no limit.
+    pub devices_per_application: usize,
 }
 
 impl Quotas {
     pub const DEFAULT_APPLICATIONS_PER_USER: usize = 100;
+    pub const DEFAULT_DEVICES_PER_APPLICATION: usize = 10_000;
 }
 
 impl Default for Quotas {
     fn default() -> Self {
         Self {
             applications_per_user: Self::DEFAULT_APPLICATIONS_PER_USER,
+            devices_per_application: Self::DEFAULT_DEVICES_PER_APPLICATION,
         }
     }
 }
@@ -237,6 +241,10 @@ fn store_error(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> Regi
             RegistryError::Conflict(conflict.to_string())
         }
         StoreError::Conflict(Conflict::ApplicationGone) => RegistryError::ReferenceNotFound(what()),
+        StoreError::Conflict(Conflict::QuotaExceeded) => RegistryError::QuotaExceeded(format!(
+            "no room for {}: the application holds as many devices as it may",
+            what()
+        )),
         e @ StoreError::Unavailable(_) => RegistryError::Unavailable(e),
     }
 }

@@ -12,13 +12,19 @@ use axum::Router;
 use std::future::Future;
 use tokio::net::TcpListener;
 
-/// Sets up `tracing`: JSON lines under Lambda (CloudWatch), text otherwise; the level
-/// comes from `RUST_LOG` (default `info`).
+/// The log filter without `RUST_LOG`: `info`, with the internals of the MQTT library
+/// (ntex and its crates: `ntex_server`, `ntex_rt`, `ntex_io`, `ntex_mqtt`, ...) at `warn`.
+pub const DEFAULT_LOG_FILTER: &str = "info,ntex=warn";
+
+/// Sets up `tracing`: JSON lines under Lambda (CloudWatch), text otherwise (coloured only
+/// on a terminal); the filter is `RUST_LOG` when set, else [`DEFAULT_LOG_FILTER`].
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_target(false);
     let _ = if on_lambda() {
         // with a timestamp: Lambda's log-level filtering takes JSON lines without one as INFO
@@ -140,16 +146,91 @@ where
     Router::new().route("/", route)
 }
 
+/// How long a client may take to send a request's line and headers before its connection
+/// is closed; a kept-alive connection may idle as long between requests.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_with(listener, router, shutdown, HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with another header read timeout.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    header_read_timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = http_builder(header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // out of file descriptors and the like: wait rather than spin
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(
+                hyper_util::rt::TokioIo::new(tcp),
+                hyper_service(router.clone()),
+            )
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
+}
+
+/// The connection builder of the HTTP(S) listeners: HTTP/1.1 (and HTTP/2 with prior
+/// knowledge) with a header read timeout.
+pub(crate) fn http_builder(
+    header_read_timeout: std::time::Duration,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
+}
+
+/// A router as a hyper service.
+pub(crate) fn hyper_service(
+    router: Router,
+) -> hyper_util::service::TowerToHyperService<
+    impl tower::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send,
+> {
+    use tower::ServiceExt;
+    hyper_util::service::TowerToHyperService::new(router.map_request(
+        |request: hyper::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
+    ))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -119,6 +119,26 @@ pub async fn serve_tls(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_tls_with(
+        listener,
+        config,
+        router,
+        shutdown,
+        super::HEADER_READ_TIMEOUT,
+    )
+    .await
+}
+
+/// [`serve_tls`] with another header read timeout (counted from the end of the TLS
+/// handshake).
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    header_read_timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let builder = super::http_builder(header_read_timeout);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::pin!(shutdown);
     loop {
@@ -126,7 +146,7 @@ pub async fn serve_tls(
             accepted = listener.accept() => accepted?,
             () = &mut shutdown => return Ok(()),
         };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
+        let (acceptor, router, builder) = (acceptor.clone(), router.clone(), builder.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
@@ -154,10 +174,9 @@ pub async fn serve_tls(
             let service = hyper_util::service::TowerToHyperService::new(service.map_request(
                 |request: hyper::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
             ));
-            let served =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+            let served = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
             }

@@ -35,6 +35,9 @@ pub enum Conflict {
     ClaimTaken(Claim),
     #[error("the application does not exist or is being deleted")]
     ApplicationGone,
+    /// The application holds as many devices as the limit of the write allows.
+    #[error("the application holds as many devices as it may")]
+    QuotaExceeded,
 }
 
 impl StoreError {
@@ -137,7 +140,20 @@ pub trait DeviceStore: Send + Sync {
         app: &AppName,
         claim: &Claim,
     ) -> StoreResult<Option<DeviceName>>;
-    async fn create_device(&self, app: &AppName, device: &Device) -> StoreResult<()>;
+    async fn create_device(&self, app: &AppName, device: &Device) -> StoreResult<()> {
+        self.create_device_within(app, device, None).await
+    }
+    /// Creates a device unless its application holds `limit` devices already
+    /// ([`Conflict::QuotaExceeded`]). The stores keep a count of devices per application
+    /// with every create and delete, so the check reads one item, never the devices.
+    async fn create_device_within(
+        &self,
+        app: &AppName,
+        device: &Device,
+        limit: Option<u64>,
+    ) -> StoreResult<()>;
+    /// The devices an application holds, as counted with the writes.
+    async fn count_devices(&self, app: &AppName) -> StoreResult<u64>;
     /// Replaces `previous` by `next`, releasing and taking claims as they changed.
     async fn update_device(
         &self,

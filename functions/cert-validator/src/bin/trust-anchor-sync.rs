@@ -1,6 +1,7 @@
 //! The consumer of the table's DynamoDB stream (and on `$PORT` as `POST /`): trust
 //! anchors into IoT Core, revocation of device certificates, registry change events into
-//! the event stream (`DROGUE_EVENT_STREAM`, with `instance` `DROGUE_INSTANCE`).
+//! the event stream (`K_SINK` when set, else the Kinesis stream `DROGUE_EVENT_STREAM`,
+//! with `instance` `DROGUE_INSTANCE`).
 //!
 //! Under Lambda, failed records are reported in `batchItemFailures`; on `$PORT`, where
 //! the caller retries whole batches, a batch with a failed record is an error.
@@ -11,22 +12,20 @@ use drogue_cert_validator::revocation::Revocation;
 use drogue_cert_validator::stream::{StreamConsumer, has_failures};
 use drogue_cert_validator::{iot_client, table_from_env};
 use drogue_shared::events::DEFAULT_INSTANCE;
-use drogue_shared::events::kinesis::{self, KinesisSink};
+use drogue_shared::events::destination::Destination;
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let table = table_from_env()?;
-    let stream = std::env::var("DROGUE_EVENT_STREAM")
-        .map_err(|_| anyhow::anyhow!("DROGUE_EVENT_STREAM must be set"))?;
+    let events = Destination::from_env()?;
     let instance = std::env::var("DROGUE_INSTANCE").unwrap_or_else(|_| DEFAULT_INSTANCE.into());
     let aws = drogue_shared::runtime::aws::config_from_env().await;
     let store = DynamoStore::new(dynamodb::client(&aws), table);
     let iot = iot_client(&aws);
-    let sink = Arc::new(KinesisSink::new(kinesis::client(&aws), stream));
+    let sink = events.sink(&aws)?;
     let consumer = StreamConsumer::new(
         TrustAnchorSync::new(iot.clone(), store.clone()),
         Revocation::new(iot, store.clone()),

@@ -2,6 +2,7 @@
 //! on `$PORT` as `POST /`).
 
 use drogue_fan_out::fanout::{Config, Connections, FanOut, IotCore, connections_client};
+use drogue_shared::access::authz::Authorizer;
 use drogue_shared::commands::iot_data_client;
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
@@ -21,7 +22,9 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(Connections(connections_client(&aws, url)))
             as Arc<dyn drogue_fan_out::fanout::ConnectionPoster>
     });
-    let fan_out = FanOut::new(publisher, poster, store).concurrency(config.concurrency);
+    let fan_out = FanOut::new(publisher, poster, store)
+        .concurrency(config.concurrency)
+        .authorizer(Authorizer::new(&config.admin_role));
     runtime::run_events(move |event, _| {
         let fan_out = fan_out.clone();
         async move { fan_out.handle(event).await }

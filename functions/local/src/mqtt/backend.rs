@@ -14,8 +14,10 @@ use drogue_shared::mqtt::{
     Action, ConnectDecision, DeviceMessage, Ingested, MqttAuthError, MqttAuthorizer, MqttConnect,
     MqttIdentity, MqttIngest, Policy, application_command,
 };
+use drogue_shared::rate_limit::PublishLimiter;
 use drogue_shared::store::Store;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A connected, authorized client.
 #[derive(Debug)]
@@ -79,6 +81,8 @@ pub struct Backend {
     pub instance: String,
     /// The event log, where resuming subscriptions read and sessions are kept.
     pub log: EventLog,
+    /// The publish rate limit per device, shared with the HTTP endpoint.
+    pub limiter: PublishLimiter,
 }
 
 impl Backend {
@@ -127,6 +131,15 @@ impl Backend {
             Ok(Some(_)) => self.new_cursor(&saved.application).await,
             Ok(None) => None,
             Err(_) => Some(saved),
+        }
+    }
+
+    /// Takes a publish of a device from its rate limit; `Err` with the time until it may
+    /// publish again. Applications are not limited here.
+    pub fn admit(&self, client: &Client) -> Result<(), Duration> {
+        match &client.identity {
+            MqttIdentity::Device { device, .. } => self.limiter.check(&device.metadata.uid),
+            MqttIdentity::Application { .. } => Ok(()),
         }
     }
 

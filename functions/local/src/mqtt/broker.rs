@@ -4,8 +4,10 @@
 //!
 //! - CONNECT: the authorizer; refusals get "bad user name or password" (or "server
 //!   unavailable" when the registry cannot be reached).
-//! - PUBLISH: the client's policy, then the ingest; a QoS 1 publish is acknowledged once
-//!   the event is in the stream. A connection's publishes are handled in order. MQTT 5
+//! - PUBLISH: the device's rate limit (MQTT 5 QoS 1: PUBACK "quota exceeded" beyond
+//!   it; otherwise the publish waits until the device may publish again), the client's
+//!   policy, then the ingest; a QoS 1 publish is acknowledged once the event is in the
+//!   stream. A connection's publishes are handled in order. MQTT 5
 //!   clients get a failure PUBACK (with a reason string) for a refused QoS 1 publish;
 //!   MQTT 3.1.1 has no such thing, so the connection is closed, as IoT Core does for a
 //!   publish outside the policy.
@@ -16,8 +18,8 @@
 use super::backend::{Backend, Client, Connected, Message, Outcome, Will};
 use super::hub::{ContentMode, Push, SessionHandle, Track};
 use super::sessions::{self, Cursor, SessionState};
-use drogue_shared::mqtt::MqttConnect;
 use drogue_shared::mqtt::authorizer::ConnectDecision;
+use drogue_shared::mqtt::{MqttConnect, MqttIdentity};
 use ntex_bytes::{ByteString, Bytes};
 use ntex_io::IoBoxed;
 use ntex_mqtt::error::MqttError;
@@ -175,6 +177,19 @@ impl ConnInner {
         }
     }
 
+    /// Waits until the device may publish again under its rate limit. Publishes of one
+    /// connection wait in order, at most [`PUBLISHES_IN_FLIGHT`] of them; beyond, the
+    /// broker stops reading from the connection. Other connections do not wait.
+    async fn shaped(&self) {
+        while let Err(wait) = self.backend.admit(&self.client) {
+            tracing::trace!(client_id = %self.client.client_id, ?wait, "MQTT publish over the rate limit waits");
+            ntex_util::time::sleep(ntex_util::time::Millis(
+                u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1),
+            ))
+            .await;
+        }
+    }
+
     /// Called synchronously as each publish arrives, so turns follow arrival order.
     fn turn(&self) -> Turn {
         let (done, next) = oneshot::channel();
@@ -263,12 +278,21 @@ async fn accept(
         }
     };
     let (tx, queue) = mpsc::channel(super::hub::SESSION_QUEUE);
-    let (SessionHandle { id, close, revoked }, inherited) = backend.hub.register(
-        &client.client_id,
-        client.policy.clone(),
-        tx.clone(),
-        request.expiry,
-    );
+    let (SessionHandle { id, close, revoked }, inherited) = match &client.identity {
+        MqttIdentity::Device { device, .. } => backend.hub.register_device(
+            &client.client_id,
+            &device.metadata.uid,
+            client.policy.clone(),
+            tx.clone(),
+            request.expiry,
+        ),
+        MqttIdentity::Application { .. } => backend.hub.register(
+            &client.client_id,
+            client.policy.clone(),
+            tx.clone(),
+            request.expiry,
+        ),
+    };
     main.spawn(recheck(backend.clone(), again, id));
     // an earlier session: the one just taken over, or the saved one
     let client_id = client.client_id.clone();
@@ -472,6 +496,8 @@ async fn publish_v3(conn: Conn, mut turn: Turn, p: v3::Publish) -> Result<(), Br
         .await
         .map_err(|e| BrokerError(format!("cannot read the payload: {e:?}")))?;
     turn.wait().await;
+    // MQTT 3.1.1 cannot refuse a publish: one over the device's rate waits for its turn
+    conn.shaped().await;
     match conn.publish(p.publish_topic(), payload, None).await {
         Outcome::Accepted => Ok(()),
         // MQTT 3.1.1 cannot refuse a publish but by closing the connection
@@ -655,6 +681,21 @@ async fn publish_v5(
         .await
         .map_err(|e| BrokerError(format!("cannot read the payload: {e:?}")))?;
     turn.wait().await;
+    if p.qos() == QoS::AtMostOnce {
+        // nothing to refuse it with: one over the device's rate waits for its turn
+        conn.shaped().await;
+    } else if let Err(wait) = conn.backend.admit(&conn.client) {
+        tracing::debug!(client_id = %conn.client.client_id, ?wait, "MQTT publish over the rate limit refused");
+        // MQTT 5 has "message rate too high" (0x96) for DISCONNECT only; a PUBACK says
+        // "quota exceeded" (0x97)
+        return Ok(p
+            .ack()
+            .reason_code(v5::codec::PublishAckReason::QuotaExceeded)
+            .reason(ByteString::from(format!(
+                "message rate too high: retry after {} ms",
+                wait.as_millis().max(1)
+            ))));
+    }
     let content_type = p.packet().properties.content_type.clone();
     let outcome = conn
         .publish(p.publish_topic(), payload, content_type.as_deref())

@@ -20,6 +20,10 @@ use tokio::sync::{Notify, mpsc};
 /// Subscriptions one session may hold (IoT Core's limit per connection).
 pub const MAX_SUBSCRIPTIONS: usize = 50;
 
+/// Live connections one device may hold (with its name, aliases and unique usernames as
+/// client ids); a further one takes over the oldest.
+pub const DEFAULT_CONNECTIONS_PER_DEVICE: usize = 4;
+
 /// How many messages wait for one session before new ones are dropped.
 pub const SESSION_QUEUE: usize = 4096;
 
@@ -116,6 +120,8 @@ struct Entry {
     revoked: Arc<AtomicBool>,
     /// Seconds a persistent session outlives its connection; `None` for a clean one.
     expiry: Option<u32>,
+    /// The device's `uid`, for a device's connection.
+    device: Option<String>,
 }
 
 impl Entry {
@@ -132,6 +138,20 @@ impl Entry {
 struct Sessions {
     by_id: HashMap<u64, Entry>,
     by_client: HashMap<String, u64>,
+    /// The live sessions of each device (by `uid`), oldest first.
+    by_device: HashMap<String, std::collections::VecDeque<u64>>,
+}
+
+impl Sessions {
+    /// Forgets a session in its device's list.
+    fn unlist_device(&mut self, device: &str, id: u64) {
+        if let Some(ids) = self.by_device.get_mut(device) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_device.remove(device);
+            }
+        }
+    }
 }
 
 /// The live sessions.
@@ -141,15 +161,50 @@ pub struct Hub {
     turn: AtomicUsize,
     dropped: AtomicU64,
     sessions: Mutex<Sessions>,
+    /// Live connections per device; 0 for no limit.
+    connections_per_device: usize,
 }
 
 impl Hub {
+    /// A hub where a device holds at most `limit` live connections (0: no limit).
+    pub fn with_connections_per_device(limit: usize) -> Self {
+        Self {
+            connections_per_device: limit,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a session of a device (its `uid`): beyond the device's connection limit, its
+    /// oldest other session is taken over (closed, as by a connection with its client
+    /// id). See [`Self::register`].
+    pub fn register_device(
+        &self,
+        client_id: &str,
+        device: &str,
+        policy: Arc<Policy>,
+        queue: mpsc::Sender<Push>,
+        expiry: Option<u32>,
+    ) -> (SessionHandle, Option<SessionState>) {
+        self.register_as(client_id, Some(device), policy, queue, expiry)
+    }
+
     /// Adds a session (persistent when `expiry` is given). An earlier session with the
     /// same client id is closed, as MQTT wants; a persistent session taking over a
     /// persistent one gets its state.
     pub fn register(
         &self,
         client_id: &str,
+        policy: Arc<Policy>,
+        queue: mpsc::Sender<Push>,
+        expiry: Option<u32>,
+    ) -> (SessionHandle, Option<SessionState>) {
+        self.register_as(client_id, None, policy, queue, expiry)
+    }
+
+    fn register_as(
+        &self,
+        client_id: &str,
+        device: Option<&str>,
         policy: Arc<Policy>,
         queue: mpsc::Sender<Push>,
         expiry: Option<u32>,
@@ -169,6 +224,30 @@ impl Hub {
             // the old connection feeds nothing more
             entry.subscriptions.clear();
             entry.close.notify_one();
+            if let Some(device) = entry.device.clone() {
+                sessions.unlist_device(&device, old);
+            }
+        }
+        if let Some(device) = device {
+            let limit = self.connections_per_device;
+            let live = sessions.by_device.entry(device.to_owned()).or_default();
+            let mut taken = Vec::new();
+            while limit > 0 && live.len() >= limit {
+                taken.extend(live.pop_front());
+            }
+            live.push_back(id);
+            for old in taken {
+                if let Some(entry) = sessions.by_id.get_mut(&old) {
+                    tracing::info!(
+                        client_id,
+                        older = %entry.client_id,
+                        limit,
+                        "a device's new connection takes over its oldest one"
+                    );
+                    entry.subscriptions.clear();
+                    entry.close.notify_one();
+                }
+            }
         }
         sessions.by_id.insert(
             id,
@@ -180,6 +259,7 @@ impl Hub {
                 close: close.clone(),
                 revoked: revoked.clone(),
                 expiry,
+                device: device.map(str::to_owned),
             },
         );
         (SessionHandle { id, close, revoked }, inherited)
@@ -246,6 +326,9 @@ impl Hub {
     pub fn remove(&self, id: u64) -> Option<(String, SessionState)> {
         let mut sessions = self.sessions.lock().expect("not poisoned");
         let entry = sessions.by_id.remove(&id)?;
+        if let Some(device) = &entry.device {
+            sessions.unlist_device(device, id);
+        }
         if sessions.by_client.get(&entry.client_id) != Some(&id) {
             return None;
         }
@@ -658,5 +741,54 @@ mod tests {
         assert_eq!(delivery.content_type.as_deref(), Some("text/plain"));
         assert_eq!(delivery.correlation_data.as_deref(), Some(&b"r1"[..]));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_device_holds_at_most_its_connections_and_the_oldest_goes() {
+        let hub = Hub::with_connections_per_device(2);
+        let p = policy(&[(Action::Receive, "cmd/app1/dev1/*")]);
+        let connect = |client: &str, device: &str| {
+            let (tx, _rx) = mpsc::channel(8);
+            hub.register_device(client, device, p.clone(), tx, None).0
+        };
+        let first = connect("dev1@app1", "u1");
+        let second = connect("alias@app1", "u1");
+        let other = connect("dev2@app1", "u2");
+        // two live connections of dev1: nothing is closed
+        assert_eq!(hub.sessions(), 3);
+        let closed = |h: &SessionHandle| {
+            let notified = h.close.notified();
+            tokio::pin!(notified);
+            // a stored permit completes the future at once
+            notified
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+                .is_ready()
+        };
+        assert!(!closed(&first) && !closed(&second) && !closed(&other));
+        // a third takes over the oldest, not another device's
+        let third = connect("user@app1", "u1");
+        assert!(closed(&first), "the oldest connection is closed");
+        assert!(!closed(&second) && !closed(&third) && !closed(&other));
+        // a connection that ended makes room
+        hub.remove(second.id);
+        let fourth = connect("dev1@app1", "u1");
+        assert!(!closed(&third) && !closed(&fourth));
+        // a connection taking over a client id does not count twice
+        hub.remove(first.id);
+        let fifth = connect("dev1@app1", "u1");
+        assert!(closed(&fourth), "the same client id takes over");
+        assert!(!closed(&third) && !closed(&fifth));
+        // without a limit, any number
+        let unlimited = Hub::default();
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let (tx, _rx) = mpsc::channel(8);
+                unlimited
+                    .register_device(&format!("c{i}@app1"), "u1", p.clone(), tx, None)
+                    .0
+            })
+            .collect();
+        assert!(handles.iter().all(|h| !closed(h)));
     }
 }

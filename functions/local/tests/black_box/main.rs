@@ -4,10 +4,12 @@
 mod commands;
 mod crash;
 mod drg;
+mod limits;
 mod mqtt;
 mod mqtt_client;
 mod restart;
 mod resume;
 mod runner;
+mod startup;
 mod telemetry;
 mod tenants;

@@ -24,6 +24,11 @@ pub struct LocalRunner {
 impl LocalRunner {
     /// Starts the binary on `data_dir` (on free ports) and waits until it is listening.
     pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// [`Self::start`] with more command-line options.
+    pub async fn start_with(data_dir: &Path, options: &[&str]) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
         let ready = data_dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
@@ -34,6 +39,7 @@ impl LocalRunner {
             .args(["--mqtt-bind", "127.0.0.1:0", "--mqtts-bind", "127.0.0.1:0"])
             .arg("--ready-file")
             .arg(&ready)
+            .args(options)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)

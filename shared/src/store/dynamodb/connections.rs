@@ -3,7 +3,7 @@
 //!
 //! | item | `pk` | `sk` | more |
 //! |---|---|---|---|
-//! | a connection, by application | `WSAPP#{app}` | `{connection id}` | `appuid`, `user`, `channel` (optional), `connected`, `expires` |
+//! | a connection, by application | `WSAPP#{app}` | `{connection id}` | `appuid`, `user`, `roles`, `token`, `credexp`, `channel` (the last four optional), `connected`, `expires` |
 //! | the same connection, by id | `WSCONN#{connection id}` | `#WSCONN` | `app`, `expires` |
 //!
 //! Both are written and deleted together (a transaction). The fan-out reads an
@@ -12,6 +12,12 @@
 //! (`expires`): API Gateway ends a connection after two hours at most, so an item that
 //! outlived a missed `$disconnect` goes away by itself; expired items are skipped here until
 //! DynamoDB removes them.
+//!
+//! What the fan-out needs to check a connection's access again is kept with it, and no
+//! secret: the user id, the roles its credentials carried, the prefix of the access token
+//! it authenticated with (the token's id in the store, never the token), and when its
+//! credentials expire (a bearer token's `exp`, an access token's expiry). Items written
+//! before these were kept read as a connection without roles, token or expiry.
 
 use super::{DynamoStore, Item, TTL_ATTRIBUTE, attr, s};
 use crate::store::{StoreError, StoreResult};
@@ -41,6 +47,12 @@ pub struct StreamConnection {
     pub application_uid: String,
     /// The user it authenticated as.
     pub user: String,
+    /// The roles its credentials carried when it connected.
+    pub roles: Vec<String>,
+    /// The prefix of the access token it authenticated with (`None`: a bearer token).
+    pub token: Option<String>,
+    /// When its credentials expire, if they do.
+    pub credentials_expire: Option<DateTime<Utc>>,
     /// Only events of this channel (`subject`), if set.
     pub channel: Option<String>,
     pub connected: DateTime<Utc>,
@@ -70,6 +82,16 @@ fn time_of(item: &Item, name: &str) -> Option<DateTime<Utc>> {
     }
 }
 
+fn roles_of(item: &Item) -> Vec<String> {
+    match item.get("roles") {
+        Some(AttributeValue::L(roles)) => roles
+            .iter()
+            .filter_map(|r| r.as_s().ok().cloned())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl DynamoStore {
     /// Keeps a connection (both items, in one transaction).
     pub async fn put_stream_connection(&self, connection: &StreamConnection) -> StoreResult<()> {
@@ -83,6 +105,16 @@ impl DynamoStore {
         ]);
         if let Some(channel) = &connection.channel {
             by_app.insert("channel".into(), s(channel.as_str()));
+        }
+        if !connection.roles.is_empty() {
+            let roles = connection.roles.iter().map(|r| s(r.as_str())).collect();
+            by_app.insert("roles".into(), AttributeValue::L(roles));
+        }
+        if let Some(prefix) = &connection.token {
+            by_app.insert("token".into(), s(prefix.as_str()));
+        }
+        if let Some(expires) = connection.credentials_expire {
+            by_app.insert("credexp".into(), number(expires));
         }
         let by_id = HashMap::from([
             ("pk".into(), s(id_pk(&connection.id))),
@@ -158,6 +190,9 @@ impl DynamoStore {
                 application: application.to_owned(),
                 application_uid: uid.to_owned(),
                 user: user.to_owned(),
+                roles: roles_of(&item),
+                token: attr(&item, "token").map(str::to_owned),
+                credentials_expire: time_of(&item, "credexp"),
                 channel: attr(&item, "channel").map(str::to_owned),
                 connected,
                 expires,
@@ -196,6 +231,9 @@ mod tests {
             application: "app1".into(),
             application_uid: "uid-1".into(),
             user: "alice".into(),
+            roles: vec![],
+            token: None,
+            credentials_expire: None,
             channel: channel.map(str::to_owned),
             connected: Utc::now(),
             expires: Utc::now(),

@@ -6,7 +6,7 @@ use super::{Condition, DynamoStore, Item, attr, data, json, s};
 use crate::model::{AppName, Claim, Device, DeviceName};
 use crate::store::{Conflict, DeviceStore, StoreResult, device_claims, device_gateways};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
 use std::collections::HashMap;
 
 pub(super) fn device_sk(device: &str) -> String {
@@ -17,12 +17,40 @@ fn claim_sk(claim: &Claim) -> String {
     format!("NAME#{}", claim.key())
 }
 
+/// The count of an application's devices (attribute `n`), kept with every create and
+/// delete; `#` sorts before every other key of the partition but none.
+pub(super) const DEVICE_COUNT_SK: &str = "#DEVICES";
+
 /// The gateway index: device names hold no `/`.
 fn gateway_sk(gateway: &str, device: &str) -> String {
     format!("GWAY#{gateway}/{device}")
 }
 
 impl DynamoStore {
+    /// Adds `delta` to an application's device count; with a limit, only while the count
+    /// is below it.
+    fn count_devices_by(
+        &self,
+        app: &AppName,
+        delta: i64,
+        limit: Option<u64>,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(app.as_str())))
+            .key("sk", s(DEVICE_COUNT_SK))
+            .update_expression("ADD n :delta")
+            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()));
+        if let Some(limit) = limit {
+            update = update
+                .condition_expression("attribute_not_exists(n) OR n < :limit")
+                .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()));
+        }
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(super::build)?)
+            .build())
+    }
+
     fn device_item(&self, app: &AppName, device: &Device) -> Item {
         HashMap::from([
             ("pk".into(), s(app_pk(app.as_str()))),
@@ -139,7 +167,20 @@ impl DeviceStore for DynamoStore {
             .and_then(|name| DeviceName::parse(name).ok()))
     }
 
-    async fn create_device(&self, app: &AppName, device: &Device) -> StoreResult<()> {
+    async fn count_devices(&self, app: &AppName) -> StoreResult<u64> {
+        let item = self.get_item(app_pk(app.as_str()), DEVICE_COUNT_SK).await?;
+        Ok(match item.as_ref().and_then(|i| i.get("n")) {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0).max(0) as u64,
+            _ => 0,
+        })
+    }
+
+    async fn create_device_within(
+        &self,
+        app: &AppName,
+        device: &Device,
+        limit: Option<u64>,
+    ) -> StoreResult<()> {
         let name = device.metadata.name.as_str();
         let app_open = ConditionCheck::builder()
             .table_name(&self.table)
@@ -159,6 +200,10 @@ impl DeviceStore for DynamoStore {
             (
                 self.put(self.device_item(app, device), Some(Condition::absent()))?,
                 Some(Conflict::AlreadyExists),
+            ),
+            (
+                self.count_devices_by(app, 1, limit)?,
+                Some(Conflict::QuotaExceeded),
             ),
         ];
         items.extend(self.claim_changes(app, name, &[], &device_claims(device))?);
@@ -200,6 +245,7 @@ impl DeviceStore for DynamoStore {
             self.delete(app_pk(app.as_str()), &device_sk(name), Some(condition))?,
             Some(Conflict::Changed),
         )];
+        items.push((self.count_devices_by(app, -1, None)?, None));
         items.extend(self.claim_changes(app, name, &device_claims(previous), &[])?);
         items.extend(self.gateway_changes(app, name, &device_gateways(previous), &[])?);
         self.transact(items).await

@@ -21,6 +21,8 @@ const APP_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("applicatio
 const GATEWAYS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("gateways");
 /// (user, application) -> nothing: the applications a user owns or is a member of.
 const USER_APPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_applications");
+/// application -> devices it holds (made when first needed, from the devices).
+const DEVICE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("device_counts");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// (user, prefix) -> nothing: the index of a user's tokens.
 const USER_TOKENS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_tokens");
@@ -46,6 +48,7 @@ impl EmbeddedStore {
                 txn.open_table(APP_CLAIMS)?;
                 txn.open_table(USER_APPS)?;
                 txn.open_table(GATEWAYS)?;
+                txn.open_table(DEVICE_COUNTS)?;
                 txn.open_table(TOKENS)?;
                 commands::create_tables(txn)?;
                 txn.open_table(USER_TOKENS)?;
@@ -213,6 +216,7 @@ impl ApplicationStore for EmbeddedStore {
             index_users(txn, name, &owned_users(&current), &[])?;
             release_app_claims(txn, &application_claims(&current.app))?;
             delete_prefix(txn, DEVICES, name)?;
+            txn.open_table(DEVICE_COUNTS)?.remove(name)?;
             index_gateways_of_app(txn, name)?;
             delete_prefix(txn, CLAIMS, name)?;
             Ok(Ok(()))
@@ -366,17 +370,46 @@ impl DeviceStore for EmbeddedStore {
         Ok(found.and_then(|name| DeviceName::parse(&name).ok()))
     }
 
-    async fn create_device(&self, app: &AppName, device: &Device) -> StoreResult<()> {
+    async fn count_devices(&self, app: &AppName) -> StoreResult<u64> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let counts = txn.open_table(DEVICE_COUNTS).map_err(unavailable)?;
+        if let Some(count) = counts.get(app.as_str()).map_err(unavailable)? {
+            return Ok(count.value());
+        }
+        let devices = txn.open_table(DEVICES).map_err(unavailable)?;
+        let mut count = 0;
+        for entry in devices.range((app.as_str(), "")..).map_err(unavailable)? {
+            if entry.map_err(unavailable)?.0.value().0 != app.as_str() {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    async fn create_device_within(
+        &self,
+        app: &AppName,
+        device: &Device,
+        limit: Option<u64>,
+    ) -> StoreResult<()> {
         let (app, device) = (app.clone(), device.clone());
         self.write(move |txn| {
             if !application_accepts_devices(txn, &app)? {
                 return Ok(Err(Conflict::ApplicationGone));
             }
             let name = device.metadata.name.as_str();
+            // (before the devices table is open: it may count in it)
+            let held = device_count(txn, &app)?;
             let mut devices = txn.open_table(DEVICES)?;
             if devices.get((app.as_str(), name))?.is_some() {
                 return Ok(Err(Conflict::AlreadyExists));
             }
+            if limit.is_some_and(|limit| held >= limit) {
+                return Ok(Err(Conflict::QuotaExceeded));
+            }
+            txn.open_table(DEVICE_COUNTS)?
+                .insert(app.as_str(), held + 1)?;
             if let Err(conflict) = take_claims(txn, &app, name, &device_claims(&device))? {
                 return Ok(Err(conflict));
             }
@@ -419,6 +452,8 @@ impl DeviceStore for EmbeddedStore {
         let (app, previous) = (app.clone(), previous.clone());
         self.write(move |txn| {
             let name = previous.metadata.name.as_str();
+            // (before the devices table is open: it may count in it)
+            let held = device_count(txn, &app)?;
             let mut devices = txn.open_table(DEVICES)?;
             let current = devices
                 .get((app.as_str(), name))?
@@ -427,12 +462,31 @@ impl DeviceStore for EmbeddedStore {
                 return Ok(Err(Conflict::Changed));
             }
             devices.remove((app.as_str(), name))?;
+            txn.open_table(DEVICE_COUNTS)?
+                .insert(app.as_str(), held.saturating_sub(1))?;
             release_claims(txn, &app, &device_claims(&previous))?;
             index_gateways(txn, app.as_str(), name, &device_gateways(&previous), &[])?;
             Ok(Ok(()))
         })
         .await
     }
+}
+
+/// The devices an application holds: its count, or (for data written before there were
+/// counts) the devices counted once.
+fn device_count(txn: &WriteTransaction, app: &AppName) -> Result<u64, redb::Error> {
+    if let Some(count) = txn.open_table(DEVICE_COUNTS)?.get(app.as_str())? {
+        return Ok(count.value());
+    }
+    let devices = txn.open_table(DEVICES)?;
+    let mut count = 0;
+    for entry in devices.range((app.as_str(), "")..)? {
+        if entry?.0.value().0 != app.as_str() {
+            break;
+        }
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// Moves a device's entries in the gateway index from `before` to `after`.

@@ -1,0 +1,428 @@
+//! Limits per device and per connection: the publish rate limit over HTTP and MQTT, the
+//! quota of devices per application, the HTTP header read timeout, and connections per
+//! device.
+
+use super::mqtt_client::{self, In, Options};
+use super::runner::LocalRunner;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const APPS: &str = "/api/registry/v1alpha1/apps";
+
+/// A rate small enough to reach in a test: 5 publishes per second, 10 at once.
+const RATE: [&str; 4] = ["--publish-rate", "5", "--publish-burst", "10"];
+
+/// `app1` with password devices `dev1`, `dev2` and `dev3` (password `secret`).
+async fn setup(server: &LocalRunner) {
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    for name in ["dev1", "dev2", "dev3"] {
+        let device = json!({"metadata": {"name": name}, "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}});
+        assert_eq!(
+            server.post(&format!("{APPS}/app1/devices"), &device).await,
+            201
+        );
+    }
+}
+
+/// The telemetry events (`data.i`) of `device` on the stream until it is quiet for 2 s.
+async fn streamed(socket: &mut super::runner::Socket, device: &str) -> BTreeSet<u64> {
+    let mut found = BTreeSet::new();
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), socket.next()).await
+    {
+        if let Message::Text(text) = message.unwrap() {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == "io.drogue.event.v1" && event["device"] == device {
+                found.insert(event["data"]["i"].as_u64().unwrap());
+            }
+        }
+    }
+    found
+}
+
+async fn http_publish(
+    http: &reqwest::Client,
+    server: &LocalRunner,
+    device: &str,
+    i: u64,
+) -> reqwest::Response {
+    http.post(format!("{}/v1/telemetry", server.base))
+        .basic_auth(format!("{device}@app1"), Some("secret"))
+        .json(&json!({ "i": i }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn http_publishes_beyond_the_rate_get_429_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &RATE).await;
+    setup(&server).await;
+    let token = server.admin_token();
+    let mut socket = server
+        .websocket("/stream/app1", token.split_once(':').unwrap())
+        .await;
+    let http = reqwest::Client::new();
+    // the first publish of each device verifies its password; it counts like any other
+    assert_eq!(
+        http_publish(&http, &server, "dev2", 1000).await.status(),
+        202
+    );
+
+    let (mut accepted, mut limited) = (BTreeSet::new(), 0);
+    let started = Instant::now();
+    for i in 0..40 {
+        let answer = http_publish(&http, &server, "dev1", i).await;
+        match answer.status().as_u16() {
+            202 => {
+                accepted.insert(i);
+            }
+            429 => {
+                limited += 1;
+                let retry: u64 = answer.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&retry), "Retry-After {retry}");
+                let body: Value = answer.json().await.unwrap();
+                assert_eq!(body["code"], 429);
+                assert_eq!(body["error"], "TooManyRequests");
+            }
+            other => panic!("publish {i}: {other}"),
+        }
+        // another device of the same tenant is not held back meanwhile
+        if i % 10 == 0 {
+            assert_eq!(
+                http_publish(&http, &server, "dev2", 1001 + i)
+                    .await
+                    .status(),
+                202
+            );
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(accepted.len() >= 10, "the burst passes: {accepted:?}");
+    assert!(
+        (accepted.len() as f64) <= 10.0 + 5.0 * elapsed + 1.0,
+        "{} accepted in {elapsed:.2} s",
+        accepted.len()
+    );
+    assert!(
+        limited > 0,
+        "40 publishes in {elapsed:.2} s are over the rate"
+    );
+
+    // after a pause, the device publishes again
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        http_publish(&http, &server, "dev1", 100).await.status(),
+        202
+    );
+    accepted.insert(100);
+
+    // every accepted publish is in the stream, and no refused one
+    assert_eq!(streamed(&mut socket, "dev1").await, accepted);
+}
+
+#[tokio::test]
+async fn mqtt_publishes_beyond_the_rate_are_refused_or_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &RATE).await;
+    setup(&server).await;
+    let connect = |id: &str, v5: bool| {
+        let options = if v5 {
+            Options::v5(&format!("{id}@app1"))
+        } else {
+            Options::v3(&format!("{id}@app1"))
+        };
+        mqtt_client::connect(server.mqtt, options.login(&format!("{id}@app1"), "secret"))
+    };
+    let mut app = mqtt_client::connect(server.mqtt, {
+        let token = server.admin_token();
+        let (user, token) = token.split_once(':').unwrap();
+        Options::v5(&format!("{user}/limits")).login(user, token)
+    })
+    .await
+    .unwrap();
+    assert!(app.subscribed("app/app1", false).await);
+
+    // MQTT 5 QoS 1: beyond the burst, PUBACK "quota exceeded"; the connection stays
+    let mut dev1 = connect("dev1", true).await.unwrap();
+    let mut dev2 = connect("dev2", true).await.unwrap();
+    let started = Instant::now();
+    for i in 0..30u64 {
+        let body = json!({ "i": i }).to_string();
+        dev1.publish("dt/app1/dev1/t", true, body.as_bytes(), None)
+            .await;
+    }
+    let mut acks = Vec::new();
+    for _ in 0..30 {
+        match dev1.next_ack().await {
+            In::PubAck(reason) => acks.push(reason),
+            other => panic!("expected a PUBACK, got {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let success = acks.iter().filter(|r| *r == "Success").count();
+    let refused = acks.iter().filter(|r| *r == "QuotaExceeded").count();
+    assert_eq!(success + refused, 30, "{acks:?}");
+    assert!(success >= 10, "the burst passes: {acks:?}");
+    assert!(
+        (success as f64) <= 10.0 + 5.0 * elapsed + 1.0,
+        "{success} accepted in {elapsed:.2} s"
+    );
+    assert!(refused > 0, "{acks:?}");
+    // meanwhile another device publishes as usual
+    for i in 0..5u64 {
+        let body = json!({ "i": 100 + i }).to_string();
+        dev2.publish("dt/app1/dev2/t", true, body.as_bytes(), None)
+            .await;
+        assert_eq!(dev2.next_ack().await, In::PubAck("Success".into()));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    dev1.publish("dt/app1/dev1/t", true, br#"{"i": 99}"#, None)
+        .await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+
+    // every acknowledged publish reached the application, and no refused one
+    let mut received = 0;
+    loop {
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(2), app.event()).await else {
+            break;
+        };
+        if event.json()["device"] == "dev1" {
+            received += 1;
+        }
+    }
+    assert_eq!(received, success + 1);
+
+    // MQTT 3.1.1 cannot refuse: the publishes wait for the device's rate, none is lost,
+    // and another device's publishes do not wait meanwhile
+    let mut dev3 = connect("dev3", false).await.unwrap();
+    let started = Instant::now();
+    for i in 0..20u64 {
+        let body = json!({ "i": i }).to_string();
+        dev3.publish("dt/app1/dev3/t", true, body.as_bytes(), None)
+            .await;
+    }
+    let other = Instant::now();
+    for i in 0..5u64 {
+        let body = json!({ "i": 200 + i }).to_string();
+        dev2.publish("dt/app1/dev2/t", true, body.as_bytes(), None)
+            .await;
+        assert_eq!(dev2.next_ack().await, In::PubAck("Success".into()));
+    }
+    let other = other.elapsed();
+    for _ in 0..20 {
+        assert_eq!(dev3.next_ack().await, In::PubAck("Success".into()));
+    }
+    let shaped = started.elapsed();
+    assert!(
+        shaped >= Duration::from_millis(1500),
+        "20 publishes at 5/s after a burst of 10 take about 2 s, not {shaped:?}"
+    );
+    assert!(
+        other < Duration::from_millis(1000),
+        "the other device waited {other:?}"
+    );
+    let mut received = BTreeSet::new();
+    while let Ok(event) = tokio::time::timeout(Duration::from_secs(2), app.event()).await {
+        let event = event.json();
+        if event["device"] == "dev3" {
+            received.insert(event["data"]["i"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(received, (0..20).collect());
+}
+
+#[tokio::test]
+async fn an_application_holds_at_most_its_quota_of_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--max-devices-per-application", "2"]).await;
+    let made = server
+        .post_json("/api/admin/v1alpha1/users/eve/tokens", &json!({}))
+        .await;
+    let eve = ("eve", made["token"].as_str().unwrap().to_owned());
+    let http = reqwest::Client::new();
+    let devices = format!("{}{APPS}/app2/devices", server.base);
+    let as_eve = |request: reqwest::RequestBuilder| request.basic_auth(eve.0, Some(&eve.1));
+    let create =
+        |name: &'static str| as_eve(http.post(&devices)).json(&json!({"metadata": {"name": name}}));
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(
+            as_eve(http.post(format!("{}{APPS}", server.base)))
+                .json(&json!({"metadata": {"name": "app2"}}))
+                .send()
+                .await
+                .unwrap()
+        ),
+        201
+    );
+    assert_eq!(status(create("d1").send().await.unwrap()), 201);
+    assert_eq!(status(create("d2").send().await.unwrap()), 201);
+    let refused = create("d3").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "QuotaExceeded", "{body}");
+    let (_, listed) = server.get(&format!("{APPS}/app2/devices")).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "nothing was made");
+
+    // administrators are not held by the quota; their devices count for the tenant
+    assert_eq!(
+        server
+            .post(
+                &format!("{APPS}/app2/devices"),
+                &json!({"metadata": {"name": "a3"}})
+            )
+            .await,
+        201
+    );
+    let delete = |name: &str| as_eve(http.delete(format!("{devices}/{name}"))).send();
+    assert_eq!(status(delete("d1").await.unwrap()), 204);
+    assert_eq!(status(create("d3").send().await.unwrap()), 429);
+    assert_eq!(status(delete("d2").await.unwrap()), 204);
+    assert_eq!(status(create("d3").send().await.unwrap()), 201);
+}
+
+/// Sends a request line and a header, then nothing: how long until the server closes.
+async fn stalled(addr: &str, tls: bool) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let partial = b"GET / HTTP/1.1\r\nHost: x\r\n";
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = if tls {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer))
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(partial).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await
+    } else {
+        let mut tcp = tcp;
+        tcp.write_all(partial).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await
+    };
+    match read {
+        // closed (a 408 answer first is fine too; then the close follows)
+        Ok(Ok(_) | Err(_)) => started.elapsed(),
+        Err(_) => panic!("the server still holds the stalled connection after 10 s"),
+    }
+}
+
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_in_its_headers_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--header-read-timeout", "1"]).await;
+    let http = server.base.trim_start_matches("http://").to_owned();
+    let https = format!("127.0.0.1:{}", server.https.rsplit(':').next().unwrap());
+    let (plain, tls) = tokio::join!(stalled(&http, false), stalled(&https, true));
+    for (what, took) in [("HTTP", plain), ("HTTPS", tls)] {
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            "{what}: closed after {took:?}"
+        );
+    }
+    // a whole request in time is answered as ever
+    let answer = reqwest::get(format!("{}/.well-known/drogue-version", server.base))
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_device_holds_at_most_its_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--max-connections-per-device", "2"]).await;
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    let devices = format!("{APPS}/app1/devices");
+    let dev1 = json!({"metadata": {"name": "dev1"}, "spec": {"alias": ["a1", "a2"], "authentication": {"credentials": [{"pass": "secret"}]}}});
+    let dev2 = json!({"metadata": {"name": "dev2"}, "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}});
+    assert_eq!(server.post(&devices, &dev1).await, 201);
+    assert_eq!(server.post(&devices, &dev2).await, 201);
+    let connect = |client_id: &str, device: &str| {
+        mqtt_client::connect(
+            server.mqtt,
+            Options::v5(client_id).login(&format!("{device}@app1"), "secret"),
+        )
+    };
+    let mut first = connect("dev1@app1", "dev1").await.unwrap();
+    let mut second = connect("a1@app1", "dev1").await.unwrap();
+    let mut other = connect("dev2@app1", "dev2").await.unwrap();
+    first.quiet(Duration::from_millis(300)).await;
+    second.quiet(Duration::from_millis(300)).await;
+
+    // a third connection of dev1 takes over its oldest one, and only that one
+    let mut third = connect("a2@app1", "dev1").await.unwrap();
+    match first.next().await {
+        In::Closed(why) => assert!(why.contains("SessionTakenOver"), "{why}"),
+        other => panic!("the oldest connection should close, got {other:?}"),
+    }
+    for (client, topic) in [
+        (&mut second, "dt/app1/dev1/t"),
+        (&mut third, "dt/app1/dev1/t"),
+        (&mut other, "dt/app1/dev2/t"),
+    ] {
+        client.publish(topic, true, b"{}", None).await;
+        assert_eq!(client.next_ack().await, In::PubAck("Success".into()));
+    }
+}
