@@ -17,6 +17,8 @@ use std::time::Duration;
 const APPS: &str = "/api/registry/v1alpha1/apps";
 /// Publishing devices of each protocol.
 const DEVICES: usize = 2;
+/// The publishers go as fast as they are acknowledged: no rate limit.
+const UNLIMITED: &[&str] = &["--publish-rate", "0"];
 
 /// Publishes `{"m": "{prefix}-{i}"}` over MQTT 5 at QoS 1 until the connection ends;
 /// every marker whose PUBACK said success goes into `acked`.
@@ -86,7 +88,7 @@ async fn devices(server: &LocalRunner) -> usize {
 
 /// One round: publishers until a SIGKILL, a restart, and the consumer's count.
 async fn round(dir: &Path, round: usize, who: &(String, String)) -> (usize, usize) {
-    let server = LocalRunner::start(dir).await;
+    let server = LocalRunner::start_with(dir, UNLIMITED).await;
     let before = devices(&server).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut publishers = Vec::new();
