@@ -1,8 +1,8 @@
 //! The event fan-out and the WebSocket API's routes, as their binaries run on Lambda:
 //! `stream` takes `$connect`/`$disconnect`/`$default` events and keeps connections in
 //! DynamoDB (moto); `fan-out` takes Kinesis events made of the records the
-//! `http-endpoint` binary wrote to moto's Kinesis, and publishes them to IoT Core's data
-//! plane and API Gateway's `@connections` API (moto).
+//! `http-endpoint` and `mqtt-ingest` binaries wrote to moto's Kinesis, and publishes
+//! them to IoT Core's data plane and API Gateway's `@connections` API (moto).
 //!
 //! moto keeps neither what is published to IoT Core nor what is posted to a connection
 //! where a client could read it back, and it never answers `GoneException`. So the
@@ -542,6 +542,43 @@ async fn events_fan_out_to_mqtt_and_the_applications_websockets() {
         fan_out.api.invoke(json!({"hello": "world"})).await,
         drogue_tests::lambda::Answer::Error(_)
     ));
+
+    // what the MQTT ingest wrote goes the same way
+    let from_mqtt = fresh_kinesis_stream(&kinesis).await;
+    let ingest = Function::start(
+        "mqtt-ingest",
+        &[
+            ("DROGUE_TABLE", &table),
+            ("DROGUE_EVENT_STREAM", &from_mqtt),
+        ],
+    )
+    .await;
+    assert_eq!(
+        ingest.invoke("mqtt-ingest-telemetry.json").await.response()["outcome"],
+        "accepted"
+    );
+    let written = records(&kinesis, &from_mqtt).await;
+    assert_eq!(written.len(), 1);
+    let answer = fan_out
+        .api
+        .invoke(kinesis_event(&from_mqtt, &written))
+        .await
+        .response();
+    assert_eq!(failures(&answer), Vec::<String>::new(), "{answer}");
+    let seen = proxy.take();
+    let published: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/topics/"))
+        .collect();
+    assert_eq!(published.len(), 1, "{seen:?}");
+    assert_eq!(published[0].path, "/topics/app%2Ffrom-lambda");
+    assert_eq!(published[0].body, written[0].2, "the record as it is");
+    let to_all: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.connection() == Some("all"))
+        .collect();
+    assert_eq!(to_all.len(), 1, "{seen:?}");
+    assert_eq!(to_all[0].body, written[0].2);
 }
 
 /// The fan-out checks a connection's access again before each delivery (on what it read
