@@ -231,7 +231,7 @@ async fn mqtt_publishes_beyond_the_rate_are_refused_or_wait() {
         "20 publishes at 5/s after a burst of 10 take about 2 s, not {shaped:?}"
     );
     assert!(
-        other < Duration::from_millis(1000),
+        other < Duration::from_millis(1500),
         "the other device waited {other:?}"
     );
     let mut received = BTreeSet::new();
