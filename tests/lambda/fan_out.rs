@@ -16,7 +16,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use drogue_shared::store::dynamodb::DynamoStore;
-use drogue_tests::backend::{fresh_dynamo_table, fresh_kinesis_stream, kinesis_client, moto_url};
+use drogue_tests::backend::{
+    fresh_dynamo_table, fresh_kinesis_stream, kinesis_client, kinesis_stream_records, moto_url,
+};
 use drogue_tests::events::event;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -152,27 +154,8 @@ type Record = (String, String, Vec<u8>, f64);
 
 /// Every record of a one-shard stream, with what a Kinesis event carries.
 async fn records(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Record> {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    kinesis_stream_records(client, stream)
         .await
-        .unwrap();
-    let iterator = client
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shards.shards()[0].shard_id())
-        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap();
-    let got = client
-        .get_records()
-        .shard_iterator(iterator.shard_iterator().unwrap())
-        .send()
-        .await
-        .unwrap();
-    got.records()
         .iter()
         .map(|r| {
             let arrival = r

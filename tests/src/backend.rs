@@ -102,11 +102,11 @@ pub async fn fresh_kinesis_stream(client: &aws_sdk_kinesis::Client) -> String {
     name
 }
 
-/// Every record of a one-shard stream: (partition key, data).
-pub async fn kinesis_records(
+/// Every record of a one-shard stream, as Kinesis gives it.
+pub async fn kinesis_stream_records(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
-) -> Vec<(String, Vec<u8>)> {
+) -> Vec<aws_sdk_kinesis::types::Record> {
     let shards = client
         .list_shards()
         .stream_name(stream)
@@ -122,14 +122,22 @@ pub async fn kinesis_records(
         .send()
         .await
         .unwrap();
-    let records = client
+    client
         .get_records()
         .shard_iterator(iterator.shard_iterator().unwrap())
         .send()
         .await
-        .unwrap();
-    records
-        .records()
+        .unwrap()
+        .records
+}
+
+/// Every record of a one-shard stream: (partition key, data).
+pub async fn kinesis_records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<(String, Vec<u8>)> {
+    kinesis_stream_records(client, stream)
+        .await
         .iter()
         .map(|r| {
             (

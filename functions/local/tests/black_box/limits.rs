@@ -295,17 +295,24 @@ async fn an_application_holds_at_most_its_quota_of_devices() {
 }
 
 /// Sends a request line and a header, then nothing: how long until the server closes.
-async fn stalled(addr: &str, tls: bool) -> Duration {
+/// A partial request on `addr` (over TLS when `server_pem`, the server's certificate, is
+/// given); how long until the server closes the connection.
+async fn stalled(addr: &str, server_pem: Option<&str>) -> Duration {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let partial = b"GET / HTTP/1.1\r\nHost: x\r\n";
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 1024];
-    let read = if tls {
+    let read = if let Some(pem) = server_pem {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
         let config = rustls::ClientConfig::builder()
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer))
+            .with_root_certificates(roots)
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -324,53 +331,14 @@ async fn stalled(addr: &str, tls: bool) -> Duration {
     }
 }
 
-#[derive(Debug)]
-struct AnyServer;
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[tokio::test]
 async fn a_client_that_stalls_in_its_headers_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalRunner::start_with(dir.path(), &["--header-read-timeout", "1"]).await;
     let http = server.base.trim_start_matches("http://").to_owned();
     let https = format!("127.0.0.1:{}", server.https.rsplit(':').next().unwrap());
-    let (plain, tls) = tokio::join!(stalled(&http, false), stalled(&https, true));
+    let pem = std::fs::read_to_string(server.data_dir.join("tls/server.pem")).unwrap();
+    let (plain, tls) = tokio::join!(stalled(&http, None), stalled(&https, Some(&pem)));
     for (what, took) in [("HTTP", plain), ("HTTPS", tls)] {
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(3),
