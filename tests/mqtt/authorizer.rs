@@ -35,8 +35,17 @@ fn request(username: &str, password: &str, client_id: &str) -> Value {
     e
 }
 
-/// Action -> resources (without the ARN prefix), from all documents.
+/// Action -> resources (without the ARN prefix) allowed, from all documents.
 fn allowed(response: &Value) -> BTreeMap<String, Vec<String>> {
+    statements(response, "Allow")
+}
+
+/// Action -> resources (without the ARN prefix) denied, from all documents.
+fn denied(response: &Value) -> BTreeMap<String, Vec<String>> {
+    statements(response, "Deny")
+}
+
+fn statements(response: &Value, effect: &str) -> BTreeMap<String, Vec<String>> {
     let prefix = "arn:aws:iot:eu-west-1:123456789012:";
     let mut allowed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for document in response["policyDocuments"]
@@ -47,7 +56,13 @@ fn allowed(response: &Value) -> BTreeMap<String, Vec<String>> {
             serde_json::from_str(document.as_str().expect("documents are strings")).unwrap();
         assert_eq!(document["Version"], "2012-10-17");
         for statement in document["Statement"].as_array().unwrap() {
-            assert_eq!(statement["Effect"], "Allow");
+            assert!(
+                statement["Effect"] == "Allow" || statement["Effect"] == "Deny",
+                "{statement}"
+            );
+            if statement["Effect"] != effect {
+                continue;
+            }
             let entry = allowed
                 .entry(statement["Action"].as_str().unwrap().to_owned())
                 .or_default();
@@ -210,6 +225,17 @@ async fn applications_get_the_events_and_commands_of_what_they_may_read() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(allowed(&response), expected, "nothing of other-app");
+    // IoT's `*` spans levels: `$share/*/app/from-lambda` would admit
+    // `$share/g/dt/other-app/dev/app/from-lambda`, which the denial takes back
+    assert_eq!(
+        denied(&response),
+        [(
+            "iot:Subscribe".to_owned(),
+            strs(&["topicfilter/$share/*/*/app/*"])
+        )]
+        .into_iter()
+        .collect::<BTreeMap<_, _>>()
+    );
 
     let response = a
         .handle(event("mqtt-authorizer-application.json"), &context())

@@ -169,9 +169,16 @@ pub fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]
 
 /// An application client's policy: connecting with `client_id`, the events of `apps`
 /// (`*` for all) and sending their devices commands.
+///
+/// IoT's `*` spans levels, so `$share/*/app/{app}` would admit
+/// `$share/g/dt/{other app}/{device}/app/{app}`; the denial of `$share/*/*/app/*` takes
+/// back every shared filter with more than one level between `$share/` and `/app/`,
+/// and no `$share/{group}/app/{app}` (group and application one level each).
 pub fn application_policy(client_id: &str, apps: &[String]) -> Policy {
     let mut policy = Policy::default();
-    policy.allow(Action::Connect, client_id.to_owned());
+    policy
+        .allow(Action::Connect, client_id.to_owned())
+        .deny(Action::Subscribe, "$share/*/*/app/*");
     for app in apps {
         policy
             .allow(Action::Subscribe, format!("app/{app}"))
@@ -400,8 +407,102 @@ impl MqttAuthorizer {
 
 #[cfg(test)]
 mod tests {
-    use super::{Action, application_client_id, application_policy, device_topics_policy};
+    use super::{Action, Policy, application_client_id, application_policy, device_topics_policy};
+    use crate::mqtt::filter::TopicFilter;
     use crate::mqtt::topics::filter_matches;
+
+    const LEVELS: [&str; 18] = [
+        "app", "app1", "app2", "+", "#", "cmd", "dt", "command", "dev1", "dev2", "*", "", "$share",
+        "g", "app1*", "?", "app10", "x",
+    ];
+
+    /// Topics a filter surely matches: each `+` one level, `#` nothing (its parent
+    /// level) or two levels. Whatever is allowed must keep all of them the client's own.
+    fn witnesses(filter: &str) -> Vec<String> {
+        let Ok(parsed) = TopicFilter::parse(filter) else {
+            return Vec::new();
+        };
+        let levels: Vec<&str> = parsed
+            .levels()
+            .map(|l| if l == "+" { "zz" } else { l })
+            .collect();
+        let mut topics = Vec::new();
+        if levels.last() == Some(&"#") {
+            let parent = &levels[..levels.len() - 1];
+            if !parent.is_empty() {
+                topics.push(parent.join("/"));
+            }
+            topics.push([parent, &["zz", "zz"]].concat().join("/"));
+        } else {
+            topics.push(levels.join("/"));
+        }
+        for topic in &topics {
+            assert!(parsed.matches(topic), "{filter} must match {topic}");
+        }
+        topics
+    }
+
+    /// A client under test: who, its policy, and which topics are its own.
+    type Client = (&'static str, Policy, fn(&str) -> bool);
+
+    /// The clients under test.
+    fn clients() -> Vec<Client> {
+        vec![
+            (
+                "application of app1",
+                application_policy("alice/c", &["app1".to_owned()]),
+                |t| t == "app/app1",
+            ),
+            (
+                "administrator",
+                application_policy("admin/c", &["*".to_owned()]),
+                |t| t == "app" || t.starts_with("app/"),
+            ),
+            (
+                "dev1 of app1",
+                device_topics_policy("app1", &["dev1".to_owned()], &["dev1@app1".to_owned()]),
+                |t| t == "cmd/app1/dev1" || t.starts_with("cmd/app1/dev1/"),
+            ),
+            (
+                "a gateway of all of app1",
+                device_topics_policy("app1", &["*".to_owned()], &["gw@app1".to_owned()]),
+                |t| t.starts_with("cmd/app1/"),
+            ),
+        ]
+    }
+
+    /// Checks one filter against every client; counts what each may subscribe to.
+    fn check(filter: &str, clients: &[Client], allowed: &mut [usize]) {
+        const FOREIGN: [&str; 9] = [
+            "app/app2",
+            "app/app10",
+            "cmd/app2/dev1/reboot",
+            "dt/app2/dev1/temp",
+            "command/app2/dev1/reboot",
+            "dt/app2/dev1/app/app1",
+            "dt/app1/dev1/app/app1",
+            "cmd/app2/dev1/app/app1",
+            "cmd/app10/dev1/reboot",
+        ];
+        for ((who, policy, own), count) in clients.iter().zip(allowed.iter_mut()) {
+            if !policy.allows(Action::Subscribe, filter) {
+                continue;
+            }
+            *count += 1;
+            for topic in FOREIGN.iter().copied().chain(["cmd/app1/dev2/reboot"]) {
+                assert!(
+                    own(topic) || !filter_matches(filter, topic),
+                    "{who} may subscribe to {filter}, which reaches {topic}"
+                );
+            }
+            for topic in witnesses(filter) {
+                assert!(
+                    own(&topic),
+                    "{who} may subscribe to {filter}, which reaches {topic}"
+                );
+            }
+        }
+    }
 
     /// Every topic filter of up to four levels over an alphabet of levels, wildcards,
     /// shared-subscription prefixes and policy wildcards: none that a client of `app1`
@@ -409,52 +510,108 @@ mod tests {
     /// as the local broker routes by these filters and IoT Core by the same policies.
     #[test]
     fn no_allowed_filter_reaches_another_applications_topics() {
-        let levels = [
-            "app", "app1", "app2", "+", "#", "cmd", "dt", "command", "dev1", "dev2", "*", "",
-            "$share", "g", "app1*", "?", "app10",
-        ];
-        let application = application_policy("alice/c", &["app1".to_owned()]);
-        let device = device_topics_policy("app1", &["dev1".to_owned()], &["dev1@app1".to_owned()]);
-        let foreign = [
-            "app/app2",
-            "app/app10",
-            "cmd/app2/dev1/reboot",
-            "dt/app2/dev1/temp",
-            "command/app2/dev1/reboot",
-        ];
-        let other_device = ["cmd/app1/dev2/reboot", "cmd/app10/dev1/reboot"];
-        let mut filters: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+        let clients = clients();
+        let mut filters: Vec<String> = LEVELS.iter().map(|l| l.to_string()).collect();
         let mut last = filters.clone();
         for _ in 1..4 {
             last = last
                 .iter()
-                .flat_map(|f| levels.iter().map(move |l| format!("{f}/{l}")))
+                .flat_map(|f| LEVELS.iter().map(move |l| format!("{f}/{l}")))
                 .collect();
             filters.extend(last.iter().cloned());
         }
-        assert!(filters.len() > 60_000, "{}", filters.len());
-        let (mut allowed_app, mut allowed_device) = (0, 0);
+        assert!(filters.len() > 100_000, "{}", filters.len());
+        let mut allowed = vec![0; clients.len()];
         for filter in &filters {
-            if application.allows(Action::Subscribe, filter) {
-                allowed_app += 1;
-                for topic in foreign {
-                    assert!(!filter_matches(filter, topic), "{filter} reaches {topic}");
-                }
-            }
-            if device.allows(Action::Subscribe, filter) {
-                allowed_device += 1;
-                for topic in foreign.iter().chain(&other_device) {
-                    assert!(!filter_matches(filter, topic), "{filter} reaches {topic}");
+            check(filter, &clients, &mut allowed);
+        }
+        // the property is not vacuous: the own topics are allowed
+        assert!(allowed.iter().all(|n| *n >= 1), "{allowed:?}");
+        let (application, device) = (&clients[0].1, &clients[2].1);
+        assert!(application.allows(Action::Subscribe, "$share/g/app/app1"));
+        assert!(application.allows(Action::Subscribe, "app/app1"));
+        assert!(device.allows(Action::Subscribe, "cmd/app1/dev1/#"));
+        assert!(device.allows(Action::Subscribe, "cmd/app1/dev1/+"));
+    }
+
+    /// Deeper filters, up to ten levels: every shared filter `$share/{group}/.../app/...`
+    /// with up to three levels between the group and `app` (seven levels, as
+    /// `$share/g/dt/app2/dev1/app/app1`), and 150,000 more drawn at random (a fixed seed)
+    /// from the alphabet, plain, shared, and below the clients' own prefixes. None that a
+    /// client may subscribe to reaches a topic not its own.
+    #[test]
+    fn no_deep_or_shared_filter_reaches_another_applications_topics() {
+        let clients = clients();
+        let mut allowed = vec![0; clients.len()];
+        let mut middles: Vec<String> = vec![String::new()];
+        let mut last = middles.clone();
+        for _ in 0..3 {
+            last = last
+                .iter()
+                .flat_map(|m| LEVELS.iter().map(move |l| format!("{m}{l}/")))
+                .collect();
+            middles.extend(last.iter().cloned());
+        }
+        let mut exhaustive = 0;
+        for group in ["g", "app", "*", "app1"] {
+            for middle in &middles {
+                for end in ["app/app1", "app/+", "app/#", "app1", "#"] {
+                    check(
+                        &format!("$share/{group}/{middle}{end}"),
+                        &clients,
+                        &mut allowed,
+                    );
+                    exhaustive += 1;
                 }
             }
         }
-        // the property is not vacuous: the own topics are allowed
-        assert!(
-            allowed_app >= 2 && allowed_device >= 1,
-            "{allowed_app} {allowed_device}"
-        );
-        assert!(application.allows(Action::Subscribe, "$share/g/app/app1"));
-        assert!(device.allows(Action::Subscribe, "cmd/app1/dev1/#"));
+        assert!(exhaustive > 100_000, "{exhaustive}");
+
+        // xorshift64*, so that the test is the same every run
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: usize| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+        };
+        let prefixes = [
+            "",
+            "$share/g/",
+            "$share/app/",
+            "app/",
+            "app/app1/",
+            "cmd/app1/",
+            "cmd/app1/dev1/",
+            "$share/g/app/",
+            "$share/g/cmd/app1/dev1/",
+            "dt/app1/dev1/",
+        ];
+        for _ in 0..150_000 {
+            let mut filter = prefixes[next(prefixes.len())].to_owned();
+            let count = 1 + next(8);
+            let levels: Vec<&str> = (0..count).map(|_| LEVELS[next(LEVELS.len())]).collect();
+            filter.push_str(&levels.join("/"));
+            check(&filter, &clients, &mut allowed);
+        }
+        assert!(allowed.iter().all(|n| *n >= 10), "{allowed:?}");
+        let application = &clients[0].1;
+        for refused in [
+            "$share/g/dt/app2/dev1/app/app1",
+            "$share/g/x/app/app1",
+            "$share/g/app/app/app1",
+            "$share/g/app/app1/#",
+            "$share/g/app/+",
+            "$share/g/#",
+            "$share/+/app/app1",
+            "app/app1/#",
+        ] {
+            assert!(!application.allows(Action::Subscribe, refused), "{refused}");
+        }
+        let admin = &clients[1].1;
+        assert!(admin.allows(Action::Subscribe, "$share/g/app/+"));
+        assert!(!admin.allows(Action::Subscribe, "$share/g/dt/app2/dev1/app/app1"));
+        assert!(!admin.allows(Action::Subscribe, "$share/g/dt/app2/dev1/app/+"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! connect and the policy that confines them.
 
 pub mod authorizer;
+pub mod filter;
 pub mod ingest;
 pub mod policy;
 pub mod topics;
@@ -9,5 +10,6 @@ pub mod topics;
 pub use authorizer::{
     Authorized, ConnectDecision, MqttAuthError, MqttAuthorizer, MqttConnect, MqttIdentity,
 };
+pub use filter::{FilterError, TopicFilter};
 pub use ingest::{DeviceMessage, IngestError, Ingested, MqttIngest, application_command};
 pub use policy::{Action, Policy};

@@ -5,7 +5,16 @@
 //! Resource patterns use IoT policy wildcards, not MQTT ones: `*` matches any run of
 //! characters. A subscription filter is checked as a string, so a client allowed
 //! `cmd/app1/dev1/#` may not subscribe to `cmd/app1/+/#` or `cmd/#`.
+//!
+//! Locally a subscription filter is also checked by its structure: it must parse as a
+//! [`TopicFilter`], and a `topicfilter` pattern's `*` stands for one whole level (the
+//! group of `$share/*/...`, a device in `cmd/{app}/*/...`), except as the last level,
+//! where it stands for one or more levels. So `$share/*/app/app1` admits
+//! `$share/g/app/app1` but not `$share/g/dt/app2/dev1/app/app1`, which IoT's `*` (any
+//! run of characters) would. For IoT Core the policy carries explicit `Deny` statements
+//! for what its `*` would admit beyond that (see [`Policy::deny`]).
 
+use super::filter::TopicFilter;
 use serde_json::{Value, json};
 
 /// What a client may do.
@@ -41,6 +50,7 @@ impl Action {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     allowed: Vec<(Action, String)>,
+    denied: Vec<(Action, String)>,
 }
 
 impl Policy {
@@ -52,8 +62,35 @@ impl Policy {
         self
     }
 
+    /// Denies an action on a resource pattern, whatever is allowed (IoT policies: an
+    /// explicit `Deny` overrides every `Allow`).
+    pub fn deny(&mut self, action: Action, pattern: impl Into<String>) -> &mut Self {
+        let pattern = pattern.into();
+        if !self.denied.contains(&(action, pattern.clone())) {
+            self.denied.push((action, pattern));
+        }
+        self
+    }
+
     /// Whether `action` on `resource` (a client id, topic or topic filter) is allowed.
+    /// A topic filter must also be a valid filter, admitted by an allowed pattern level
+    /// by level (see the module's documentation).
     pub fn allows(&self, action: Action, resource: &str) -> bool {
+        if self
+            .denied
+            .iter()
+            .any(|(a, pattern)| *a == action && glob(pattern, resource))
+        {
+            return false;
+        }
+        if action == Action::Subscribe {
+            let Ok(filter) = TopicFilter::parse(resource) else {
+                return false;
+            };
+            return self
+                .patterns(action)
+                .any(|pattern| glob(pattern, resource) && admits_filter(pattern, &filter));
+        }
         self.allowed
             .iter()
             .any(|(a, pattern)| *a == action && glob(pattern, resource))
@@ -68,28 +105,48 @@ impl Policy {
     }
 
     /// The policy as IoT Core policy documents (JSON strings), for the custom authorizer:
-    /// one statement per action with its resources, split so that each document stays
-    /// under IoT's 2,048 characters.
+    /// the denials, then one statement per action with its resources, split so that each
+    /// document stays under IoT's 2,048 characters (IoT Core evaluates the documents
+    /// together: a `Deny` in any of them overrides every `Allow`).
     pub fn to_iot_documents(&self, partition: &str, region: &str, account: &str) -> Vec<String> {
         const LIMIT: usize = 1900;
         let mut documents = Vec::new();
         let mut statements: Vec<Value> = Vec::new();
         let mut size = 60;
-        for action in [
+        let denials = [
             Action::Connect,
             Action::Publish,
             Action::Subscribe,
             Action::Receive,
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|action| {
+            self.denied
+                .iter()
+                .filter(move |(a, _)| *a == action)
+                .map(move |(_, p)| (action, p.as_str(), "Deny"))
+        });
+        let allowances = [
+            Action::Connect,
+            Action::Publish,
+            Action::Subscribe,
+            Action::Receive,
+        ]
+        .into_iter()
+        .flat_map(|action| self.patterns(action).map(move |p| (action, p, "Allow")));
+        let mut entries = denials.chain(allowances).peekable();
+        while let Some((action, _, effect)) = entries.peek().copied() {
             let mut resources: Vec<String> = Vec::new();
-            for pattern in self.patterns(action) {
+            while let Some((_, pattern, _)) =
+                entries.next_if(|(a, _, e)| *a == action && *e == effect)
+            {
                 let arn = format!(
                     "arn:{partition}:iot:{region}:{account}:{}/{pattern}",
                     action.resource_kind()
                 );
                 if size + arn.len() + 80 > LIMIT {
                     if !resources.is_empty() {
-                        statements.push(statement(action, std::mem::take(&mut resources)));
+                        statements.push(statement(effect, action, std::mem::take(&mut resources)));
                     }
                     documents.push(document(std::mem::take(&mut statements)));
                     size = 60;
@@ -99,7 +156,7 @@ impl Policy {
             }
             if !resources.is_empty() {
                 size += 60;
-                statements.push(statement(action, resources));
+                statements.push(statement(effect, action, resources));
             }
         }
         if !statements.is_empty() {
@@ -109,8 +166,43 @@ impl Policy {
     }
 }
 
-fn statement(action: Action, resources: Vec<String>) -> Value {
-    json!({"Effect": "Allow", "Action": action.iot(), "Resource": resources})
+fn statement(effect: &str, action: Action, resources: Vec<String>) -> Value {
+    json!({"Effect": effect, "Action": action.iot(), "Resource": resources})
+}
+
+/// Whether a `topicfilter` pattern admits a filter level by level: `$share/{group}/`
+/// against `$share/{group}/`, then each level of the pattern against one level of the
+/// filter (`*` and `?` within the level), a last level `*` against one or more levels.
+fn admits_filter(pattern: &str, filter: &TopicFilter<'_>) -> bool {
+    let pattern_levels = match (
+        pattern.strip_prefix(super::filter::SHARE_PREFIX),
+        filter.group(),
+    ) {
+        (Some(shared), Some(group)) => match shared.split_once('/') {
+            Some((group_pattern, rest)) if glob(group_pattern, group) => rest,
+            _ => return false,
+        },
+        (None, None) => pattern,
+        _ => return false,
+    };
+    let pattern_levels: Vec<&str> = pattern_levels.split('/').collect();
+    let levels: Vec<&str> = filter.levels().collect();
+    let (last, fixed) = pattern_levels
+        .split_last()
+        .expect("split gives one at least");
+    if *last == "*" {
+        levels.len() > fixed.len()
+            && fixed
+                .iter()
+                .zip(&levels)
+                .all(|(pattern, level)| glob(pattern, level))
+    } else {
+        levels.len() == pattern_levels.len()
+            && pattern_levels
+                .iter()
+                .zip(&levels)
+                .all(|(pattern, level)| glob(pattern, level))
+    }
 }
 
 fn document(statements: Vec<Value>) -> String {

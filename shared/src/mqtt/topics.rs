@@ -82,43 +82,17 @@ pub fn application_events(app: &str) -> String {
 }
 
 /// The application a subscription filter asks the events of: `app/{app}` or
-/// `$share/{group}/app/{app}`.
+/// `$share/{group}/app/{app}` (no wildcard in `{app}`).
 pub fn subscribed_application(filter: &str) -> Option<&str> {
-    let filter = match filter.strip_prefix("$share/") {
-        Some(shared) => shared.split_once('/')?.1,
-        None => filter,
-    };
-    filter
-        .strip_prefix("app/")
-        .filter(|app| !app.is_empty() && !app.contains('/'))
+    super::filter::TopicFilter::parse(filter)
+        .ok()?
+        .application()
 }
 
-/// Whether an MQTT topic filter matches a topic (`+` one level, `#` the rest).
+/// Whether an MQTT topic filter matches a topic (`+` one level, `#` the rest); a string
+/// that is no valid filter (see [`super::filter::TopicFilter`]) matches nothing.
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    let filter = match filter.strip_prefix("$share/") {
-        Some(shared) => match shared.split_once('/') {
-            Some((_, rest)) => rest,
-            None => return false,
-        },
-        None => filter,
-    };
-    let mut topic_levels = topic.split('/');
-    for level in filter.split('/') {
-        match level {
-            "#" => return true,
-            "+" => {
-                if topic_levels.next().is_none() {
-                    return false;
-                }
-            }
-            literal => {
-                if topic_levels.next() != Some(literal) {
-                    return false;
-                }
-            }
-        }
-    }
-    topic_levels.next().is_none()
+    super::filter::TopicFilter::parse(filter).is_ok_and(|f| f.matches(topic))
 }
 
 #[cfg(test)]
@@ -187,7 +161,12 @@ mod tests {
             subscribed_application("$share/workers/app/app1"),
             Some("app1")
         );
-        assert_eq!(subscribed_application("app/+"), Some("+"));
+        assert_eq!(subscribed_application("app/+"), None);
+        assert_eq!(
+            subscribed_application("$share/g/dt/app2/dev1/app/app1"),
+            None
+        );
+        assert!(!filter_matches("cmd/#/x", "cmd/a/x"), "no valid filter");
         assert_eq!(subscribed_application("cmd/app1/#"), None);
     }
 }

@@ -10,7 +10,8 @@
 use super::sessions::{Cursor, SavedSubscription, SessionState};
 use drogue_shared::commands::PublishedCommand;
 use drogue_shared::events::log::LoggedEvent;
-use drogue_shared::mqtt::topics::{application_events, filter_matches};
+use drogue_shared::mqtt::filter::{TopicFilter, levels_match};
+use drogue_shared::mqtt::topics::application_events;
 use drogue_shared::mqtt::{Action, Policy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -354,13 +355,14 @@ impl Hub {
         cursor: Option<Cursor>,
         feed: impl FnOnce(&Cursor) -> tokio::task::AbortHandle,
     ) -> bool {
-        let (group, filter) = match filter
-            .strip_prefix("$share/")
-            .and_then(|s| s.split_once('/'))
-        {
-            Some((group, filter)) => (Some(group.to_owned()), filter.to_owned()),
-            None => (None, filter.to_owned()),
+        // the broker subscribes only to filters its client may have: valid ones
+        let Ok(parsed) = TopicFilter::parse(filter) else {
+            return false;
         };
+        let (group, filter) = (
+            parsed.group().map(str::to_owned),
+            parsed.filter().to_owned(),
+        );
         let mut sessions = self.sessions.lock().expect("not poisoned");
         if let Some(entry) = sessions.by_id.get_mut(&id) {
             let mut kept = None;
@@ -399,11 +401,13 @@ impl Hub {
         let Some(entry) = sessions.by_id.get_mut(&id) else {
             return false;
         };
+        let Ok(filter) = TopicFilter::parse(filter) else {
+            return false;
+        };
         let before = entry.subscriptions.len();
-        entry.subscriptions.retain(|s| match &s.group {
-            Some(group) => format!("$share/{group}/{}", s.filter) != filter,
-            None => s.filter != filter,
-        });
+        entry
+            .subscriptions
+            .retain(|s| s.filter != filter.filter() || s.group.as_deref() != filter.group());
         entry.subscriptions.len() != before
     }
 
@@ -456,7 +460,7 @@ impl Hub {
             }
             let mut direct: Option<&Subscription> = None;
             for sub in &entry.subscriptions {
-                if sub.resume.is_some() || !filter_matches(&sub.filter, topic) {
+                if sub.resume.is_some() || !levels_match(&sub.filter, topic) {
                     continue;
                 }
                 match &sub.group {

@@ -14,6 +14,7 @@
 use super::hub::{ContentMode, Delivery, Hub, Push, Track, delivery_for};
 use chrono::{DateTime, Utc};
 use drogue_shared::events::log::{EventLog, Follower};
+use drogue_shared::mqtt::filter::TopicFilter;
 use drogue_shared::mqtt::topics::application_events;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -124,9 +125,11 @@ pub async fn keep(hub: Arc<Hub>, log: EventLog, client_id: String, session: u64)
 
 /// Whether a filter is one application's events, exactly: `app/{app}`.
 pub fn resumable_application(filter: &str) -> Option<&str> {
-    filter
-        .strip_prefix("app/")
-        .filter(|app| !app.is_empty() && !app.contains(['/', '+', '#']))
+    let filter = TopicFilter::parse(filter).ok()?;
+    if filter.group().is_some() {
+        return None;
+    }
+    filter.application()
 }
 
 /// Feeds a resuming subscription from the log: every event of its application after

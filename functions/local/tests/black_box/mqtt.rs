@@ -531,6 +531,95 @@ async fn everything_outside_the_policy_is_refused() {
     assert_eq!(shared.event().await.json()["data"], json!(3));
 }
 
+/// A subscription is decided by the filter's structure, not by its spelling: the IoT
+/// policy wildcard in `$share/*/app/{app}` spans levels, but a shared filter of another
+/// application's telemetry that ends in the own `app/{app}` is refused in the SUBACK
+/// (MQTT 5 `0x87` not authorized, 3.1.1 `0x80`), as are filters that are no valid shared
+/// subscription; the rightful filters still work and deliver.
+#[tokio::test]
+async fn subscriptions_are_decided_by_the_filters_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+    let refused_for_eve = [
+        "$share/g/dt/app1/dev1/app/app2",
+        "$share/g/dt/app1/+/app/app2",
+        "$share/g/cmd/app1/dev1/app/app2",
+        "$share/g/x/app/app2",
+        "$share/g/app/app/app2",
+        "$share/g/app/app2/#",
+        "$share/g/app/+",
+        "$share/g/#",
+        "$share/+/app/app2",
+        "$share//app/app2",
+        "app/app2/#",
+        "dt/app1/dev1/app/app2",
+    ];
+    for v5 in [true, false] {
+        let refused = if v5 { "NotAuthorized" } else { "Failure" };
+        let mut eve = connect(addr, s.app_login(v5, &format!("structure-{v5}"), &s.eve))
+            .await
+            .unwrap();
+        for filter in refused_for_eve {
+            assert_eq!(eve.suback(filter).await, refused, "{filter} (MQTT 5: {v5})");
+        }
+        // the administrator may read every application, still only its events
+        let mut admin = connect(addr, s.app_login(v5, &format!("structure-{v5}"), &s.admin))
+            .await
+            .unwrap();
+        for filter in [
+            "$share/g/dt/app2/x/app/app1",
+            "$share/g/dt/app2/+/app/+",
+            "$share/g/x/app/+",
+            "$share/g/cmd/app1/dev1/#",
+        ] {
+            assert_eq!(admin.suback(filter).await, refused, "admin: {filter}");
+        }
+        // a device: its own command topics only, never shared nor deeper in others'
+        let options = if v5 {
+            Options::v5("dev1@app1")
+        } else {
+            Options::v3("dev1@app1")
+        };
+        let mut dev1 = connect(addr, options.login("dev1@app1", "p1"))
+            .await
+            .unwrap();
+        for filter in [
+            "$share/g/cmd/app1/dev1/#",
+            "cmd/app1/+/#",
+            "cmd/app1/dev1",
+            "cmd/+/dev1/#",
+        ] {
+            assert_eq!(dev1.suback(filter).await, refused, "dev1: {filter}");
+        }
+        // the rightful filters still work, after the refusals, and deliver
+        assert_eq!(dev1.suback("cmd/app1/dev1/+").await, "Success");
+        assert_eq!(eve.suback("app/app2").await, "Success");
+        assert_eq!(eve.suback("$share/g/app/app2").await, "Success");
+        assert_eq!(admin.suback("$share/g/app/+").await, "Success");
+        let x = connect(addr, Options::v3("x@app2").login("x@app2", "px"))
+            .await
+            .unwrap();
+        x.publish("dt/app2/x/temp", true, b"7", None).await;
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let event = eve.event().await;
+            seen.push(event.topic.clone());
+            assert_eq!(event.json()["data"], json!(7));
+        }
+        seen.sort();
+        assert_eq!(seen, ["app/app2", "app/app2"], "direct and shared");
+        let event = admin.event().await;
+        assert_eq!(event.json()["application"], json!("app2"));
+        s.command("dev1", "reboot", "{}").await;
+        assert_eq!(dev1.message().await.topic, "cmd/app1/dev1/reboot");
+        x.disconnect().await;
+        for client in [eve, admin, dev1] {
+            client.disconnect().await;
+        }
+    }
+}
+
 /// A client id names its owner: no user, not even one who may manage the device's
 /// application, can take a device's client id and so its session; nor another user's.
 #[tokio::test]

@@ -14,8 +14,9 @@ pub enum In {
     Publish(Received),
     /// A PUBACK's reason (`Success` on MQTT 3.1.1).
     PubAck(String),
-    /// Per filter: granted or not.
-    SubAck(Vec<bool>),
+    /// Per filter: `Success` when granted, the reason (`NotAuthorized`, ...; `Failure`
+    /// on MQTT 3.1.1) when not.
+    SubAck(Vec<String>),
     /// The connection ended.
     Closed(String),
 }
@@ -165,11 +166,11 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
                     Ok(Event::Incoming(Packet::SubAck(s))) => In::SubAck(
                         s.return_codes
                             .iter()
-                            .map(|c| {
-                                matches!(
-                                    c,
-                                    rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
-                                )
+                            .map(|c| match c {
+                                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_) => {
+                                    "Success".to_owned()
+                                }
+                                refused => format!("{refused:?}"),
                             })
                             .collect(),
                     ),
@@ -233,7 +234,10 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
                     Ok(Event::Incoming(Packet::SubAck(s))) => In::SubAck(
                         s.return_codes
                             .iter()
-                            .map(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                            .map(|c| match c {
+                                rumqttc::SubscribeReasonCode::Success(_) => "Success".to_owned(),
+                                refused => format!("{refused:?}"),
+                            })
                             .collect(),
                     ),
                     Ok(_) => continue,
@@ -321,7 +325,17 @@ impl Client {
     pub async fn subscribed(&mut self, filter: &str, binary: bool) -> bool {
         self.subscribe(filter, binary).await;
         match self.next_ack().await {
-            In::SubAck(granted) => granted == vec![true],
+            In::SubAck(codes) => codes == ["Success"],
+            other => panic!("expected a SUBACK for {filter}, got {other:?}"),
+        }
+    }
+
+    /// Subscribes (structured events) and returns the SUBACK's code for the filter:
+    /// `Success`, or why not (MQTT 5: `NotAuthorized`, ...; MQTT 3.1.1: `Failure`).
+    pub async fn suback(&mut self, filter: &str) -> String {
+        self.subscribe(filter, false).await;
+        match self.next_ack().await {
+            In::SubAck(codes) if codes.len() == 1 => codes[0].clone(),
             other => panic!("expected a SUBACK for {filter}, got {other:?}"),
         }
     }
