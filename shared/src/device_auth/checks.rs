@@ -7,12 +7,15 @@
 //!   [`MAX_WAITING_PER_DEVICE`] others of the same device waiting is refused, after
 //!   [`BUSY_DELAY`] so that a flood of guesses slows itself down.
 //! - At most `threads` checks run at once in the whole process (default: half the cores,
-//!   at least one), so the runtime's threads keep CPU for everything else.
+//!   at least one), on threads of their own that run at a lower priority ([`HASH_NICE`]
+//!   on Linux), so the runtime's threads keep CPU for everything else: when both want the
+//!   cores, a publish waits for no hash.
 //! - Recent failures (same device version, identity and password) are remembered for
 //!   [`FAILURE_TTL`]: repeating a wrong password costs no hash.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -24,6 +27,13 @@ pub const BUSY_DELAY: Duration = Duration::from_millis(250);
 pub const FAILURE_TTL: Duration = Duration::from_secs(30);
 /// Most remembered failures.
 const FAILURE_CAPACITY: usize = 100_000;
+/// The nice value of the password check threads (Linux; 0 is the default, 19 the lowest
+/// priority): the scheduler gives such a thread about a tenth of a core's time when a
+/// thread of the default priority wants it too.
+pub const HASH_NICE: i32 = 10;
+
+/// A password check handed to the pool's threads.
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Why a check was not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +52,10 @@ struct DeviceEntry {
 /// The pool of password checks.
 pub struct PasswordChecks {
     threads: Arc<Semaphore>,
+    size: usize,
+    /// The pool's queue, made with its threads at the first check (most processes of the
+    /// project never check a password); the threads end when it is dropped.
+    jobs: OnceLock<Mutex<mpsc::Sender<Job>>>,
     devices: Mutex<HashMap<String, DeviceEntry>>,
     failures: quick_cache::sync::Cache<[u8; 32], Instant>,
 }
@@ -65,6 +79,8 @@ impl PasswordChecks {
     pub fn new(threads: usize) -> Self {
         Self {
             threads: Arc::new(Semaphore::new(threads.max(1))),
+            size: threads.max(1),
+            jobs: OnceLock::new(),
             devices: Mutex::new(HashMap::new()),
             failures: quick_cache::sync::Cache::new(FAILURE_CAPACITY),
         }
@@ -105,15 +121,54 @@ impl PasswordChecks {
         })
     }
 
-    /// Runs `check` on a blocking thread, when one of the pool's turns is free.
+    /// Runs `check` on one of the pool's threads, when one of them is free. A check that
+    /// cannot run (no thread could be started) is a failed check.
     pub(super) async fn run<F>(&self, check: F) -> bool
     where
         F: FnOnce() -> bool + Send + 'static,
     {
+        // at most `size` checks are handed over, so none waits in the queue
         let Ok(_permit) = self.threads.clone().acquire_owned().await else {
             return false;
         };
-        tokio::task::spawn_blocking(check).await.unwrap_or(false)
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(check());
+        });
+        let sent = self.jobs().lock().expect("not poisoned").send(job);
+        if sent.is_err() {
+            tracing::error!("no password check thread is running");
+            return false;
+        }
+        result.await.unwrap_or(false)
+    }
+
+    /// The pool's queue, starting its threads the first time.
+    fn jobs(&self) -> &Mutex<mpsc::Sender<Job>> {
+        self.jobs.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel::<Job>();
+            let receiver = Arc::new(Mutex::new(receiver));
+            for n in 0..self.size {
+                let receiver = receiver.clone();
+                let started = std::thread::Builder::new()
+                    .name(format!("password-check-{n}"))
+                    .spawn(move || {
+                        lower_priority();
+                        loop {
+                            // the lock is held while waiting, by one idle thread at a time
+                            let job = receiver.lock().expect("not poisoned").recv();
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => break,
+                            }
+                        }
+                    });
+                if let Err(e) = started {
+                    tracing::error!(error = %e, "cannot start a password check thread");
+                }
+            }
+            Mutex::new(sender)
+        })
     }
 
     /// Devices with checks running or waiting (for tests and metrics).
@@ -127,6 +182,23 @@ pub(super) struct DeviceTurn<'a> {
     // dropped in this order: the lock first, then the count
     _guard: tokio::sync::OwnedMutexGuard<()>,
     _ticket: Ticket<'a>,
+}
+
+/// Gives the calling thread the nice value [`HASH_NICE`] (Linux keeps a nice value per
+/// thread). Failing to is logged and harmless: the checks stay bounded in number.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority reads no memory of ours; gettid names the calling thread.
+        let failed =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, HASH_NICE) };
+        if failed != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "password check thread keeps its priority"
+            );
+        }
+    }
 }
 
 /// One check of a device, running or waiting; the device is forgotten with its last.
@@ -172,6 +244,34 @@ mod tests {
             assert_eq!(w.await.unwrap(), Ok(()));
         }
         assert_eq!(checks.devices_in_check(), 0, "forgotten when idle");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn checks_run_at_a_lower_priority() {
+        let checks = PasswordChecks::new(1);
+        let nice = Arc::new(std::sync::atomic::AtomicI32::new(i32::MIN));
+        let seen = nice.clone();
+        assert!(
+            checks
+                .run(move || {
+                    // SAFETY: getpriority reads no memory of ours
+                    let n =
+                        unsafe { libc::getpriority(libc::PRIO_PROCESS as _, libc::gettid() as _) };
+                    seen.store(n, std::sync::atomic::Ordering::SeqCst);
+                    true
+                })
+                .await
+        );
+        let n = nice.load(std::sync::atomic::Ordering::SeqCst);
+        // a process started at a lower priority than the pool's keeps its own
+        assert!(n >= HASH_NICE, "the check ran at nice {n}");
+        // SAFETY: as above
+        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS as _, libc::gettid() as _) };
+        assert!(
+            ours < HASH_NICE || ours == n,
+            "the runtime's thread is not lowered"
+        );
     }
 
     #[tokio::test]

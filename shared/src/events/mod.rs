@@ -6,6 +6,7 @@
 pub mod destination;
 pub mod http_sink;
 pub mod kinesis;
+#[cfg(feature = "local")]
 pub mod log;
 
 use crate::model::{Application, Device};

@@ -186,6 +186,7 @@ pub async fn serve_tls_with(
 
 /// A self-signed certificate and key (PEM) for `localhost` and loopback, for trying
 /// HTTPS without a certificate of one's own.
+#[cfg(feature = "local")]
 pub fn self_signed(names: &[String]) -> anyhow::Result<(String, String)> {
     let certified = rcgen::generate_simple_self_signed(names.to_vec())?;
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))

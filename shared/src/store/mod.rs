@@ -3,6 +3,7 @@
 //! integration tests runs against both.
 
 pub mod dynamodb;
+#[cfg(feature = "local")]
 pub mod embedded;
 
 use crate::access::Role;
