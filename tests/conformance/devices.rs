@@ -3,7 +3,7 @@
 
 use super::fixtures::*;
 use drogue_shared::model::Claim;
-use drogue_shared::store::{Conflict, StoreError};
+use drogue_shared::store::{Conflict, DeviceLimits, StoreError, StoredApplication};
 use drogue_tests::TestStore;
 use drogue_tests::suite::Case;
 use serde_json::json;
@@ -33,6 +33,10 @@ pub const CASES: &[Case<TestStore>] = &[
     (
         "the device count follows the writes and holds the limit",
         |s| Box::pin(device_quota(s)),
+    ),
+    (
+        "the owner's device count follows device writes, application deletes and transfers",
+        |s| Box::pin(owner_quota(s)),
     ),
 ];
 
@@ -401,4 +405,158 @@ async fn device_quota(t: TestStore) {
     s.create_device_within(&a, &more, Some(4)).await.unwrap();
     assert_eq!(s.list_devices(&a).await.unwrap().len(), 4);
     assert_eq!(s.count_devices(&a).await.unwrap(), 4);
+}
+
+/// The devices of all applications a user owns count against that user: created and
+/// deleted devices, an application's delete and a transfer of ownership (refused when
+/// the new owner would own more than the limit) keep the count right, each check one
+/// item.
+async fn owner_quota(t: TestStore) {
+    let s = t.store;
+    let owned = |owner: &str, name: &str| StoredApplication {
+        owner: owner.into(),
+        ..app(name)
+    };
+    let limits = |per_owner: u64| DeviceLimits {
+        per_application: None,
+        per_owner: Some(per_owner),
+    };
+    let (a, b, c) = (app_name("oa"), app_name("ob"), app_name("oc"));
+    s.create_application(&owned("alice", "oa")).await.unwrap();
+    s.create_application(&owned("alice", "ob")).await.unwrap();
+    s.create_application(&owned("bob", "oc")).await.unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 0);
+
+    // alice's applications together hold at most 3
+    let d1 = device("oa", "d1", json!({"alias": ["one"]}));
+    s.create_device_limited(&a, &d1, limits(3)).await.unwrap();
+    s.create_device_limited(&a, &device("oa", "d2", json!({})), limits(3))
+        .await
+        .unwrap();
+    s.create_device_limited(&b, &device("ob", "d3", json!({})), limits(3))
+        .await
+        .unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 3);
+    let d4 = device("ob", "d4", json!({"alias": ["four"]}));
+    let err = s
+        .create_device_limited(&b, &d4, limits(3))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::OwnerQuotaExceeded);
+    assert!(
+        s.get_device(&b, &device_name("d4"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.find_device_by_claim(&b, &Claim::Alias("four".into()))
+            .await
+            .unwrap(),
+        None,
+        "a refused device claims nothing"
+    );
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 3);
+    assert_eq!(s.count_devices(&b).await.unwrap(), 1, "nor counts");
+
+    // bob is not held by alice's devices; the application's limit holds alongside
+    s.create_device_limited(&c, &device("oc", "e1", json!({})), limits(3))
+        .await
+        .unwrap();
+    let both = DeviceLimits {
+        per_application: Some(1),
+        per_owner: Some(10),
+    };
+    let err = s
+        .create_device_limited(&c, &device("oc", "e2", json!({})), both)
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::QuotaExceeded);
+    assert_eq!(s.count_owned_devices("bob").await.unwrap(), 1);
+    assert_eq!(s.count_owned_devices("nobody").await.unwrap(), 0);
+
+    // a failed delete counts nothing; a delete makes room
+    let err = s
+        .delete_device(&a, &revised(&d1, json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::Changed);
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 3);
+    s.delete_device(&a, &d1).await.unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 2);
+    s.create_device_limited(&b, &d4, limits(3)).await.unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 3);
+
+    // a transfer moves the application's devices (d3, d4) to the new owner, refused
+    // when the new owner would own more than the limit
+    let transfer = |current: &StoredApplication, to: &str| {
+        let mut next = current.clone();
+        next.owner = to.into();
+        next.app.metadata.resource_version = uuid::Uuid::new_v4().to_string();
+        next
+    };
+    let current = s.get_application(&b).await.unwrap().unwrap();
+    let to_bob = transfer(&current, "bob");
+    let err = s
+        .update_application_within(&current, &to_bob, Some(2))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::OwnerQuotaExceeded);
+    assert_eq!(
+        s.get_application(&b).await.unwrap().unwrap().owner,
+        "alice",
+        "nothing moved"
+    );
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 3);
+    assert_eq!(s.count_owned_devices("bob").await.unwrap(), 1);
+    s.update_application_within(&current, &to_bob, Some(3))
+        .await
+        .unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 1);
+    assert_eq!(s.count_owned_devices("bob").await.unwrap(), 3);
+    assert_eq!(s.count_devices(&b).await.unwrap(), 2);
+
+    // from then on the application's devices count against its new owner
+    let err = s
+        .create_device_limited(&b, &device("ob", "d5", json!({})), limits(3))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict(err), Conflict::OwnerQuotaExceeded);
+    s.create_device_limited(&a, &device("oa", "d5", json!({})), limits(3))
+        .await
+        .unwrap();
+    s.create_device(&b, &device("ob", "d6", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 2);
+    assert_eq!(s.count_owned_devices("bob").await.unwrap(), 4);
+    let d3 = s.get_device(&b, &device_name("d3")).await.unwrap().unwrap();
+    s.delete_device(&b, &d3).await.unwrap();
+    assert_eq!(s.count_owned_devices("bob").await.unwrap(), 3);
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 2);
+
+    // an update that keeps the owner moves nothing; a transfer without a limit is not
+    // held
+    let current = s.get_application(&a).await.unwrap().unwrap();
+    let mut same = current.clone();
+    same.app.metadata.resource_version = uuid::Uuid::new_v4().to_string();
+    s.update_application_within(&current, &same, Some(0))
+        .await
+        .unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 2);
+
+    // an application's delete takes its devices off its owner's count
+    let stored = s.get_application(&b).await.unwrap().unwrap();
+    s.delete_application(&stored).await.unwrap();
+    assert_eq!(s.count_owned_devices("bob").await.unwrap(), 1);
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 2);
+    s.create_application(&owned("alice", "ob")).await.unwrap();
+    assert_eq!(s.count_devices(&b).await.unwrap(), 0);
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 2);
+    let current = s.get_application(&a).await.unwrap().unwrap();
+    s.update_application_within(&current, &transfer(&current, "bob"), None)
+        .await
+        .unwrap();
+    assert_eq!(s.count_owned_devices("alice").await.unwrap(), 0);
+    assert_eq!(s.count_owned_devices("bob").await.unwrap(), 3);
 }

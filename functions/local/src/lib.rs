@@ -117,6 +117,10 @@ pub struct Config {
     /// Devices an application may hold (administrators are not limited); 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_DEVICES_PER_APPLICATION", default_value_t = Quotas::DEFAULT_DEVICES_PER_APPLICATION)]
     pub max_devices_per_application: usize,
+    /// Devices all the applications a user owns may hold together, whoever created them
+    /// (administrators are not limited, their devices count); 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_DEVICES_PER_USER", default_value_t = Quotas::DEFAULT_DEVICES_PER_USER)]
+    pub max_devices_per_user: usize,
     /// Publishes per second one device may send, over HTTP and MQTT together (HTTP:
     /// 429 beyond; MQTT 5 QoS 1: PUBACK quota exceeded; otherwise the publish waits); 0
     /// for no limit.
@@ -217,6 +221,7 @@ impl Server {
             quotas: Quotas {
                 applications_per_user: config.max_applications_per_user,
                 devices_per_application: config.max_devices_per_application,
+                devices_per_user: config.max_devices_per_user,
             },
         };
         // registry writes make device authentication look again at once

@@ -45,7 +45,9 @@ pub struct Settings {
     /// as `mqtt` and `mqtt_integration`.
     pub mqtt: Option<MqttEndpoint>,
     /// `DROGUE_MAX_APPLICATIONS_PER_USER`: applications a user may own (default 100, 0 for
-    /// no limit; administrators are not limited).
+    /// no limit; administrators are not limited); `DROGUE_MAX_DEVICES_PER_APPLICATION`
+    /// and `DROGUE_MAX_DEVICES_PER_USER`: devices an application, and all applications a
+    /// user owns together, may hold (default 10,000 each, 0 for no limit).
     pub quotas: Quotas,
 }
 
@@ -123,6 +125,16 @@ impl Settings {
                             "DROGUE_MAX_DEVICES_PER_APPLICATION is no number; the default applies"
                         );
                         Quotas::DEFAULT_DEVICES_PER_APPLICATION
+                    }),
+                },
+                devices_per_user: match var("DROGUE_MAX_DEVICES_PER_USER") {
+                    None => Quotas::DEFAULT_DEVICES_PER_USER,
+                    Some(value) => value.parse().unwrap_or_else(|_| {
+                        tracing::warn!(
+                            value,
+                            "DROGUE_MAX_DEVICES_PER_USER is no number; the default applies"
+                        );
+                        Quotas::DEFAULT_DEVICES_PER_USER
                     }),
                 },
             },

@@ -49,20 +49,30 @@ impl Registry {
             spec,
             status: device_status(None, now),
         };
-        // the quota keeps one tenant from filling the store; administrators are not held
-        let limit = match self.quotas.devices_per_application {
-            0 => None,
-            _ if self.authz.is_admin(principal) => None,
-            limit => Some(limit as u64),
+        // the quotas keep one tenant from filling the store; administrators are not held
+        // (their devices count); the devices of all applications a user owns count
+        // against that owner, whoever creates them
+        let admin = self.authz.is_admin(principal);
+        let limit = |quota: usize| (quota != 0 && !admin).then_some(quota as u64);
+        let limits = crate::store::DeviceLimits {
+            per_application: limit(self.quotas.devices_per_application),
+            per_owner: limit(self.quotas.devices_per_user),
         };
         self.store
-            .create_device_within(app, &device, limit)
+            .create_device_limited(app, &device, limits)
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::Conflict(crate::store::Conflict::QuotaExceeded) => {
                     RegistryError::QuotaExceeded(format!(
                         "an application may hold at most {} devices",
                         self.quotas.devices_per_application
+                    ))
+                }
+                crate::store::StoreError::Conflict(crate::store::Conflict::OwnerQuotaExceeded) => {
+                    RegistryError::QuotaExceeded(format!(
+                        "the applications a user owns may hold at most {} devices together, and \
+                     the owner of '{app}' holds that many",
+                        self.quotas.devices_per_user
                     ))
                 }
                 e => store_error(|| format!("the device '{name}'"))(e),

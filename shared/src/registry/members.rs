@@ -5,6 +5,7 @@ use super::{Registry, RegistryError, RegistryResult, not_found, store_error};
 use crate::access::{Permission, Principal, Role};
 use crate::events::Change;
 use crate::model::AppName;
+use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -156,10 +157,21 @@ impl Registry {
         next.owner = principal.user.clone();
         next.transfer_owner = None;
         next.app.metadata.resource_version = uuid::Uuid::new_v4().to_string();
+        // the application's devices move to the new owner, within its device quota
+        let quota = self.quotas.devices_per_user;
+        let limit = (quota != 0 && !self.authz.is_admin(principal)).then_some(quota as u64);
         self.store
-            .update_application(&current, &next)
+            .update_application_within(&current, &next, limit)
             .await
-            .map_err(store_error(|| format!("the application '{name}'")))?;
+            .map_err(|e| match e {
+                StoreError::Conflict(crate::store::Conflict::OwnerQuotaExceeded) => {
+                    RegistryError::QuotaExceeded(format!(
+                        "the applications a user owns may hold at most {quota} devices \
+                         together: with those of '{name}' yours would hold more"
+                    ))
+                }
+                e => store_error(|| format!("the application '{name}'"))(e),
+            })?;
         self.changed(&next.app, None, Change::Updated).await;
         tracing::info!(application = %name, owner = %principal.user, "ownership transferred");
         Ok(())

@@ -43,11 +43,15 @@ pub struct Quotas {
     pub applications_per_user: usize,
     /// Devices an application may hold; 0 for no limit.
     pub devices_per_application: usize,
+    /// Devices all the applications a user owns may hold together (whoever created
+    /// them: a member's devices count against the owner); 0 for no limit.
+    pub devices_per_user: usize,
 }
 
 impl Quotas {
     pub const DEFAULT_APPLICATIONS_PER_USER: usize = 100;
     pub const DEFAULT_DEVICES_PER_APPLICATION: usize = 10_000;
+    pub const DEFAULT_DEVICES_PER_USER: usize = 10_000;
 }
 
 impl Default for Quotas {
@@ -55,6 +59,7 @@ impl Default for Quotas {
         Self {
             applications_per_user: Self::DEFAULT_APPLICATIONS_PER_USER,
             devices_per_application: Self::DEFAULT_DEVICES_PER_APPLICATION,
+            devices_per_user: Self::DEFAULT_DEVICES_PER_USER,
         }
     }
 }
@@ -245,6 +250,12 @@ fn store_error(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> Regi
             "no room for {}: the application holds as many devices as it may",
             what()
         )),
+        StoreError::Conflict(Conflict::OwnerQuotaExceeded) => {
+            RegistryError::QuotaExceeded(format!(
+                "no room for {}: the applications of its owner hold as many devices as the owner may",
+                what()
+            ))
+        }
         e @ StoreError::Unavailable(_) => RegistryError::Unavailable(e),
     }
 }

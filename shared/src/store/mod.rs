@@ -39,6 +39,20 @@ pub enum Conflict {
     /// The application holds as many devices as the limit of the write allows.
     #[error("the application holds as many devices as it may")]
     QuotaExceeded,
+    /// The applications of the owner hold as many devices as the limit of the write
+    /// allows (or, for a transfer of ownership, would hold more).
+    #[error("the applications of the owner hold as many devices as the owner may")]
+    OwnerQuotaExceeded,
+}
+
+/// What a device create is held to: the devices of its application, and those of all
+/// the applications its application's owner owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// At most this many devices in the application.
+    pub per_application: Option<u64>,
+    /// At most this many devices in the applications of the application's owner.
+    pub per_owner: Option<u64>,
 }
 
 impl StoreError {
@@ -118,8 +132,21 @@ pub trait ApplicationStore: Send + Sync {
         &self,
         previous: &StoredApplication,
         next: &StoredApplication,
+    ) -> StoreResult<()> {
+        self.update_application_within(previous, next, None).await
+    }
+    /// Updates an application; when its owner changes, its devices move from the old
+    /// owner's count to the new one's, and with a limit only while the new owner's
+    /// applications then hold at most `owner_limit` devices
+    /// ([`Conflict::OwnerQuotaExceeded`]).
+    async fn update_application_within(
+        &self,
+        previous: &StoredApplication,
+        next: &StoredApplication,
+        owner_limit: Option<u64>,
     ) -> StoreResult<()>;
-    /// Deletes the application and everything it holds (devices, their claims).
+    /// Deletes the application and everything it holds (devices, their claims); its
+    /// devices leave its owner's count.
     async fn delete_application(&self, previous: &StoredApplication) -> StoreResult<()>;
     /// The application holding a claim (a trust anchor subject), if any.
     async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>>;
@@ -152,9 +179,28 @@ pub trait DeviceStore: Send + Sync {
         app: &AppName,
         device: &Device,
         limit: Option<u64>,
+    ) -> StoreResult<()> {
+        let limits = DeviceLimits {
+            per_application: limit,
+            per_owner: None,
+        };
+        self.create_device_limited(app, device, limits).await
+    }
+    /// Creates a device unless its application holds `limits.per_application` devices
+    /// already ([`Conflict::QuotaExceeded`]) or the applications of its application's
+    /// owner hold `limits.per_owner` ([`Conflict::OwnerQuotaExceeded`]). Both counts are
+    /// kept with every write (device create and delete, application delete, transfer of
+    /// ownership), each check reads one item.
+    async fn create_device_limited(
+        &self,
+        app: &AppName,
+        device: &Device,
+        limits: DeviceLimits,
     ) -> StoreResult<()>;
     /// The devices an application holds, as counted with the writes.
     async fn count_devices(&self, app: &AppName) -> StoreResult<u64>;
+    /// The devices of all applications a user owns, as counted with the writes.
+    async fn count_owned_devices(&self, user: &str) -> StoreResult<u64>;
     /// Replaces `previous` by `next`, releasing and taking claims as they changed.
     async fn update_device(
         &self,

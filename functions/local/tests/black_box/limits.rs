@@ -1,6 +1,6 @@
 //! Limits per device and per connection: the publish rate limit over HTTP and MQTT, the
-//! quota of devices per application, the HTTP header read timeout, and connections per
-//! device.
+//! quotas of devices per application and per user, the HTTP header read timeout, and
+//! connections per device.
 
 use super::mqtt_client::{self, In, Options};
 use super::runner::LocalRunner;
@@ -292,6 +292,153 @@ async fn an_application_holds_at_most_its_quota_of_devices() {
     assert_eq!(status(create("d3").send().await.unwrap()), 429);
     assert_eq!(status(delete("d2").await.unwrap()), 204);
     assert_eq!(status(create("d3").send().await.unwrap()), 201);
+}
+
+/// The devices of all applications a user owns count against that owner, whoever made
+/// them (a member's count, an administrator's too though the administrator is not held);
+/// a transfer that would put the new owner above the quota is refused, the devices move
+/// with an accepted one, and an application's delete frees its devices' places.
+#[tokio::test]
+async fn a_user_owns_at_most_its_quota_of_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--max-devices-per-user", "3"]).await;
+    let mut users = Vec::new();
+    for name in ["alice", "bob"] {
+        let made = server
+            .post_json(
+                &format!("/api/admin/v1alpha1/users/{name}/tokens"),
+                &json!({}),
+            )
+            .await;
+        users.push((name, made["token"].as_str().unwrap().to_owned()));
+    }
+    let (alice, bob) = (&users[0], &users[1]);
+    let http = reqwest::Client::new();
+    let base = &server.base;
+    let send = |who: &(&str, String), request: reqwest::RequestBuilder| {
+        let request = request.basic_auth(who.0, Some(&who.1));
+        async move { request.send().await.unwrap() }
+    };
+    let create_app = |who, name: &'static str| {
+        send(
+            who,
+            http.post(format!("{base}{APPS}"))
+                .json(&json!({"metadata": {"name": name}})),
+        )
+    };
+    let create = |who, app: &'static str, name: &'static str| {
+        send(
+            who,
+            http.post(format!("{base}{APPS}/{app}/devices"))
+                .json(&json!({"metadata": {"name": name}})),
+        )
+    };
+    let delete = |who, path: String| send(who, http.delete(format!("{base}{path}")));
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    for app in ["a1", "a2"] {
+        assert_eq!(status(create_app(alice, app).await), 201);
+    }
+    assert_eq!(status(create_app(bob, "b1").await), 201);
+    assert_eq!(status(create(alice, "a1", "d1").await), 201);
+    assert_eq!(status(create(alice, "a1", "d2").await), 201);
+    assert_eq!(status(create(alice, "a2", "d3").await), 201);
+    // the quota is the owner's, across its applications
+    let refused = create(alice, "a2", "d4").await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "QuotaExceeded", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 devices"),
+        "{body}"
+    );
+    let (_, listed) = server.get(&format!("{APPS}/a2/devices")).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "nothing was made");
+
+    // a member's devices count against the owner
+    let members = send(
+        alice,
+        http.get(format!("{base}/api/admin/v1alpha1/apps/a1/members")),
+    )
+    .await;
+    let version = members.json::<Value>().await.unwrap()["resourceVersion"].clone();
+    let set = json!({"resourceVersion": version, "members": {"bob": {"role": "manager"}}});
+    assert_eq!(
+        status(
+            send(
+                alice,
+                http.put(format!("{base}/api/admin/v1alpha1/apps/a1/members"))
+                    .json(&set)
+            )
+            .await
+        ),
+        204
+    );
+    assert_eq!(status(create(bob, "a1", "m1").await), 429, "alice's quota");
+    assert_eq!(status(create(bob, "b1", "e1").await), 201, "bob's own");
+
+    // administrators are not held; their devices count for the owner
+    assert_eq!(
+        server
+            .post(
+                &format!("{APPS}/a1/devices"),
+                &json!({"metadata": {"name": "x1"}})
+            )
+            .await,
+        201
+    );
+    assert_eq!(
+        status(delete(alice, format!("{APPS}/a1/devices/d1")).await),
+        204
+    );
+    assert_eq!(status(create(alice, "a2", "d4").await), 429, "3 with x1");
+
+    // a transfer moves the devices: a1 (d2, x1) to bob, who then owns 3
+    let transfer = |app: &'static str| {
+        send(
+            alice,
+            http.put(format!(
+                "{base}/api/admin/v1alpha1/apps/{app}/transfer-ownership"
+            ))
+            .json(&json!({"newUser": "bob"})),
+        )
+    };
+    let accept = |app: &'static str| {
+        send(
+            bob,
+            http.put(format!(
+                "{base}/api/admin/v1alpha1/apps/{app}/accept-ownership"
+            )),
+        )
+    };
+    assert_eq!(status(transfer("a1").await), 204);
+    assert_eq!(status(accept("a1").await), 204);
+    assert_eq!(status(create(alice, "a2", "d4").await), 201, "alice owns 2");
+    assert_eq!(status(create(bob, "b1", "e2").await), 429, "bob owns 3");
+
+    // a transfer that would put bob above his quota is refused, and nothing moves
+    assert_eq!(status(transfer("a2").await), 204);
+    let refused = accept("a2").await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "QuotaExceeded", "{body}");
+    let (_, a2) = server.get(&format!("{APPS}/a2")).await;
+    assert_eq!(a2["metadata"]["name"], "a2");
+    assert_eq!(
+        status(create(alice, "a2", "d5").await),
+        201,
+        "still alice's"
+    );
+    assert_eq!(status(create(alice, "a2", "d6").await), 429, "alice owns 3");
+
+    // deleting an application frees its devices' places
+    assert_eq!(status(delete(bob, format!("{APPS}/a1")).await), 204);
+    assert_eq!(status(create(bob, "b1", "e2").await), 201, "bob owns 2");
+    assert_eq!(status(create(bob, "b1", "e3").await), 201, "bob owns 3");
+    assert_eq!(status(create(bob, "b1", "e4").await), 429);
 }
 
 /// Sends a request line and a header, then nothing: how long until the server closes.

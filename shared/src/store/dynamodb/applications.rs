@@ -24,7 +24,7 @@ fn claim_pk(claim: &Claim) -> String {
     format!("CA#{}", claim.key())
 }
 
-fn user_pk(user: &str) -> String {
+pub(super) fn user_pk(user: &str) -> String {
     format!("USER#{user}")
 }
 
@@ -50,6 +50,10 @@ impl DynamoStore {
             (
                 "accepts".into(),
                 AttributeValue::Bool(!stored.app.is_deleting()),
+            ),
+            (
+                super::devices::OWNER_ATTRIBUTE.into(),
+                s(stored.owner.as_str()),
             ),
             ("data".into(), json(stored)),
         ])
@@ -210,10 +214,11 @@ impl ApplicationStore for DynamoStore {
         self.transact(items).await
     }
 
-    async fn update_application(
+    async fn update_application_within(
         &self,
         previous: &StoredApplication,
         next: &StoredApplication,
+        owner_limit: Option<u64>,
     ) -> StoreResult<()> {
         let name = next.app.metadata.name.as_str();
         let mut items = vec![(
@@ -223,6 +228,13 @@ impl ApplicationStore for DynamoStore {
             )?,
             Some(Conflict::Changed),
         )];
+        if previous.owner != next.owner {
+            let app = AppName::parse(name).map_err(StoreError::unavailable)?;
+            items.extend(
+                self.move_device_count(&app, &previous.owner, &next.owner, owner_limit)
+                    .await?,
+            );
+        }
         items.extend(self.user_index_changes(name, &previous.users(), &next.users())?);
         let (before, after) = (
             application_claims(&previous.app),
@@ -253,14 +265,18 @@ impl ApplicationStore for DynamoStore {
     /// repeated delete after a failure picks up where the last one stopped.
     async fn delete_application(&self, previous: &StoredApplication) -> StoreResult<()> {
         let name = previous.app.metadata.name.as_str();
+        // closed: no device is created nor deleted from now on (their writes check the
+        // owner), so its count is final and leaves the owner's
         let closed = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(app_pk(name)))
             .key("sk", s(APP_SK))
-            .update_expression("SET accepts = :false")
+            .update_expression("SET accepts = :false, #owner = :closed")
             .condition_expression("rv = :rv")
+            .expression_attribute_names("#owner", super::devices::OWNER_ATTRIBUTE)
+            .expression_attribute_values(":closed", s(super::devices::CLOSED_OWNER))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":rv", s(previous.app.metadata.resource_version.as_str()))
             .send()
@@ -273,6 +289,8 @@ impl ApplicationStore for DynamoStore {
                 _ => StoreError::unavailable(e),
             });
         }
+        let app = AppName::parse(name).map_err(StoreError::unavailable)?;
+        self.release_device_count(&app, &previous.owner).await?;
         let mut keys: Vec<(String, String)> = self
             .query_prefix(app_pk(name), "")
             .await?

@@ -1,12 +1,15 @@
 //! Devices in DynamoDB, in their application's partition, with their names, aliases
 //! and unique usernames as claims in the same partition.
 
-use super::applications::app_pk;
+use super::applications::{app_pk, user_pk};
 use super::{Condition, DynamoStore, Item, attr, data, json, s};
 use crate::model::{AppName, Claim, Device, DeviceName};
-use crate::store::{Conflict, DeviceStore, StoreResult, device_claims, device_gateways};
+use crate::store::{
+    Conflict, DeviceLimits, DeviceStore, StoreError, StoreResult, StoredApplication, device_claims,
+    device_gateways,
+};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, TransactWriteItem, Update};
 use std::collections::HashMap;
 
 pub(super) fn device_sk(device: &str) -> String {
@@ -20,6 +23,22 @@ fn claim_sk(claim: &Claim) -> String {
 /// The count of an application's devices (attribute `n`), kept with every create and
 /// delete; `#` sorts before every other key of the partition but none.
 pub(super) const DEVICE_COUNT_SK: &str = "#DEVICES";
+
+/// The count of the devices of all applications a user owns (attribute `n`), in the
+/// user's partition, kept with every device create and delete, application delete and
+/// transfer of ownership.
+pub(super) const OWNER_DEVICE_COUNT_SK: &str = "#DEVICES";
+
+/// The attribute of an application's item naming its owner, so that device writes can
+/// be conditional on it (their count moves with the ownership).
+pub(super) const OWNER_ATTRIBUTE: &str = "ownerid";
+
+/// The owner attribute of an application being deleted: no device write matches it.
+pub(super) const CLOSED_OWNER: &str = "#closed#";
+
+/// How often a device write is tried again when the application's owner changed
+/// between reading it and writing.
+const OWNER_RETRIES: usize = 3;
 
 /// The gateway index: device names hold no `/`.
 fn gateway_sk(gateway: &str, device: &str) -> String {
@@ -49,6 +68,161 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder()
             .update(update.build().map_err(super::build)?)
             .build())
+    }
+
+    /// Adds `delta` to the count of the devices a user owns; with `below`, only while
+    /// the count is below it.
+    fn count_owned_by(
+        &self,
+        user: &str,
+        delta: i64,
+        below: Option<u64>,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(user_pk(user)))
+            .key("sk", s(OWNER_DEVICE_COUNT_SK))
+            .update_expression("ADD n :delta")
+            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()));
+        if let Some(below) = below {
+            update = update
+                .condition_expression("attribute_not_exists(n) OR n < :below")
+                .expression_attribute_values(":below", AttributeValue::N(below.to_string()));
+        }
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(super::build)?)
+            .build())
+    }
+
+    /// The owner of an application, read from its item (`None` when there is none).
+    async fn application_owner(&self, app: &AppName) -> StoreResult<Option<String>> {
+        let Some(item) = self.get_item(app_pk(app.as_str()), "#APP").await? else {
+            return Ok(None);
+        };
+        if let Some(owner) = attr(&item, OWNER_ATTRIBUTE) {
+            return Ok(Some(owner.to_owned()));
+        }
+        // items written before the attribute: the owner in the data
+        Ok(Some(data::<StoredApplication>(&item)?.owner))
+    }
+
+    /// A check that an application still has `owner` (items written before the owner
+    /// attribute pass), and with `open` that it accepts devices.
+    fn owner_check(
+        &self,
+        app: &AppName,
+        owner: &str,
+        open: bool,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut expression = "(#owner = :owner OR attribute_not_exists(#owner))".to_owned();
+        let mut values = HashMap::from([(":owner".to_owned(), s(owner))]);
+        if open {
+            expression.push_str(" AND accepts = :true");
+            values.insert(":true".into(), AttributeValue::Bool(true));
+        }
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(app.as_str())))
+            .key("sk", s("#APP"))
+            .condition_expression(expression)
+            .expression_attribute_names("#owner", OWNER_ATTRIBUTE)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(super::build)?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// Whether a write that found the application changed should be tried again: the
+    /// application is still there, open, with another owner.
+    async fn owner_moved(&self, app: &AppName, owner: &str) -> StoreResult<bool> {
+        Ok(self
+            .application_owner(app)
+            .await?
+            .is_some_and(|now| now != owner && now != CLOSED_OWNER))
+    }
+
+    /// The items that move an application's devices from `from`'s count to `to`'s (a
+    /// transfer of ownership), on condition that the application's count is still the
+    /// one read; with a limit, `to` may then own at most `limit` devices.
+    pub(super) async fn move_device_count(
+        &self,
+        app: &AppName,
+        from: &str,
+        to: &str,
+        limit: Option<u64>,
+    ) -> StoreResult<Vec<(TransactWriteItem, Option<Conflict>)>> {
+        let held = self.count_devices(app).await?;
+        let exists = self
+            .get_item(app_pk(app.as_str()), DEVICE_COUNT_SK)
+            .await?
+            .is_some_and(|item| item.contains_key("n"));
+        if limit.is_some_and(|limit| held > limit) {
+            return Err(StoreError::Conflict(Conflict::OwnerQuotaExceeded));
+        }
+        let (expression, values) = if exists {
+            (
+                "n = :n",
+                Some(HashMap::from([(
+                    ":n".to_owned(),
+                    AttributeValue::N(held.to_string()),
+                )])),
+            )
+        } else {
+            ("attribute_not_exists(n)", None)
+        };
+        let unchanged = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(app.as_str())))
+            .key("sk", s(DEVICE_COUNT_SK))
+            .condition_expression(expression)
+            .set_expression_attribute_values(values)
+            .build()
+            .map_err(super::build)?;
+        let mut items = vec![(
+            TransactWriteItem::builder()
+                .condition_check(unchanged)
+                .build(),
+            Some(Conflict::Changed),
+        )];
+        if held > 0 {
+            let delta = i64::try_from(held).unwrap_or(i64::MAX);
+            items.push((self.count_owned_by(from, -delta, None)?, None));
+            // `to` then owns at most `limit`: below `limit - held + 1` before
+            let below = limit.map(|limit| limit - held + 1);
+            items.push((
+                self.count_owned_by(to, delta, below)?,
+                Some(Conflict::OwnerQuotaExceeded),
+            ));
+        }
+        Ok(items)
+    }
+
+    /// Takes a closed application's devices off its owner's count, and its count with
+    /// them (a repeated call finds no count and does nothing).
+    pub(super) async fn release_device_count(&self, app: &AppName, owner: &str) -> StoreResult<()> {
+        let Some(item) = self.get_item(app_pk(app.as_str()), DEVICE_COUNT_SK).await? else {
+            return Ok(());
+        };
+        let held = match item.get("n") {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0),
+            _ => 0,
+        };
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(app.as_str())))
+            .key("sk", s(DEVICE_COUNT_SK))
+            .condition_expression("attribute_not_exists(n) OR n = :n")
+            .expression_attribute_values(":n", AttributeValue::N(held.to_string()))
+            .build()
+            .map_err(super::build)?;
+        let mut items = vec![(
+            TransactWriteItem::builder().delete(delete).build(),
+            Some(Conflict::Changed),
+        )];
+        if held > 0 {
+            items.push((self.count_owned_by(owner, -held, None)?, None));
+        }
+        self.transact(items).await
     }
 
     fn device_item(&self, app: &AppName, device: &Device) -> Item {
@@ -175,40 +349,52 @@ impl DeviceStore for DynamoStore {
         })
     }
 
-    async fn create_device_within(
+    async fn count_owned_devices(&self, user: &str) -> StoreResult<u64> {
+        let item = self.get_item(user_pk(user), OWNER_DEVICE_COUNT_SK).await?;
+        Ok(match item.as_ref().and_then(|i| i.get("n")) {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0).max(0) as u64,
+            _ => 0,
+        })
+    }
+
+    async fn create_device_limited(
         &self,
         app: &AppName,
         device: &Device,
-        limit: Option<u64>,
+        limits: DeviceLimits,
     ) -> StoreResult<()> {
         let name = device.metadata.name.as_str();
-        let app_open = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key("pk", s(app_pk(app.as_str())))
-            .key("sk", s("#APP"))
-            .condition_expression("accepts = :true")
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .build()
-            .map_err(super::build)?;
-        let mut items = vec![
-            (
-                TransactWriteItem::builder()
-                    .condition_check(app_open)
-                    .build(),
-                Some(Conflict::ApplicationGone),
-            ),
-            (
-                self.put(self.device_item(app, device), Some(Condition::absent()))?,
-                Some(Conflict::AlreadyExists),
-            ),
-            (
-                self.count_devices_by(app, 1, limit)?,
-                Some(Conflict::QuotaExceeded),
-            ),
-        ];
-        items.extend(self.claim_changes(app, name, &[], &device_claims(device))?);
-        items.extend(self.gateway_changes(app, name, &[], &device_gateways(device))?);
-        self.transact(items).await
+        for attempt in 1..=OWNER_RETRIES {
+            let Some(owner) = self.application_owner(app).await? else {
+                return Err(StoreError::Conflict(Conflict::ApplicationGone));
+            };
+            let mut items = vec![
+                (
+                    self.owner_check(app, &owner, true)?,
+                    Some(Conflict::ApplicationGone),
+                ),
+                (
+                    self.put(self.device_item(app, device), Some(Condition::absent()))?,
+                    Some(Conflict::AlreadyExists),
+                ),
+                (
+                    self.count_devices_by(app, 1, limits.per_application)?,
+                    Some(Conflict::QuotaExceeded),
+                ),
+                (
+                    self.count_owned_by(&owner, 1, limits.per_owner)?,
+                    Some(Conflict::OwnerQuotaExceeded),
+                ),
+            ];
+            items.extend(self.claim_changes(app, name, &[], &device_claims(device))?);
+            items.extend(self.gateway_changes(app, name, &[], &device_gateways(device))?);
+            match self.transact(items).await {
+                Err(StoreError::Conflict(Conflict::ApplicationGone))
+                    if attempt < OWNER_RETRIES && self.owner_moved(app, &owner).await? => {}
+                done => return done,
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     async fn update_device(
@@ -240,14 +426,33 @@ impl DeviceStore for DynamoStore {
 
     async fn delete_device(&self, app: &AppName, previous: &Device) -> StoreResult<()> {
         let name = previous.metadata.name.as_str();
-        let condition = Condition::revision(&previous.metadata.resource_version);
-        let mut items = vec![(
-            self.delete(app_pk(app.as_str()), &device_sk(name), Some(condition))?,
-            Some(Conflict::Changed),
-        )];
-        items.push((self.count_devices_by(app, -1, None)?, None));
-        items.extend(self.claim_changes(app, name, &device_claims(previous), &[])?);
-        items.extend(self.gateway_changes(app, name, &device_gateways(previous), &[])?);
-        self.transact(items).await
+        for attempt in 1..=OWNER_RETRIES {
+            let owner = self.application_owner(app).await?;
+            let condition = Condition::revision(&previous.metadata.resource_version);
+            let mut items = vec![(
+                self.delete(app_pk(app.as_str()), &device_sk(name), Some(condition))?,
+                Some(Conflict::Changed),
+            )];
+            items.push((self.count_devices_by(app, -1, None)?, None));
+            if let Some(owner) = &owner {
+                items.push((
+                    self.owner_check(app, owner, false)?,
+                    Some(Conflict::Changed),
+                ));
+                items.push((self.count_owned_by(owner, -1, None)?, None));
+            }
+            items.extend(self.claim_changes(app, name, &device_claims(previous), &[])?);
+            items.extend(self.gateway_changes(app, name, &device_gateways(previous), &[])?);
+            match self.transact(items).await {
+                Err(StoreError::Conflict(Conflict::Changed))
+                    if attempt < OWNER_RETRIES
+                        && owner.is_some()
+                        && self
+                            .owner_moved(app, owner.as_deref().unwrap_or_default())
+                            .await? => {}
+                done => return done,
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! | item | `pk` | `sk` | more |
 //! |---|---|---|---|
-//! | application | `APP#{app}` | `#APP` | `gsi1pk=APPS`, `gsi1sk={app}`, `accepts` (may get devices) |
+//! | application | `APP#{app}` | `#APP` | `gsi1pk=APPS`, `gsi1sk={app}`, `accepts` (may get devices), `ownerid` (the owner; device writes are conditional on it) |
 //! | device | `APP#{app}` | `DEV#{device}` | |
+//! | the devices an application holds | `APP#{app}` | `#DEVICES` | `n` |
+//! | the devices of all applications a user owns | `USER#{user}` | `#DEVICES` | `n` |
 //! | device name, alias, unique username | `APP#{app}` | `NAME#{name}` | `device` |
 //! | trust anchor subject | `CA#{subject}` | `#CA` | `app` |
 //! | access token | `TOKEN#{prefix}` | `#TOKEN` | `user`, `gsi1pk=TOKENS#{user}`, `gsi1sk={prefix}` |

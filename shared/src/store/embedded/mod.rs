@@ -23,6 +23,9 @@ const GATEWAYS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("
 const USER_APPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_applications");
 /// application -> devices it holds (made when first needed, from the devices).
 const DEVICE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("device_counts");
+/// user -> devices of the applications the user owns (made when first needed, from the
+/// applications' counts).
+const OWNER_DEVICE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("owner_device_counts");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// (user, prefix) -> nothing: the index of a user's tokens.
 const USER_TOKENS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_tokens");
@@ -49,6 +52,7 @@ impl EmbeddedStore {
                 txn.open_table(USER_APPS)?;
                 txn.open_table(GATEWAYS)?;
                 txn.open_table(DEVICE_COUNTS)?;
+                txn.open_table(OWNER_DEVICE_COUNTS)?;
                 txn.open_table(TOKENS)?;
                 commands::create_tables(txn)?;
                 txn.open_table(USER_TOKENS)?;
@@ -181,19 +185,35 @@ impl ApplicationStore for EmbeddedStore {
         .await
     }
 
-    async fn update_application(
+    async fn update_application_within(
         &self,
         previous: &StoredApplication,
         next: &StoredApplication,
+        owner_limit: Option<u64>,
     ) -> StoreResult<()> {
         let (previous, name, value) =
             (previous.clone(), next.app.metadata.name.clone(), json(next));
         let claims = application_claims(&next.app);
         let users = owned_users(next);
+        let new_owner = next.owner.clone();
         self.write(move |txn| {
             let Some(current) = current_app(txn, &previous.app)? else {
                 return Ok(Err(Conflict::Changed));
             };
+            if current.owner != new_owner {
+                let app = AppName::parse(&name).expect("stored names are valid");
+                let moved = device_count(txn, &app)?;
+                let (old, new) = (
+                    owner_device_count(txn, &current.owner)?,
+                    owner_device_count(txn, &new_owner)?,
+                );
+                if owner_limit.is_some_and(|limit| new + moved > limit) {
+                    return Ok(Err(Conflict::OwnerQuotaExceeded));
+                }
+                let mut counts = txn.open_table(OWNER_DEVICE_COUNTS)?;
+                counts.insert(current.owner.as_str(), old.saturating_sub(moved))?;
+                counts.insert(new_owner.as_str(), new + moved)?;
+            }
             release_app_claims(txn, &application_claims(&current.app))?;
             if let Err(conflict) = take_app_claims(txn, &name, &claims)? {
                 return Ok(Err(conflict));
@@ -212,6 +232,14 @@ impl ApplicationStore for EmbeddedStore {
             let Some(current) = current_app(txn, &previous)? else {
                 return Ok(Err(Conflict::Changed));
             };
+            // its devices leave the owner's count
+            let app = AppName::parse(name).expect("stored names are valid");
+            let (held, owned) = (
+                device_count(txn, &app)?,
+                owner_device_count(txn, &current.owner)?,
+            );
+            txn.open_table(OWNER_DEVICE_COUNTS)?
+                .insert(current.owner.as_str(), owned.saturating_sub(held))?;
             txn.open_table(APPS)?.remove(name)?;
             index_users(txn, name, &owned_users(&current), &[])?;
             release_app_claims(txn, &application_claims(&current.app))?;
@@ -387,18 +415,33 @@ impl DeviceStore for EmbeddedStore {
         Ok(count)
     }
 
-    async fn create_device_within(
+    async fn count_owned_devices(&self, user: &str) -> StoreResult<u64> {
+        let user = user.to_owned();
+        // (a write: counts of data written before there were counts are made once)
+        self.write(move |txn| {
+            let count = owner_device_count(txn, &user)?;
+            txn.open_table(OWNER_DEVICE_COUNTS)?
+                .insert(user.as_str(), count)?;
+            Ok(Ok(count))
+        })
+        .await
+    }
+
+    async fn create_device_limited(
         &self,
         app: &AppName,
         device: &Device,
-        limit: Option<u64>,
+        limits: DeviceLimits,
     ) -> StoreResult<()> {
         let (app, device) = (app.clone(), device.clone());
+        let limit = limits.per_application;
         self.write(move |txn| {
             if !application_accepts_devices(txn, &app)? {
                 return Ok(Err(Conflict::ApplicationGone));
             }
             let name = device.metadata.name.as_str();
+            let owner = application_owner(txn, &app)?.unwrap_or_default();
+            let owned = owner_device_count(txn, &owner)?;
             // (before the devices table is open: it may count in it)
             let held = device_count(txn, &app)?;
             let mut devices = txn.open_table(DEVICES)?;
@@ -408,8 +451,13 @@ impl DeviceStore for EmbeddedStore {
             if limit.is_some_and(|limit| held >= limit) {
                 return Ok(Err(Conflict::QuotaExceeded));
             }
+            if limits.per_owner.is_some_and(|limit| owned >= limit) {
+                return Ok(Err(Conflict::OwnerQuotaExceeded));
+            }
             txn.open_table(DEVICE_COUNTS)?
                 .insert(app.as_str(), held + 1)?;
+            txn.open_table(OWNER_DEVICE_COUNTS)?
+                .insert(owner.as_str(), owned + 1)?;
             if let Err(conflict) = take_claims(txn, &app, name, &device_claims(&device))? {
                 return Ok(Err(conflict));
             }
@@ -452,6 +500,8 @@ impl DeviceStore for EmbeddedStore {
         let (app, previous) = (app.clone(), previous.clone());
         self.write(move |txn| {
             let name = previous.metadata.name.as_str();
+            let owner = application_owner(txn, &app)?.unwrap_or_default();
+            let owned = owner_device_count(txn, &owner)?;
             // (before the devices table is open: it may count in it)
             let held = device_count(txn, &app)?;
             let mut devices = txn.open_table(DEVICES)?;
@@ -464,6 +514,8 @@ impl DeviceStore for EmbeddedStore {
             devices.remove((app.as_str(), name))?;
             txn.open_table(DEVICE_COUNTS)?
                 .insert(app.as_str(), held.saturating_sub(1))?;
+            txn.open_table(OWNER_DEVICE_COUNTS)?
+                .insert(owner.as_str(), owned.saturating_sub(1))?;
             release_claims(txn, &app, &device_claims(&previous))?;
             index_gateways(txn, app.as_str(), name, &device_gateways(&previous), &[])?;
             Ok(Ok(()))
@@ -485,6 +537,49 @@ fn device_count(txn: &WriteTransaction, app: &AppName) -> Result<u64, redb::Erro
             break;
         }
         count += 1;
+    }
+    Ok(count)
+}
+
+/// The owner of a stored application.
+fn application_owner(txn: &WriteTransaction, app: &AppName) -> Result<Option<String>, redb::Error> {
+    let apps = txn.open_table(APPS)?;
+    let owner = apps
+        .get(app.as_str())?
+        .and_then(|v| serde_json::from_slice::<StoredApplication>(v.value()).ok())
+        .map(|stored| stored.owner);
+    Ok(owner)
+}
+
+/// The devices of the applications a user owns: the user's count, or (for data written
+/// before there were counts) the counts of the applications the user owns, added once.
+fn owner_device_count(txn: &WriteTransaction, user: &str) -> Result<u64, redb::Error> {
+    if let Some(count) = txn.open_table(OWNER_DEVICE_COUNTS)?.get(user)? {
+        return Ok(count.value());
+    }
+    let mut owned = Vec::new();
+    {
+        let index = txn.open_table(USER_APPS)?;
+        let apps = txn.open_table(APPS)?;
+        for entry in index.range((user, "")..)? {
+            let (key, _) = entry?;
+            let (holder, name) = key.value();
+            if holder != user {
+                break;
+            }
+            let stored = apps
+                .get(name)?
+                .and_then(|v| serde_json::from_slice::<StoredApplication>(v.value()).ok());
+            if stored.is_some_and(|s| s.owner == user)
+                && let Ok(app) = AppName::parse(name)
+            {
+                owned.push(app);
+            }
+        }
+    }
+    let mut count = 0;
+    for app in owned {
+        count += device_count(txn, &app)?;
     }
     Ok(count)
 }
