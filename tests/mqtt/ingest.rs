@@ -151,7 +151,7 @@ async fn answers_to_commands_are_recorded_and_streamed() {
 
     // an application's command over MQTT, through the command function's rule handler
     let commands = CommandService::new(store.clone());
-    let outcome = drogue_command::mqtt::handle(store.clone(), commands, event("mqtt-command.json"))
+    let outcome = drogue_command::mqtt::handle(commands, event("mqtt-command.json"))
         .await
         .unwrap();
     assert_eq!(outcome["outcome"], "accepted");
@@ -203,7 +203,6 @@ async fn answers_to_commands_are_recorded_and_streamed() {
     assert_eq!(answer["status"], 200);
 
     let unknown = drogue_command::mqtt::handle(
-        store.clone(),
         CommandService::new(store.clone()),
         json!({"topic": "command/from-lambda/nobody/x", "payload": "MQ==", "clientId": "c"}),
     )

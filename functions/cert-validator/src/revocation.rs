@@ -40,12 +40,7 @@ pub struct Revocation {
 
 /// Whether an application or a device is disabled (`spec.core.disabled`).
 fn disabled(resource: &Resource) -> bool {
-    resource
-        .spec
-        .get("core")
-        .and_then(|core| core.get("disabled"))
-        .and_then(|d| d.as_bool())
-        .unwrap_or(false)
+    resource.is_disabled()
 }
 
 /// Why `cert` no longer authenticates `device` (its current state, `None` when it is

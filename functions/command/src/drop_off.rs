@@ -5,11 +5,10 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use drogue_shared::access::Permission;
-use drogue_shared::commands::{Command, DEFAULT_TTL_SECONDS, MAX_PAYLOAD, MAX_TTL_SECONDS};
+use drogue_shared::commands::{DEFAULT_TTL_SECONDS, DropOff, MAX_PAYLOAD};
 use drogue_shared::http::{ApiError, authenticate_user, read_body};
-use drogue_shared::model::{AppName, DeviceName};
+use drogue_shared::model::AppName;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -33,15 +32,8 @@ fn options(query: Option<&str>, from_path: Option<&String>) -> Result<Options, A
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match key.as_ref() {
             "command" => options.command = Some(value.into_owned()),
-            "ttl" => {
-                let ttl = seconds("ttl", &value)?;
-                if ttl == 0 || ttl > MAX_TTL_SECONDS {
-                    return Err(ApiError::InvalidRequest(format!(
-                        "ttl must be 1 to {MAX_TTL_SECONDS} seconds"
-                    )));
-                }
-                options.ttl = ttl;
-            }
+            // its range is the command service's rule
+            "ttl" => options.ttl = seconds("ttl", &value)?,
             "timeout" => {
                 options.timeout = Some(seconds("timeout", &value)?.min(MAX_RESPONSE_WAIT_SECONDS))
             }
@@ -64,12 +56,7 @@ pub async fn drop_off(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let principal = authenticate_user(
-        &parts,
-        state.registry.store().as_ref(),
-        state.oidc.as_deref(),
-    )
-    .await?;
+    let principal = authenticate_user(&parts, state.tokens.as_ref(), state.oidc.as_deref()).await?;
     let raw_app = path.get("app").map(String::as_str).unwrap_or_default();
     let app = AppName::parse(raw_app)
         .map_err(|_| ApiError::NotFound(format!("the application '{raw_app}' does not exist")))?;
@@ -79,51 +66,27 @@ pub async fn drop_off(
         .await?;
 
     let options = options(parts.uri.query(), path.get("command"))?;
-    let name = options.command.filter(|c| !c.is_empty()).ok_or_else(|| {
+    // the name's rule (and the device's) are the command service's
+    let name = options.command.ok_or_else(|| {
         ApiError::InvalidRequest("the command name is required (?command=<name>)".into())
     })?;
-    if name.contains(['/', '+', '#']) {
-        return Err(ApiError::InvalidRequest(
-            "command names must not contain '/', '+' or '#'".into(),
-        ));
-    }
-
-    let raw_device = path.get("device").map(String::as_str).unwrap_or_default();
-    let device = match DeviceName::parse(raw_device) {
-        Ok(name) => state.registry.store().get_device(&app, &name).await?,
-        Err(_) => None,
-    };
-    let device = device.ok_or_else(|| {
-        ApiError::NotAcceptable(format!("the device '{raw_device}' does not exist"))
-    })?;
-    let disabled = device
-        .spec
-        .get("core")
-        .and_then(|c| c.get("disabled"))
-        .and_then(|d| d.as_bool())
-        == Some(true);
-    if disabled || device.is_deleting() {
-        return Err(ApiError::NotAcceptable(format!(
-            "the device '{raw_device}' does not take commands"
-        )));
-    }
-
     let payload = read_body(body, MAX_PAYLOAD).await?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let command = Command::new(
-        app.as_str(),
-        &device,
-        name,
-        content_type,
-        payload.to_vec(),
-        options.ttl,
-        Utc::now(),
-    );
-    state.commands.drop_off(&command).await?;
+    let command = state
+        .commands
+        .submit(DropOff {
+            application: app.as_str(),
+            device: path.get("device").map(String::as_str).unwrap_or_default(),
+            name: &name,
+            content_type,
+            payload: payload.to_vec(),
+            ttl_seconds: options.ttl,
+        })
+        .await?;
 
     let Some(timeout) = options.timeout.filter(|t| *t > 0) else {
         let accepted = (

@@ -13,7 +13,7 @@ use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::CommandService;
 use drogue_shared::registry::Registry;
-use drogue_shared::store::Store;
+use drogue_shared::store::{Store, TokenStore};
 use std::sync::Arc;
 
 /// Longest time a drop-off waits for a response (API Gateway ends requests at 30 s).
@@ -71,7 +71,10 @@ impl Config {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct CommandState {
+    /// Whose read access to an application allows sending its devices commands.
     pub registry: Registry,
+    /// The access tokens users authenticate with.
+    pub tokens: Arc<dyn TokenStore>,
     pub oidc: Option<Arc<OidcVerifier>>,
     pub commands: CommandService,
 }
@@ -79,6 +82,7 @@ pub struct CommandState {
 /// The drop-off routes over a store and a command service.
 pub fn router(store: Arc<dyn Store>, commands: CommandService, settings: Settings) -> Router {
     router_with(CommandState {
+        tokens: store.clone(),
         registry: Registry::new(store, Authorizer::new(&settings.admin_role)),
         oidc: settings.oidc.map(|c| Arc::new(OidcVerifier::new(c))),
         commands,

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let commands = CommandService::new(store.clone()).with_publisher(publisher);
     if config.from_mqtt {
         return runtime::run_events(move |event, _| {
-            drogue_command::mqtt::handle(store.clone(), commands.clone(), event)
+            drogue_command::mqtt::handle(commands.clone(), event)
         })
         .await;
     }

@@ -116,7 +116,7 @@ impl StreamRoutes {
     ) -> Result<(), ApiError> {
         let parts = request_parts(request)?;
         let principal =
-            authenticate_user(&parts, self.registry.store().as_ref(), self.oidc.as_deref()).await?;
+            authenticate_user(&parts, self.registry.tokens(), self.oidc.as_deref()).await?;
         let query = |name: &str| {
             form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
                 .find(|(k, _)| k == name)

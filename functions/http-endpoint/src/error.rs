@@ -74,3 +74,24 @@ impl IntoResponse for EndpointError {
             .into_response()
     }
 }
+
+/// The command service's errors by variant: a device's answer that cannot be taken.
+impl From<drogue_shared::commands::CommandError> for EndpointError {
+    fn from(e: drogue_shared::commands::CommandError) -> Self {
+        use drogue_shared::commands::CommandError as E;
+        match e {
+            e @ (E::InvalidName | E::InvalidTtl | E::InvalidStatus) => {
+                Self::InvalidRequest(e.to_string())
+            }
+            E::PayloadTooLarge(limit) => Self::PayloadTooLarge(limit),
+            e @ (E::NoSuchCommand(_) | E::NoSuchDevice(_)) => Self::NotFound(e.to_string()),
+            e @ E::AlreadyAnswered(_) => Self::Conflict(e.to_string()),
+            e @ (E::InvalidPayload(_) | E::NotTakingCommands(_)) => {
+                Self::NotAcceptable(e.to_string())
+            }
+            e @ (E::Unavailable(_) | E::Publish(_) | E::Events(_)) => {
+                Self::Unavailable(Box::new(e))
+            }
+        }
+    }
+}

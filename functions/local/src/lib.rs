@@ -245,6 +245,7 @@ impl Server {
             .with_signals(Signals::default());
         let command = drogue_command::router_with(drogue_command::CommandState {
             registry: registry.clone(),
+            tokens: store.clone(),
             oidc: verifier.clone(),
             commands: commands.clone(),
         });

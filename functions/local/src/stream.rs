@@ -149,12 +149,8 @@ async fn stream(
     Path(params): Path<HashMap<String, String>>,
     mut parts: Parts,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate_user(
-        &parts,
-        state.registry.store().as_ref(),
-        state.oidc.as_deref(),
-    )
-    .await?;
+    let principal =
+        authenticate_user(&parts, state.registry.tokens(), state.oidc.as_deref()).await?;
     let raw = params.get("app").map(String::as_str).unwrap_or_default();
     let app = AppName::parse(raw)
         .map_err(|_| ApiError::NotFound(format!("the application '{raw}' does not exist")))?;
@@ -262,7 +258,7 @@ impl Access {
         let registry = &self.state.registry;
         let principal = match authenticate_user(
             &self.credentials,
-            registry.store().as_ref(),
+            registry.tokens(),
             self.state.oidc.as_deref(),
         )
         .await

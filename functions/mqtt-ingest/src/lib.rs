@@ -119,7 +119,7 @@ impl Ingest {
         Ok(match outcome {
             Ingested::Accepted => json!({"outcome": "accepted"}),
             Ingested::Refused(reason) => {
-                tracing::warn!(topic = %message.topic, client = %message.client_id, reason, "message refused");
+                tracing::warn!(topic = %message.topic, client = %message.client_id, %reason, "message refused");
                 json!({"outcome": "refused", "reason": reason})
             }
         })

@@ -100,11 +100,7 @@ pub async fn create_user_token(
         ));
     }
     let description = query_param(query.as_deref(), "description");
-    let new = access::create_token(
-        state.registry.store().as_ref(),
-        &Principal::user(user),
-        description,
-    )
-    .await?;
+    let new =
+        access::create_token(state.registry.tokens(), &Principal::user(user), description).await?;
     Ok(Json(CreatedToken::from(new)))
 }

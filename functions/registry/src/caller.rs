@@ -16,7 +16,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let tokens = state.registry.store().as_ref();
+        let tokens = state.registry.tokens();
         authenticate_user(parts, tokens, state.oidc.as_deref())
             .await
             .map(Caller)

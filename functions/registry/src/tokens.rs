@@ -67,7 +67,7 @@ pub async fn create(
         description,
         expires,
     };
-    let new = access::create_token_with(state.registry.store().as_ref(), &caller, options).await?;
+    let new = access::create_token_with(state.registry.tokens(), &caller, options).await?;
     Ok(Json(CreatedToken::from(new)))
 }
 
@@ -76,7 +76,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    let tokens = state.registry.store().list_tokens(&caller.user).await?;
+    let tokens = state.registry.tokens().list_tokens(&caller.user).await?;
     Ok(Json(
         tokens
             .into_iter()
@@ -100,6 +100,6 @@ pub async fn delete(
     Caller(caller): Caller,
     Path(prefix): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    access::delete_token(state.registry.store().as_ref(), &caller.user, &prefix).await?;
+    access::delete_token(state.registry.tokens(), &caller.user, &prefix).await?;
     Ok(StatusCode::NO_CONTENT)
 }

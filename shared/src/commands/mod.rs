@@ -6,13 +6,17 @@
 //! request id, so that a drop-off can wait for its answer.
 
 mod publisher;
+mod rules;
 mod service;
 
 pub use publisher::{
     CommandPublisher, IotDataPublisher, LocalCommandBus, PublishError, PublishedCommand,
     iot_data_client, topic,
 };
-pub use service::{CommandError, CommandService, Signals};
+pub use rules::{
+    FORBIDDEN_NAME_CHARS, check_name, check_ttl, response_status, takes_commands, valid_status,
+};
+pub use service::{Answer, CommandError, CommandPorts, CommandService, DropOff, Signals};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

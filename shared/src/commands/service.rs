@@ -1,12 +1,18 @@
-//! Dropping off commands and waiting: for a command (a device's long poll) and for a
-//! response (an application's drop-off with a timeout).
+//! The command use-cases, for every entry point: a drop-off (from the command API or an
+//! application's MQTT publish), delivery to a waiting device, and a device's answer
+//! (over HTTP or MQTT). The HTTP handlers and the MQTT ingest only translate their input
+//! into these calls and [`CommandError`] into statuses or MQTT outcomes.
 //!
 //! Waiters look into the store; in one process ([`Signals`]) a drop-off or a response
 //! wakes them at once, elsewhere they look again every 250 ms.
 
-use super::{Command, CommandPublisher, CommandResponse, publisher::PublishError};
-use crate::store::{CommandStore, StoreError};
-use chrono::Utc;
+use super::rules::{check_name, check_ttl, takes_commands, valid_status};
+use super::{Command, CommandPublisher, CommandResponse, MAX_PAYLOAD, publisher::PublishError};
+use crate::device_auth::Authenticated;
+use crate::events::{self, EventSink, InvalidJson, Publish, SinkError};
+use crate::model::{AppName, DeviceName};
+use crate::store::{CommandStore, DeviceStore, Store, StoreError};
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -32,29 +38,117 @@ impl Default for Signals {
     }
 }
 
-/// Why a command operation did not happen.
+/// Why a command operation did not happen. Entry points map the variants (never the
+/// text) to HTTP statuses and MQTT outcomes.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// The name breaks [`check_name`](super::check_name).
+    #[error("command names must not be empty nor contain '/', '+' or '#'")]
+    InvalidName,
+    /// The time to live breaks [`check_ttl`](super::check_ttl).
+    #[error("ttl must be 1 to {} seconds", super::MAX_TTL_SECONDS)]
+    InvalidTtl,
+    /// The payload is larger than [`MAX_PAYLOAD`].
+    #[error("the payload is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The target device does not exist (or its name cannot be one).
+    #[error("the device '{0}' does not exist")]
+    NoSuchDevice(String),
+    /// The target device is disabled or being deleted.
+    #[error("the device '{0}' does not take commands")]
+    NotTakingCommands(String),
+    /// An answer's status is not 100-599.
+    #[error("the status must be 100 to 599")]
+    InvalidStatus,
+    /// No command with this request id takes answers from this device.
+    #[error("no command with request id {0} for this device")]
+    NoSuchCommand(String),
+    /// The command has its answer already.
+    #[error("the command {0} was answered already")]
+    AlreadyAnswered(String),
+    /// An answer's payload is not what its content type says.
+    #[error(transparent)]
+    InvalidPayload(#[from] InvalidJson),
     #[error("the command store is unavailable")]
     Unavailable(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("the event stream is unavailable")]
+    Events(#[from] SinkError),
+}
+
+/// The storage ports the service uses: devices (to check a drop-off's target) and
+/// commands.
+#[derive(Clone)]
+pub struct CommandPorts {
+    pub devices: Arc<dyn DeviceStore>,
+    pub commands: Arc<dyn CommandStore>,
+}
+
+impl From<Arc<dyn Store>> for CommandPorts {
+    fn from(store: Arc<dyn Store>) -> Self {
+        Self {
+            devices: store.clone(),
+            commands: store,
+        }
+    }
+}
+
+impl<S: DeviceStore + CommandStore + 'static> From<Arc<S>> for CommandPorts {
+    fn from(store: Arc<S>) -> Self {
+        Self {
+            devices: store.clone(),
+            commands: store,
+        }
+    }
+}
+
+/// A command to drop off, as an entry point read it. Whoever calls has checked the
+/// caller may send commands to `application` (read access, or an MQTT policy that
+/// allows the topic).
+#[derive(Debug, Clone)]
+pub struct DropOff<'a> {
+    pub application: &'a str,
+    pub device: &'a str,
+    pub name: &'a str,
+    pub content_type: Option<String>,
+    pub payload: Vec<u8>,
+    pub ttl_seconds: u64,
+}
+
+/// A device's answer to a command, as an entry point read it.
+#[derive(Debug, Clone)]
+pub struct Answer<'a> {
+    /// Who answers: the device the answer is for and its sender (itself or a gateway).
+    pub by: &'a Authenticated,
+    /// The request id of the command.
+    pub request: &'a str,
+    pub status: u16,
+    pub content_type: Option<&'a str>,
+    pub payload: &'a [u8],
+    /// The `instance` of the response event.
+    pub instance: &'a str,
+    pub received: DateTime<Utc>,
 }
 
 /// Drop-off, delivery and responses.
 #[derive(Clone)]
 pub struct CommandService {
+    devices: Arc<dyn DeviceStore>,
     store: Arc<dyn CommandStore>,
     publisher: Option<Arc<dyn CommandPublisher>>,
     signals: Option<Signals>,
 }
 
 impl CommandService {
-    /// A service over the command store; it publishes to MQTT once given a publisher
-    /// (the device endpoint, which only waits and takes responses, needs none).
-    pub fn new(store: Arc<dyn CommandStore>) -> Self {
+    /// A service over the device and command ports (a whole store gives both); it
+    /// publishes to MQTT once given a publisher (the device endpoint, which only waits
+    /// and takes responses, needs none).
+    pub fn new(ports: impl Into<CommandPorts>) -> Self {
+        let ports = ports.into();
         Self {
-            store,
+            devices: ports.devices,
+            store: ports.commands,
             publisher: None,
             signals: None,
         }
@@ -70,6 +164,44 @@ impl CommandService {
     pub fn with_signals(mut self, signals: Signals) -> Self {
         self.signals = Some(signals);
         self
+    }
+
+    /// The drop-off use-case, for the command API and for applications publishing on
+    /// `command/{app}/{device}/{command}`: checks the name, the time to live, the
+    /// payload's size and that the device exists and takes commands, then
+    /// [delivers](Self::drop_off) the command.
+    pub async fn submit(&self, request: DropOff<'_>) -> Result<Command, CommandError> {
+        check_name(request.name)?;
+        check_ttl(request.ttl_seconds)?;
+        if request.payload.len() > MAX_PAYLOAD {
+            return Err(CommandError::PayloadTooLarge(MAX_PAYLOAD));
+        }
+        let no_such_device = || CommandError::NoSuchDevice(request.device.to_owned());
+        let (Ok(app), Ok(name)) = (
+            AppName::parse(request.application),
+            DeviceName::parse(request.device),
+        ) else {
+            return Err(no_such_device());
+        };
+        let device = self
+            .devices
+            .get_device(&app, &name)
+            .await?
+            .ok_or_else(no_such_device)?;
+        if !takes_commands(&device) {
+            return Err(CommandError::NotTakingCommands(request.device.to_owned()));
+        }
+        let command = Command::new(
+            app.as_str(),
+            &device,
+            request.name,
+            request.content_type,
+            request.payload,
+            request.ttl_seconds,
+            Utc::now(),
+        );
+        self.drop_off(&command).await?;
+        Ok(command)
     }
 
     /// Publishes the command to MQTT subscribers, then keeps it for HTTP devices. If the
@@ -130,6 +262,56 @@ impl CommandService {
     /// A command by its request id, unless it is past taking responses.
     pub async fn command(&self, id: &str) -> Result<Option<Command>, CommandError> {
         Ok(self.store.get_command(id, Utc::now()).await?)
+    }
+
+    /// The answer use-case, over HTTP and MQTT: the status must be 100-599, the command
+    /// must be for the answering device ([`Command::is_for`]: its own, or one its
+    /// gateway serves), the payload as its content type says, and the command not
+    /// answered yet. The answer is recorded (waking a waiting drop-off), then its
+    /// `io.drogue.command.response.v1` event goes to `events`. Returns the command.
+    pub async fn answer(
+        &self,
+        answer: Answer<'_>,
+        events: &dyn EventSink,
+    ) -> Result<Command, CommandError> {
+        if !valid_status(answer.status) {
+            return Err(CommandError::InvalidStatus);
+        }
+        let by = answer.by;
+        let command = self
+            .command(answer.request)
+            .await?
+            .filter(|c| c.is_for(&by.application.metadata.name, &by.device))
+            .ok_or_else(|| CommandError::NoSuchCommand(answer.request.to_owned()))?;
+        let event = events::command_response(
+            &Publish {
+                application: &by.application,
+                device: &by.device,
+                sender: &by.sender,
+                channel: &command.name,
+                suffix: None,
+                content_type: answer.content_type,
+                data_schema: None,
+                instance: answer.instance,
+                received: answer.received,
+            },
+            answer.request,
+            answer.status,
+            answer.payload,
+        )?;
+        let response = CommandResponse {
+            id: answer.request.to_owned(),
+            status: answer.status,
+            responder: by.sender.metadata.name.clone(),
+            content_type: answer.content_type.map(str::to_owned),
+            payload: answer.payload.to_vec(),
+            received: answer.received,
+        };
+        if !self.respond(&command, &response).await? {
+            return Err(CommandError::AlreadyAnswered(answer.request.to_owned()));
+        }
+        events.publish(&event).await?;
+        Ok(command)
     }
 
     /// Records a response; `false` if the command had one already.
@@ -208,3 +390,7 @@ impl CommandService {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

@@ -381,13 +381,7 @@ fn unusable(resource: &crate::model::Resource) -> Option<&'static str> {
     if resource.is_deleting() {
         return Some("being deleted");
     }
-    let disabled = resource
-        .spec
-        .get("core")
-        .and_then(|core| core.get("disabled"))
-        .and_then(|d| d.as_bool())
-        .unwrap_or(false);
-    disabled.then_some("disabled")
+    resource.is_disabled().then_some("disabled")
 }
 
 /// Whether credentials hold any of the given kind, for callers that pick a method.

@@ -122,7 +122,21 @@ impl From<TokenError> for ApiError {
 
 impl From<crate::commands::CommandError> for ApiError {
     fn from(e: crate::commands::CommandError) -> Self {
-        Self::Unavailable(Box::new(e))
+        use crate::commands::CommandError as E;
+        match e {
+            e @ (E::InvalidName | E::InvalidTtl | E::InvalidStatus) => {
+                Self::InvalidRequest(e.to_string())
+            }
+            E::PayloadTooLarge(limit) => Self::PayloadTooLarge(limit),
+            e @ (E::NoSuchDevice(_) | E::NotTakingCommands(_) | E::InvalidPayload(_)) => {
+                Self::NotAcceptable(e.to_string())
+            }
+            e @ E::NoSuchCommand(_) => Self::NotFound(e.to_string()),
+            e @ E::AlreadyAnswered(_) => Self::Conflict(e.to_string()),
+            e @ (E::Unavailable(_) | E::Publish(_) | E::Events(_)) => {
+                Self::Unavailable(Box::new(e))
+            }
+        }
     }
 }
 

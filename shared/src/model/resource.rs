@@ -59,6 +59,16 @@ impl Resource {
     pub fn is_deleting(&self) -> bool {
         self.metadata.deletion_timestamp.is_some()
     }
+
+    /// Whether the resource is switched off (`spec.core.disabled: true`): the one rule
+    /// for "disabled", used by device authentication, command drop-offs and revocation.
+    pub fn is_disabled(&self) -> bool {
+        self.spec
+            .get("core")
+            .and_then(|core| core.get("disabled"))
+            .and_then(|d| d.as_bool())
+            .unwrap_or(false)
+    }
 }
 
 /// Metadata as a client sends it: only what a client may set, the rest is ignored.

@@ -8,7 +8,7 @@
 //! this in-process, and acknowledges a QoS 1 publish only once the event is accepted.
 
 use super::topics::{self, Published};
-use crate::commands::{CommandError, CommandResponse, CommandService};
+use crate::commands::{Answer, CommandError, CommandService, DEFAULT_TTL_SECONDS, DropOff};
 use crate::device_auth::{DeviceAuthentication, DeviceAuthenticator};
 use crate::events::{self, EventSink, Publish, SinkError};
 use crate::store::StoreError;
@@ -31,7 +31,63 @@ pub enum Ingested {
     /// The event is in the stream.
     Accepted,
     /// The message was refused (and dropped); why.
-    Refused(&'static str),
+    Refused(Refusal),
+}
+
+/// Why a message was refused: its kind (which the broker maps to an MQTT 5 reason
+/// code) and a reason for logs and the reason string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The payload is not what its content type says (MQTT 5: payload format invalid).
+    PayloadFormat(&'static str),
+    /// Any other refusal (MQTT 5: implementation specific error).
+    Other(&'static str),
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::PayloadFormat(reason) | Self::Other(reason) => reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl serde::Serialize for Refusal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.reason())
+    }
+}
+
+fn refused(reason: &'static str) -> Ingested {
+    Ingested::Refused(Refusal::Other(reason))
+}
+
+/// A command use-case's error as what becomes of the message: its refusals by variant,
+/// and an error (retry) when nothing could be decided.
+fn command_outcome(error: CommandError) -> Result<Ingested, IngestError> {
+    Ok(Ingested::Refused(match error {
+        CommandError::InvalidName => Refusal::Other("the command name is not allowed"),
+        CommandError::InvalidTtl => Refusal::Other("the time to live is not allowed"),
+        CommandError::PayloadTooLarge(_) => Refusal::Other("the payload is too large"),
+        CommandError::NoSuchDevice(_) => Refusal::Other("no such device"),
+        CommandError::NotTakingCommands(_) => Refusal::Other("the device does not take commands"),
+        CommandError::InvalidStatus => Refusal::Other("the status is not 100-599"),
+        CommandError::NoSuchCommand(_) => Refusal::Other("no such command for the device"),
+        CommandError::AlreadyAnswered(_) => Refusal::Other("the command was answered already"),
+        CommandError::InvalidPayload(_) => {
+            Refusal::PayloadFormat("the payload is declared as JSON but is not")
+        }
+        e @ (CommandError::Unavailable(_) | CommandError::Publish(_)) => {
+            return Err(IngestError::Commands(e));
+        }
+        CommandError::Events(e) => return Err(IngestError::Sink(e)),
+    }))
 }
 
 /// Nothing could be decided or kept: the message must be retried.
@@ -74,26 +130,24 @@ impl MqttIngest {
         message: &DeviceMessage<'_>,
     ) -> Result<Ingested, IngestError> {
         let Some((sender, sender_app)) = message.client_id.rsplit_once('@') else {
-            return Ok(Ingested::Refused(
-                "the client id is not <device>@<application>",
-            ));
+            return Ok(refused("the client id is not <device>@<application>"));
         };
         let Some(published) = topics::parse(message.topic) else {
-            return Ok(Ingested::Refused("not a device topic"));
+            return Ok(refused("not a device topic"));
         };
         let (app, device) = match &published {
             Published::Telemetry { app, device, .. }
             | Published::CommandResponse { app, device, .. } => (*app, *device),
             Published::Command { .. } => {
-                return Ok(Ingested::Refused("devices do not publish commands"));
+                return Ok(refused("devices do not publish commands"));
             }
         };
         if app != sender_app {
-            return Ok(Ingested::Refused("a topic of another application"));
+            return Ok(refused("a topic of another application"));
         }
         let authenticated = match self.devices.resolve(app, sender, Some(device)).await? {
             DeviceAuthentication::Allow(a) => a,
-            DeviceAuthentication::Deny { reason } => return Ok(Ingested::Refused(reason)),
+            DeviceAuthentication::Deny { reason } => return Ok(refused(reason)),
         };
         let publish = |channel, suffix| Publish {
             application: &authenticated.application,
@@ -112,9 +166,9 @@ impl MqttIngest {
             } => {
                 let Ok(event) = events::telemetry(&publish(channel, suffix), message.payload)
                 else {
-                    return Ok(Ingested::Refused(
+                    return Ok(Ingested::Refused(Refusal::PayloadFormat(
                         "the payload is declared as JSON but is not",
-                    ));
+                    )));
                 };
                 self.sink.publish(&event).await?;
                 Ok(Ingested::Accepted)
@@ -122,40 +176,25 @@ impl MqttIngest {
             Published::CommandResponse {
                 request, status, ..
             } => {
-                let Some(status) = status
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|s| (100..=599).contains(s))
-                else {
-                    return Ok(Ingested::Refused("the status is not 100-599"));
+                let answered = match crate::commands::response_status(status) {
+                    Ok(status) => {
+                        let answer = Answer {
+                            by: &authenticated,
+                            request,
+                            status,
+                            content_type: message.content_type,
+                            payload: message.payload,
+                            instance: &self.instance,
+                            received: message.received,
+                        };
+                        self.commands.answer(answer, self.sink.as_ref()).await
+                    }
+                    Err(e) => Err(e),
                 };
-                let command = self.commands.command(request).await?;
-                let Some(command) = command.filter(|c| c.is_for(app, &authenticated.device)) else {
-                    return Ok(Ingested::Refused("no such command for the device"));
-                };
-                let Ok(event) = events::command_response(
-                    &publish(&command.name, None),
-                    request,
-                    status,
-                    message.payload,
-                ) else {
-                    return Ok(Ingested::Refused(
-                        "the payload is declared as JSON but is not",
-                    ));
-                };
-                let response = CommandResponse {
-                    id: request.to_owned(),
-                    status,
-                    responder: authenticated.sender.metadata.name.clone(),
-                    content_type: message.content_type.map(str::to_owned),
-                    payload: message.payload.to_vec(),
-                    received: message.received,
-                };
-                if !self.commands.respond(&command, &response).await? {
-                    return Ok(Ingested::Refused("the command was answered already"));
+                match answered {
+                    Ok(_) => Ok(Ingested::Accepted),
+                    Err(e) => command_outcome(e),
                 }
-                self.sink.publish(&event).await?;
-                Ok(Ingested::Accepted)
             }
             Published::Command { .. } => unreachable!("refused above"),
         }
@@ -173,11 +212,11 @@ impl MqttIngest {
         at: DateTime<Utc>,
     ) -> Result<Ingested, IngestError> {
         let Some((sender, app)) = client_id.rsplit_once('@') else {
-            return Ok(Ingested::Refused("the client is no device"));
+            return Ok(refused("the client is no device"));
         };
         let authenticated = match self.devices.resolve(app, sender, None).await? {
             DeviceAuthentication::Allow(a) => a,
-            DeviceAuthentication::Deny { reason } => return Ok(Ingested::Refused(reason)),
+            DeviceAuthentication::Deny { reason } => return Ok(refused(reason)),
         };
         let event = events::connection(
             &Publish {
@@ -200,14 +239,12 @@ impl MqttIngest {
 
 /// A command an application published on `command/{app}/{device}/{command}`: dropped
 /// off like one from the API (the client's policy allowed publishing it only for
-/// applications it may read).
+/// applications it may read), with the default time to live.
 pub async fn application_command(
-    store: &dyn crate::store::Store,
     commands: &CommandService,
     topic: &str,
     payload: &[u8],
     content_type: Option<&str>,
-    now: DateTime<Utc>,
 ) -> Result<Ingested, IngestError> {
     let Some(Published::Command {
         app,
@@ -215,38 +252,141 @@ pub async fn application_command(
         command,
     }) = topics::parse(topic)
     else {
-        return Ok(Ingested::Refused("not a command topic"));
+        return Ok(refused("not a command topic"));
     };
-    let (Ok(app_name), Ok(device_name)) = (
-        crate::model::AppName::parse(app),
-        crate::model::DeviceName::parse(device),
-    ) else {
-        return Ok(Ingested::Refused("no such device"));
-    };
-    let Some(target) = store.get_device(&app_name, &device_name).await? else {
-        return Ok(Ingested::Refused("no such device"));
-    };
-    let disabled = target
-        .spec
-        .get("core")
-        .and_then(|c| c.get("disabled"))
-        .and_then(|d| d.as_bool())
-        == Some(true);
-    if disabled || target.is_deleting() {
-        return Ok(Ingested::Refused("the device does not take commands"));
+    let dropped = commands
+        .submit(DropOff {
+            application: app,
+            device,
+            name: command,
+            content_type: content_type.map(str::to_owned),
+            payload: payload.to_vec(),
+            ttl_seconds: DEFAULT_TTL_SECONDS,
+        })
+        .await;
+    match dropped {
+        Ok(_) => Ok(Ingested::Accepted),
+        Err(e) => command_outcome(e),
     }
-    if payload.len() > crate::commands::MAX_PAYLOAD {
-        return Ok(Ingested::Refused("the payload is too large"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{ApplicationStore, CommandStore, DeviceStore, StoredApplication};
+    use serde_json::json;
+
+    fn resource(
+        name: &str,
+        application: Option<&str>,
+        spec: serde_json::Value,
+    ) -> crate::model::Resource {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "application": application, "uid": format!("uid-of-{name}"),
+                         "creationTimestamp": Utc::now(), "generation": 1, "resourceVersion": "1"},
+            "spec": spec,
+        }))
+        .unwrap()
     }
-    let command = crate::commands::Command::new(
-        app,
-        &target,
-        command,
-        content_type.map(str::to_owned),
-        payload.to_vec(),
-        crate::commands::DEFAULT_TTL_SECONDS,
-        now,
-    );
-    commands.drop_off(&command).await?;
-    Ok(Ingested::Accepted)
+
+    /// An application's MQTT command goes through the command service's rules; its
+    /// refusals are typed, and the store failing is an error, not a refusal.
+    #[tokio::test]
+    async fn application_commands_follow_the_command_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path().join("db")).unwrap());
+        store
+            .create_application(&StoredApplication {
+                app: resource("app1", None, json!({})),
+                owner: "alice".into(),
+                members: Default::default(),
+                transfer_owner: None,
+            })
+            .await
+            .unwrap();
+        let app = crate::model::AppName::parse("app1").unwrap();
+        for (name, spec) in [
+            ("d1", json!({})),
+            ("off", json!({"core": {"disabled": true}})),
+        ] {
+            store
+                .create_device(&app, &resource(name, Some("app1"), spec))
+                .await
+                .unwrap();
+        }
+        let commands = CommandService::new(store.clone());
+        let outcome = |topic: &'static str| {
+            let commands = commands.clone();
+            async move {
+                application_command(&commands, topic, b"1", None)
+                    .await
+                    .unwrap()
+            }
+        };
+        let refused = |reason| Ingested::Refused(Refusal::Other(reason));
+        assert_eq!(outcome("command/app1/d1/reboot").await, Ingested::Accepted);
+        assert_eq!(
+            outcome("command/app1/d1/a+b").await,
+            refused("the command name is not allowed")
+        );
+        assert_eq!(
+            outcome("command/app1/d1/#").await,
+            refused("the command name is not allowed")
+        );
+        assert_eq!(
+            outcome("command/app1/off/reboot").await,
+            refused("the device does not take commands")
+        );
+        assert_eq!(
+            outcome("command/app1/nobody/x").await,
+            refused("no such device")
+        );
+        assert_eq!(
+            outcome("command/app1/d1/a/b").await,
+            refused("not a command topic")
+        );
+        let taken = store.take_command("app1", "d1", Utc::now()).await.unwrap();
+        assert_eq!(taken.map(|c| c.name), Some("reboot".to_owned()));
+        assert!(
+            store
+                .take_command("app1", "d1", Utc::now())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn answers_not_as_declared_are_payload_format_refusals() {
+        let not_json = crate::events::command_response(
+            &Publish {
+                application: &resource("app1", None, json!({})),
+                device: &resource("d1", Some("app1"), json!({})),
+                sender: &resource("d1", Some("app1"), json!({})),
+                channel: "x",
+                suffix: None,
+                content_type: Some("application/json"),
+                data_schema: None,
+                instance: "drogue",
+                received: Utc::now(),
+            },
+            "r",
+            200,
+            b"{",
+        )
+        .unwrap_err();
+        assert_eq!(
+            command_outcome(CommandError::InvalidPayload(not_json)).unwrap(),
+            Ingested::Refused(Refusal::PayloadFormat(
+                "the payload is declared as JSON but is not"
+            ))
+        );
+        let unavailable =
+            CommandError::Unavailable(StoreError::unavailable(std::io::Error::other("down")));
+        assert!(matches!(
+            command_outcome(unavailable),
+            Err(IngestError::Commands(_))
+        ));
+    }
 }

@@ -11,5 +11,5 @@ pub use authorizer::{
     Authorized, ConnectDecision, MqttAuthError, MqttAuthorizer, MqttConnect, MqttIdentity,
 };
 pub use filter::{FilterError, TopicFilter};
-pub use ingest::{DeviceMessage, IngestError, Ingested, MqttIngest, application_command};
+pub use ingest::{DeviceMessage, IngestError, Ingested, MqttIngest, Refusal, application_command};
 pub use policy::{Action, Policy};

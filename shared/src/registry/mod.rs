@@ -13,7 +13,7 @@ use crate::access::authz::Authorizer;
 use crate::access::{Permission, Principal};
 use crate::events::{Change, ChangedIn, EventSink, registry_change};
 use crate::model::{AppName, LabelSelector, Resource};
-use crate::store::{Conflict, Store, StoreError, StoredApplication};
+use crate::store::{Conflict, Store, StoreError, StoredApplication, TokenStore};
 use std::sync::Arc;
 
 /// The registry service: every operation is made by a principal and checked against
@@ -188,8 +188,17 @@ impl Registry {
     }
 
     /// The store behind the registry, for the other services that share it.
+    ///
+    /// It bypasses the registry's access checks: new code asks for the port it needs
+    /// ([`Registry::tokens`], or a service of its own over a narrow port).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The access tokens of users: the port callers authenticate with (it holds no
+    /// application or device, so nothing the registry's access checks guard).
+    pub fn tokens(&self) -> &dyn TokenStore {
+        self.store.as_ref()
     }
 
     pub fn authorizer(&self) -> &Authorizer {

@@ -12,7 +12,7 @@ use drogue_shared::events::{self, EventSink, Publish};
 use drogue_shared::model::AppName;
 use drogue_shared::mqtt::{
     Action, ConnectDecision, DeviceMessage, Ingested, MqttAuthError, MqttAuthorizer, MqttConnect,
-    MqttIdentity, MqttIngest, Policy, application_command,
+    MqttIdentity, MqttIngest, Policy, Refusal, application_command,
 };
 use drogue_shared::rate_limit::PublishLimiter;
 use drogue_shared::store::Store;
@@ -57,7 +57,7 @@ pub enum Outcome {
     /// The client's policy does not allow the topic.
     NotAuthorized,
     /// The message was refused: why (not JSON though declared so, no such command, ...).
-    Refused(&'static str),
+    Refused(Refusal),
     /// The stream or the store is unavailable: the message is not kept.
     Unavailable,
 }
@@ -173,12 +173,10 @@ impl Backend {
             }
             MqttIdentity::Application { .. } => {
                 application_command(
-                    self.store.as_ref(),
                     &self.commands,
                     message.topic,
                     message.payload,
                     message.content_type,
-                    Utc::now(),
                 )
                 .await
             }
@@ -186,7 +184,7 @@ impl Backend {
         match result {
             Ok(Ingested::Accepted) => Outcome::Accepted,
             Ok(Ingested::Refused(reason)) => {
-                tracing::info!(client_id = %client.client_id, topic = message.topic, reason, "MQTT publish refused");
+                tracing::info!(client_id = %client.client_id, topic = message.topic, %reason, "MQTT publish refused");
                 Outcome::Refused(reason)
             }
             Err(e) => {

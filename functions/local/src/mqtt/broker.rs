@@ -19,7 +19,7 @@ use super::backend::{Backend, Client, Connected, Message, Outcome, Will};
 use super::hub::{ContentMode, Push, SessionHandle, Track};
 use super::sessions::{self, Cursor, SessionState};
 use drogue_shared::mqtt::authorizer::ConnectDecision;
-use drogue_shared::mqtt::{MqttConnect, MqttIdentity};
+use drogue_shared::mqtt::{MqttConnect, MqttIdentity, Refusal};
 use ntex_bytes::{ByteString, Bytes};
 use ntex_io::IoBoxed;
 use ntex_mqtt::error::MqttError;
@@ -704,10 +704,8 @@ async fn publish_v5(
     let (code, reason) = match outcome {
         Outcome::Accepted => return Ok(p.ack()),
         Outcome::NotAuthorized => (Reason::NotAuthorized, "the topic is not allowed"),
-        Outcome::Refused(reason) if reason.contains("JSON") => {
-            (Reason::PayloadFormatInvalid, reason)
-        }
-        Outcome::Refused(reason) => (Reason::ImplementationSpecificError, reason),
+        Outcome::Refused(Refusal::PayloadFormat(reason)) => (Reason::PayloadFormatInvalid, reason),
+        Outcome::Refused(Refusal::Other(reason)) => (Reason::ImplementationSpecificError, reason),
         Outcome::Unavailable => (Reason::UnspecifiedError, "the event stream is unavailable"),
     };
     if p.qos() == QoS::AtMostOnce {

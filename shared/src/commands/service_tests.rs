@@ -1,0 +1,302 @@
+//! The command use-cases over a real embedded store and event log.
+
+use super::*;
+use crate::events::log::EventLog;
+use crate::model::{Application, Device};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{ApplicationStore, StoredApplication};
+use serde_json::{Value, json};
+
+fn resource(name: &str, application: Option<&str>, spec: Value) -> Application {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "application": application,
+            "uid": format!("uid-of-{name}"),
+            "creationTimestamp": Utc::now(),
+            "generation": 1,
+            "resourceVersion": "1"
+        },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<EmbeddedStore>,
+    service: CommandService,
+    events: EventLog,
+    app: Arc<Application>,
+}
+
+/// `app1` with `d1`, `d2`, `gw` (serving `d1`) and the disabled `off`, in a real
+/// embedded store; events go to a real event log.
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("db")).unwrap());
+    let events = EventLog::open(dir.path().join("events"), 1000).unwrap();
+    let app = resource("app1", None, json!({}));
+    store
+        .create_application(&StoredApplication {
+            app: app.clone(),
+            owner: "alice".into(),
+            members: Default::default(),
+            transfer_owner: None,
+        })
+        .await
+        .unwrap();
+    let app_name = AppName::parse("app1").unwrap();
+    for (name, spec) in [
+        ("d1", json!({"gatewaySelector": {"matchNames": ["gw"]}})),
+        ("d2", json!({})),
+        ("gw", json!({})),
+        ("off", json!({"core": {"disabled": true}})),
+    ] {
+        store
+            .create_device(&app_name, &resource(name, Some("app1"), spec))
+            .await
+            .unwrap();
+    }
+    Setup {
+        service: CommandService::new(store.clone()).with_signals(Signals::default()),
+        store,
+        events,
+        app: Arc::new(app),
+        _dir: dir,
+    }
+}
+
+fn drop_off<'a>(device: &'a str, name: &'a str) -> DropOff<'a> {
+    DropOff {
+        application: "app1",
+        device,
+        name,
+        content_type: None,
+        payload: b"1".to_vec(),
+        ttl_seconds: 60,
+    }
+}
+
+impl Setup {
+    fn device(&self, name: &str) -> Arc<Device> {
+        Arc::new(resource(name, Some("app1"), json!({})))
+    }
+
+    /// `sender` answering for `device`.
+    fn by(&self, sender: &str, device: &str) -> Authenticated {
+        Authenticated {
+            application: self.app.clone(),
+            sender: self.device(sender),
+            device: self.device(device),
+        }
+    }
+}
+
+fn answer<'a>(by: &'a Authenticated, request: &'a str, status: u16) -> Answer<'a> {
+    Answer {
+        by,
+        request,
+        status,
+        content_type: Some("application/json"),
+        payload: br#"{"ok":true}"#,
+        instance: "drogue",
+        received: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_drop_off_reaches_the_device_it_names() {
+    let s = setup().await;
+    let command = s.service.submit(drop_off("d1", "reboot")).await.unwrap();
+    assert_eq!(
+        (command.application.as_str(), command.device.as_str()),
+        ("app1", "d1")
+    );
+    assert_eq!(command.device_uid, "uid-of-d1", "bound to this very device");
+    assert_eq!(
+        command.expires - command.created,
+        chrono::Duration::seconds(60)
+    );
+    let got = s
+        .service
+        .wait_for_command("app1", &s.device("d1"), Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the command");
+    assert_eq!(got, command);
+}
+
+#[tokio::test]
+async fn drop_offs_break_no_rule() {
+    let s = setup().await;
+    for name in ["", "a/b", "+", "a+b", "#", "x#"] {
+        assert!(
+            matches!(
+                s.service.submit(drop_off("d1", name)).await,
+                Err(CommandError::InvalidName)
+            ),
+            "{name:?}"
+        );
+    }
+    for ttl in [0, crate::commands::MAX_TTL_SECONDS + 1] {
+        let request = DropOff {
+            ttl_seconds: ttl,
+            ..drop_off("d1", "x")
+        };
+        assert!(matches!(
+            s.service.submit(request).await,
+            Err(CommandError::InvalidTtl)
+        ));
+    }
+    let large = DropOff {
+        payload: vec![0; MAX_PAYLOAD + 1],
+        ..drop_off("d1", "x")
+    };
+    assert!(matches!(
+        s.service.submit(large).await,
+        Err(CommandError::PayloadTooLarge(MAX_PAYLOAD))
+    ));
+    for device in ["nobody", "Not A Name", ""] {
+        assert!(
+            matches!(
+                s.service.submit(drop_off(device, "x")).await,
+                Err(CommandError::NoSuchDevice(_))
+            ),
+            "{device:?}"
+        );
+    }
+    let other_app = DropOff {
+        application: "app2",
+        ..drop_off("d1", "x")
+    };
+    assert!(matches!(
+        s.service.submit(other_app).await,
+        Err(CommandError::NoSuchDevice(_))
+    ));
+    assert!(matches!(
+        s.service.submit(drop_off("off", "x")).await,
+        Err(CommandError::NotTakingCommands(_))
+    ));
+    // nothing was kept for anyone
+    for device in ["d1", "off"] {
+        assert!(
+            s.store
+                .take_command("app1", device, Utc::now())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_device_being_deleted_takes_no_commands() {
+    let s = setup().await;
+    let app = AppName::parse("app1").unwrap();
+    let mut dying = resource("dying", Some("app1"), json!({}));
+    dying.metadata.finalizers = vec!["test".into()];
+    s.store.create_device(&app, &dying).await.unwrap();
+    let mut deleting = dying.clone();
+    deleting.metadata.deletion_timestamp = Some(Utc::now());
+    deleting.metadata.resource_version = "2".into();
+    s.store
+        .update_device(&app, &dying, &deleting)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.service.submit(drop_off("dying", "x")).await,
+        Err(CommandError::NotTakingCommands(_))
+    ));
+}
+
+#[tokio::test]
+async fn answers_come_from_the_commands_device_once() {
+    let s = setup().await;
+    let command = s.service.submit(drop_off("d1", "read")).await.unwrap();
+    let id = command.id.as_str();
+
+    // another device, or a device of another application, knows no such command
+    let d2 = s.by("d2", "d2");
+    assert!(matches!(
+        s.service.answer(answer(&d2, id, 200), &s.events).await,
+        Err(CommandError::NoSuchCommand(_))
+    ));
+    let mut elsewhere = s.by("d1", "d1");
+    elsewhere.application = Arc::new(resource("app2", None, json!({})));
+    assert!(matches!(
+        s.service
+            .answer(answer(&elsewhere, id, 200), &s.events)
+            .await,
+        Err(CommandError::NoSuchCommand(_))
+    ));
+    // a later device of the same name neither
+    let mut later = s.by("d1", "d1");
+    let mut d1 = resource("d1", Some("app1"), json!({}));
+    d1.metadata.uid = "a-later-d1".into();
+    later.device = Arc::new(d1);
+    assert!(matches!(
+        s.service.answer(answer(&later, id, 200), &s.events).await,
+        Err(CommandError::NoSuchCommand(_))
+    ));
+    let d1 = s.by("d1", "d1");
+    for status in [0, 99, 600] {
+        assert!(matches!(
+            s.service.answer(answer(&d1, id, status), &s.events).await,
+            Err(CommandError::InvalidStatus)
+        ));
+    }
+    let not_json = Answer {
+        payload: b"{not json",
+        ..answer(&d1, id, 200)
+    };
+    assert!(matches!(
+        s.service.answer(not_json, &s.events).await,
+        Err(CommandError::InvalidPayload(_))
+    ));
+    assert!(
+        s.service
+            .wait_for_response(id, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none(),
+        "no refused answer is recorded"
+    );
+    assert_eq!(s.events.last_sequence("app1").unwrap(), 0);
+
+    // the gateway answers for d1: recorded, with its event
+    let gw = s.by("gw", "d1");
+    let answered = s.service.answer(answer(&gw, id, 201), &s.events).await;
+    assert_eq!(answered.unwrap().id, command.id);
+    let response = s
+        .service
+        .wait_for_response(id, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the response");
+    assert_eq!((response.status, response.responder.as_str()), (201, "gw"));
+    let logged = s.events.read("app1", 0, 10).unwrap();
+    assert_eq!(logged.len(), 1);
+    let event: Value = serde_json::from_str(&logged[0].json).unwrap();
+    assert_eq!(event["type"], "io.drogue.command.response.v1");
+    assert_eq!(event["subject"], "read");
+    assert_eq!(event["requestid"], id);
+    assert_eq!(event["status"], 201);
+    assert_eq!(event["device"], "d1");
+
+    // and once only
+    assert!(matches!(
+        s.service.answer(answer(&d1, id, 200), &s.events).await,
+        Err(CommandError::AlreadyAnswered(_))
+    ));
+    assert_eq!(s.events.read("app1", 0, 10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_store_ports_come_from_a_whole_store_too() {
+    let s = setup().await;
+    let whole: Arc<dyn Store> = s.store.clone();
+    let service = CommandService::new(whole);
+    let command = service.submit(drop_off("d2", "x")).await.unwrap();
+    assert_eq!(service.command(&command.id).await.unwrap(), Some(command));
+}
