@@ -273,8 +273,11 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (known.certificate_id.as_str(), known.application.as_str()),
-        (first.as_str(), "app1")
+        (
+            known.certificate_id.as_deref(),
+            known.applications.as_slice()
+        ),
+        (Some(first.as_str()), ["app1".to_owned()].as_slice())
     );
 
     // the same record again changes nothing
@@ -349,8 +352,8 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (known.certificate_id, known.application.as_str()),
-        (id, "from-lambda")
+        (known.certificate_id, known.applications),
+        (Some(id), vec!["from-lambda".to_owned()])
     );
 
     // other items (devices, tokens) are no concern
@@ -469,7 +472,7 @@ async fn device_certificates_are_validated_just_in_time() {
         .iter()
         .filter_map(|p| p.policy_name())
         .collect();
-    assert_eq!(names, vec![format!("drogue-test-cert-{id}-0").as_str()]);
+    assert_eq!(names, vec![validator.policy_name(&id, "app1", 0).as_str()]);
     let document = s
         .iot
         .get_policy()
@@ -786,7 +789,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     assert_eq!(out["revoked"], json!([certs["gone"].0]), "{out}");
     assert_eq!(out["batchItemFailures"], json!([]));
     assert!(revoked("gone").await);
-    let policy = format!("drogue-rev-cert-{}-0", certs["gone"].0);
+    let policy = validator.policy_name(&certs["gone"].0, "app1", 0);
     assert!(!s.policy_exists(&policy).await, "{policy} deleted");
     assert!(s.items("app1", "IOTCERT#gone#").await.is_empty());
     // the same record again changes nothing
@@ -973,4 +976,213 @@ async fn a_failing_record_is_reported_with_those_after_it() {
     // the first record was handled: its anchor registered, its change event written
     assert_eq!(out["registered"].as_array().map(Vec::len), Some(1), "{out}");
     assert_eq!(kinesis_records(&s.kinesis, &s.stream).await.len(), 1);
+}
+
+/// Several applications (of different owners) hold the same CA certificate: IoT Core
+/// takes it once and keeps it until the last of them drops it; a device certificate
+/// that a device of each accepts gets each application's own policy, and losing one
+/// application's device takes only that application's policy away.
+#[tokio::test]
+async fn applications_share_a_trust_anchor_on_iot_core() {
+    let s = setup().await;
+    let validator =
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-shared").unwrap();
+    let ca = TestCa::new("shared", "Shared CA");
+    let fp = fingerprint(&ca_der(&ca));
+    s.create_app("app1", &[&ca]).await;
+    // another owner's application with the same CA certificate
+    let app2 = json!({"metadata": {"name": "app2"}, "spec": {"trustAnchors": {"anchors": [{"certificate": ca.anchor()}]}}});
+    s.registry
+        .create_application(
+            &Principal::user("stranger"),
+            serde_json::from_value(app2).unwrap(),
+        )
+        .await
+        .unwrap();
+    let ids = s.register_anchors(&["app1", "app2"]).await;
+    assert_eq!(ids["app1"], ids["app2"], "registered once");
+    let ca_id = ids["app1"].clone();
+    assert_eq!(s.ca_status(&ca_id).await, Some(CaCertificateStatus::Active));
+    let holders = || async {
+        s.store
+            .registered_ca(&fp)
+            .await
+            .unwrap()
+            .map(|known| known.applications)
+    };
+    assert_eq!(
+        holders().await,
+        Some(vec!["app1".to_owned(), "app2".to_owned()])
+    );
+
+    // dev1 in both applications, only1 in app1 alone
+    s.create_device("app1", json!({"metadata": {"name": "dev1"}, "spec": {}}))
+        .await;
+    s.create_device("app1", json!({"metadata": {"name": "only1"}, "spec": {}}))
+        .await;
+    s.registry
+        .create_device(
+            &Principal::user("stranger"),
+            &AppName::parse("app2").unwrap(),
+            serde_json::from_value(json!({"metadata": {"name": "dev1"}, "spec": {}})).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // a certificate both accept: active, with each application's own policy
+    let (id, arn) = s
+        .activate(
+            &validator,
+            &ca_id,
+            ca.issue("shared", "dev1", 2025, 2099).cert_pem,
+        )
+        .await;
+    let (status, mut attached) = s.state(&id, &arn).await;
+    attached.sort();
+    let mut expected = vec![
+        validator.policy_name(&id, "app1", 0),
+        validator.policy_name(&id, "app2", 0),
+    ];
+    expected.sort();
+    assert_eq!((status, attached), (CertificateStatus::Active, expected));
+    for (app, other) in [("app1", "app2"), ("app2", "app1")] {
+        let document = s
+            .iot
+            .get_policy()
+            .policy_name(validator.policy_name(&id, app, 0))
+            .send()
+            .await
+            .unwrap()
+            .policy_document
+            .unwrap();
+        assert!(
+            document.contains(&format!("client/dev1@{app}")),
+            "{document}"
+        );
+        assert!(!document.contains(other), "{other} in {document}");
+        assert_eq!(s.items(app, "IOTCERT#dev1#").await.len(), 1, "{app}");
+    }
+
+    // app2's device goes: only app2's policy is taken away, the certificate stays active
+    let before = s.device_item("app2", "dev1").await.unwrap();
+    s.registry
+        .delete_device(
+            &Principal::user("stranger"),
+            &AppName::parse("app2").unwrap(),
+            &drogue_shared::model::DeviceName::parse("dev1").unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    s.consumer
+        .handle(s.record(Some(&before), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.state(&id, &arn).await,
+        (
+            CertificateStatus::Active,
+            vec![validator.policy_name(&id, "app1", 0)]
+        )
+    );
+    assert!(
+        !s.policy_exists(&validator.policy_name(&id, "app2", 0))
+            .await
+    );
+    assert!(s.items("app2", "IOTCERT#").await.is_empty());
+    assert_eq!(s.items("app1", "IOTCERT#dev1#").await.len(), 1);
+
+    // and app1's: now the certificate is revoked
+    let before = s.device_item("app1", "dev1").await.unwrap();
+    s.registry
+        .delete_device(
+            &s.admin,
+            &AppName::parse("app1").unwrap(),
+            &drogue_shared::model::DeviceName::parse("dev1").unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    s.consumer
+        .handle(s.record(Some(&before), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.state(&id, &arn).await,
+        (CertificateStatus::Revoked, Vec::new())
+    );
+
+    // a certificate only app1 accepts gets app1's policy alone
+    let (only, only_arn) = s
+        .activate(
+            &validator,
+            &ca_id,
+            ca.issue("shared", "only1", 2025, 2099).cert_pem,
+        )
+        .await;
+    assert_eq!(
+        s.state(&only, &only_arn).await,
+        (
+            CertificateStatus::Active,
+            vec![validator.policy_name(&only, "app1", 0)]
+        )
+    );
+
+    // app1 drops the anchor: IoT Core keeps it for app2
+    let before = s.app_item("app1").await.unwrap();
+    s.set_anchors("app1", &[]).await;
+    let after = s.app_item("app1").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&before), Some(&after)))
+        .await
+        .unwrap();
+    assert_eq!(out["deregistered"], json!([]), "{out}");
+    assert_eq!(s.ca_status(&ca_id).await, Some(CaCertificateStatus::Active));
+    assert_eq!(holders().await, Some(vec!["app2".to_owned()]));
+    // and app1's grant of the certificate it activated through that anchor goes
+    assert_eq!(out["revoked"], json!([only]), "{out}");
+    assert_eq!(
+        s.state(&only, &only_arn).await,
+        (CertificateStatus::Revoked, Vec::new())
+    );
+    assert!(s.items("app1", "IOTCERT#").await.is_empty());
+    // app1 takes it again, then app2 is deleted: still held by app1
+    s.set_anchors("app1", &[&ca]).await;
+    let again = s.app_item("app1").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&after), Some(&again)))
+        .await
+        .unwrap();
+    assert_eq!(out["registered"], json!([ca_id]), "the same registration");
+    let app2_item = s.app_item("app2").await.unwrap();
+    s.registry
+        .delete_application(
+            &Principal::user("stranger"),
+            &AppName::parse("app2").unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&app2_item), None))
+        .await
+        .unwrap();
+    assert_eq!(out["deregistered"], json!([]), "{out}");
+    assert_eq!(s.ca_status(&ca_id).await, Some(CaCertificateStatus::Active));
+    assert_eq!(holders().await, Some(vec!["app1".to_owned()]));
+    // the last holder drops it: deregistered, and forgotten
+    let before = again;
+    s.set_anchors("app1", &[]).await;
+    let after = s.app_item("app1").await.unwrap();
+    let out = s
+        .consumer
+        .handle(s.record(Some(&before), Some(&after)))
+        .await
+        .unwrap();
+    assert_eq!(out["deregistered"], json!([ca_id]), "{out}");
+    assert_eq!(s.ca_status(&ca_id).await, None);
+    assert_eq!(holders().await, None);
 }

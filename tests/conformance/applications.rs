@@ -1,11 +1,13 @@
-//! Applications: uniqueness, conditional writes, the delete cascade, trust anchor claims.
+//! Applications: uniqueness, conditional writes, the delete cascade, the shared trust
+//! anchor subject index.
 
 use super::fixtures::*;
 use drogue_shared::model::Claim;
-use drogue_shared::store::{Conflict, StoreError};
+use drogue_shared::store::{Conflict, Store, StoreError, StoredApplication};
 use drogue_tests::TestStore;
 use drogue_tests::suite::Case;
 use serde_json::json;
+use std::sync::Arc;
 
 pub const CASES: &[Case<TestStore>] = &[
     (
@@ -29,7 +31,7 @@ pub const CASES: &[Case<TestStore>] = &[
         Box::pin(large_cascade(s))
     }),
     (
-        "trust anchor subjects are unique across applications",
+        "applications of different owners may hold the same trust anchor subject",
         |s| Box::pin(anchor_claims(s)),
     ),
 ];
@@ -170,40 +172,91 @@ async fn large_cascade(t: TestStore) {
     );
 }
 
+/// The application with the trust anchor subjects of `anchors` (a new revision).
+fn with_anchors(current: &StoredApplication, anchors: &[&str]) -> StoredApplication {
+    let mut next = current.clone();
+    next.app.metadata.resource_version = uuid::Uuid::new_v4().to_string();
+    let anchors: Vec<_> = anchors
+        .iter()
+        .map(|subject| json!({"valid": {
+            "subject": subject, "certificate": "", "notBefore": "2020-01-01T00:00:00Z", "notAfter": "2030-01-01T00:00:00Z"
+        }}))
+        .collect();
+    next.app.status = json!({"trustAnchors": {"anchors": anchors}})
+        .as_object()
+        .cloned()
+        .unwrap();
+    next
+}
+
+/// The applications holding the subject `CN=Shared CA`.
+async fn holders(s: &Arc<dyn Store>) -> Vec<String> {
+    s.find_applications_by_claim(&Claim::TrustAnchor("CN=Shared CA".into()))
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect()
+}
+
 async fn anchor_claims(t: TestStore) {
     let s = t.store;
-    let claim = Claim::TrustAnchor("CN=Shared CA".into());
+    assert!(holders(&s).await.is_empty());
     s.create_application(&app_with_anchor("a", "CN=Shared CA"))
         .await
         .unwrap();
+    assert_eq!(holders(&s).await, ["a"]);
+
+    // a stranger's application with the same subject: created, both listed
+    let mut strangers = app_with_anchor("b", "CN=Shared CA");
+    strangers.owner = "stranger".into();
+    s.create_application(&strangers).await.unwrap();
+    assert_eq!(holders(&s).await, ["a", "b"]);
+    assert!(s.get_application(&app_name("b")).await.unwrap().is_some());
+
+    // an update that keeps the subject keeps both; one that drops it removes only its own
+    let b = s.get_application(&app_name("b")).await.unwrap().unwrap();
+    let b2 = with_anchors(&b, &["CN=Shared CA", "CN=Other CA"]);
+    s.update_application(&b, &b2).await.unwrap();
+    assert_eq!(holders(&s).await, ["a", "b"]);
+    let b3 = with_anchors(&b2, &["CN=Other CA"]);
+    s.update_application(&b2, &b3).await.unwrap();
+    assert_eq!(holders(&s).await, ["a"]);
     assert_eq!(
-        s.find_application_by_claim(&claim).await.unwrap(),
-        Some(app_name("a"))
+        s.find_applications_by_claim(&Claim::TrustAnchor("CN=Other CA".into()))
+            .await
+            .unwrap(),
+        [app_name("b")]
     );
-
-    let err = s
-        .create_application(&app_with_anchor("b", "CN=Shared CA"))
-        .await
-        .unwrap_err();
+    // and takes it again
+    let b4 = with_anchors(&b3, &["CN=Shared CA"]);
+    s.update_application(&b3, &b4).await.unwrap();
+    assert_eq!(holders(&s).await, ["a", "b"]);
     assert!(
-        matches!(err, StoreError::Conflict(Conflict::ClaimTaken(_))),
-        "{err:?}"
+        s.find_applications_by_claim(&Claim::TrustAnchor("CN=Other CA".into()))
+            .await
+            .unwrap()
+            .is_empty()
     );
-    assert!(
-        s.get_application(&app_name("b")).await.unwrap().is_none(),
-        "nothing of b was written"
-    );
+    // a stale update changes nothing in the index
+    let stale = with_anchors(&b3, &[]);
+    assert!(matches!(
+        s.update_application(&b3, &stale).await.unwrap_err(),
+        StoreError::Conflict(Conflict::Changed)
+    ));
+    assert_eq!(holders(&s).await, ["a", "b"]);
 
+    // deleting one application removes only its entry
     let a = s.get_application(&app_name("a")).await.unwrap().unwrap();
     s.delete_application(&a).await.unwrap();
-    assert_eq!(s.find_application_by_claim(&claim).await.unwrap(), None);
-    s.create_application(&app_with_anchor("b", "CN=Shared CA"))
+    assert_eq!(holders(&s).await, ["b"]);
+    s.create_application(&app_with_anchor("a", "CN=Shared CA"))
         .await
         .unwrap();
-    assert_eq!(
-        s.find_application_by_claim(&claim).await.unwrap(),
-        Some(app_name("b"))
-    );
+    assert_eq!(holders(&s).await, ["a", "b"]);
+    let b = s.get_application(&app_name("b")).await.unwrap().unwrap();
+    s.delete_application(&b).await.unwrap();
+    assert_eq!(holders(&s).await, ["a"]);
 }
 
 fn names(apps: Vec<drogue_shared::store::StoredApplication>) -> Vec<String> {

@@ -19,7 +19,37 @@ pub const CASES: &[Case<Fixture>] = &[
         "only devices without credentials or with the certificate pinned use certificates",
         |f| Box::pin(pinned(f)),
     ),
+    (
+        "a certificate several applications accept needs its application",
+        |f| Box::pin(shared(f)),
+    ),
 ];
+
+/// Another application holds app1's CA too: a certificate that names no application is
+/// authenticated while only one application has a device for it, refused as ambiguous
+/// when both have; naming the application always works.
+async fn shared(f: Fixture) {
+    let anchors =
+        serde_json::json!({"trustAnchors": {"anchors": [{"certificate": f.ca1.anchor()}]}});
+    f.app("shared", anchors).await;
+    let issued = f.ca1.issue("app1", "device-1", 2025, 2030);
+    assert_eq!(f.allowed(None, cert(&issued.der), None).await.0, "device-1");
+    f.device("shared", "device-1", serde_json::json!({})).await;
+    assert_eq!(
+        f.denied(None, cert(&issued.der), None).await,
+        drogue_shared::device_auth::AMBIGUOUS
+    );
+    for app in ["app1", "shared"] {
+        assert_eq!(
+            f.allowed(Some(app), cert(&issued.der), None).await.0,
+            "device-1"
+        );
+    }
+    assert_eq!(
+        f.denied(Some("app2"), cert(&issued.der), None).await,
+        "the application does not trust the certificate's issuer"
+    );
+}
 
 async fn pinned(f: Fixture) {
     let password_only =
@@ -79,7 +109,7 @@ async fn refused(f: Fixture) {
     let other_app = f.ca2.issue("app1", "device-1", 2025, 2030);
     assert_eq!(
         f.denied(Some("app1"), cert(&other_app.der), None).await,
-        "the certificate belongs to another application"
+        "the application does not trust the certificate's issuer"
     );
     f.denied(None, cert(&other_app.der), None).await;
     let other_apps_device = f.ca2.issue("app2", "other-app-device", 2025, 2030);

@@ -54,7 +54,7 @@ impl Fixture {
         fixture
     }
 
-    async fn app(&self, name: &str, spec: Value) {
+    pub async fn app(&self, name: &str, spec: Value) {
         self.registry
             .create_application(
                 &self.admin,

@@ -2,16 +2,20 @@
 //! to the table's DynamoDB stream ([`crate::stream`]). When an application gains a
 //! trust anchor, it is registered (`SNI_ONLY`, so the same CA may be registered in
 //! other accounts too; active; with auto-registration, so device certificates it issued
-//! are registered at their first connection and validated just in time). When it loses
-//! one, or the application is deleted, the CA certificate is deactivated and deleted.
+//! are registered at their first connection and validated just in time).
 //!
-//! IoT Core's id of each registered CA is kept in the table (`IOTCA#{sha256}` items),
-//! so that it can be found again. Handling a record twice changes nothing.
+//! Several applications, of any owners, may hold the same trust anchor; IoT Core takes a
+//! CA certificate once. So it is registered when its first holder gains it and
+//! deactivated and deleted only when its last holder loses it (or is deleted). IoT
+//! Core's id of each registered CA and the set of applications holding it are kept in
+//! the table (`IOTCA#{sha256}` items, changed with atomic set updates and conditional
+//! writes: see `DynamoStore::hold_ca`). Handling a record twice changes nothing.
 
 use crate::stream::{Change, Item};
+use anyhow::Context;
 use aws_sdk_iot::types::{CaCertificateStatus, CertificateMode};
 use drogue_shared::model::trust_anchors::anchor_certificates;
-use drogue_shared::store::dynamodb::{DynamoStore, RegisteredCa};
+use drogue_shared::store::dynamodb::DynamoStore;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -55,7 +59,8 @@ impl TrustAnchorSync {
         Self { iot, store }
     }
 
-    /// Follows one stream record: the IoT ids of the CA certificates registered and
+    /// Follows one stream record: the IoT ids of the CA certificates the application
+    /// gained (registered, or held when another application registered them) and
     /// deregistered.
     pub async fn record(&self, change: &Change<'_>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
         let (mut registered, mut deregistered) = (Vec::new(), Vec::new());
@@ -66,25 +71,32 @@ impl TrustAnchorSync {
         };
         let old = old.map(|(_, a)| a).unwrap_or_default();
         let new = new.map(|(_, a)| a).unwrap_or_default();
+        // every anchor the application holds now (adding a holder is idempotent, so a
+        // record handled again, or one that failed half-way, ends in the same state)
         for (fingerprint, der) in &new {
-            if !old.contains_key(fingerprint)
-                || self.store.registered_ca(fingerprint).await?.is_none()
-            {
-                registered.push(self.register(&app, fingerprint, der).await?);
+            let id = self.register(&app, fingerprint, der).await?;
+            if !old.contains_key(fingerprint) {
+                registered.push(id);
             }
         }
         for fingerprint in old.keys().filter(|f| !new.contains_key(*f)) {
-            if let Some(id) = self.deregister(fingerprint).await? {
+            if let Some(id) = self.deregister(&app, fingerprint).await? {
                 deregistered.push(id);
             }
         }
         Ok((registered, deregistered))
     }
 
-    /// Registers a trust anchor (unless it is already); its IoT Core id.
+    /// Makes `app` a holder of a trust anchor and registers it unless it is already;
+    /// its IoT Core id.
     async fn register(&self, app: &str, fingerprint: &str, der: &[u8]) -> anyhow::Result<String> {
-        if let Some(known) = self.store.registered_ca(fingerprint).await? {
-            return Ok(known.certificate_id);
+        let held = self.store.hold_ca(fingerprint, app).await?;
+        anyhow::ensure!(
+            !held.deleting,
+            "the trust anchor {fingerprint} is being removed from IoT Core; retried later"
+        );
+        if let Some(id) = held.certificate_id {
+            return Ok(id);
         }
         let pem = pem::encode_config(
             &pem::Pem::new("CERTIFICATE", der.to_vec()),
@@ -103,8 +115,8 @@ impl TrustAnchorSync {
             Ok(out) => out
                 .certificate_id
                 .ok_or_else(|| anyhow::anyhow!("no certificate id"))?,
-            // registered before the item was written (a retried record): IoT Core's id
-            // of a certificate is the SHA-256 of its DER
+            // registered before the id was written (a retried record, or another holder
+            // at the same time): IoT Core's id of a certificate is the SHA-256 of its DER
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_already_exists_exception()) =>
@@ -114,22 +126,23 @@ impl TrustAnchorSync {
             Err(e) => return Err(anyhow::Error::new(e).context("cannot register a trust anchor")),
         };
         self.store
-            .put_registered_ca(&RegisteredCa {
-                fingerprint: fingerprint.to_owned(),
-                certificate_id: id.clone(),
-                application: app.to_owned(),
-            })
-            .await?;
+            .set_registered_ca_id(fingerprint, &id)
+            .await
+            .with_context(|| format!("cannot record the trust anchor {fingerprint}"))?;
         tracing::info!(application = app, certificate = %id, "trust anchor registered with IoT Core");
         Ok(id)
     }
 
-    /// Deactivates and deletes a registered trust anchor; its IoT Core id, if it was.
-    async fn deregister(&self, fingerprint: &str) -> anyhow::Result<Option<String>> {
-        let Some(known) = self.store.registered_ca(fingerprint).await? else {
+    /// Removes `app` from the holders of a trust anchor; when it was the last, deactivates
+    /// and deletes the CA certificate: its IoT Core id, if it was.
+    async fn deregister(&self, app: &str, fingerprint: &str) -> anyhow::Result<Option<String>> {
+        let Some(released) = self.store.release_ca(fingerprint, app).await? else {
             return Ok(None);
         };
-        let id = &known.certificate_id;
+        let Some(id) = released.certificate_id.as_deref() else {
+            self.store.deregistered_ca(fingerprint).await?;
+            return Ok(None);
+        };
         let deactivated = self
             .iot
             .update_ca_certificate()
@@ -157,9 +170,9 @@ impl TrustAnchorSync {
                 anyhow::Error::new(e).context(format!("cannot delete the CA certificate {id}"))
             );
         }
-        self.store.delete_registered_ca(fingerprint).await?;
-        tracing::info!(application = %known.application, certificate = %id, "trust anchor removed from IoT Core");
-        Ok(Some(id.clone()))
+        self.store.deregistered_ca(fingerprint).await?;
+        tracing::info!(application = %app, certificate = %id, "trust anchor removed from IoT Core: its last application dropped it");
+        Ok(Some(id.to_owned()))
     }
 }
 

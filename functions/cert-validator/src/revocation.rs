@@ -1,10 +1,13 @@
 //! Revocation of device certificates activated on IoT Core: a reaction to the table's
 //! DynamoDB stream ([`crate::stream`]).
 //!
-//! The certificate validator records every certificate it activates
-//! ([`ActivatedCertificate`], `IOTCERT#{device}#{certificate id}` in the application's
-//! partition). A certificate is revoked (its policies detached and deleted, its status
-//! `REVOKED`, its record deleted) when it no longer authenticates its device:
+//! The certificate validator records every grant of a certificate it activates, one per
+//! application that accepted it ([`ActivatedCertificate`], `IOTCERT#{device}#{certificate
+//! id}` in the application's partition). A grant is taken back (that application's
+//! policies detached and deleted, its record deleted) when the certificate no longer
+//! authenticates that application's device; the certificate itself is revoked (status
+//! `REVOKED`) only when no policy is left attached to it, that is when no other
+//! application's grant remains:
 //!
 //! - the device is deleted, being deleted, disabled (`spec.core.disabled`), or made again
 //!   under its name (another `uid`);
@@ -12,6 +15,8 @@
 //!   credentials and this certificate is not among them, or it holds credentials but no
 //!   `cert` one (see `drogue_shared::device_auth`);
 //! - the application is deleted, being deleted or disabled (every certificate of it);
+//! - the application dropped a trust anchor and the certificate no longer chains to one
+//!   of the trust anchors it still holds (checked at the time of the change);
 //! - for a gateway's certificate: a device its policy covers is deleted or no longer
 //!   names the gateway in its `gatewaySelector`;
 //! - its record is removed (deleting an application removes every item of its
@@ -25,9 +30,13 @@ use crate::anchors::{fingerprint, gone};
 use crate::stream::{Change, Item};
 use anyhow::Context;
 use aws_sdk_iot::types::CertificateStatus;
-use drogue_shared::device_auth::may_use_certificate;
+use drogue_shared::device_auth::{may_use_certificate, verify_chain};
 use drogue_shared::model::device_spec;
+use drogue_shared::model::trust_anchors::anchor_certificates;
 use drogue_shared::model::{Device, Resource};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::time::SystemTime;
 
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
 
@@ -85,6 +94,30 @@ fn device(item: Option<&Item>) -> Option<(&str, &Device)> {
 }
 
 impl Revocation {
+    /// The policies attached to a certificate (none when it is gone).
+    async fn attached(&self, cert: &ActivatedCertificate) -> anyhow::Result<Vec<String>> {
+        let attached = self
+            .iot
+            .list_attached_policies()
+            .target(&cert.certificate_arn)
+            .page_size(100)
+            .send()
+            .await;
+        match attached {
+            Ok(out) => Ok(out
+                .policies
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.policy_name)
+                .collect()),
+            Err(e) if gone(&e) => Ok(Vec::new()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "cannot list the policies of the certificate {}",
+                cert.certificate_id
+            ))),
+        }
+    }
+
     pub fn new(iot: aws_sdk_iot::Client, store: DynamoStore) -> Self {
         Self { iot, store }
     }
@@ -105,7 +138,7 @@ impl Revocation {
             let reason = match application(new) {
                 Some(now) if now.is_deleting() => "the application is being deleted",
                 Some(now) if disabled(now) => "the application is disabled",
-                Some(_) => return Ok(Vec::new()),
+                Some(now) => return self.anchors_dropped(application(old), now).await,
                 None => "the application was deleted",
             };
             let mut revoked = Vec::new();
@@ -127,6 +160,68 @@ impl Revocation {
             new.map(|(_, d)| d),
         )
         .await
+    }
+
+    /// An application that dropped trust anchors (from `old` to `now`): its grants of the
+    /// certificates that no longer chain to one of its anchors are taken back.
+    async fn anchors_dropped(
+        &self,
+        old: Option<&Resource>,
+        now: &Resource,
+    ) -> anyhow::Result<Vec<String>> {
+        let before = old
+            .map(|o| anchor_certificates(&o.spec))
+            .unwrap_or_default();
+        let after = anchor_certificates(&now.spec);
+        if before.iter().all(|anchor| after.contains(anchor)) {
+            return Ok(Vec::new());
+        }
+        let mut revoked = Vec::new();
+        for cert in self.store.activated_certificates(now.name(), None).await? {
+            let Some(der) = self.certificate_der(&cert).await? else {
+                continue;
+            };
+            if verify_chain(&[der], &after, SystemTime::now()).is_err()
+                && self
+                    .revoke(
+                        &cert,
+                        "the application dropped the trust anchor it chained to",
+                    )
+                    .await?
+            {
+                revoked.push(cert.certificate_id);
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// The DER of a certificate as IoT Core holds it; `None` when it is gone.
+    async fn certificate_der(
+        &self,
+        cert: &ActivatedCertificate,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let id = &cert.certificate_id;
+        let described = self
+            .iot
+            .describe_certificate()
+            .certificate_id(id)
+            .send()
+            .await;
+        let pem = match described {
+            Ok(out) => out
+                .certificate_description
+                .and_then(|d| d.certificate_pem)
+                .unwrap_or_default(),
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot describe the certificate {id}"))
+                );
+            }
+        };
+        Ok(CertificateDer::from_pem_slice(pem.as_bytes())
+            .ok()
+            .map(|der| der.to_vec()))
     }
 
     /// A device changed from `old` to `new` (`None`: absent).
@@ -174,60 +269,16 @@ impl Revocation {
         Ok(revoked)
     }
 
-    /// Revokes a certificate: status `REVOKED` (IoT Core disconnects devices that use a
-    /// certificate leaving `ACTIVE`), its policies detached and deleted, its record
-    /// deleted. Whether anything changed.
+    /// Takes a certificate's grant of one application back: that application's policies
+    /// detached and deleted, its record deleted. When no policy is left attached (no
+    /// other application's grant), the certificate is revoked too: status `REVOKED`
+    /// (IoT Core disconnects devices that use a certificate leaving `ACTIVE`). Whether
+    /// anything changed.
     pub async fn revoke(&self, cert: &ActivatedCertificate, reason: &str) -> anyhow::Result<bool> {
         let id = &cert.certificate_id;
         let mut changed = false;
-        let described = self
-            .iot
-            .describe_certificate()
-            .certificate_id(id)
-            .send()
-            .await;
-        let status = match described {
-            Ok(out) => out.certificate_description.and_then(|d| d.status),
-            Err(e) if gone(&e) => None,
-            Err(e) => {
-                return Err(
-                    anyhow::Error::new(e).context(format!("cannot describe the certificate {id}"))
-                );
-            }
-        };
-        if let Some(status) = status
-            && status != CertificateStatus::Revoked
-        {
-            self.iot
-                .update_certificate()
-                .certificate_id(id)
-                .new_status(CertificateStatus::Revoked)
-                .send()
-                .await
-                .with_context(|| format!("cannot revoke the certificate {id}"))?;
-            changed = true;
-        }
-        let attached = self
-            .iot
-            .list_attached_policies()
-            .target(&cert.certificate_arn)
-            .page_size(100)
-            .send()
-            .await;
-        let attached = match attached {
-            Ok(out) => out
-                .policies
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| p.policy_name)
-                .collect(),
-            Err(e) if gone(&e) => Vec::new(),
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("cannot list the policies of the certificate {id}")));
-            }
-        };
-        for policy in &attached {
+        let attached = self.attached(cert).await?;
+        for policy in attached.iter().filter(|p| cert.policies.contains(p)) {
             let detached = self
                 .iot
                 .detach_policy()
@@ -264,6 +315,42 @@ impl Revocation {
                 }
             }
         }
+        // another application's grant keeps the certificate active
+        let others = self.attached(cert).await?;
+        let others: Vec<&String> = others
+            .iter()
+            .filter(|p| !cert.policies.contains(p))
+            .collect();
+        if others.is_empty() {
+            let described = self
+                .iot
+                .describe_certificate()
+                .certificate_id(id)
+                .send()
+                .await;
+            let status = match described {
+                Ok(out) => out.certificate_description.and_then(|d| d.status),
+                Err(e) if gone(&e) => None,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot describe the certificate {id}")));
+                }
+            };
+            if let Some(status) = status
+                && status != CertificateStatus::Revoked
+            {
+                self.iot
+                    .update_certificate()
+                    .certificate_id(id)
+                    .new_status(CertificateStatus::Revoked)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot revoke the certificate {id}"))?;
+                changed = true;
+            }
+        } else {
+            tracing::info!(certificate = %id, application = %cert.application, remaining = ?others, "the certificate keeps other applications' policies; left active");
+        }
         self.store.delete_activated_certificate(cert).await?;
         if changed {
             tracing::info!(
@@ -271,7 +358,7 @@ impl Revocation {
                 application = %cert.application,
                 device = %cert.device,
                 reason,
-                "certificate revoked"
+                "the application's grant of the certificate taken back"
             );
         }
         Ok(changed)

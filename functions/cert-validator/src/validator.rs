@@ -5,12 +5,18 @@
 //! (`SELECT * FROM '$aws/events/certificates/registered/#'`) hands that here.
 //!
 //! The certificate gets the same checks as over HTTP and at the local broker (chain to
-//! the application's trust anchor, validity, a device of that application that may
-//! use certificates). If they pass, the device's least-privilege policy is created
-//! (as one or more IoT policies named `{prefix}-cert-{certificateId}-{n}`), attached,
-//! the certificate recorded for its device ([`ActivatedCertificate`], so that it is
-//! revoked when the device goes or changes, see [`crate::revocation`]) and activated: the
-//! device's next connection succeeds. Otherwise the certificate is revoked. A registry
+//! an application's trust anchor, validity, a device of that application that may
+//! use certificates). Several applications, of any owners, may hold the same trust
+//! anchor: every application holding the issuer where the checks pass accepts the
+//! certificate, and each gets its own grant: its device's least-privilege policy is
+//! created (as one or more IoT policies named `{prefix}-cert-{certificateId}-{tag}-{n}`,
+//! see [`CertificateValidator::policy_name`]), attached, and the certificate recorded
+//! for that application's device ([`ActivatedCertificate`], in the application's
+//! partition, so that it loses that policy when the device goes or changes, see
+//! [`crate::revocation`]). A policy allows only client ids `{device}@{app}` of its
+//! application, so the client id names the application at CONNECT. If at least one
+//! application accepts it, the certificate is activated: the device's next connection
+//! succeeds. Otherwise the certificate is revoked. A registry
 //! that cannot be reached is a function error, so that Lambda retries; the certificate
 //! stays pending meanwhile. So is a device that changed while its certificate was
 //! validated: the retry validates it again against the device as it is now.
@@ -18,12 +24,14 @@
 use anyhow::Context;
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::authz::Authorizer;
-use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::device_auth::{
+    DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
+};
 use drogue_shared::model::AppName;
 use drogue_shared::mqtt::MqttAuthorizer;
 use drogue_shared::registry::Registry;
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
-use drogue_shared::store::{Conflict, DeviceStore, StoreError};
+use drogue_shared::store::{Conflict, DeviceStore, StoreError, device_claims};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -57,6 +65,7 @@ pub struct Location {
 pub struct CertificateValidator {
     iot: aws_sdk_iot::Client,
     authorizer: MqttAuthorizer,
+    devices: DeviceAuthenticator,
     store: DynamoStore,
     prefix: String,
 }
@@ -76,15 +85,21 @@ impl CertificateValidator {
         let registry = Registry::new(shared, Authorizer::default());
         Ok(Self {
             iot,
-            authorizer: MqttAuthorizer::new(devices, registry, None),
+            authorizer: MqttAuthorizer::new(devices.clone(), registry, None),
+            devices,
             store,
             prefix: prefix.to_owned(),
         })
     }
 
-    /// The names of the policies of a certificate.
-    pub fn policy_name(&self, certificate_id: &str, n: usize) -> String {
-        format!("{}-cert-{certificate_id}-{n}", self.prefix)
+    /// The names of the policies a certificate gets for an application:
+    /// `{prefix}-cert-{certificateId}-{tag}-{n}`, `tag` the first 8 hex digits of the
+    /// SHA-256 of the application's name (at most 40 + 6 + 64 + 1 + 8 + 1 + 2 characters
+    /// of the 128 IoT Core allows). A certificate that several applications accept gets
+    /// each one's policies under names of its own.
+    pub fn policy_name(&self, certificate_id: &str, app: &str, n: usize) -> String {
+        let tag = &crate::anchors::fingerprint(app.as_bytes())[..8];
+        format!("{}-cert-{certificate_id}-{tag}-{n}", self.prefix)
     }
 
     pub async fn handle(&self, event: Value, location: &Location) -> anyhow::Result<Value> {
@@ -116,19 +131,77 @@ impl CertificateValidator {
         let Ok(der) = CertificateDer::from_pem_slice(pem.as_bytes()) else {
             return self.revoke(id, "the certificate cannot be read").await;
         };
-        let (authenticated, policy) = match self
-            .authorizer
-            .certificate_policy(vec![der.to_vec()])
-            .await?
-        {
-            Ok(allowed) => allowed,
+        let chain = vec![der.to_vec()];
+        let apps = match self.devices.certificate_applications(&chain).await? {
+            Ok(apps) => apps,
             Err(reason) => return self.revoke(id, reason).await,
         };
+        let mut activations = Vec::new();
+        let mut refused = "no application accepts the certificate";
+        for app in &apps {
+            match self.grant(&event, location, &arn, &chain, app).await? {
+                Ok(activation) => activations.push(activation),
+                Err(reason) => refused = reason,
+            }
+        }
+        if activations.is_empty() {
+            return self.revoke(id, refused).await;
+        }
+        self.iot
+            .update_certificate()
+            .certificate_id(id)
+            .new_status(CertificateStatus::Active)
+            .send()
+            .await
+            .with_context(|| format!("cannot activate the certificate {id}"))?;
+        tracing::info!(certificate = %id, grants = activations.len(), "certificate activated");
+        let mut out = json!({"outcome": "activated", "activations": activations});
+        if let [only] = activations.as_slice() {
+            for field in ["application", "device", "policies"] {
+                out[field] = only[field].clone();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Grants a certificate the least-privilege policy of the device of `app` it
+    /// authenticates (with `app` given, as the client id `{device}@{app}` gives it at
+    /// CONNECT) and records it for that application; why not, when the device is not
+    /// usable after all.
+    async fn grant(
+        &self,
+        event: &CertificateRegistered,
+        location: &Location,
+        arn: &str,
+        chain: &[Vec<u8>],
+        app: &str,
+    ) -> anyhow::Result<Result<Value, &'static str>> {
+        let id = &event.certificate_id;
+        let request = DeviceAuthRequest {
+            application: Some(app.to_owned()),
+            credential: DeviceCredential::Certificate {
+                chain: chain.to_vec(),
+            },
+            r#as: None,
+        };
+        let authenticated = match self.devices.authenticate(request).await? {
+            DeviceAuthentication::Allow(a) => *a,
+            DeviceAuthentication::Deny { reason } => return Ok(Err(reason)),
+        };
+        let device = &authenticated.sender.metadata.name;
+        let client_ids: Vec<String> = device_claims(&authenticated.sender)
+            .iter()
+            .map(|claim| format!("{}@{app}", claim.key()))
+            .collect();
+        let policy = self
+            .authorizer
+            .device_policy(app, device, &client_ids)
+            .await?;
         let documents =
             policy.to_iot_documents(&location.partition, &location.region, &event.aws_account_id);
         let mut policies = Vec::with_capacity(documents.len());
         for (n, document) in documents.iter().enumerate() {
-            let name = self.policy_name(id, n);
+            let name = self.policy_name(id, app, n);
             let created = self
                 .iot
                 .create_policy()
@@ -150,16 +223,12 @@ impl CertificateValidator {
             self.iot
                 .attach_policy()
                 .policy_name(&name)
-                .target(&arn)
+                .target(arn)
                 .send()
                 .await
                 .with_context(|| format!("cannot attach the policy {name}"))?;
             policies.push(name);
         }
-        let (app, device) = (
-            &authenticated.application.metadata.name,
-            &authenticated.sender.metadata.name,
-        );
         let covers = self
             .store
             .devices_served_by(&AppName::parse(app)?, device)
@@ -168,12 +237,12 @@ impl CertificateValidator {
             .map(|d| d.as_str().to_owned())
             .collect();
         let record = ActivatedCertificate {
-            application: app.clone(),
+            application: app.to_owned(),
             device: device.clone(),
             device_uid: authenticated.sender.metadata.uid.clone(),
             certificate_id: id.clone(),
-            certificate_arn: arn.clone(),
-            fingerprint: crate::anchors::fingerprint(&der),
+            certificate_arn: arn.to_owned(),
+            fingerprint: crate::anchors::fingerprint(&chain[0]),
             policies: policies.clone(),
             covers,
         };
@@ -189,20 +258,12 @@ impl CertificateValidator {
             ),
             Err(e) => return Err(anyhow::Error::new(e).context("cannot record the certificate")),
         }
-        self.iot
-            .update_certificate()
-            .certificate_id(id)
-            .new_status(CertificateStatus::Active)
-            .send()
-            .await
-            .with_context(|| format!("cannot activate the certificate {id}"))?;
-        tracing::info!(certificate = %id, application = %app, device = %device, ?policies, "certificate activated");
-        Ok(json!({
-            "outcome": "activated",
+        tracing::info!(certificate = %id, application = %app, device = %device, ?policies, "certificate granted an application's policy");
+        Ok(Ok(json!({
             "application": app,
             "device": device,
             "policies": policies,
-        }))
+        })))
     }
 
     async fn revoke(&self, id: &str, reason: &str) -> anyhow::Result<Value> {

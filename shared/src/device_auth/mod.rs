@@ -13,7 +13,7 @@ mod x509;
 
 pub use cache::VerifiedPasswords;
 pub use checks::{FAILURE_TTL, MAX_WAITING_PER_DEVICE, PasswordChecks};
-pub use x509::{Clock, may_use_certificate};
+pub use x509::{AMBIGUOUS, Clock, MAX_CANDIDATES, may_use_certificate, verify_chain};
 
 use crate::model::device_spec::{self, Credential};
 use crate::model::{AppName, Application, Claim, Device, DeviceName};
@@ -218,6 +218,18 @@ impl DeviceAuthenticator {
         };
         self.act_as(application, sender, request.r#as.as_deref())
             .await
+    }
+
+    /// The applications that accept a client certificate chain (DER, end entity first)
+    /// that names no application: those holding its issuer whose anchors it verifies
+    /// against and with a usable device that may use it (see `x509.rs`); the denial when
+    /// none does. Authenticating it without an application succeeds only when there is
+    /// exactly one; IoT Core's just-in-time validation grants each its own policy.
+    pub async fn certificate_applications(
+        &self,
+        chain: &[Vec<u8>],
+    ) -> Result<Result<Vec<String>, &'static str>, StoreError> {
+        x509::accepting_applications(self, chain).await
     }
 
     /// A device that was authenticated elsewhere (by the MQTT broker, at CONNECT),

@@ -1,8 +1,14 @@
-//! Devices with X.509 client certificates. The certificate's issuer names the
-//! application (its trust anchor subjects are unique across applications); the chain
-//! is verified against that application's trust anchors with `rustls-webpki` at the
-//! injected clock's time; the subject DN (or, failing that, the common name) names the
-//! device, by name or alias.
+//! Devices with X.509 client certificates. The chain is verified against an
+//! application's trust anchors with `rustls-webpki` at the injected clock's time; the
+//! subject DN (or, failing that, the common name) names the device, by name or alias.
+//!
+//! Several applications, of any owners, may hold the same trust anchor. A device that
+//! gives its application (HTTP `?application=` or a scoped Basic user, the MQTT client
+//! id `{device}@{app}`) is checked against that application only. Without one, the
+//! certificate's issuer finds the applications holding that subject; of those, the ones
+//! whose anchors the chain verifies against and that hold a usable device that matches
+//! the certificate and may use it accept it: exactly one authenticates it, several are
+//! [`AMBIGUOUS`] (denied: the device must give its application).
 //!
 //! A device may use certificates when it holds `cert` credentials (then the presented
 //! certificate must be one of them: pinned) or no credentials at all (any certificate of
@@ -42,59 +48,202 @@ impl Clock for SystemTime {
 
 type Found = Result<(Arc<Application>, Arc<Device>), &'static str>;
 
+/// The denial of a certificate that no application was given for and that several
+/// applications accept.
+pub const AMBIGUOUS: &str =
+    "several applications trust the certificate's issuer: give the application";
+
+/// At most this many applications holding the issuer's subject are tried for a
+/// certificate that names no application; a certificate whose issuer more hold is
+/// [`AMBIGUOUS`] without trying (so that strangers holding a public CA cannot make every
+/// hint-less login arbitrarily slow).
+pub const MAX_CANDIDATES: usize = 16;
+
+/// How far a certificate got with one application: the denial of the furthest stage is
+/// the one reported when no application accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Issuer,
+    Chain,
+    Device,
+    Credentials,
+    Usable,
+}
+
+/// What the certificate says about itself.
+struct Presented<'a> {
+    chain: &'a [Vec<u8>],
+    issuer: String,
+    subject: String,
+    common_name: Option<String>,
+}
+
+impl<'a> Presented<'a> {
+    fn parse(chain: &'a [Vec<u8>]) -> Result<Self, &'static str> {
+        let end_entity = chain.first().ok_or("no client certificate")?;
+        let (_, cert) =
+            X509Certificate::from_der(end_entity).map_err(|_| "unreadable client certificate")?;
+        Ok(Self {
+            chain,
+            issuer: cert.issuer().to_string(),
+            subject: cert.subject().to_string(),
+            common_name: cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned),
+        })
+    }
+}
+
 pub(super) async fn authenticate(
     auth: &DeviceAuthenticator,
     app_hint: Option<&str>,
     chain: &[Vec<u8>],
 ) -> Result<Found, StoreError> {
-    let Some(end_entity) = chain.first() else {
-        return Ok(Err("no client certificate"));
+    let presented = match Presented::parse(chain) {
+        Ok(presented) => presented,
+        Err(reason) => return Ok(Err(reason)),
     };
-    let Ok((_, cert)) = X509Certificate::from_der(end_entity) else {
-        return Ok(Err("unreadable client certificate"));
-    };
-    let issuer = cert.issuer().to_string();
-    let subject = cert.subject().to_string();
-    let common_name = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
+    if let Some(hint) = app_hint {
+        // only the application the device gives is considered
+        let Ok(app) = AppName::parse(hint) else {
+            return Ok(Err(
+                "the application does not trust the certificate's issuer",
+            ));
+        };
+        return Ok(application(auth, &presented, &app, true)
+            .await?
+            .map_err(|(_, reason)| reason));
+    }
+    candidates(auth, &presented).await
+}
 
+/// The applications holding the issuer's subject that accept the certificate (a device
+/// of theirs matches it and may use it): exactly one authenticates it.
+async fn candidates(
+    auth: &DeviceAuthenticator,
+    presented: &Presented<'_>,
+) -> Result<Found, StoreError> {
+    let apps = accepting(auth, presented).await?;
+    match apps {
+        Err(reason) => Ok(Err(reason)),
+        Ok(mut found) if found.len() == 1 => Ok(Ok(found.remove(0))),
+        Ok(_) => Ok(Err(AMBIGUOUS)),
+    }
+}
+
+/// Every application holding the issuer's subject whose trust anchors the chain verifies
+/// against and that has a usable device that matches the certificate and may use it;
+/// the denial of the furthest stage when there is none.
+async fn accepting(
+    auth: &DeviceAuthenticator,
+    presented: &Presented<'_>,
+) -> Result<Result<Vec<(Arc<Application>, Arc<Device>)>, &'static str>, StoreError> {
+    let no_issuer = "no application trusts the certificate's issuer";
+    let apps = auth
+        .store
+        .find_applications_by_claim(&Claim::TrustAnchor(presented.issuer.clone()))
+        .await?;
+    if apps.is_empty() {
+        return Ok(Err(no_issuer));
+    }
+    if apps.len() > MAX_CANDIDATES {
+        return Ok(Err(AMBIGUOUS));
+    }
+    let mut found = Vec::new();
+    let mut furthest = (Stage::Issuer, no_issuer);
+    for app in &apps {
+        match application(auth, presented, app, false).await? {
+            Ok(accepted) => found.push(accepted),
+            Err(denied) => furthest = furthest.max(denied),
+        }
+    }
+    if found.is_empty() {
+        return Ok(Err(furthest.1));
+    }
+    Ok(Ok(found))
+}
+
+/// Whether one application accepts the certificate: it holds the issuer's subject as a
+/// trust anchor, the chain verifies against its anchors, and one of its devices matches
+/// the certificate and may use it (and, unless `given` by the device, both are usable).
+async fn application(
+    auth: &DeviceAuthenticator,
+    presented: &Presented<'_>,
+    app: &AppName,
+    given: bool,
+) -> Result<Result<(Arc<Application>, Arc<Device>), (Stage, &'static str)>, StoreError> {
     let store = auth.store.as_ref();
-    let Some(app) = store
-        .find_application_by_claim(&Claim::TrustAnchor(issuer))
-        .await?
-    else {
-        return Ok(Err("no application trusts the certificate's issuer"));
+    let untrusted = if given {
+        "the application does not trust the certificate's issuer"
+    } else {
+        "no application trusts the certificate's issuer"
     };
-    if app_hint.is_some_and(|hint| hint != app.as_str()) {
-        return Ok(Err("the certificate belongs to another application"));
+    let Some(application) = store.get_application(app).await? else {
+        return Ok(Err((Stage::Issuer, untrusted)));
+    };
+    if !crate::model::trust_anchors::valid_subjects(&application.app.status)
+        .contains(&presented.issuer)
+    {
+        return Ok(Err((Stage::Issuer, untrusted)));
     }
-    let Some(application) = store.get_application(&app).await? else {
-        return Ok(Err("no application trusts the certificate's issuer"));
-    };
     let now = auth.clock.now();
-    if let Err(e) = verify_chain(chain, &anchor_certificates(&application.app.spec), now) {
+    if let Err(e) = verify_chain(
+        presented.chain,
+        &anchor_certificates(&application.app.spec),
+        now,
+    ) {
         tracing::debug!(error = %e, application = %app, "client certificate refused");
-        return Ok(Err("the certificate is not valid for the application"));
+        return Ok(Err((
+            Stage::Chain,
+            "the certificate is not valid for the application",
+        )));
     }
-    let device = match find(auth, &app, &subject).await? {
+    let device = match find(auth, app, &presented.subject).await? {
         Some(device) => Some(device),
-        None => match common_name {
-            Some(cn) => find(auth, &app, &cn).await?,
+        None => match &presented.common_name {
+            Some(cn) => find(auth, app, cn).await?,
             None => None,
         },
     };
     let Some(device) = device else {
-        return Ok(Err("no device matches the certificate's subject"));
+        return Ok(Err((
+            Stage::Device,
+            "no device matches the certificate's subject",
+        )));
     };
     let stored = device_spec::credentials(&device.spec).unwrap_or_default();
-    if let Err(reason) = may_use(&stored, end_entity) {
-        return Ok(Err(reason));
+    if let Err(reason) = may_use(&stored, &presented.chain[0]) {
+        return Ok(Err((Stage::Credentials, reason)));
+    }
+    if !given
+        && let Some(reason) = super::unusable(&application.app).or_else(|| super::unusable(&device))
+    {
+        return Ok(Err((Stage::Usable, reason)));
     }
     Ok(Ok((Arc::new(application.app), Arc::new(device))))
+}
+
+/// The applications (by name) that accept a certificate chain (DER, end entity first)
+/// when it names none, as [`authenticate`] sees them: for the just-in-time validation
+/// of certificates on IoT Core, which grants each of them its own policy. The denial
+/// when none does.
+pub(super) async fn accepting_applications(
+    auth: &DeviceAuthenticator,
+    chain: &[Vec<u8>],
+) -> Result<Result<Vec<String>, &'static str>, StoreError> {
+    let presented = match Presented::parse(chain) {
+        Ok(presented) => presented,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    Ok(accepting(auth, &presented).await?.map(|found| {
+        found
+            .into_iter()
+            .map(|(app, _)| app.metadata.name.clone())
+            .collect()
+    }))
 }
 
 /// Whether a device holding `stored` credentials may authenticate with the certificate

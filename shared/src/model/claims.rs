@@ -2,10 +2,13 @@
 //!
 //! Within an application a device's name, its aliases and its unique usernames share one
 //! namespace, as in Drogue Cloud: a device can be found by any of them, so no two
-//! devices may hold the same one. Trust anchor subjects are unique across all
-//! applications, so that a client certificate's issuer finds its application.
+//! devices may hold the same one. Trust anchor subjects are not unique: they index the
+//! applications holding a trust anchor, so that a client certificate's issuer finds the
+//! applications that may trust it (several applications, of any owners, may hold the
+//! same one; see `docs/security.md`).
 
-/// A name held by a device (within its application) or by an application (globally).
+/// A name held by a device (within its application, exclusively) or by an application
+/// (a trust anchor subject, in a shared index).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Claim {
     /// The device's own name.

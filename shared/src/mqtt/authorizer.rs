@@ -215,7 +215,15 @@ impl MqttAuthorizer {
             let credential = DeviceCredential::Certificate {
                 chain: chain.clone(),
             };
-            return self.device(connect, None, credential).await;
+            // the client id must be `{device}@{app}` of the authenticated device anyway:
+            // its application is the hint that picks one of the applications trusting
+            // the certificate's issuer (several may), else the username's
+            let hint = connect
+                .client_id
+                .rsplit_once('@')
+                .or_else(|| connect.username.as_deref()?.rsplit_once('@'))
+                .map(|(_, app)| app.to_owned());
+            return self.device(connect, hint, credential).await;
         }
         let password = match &connect.password {
             Some(bytes) => match String::from_utf8(bytes.clone()) {

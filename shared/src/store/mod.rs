@@ -32,7 +32,7 @@ pub enum Conflict {
     AlreadyExists,
     #[error("the object was changed or deleted meanwhile")]
     Changed,
-    #[error("the {} is already used by another {}", .0.describe(), if matches!(.0, Claim::TrustAnchor(_)) { "application" } else { "device" })]
+    #[error("the {} is already used by another device", .0.describe())]
     ClaimTaken(Claim),
     #[error("the application does not exist or is being deleted")]
     ApplicationGone,
@@ -148,8 +148,10 @@ pub trait ApplicationStore: Send + Sync {
     /// Deletes the application and everything it holds (devices, their claims); its
     /// devices leave its owner's count.
     async fn delete_application(&self, previous: &StoredApplication) -> StoreResult<()>;
-    /// The application holding a claim (a trust anchor subject), if any.
-    async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>>;
+    /// The applications holding a claim (a trust anchor subject), ordered by name. The
+    /// subject index is shared, not exclusive: any number of applications, of any
+    /// owners, may hold the same trust anchor, and none learns of the others.
+    async fn find_applications_by_claim(&self, claim: &Claim) -> StoreResult<Vec<AppName>>;
 }
 
 /// Reading and writing devices. Creating a device needs its application to exist and
@@ -238,8 +240,8 @@ pub fn device_gateways(device: &Device) -> Vec<String> {
     gateways
 }
 
-/// The names a stored application holds across all applications: the subjects of its
-/// valid trust anchors.
+/// The names a stored application is indexed by across all applications: the subjects
+/// of its valid trust anchors (shared with any other application holding them).
 pub fn application_claims(app: &Application) -> Vec<Claim> {
     let subjects = crate::model::trust_anchors::valid_subjects(&app.status);
     crate::model::claims::without_repeats(subjects.into_iter().map(Claim::TrustAnchor).collect())

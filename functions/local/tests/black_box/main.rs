@@ -10,6 +10,7 @@ mod mqtt_client;
 mod restart;
 mod resume;
 mod runner;
+mod shared_ca;
 mod startup;
 mod telemetry;
 mod tenants;

@@ -1,4 +1,6 @@
-//! Applications in DynamoDB, with their trust anchor subjects as global claims.
+//! Applications in DynamoDB, with their trust anchor subjects in a shared index: one
+//! item per (subject, application), so that several applications (of any owners) may
+//! hold the same trust anchor and a certificate's issuer finds all of them.
 
 use super::{Condition, DynamoStore, Item, data, json, s};
 use crate::model::{AppName, Claim};
@@ -12,7 +14,6 @@ use aws_sdk_dynamodb::types::{
 use std::collections::HashMap;
 
 const APP_SK: &str = "#APP";
-const CLAIM_SK: &str = "#CA";
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
 
@@ -22,6 +23,11 @@ pub(super) fn app_pk(app: &str) -> String {
 
 fn claim_pk(claim: &Claim) -> String {
     format!("CA#{}", claim.key())
+}
+
+/// The sort key of an application's entry under a trust anchor subject.
+fn claim_sk(app: &str) -> String {
+    format!("APP#{app}")
 }
 
 pub(super) fn user_pk(user: &str) -> String {
@@ -62,7 +68,7 @@ impl DynamoStore {
     fn app_claim_item(&self, app: &str, claim: &Claim) -> Item {
         HashMap::from([
             ("pk".into(), s(claim_pk(claim))),
-            ("sk".into(), s(CLAIM_SK)),
+            ("sk".into(), s(claim_sk(app))),
             ("app".into(), s(app)),
         ])
     }
@@ -204,11 +210,9 @@ impl ApplicationStore for DynamoStore {
             Some(Conflict::AlreadyExists),
         )];
         for claim in application_claims(&stored.app) {
-            let item = self.put(
-                self.app_claim_item(name, &claim),
-                Some(Condition::absent_or("app", name)),
-            )?;
-            items.push((item, Some(Conflict::ClaimTaken(claim))));
+            items.push((self.put(self.app_claim_item(name, &claim), None)?, None));
+            // the subject index is shared: an entry of this application is its own, never
+            // another's, so it is written without a condition
         }
         items.extend(self.user_index_changes(name, &[], &stored.users())?);
         self.transact(items).await
@@ -242,20 +246,12 @@ impl ApplicationStore for DynamoStore {
         );
         for released in before.iter().filter(|c| !after.contains(c)) {
             items.push((
-                self.delete(
-                    claim_pk(released),
-                    CLAIM_SK,
-                    Some(Condition::absent_or("app", name)),
-                )?,
+                self.delete(claim_pk(released), &claim_sk(name), None)?,
                 None,
             ));
         }
         for taken in after.iter().filter(|c| !before.contains(c)) {
-            let item = self.put(
-                self.app_claim_item(name, taken),
-                Some(Condition::absent_or("app", name)),
-            )?;
-            items.push((item, Some(Conflict::ClaimTaken(taken.clone()))));
+            items.push((self.put(self.app_claim_item(name, taken), None)?, None));
         }
         self.transact(items).await
     }
@@ -302,7 +298,7 @@ impl ApplicationStore for DynamoStore {
         keys.extend(
             application_claims(&previous.app)
                 .iter()
-                .map(|c| (claim_pk(c), CLAIM_SK.to_owned())),
+                .map(|c| (claim_pk(c), claim_sk(name))),
         );
         keys.extend(previous.users().iter().map(|u| (user_pk(u), user_sk(name))));
         self.delete_keys(keys).await?;
@@ -320,11 +316,16 @@ impl ApplicationStore for DynamoStore {
         self.get_applications(names).await
     }
 
-    async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>> {
-        let item = self.get_item(claim_pk(claim), CLAIM_SK).await?;
-        Ok(item
-            .as_ref()
-            .and_then(|i| super::attr(i, "app"))
-            .and_then(|name| AppName::parse(name).ok()))
+    async fn find_applications_by_claim(&self, claim: &Claim) -> StoreResult<Vec<AppName>> {
+        let mut apps: Vec<AppName> = self
+            .query_prefix(claim_pk(claim), "APP#")
+            .await?
+            .iter()
+            .filter_map(|i| super::attr(i, "app"))
+            .filter_map(|name| AppName::parse(name).ok())
+            .collect();
+        apps.sort();
+        apps.dedup();
+        Ok(apps)
     }
 }

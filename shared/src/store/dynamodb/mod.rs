@@ -7,9 +7,9 @@
 //! | the devices an application holds | `APP#{app}` | `#DEVICES` | `n` |
 //! | the devices of all applications a user owns | `USER#{user}` | `#DEVICES` | `n` |
 //! | device name, alias, unique username | `APP#{app}` | `NAME#{name}` | `device` |
-//! | trust anchor subject | `CA#{subject}` | `#CA` | `app` |
+//! | trust anchor subject, per application holding it | `CA#{subject}` | `APP#{app}` | `app` |
 //! | access token | `TOKEN#{prefix}` | `#TOKEN` | `user`, `gsi1pk=TOKENS#{user}`, `gsi1sk={prefix}` |
-//! | trust anchor registered with IoT Core | `IOTCA#{sha256 of DER}` | `#IOTCA` | `ca` (IoT certificate id), `app` |
+//! | trust anchor registered with IoT Core | `IOTCA#{sha256 of DER}` | `#IOTCA` | `ca` (IoT certificate id), `apps` (string set: the applications holding it), `deleting` |
 //! | stream consumer's WebSocket connection, by application | `WSAPP#{app}` | `{connection id}` | `appuid`, `user`, `channel`, `connected`, `expires` (TTL) |
 //! | the same connection, by id | `WSCONN#{connection id}` | `#WSCONN` | `app`, `expires` (TTL) |
 //! | device certificate activated on IoT Core | `APP#{app}` | `IOTCERT#{device}#{certificate id}` | `data` ([`ActivatedCertificate`]) |

@@ -15,8 +15,13 @@ const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("applications");
 const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
 /// (application, claim key) -> device name.
 const CLAIMS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_claims");
-/// claim key -> application name.
-const APP_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("application_claims");
+/// (claim key, application) -> nothing: the applications holding a trust anchor subject
+/// (shared: several applications may hold the same one).
+const APP_CLAIMS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("application_trust_anchors");
+/// claim key -> application name: the exclusive index of earlier versions, moved into
+/// [`APP_CLAIMS`] when the database is opened.
+const LEGACY_APP_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("application_claims");
 /// (application, gateway, device) -> nothing: the devices a gateway serves.
 const GATEWAYS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("gateways");
 /// (user, application) -> nothing: the applications a user owns or is a member of.
@@ -53,6 +58,7 @@ impl EmbeddedStore {
                 txn.open_table(GATEWAYS)?;
                 txn.open_table(DEVICE_COUNTS)?;
                 txn.open_table(OWNER_DEVICE_COUNTS)?;
+                migrate_app_claims(txn)?;
                 txn.open_table(TOKENS)?;
                 commands::create_tables(txn)?;
                 txn.open_table(USER_TOKENS)?;
@@ -175,9 +181,7 @@ impl ApplicationStore for EmbeddedStore {
             if table.get(name.as_str())?.is_some() {
                 return Ok(Err(Conflict::AlreadyExists));
             }
-            if let Err(conflict) = take_app_claims(txn, &name, &claims)? {
-                return Ok(Err(conflict));
-            }
+            take_app_claims(txn, &name, &claims)?;
             index_users(txn, &name, &[], &users)?;
             table.insert(name.as_str(), value.as_slice())?;
             Ok(Ok(()))
@@ -214,10 +218,8 @@ impl ApplicationStore for EmbeddedStore {
                 counts.insert(current.owner.as_str(), old.saturating_sub(moved))?;
                 counts.insert(new_owner.as_str(), new + moved)?;
             }
-            release_app_claims(txn, &application_claims(&current.app))?;
-            if let Err(conflict) = take_app_claims(txn, &name, &claims)? {
-                return Ok(Err(conflict));
-            }
+            release_app_claims(txn, &name, &application_claims(&current.app))?;
+            take_app_claims(txn, &name, &claims)?;
             index_users(txn, &name, &owned_users(&current), &users)?;
             txn.open_table(APPS)?
                 .insert(name.as_str(), value.as_slice())?;
@@ -242,7 +244,7 @@ impl ApplicationStore for EmbeddedStore {
                 .insert(current.owner.as_str(), owned.saturating_sub(held))?;
             txn.open_table(APPS)?.remove(name)?;
             index_users(txn, name, &owned_users(&current), &[])?;
-            release_app_claims(txn, &application_claims(&current.app))?;
+            release_app_claims(txn, name, &application_claims(&current.app))?;
             delete_prefix(txn, DEVICES, name)?;
             txn.open_table(DEVICE_COUNTS)?.remove(name)?;
             index_gateways_of_app(txn, name)?;
@@ -255,14 +257,21 @@ impl ApplicationStore for EmbeddedStore {
         self.read_indexed(USER_APPS, APPS, user)
     }
 
-    async fn find_application_by_claim(&self, claim: &Claim) -> StoreResult<Option<AppName>> {
+    async fn find_applications_by_claim(&self, claim: &Claim) -> StoreResult<Vec<AppName>> {
         let txn = self.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(APP_CLAIMS).map_err(unavailable)?;
-        let found = table
-            .get(claim.key())
-            .map_err(unavailable)?
-            .map(|v| v.value().to_owned());
-        Ok(found.and_then(|name| AppName::parse(&name).ok()))
+        let mut found = Vec::new();
+        for entry in table.range((claim.key(), "")..).map_err(unavailable)? {
+            let (key, _) = entry.map_err(unavailable)?;
+            let (subject, app) = key.value();
+            if subject != claim.key() {
+                break;
+            }
+            if let Ok(name) = AppName::parse(app) {
+                found.push(name);
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -287,24 +296,42 @@ fn index_users(
     Ok(())
 }
 
-fn take_app_claims(txn: &WriteTransaction, app: &str, claims: &[Claim]) -> Outcome<()> {
+/// Adds an application's entries to the shared trust anchor subject index.
+fn take_app_claims(txn: &WriteTransaction, app: &str, claims: &[Claim]) -> Result<(), redb::Error> {
     let mut table = txn.open_table(APP_CLAIMS)?;
     for claim in claims {
-        if let Some(holder) = table.get(claim.key())?
-            && holder.value() != app
-        {
-            return Ok(Err(Conflict::ClaimTaken(claim.clone())));
-        }
-        table.insert(claim.key(), app)?;
+        table.insert((claim.key(), app), ())?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
-fn release_app_claims(txn: &WriteTransaction, claims: &[Claim]) -> Result<(), redb::Error> {
+/// Removes an application's entries (only its own) from the trust anchor subject index.
+fn release_app_claims(
+    txn: &WriteTransaction,
+    app: &str,
+    claims: &[Claim],
+) -> Result<(), redb::Error> {
     let mut table = txn.open_table(APP_CLAIMS)?;
     for claim in claims {
-        table.remove(claim.key())?;
+        table.remove((claim.key(), app))?;
     }
+    Ok(())
+}
+
+/// Moves the entries of the earlier, exclusive subject index into the shared one and
+/// drops it; nothing to do on a database made since.
+fn migrate_app_claims(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let legacy: Vec<(String, String)> = txn
+        .open_table(LEGACY_APP_CLAIMS)?
+        .iter()?
+        .map(|entry| entry.map(|(k, v)| (k.value().to_owned(), v.value().to_owned())))
+        .collect::<Result<_, _>>()?;
+    let mut table = txn.open_table(APP_CLAIMS)?;
+    for (subject, app) in &legacy {
+        table.insert((subject.as_str(), app.as_str()), ())?;
+    }
+    drop(table);
+    txn.delete_table(LEGACY_APP_CLAIMS)?;
     Ok(())
 }
 
