@@ -209,10 +209,10 @@ impl ApplicationStore for DynamoStore {
             self.put(self.app_item(stored), Some(Condition::absent()))?,
             Some(Conflict::AlreadyExists),
         )];
+        // the subject index is shared: an entry of this application is its own, never
+        // another's, so it is written without a condition
         for claim in application_claims(&stored.app) {
             items.push((self.put(self.app_claim_item(name, &claim), None)?, None));
-            // the subject index is shared: an entry of this application is its own, never
-            // another's, so it is written without a condition
         }
         items.extend(self.user_index_changes(name, &[], &stored.users())?);
         self.transact(items).await
