@@ -273,12 +273,18 @@ async fn trust_anchors(a: TestApp) {
     assert!(anchors[0]["valid"]["notAfter"].is_string());
     assert_eq!(anchors[1]["invalid"]["error"], "NoCertificateFound");
 
+    // the same anchor in another application: no first-come claim on a CA subject
     a.post(
         APPS,
         &json!({"metadata": {"name": "certs2"}, "spec": {"trustAnchors": {"anchors": [{"certificate": valid}]}}}),
     )
     .await
-    .expect_error(409, "Conflict");
+    .expect(201);
+    let got = a.get(&format!("{APPS}/certs2")).await.body;
+    assert_eq!(
+        got["status"]["trustAnchors"]["anchors"][0]["valid"]["subject"],
+        "CN=Test CA"
+    );
     a.post(
         APPS,
         &json!({"metadata": {"name": "bad"}, "spec": {"trustAnchors": {"anchors": 5}}}),
