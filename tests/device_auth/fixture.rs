@@ -19,7 +19,7 @@ pub struct Fixture {
     pub admin: Principal,
     pub ca1: TestCa,
     pub ca2: TestCa,
-    _store: TestStore,
+    pub store: TestStore,
 }
 
 /// Certificates are checked on 2026-06-01.
@@ -48,7 +48,7 @@ impl Fixture {
             admin,
             ca1: TestCa::new("app1", "App 1 CA"),
             ca2: TestCa::new("app2", "App 2 CA"),
-            _store: store,
+            store,
         };
         fixture.populate().await;
         fixture

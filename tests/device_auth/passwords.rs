@@ -171,8 +171,8 @@ async fn lookup_ttl(f: Fixture) {
     };
     use std::time::Duration;
     // an authenticator that shares no change counter with the registry, as on AWS
-    let other = DeviceAuthenticator::new(f.registry.store().clone())
-        .with_lookup_ttl(Duration::from_millis(300));
+    let other =
+        DeviceAuthenticator::new(f.store.store.clone()).with_lookup_ttl(Duration::from_millis(300));
     let attempt = |pw: &'static str| {
         let other = other.clone();
         async move {

@@ -340,11 +340,7 @@ impl MqttAuthorizer {
         client_ids: &[String],
     ) -> Result<Policy, MqttAuthError> {
         let app_name = AppName::parse(app).expect("stored names are valid");
-        let served = self
-            .registry
-            .store()
-            .devices_served_by(&app_name, device)
-            .await?;
+        let served = self.registry.devices_served_by(&app_name, device).await?;
         let mut devices: Vec<String> = vec![device.to_owned()];
         if served.len() > MAX_ENUMERATED_DEVICES {
             devices = vec!["*".into()];
@@ -361,7 +357,7 @@ impl MqttAuthorizer {
         password: &str,
     ) -> Result<ConnectDecision, MqttAuthError> {
         let decision = if crate::token::prefix_of(password).is_some() {
-            access::authenticate(self.registry.store().as_ref(), username, password).await?
+            access::authenticate(self.registry.tokens(), username, password).await?
         } else {
             match &self.oidc {
                 Some(verifier) => verifier.verify(password).await?,

@@ -12,7 +12,7 @@ pub use members::{MAX_MEMBERS, MemberEntry, Members, TransferOwnership};
 use crate::access::authz::Authorizer;
 use crate::access::{Permission, Principal};
 use crate::events::{Change, ChangedIn, EventSink, registry_change};
-use crate::model::{AppName, LabelSelector, Resource};
+use crate::model::{AppName, DeviceName, LabelSelector, Resource};
 use crate::store::{Conflict, Store, StoreError, StoredApplication, TokenStore};
 use std::sync::Arc;
 
@@ -187,12 +187,15 @@ impl Registry {
         self
     }
 
-    /// The store behind the registry, for the other services that share it.
-    ///
-    /// It bypasses the registry's access checks: new code asks for the port it needs
-    /// ([`Registry::tokens`], or a service of its own over a narrow port).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// The devices of `app` that name `gateway` in their gateway selector: what an
+    /// authenticated gateway may act for (its MQTT policy). No user's access is checked:
+    /// the caller has authenticated the gateway device itself.
+    pub async fn devices_served_by(
+        &self,
+        app: &AppName,
+        gateway: &str,
+    ) -> Result<Vec<DeviceName>, StoreError> {
+        self.store.devices_served_by(app, gateway).await
     }
 
     /// The access tokens of users: the port callers authenticate with (it holds no
