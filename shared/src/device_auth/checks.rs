@@ -121,26 +121,29 @@ impl PasswordChecks {
         })
     }
 
-    /// Runs `check` on one of the pool's threads, when one of them is free. A check that
-    /// cannot run (no thread could be started) is a failed check.
-    pub(super) async fn run<F>(&self, check: F) -> bool
+    /// Runs `check` on one of the pool's threads, when one of them is free: its answer,
+    /// or `None` when it could not run (no thread could be started, or it panicked).
+    ///
+    /// The pool's turn is held by the job itself, until the check is done: a caller that
+    /// gives up waiting (a client that goes away) frees no turn while its hash still runs,
+    /// so at most `size` checks are ever handed over and none waits in the queue.
+    pub(super) async fn run<F>(&self, check: F) -> Option<bool>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        // at most `size` checks are handed over, so none waits in the queue
-        let Ok(_permit) = self.threads.clone().acquire_owned().await else {
-            return false;
-        };
+        let permit = self.threads.clone().acquire_owned().await.ok()?;
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = done.send(check());
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).ok();
+            drop(permit);
+            let _ = done.send(answer);
         });
         let sent = self.jobs().lock().expect("not poisoned").send(job);
         if sent.is_err() {
             tracing::error!("no password check thread is running");
-            return false;
+            return None;
         }
-        result.await.unwrap_or(false)
+        result.await.ok().flatten()
     }
 
     /// The pool's queue, starting its threads the first time.
@@ -252,7 +255,7 @@ mod tests {
         let checks = PasswordChecks::new(1);
         let nice = Arc::new(std::sync::atomic::AtomicI32::new(i32::MIN));
         let seen = nice.clone();
-        assert!(
+        assert_eq!(
             checks
                 .run(move || {
                     // SAFETY: getpriority reads no memory of ours
@@ -261,7 +264,8 @@ mod tests {
                     seen.store(n, std::sync::atomic::Ordering::SeqCst);
                     true
                 })
-                .await
+                .await,
+            Some(true)
         );
         let n = nice.load(std::sync::atomic::Ordering::SeqCst);
         // a process started at a lower priority than the pool's keeps its own
@@ -272,6 +276,36 @@ mod tests {
             ours < HASH_NICE || ours == n,
             "the runtime's thread is not lowered"
         );
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_keeps_the_turn_until_its_check_ends() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let checks = Arc::new(PasswordChecks::new(1));
+        let ran = Arc::new(AtomicUsize::new(0));
+        // a check that takes 200 ms, whose caller goes away after 20 ms
+        let counted = ran.clone();
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(20),
+            checks.run(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                counted.fetch_add(1, SeqCst);
+                true
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err());
+        // the next check waits for the abandoned one: the pool is never over its size
+        let before = ran.clone();
+        let next = checks.run(move || before.load(SeqCst) == 1).await;
+        assert_eq!(
+            next,
+            Some(true),
+            "the next check ran after the abandoned one"
+        );
+        // a check that panics is no answer, and the pool goes on
+        assert_eq!(checks.run(|| panic!("a broken check")).await, None);
+        assert_eq!(checks.run(|| false).await, Some(false));
     }
 
     #[tokio::test]
@@ -296,7 +330,7 @@ mod tests {
             }));
         }
         for a in all {
-            assert!(a.await.unwrap());
+            assert_eq!(a.await.unwrap(), Some(true));
         }
         assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
     }

@@ -373,12 +373,17 @@ impl DeviceAuthenticator {
             .checks
             .run(move || credentials::matches(&stored, &name, &owned.as_presented()))
             .await;
-        if ok {
-            self.verified.insert(key);
-            None
-        } else {
-            self.checks.remember_failure(key);
-            Some(wrong)
+        match ok {
+            Some(true) => {
+                self.verified.insert(key);
+                None
+            }
+            Some(false) => {
+                self.checks.remember_failure(key);
+                Some(wrong)
+            }
+            // not remembered: the password was not judged
+            None => Some("the password could not be checked"),
         }
     }
 
