@@ -23,7 +23,52 @@ pub const CASES: &[Case<Fixture>] = &[
         "a certificate several applications accept needs its application",
         |f| Box::pin(shared(f)),
     ),
+    (
+        "a disabled device never falls through to a stranger's device of the same name",
+        |f| Box::pin(no_fall_through(f)),
+    ),
 ];
+
+/// The owner's device is disabled and a stranger holding the same CA has a device of the
+/// same name: a certificate naming no application is refused, not authenticated as the
+/// stranger's device.
+async fn no_fall_through(f: Fixture) {
+    let anchors =
+        serde_json::json!({"trustAnchors": {"anchors": [{"certificate": f.ca1.anchor()}]}});
+    f.app("stranger", anchors).await;
+    f.device("stranger", "device-9", serde_json::json!({}))
+        .await;
+    f.device(
+        "app1",
+        "device-9",
+        serde_json::json!({"core": {"disabled": true}}),
+    )
+    .await;
+    let issued = f.ca1.issue("app1", "device-9", 2025, 2030);
+    // both claim it: refused (before, the disabled device was passed over and the
+    // stranger's authenticated)
+    assert_eq!(
+        f.denied(None, cert(&issued.der), None).await,
+        drogue_shared::device_auth::AMBIGUOUS
+    );
+    // only the owner's claims it: refused as disabled
+    f.device(
+        "app1",
+        "device-8",
+        serde_json::json!({"core": {"disabled": true}}),
+    )
+    .await;
+    let only_owner = f.ca1.issue("app1", "device-8", 2025, 2030);
+    assert_eq!(
+        f.denied(None, cert(&only_owner.der), None).await,
+        "disabled"
+    );
+    // the stranger's device when the device names the stranger's application itself
+    assert_eq!(
+        f.allowed(Some("stranger"), cert(&issued.der), None).await.0,
+        "device-9"
+    );
+}
 
 /// Another application holds app1's CA too: a certificate that names no application is
 /// authenticated while only one application has a device for it, refused as ambiguous

@@ -25,7 +25,7 @@ use anyhow::Context;
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::device_auth::{
-    DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
+    AMBIGUOUS, DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
 use drogue_shared::model::AppName;
 use drogue_shared::mqtt::MqttAuthorizer;
@@ -134,6 +134,14 @@ impl CertificateValidator {
         let chain = vec![der.to_vec()];
         let apps = match self.devices.certificate_applications(&chain).await? {
             Ok(apps) => apps,
+            Err(AMBIGUOUS) => {
+                // too many applications hold the issuer to try them all: strangers may
+                // upload a public CA anywhere, so this never revokes (which would be for
+                // good); the certificate stays pending and is judged again at the
+                // device's next connection
+                tracing::warn!(certificate = %id, "too many applications hold the issuer; left pending");
+                return Ok(json!({"outcome": "pending", "reason": AMBIGUOUS}));
+            }
             Err(reason) => return self.revoke(id, reason).await,
         };
         let mut activations = Vec::new();

@@ -67,7 +67,6 @@ enum Stage {
     Chain,
     Device,
     Credentials,
-    Usable,
 }
 
 /// What the certificate says about itself.
@@ -129,18 +128,35 @@ async fn candidates(
     let apps = accepting(auth, presented).await?;
     match apps {
         Err(reason) => Ok(Err(reason)),
-        Ok(mut found) if found.len() == 1 => Ok(Ok(found.remove(0))),
+        Ok(mut found) if found.len() == 1 => {
+            let claimant = found.remove(0);
+            // the one application that claims the device, or none: a disabled device of
+            // its owner never falls through to a stranger's device of the same name
+            match claimant.unusable {
+                None => Ok(Ok((claimant.application, claimant.device))),
+                Some(reason) => Ok(Err(reason)),
+            }
+        }
         Ok(_) => Ok(Err(AMBIGUOUS)),
     }
 }
 
+/// An application that claims a certificate: it trusts the issuer, the chain verifies
+/// against its anchors, and one of its devices matches the certificate and may use it.
+struct Claimant {
+    application: Arc<Application>,
+    device: Arc<Device>,
+    /// Why the application or the device cannot be used now (disabled, being deleted).
+    unusable: Option<&'static str>,
+}
+
 /// Every application holding the issuer's subject whose trust anchors the chain verifies
-/// against and that has a usable device that matches the certificate and may use it;
-/// the denial of the furthest stage when there is none.
+/// against and that has a device that matches the certificate and may use it, usable or
+/// not; the denial of the furthest stage when there is none.
 async fn accepting(
     auth: &DeviceAuthenticator,
     presented: &Presented<'_>,
-) -> Result<Result<Vec<(Arc<Application>, Arc<Device>)>, &'static str>, StoreError> {
+) -> Result<Result<Vec<Claimant>, &'static str>, StoreError> {
     let no_issuer = "no application trusts the certificate's issuer";
     let apps = auth
         .store
@@ -156,7 +172,14 @@ async fn accepting(
     let mut furthest = (Stage::Issuer, no_issuer);
     for app in &apps {
         match application(auth, presented, app, false).await? {
-            Ok(accepted) => found.push(accepted),
+            Ok((application, device)) => {
+                let unusable = super::unusable(&application).or_else(|| super::unusable(&device));
+                found.push(Claimant {
+                    application,
+                    device,
+                    unusable,
+                });
+            }
             Err(denied) => furthest = furthest.max(denied),
         }
     }
@@ -168,7 +191,7 @@ async fn accepting(
 
 /// Whether one application accepts the certificate: it holds the issuer's subject as a
 /// trust anchor, the chain verifies against its anchors, and one of its devices matches
-/// the certificate and may use it (and, unless `given` by the device, both are usable).
+/// the certificate and may use it (whether both are usable is the caller's to judge).
 async fn application(
     auth: &DeviceAuthenticator,
     presented: &Presented<'_>,
@@ -218,11 +241,6 @@ async fn application(
     if let Err(reason) = may_use(&stored, &presented.chain[0]) {
         return Ok(Err((Stage::Credentials, reason)));
     }
-    if !given
-        && let Some(reason) = super::unusable(&application.app).or_else(|| super::unusable(&device))
-    {
-        return Ok(Err((Stage::Usable, reason)));
-    }
     Ok(Ok((Arc::new(application.app), Arc::new(device))))
 }
 
@@ -238,11 +256,16 @@ pub(super) async fn accepting_applications(
         Ok(presented) => presented,
         Err(reason) => return Ok(Err(reason)),
     };
-    Ok(accepting(auth, &presented).await?.map(|found| {
-        found
-            .into_iter()
-            .map(|(app, _)| app.metadata.name.clone())
-            .collect()
+    Ok(accepting(auth, &presented).await?.and_then(|found| {
+        let usable: Vec<String> = found
+            .iter()
+            .filter(|c| c.unusable.is_none())
+            .map(|c| c.application.metadata.name.clone())
+            .collect();
+        match (usable.is_empty(), found.first()) {
+            (true, Some(claimant)) => Err(claimant.unusable.unwrap_or("not usable")),
+            _ => Ok(usable),
+        }
     }))
 }
 

@@ -317,8 +317,11 @@ impl ApplicationStore for DynamoStore {
     }
 
     async fn find_applications_by_claim(&self, claim: &Claim) -> StoreResult<Vec<AppName>> {
+        // every holder's `APP#{app}` item, and the one `#CA` item of a table written
+        // before the index was shared (read, never written); an application found
+        // here that no longer trusts the subject is refused by its own anchors
         let mut apps: Vec<AppName> = self
-            .query_prefix(claim_pk(claim), "APP#")
+            .query_prefix(claim_pk(claim), "")
             .await?
             .iter()
             .filter_map(|i| super::attr(i, "app"))
