@@ -1186,3 +1186,34 @@ async fn applications_share_a_trust_anchor_on_iot_core() {
     assert_eq!(s.ca_status(&ca_id).await, None);
     assert_eq!(holders().await, None);
 }
+
+/// A deregistration that marked the anchor and then failed (IoT Core unreachable, the
+/// function ended) is finished by its record's retry, even when another application
+/// holds the anchor meanwhile: the mark never stays for good.
+#[tokio::test]
+async fn an_unfinished_deregistration_is_finished_by_its_retry() {
+    let s = setup().await;
+    let fingerprint = format!("{:064x}", uuid::Uuid::new_v4().as_u128());
+    s.store.hold_ca(&fingerprint, "app-x").await.unwrap();
+    s.store
+        .set_registered_ca_id(&fingerprint, "ca-id-1")
+        .await
+        .unwrap();
+    // the last holder goes: marked, then the deregistration fails before it ends
+    let marked = s.store.release_ca(&fingerprint, "app-x").await.unwrap();
+    assert!(marked.is_some_and(|ca| ca.deleting));
+    // another application takes the anchor meanwhile: refused while the mark stands
+    let held = s.store.hold_ca(&fingerprint, "app-y").await.unwrap();
+    assert!(held.deleting);
+    // the retried record of app-x resumes the deregistration
+    let resumed = s.store.release_ca(&fingerprint, "app-x").await.unwrap();
+    assert_eq!(
+        resumed.and_then(|ca| ca.certificate_id).as_deref(),
+        Some("ca-id-1")
+    );
+    s.store.deregistered_ca(&fingerprint).await.unwrap();
+    // app-y's retry registers it anew
+    let again = s.store.hold_ca(&fingerprint, "app-y").await.unwrap();
+    assert!(!again.deleting);
+    assert_eq!(again.certificate_id, None);
+}

@@ -177,6 +177,13 @@ impl DynamoStore {
             Err(e) if conditional(&e) => return Ok(None),
             Err(e) => return Err(StoreError::unavailable(e)),
         };
+        if item.contains_key("deleting") {
+            // marked by an earlier attempt that did not finish (IoT Core failed, or the
+            // function ended): the caller finishes it, also when another application
+            // holds the anchor meanwhile (its record is refused while the mark stands,
+            // retried, and registers the anchor again once the mark is gone)
+            return Ok(Some(RegisteredCa::from_item(fingerprint, &item)));
+        }
         if item.contains_key("apps") {
             return Ok(None);
         }
