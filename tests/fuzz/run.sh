@@ -64,7 +64,10 @@ for target in "${targets[@]}"; do
     rate=$(stat average_exec_per_sec "$log")
     rss=$(stat peak_rss_mb "$log")
     cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1 || true)
-    crashes=$(grep -cE '^==[0-9]+== ?ERROR|panicked at|deadly signal|Test unit written to' "$log" || true)
+    # libFuzzer also writes inputs that merely took long (`slow-unit-*`, reported, not
+    # failures); crashes, leaks, timeouts and out-of-memory inputs are failures
+    crashes=$(grep -cE '^==[0-9]+== ?ERROR|panicked at|deadly signal|Test unit written to .*/(crash|leak|timeout|oom)-' "$log" || true)
+    slow=$(grep -cE 'Test unit written to .*/slow-unit-' "$log" || true)
     if [ "$status" -ne 0 ]; then
         crashed=1
         crashes="${crashes:-1} (exit $status; see $log and $artifacts/)"
@@ -87,7 +90,7 @@ for target in "${targets[@]}"; do
     fi
     files=$(find "$corpus" -type f | wc -l)
     bytes=$(du -sb "$corpus" | cut -f1)
-    line="$target: ${elapsed} s, ${runs:-?} runs, ${rate:-?} exec/s, ${cov:-cov ?}, peak RSS ${rss:-?} MB, corpus $files files / $bytes bytes$minimised, crashes: ${crashes:-0}"
+    line="$target: ${elapsed} s, ${runs:-?} runs, ${rate:-?} exec/s, ${cov:-cov ?}, peak RSS ${rss:-?} MB, corpus $files files / $bytes bytes$minimised, crashes: ${crashes:-0}, slow inputs: ${slow:-0}"
     echo "$line"
     summary+=("$line")
 done
