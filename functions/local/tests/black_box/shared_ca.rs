@@ -4,28 +4,12 @@
 
 use super::mqtt_client::{In, Options, connect};
 use super::runner::{LocalRunner, Socket};
+use super::tenants::post_as;
 use drogue_tests::pki::{Issued, TestCa};
 use serde_json::json;
 use std::time::Duration;
 
 const APPS: &str = "/api/registry/v1alpha1/apps";
-
-async fn post_as(
-    server: &LocalRunner,
-    who: &(String, String),
-    path: &str,
-    body: serde_json::Value,
-) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}{path}", server.base))
-        .basic_auth(&who.0, Some(&who.1))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
 
 /// Publishes telemetry over HTTPS with a client certificate, naming `application` or
 /// not; the status.

@@ -18,7 +18,8 @@ async fn eve(server: &LocalRunner) -> (String, String) {
     ("eve".to_owned(), made["token"].as_str().unwrap().to_owned())
 }
 
-async fn post_as(
+/// Posts `body` to `path` as `who` (user, access token): the status.
+pub(crate) async fn post_as(
     server: &LocalRunner,
     who: &(String, String),
     path: &str,
