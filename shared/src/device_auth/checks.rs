@@ -55,7 +55,7 @@ pub struct PasswordChecks {
     size: usize,
     /// The pool's queue, made with its threads at the first check (most processes of the
     /// project never check a password); the threads end when it is dropped.
-    jobs: OnceLock<Mutex<mpsc::Sender<Job>>>,
+    jobs: OnceLock<mpsc::Sender<Job>>,
     devices: Mutex<HashMap<String, DeviceEntry>>,
     failures: quick_cache::sync::Cache<[u8; 32], Instant>,
 }
@@ -138,7 +138,7 @@ impl PasswordChecks {
             drop(permit);
             let _ = done.send(answer);
         });
-        let sent = self.jobs().lock().expect("not poisoned").send(job);
+        let sent = self.jobs().send(job);
         if sent.is_err() {
             tracing::error!("no password check thread is running");
             return None;
@@ -147,7 +147,7 @@ impl PasswordChecks {
     }
 
     /// The pool's queue, starting its threads the first time.
-    fn jobs(&self) -> &Mutex<mpsc::Sender<Job>> {
+    fn jobs(&self) -> &mpsc::Sender<Job> {
         self.jobs.get_or_init(|| {
             let (sender, receiver) = mpsc::channel::<Job>();
             let receiver = Arc::new(Mutex::new(receiver));
@@ -170,7 +170,7 @@ impl PasswordChecks {
                     tracing::error!(error = %e, "cannot start a password check thread");
                 }
             }
-            Mutex::new(sender)
+            sender
         })
     }
 
