@@ -1217,3 +1217,45 @@ async fn an_unfinished_deregistration_is_finished_by_its_retry() {
     assert!(!again.deleting);
     assert_eq!(again.certificate_id, None);
 }
+
+/// IoT Core attaches at most 10 policies to a certificate: with eleven applications
+/// accepting it, the ten that took the anchor first get theirs, the last one none, and
+/// the certificate is active.
+#[tokio::test]
+async fn applications_that_took_an_anchor_first_get_the_certificates_policies() {
+    let s = setup().await;
+    let validator =
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-many").unwrap();
+    let ca = TestCa::new("many", "Many CA");
+    // created in this order; the name order is the reverse
+    const APPS: [&str; 11] = [
+        "m10", "m09", "m08", "m07", "m06", "m05", "m04", "m03", "m02", "m01", "m00",
+    ];
+    for app in APPS {
+        s.create_app(app, &[&ca]).await;
+        s.create_device(app, json!({"metadata": {"name": "dev1"}, "spec": {}}))
+            .await;
+    }
+    let ids = s.register_anchors(&APPS).await;
+    let (id, arn) = s
+        .activate(
+            &validator,
+            &ids["m10"],
+            ca.issue("many", "dev1", 2025, 2099).cert_pem,
+        )
+        .await;
+    let (status, mut attached) = s.state(&id, &arn).await;
+    attached.sort();
+    let mut expected: Vec<String> = APPS[..10]
+        .iter()
+        .map(|app| validator.policy_name(&id, app, 0))
+        .collect();
+    expected.sort();
+    assert_eq!((status, attached), (CertificateStatus::Active, expected));
+    assert!(
+        s.items("m00", "IOTCERT#").await.is_empty(),
+        "the last application has no grant recorded"
+    );
+    assert!(!s.policy_exists(&validator.policy_name(&id, "m00", 0)).await);
+    assert_eq!(s.items("m10", "IOTCERT#dev1#").await.len(), 1);
+}

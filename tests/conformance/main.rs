@@ -3,6 +3,7 @@
 
 mod applications;
 mod devices;
+mod dynamodb;
 mod fixtures;
 mod tokens;
 

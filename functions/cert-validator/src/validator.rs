@@ -41,6 +41,19 @@ use std::sync::Arc;
 /// The longest policy name prefix (IoT policy names have at most 128 characters).
 pub const MAX_PREFIX: usize = 40;
 
+/// The most policies IoT Core attaches to one certificate (a fixed service quota).
+pub const MAX_POLICIES_PER_CERTIFICATE: usize = 10;
+
+/// Why an application that accepts a certificate got no grant.
+pub const TOO_MANY_POLICIES: &str = "the certificate holds as many policies as IoT Core allows (10); applications that took the anchor later get none";
+
+/// A certificate accepted by an application: its device, and the policy documents to grant.
+struct Grant {
+    app: String,
+    authenticated: drogue_shared::device_auth::Authenticated,
+    documents: Vec<String>,
+}
+
 /// IoT Core's event for a certificate it registered.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -144,13 +157,31 @@ impl CertificateValidator {
             }
             Err(reason) => return self.revoke(id, reason).await,
         };
-        let mut activations = Vec::new();
+        let mut accepted = Vec::new();
         let mut refused = "no application accepts the certificate";
         for app in &apps {
-            match self.grant(&event, location, &arn, &chain, app).await? {
-                Ok(activation) => activations.push(activation),
+            match self.judge(&event, location, &chain, app).await? {
+                Ok(grant) => accepted.push(grant),
                 Err(reason) => refused = reason,
             }
+        }
+        // IoT Core attaches at most MAX_POLICIES_PER_CERTIFICATE policies to a
+        // certificate: the applications that took the anchor first get theirs (a stranger
+        // who uploads the same CA later cannot crowd out its owner)
+        accepted.sort_by(|a, b| {
+            let created = |g: &Grant| g.authenticated.application.metadata.creation_timestamp;
+            created(a).cmp(&created(b)).then_with(|| a.app.cmp(&b.app))
+        });
+        let mut activations = Vec::new();
+        let mut room = MAX_POLICIES_PER_CERTIFICATE;
+        for grant in accepted {
+            if grant.documents.len() > room {
+                tracing::warn!(certificate = %id, application = %grant.app, "no room left for this application's policies on the certificate");
+                refused = TOO_MANY_POLICIES;
+                continue;
+            }
+            room -= grant.documents.len();
+            activations.push(self.grant(&event, &arn, &chain, grant).await?);
         }
         if activations.is_empty() {
             return self.revoke(id, refused).await;
@@ -172,19 +203,16 @@ impl CertificateValidator {
         Ok(out)
     }
 
-    /// Grants a certificate the least-privilege policy of the device of `app` it
-    /// authenticates (with `app` given, as the client id `{device}@{app}` gives it at
-    /// CONNECT) and records it for that application; why not, when the device is not
-    /// usable after all.
-    async fn grant(
+    /// Judges a certificate for `app` (given, as the client id `{device}@{app}` gives it
+    /// at CONNECT): the device it authenticates and the IoT policy documents of that
+    /// device's least-privilege policy; why not, when the device is not usable after all.
+    async fn judge(
         &self,
         event: &CertificateRegistered,
         location: &Location,
-        arn: &str,
         chain: &[Vec<u8>],
         app: &str,
-    ) -> anyhow::Result<Result<Value, &'static str>> {
-        let id = &event.certificate_id;
+    ) -> anyhow::Result<Result<Grant, &'static str>> {
         let request = DeviceAuthRequest {
             application: Some(app.to_owned()),
             credential: DeviceCredential::Certificate {
@@ -207,6 +235,30 @@ impl CertificateValidator {
             .await?;
         let documents =
             policy.to_iot_documents(&location.partition, &location.region, &event.aws_account_id);
+        Ok(Ok(Grant {
+            app: app.to_owned(),
+            authenticated,
+            documents,
+        }))
+    }
+
+    /// Grants a certificate an application's policies (created, attached) and records it
+    /// for that application's device.
+    async fn grant(
+        &self,
+        event: &CertificateRegistered,
+        arn: &str,
+        chain: &[Vec<u8>],
+        grant: Grant,
+    ) -> anyhow::Result<Value> {
+        let id = &event.certificate_id;
+        let Grant {
+            app,
+            authenticated,
+            documents,
+        } = grant;
+        let app = app.as_str();
+        let device = &authenticated.sender.metadata.name;
         let mut policies = Vec::with_capacity(documents.len());
         for (n, document) in documents.iter().enumerate() {
             let name = self.policy_name(id, app, n);
@@ -267,11 +319,11 @@ impl CertificateValidator {
             Err(e) => return Err(anyhow::Error::new(e).context("cannot record the certificate")),
         }
         tracing::info!(certificate = %id, application = %app, device = %device, ?policies, "certificate granted an application's policy");
-        Ok(Ok(json!({
+        Ok(json!({
             "application": app,
             "device": device,
             "policies": policies,
-        })))
+        }))
     }
 
     async fn revoke(&self, id: &str, reason: &str) -> anyhow::Result<Value> {

@@ -138,40 +138,49 @@ impl PasswordChecks {
             drop(permit);
             let _ = done.send(answer);
         });
-        let sent = self.jobs().send(job);
-        if sent.is_err() {
+        let sent = self.jobs().map(|jobs| jobs.send(job));
+        if !matches!(sent, Some(Ok(()))) {
             tracing::error!("no password check thread is running");
             return None;
         }
         result.await.ok().flatten()
     }
 
-    /// The pool's queue, starting its threads the first time.
-    fn jobs(&self) -> &mpsc::Sender<Job> {
-        self.jobs.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel::<Job>();
-            let receiver = Arc::new(Mutex::new(receiver));
-            for n in 0..self.size {
-                let receiver = receiver.clone();
-                let started = std::thread::Builder::new()
-                    .name(format!("password-check-{n}"))
-                    .spawn(move || {
-                        lower_priority();
-                        loop {
-                            // the lock is held while waiting, by one idle thread at a time
-                            let job = receiver.lock().expect("not poisoned").recv();
-                            match job {
-                                Ok(job) => job(),
-                                Err(_) => break,
-                            }
+    /// The pool's queue, starting its threads the first time; `None` when no thread could
+    /// be started (the next check tries again).
+    fn jobs(&self) -> Option<&mpsc::Sender<Job>> {
+        if let Some(jobs) = self.jobs.get() {
+            return Some(jobs);
+        }
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut running = 0;
+        for n in 0..self.size {
+            let receiver = receiver.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("password-check-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // the lock is held while waiting, by one idle thread at a time
+                        let job = receiver.lock().expect("not poisoned").recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => break,
                         }
-                    });
-                if let Err(e) = started {
-                    tracing::error!(error = %e, "cannot start a password check thread");
-                }
+                    }
+                });
+            match started {
+                Ok(_) => running += 1,
+                Err(e) => tracing::error!(error = %e, "cannot start a password check thread"),
             }
-            sender
-        })
+        }
+        if running == 0 {
+            return None;
+        }
+        // when another caller made the pool meanwhile, this one's threads end with its
+        // sender, dropped here
+        Some(self.jobs.get_or_init(|| sender))
     }
 
     /// Devices with checks running or waiting (for tests and metrics).

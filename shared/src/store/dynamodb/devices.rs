@@ -4,12 +4,15 @@
 use super::applications::{app_pk, user_pk};
 use super::{Condition, DynamoStore, Item, attr, data, json, s};
 use crate::model::{AppName, Claim, Device, DeviceName};
+use crate::store::ApplicationStore;
 use crate::store::{
     Conflict, DeviceLimits, DeviceStore, StoreError, StoreResult, StoredApplication, device_claims,
     device_gateways,
 };
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Select, TransactWriteItem, Update,
+};
 use std::collections::HashMap;
 
 pub(super) fn device_sk(device: &str) -> String {
@@ -43,6 +46,14 @@ const OWNER_RETRIES: usize = 3;
 /// The gateway index: device names hold no `/`.
 fn gateway_sk(gateway: &str, device: &str) -> String {
     format!("GWAY#{gateway}/{device}")
+}
+
+/// The count an item holds (attribute `n`), never below zero.
+fn count_of(item: &Item) -> Option<u64> {
+    match item.get("n") {
+        Some(AttributeValue::N(n)) => Some(n.parse::<i64>().unwrap_or(0).max(0) as u64),
+        _ => None,
+    }
 }
 
 impl DynamoStore {
@@ -92,6 +103,79 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder()
             .update(update.build().map_err(super::build)?)
             .build())
+    }
+
+    /// Makes sure the counts a device write moves are there (a table written before the
+    /// counts were kept gets them counted first), so that they never start from zero
+    /// with devices already there.
+    async fn counts_kept(&self, app: &AppName, owner: &str) -> StoreResult<()> {
+        self.count_devices(app).await?;
+        if owner != CLOSED_OWNER {
+            self.count_owned_devices(owner).await?;
+        }
+        Ok(())
+    }
+
+    /// The devices of an application, counted item by item (a count-only Query).
+    async fn tally_devices(&self, app: &AppName) -> StoreResult<u64> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(app_pk(app.as_str())))
+            .expression_attribute_values(":prefix", s("DEV#"))
+            .select(Select::Count)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let counts: Vec<_> = pages
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(counts.iter().map(|page| page.count().max(0) as u64).sum())
+    }
+
+    /// Writes a count that is missing (a table written before the counts were kept),
+    /// unless one was written meanwhile; an application's, only while it is open (not
+    /// being deleted).
+    async fn keep_missing_count(
+        &self,
+        pk: String,
+        sk: &str,
+        n: u64,
+        app: Option<&AppName>,
+    ) -> StoreResult<()> {
+        let count = HashMap::from([
+            ("pk".to_owned(), s(pk)),
+            ("sk".to_owned(), s(sk)),
+            ("n".to_owned(), AttributeValue::N(n.to_string())),
+        ]);
+        let missing = Condition {
+            expression: "attribute_not_exists(n)".into(),
+            names: None,
+            values: None,
+        };
+        let mut items = vec![(self.put(count, Some(missing))?, None)];
+        if let Some(app) = app {
+            let open = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("pk", s(app_pk(app.as_str())))
+                .key("sk", s("#APP"))
+                .condition_expression("accepts = :true")
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                .build()
+                .map_err(super::build)?;
+            items.push((
+                TransactWriteItem::builder().condition_check(open).build(),
+                None,
+            ));
+        }
+        match self.transact(items).await {
+            // counted meanwhile, or closed: the count there is the one to go by
+            Err(StoreError::Conflict(_)) => Ok(()),
+            done => done,
+        }
     }
 
     /// The owner of an application, read from its item (`None` when there is none).
@@ -152,6 +236,8 @@ impl DynamoStore {
         limit: Option<u64>,
     ) -> StoreResult<Vec<(TransactWriteItem, Option<Conflict>)>> {
         let held = self.count_devices(app).await?;
+        self.count_owned_devices(from).await?;
+        self.count_owned_devices(to).await?;
         let exists = self
             .get_item(app_pk(app.as_str()), DEVICE_COUNT_SK)
             .await?
@@ -343,18 +429,39 @@ impl DeviceStore for DynamoStore {
 
     async fn count_devices(&self, app: &AppName) -> StoreResult<u64> {
         let item = self.get_item(app_pk(app.as_str()), DEVICE_COUNT_SK).await?;
-        Ok(match item.as_ref().and_then(|i| i.get("n")) {
-            Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0).max(0) as u64,
-            _ => 0,
-        })
+        if let Some(n) = item.as_ref().and_then(count_of) {
+            return Ok(n);
+        }
+        // a table written before the counts were kept: count once, and keep the count
+        let held = self.tally_devices(app).await?;
+        if held > 0 {
+            self.keep_missing_count(app_pk(app.as_str()), DEVICE_COUNT_SK, held, Some(app))
+                .await?;
+        }
+        Ok(held)
     }
 
     async fn count_owned_devices(&self, user: &str) -> StoreResult<u64> {
         let item = self.get_item(user_pk(user), OWNER_DEVICE_COUNT_SK).await?;
-        Ok(match item.as_ref().and_then(|i| i.get("n")) {
-            Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0).max(0) as u64,
-            _ => 0,
-        })
+        if let Some(n) = item.as_ref().and_then(count_of) {
+            return Ok(n);
+        }
+        // a table written before the counts were kept: the owned applications' counts
+        let mut held = 0;
+        for owned in self.list_applications_of(user).await? {
+            if owned.owner != user {
+                continue;
+            }
+            let Ok(app) = AppName::parse(&owned.app.metadata.name) else {
+                continue;
+            };
+            held += self.count_devices(&app).await?;
+        }
+        if held > 0 {
+            self.keep_missing_count(user_pk(user), OWNER_DEVICE_COUNT_SK, held, None)
+                .await?;
+        }
+        Ok(held)
     }
 
     async fn create_device_limited(
@@ -368,6 +475,7 @@ impl DeviceStore for DynamoStore {
             let Some(owner) = self.application_owner(app).await? else {
                 return Err(StoreError::Conflict(Conflict::ApplicationGone));
             };
+            self.counts_kept(app, &owner).await?;
             let mut items = vec![
                 (
                     self.owner_check(app, &owner, true)?,
@@ -428,6 +536,13 @@ impl DeviceStore for DynamoStore {
         let name = previous.metadata.name.as_str();
         for attempt in 1..=OWNER_RETRIES {
             let owner = self.application_owner(app).await?;
+            if owner.as_deref() == Some(CLOSED_OWNER) {
+                // the application's deletion removes its devices and settles the counts
+                return Err(StoreError::Conflict(Conflict::ApplicationGone));
+            }
+            if let Some(owner) = &owner {
+                self.counts_kept(app, owner).await?;
+            }
             let condition = Condition::revision(&previous.metadata.resource_version);
             let mut items = vec![(
                 self.delete(app_pk(app.as_str()), &device_sk(name), Some(condition))?,
