@@ -36,30 +36,48 @@ impl RateLimit {
         burst: 0,
     };
 
-    fn enabled(&self) -> bool {
+    /// Whether there is a limit at all.
+    pub fn enabled(&self) -> bool {
         self.per_second > 0.0
     }
 
     /// From `DROGUE_PUBLISH_RATE` (per second, 0 for none) and `DROGUE_PUBLISH_BURST`.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_env_named(
+            "DROGUE_PUBLISH_RATE",
+            "DROGUE_PUBLISH_BURST",
+            Self::default(),
+        )
+    }
+
+    /// From the variables `rate` (per second, 0 for none) and `burst`, `default` where
+    /// they are not set.
+    pub fn from_env_named(rate: &str, burst: &str, default: Self) -> anyhow::Result<Self> {
         let read = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let per_second = match read("DROGUE_PUBLISH_RATE") {
+        let per_second = match read(rate) {
             Some(v) => v
                 .parse::<f64>()
                 .ok()
                 .filter(|r| r.is_finite() && *r >= 0.0)
-                .ok_or_else(|| anyhow::anyhow!("DROGUE_PUBLISH_RATE must be a number >= 0"))?,
-            None => Self::DEFAULT_PER_SECOND,
+                .ok_or_else(|| anyhow::anyhow!("{rate} must be a number >= 0"))?,
+            None => default.per_second,
         };
-        let burst = match read("DROGUE_PUBLISH_BURST") {
+        let burst = match read(burst) {
             Some(v) => v
                 .parse()
-                .map_err(|_| anyhow::anyhow!("DROGUE_PUBLISH_BURST must be a whole number"))?,
-            None => Self::DEFAULT_BURST,
+                .map_err(|_| anyhow::anyhow!("{burst} must be a whole number"))?,
+            None => default.burst,
         };
         Ok(Self { per_second, burst })
     }
 }
+
+/// How fast one application may drop off commands (the command API and MQTT command
+/// publishes together).
+pub const DEFAULT_COMMAND_RATE: RateLimit = RateLimit {
+    per_second: 50.0,
+    burst: 100,
+};
 
 impl Default for RateLimit {
     fn default() -> Self {

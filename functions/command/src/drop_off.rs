@@ -70,6 +70,8 @@ pub async fn drop_off(
     let name = options.command.ok_or_else(|| {
         ApiError::InvalidRequest("the command name is required (?command=<name>)".into())
     })?;
+    // over the application's rate: refused before its body is read
+    state.commands.admit(app.as_str())?;
     let payload = read_body(body, MAX_PAYLOAD).await?;
     let content_type = parts
         .headers

@@ -12,6 +12,7 @@ use axum::routing::post;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::CommandService;
+use drogue_shared::rate_limit::{DEFAULT_COMMAND_RATE, RateLimit};
 use drogue_shared::registry::Registry;
 use drogue_shared::store::{Store, TokenStore};
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub struct Config {
     /// `DROGUE_COMMAND_SOURCE=mqtt`: this instance takes the IoT rule's messages
     /// (commands applications publish) instead of HTTP drop-offs.
     pub from_mqtt: bool,
+    /// `DROGUE_COMMAND_RATE` and `DROGUE_COMMAND_BURST`: how fast one application may
+    /// drop off commands through this instance (0 for no limit).
+    pub command_rate: RateLimit,
     pub settings: Settings,
 }
 
@@ -58,6 +62,11 @@ impl Config {
                 .ok_or_else(|| anyhow::anyhow!("DROGUE_TABLE must be set"))?,
             iot_endpoint: var("DROGUE_IOT_DATA_ENDPOINT"),
             from_mqtt: var("DROGUE_COMMAND_SOURCE").as_deref() == Some("mqtt"),
+            command_rate: RateLimit::from_env_named(
+                "DROGUE_COMMAND_RATE",
+                "DROGUE_COMMAND_BURST",
+                DEFAULT_COMMAND_RATE,
+            )?,
             settings: Settings {
                 oidc: var("DROGUE_OIDC_ISSUER")
                     .map(|i| OidcConfig::new(i, var("DROGUE_OIDC_AUDIENCE"))),

@@ -17,7 +17,9 @@ async fn main() -> anyhow::Result<()> {
         &aws,
         config.iot_endpoint.as_deref(),
     )));
-    let commands = CommandService::new(store.clone()).with_publisher(publisher);
+    let commands = CommandService::new(store.clone())
+        .with_publisher(publisher)
+        .with_rate_limit(config.command_rate);
     if config.from_mqtt {
         return runtime::run_events(move |event, _| {
             drogue_command::mqtt::handle(commands.clone(), event)

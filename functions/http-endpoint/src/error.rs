@@ -92,6 +92,7 @@ impl From<drogue_shared::commands::CommandError> for EndpointError {
             e @ (E::Unavailable(_) | E::Publish(_) | E::Events(_)) => {
                 Self::Unavailable(Box::new(e))
             }
+            E::TooManyRequests(wait) => Self::TooManyRequests(wait),
         }
     }
 }

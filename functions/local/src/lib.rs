@@ -18,7 +18,7 @@ use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::DEFAULT_INSTANCE;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
 use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
-use drogue_shared::rate_limit::{PublishLimiter, RateLimit};
+use drogue_shared::rate_limit::{DEFAULT_COMMAND_RATE, PublishLimiter, RateLimit};
 use drogue_shared::registry::{Changes, Quotas, Registry};
 use drogue_shared::store::Store;
 use drogue_shared::store::embedded::EmbeddedStore;
@@ -129,6 +129,14 @@ pub struct Config {
     /// Publishes one device may send at once after a pause (the rate limit's burst).
     #[arg(long, env = "DROGUE_PUBLISH_BURST", default_value_t = RateLimit::DEFAULT_BURST)]
     pub publish_burst: u32,
+    /// Commands per second one application may drop off, through the command API and
+    /// MQTT command publishes together (API: 429 beyond; MQTT 5 QoS 1: PUBACK quota
+    /// exceeded; otherwise the publish waits); 0 for no limit.
+    #[arg(long, env = "DROGUE_COMMAND_RATE", default_value_t = DEFAULT_COMMAND_RATE.per_second)]
+    pub command_rate: f64,
+    /// Commands one application may drop off at once after a pause.
+    #[arg(long, env = "DROGUE_COMMAND_BURST", default_value_t = DEFAULT_COMMAND_RATE.burst)]
+    pub command_burst: u32,
     /// Live MQTT connections one device may hold (under its name, aliases and unique
     /// usernames as client ids); a further one takes over the oldest. 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_CONNECTIONS_PER_DEVICE", default_value_t = mqtt::hub::DEFAULT_CONNECTIONS_PER_DEVICE)]
@@ -242,7 +250,11 @@ impl Server {
         let command_bus = LocalCommandBus::default();
         let commands = CommandService::new(store.clone())
             .with_publisher(Arc::new(command_bus.clone()))
-            .with_signals(Signals::default());
+            .with_signals(Signals::default())
+            .with_rate_limit(RateLimit {
+                per_second: config.command_rate,
+                burst: config.command_burst,
+            });
         let command = drogue_command::router_with(drogue_command::CommandState {
             registry: registry.clone(),
             tokens: store.clone(),

@@ -11,6 +11,7 @@ use super::{Command, CommandPublisher, CommandResponse, MAX_PAYLOAD, publisher::
 use crate::device_auth::Authenticated;
 use crate::events::{self, EventSink, InvalidJson, Publish, SinkError};
 use crate::model::{AppName, DeviceName};
+use crate::rate_limit::{PublishLimiter, RateLimit};
 use crate::store::{CommandStore, DeviceStore, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -75,6 +76,10 @@ pub enum CommandError {
     Publish(#[from] PublishError),
     #[error("the event stream is unavailable")]
     Events(#[from] SinkError),
+    /// The application drops off commands faster than its rate limit: the time until it
+    /// may again.
+    #[error("the application sends commands too fast: retry after {} ms", .0.as_millis().max(1))]
+    TooManyRequests(Duration),
 }
 
 /// The storage ports the service uses: devices (to check a drop-off's target) and
@@ -138,6 +143,7 @@ pub struct CommandService {
     store: Arc<dyn CommandStore>,
     publisher: Option<Arc<dyn CommandPublisher>>,
     signals: Option<Signals>,
+    limiter: Option<PublishLimiter>,
 }
 
 impl CommandService {
@@ -151,6 +157,26 @@ impl CommandService {
             store: ports.commands,
             publisher: None,
             signals: None,
+            limiter: None,
+        }
+    }
+
+    /// Limits how fast each application drops off commands (see [`Self::admit`]); the
+    /// buckets are this process's, shared by the service's clones.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limiter = limit.enabled().then(|| PublishLimiter::new(limit));
+        self
+    }
+
+    /// Takes one command of `application` from its rate limit, before its drop-off (the
+    /// command API refuses one over it with 429, the local broker with PUBACK 0x97 or by
+    /// making an MQTT 3.1.1 or QoS 0 publisher wait).
+    pub fn admit(&self, application: &str) -> Result<(), CommandError> {
+        match &self.limiter {
+            Some(limiter) => limiter
+                .check(application)
+                .map_err(CommandError::TooManyRequests),
+            None => Ok(()),
         }
     }
 

@@ -34,6 +34,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// 429, `QuotaExceeded`: the caller holds as much as its quota allows.
     QuotaExceeded(String),
+    /// 429, `TooManyRequests`, with `Retry-After`: the caller is over a rate limit for
+    /// this long.
+    TooManyRequests(String, std::time::Duration),
     /// 503, `ServiceUnavailable`: a backend could not be reached.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
     /// 504, `GatewayTimeout`: what was waited for did not come in time.
@@ -62,6 +65,9 @@ impl ApiError {
             Self::Conflict(m) => (StatusCode::CONFLICT, "Conflict", m.clone()),
             Self::GatewayTimeout(m) => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", m.clone()),
             Self::QuotaExceeded(m) => (StatusCode::TOO_MANY_REQUESTS, "QuotaExceeded", m.clone()),
+            Self::TooManyRequests(m, _) => {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", m.clone())
+            }
             Self::PayloadTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PayloadTooLarge",
@@ -84,6 +90,13 @@ impl IntoResponse for ApiError {
         }
         let mut response =
             (status, Json(json!({"error": error, "message": message}))).into_response();
+        if let Self::TooManyRequests(_, wait) = &self {
+            // whole seconds, rounded up
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -136,6 +149,7 @@ impl From<crate::commands::CommandError> for ApiError {
             e @ (E::Unavailable(_) | E::Publish(_) | E::Events(_)) => {
                 Self::Unavailable(Box::new(e))
             }
+            e @ E::TooManyRequests(wait) => Self::TooManyRequests(e.to_string(), wait),
         }
     }
 }

@@ -80,6 +80,7 @@ fn command_outcome(error: CommandError) -> Result<Ingested, IngestError> {
         CommandError::InvalidStatus => Refusal::Other("the status is not 100-599"),
         CommandError::NoSuchCommand(_) => Refusal::Other("no such command for the device"),
         CommandError::AlreadyAnswered(_) => Refusal::Other("the command was answered already"),
+        CommandError::TooManyRequests(_) => Refusal::Other("command rate too high"),
         CommandError::InvalidPayload(_) => {
             Refusal::PayloadFormat("the payload is declared as JSON but is not")
         }

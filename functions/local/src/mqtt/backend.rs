@@ -6,10 +6,11 @@
 use super::hub::Hub;
 use super::sessions::Cursor;
 use chrono::Utc;
-use drogue_shared::commands::CommandService;
+use drogue_shared::commands::{CommandError, CommandService};
 use drogue_shared::events::log::EventLog;
 use drogue_shared::events::{self, EventSink, Publish};
 use drogue_shared::model::AppName;
+use drogue_shared::mqtt::topics::{self, Published};
 use drogue_shared::mqtt::{
     Action, ConnectDecision, DeviceMessage, Ingested, MqttAuthError, MqttAuthorizer, MqttConnect,
     MqttIdentity, MqttIngest, Policy, Refusal, application_command,
@@ -134,12 +135,25 @@ impl Backend {
         }
     }
 
-    /// Takes a publish of a device from its rate limit; `Err` with the time until it may
-    /// publish again. Applications are not limited here.
-    pub fn admit(&self, client: &Client) -> Result<(), Duration> {
+    /// Takes a publish on `topic` from its rate limit: a device's from the device's, an
+    /// application's command from the commands of the application it is for (only a
+    /// publish the client's policy allows takes one: no client drains another
+    /// application's). `Err` with the time until it may publish again.
+    pub fn admit(&self, client: &Client, topic: &str) -> Result<(), Duration> {
         match &client.identity {
             MqttIdentity::Device { device, .. } => self.limiter.check(&device.metadata.uid),
-            MqttIdentity::Application { .. } => Ok(()),
+            MqttIdentity::Application { .. } => {
+                let Some(Published::Command { app, .. }) = topics::parse(topic) else {
+                    return Ok(());
+                };
+                if !client.policy.allows(Action::Publish, topic) {
+                    return Ok(());
+                }
+                match self.commands.admit(app) {
+                    Err(CommandError::TooManyRequests(wait)) => Err(wait),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 

@@ -180,8 +180,8 @@ impl ConnInner {
     /// Waits until the device may publish again under its rate limit. Publishes of one
     /// connection wait in order, at most [`PUBLISHES_IN_FLIGHT`] of them; beyond, the
     /// broker stops reading from the connection. Other connections do not wait.
-    async fn shaped(&self) {
-        while let Err(wait) = self.backend.admit(&self.client) {
+    async fn shaped(&self, topic: &str) {
+        while let Err(wait) = self.backend.admit(&self.client, topic) {
             tracing::trace!(client_id = %self.client.client_id, ?wait, "MQTT publish over the rate limit waits");
             ntex_util::time::sleep(ntex_util::time::Millis(
                 u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1),
@@ -497,7 +497,7 @@ async fn publish_v3(conn: Conn, mut turn: Turn, p: v3::Publish) -> Result<(), Br
         .map_err(|e| BrokerError(format!("cannot read the payload: {e:?}")))?;
     turn.wait().await;
     // MQTT 3.1.1 cannot refuse a publish: one over the device's rate waits for its turn
-    conn.shaped().await;
+    conn.shaped(p.publish_topic()).await;
     match conn.publish(p.publish_topic(), payload, None).await {
         Outcome::Accepted => Ok(()),
         // MQTT 3.1.1 cannot refuse a publish but by closing the connection
@@ -683,8 +683,8 @@ async fn publish_v5(
     turn.wait().await;
     if p.qos() == QoS::AtMostOnce {
         // nothing to refuse it with: one over the device's rate waits for its turn
-        conn.shaped().await;
-    } else if let Err(wait) = conn.backend.admit(&conn.client) {
+        conn.shaped(p.publish_topic()).await;
+    } else if let Err(wait) = conn.backend.admit(&conn.client, p.publish_topic()) {
         tracing::debug!(client_id = %conn.client.client_id, ?wait, "MQTT publish over the rate limit refused");
         // MQTT 5 has "message rate too high" (0x96) for DISCONNECT only; a PUBACK says
         // "quota exceeded" (0x97)

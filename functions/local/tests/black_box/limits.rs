@@ -541,3 +541,135 @@ async fn a_device_holds_at_most_its_connections() {
         assert_eq!(client.next_ack().await, In::PubAck("Success".into()));
     }
 }
+
+/// A command over the command API: its status, `Retry-After` and body.
+async fn http_command(
+    server: &LocalRunner,
+    who: (&str, &str),
+    app: &str,
+    i: u64,
+) -> (u16, Option<String>, Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/command/v1alpha1/apps/{app}/devices/dev1?command=set",
+            server.base
+        ))
+        .basic_auth(who.0, Some(who.1))
+        .json(&json!({ "i": i }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn commands_beyond_an_applications_rate_are_refused_and_other_applications_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        LocalRunner::start_with(dir.path(), &["--command-rate", "1", "--command-burst", "5"]).await;
+    setup(&server).await;
+    let admin = server.admin_token();
+    let admin = admin.split_once(':').unwrap();
+    // eve, a stranger, with an application and device of her own
+    let made = server
+        .post_json("/api/admin/v1alpha1/users/eve/tokens", &json!({}))
+        .await;
+    let eve = ("eve", made["token"].as_str().unwrap().to_owned());
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (APPS.to_owned(), json!({"metadata": {"name": "app2"}})),
+        (
+            format!("{APPS}/app2/devices"),
+            json!({"metadata": {"name": "dev1"}}),
+        ),
+    ] {
+        let status = http
+            .post(format!("{}{path}", server.base))
+            .basic_auth(eve.0, Some(&eve.1))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 201);
+    }
+
+    // app1's device waits for its commands over MQTT
+    let mut dev1 = mqtt_client::connect(
+        server.mqtt,
+        Options::v5("dev1@app1").login("dev1@app1", "secret"),
+    )
+    .await
+    .unwrap();
+    assert!(dev1.subscribed("cmd/app1/dev1/#", false).await);
+
+    // eve publishes app1's commands: refused by her policy, and taking none of app1's rate
+    let mut eves = mqtt_client::connect(
+        server.mqtt,
+        Options::v5("eve/commands").login(eve.0, &eve.1),
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        eves.publish("command/app1/dev1/set", true, b"{}", None)
+            .await;
+        assert_eq!(eves.next_ack().await, In::PubAck("NotAuthorized".into()));
+    }
+
+    // app1: the burst passes, then 429 with Retry-After and a JSON error
+    let mut accepted = 0;
+    let mut refused = 0;
+    for i in 0..10 {
+        let (status, retry, body) = http_command(&server, admin, "app1", i).await;
+        match status {
+            202 => accepted += 1,
+            429 => {
+                refused += 1;
+                assert_eq!(body["error"], "TooManyRequests", "{body}");
+                let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+                assert!((1..=2).contains(&retry), "{retry}");
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+        if i < 5 {
+            assert_eq!(
+                status, 202,
+                "the burst of 5 is whole: eve drained none of it"
+            );
+        }
+    }
+    assert!(refused >= 3, "{accepted} accepted, {refused} refused");
+
+    // meanwhile eve's application commands as usual, over HTTP and MQTT
+    for i in 0..3 {
+        let (status, _, body) = http_command(&server, (eve.0, &eve.1), "app2", i).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    eves.publish("command/app2/dev1/set", true, b"{}", None)
+        .await;
+    assert_eq!(eves.next_ack().await, In::PubAck("Success".into()));
+
+    // app1 over MQTT 5 QoS 1, still over its rate: PUBACK quota exceeded
+    let mut app = mqtt_client::connect(
+        server.mqtt,
+        Options::v5(&format!("{}/commands", admin.0)).login(admin.0, admin.1),
+    )
+    .await
+    .unwrap();
+    app.publish("command/app1/dev1/set", true, b"{}", None)
+        .await;
+    assert_eq!(app.next_ack().await, In::PubAck("QuotaExceeded".into()));
+
+    // the device got the accepted commands, and none of the refused ones
+    let mut delivered = 0;
+    while let Ok(m) = tokio::time::timeout(Duration::from_secs(2), dev1.message()).await {
+        assert!(m.topic.contains("set"), "{}", m.topic);
+        delivered += 1;
+    }
+    assert_eq!(delivered, accepted);
+}
