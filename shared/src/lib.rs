@@ -3,6 +3,7 @@
 //! Every function and the local runner are built on this crate.
 
 pub mod access;
+pub mod aws;
 pub mod commands;
 pub mod device_auth;
 pub mod events;

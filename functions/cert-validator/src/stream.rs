@@ -12,46 +12,17 @@ use crate::anchors::TrustAnchorSync;
 use crate::changes::RegistryChanges;
 use crate::revocation::Revocation;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use drogue_shared::model::Device;
-use drogue_shared::store::StoredApplication;
-use drogue_shared::store::dynamodb::{ACTIVATED_CERTIFICATE_PREFIX, ActivatedCertificate};
-use serde::Deserialize;
+use drogue_shared::store::dynamodb::StreamImage;
 use serde_json::{Value, json};
 
-/// The sort key of application items.
-pub const APP_SK: &str = "#APP";
-/// The sort key prefix of device items.
-pub const DEVICE_PREFIX: &str = "DEV#";
-/// The partition key prefix of an application's partition.
-const APP_PK_PREFIX: &str = "APP#";
-
-/// A table item, as far as the reactions care.
-#[derive(Debug)]
-pub enum Item {
-    Application(Box<StoredApplication>),
-    Device {
-        application: String,
-        device: Box<Device>,
-    },
-    ActivatedCertificate(ActivatedCertificate),
-    /// Claims, tokens, commands, registered CAs, ...
-    Other,
-}
+/// A table item, as far as the reactions care (the DynamoDB adapter tells them apart).
+pub use drogue_shared::store::dynamodb::TableItem as Item;
 
 /// One image of an item: what it is, and its stored JSON (`data`) as it was written.
 #[derive(Debug)]
 pub struct Image {
     pub item: Item,
     pub data: Option<String>,
-}
-
-/// The attributes of a table item this function reads.
-#[derive(Deserialize)]
-struct Raw {
-    pk: String,
-    sk: String,
-    #[serde(default)]
-    data: Option<String>,
 }
 
 impl Image {
@@ -61,22 +32,11 @@ impl Image {
         if image.is_empty() {
             return Ok(None);
         }
-        let raw: Raw = serde_dynamo::from_item(image.clone())?;
-        let application = raw.pk.strip_prefix(APP_PK_PREFIX);
-        let item = match (application, raw.sk.as_str(), raw.data.as_deref()) {
-            (Some(_), APP_SK, Some(data)) => Item::Application(serde_json::from_str(data)?),
-            (Some(app), sk, Some(data)) if sk.starts_with(DEVICE_PREFIX) => Item::Device {
-                application: app.to_owned(),
-                device: serde_json::from_str(data)?,
-            },
-            (Some(_), sk, Some(data)) if sk.starts_with(ACTIVATED_CERTIFICATE_PREFIX) => {
-                Item::ActivatedCertificate(serde_json::from_str(data)?)
-            }
-            _ => Item::Other,
-        };
+        let raw: StreamImage = serde_dynamo::from_item(image.clone())?;
+        let item = raw.item()?;
         Ok(Some(Self {
             item,
-            data: raw.data,
+            data: raw.into_data(),
         }))
     }
 }

@@ -143,14 +143,15 @@ impl MqttPublisher for IotCore {
 pub struct Connections(pub aws_sdk_apigatewaymanagement::Client);
 
 /// A management API client for the WebSocket API's callback URL
-/// (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`), with the store's timeouts.
+/// (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`), with the timeouts of every
+/// AWS call ([`drogue_shared::aws::timeouts`]).
 pub fn connections_client(
     config: &aws_config::SdkConfig,
     callback_url: &str,
 ) -> aws_sdk_apigatewaymanagement::Client {
     let config = aws_sdk_apigatewaymanagement::config::Builder::from(config)
         .endpoint_url(callback_url)
-        .timeout_config(drogue_shared::store::dynamodb::timeouts())
+        .timeout_config(drogue_shared::aws::timeouts())
         .build();
     aws_sdk_apigatewaymanagement::Client::from_conf(config)
 }

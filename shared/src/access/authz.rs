@@ -10,17 +10,8 @@
 //! | owner | yes | yes | yes | yes |
 
 use super::Principal;
+pub use crate::model::Role;
 use crate::store::StoredApplication;
-use serde::{Deserialize, Serialize};
-
-/// The role of an application member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Role {
-    Reader,
-    Manager,
-    Admin,
-}
 
 /// What a request needs on an application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

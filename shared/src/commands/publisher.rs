@@ -39,19 +39,9 @@ impl IotDataPublisher {
     }
 }
 
-/// An IoT data plane client from the shared AWS configuration, with the store's
-/// timeouts. `endpoint` is the account's IoT data endpoint (`iot:Data-ATS`), if given.
-pub fn iot_data_client(
-    config: &aws_config::SdkConfig,
-    endpoint: Option<&str>,
-) -> aws_sdk_iotdataplane::Client {
-    let mut builder = aws_sdk_iotdataplane::config::Builder::from(config)
-        .timeout_config(crate::store::dynamodb::timeouts());
-    if let Some(endpoint) = endpoint {
-        builder = builder.endpoint_url(endpoint);
-    }
-    aws_sdk_iotdataplane::Client::from_conf(builder.build())
-}
+/// An IoT data plane client from the shared AWS configuration (its home is
+/// [`crate::aws`]).
+pub use crate::aws::iot_data_client;
 
 #[async_trait]
 impl CommandPublisher for IotDataPublisher {

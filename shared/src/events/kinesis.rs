@@ -18,13 +18,8 @@ pub struct KinesisSink {
     stream: String,
 }
 
-/// A Kinesis client from the shared AWS configuration, with the store's timeouts.
-pub fn client(config: &aws_config::SdkConfig) -> aws_sdk_kinesis::Client {
-    let config = aws_sdk_kinesis::config::Builder::from(config)
-        .timeout_config(crate::store::dynamodb::timeouts())
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
+/// A Kinesis client from the shared AWS configuration (its home is [`crate::aws`]).
+pub use crate::aws::kinesis_client as client;
 
 impl KinesisSink {
     pub fn new(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> Self {

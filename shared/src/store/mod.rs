@@ -6,9 +6,8 @@ pub mod dynamodb;
 #[cfg(feature = "local")]
 pub mod embedded;
 
-use crate::access::Role;
-use crate::commands::{Command, CommandResponse};
-use crate::model::{AppName, Application, Claim, Device, DeviceName};
+use crate::model::command::{Command, CommandResponse};
+use crate::model::{AppName, Application, Claim, Device, DeviceName, Role};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

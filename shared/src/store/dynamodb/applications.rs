@@ -13,12 +13,15 @@ use aws_sdk_dynamodb::types::{
 };
 use std::collections::HashMap;
 
-const APP_SK: &str = "#APP";
+/// The sort key of an application's item.
+pub(super) const APP_SK: &str = "#APP";
+/// The partition key prefix of an application's partition (`APP#{app}`).
+pub(super) const APP_PK_PREFIX: &str = "APP#";
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
 
 pub(super) fn app_pk(app: &str) -> String {
-    format!("APP#{app}")
+    format!("{APP_PK_PREFIX}{app}")
 }
 
 fn claim_pk(claim: &Claim) -> String {

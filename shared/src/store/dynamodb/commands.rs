@@ -12,7 +12,7 @@
 //! deletes it, so a command is delivered at most once.
 
 use super::{Condition, DynamoStore, Item, TTL_ATTRIBUTE, data, json, s};
-use crate::commands::{Command, CommandResponse};
+use crate::model::command::{Command, CommandResponse};
 use crate::store::{CommandStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;

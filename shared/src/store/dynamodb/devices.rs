@@ -15,8 +15,11 @@ use aws_sdk_dynamodb::types::{
 };
 use std::collections::HashMap;
 
+/// The sort key prefix of device items (`DEV#{device}`).
+pub(super) const DEVICE_SK_PREFIX: &str = "DEV#";
+
 pub(super) fn device_sk(device: &str) -> String {
-    format!("DEV#{device}")
+    format!("{DEVICE_SK_PREFIX}{device}")
 }
 
 fn claim_sk(claim: &Claim) -> String {
@@ -124,7 +127,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", s(app_pk(app.as_str())))
-            .expression_attribute_values(":prefix", s("DEV#"))
+            .expression_attribute_values(":prefix", s(DEVICE_SK_PREFIX))
             .select(Select::Count)
             .consistent_read(true)
             .into_paginator()
@@ -392,7 +395,7 @@ impl DeviceStore for DynamoStore {
     }
 
     async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>> {
-        self.query_prefix(app_pk(app.as_str()), "DEV#")
+        self.query_prefix(app_pk(app.as_str()), DEVICE_SK_PREFIX)
             .await?
             .iter()
             .map(data)

@@ -245,7 +245,7 @@ impl DynamoStore {
 /// The sort key prefix of activated device certificates (`IOTCERT#{device}#{certificate id}`).
 pub const ACTIVATED_CERTIFICATE_PREFIX: &str = "IOTCERT#";
 
-fn activated_sk(device: &str, certificate_id: &str) -> String {
+pub(super) fn activated_sk(device: &str, certificate_id: &str) -> String {
     format!("{ACTIVATED_CERTIFICATE_PREFIX}{device}#{certificate_id}")
 }
 

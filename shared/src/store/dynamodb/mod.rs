@@ -24,14 +24,15 @@ mod commands;
 mod connections;
 mod devices;
 mod iot;
+mod stream;
 mod tokens;
 
 pub use connections::StreamConnection;
 pub use iot::{ACTIVATED_CERTIFICATE_PREFIX, ActivatedCertificate, RegisteredCa};
+pub use stream::{StreamImage, TableItem, item_of};
 
 use super::{Conflict, StoreError, StoreResult};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -42,7 +43,6 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// The name of the global secondary index used for listings.
 pub const GSI1: &str = "gsi1";
@@ -58,23 +58,9 @@ pub struct DynamoStore {
     table: String,
 }
 
-/// Timeouts of every DynamoDB call: an unreachable table must give a quick 503, not a
-/// hang (API Gateway gives up after 30 s).
-pub fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(2))
-        .operation_timeout(Duration::from_secs(5))
-        .build()
-}
-
-/// A DynamoDB client from the shared AWS configuration, with [`timeouts`].
-pub fn client(config: &aws_config::SdkConfig) -> Client {
-    let config = aws_sdk_dynamodb::config::Builder::from(config)
-        .timeout_config(timeouts())
-        .build();
-    Client::from_conf(config)
-}
+/// The timeouts of every AWS call, and a DynamoDB client with them (their home is
+/// [`crate::aws`]).
+pub use crate::aws::{dynamodb_client as client, timeouts};
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {

@@ -2,7 +2,7 @@
 //! responses by request id, and an expiry index that drops old ones as new ones come.
 
 use super::{EmbeddedStore, unavailable};
-use crate::commands::{Command, CommandResponse};
+use crate::model::command::{Command, CommandResponse};
 use crate::store::{CommandStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
