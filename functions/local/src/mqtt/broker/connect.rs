@@ -1,0 +1,304 @@
+//! A CONNECT, for both versions: the authorizer decides it, then the session is taken
+//! up (the one just taken over, or the saved one) or started afresh; a live session's
+//! access is decided again every [`RECHECK_INTERVAL`].
+
+use super::BrokerError;
+use super::deliver::{Outgoing, Outlet};
+use crate::mqtt::backend::{Backend, Client, Connected, Will};
+use crate::mqtt::hub::{ContentMode, Push, SessionHandle};
+use crate::mqtt::sessions::{self, SessionState};
+use drogue_shared::mqtt::authorizer::ConnectDecision;
+use drogue_shared::mqtt::{MqttConnect, MqttIdentity};
+use ntex_io::IoBoxed;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+/// How often a live session's access is decided again (the device lookup cache's period).
+pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A CONNECT, whichever the version.
+pub(super) struct Connect {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Vec<u8>>,
+    /// The TLS client's certificate chain.
+    pub certificates: Option<Vec<Vec<u8>>>,
+    /// Start afresh: an earlier session is discarded.
+    pub clean_start: bool,
+    /// Seconds the session is asked to outlive the connection (0: it ends with it).
+    pub session_expiry: u32,
+    pub will: Option<Will>,
+}
+
+/// The answer to a CONNECT.
+pub(super) enum Connection {
+    Accepted(Accepted),
+    /// Refused by the authorizer ("bad user name or password"), with why.
+    Refused(&'static str),
+    /// The registry cannot be reached now ("server unavailable").
+    Unavailable,
+}
+
+/// What the handshake hands over once the client is allowed.
+pub(super) struct Accepted {
+    pub conn: Conn,
+    queue: mpsc::Receiver<Push>,
+    close: Arc<tokio::sync::Notify>,
+    revoked: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether an earlier session was taken up again.
+    pub session_present: bool,
+    /// The session expiry the broker grants when it is less than the one asked for.
+    pub capped_expiry: Option<u32>,
+}
+
+impl Accepted {
+    /// Starts delivering the session's messages through `outlet`; the connection's
+    /// state, for the protocol's session.
+    pub fn deliver(self, outlet: impl Outlet) -> Conn {
+        let Self {
+            conn,
+            queue,
+            close,
+            revoked,
+            ..
+        } = self;
+        let outgoing = Outgoing::new();
+        let (acks, hub, session) = (outgoing.clone(), conn.backend.hub.clone(), conn.session);
+        outlet.on_ack(move |id, disconnected| {
+            if let Some(track) = acks.acked(id, disconnected) {
+                hub.acked(session, &track);
+            }
+        });
+        ntex_rt::spawn(super::deliver::run(outlet, outgoing, queue, close, revoked));
+        conn
+    }
+}
+
+/// A connection's state, on its worker.
+#[derive(Clone)]
+pub struct Conn(Rc<ConnInner>);
+
+pub struct ConnInner {
+    pub(super) session: u64,
+    pub(super) client: Arc<Client>,
+    pub(super) backend: Backend,
+    pub(super) main: Handle,
+    /// The session's queue, for the feeds of resuming subscriptions.
+    pub(super) queue: mpsc::Sender<Push>,
+    /// Seconds the session outlives the connection; `None` for a clean session.
+    pub(super) expiry: Option<u32>,
+    pub(super) will: RefCell<Option<Will>>,
+    /// Completes when the publish before the newest one is handled.
+    pub(super) previous: RefCell<Option<oneshot::Receiver<()>>>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ConnInner;
+    fn deref(&self) -> &ConnInner {
+        &self.0
+    }
+}
+
+impl Drop for ConnInner {
+    fn drop(&mut self) {
+        let persistent = self.backend.hub.remove(self.session);
+        let (backend, client, will) = (
+            self.backend.clone(),
+            self.client.clone(),
+            self.will.borrow_mut().take(),
+        );
+        self.main.spawn(async move {
+            if let Some((client_id, state)) = persistent {
+                sessions::save(&backend.log, &client_id, Some(&state)).await;
+            }
+            backend.disconnected(client, will).await
+        });
+    }
+}
+
+impl ConnInner {
+    /// Restores the subscriptions of a session taken up again, as far as the client's
+    /// policy still allows them.
+    async fn restore(&self, state: SessionState) {
+        for saved in state.subscriptions {
+            if !self.backend.may_subscribe(&self.client, &saved.filter) {
+                continue;
+            }
+            let mode = if saved.binary {
+                ContentMode::Binary
+            } else {
+                ContentMode::Structured
+            };
+            self.subscribe(&saved.filter, saved.qos1, mode, saved.cursor)
+                .await;
+        }
+    }
+
+    /// A DISCONNECT: a clean one discards the last will (`keep_will`: one that asks for
+    /// it to be published, as MQTT 5 may).
+    pub(super) fn disconnect(&self, keep_will: bool) {
+        if !keep_will {
+            self.will.borrow_mut().take();
+        }
+    }
+}
+
+/// Runs `fut` on the main runtime and awaits it from the worker.
+pub(super) async fn on_main<F>(main: &Handle, fut: F) -> Result<F::Output, BrokerError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    main.spawn(fut)
+        .await
+        .map_err(|e| BrokerError(format!("the handler failed: {e}")))
+}
+
+pub(super) fn peer_certificates(io: &IoBoxed) -> Option<Vec<Vec<u8>>> {
+    io.query::<ntex_tls::rustls::PeerCertChain<'static>>()
+        .as_ref()
+        .map(|chain| {
+            chain
+                .0
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .filter(|chain| !chain.is_empty())
+}
+
+/// Decides a CONNECT and takes up its session.
+pub(super) async fn connect(
+    backend: &Backend,
+    main: &Handle,
+    request: Connect,
+) -> Result<Connection, BrokerError> {
+    let Connect {
+        client_id,
+        username,
+        password,
+        certificates,
+        clean_start: clean,
+        session_expiry,
+        will,
+    } = request;
+    let connect = MqttConnect {
+        client_id,
+        username,
+        password,
+        certificates,
+    };
+    // the session outlives the connection for at most the broker's maximum
+    let expiry = match session_expiry {
+        0 => None,
+        requested => Some(requested.min(sessions::MAX_EXPIRY)),
+    };
+    let capped_expiry = (session_expiry > sessions::MAX_EXPIRY).then_some(sessions::MAX_EXPIRY);
+    let b = backend.clone();
+    let again = connect.clone();
+    let connected = on_main(main, async move { b.connect(connect).await }).await?;
+    let client = match connected {
+        Ok(Connected::Allowed(client)) => client,
+        Ok(Connected::Refused(reason)) => return Ok(Connection::Refused(reason)),
+        Err(e) => {
+            tracing::warn!(error = %e, "an MQTT connection could not be decided");
+            return Ok(Connection::Unavailable);
+        }
+    };
+    let (tx, queue) = mpsc::channel(crate::mqtt::hub::SESSION_QUEUE);
+    let (SessionHandle { id, close, revoked }, inherited) = match &client.identity {
+        MqttIdentity::Device { device, .. } => backend.hub.register_device(
+            &client.client_id,
+            &device.metadata.uid,
+            client.policy.clone(),
+            tx.clone(),
+            expiry,
+        ),
+        MqttIdentity::Application { .. } => {
+            backend
+                .hub
+                .register(&client.client_id, client.policy.clone(), tx.clone(), expiry)
+        }
+    };
+    main.spawn(recheck(backend.clone(), again, id));
+    // an earlier session: the one just taken over, or the saved one
+    let client_id = client.client_id.clone();
+    let (b, taken_over) = (backend.clone(), inherited.clone());
+    let earlier = on_main(main, async move {
+        let saved = match taken_over {
+            Some(state) => Some(state),
+            None => sessions::load(&b.log, &client_id).await,
+        };
+        // a session that is not kept has no saved state
+        if saved.is_some() && (clean || expiry.is_none()) {
+            sessions::save(&b.log, &client_id, None).await;
+        }
+        saved
+    })
+    .await?
+    .filter(|_| !clean);
+    if expiry.is_some() {
+        main.spawn(sessions::keep(
+            backend.hub.clone(),
+            backend.log.clone(),
+            client.client_id.clone(),
+            id,
+        ));
+    }
+    let conn = Conn(Rc::new(ConnInner {
+        session: id,
+        client,
+        backend: backend.clone(),
+        main: main.clone(),
+        queue: tx,
+        expiry,
+        will: RefCell::new(will),
+        previous: RefCell::new(None),
+    }));
+    let session_present = earlier.is_some();
+    if let Some(state) = earlier {
+        conn.restore(state).await;
+    }
+    Ok(Connection::Accepted(Accepted {
+        conn,
+        queue,
+        close,
+        revoked,
+        session_present,
+        capped_expiry,
+    }))
+}
+
+/// Decides a live session's CONNECT again every [`RECHECK_INTERVAL`], as IoT Core
+/// refreshes a custom authorizer's policy: the session gets the policy its client holds
+/// now (an application the user may no longer read stops reaching it), or is ended when
+/// the client would be refused now (a deleted or disabled device, a deleted or expired
+/// token, an application's uid changed). An unreachable registry changes nothing.
+async fn recheck(backend: Backend, connect: MqttConnect, id: u64) {
+    let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
+    let mut interval = tokio::time::interval_at(start, RECHECK_INTERVAL);
+    loop {
+        interval.tick().await;
+        if !backend.hub.is_live(id) {
+            return;
+        }
+        match backend.authorizer.connect(&connect).await {
+            Ok(ConnectDecision::Allow(now)) => {
+                if !backend.hub.set_policy(id, Arc::new(now.policy)) {
+                    return;
+                }
+            }
+            Ok(ConnectDecision::Deny { reason }) => {
+                tracing::info!(client_id = %connect.client_id, reason, "an MQTT client lost its access: disconnecting it");
+                backend.hub.revoke(id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %connect.client_id, error = %e, "cannot check an MQTT client's access now");
+            }
+        }
+    }
+}

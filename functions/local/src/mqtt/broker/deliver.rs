@@ -1,0 +1,93 @@
+//! The messages of a session to its client, for both versions: the session's queue is
+//! drained into the connection, as fast as the client takes them; the connection is
+//! closed when the session is taken over or loses its access.
+
+use crate::mqtt::hub::{Delivery, Push, Track};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{Notify, mpsc};
+
+/// Where a session's messages go: a version's connection.
+pub(super) trait Outlet: 'static {
+    /// Calls `acked` with the packet id of each PUBACK, and whether it is the
+    /// connection's end that "acknowledges" it.
+    fn on_ack(&self, acked: impl Fn(u16, bool) + 'static);
+    /// Whether the connection takes another message, once it does; `false` when it is
+    /// closed.
+    fn ready(&self) -> impl Future<Output = bool>;
+    /// Sends a message: QoS 1 with a packet id, QoS 0 without; `false` when the
+    /// connection is closed.
+    fn send(&self, delivery: &Delivery, packet_id: Option<u16>) -> bool;
+    /// Closes the connection: its session was taken over, or (`revoked`) its client
+    /// lost its access.
+    fn close(&self, revoked: bool);
+}
+
+/// The packet ids of QoS 1 messages sent to a client, and what each acknowledgement
+/// moves on: the broker numbers them itself, to know which event a PUBACK is for.
+pub(super) struct Outgoing {
+    next: Cell<u16>,
+    tracked: RefCell<HashMap<u16, Track>>,
+}
+
+impl Outgoing {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self {
+            next: Cell::new(0),
+            tracked: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The next packet id, remembering what it carries.
+    fn send(&self, track: Option<Track>) -> u16 {
+        let id = match self.next.get().wrapping_add(1) {
+            0 => 1,
+            id => id,
+        };
+        self.next.set(id);
+        let mut tracked = self.tracked.borrow_mut();
+        match track {
+            Some(track) => tracked.insert(id, track),
+            None => tracked.remove(&id),
+        };
+        id
+    }
+
+    /// A PUBACK arrived (not a connection's end): the cursor it moves.
+    pub fn acked(&self, id: u16, disconnected: bool) -> Option<Track> {
+        let track = self.tracked.borrow_mut().remove(&id);
+        track.filter(|_| !disconnected)
+    }
+}
+
+/// Feeds the session's queue to the client until either ends.
+pub(super) async fn run(
+    outlet: impl Outlet,
+    outgoing: Rc<Outgoing>,
+    mut queue: mpsc::Receiver<Push>,
+    close: Arc<Notify>,
+    revoked: Arc<AtomicBool>,
+) {
+    loop {
+        let push = tokio::select! {
+            push = queue.recv() => match push { Some(push) => push, None => break },
+            () = close.notified() => {
+                outlet.close(revoked.load(Ordering::SeqCst));
+                break;
+            }
+        };
+        // the client's receive window (QoS 1) and the connection's write buffer
+        // (both): a slow subscriber holds its queue back, not the broker's memory
+        if !outlet.ready().await {
+            break;
+        }
+        let packet_id = push.qos1.then(|| outgoing.send(push.track));
+        if !outlet.send(&push.delivery, packet_id) {
+            break;
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! A PUBLISH, for both versions: its turn in the connection's order, the device's rate
+//! limit, the client's policy, then the ingest. A QoS 1 publish is acknowledged once the
+//! event is in the stream.
+
+use super::connect::ConnInner;
+use crate::mqtt::backend::{Message, Outcome};
+use ntex_bytes::Bytes;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Publishes of one connection handled at once (each waits for the one before it to
+/// reach the stream); beyond, the broker stops reading from the client, which slows it
+/// down rather than the broker filling its memory.
+pub const PUBLISHES_IN_FLIGHT: usize = 16;
+
+/// A publish, whichever the version.
+pub(super) struct PublishIn<'a> {
+    pub topic: &'a str,
+    pub payload: Bytes,
+    pub content_type: Option<&'a str>,
+    /// Whether the version can refuse this publish in its acknowledgement (an MQTT 5
+    /// QoS 1 one); otherwise a publish over the rate waits, and a refused one closes
+    /// the connection.
+    pub refusable: bool,
+}
+
+/// What the broker answers a publish.
+#[derive(Debug)]
+pub(super) enum Published {
+    /// The event is in the stream (or the command dropped off).
+    Accepted,
+    /// Over the rate limit: the client may publish again after this long (only for a
+    /// refusable publish).
+    TooFast(Duration),
+    /// Refused: what became of it, and why in words (for the acknowledgement, or the
+    /// connection's close).
+    Refused {
+        outcome: Outcome,
+        reason: &'static str,
+    },
+}
+
+/// A publish's place in its connection's order: wait for the one before, and let the
+/// next one go when dropped.
+pub(super) struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // an error only means the one before is gone: it is done either way
+            let _ = previous.await;
+        }
+    }
+}
+
+impl ConnInner {
+    /// Called synchronously as each publish arrives, so turns follow arrival order.
+    pub(super) fn turn(&self) -> Turn {
+        let (done, next) = oneshot::channel();
+        Turn {
+            previous: self.previous.replace(Some(next)),
+            _done: done,
+        }
+    }
+
+    /// Decides a publish whose payload is read, in its turn: a refusable one over the
+    /// rate limit is refused, another waits until the device may publish again; then the
+    /// client's policy and the ingest.
+    pub(super) async fn publish(&self, mut turn: Turn, publish: PublishIn<'_>) -> Published {
+        turn.wait().await;
+        if !publish.refusable {
+            // nothing to refuse it with: one over the device's rate waits for its turn
+            self.shaped(publish.topic).await;
+        } else if let Err(wait) = self.backend.admit(&self.client, publish.topic) {
+            tracing::debug!(client_id = %self.client.client_id, ?wait, "MQTT publish over the rate limit refused");
+            return Published::TooFast(wait);
+        }
+        let outcome = self
+            .ingest(publish.topic, publish.payload, publish.content_type)
+            .await;
+        let reason = match outcome {
+            Outcome::Accepted => return Published::Accepted,
+            Outcome::NotAuthorized => "the topic is not allowed",
+            Outcome::Refused(refusal) => refusal.reason(),
+            Outcome::Unavailable => "the event stream is unavailable",
+        };
+        Published::Refused { outcome, reason }
+    }
+
+    /// Waits until the device may publish again under its rate limit. Publishes of one
+    /// connection wait in order, at most [`PUBLISHES_IN_FLIGHT`] of them; beyond, the
+    /// broker stops reading from the connection. Other connections do not wait.
+    async fn shaped(&self, topic: &str) {
+        while let Err(wait) = self.backend.admit(&self.client, topic) {
+            tracing::trace!(client_id = %self.client.client_id, ?wait, "MQTT publish over the rate limit waits");
+            ntex_util::time::sleep(ntex_util::time::Millis(
+                u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1),
+            ))
+            .await;
+        }
+    }
+
+    /// Handles a publish on this worker: the ingest needs nothing of the main runtime
+    /// (the store, the event log and the caches work from any thread), and each hop to
+    /// it would cost two thread switches per message.
+    async fn ingest(&self, topic: &str, payload: Bytes, content_type: Option<&str>) -> Outcome {
+        self.backend
+            .publish(
+                &self.client,
+                &Message {
+                    topic,
+                    payload: &payload,
+                    content_type,
+                },
+            )
+            .await
+    }
+}

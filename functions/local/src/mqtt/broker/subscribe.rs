@@ -1,0 +1,83 @@
+//! SUBSCRIBE and UNSUBSCRIBE, for both versions: the client's policy, per filter, then
+//! the hub (which bounds the subscriptions of a session).
+
+use super::connect::ConnInner;
+use crate::mqtt::hub::ContentMode;
+use crate::mqtt::sessions::{self, Cursor};
+use ntex_mqtt::QoS;
+
+/// What the broker answers one filter of a SUBSCRIBE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Subscribed {
+    /// Subscribed, with the QoS granted.
+    Granted(QoS),
+    /// The client's policy does not allow the filter.
+    NotAuthorized,
+    /// The session holds too many subscriptions.
+    TooMany,
+}
+
+/// The QoS granted for the one asked for (the broker has at most 1), and whether it is 1.
+fn granted(requested: QoS) -> (QoS, bool) {
+    match requested {
+        QoS::AtMostOnce => (QoS::AtMostOnce, false),
+        _ => (QoS::AtLeastOnce, true),
+    }
+}
+
+impl ConnInner {
+    /// Decides one filter of a SUBSCRIBE.
+    pub(super) async fn subscribe_to(
+        &self,
+        filter: &str,
+        requested: QoS,
+        mode: ContentMode,
+    ) -> Subscribed {
+        if !self.backend.may_subscribe(&self.client, filter) {
+            return Subscribed::NotAuthorized;
+        }
+        let (qos, qos1) = granted(requested);
+        if self.subscribe(filter, qos1, mode, None).await {
+            Subscribed::Granted(qos)
+        } else {
+            Subscribed::TooMany
+        }
+    }
+
+    /// Removes a subscription; whether there was one.
+    pub(super) fn unsubscribe(&self, filter: &str) -> bool {
+        self.backend.hub.unsubscribe(self.session, filter)
+    }
+
+    /// Subscribes; a QoS 1 subscription of a persistent session to one application's
+    /// events resumes (from `cursor`, or a new one at the newest event). `false` when
+    /// the session holds too many subscriptions.
+    pub(super) async fn subscribe(
+        &self,
+        filter: &str,
+        qos1: bool,
+        mode: ContentMode,
+        cursor: Option<Cursor>,
+    ) -> bool {
+        let cursor = match (self.expiry, qos1, sessions::resumable_application(filter)) {
+            (Some(_), true, Some(app)) => match cursor {
+                Some(cursor) => self.backend.current_cursor(cursor).await,
+                None => self.backend.new_cursor(app).await,
+            },
+            _ => None,
+        };
+        let (backend, main, queue) = (&self.backend, &self.main, &self.queue);
+        backend
+            .hub
+            .subscribe_resuming(self.session, filter, qos1, mode, cursor, |c| {
+                let follower = backend.log.follow(&c.application, Some(&c.uid), c.position);
+                main.spawn(sessions::feed(
+                    follower,
+                    c.application.clone(),
+                    mode,
+                    queue.clone(),
+                ))
+                .abort_handle()
+            })
+    }
+}
