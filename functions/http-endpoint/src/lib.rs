@@ -7,6 +7,7 @@ mod credentials;
 mod error;
 mod publish;
 mod respond;
+mod ttn;
 
 pub use error::EndpointError;
 
@@ -101,5 +102,8 @@ pub fn router_with(state: EndpointState) -> Router {
         .route("/v1/command-response", post(respond::respond))
         .route("/v1/{channel}", post(publish::publish))
         .route("/v1/{channel}/{*suffix}", post(publish::publish))
+        .route("/ttn", post(ttn::publish_v2))
+        .route("/ttn/v2", post(ttn::publish_v2))
+        .route("/ttn/v3", post(ttn::publish_v3))
         .with_state(state)
 }

@@ -91,11 +91,10 @@ impl IntoResponse for ApiError {
         let mut response =
             (status, Json(json!({"error": error, "message": message}))).into_response();
         if let Self::TooManyRequests(_, wait) = &self {
-            // whole seconds, rounded up
-            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            let seconds = crate::rate_limit::retry_after_seconds(*wait);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -14,3 +14,4 @@ mod shared_ca;
 mod startup;
 mod telemetry;
 mod tenants;
+mod ttn;
