@@ -57,6 +57,54 @@ impl From<()> for BrokerError {
     }
 }
 
+/// The publish service of a version's connections: each publish takes its turn as it
+/// arrives, before anything is awaited, and is handed to the version's `publish`.
+fn publishes<Sink, P, R, F>(
+    publish: fn(Conn, publish::Turn, P) -> F,
+) -> impl ServiceFactory<
+    P,
+    ntex_mqtt::Session<Sink, Conn>,
+    Response = R,
+    Error = BrokerError,
+    InitError = BrokerError,
+>
+where
+    Sink: 'static,
+    P: 'static,
+    F: Future<Output = Result<R, BrokerError>>,
+{
+    fn_factory_with_config(async move |session: ntex_mqtt::Session<Sink, Conn>| {
+        Ok(fn_service(move |p: P| {
+            let conn = Conn::clone(&session);
+            let turn = conn.turn();
+            publish(conn, turn, p)
+        }))
+    })
+}
+
+/// The control service of a version's connections (SUBSCRIBE, UNSUBSCRIBE, DISCONNECT,
+/// ...): each message is handed to the version's `control`.
+fn controls<Sink, M, R, F>(
+    control: fn(Conn, M) -> F,
+) -> impl ServiceFactory<
+    M,
+    ntex_mqtt::Session<Sink, Conn>,
+    Response = R,
+    Error = BrokerError,
+    InitError = BrokerError,
+>
+where
+    Sink: 'static,
+    M: 'static,
+    F: Future<Output = Result<R, BrokerError>>,
+{
+    fn_factory_with_config(async move |session: ntex_mqtt::Session<Sink, Conn>| {
+        Ok(fn_service(move |msg: M| {
+            control(Conn::clone(&session), msg)
+        }))
+    })
+}
+
 /// The MQTT service for one listener: 3.1.1 and 5, told apart by the CONNECT.
 // (the factories are closures: their types cannot be named in an alias)
 #[allow(clippy::type_complexity)]
@@ -82,31 +130,16 @@ pub fn service(
     (),
 > {
     let (b3, m3, b5, m5) = (backend.clone(), main.clone(), backend, main);
-    // a publish takes its turn as it arrives, before anything is awaited
-    let publish_v3 = fn_factory_with_config(async |session: ntex_mqtt::v3::Session<Conn>| {
-        Ok::<_, BrokerError>(fn_service(move |p| {
-            let conn = Conn::clone(&session);
-            let turn = conn.turn();
-            v3::publish(conn, turn, p)
-        }))
-    });
-    let publish_v5 = fn_factory_with_config(async |session: ntex_mqtt::v5::Session<Conn>| {
-        Ok::<_, BrokerError>(fn_service(move |p| {
-            let conn = Conn::clone(&session);
-            let turn = conn.turn();
-            v5::publish(conn, turn, p)
-        }))
-    });
     let in_flight = InFlight::new(PUBLISHES_IN_FLIGHT);
     MqttServer::new()
         .v3(ntex_mqtt::v3::MqttServer::new(fn_service(move |hs| {
             v3::handshake(b3.clone(), m3.clone(), hs)
         }))
-        .protocol(v3::protocol())
-        .publish(ntex_service::apply(in_flight, publish_v3)))
+        .protocol(controls(v3::control))
+        .publish(ntex_service::apply(in_flight, publishes(v3::publish))))
         .v5(ntex_mqtt::v5::MqttServer::new(fn_service(move |hs| {
             v5::handshake(b5.clone(), m5.clone(), hs)
         }))
-        .protocol(v5::protocol())
-        .publish(ntex_service::apply(in_flight, publish_v5)))
+        .protocol(controls(v5::control))
+        .publish(ntex_service::apply(in_flight, publishes(v5::publish))))
 }

@@ -12,7 +12,6 @@ use crate::mqtt::hub::{ContentMode, Delivery};
 use crate::mqtt::sessions;
 use ntex_bytes::{ByteString, Bytes};
 use ntex_mqtt::v3;
-use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
 use tokio::runtime::Handle;
 
 /// A CONNECT, decided by [`connect::connect`]; refusals get return code 4 or 3.
@@ -108,45 +107,35 @@ pub(super) async fn publish(conn: Conn, turn: Turn, p: v3::Publish) -> Result<()
 }
 
 /// SUBSCRIBE (decided by `ConnInner::subscribe_to`), UNSUBSCRIBE and DISCONNECT.
-pub(super) fn protocol() -> impl ServiceFactory<
-    v3::ProtocolMessage,
-    v3::Session<Conn>,
-    Response = v3::ProtocolMessageAck,
-    Error = BrokerError,
-    InitError = BrokerError,
-> {
-    fn_factory_with_config(async |session: v3::Session<Conn>| {
-        Ok(fn_service(move |msg: v3::ProtocolMessage| {
-            let conn = Conn::clone(&session);
-            async move {
-                match msg {
-                    v3::ProtocolMessage::Subscribe(mut s) => {
-                        for mut sub in s.iter_mut() {
-                            let filter = sub.topic().to_string();
-                            // 3.1.1 has one failure code for any refusal
-                            match conn
-                                .subscribe_to(&filter, sub.qos(), ContentMode::Structured)
-                                .await
-                            {
-                                Subscribed::Granted(qos) => sub.confirm(qos),
-                                Subscribed::NotAuthorized | Subscribed::TooMany => sub.fail(),
-                            }
-                        }
-                        Ok(s.ack())
-                    }
-                    v3::ProtocolMessage::Unsubscribe(u) => {
-                        for filter in u.iter() {
-                            conn.unsubscribe(filter);
-                        }
-                        Ok(u.ack())
-                    }
-                    v3::ProtocolMessage::Disconnect(d) => {
-                        conn.disconnect(false);
-                        Ok(d.ack())
-                    }
-                    other => Ok(other.ack()),
+pub(super) async fn control(
+    conn: Conn,
+    msg: v3::ProtocolMessage,
+) -> Result<v3::ProtocolMessageAck, BrokerError> {
+    match msg {
+        v3::ProtocolMessage::Subscribe(mut s) => {
+            for mut sub in s.iter_mut() {
+                let filter = sub.topic().to_string();
+                // 3.1.1 has one failure code for any refusal
+                match conn
+                    .subscribe_to(&filter, sub.qos(), ContentMode::Structured)
+                    .await
+                {
+                    Subscribed::Granted(qos) => sub.confirm(qos),
+                    Subscribed::NotAuthorized | Subscribed::TooMany => sub.fail(),
                 }
             }
-        }))
-    })
+            Ok(s.ack())
+        }
+        v3::ProtocolMessage::Unsubscribe(u) => {
+            for filter in u.iter() {
+                conn.unsubscribe(filter);
+            }
+            Ok(u.ack())
+        }
+        v3::ProtocolMessage::Disconnect(d) => {
+            conn.disconnect(false);
+            Ok(d.ack())
+        }
+        other => Ok(other.ack()),
+    }
 }

@@ -11,7 +11,6 @@ use crate::mqtt::hub::{ContentMode, Delivery};
 use drogue_shared::mqtt::Refusal;
 use ntex_bytes::{ByteString, Bytes};
 use ntex_mqtt::{QoS, v5};
-use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
 use tokio::runtime::Handle;
 
 /// An error of the MQTT 5 publish service closes the connection (refusals that can be
@@ -182,55 +181,45 @@ fn content_mode(properties: &[(ByteString, ByteString)]) -> ContentMode {
 }
 
 /// SUBSCRIBE (decided by `ConnInner::subscribe_to`), UNSUBSCRIBE and DISCONNECT.
-pub(super) fn protocol() -> impl ServiceFactory<
-    v5::ProtocolMessage,
-    v5::Session<Conn>,
-    Response = v5::ProtocolMessageAck,
-    Error = BrokerError,
-    InitError = BrokerError,
-> {
-    fn_factory_with_config(async |session: v5::Session<Conn>| {
-        Ok(fn_service(move |msg: v5::ProtocolMessage| {
-            let conn = Conn::clone(&session);
-            async move {
-                match msg {
-                    v5::ProtocolMessage::Subscribe(mut s) => {
-                        let mode = content_mode(&s.packet().user_properties);
-                        for mut sub in s.iter_mut() {
-                            let filter = sub.topic().to_string();
-                            match conn.subscribe_to(&filter, sub.options().qos, mode).await {
-                                Subscribed::Granted(qos) => sub.confirm(qos),
-                                Subscribed::NotAuthorized => {
-                                    sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
-                                }
-                                Subscribed::TooMany => {
-                                    sub.fail(v5::codec::SubscribeAckReason::QuotaExceeded);
-                                }
-                            }
-                        }
-                        Ok(s.ack())
+pub(super) async fn control(
+    conn: Conn,
+    msg: v5::ProtocolMessage,
+) -> Result<v5::ProtocolMessageAck, BrokerError> {
+    match msg {
+        v5::ProtocolMessage::Subscribe(mut s) => {
+            let mode = content_mode(&s.packet().user_properties);
+            for mut sub in s.iter_mut() {
+                let filter = sub.topic().to_string();
+                match conn.subscribe_to(&filter, sub.options().qos, mode).await {
+                    Subscribed::Granted(qos) => sub.confirm(qos),
+                    Subscribed::NotAuthorized => {
+                        sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
                     }
-                    v5::ProtocolMessage::Unsubscribe(mut u) => {
-                        let filters: Vec<String> = u.iter().map(ToString::to_string).collect();
-                        for (mut item, filter) in u.iter_mut().zip(filters) {
-                            if conn.unsubscribe(&filter) {
-                                item.success();
-                            } else {
-                                item.fail(v5::codec::UnsubscribeAckReason::NoSubscriptionExisted);
-                            }
-                        }
-                        Ok(u.ack())
+                    Subscribed::TooMany => {
+                        sub.fail(v5::codec::SubscribeAckReason::QuotaExceeded);
                     }
-                    v5::ProtocolMessage::Disconnect(d) => {
-                        conn.disconnect(
-                            d.packet().reason_code
-                                == v5::codec::DisconnectReasonCode::DisconnectWithWillMessage,
-                        );
-                        Ok(d.ack())
-                    }
-                    other => Ok(other.ack()),
                 }
             }
-        }))
-    })
+            Ok(s.ack())
+        }
+        v5::ProtocolMessage::Unsubscribe(mut u) => {
+            let filters: Vec<String> = u.iter().map(ToString::to_string).collect();
+            for (mut item, filter) in u.iter_mut().zip(filters) {
+                if conn.unsubscribe(&filter) {
+                    item.success();
+                } else {
+                    item.fail(v5::codec::UnsubscribeAckReason::NoSubscriptionExisted);
+                }
+            }
+            Ok(u.ack())
+        }
+        v5::ProtocolMessage::Disconnect(d) => {
+            conn.disconnect(
+                d.packet().reason_code
+                    == v5::codec::DisconnectReasonCode::DisconnectWithWillMessage,
+            );
+            Ok(d.ack())
+        }
+        other => Ok(other.ack()),
+    }
 }
