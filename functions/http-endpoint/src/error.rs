@@ -93,6 +93,8 @@ impl From<drogue_shared::commands::CommandError> for EndpointError {
                 Self::Unavailable(Box::new(e))
             }
             E::TooManyRequests(wait) => Self::TooManyRequests(wait),
+            // a device's answer never goes to an external endpoint
+            e @ E::External(_) => Self::Unavailable(Box::new(e)),
         }
     }
 }

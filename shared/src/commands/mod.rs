@@ -5,6 +5,7 @@
 //! (once, by the device or one of its gateways) or expires. Responses are kept by
 //! request id, so that a drop-off can wait for its answer.
 
+pub mod external;
 mod publisher;
 mod rules;
 mod service;

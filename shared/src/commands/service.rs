@@ -6,15 +6,16 @@
 //! Waiters look into the store; in one process ([`Signals`]) a drop-off or a response
 //! wakes them at once, elsewhere they look again every 250 ms.
 
+use super::external::{self, ExternalEndpoint, ExternalError, ExternalSender};
 use super::rules::{check_name, check_ttl, takes_commands, valid_status};
 use super::{Command, CommandPublisher, CommandResponse, MAX_PAYLOAD, publisher::PublishError};
 use crate::device_auth::Authenticated;
 use crate::events::{self, EventSink, InvalidJson, Publish, SinkError};
-use crate::model::{AppName, DeviceName};
+use crate::model::{AppName, Device, DeviceName, device_spec};
 use crate::rate_limit::{PublishLimiter, RateLimit};
 use crate::store::{CommandStore, DeviceStore, Store, StoreError};
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -80,6 +81,9 @@ pub enum CommandError {
     /// may again.
     #[error("the application sends commands too fast: retry after {} ms", .0.as_millis().max(1))]
     TooManyRequests(Duration),
+    /// The device's external command endpoint did not take it.
+    #[error(transparent)]
+    External(#[from] ExternalError),
 }
 
 /// The storage ports the service uses: devices (to check a drop-off's target) and
@@ -144,6 +148,7 @@ pub struct CommandService {
     publisher: Option<Arc<dyn CommandPublisher>>,
     signals: Option<Signals>,
     limiter: Option<PublishLimiter>,
+    external: Option<ExternalSender>,
 }
 
 impl CommandService {
@@ -158,7 +163,15 @@ impl CommandService {
             publisher: None,
             signals: None,
             limiter: None,
+            external: None,
         }
+    }
+
+    /// Sends commands for devices behind an external system through `sender` (by default
+    /// one that refuses loopback and private addresses, see [`super::external`]).
+    pub fn with_external_sender(mut self, sender: ExternalSender) -> Self {
+        self.external = Some(sender);
+        self
     }
 
     /// Limits how fast each application drops off commands (see [`Self::admit`]); the
@@ -217,6 +230,7 @@ impl CommandService {
         if !takes_commands(&device) {
             return Err(CommandError::NotTakingCommands(request.device.to_owned()));
         }
+        let external = self.external_endpoint(&app, &device).await?;
         let command = Command::new(
             app.as_str(),
             &device,
@@ -226,8 +240,50 @@ impl CommandService {
             request.ttl_seconds,
             Utc::now(),
         );
-        self.drop_off(&command).await?;
+        match external {
+            Some(endpoint) => {
+                static CLOUD: LazyLock<ExternalSender> = LazyLock::new(ExternalSender::default);
+                let sender = self.external.as_ref().unwrap_or(&CLOUD);
+                sender.send(&endpoint, &command).await?;
+                tracing::info!(
+                    application = %command.application,
+                    device = %command.device,
+                    command = %command.name,
+                    request = %command.id,
+                    "command sent to the device's external endpoint"
+                );
+            }
+            None => self.drop_off(&command).await?,
+        }
         Ok(command)
+    }
+
+    /// The external endpoint that takes a device's commands: its own `spec.commands`, else
+    /// that of the first enabled gateway serving it that has one (as Drogue Cloud).
+    async fn external_endpoint(
+        &self,
+        app: &AppName,
+        device: &Device,
+    ) -> Result<Option<ExternalEndpoint>, CommandError> {
+        let invalid = |e: String| CommandError::External(ExternalError::Invalid(e));
+        if let Some(endpoint) = external::endpoint_of(device).map_err(invalid)? {
+            return Ok(Some(endpoint));
+        }
+        for gateway in device_spec::gateways(&device.spec).unwrap_or_default() {
+            let Ok(name) = DeviceName::parse(&gateway) else {
+                continue;
+            };
+            let Some(gateway) = self.devices.get_device(app, &name).await? else {
+                continue;
+            };
+            if !takes_commands(&gateway) {
+                continue;
+            }
+            if let Some(endpoint) = external::endpoint_of(&gateway).map_err(invalid)? {
+                return Ok(Some(endpoint));
+            }
+        }
+        Ok(None)
     }
 
     /// Publishes the command to MQTT subscribers, then keeps it for HTTP devices. If the

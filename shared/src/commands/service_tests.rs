@@ -300,3 +300,76 @@ async fn the_store_ports_come_from_a_whole_store_too() {
     let command = service.submit(drop_off("d2", "x")).await.unwrap();
     assert_eq!(service.command(&command.id).await.unwrap(), Some(command));
 }
+
+/// A command for a device whose gateway names an external endpoint goes there, and to
+/// neither MQTT nor the inbox; a cloud's sender refuses a loopback endpoint.
+#[tokio::test]
+async fn commands_for_devices_behind_an_external_system_go_there() {
+    use axum::routing::post;
+    let s = setup().await;
+    let (seen, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    let stand_in = axum::Router::new().route(
+        "/devices/{device}/down/replace",
+        post(
+            move |axum::extract::Path(device): axum::extract::Path<String>,
+                  axum::Json(body): axum::Json<Value>| async move {
+                seen.send((device, body)).unwrap();
+                "{}"
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, stand_in).await });
+    let app = AppName::parse("app1").unwrap();
+    for (name, spec) in [
+        (
+            "ttn-gw",
+            json!({"commands": [{"external": {"type": "ttnv3", "url": format!("http://{addr}/devices")}}]}),
+        ),
+        (
+            "lora",
+            json!({"gatewaySelector": {"matchNames": ["ttn-gw"]}}),
+        ),
+    ] {
+        s.store
+            .create_device(&app, &resource(name, Some("app1"), spec))
+            .await
+            .unwrap();
+    }
+
+    let err = s
+        .service
+        .submit(drop_off("lora", "port:3"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommandError::External(external::ExternalError::Forbidden(_))
+        ),
+        "{err}"
+    );
+    let test_bed = s
+        .service
+        .clone()
+        .with_external_sender(ExternalSender::allowing_private_addresses());
+    test_bed.submit(drop_off("lora", "port:3")).await.unwrap();
+    let (device, body) = received.recv().await.unwrap();
+    assert_eq!(device, "lora");
+    assert_eq!(
+        body,
+        json!({"downlinks": [{"f_port": 3, "frm_payload": "MQ=="}]})
+    );
+    let lora = Arc::new(resource("lora", Some("app1"), json!({})));
+    assert!(
+        test_bed
+            .wait_for_command("app1", &lora, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing waits in the inbox"
+    );
+    // other devices' commands go on as before
+    test_bed.submit(drop_off("d2", "reboot")).await.unwrap();
+}

@@ -37,6 +37,8 @@ pub enum ApiError {
     /// 429, `TooManyRequests`, with `Retry-After`: the caller is over a rate limit for
     /// this long.
     TooManyRequests(String, std::time::Duration),
+    /// 502, `BadGateway`: a device's external command endpoint did not take a command.
+    BadGateway(String),
     /// 503, `ServiceUnavailable`: a backend could not be reached.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
     /// 504, `GatewayTimeout`: what was waited for did not come in time.
@@ -64,6 +66,7 @@ impl ApiError {
             Self::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable", m.clone()),
             Self::Conflict(m) => (StatusCode::CONFLICT, "Conflict", m.clone()),
             Self::GatewayTimeout(m) => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", m.clone()),
+            Self::BadGateway(m) => (StatusCode::BAD_GATEWAY, "BadGateway", m.clone()),
             Self::QuotaExceeded(m) => (StatusCode::TOO_MANY_REQUESTS, "QuotaExceeded", m.clone()),
             Self::TooManyRequests(m, _) => {
                 (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", m.clone())
@@ -135,6 +138,7 @@ impl From<TokenError> for ApiError {
 impl From<crate::commands::CommandError> for ApiError {
     fn from(e: crate::commands::CommandError) -> Self {
         use crate::commands::CommandError as E;
+        use crate::commands::external::ExternalError;
         match e {
             e @ (E::InvalidName | E::InvalidTtl | E::InvalidStatus) => {
                 Self::InvalidRequest(e.to_string())
@@ -149,6 +153,14 @@ impl From<crate::commands::CommandError> for ApiError {
                 Self::Unavailable(Box::new(e))
             }
             e @ E::TooManyRequests(wait) => Self::TooManyRequests(e.to_string(), wait),
+            // the tenant's own endpoint: its address refused or its spec unusable is
+            // the device's fault (406), an endpoint that failed is the gateway's (502)
+            E::External(e @ (ExternalError::Invalid(_) | ExternalError::Forbidden(_))) => {
+                Self::NotAcceptable(e.to_string())
+            }
+            E::External(e @ (ExternalError::Unreachable(_) | ExternalError::Refused(_))) => {
+                Self::BadGateway(e.to_string())
+            }
         }
     }
 }

@@ -81,6 +81,9 @@ fn command_outcome(error: CommandError) -> Result<Ingested, IngestError> {
         CommandError::NoSuchCommand(_) => Refusal::Other("no such command for the device"),
         CommandError::AlreadyAnswered(_) => Refusal::Other("the command was answered already"),
         CommandError::TooManyRequests(_) => Refusal::Other("command rate too high"),
+        CommandError::External(_) => {
+            Refusal::Other("the device's external command endpoint did not take it")
+        }
         CommandError::InvalidPayload(_) => {
             Refusal::PayloadFormat("the payload is declared as JSON but is not")
         }
