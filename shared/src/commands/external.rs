@@ -22,12 +22,10 @@
 //! a test bed).
 
 use super::Command;
-use crate::model::Device;
+use crate::model::{Device, device_spec};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,32 +33,14 @@ use std::time::Duration;
 /// How long an external endpoint may take to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An external command endpoint, as a device's `spec.commands[].external` holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ExternalEndpoint {
-    #[serde(default)]
-    pub r#type: Option<String>,
-    pub url: String,
-    #[serde(default)]
-    pub method: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct CommandTarget {
-    external: ExternalEndpoint,
-}
+pub use crate::model::device_spec::ExternalEndpoint;
 
 /// The external endpoint a device's spec names (its first `spec.commands` entry), if
 /// any; `Err` when `spec.commands` is there but not such a list.
 pub fn endpoint_of(device: &Device) -> Result<Option<ExternalEndpoint>, String> {
-    match device.spec.get("commands").filter(|v| !v.is_null()) {
-        None => Ok(None),
-        Some(value) => Vec::<CommandTarget>::deserialize(value)
-            .map(|targets| targets.into_iter().next().map(|t| t.external))
-            .map_err(|e| format!("spec.commands: {e}")),
-    }
+    device_spec::command_endpoints(&device.spec)
+        .map(|endpoints| endpoints.into_iter().next())
+        .map_err(|e| e.0)
 }
 
 /// Why an external endpoint did not take a command.
@@ -290,6 +270,7 @@ mod tests {
     use axum::http::HeaderMap;
     use axum::routing::post;
     use chrono::Utc;
+    use std::collections::BTreeMap;
     use tokio::sync::mpsc;
 
     fn device(spec: Value) -> Device {

@@ -48,6 +48,70 @@ struct GatewaySelector {
     match_names: Vec<String>,
 }
 
+/// An external command endpoint, as a device's `spec.commands[].external` holds it (see
+/// `commands::external` for how commands are sent there).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExternalEndpoint {
+    #[serde(default)]
+    pub r#type: Option<String>,
+    pub url: String,
+    #[serde(default)]
+    pub method: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The external endpoint types commands can be sent to (`None`: Drogue's plain body).
+pub const EXTERNAL_TYPES: [&str; 3] = ["ttn", "ttnv2", "ttnv3"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandTarget {
+    external: ExternalEndpoint,
+}
+
+/// The external command endpoints a device's spec names (`spec.commands`, in order).
+pub fn command_endpoints(spec: &Map<String, Value>) -> Result<Vec<ExternalEndpoint>, SpecError> {
+    match spec.get("commands").filter(|v| !v.is_null()) {
+        None => Ok(Vec::new()),
+        Some(value) => Vec::<CommandTarget>::deserialize(value)
+            .map(|targets| targets.into_iter().map(|t| t.external).collect())
+            .map_err(|e| SpecError(format!("spec.commands: {e}"))),
+    }
+}
+
+/// Checks what can be checked of an external endpoint without reaching it: an `http` or
+/// `https` URL, a known type, a method and header names and values HTTP allows.
+fn check_endpoint(endpoint: &ExternalEndpoint) -> Result<(), String> {
+    let url = reqwest::Url::parse(&endpoint.url).map_err(|e| format!("url: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("url: must be an http or https URL with a host".into());
+    }
+    if let Some(ty) = &endpoint.r#type
+        && !EXTERNAL_TYPES.contains(&ty.as_str())
+    {
+        return Err(format!("type: {ty:?} is none of {EXTERNAL_TYPES:?}"));
+    }
+    if !endpoint.method.is_empty()
+        && reqwest::Method::from_bytes(endpoint.method.as_bytes()).is_err()
+    {
+        return Err(format!(
+            "method: {:?} is not an HTTP method",
+            endpoint.method
+        ));
+    }
+    for (name, value) in &endpoint.headers {
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("headers: {name:?} is not a header name"))?;
+        reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| format!("headers: the value of {name:?} is not a header value"))?;
+    }
+    Ok(())
+}
+
+/// The most external command endpoints one device names.
+pub const MAX_COMMAND_ENDPOINTS: usize = 4;
+
 /// Checks a device spec and makes it fit for storage: every plain password is hashed.
 pub fn prepare_device_spec(mut spec: Map<String, Value>) -> Result<Map<String, Value>, SpecError> {
     for section in CREDENTIAL_SECTIONS {
@@ -103,6 +167,15 @@ pub fn prepare_device_spec(mut spec: Map<String, Value>) -> Result<Map<String, V
             "spec.gatewaySelector: a device may have at most {MAX_GATEWAYS} gateways"
         )));
     }
+    let endpoints = command_endpoints(&spec)?;
+    if endpoints.len() > MAX_COMMAND_ENDPOINTS {
+        return Err(SpecError(format!(
+            "spec.commands: at most {MAX_COMMAND_ENDPOINTS} endpoints are allowed"
+        )));
+    }
+    for endpoint in &endpoints {
+        check_endpoint(endpoint).map_err(|e| SpecError(format!("spec.commands: {e}")))?;
+    }
     if claims(&spec)?.len() > MAX_CLAIMS {
         return Err(SpecError(format!(
             "a device may hold at most {MAX_CLAIMS} aliases and unique usernames"
@@ -148,6 +221,18 @@ pub fn redact_secrets(spec: &mut Map<String, Value>) {
                 && let Some(key) = psk.get_mut("key")
             {
                 *key = Value::String(REDACTED.into());
+            }
+        }
+    }
+    // external command endpoints' headers carry their API keys
+    if let Some(Value::Array(targets)) = spec.get_mut("commands") {
+        for headers in targets.iter_mut().filter_map(|t| {
+            t.get_mut("external")
+                .and_then(|e| e.get_mut("headers"))
+                .and_then(Value::as_object_mut)
+        }) {
+            for value in headers.values_mut() {
+                *value = Value::String(REDACTED.into());
             }
         }
     }
@@ -210,6 +295,37 @@ pub fn claims(spec: &Map<String, Value>) -> Result<Vec<Claim>, SpecError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn external_command_endpoints_are_checked_and_their_headers_redacted() {
+        let good = json!({"commands": [{"external": {"type": "ttnv3", "url": "https://eu1.cloud.thethings.network/api/v3/as/applications/a/devices", "headers": {"Authorization": "Bearer NNSXS.secret"}}}]});
+        let prepared = prepare_device_spec(spec(good)).unwrap();
+        assert_eq!(command_endpoints(&prepared).unwrap().len(), 1);
+        for bad in [
+            json!({"commands": [{"external": {"url": "file:///etc/passwd"}}]}),
+            json!({"commands": [{"external": {"url": "not a url"}}]}),
+            json!({"commands": [{"external": {"url": "https://x.example", "type": "mqtt"}}]}),
+            json!({"commands": [{"external": {"url": "https://x.example", "method": "G E T"}}]}),
+            json!({"commands": [{"external": {"url": "https://x.example", "headers": {"a b": "c"}}}]}),
+            json!({"commands": [{"external": {"url": "https://x.example", "headers": {"a": "c\nd"}}}]}),
+            json!({"commands": [{"internal": {}}]}),
+            json!({"commands": {"external": {"url": "https://x.example"}}}),
+            json!({"commands": [{"external": {"url": "https://x.example"}}, {"external": {"url": "https://x.example"}}, {"external": {"url": "https://x.example"}}, {"external": {"url": "https://x.example"}}, {"external": {"url": "https://x.example"}}]}),
+        ] {
+            let err = prepare_device_spec(spec(bad.clone())).unwrap_err();
+            assert!(err.0.starts_with("spec.commands"), "{bad}: {err:?}");
+        }
+        let mut shown = prepared.clone();
+        redact_secrets(&mut shown);
+        assert_eq!(
+            shown["commands"][0]["external"]["headers"]["Authorization"],
+            REDACTED
+        );
+        assert_eq!(
+            shown["commands"][0]["external"]["url"],
+            prepared["commands"][0]["external"]["url"]
+        );
+    }
 
     fn spec(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
