@@ -76,6 +76,65 @@ pub fn parse(topic: &str) -> Option<Published<'_>> {
     }
 }
 
+/// Drogue Cloud's own device topics (its MQTT endpoint's `drogue/v1` dialect), which the
+/// local broker also takes so that existing Drogue firmware connects unchanged (IoT Core's
+/// policies cannot map topics): a device publishes on `{channel}`, or as a gateway on
+/// `{channel}/{device}`; it subscribes to `command/inbox/#` (its own commands and those
+/// of the devices it serves), `command/inbox//#` (its own) or `command/inbox/{device}/#`
+/// (a served device's), and receives them on `command/inbox//{command}` (its own) or
+/// `command/inbox/{device}/{command}`.
+pub mod drogue {
+    /// A Drogue telemetry topic: `(channel, device acted for)`; `None` when the topic is
+    /// not one (empty levels, more than two levels, `$` topics).
+    pub fn publish(topic: &str) -> Option<(&str, Option<&str>)> {
+        if topic.starts_with('$') {
+            return None;
+        }
+        let mut levels = topic.split('/');
+        let (channel, device) = (levels.next()?, levels.next());
+        if channel.is_empty() || levels.next().is_some() || device.is_some_and(str::is_empty) {
+            return None;
+        }
+        Some((channel, device))
+    }
+
+    /// Which commands a Drogue inbox filter asks for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Inbox<'a> {
+        /// `command/inbox/#`, `command/inbox/+/#`: the device's and its served devices'.
+        All,
+        /// `command/inbox//#`: the device's own.
+        Own,
+        /// `command/inbox/{device}/#`: that (served) device's.
+        Device(&'a str),
+    }
+
+    /// Reads a Drogue inbox filter.
+    pub fn inbox(filter: &str) -> Option<Inbox<'_>> {
+        match filter.split('/').collect::<Vec<_>>().as_slice() {
+            ["command", "inbox", "#"] | ["command", "inbox", "+", "#"] => Some(Inbox::All),
+            ["command", "inbox", "", "#"] => Some(Inbox::Own),
+            ["command", "inbox", device, "#"] if !device.contains(['+', '#']) => {
+                Some(Inbox::Device(device))
+            }
+            _ => None,
+        }
+    }
+
+    /// The topic a command for `device` (`own`: the subscriber's own device) arrives on
+    /// for a subscription to `inbox`; `None` when the subscription does not ask for it.
+    pub fn inbox_topic(inbox: Inbox<'_>, own: bool, device: &str, command: &str) -> Option<String> {
+        match inbox {
+            Inbox::All | Inbox::Own if own => Some(format!("command/inbox//{command}")),
+            Inbox::All => Some(format!("command/inbox/{device}/{command}")),
+            Inbox::Own => None,
+            Inbox::Device(name) => {
+                (name == device).then(|| format!("command/inbox/{device}/{command}"))
+            }
+        }
+    }
+}
+
 /// The topic an application's events are delivered on.
 pub fn application_events(app: &str) -> String {
     format!("app/{app}")
@@ -98,6 +157,52 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drogue_topics_are_read() {
+        use drogue::{Inbox, inbox, inbox_topic, publish};
+        assert_eq!(publish("temp"), Some(("temp", None)));
+        assert_eq!(publish("temp/dev2"), Some(("temp", Some("dev2"))));
+        for bad in [
+            "",
+            "/dev2",
+            "temp/",
+            "a/b/c",
+            "$aws/things",
+            "dt/app1/dev1/t",
+        ] {
+            assert_eq!(publish(bad), None, "{bad}");
+        }
+        assert_eq!(inbox("command/inbox/#"), Some(Inbox::All));
+        assert_eq!(inbox("command/inbox/+/#"), Some(Inbox::All));
+        assert_eq!(inbox("command/inbox//#"), Some(Inbox::Own));
+        assert_eq!(inbox("command/inbox/dev2/#"), Some(Inbox::Device("dev2")));
+        for other in [
+            "command/inbox",
+            "command/app1/dev1/x",
+            "cmd/app1/dev1/#",
+            "command/inbox/a+/#",
+        ] {
+            assert_eq!(inbox(other), None, "{other}");
+        }
+        assert_eq!(
+            inbox_topic(Inbox::All, true, "dev1", "set").as_deref(),
+            Some("command/inbox//set")
+        );
+        assert_eq!(
+            inbox_topic(Inbox::All, false, "dev2", "set").as_deref(),
+            Some("command/inbox/dev2/set")
+        );
+        assert_eq!(inbox_topic(Inbox::Own, false, "dev2", "set"), None);
+        assert_eq!(
+            inbox_topic(Inbox::Device("dev2"), false, "dev2", "set").as_deref(),
+            Some("command/inbox/dev2/set")
+        );
+        assert_eq!(
+            inbox_topic(Inbox::Device("dev2"), false, "dev3", "set"),
+            None
+        );
+    }
 
     #[test]
     fn published_topics_are_read() {

@@ -157,9 +157,13 @@ impl Backend {
         }
     }
 
-    /// Whether a client may subscribe to a filter.
+    /// Whether a client may subscribe to a filter. A device may also subscribe to
+    /// Drogue's command inbox (`command/inbox/...`): what reaches it there is what its
+    /// policy lets it receive on `cmd/...`.
     pub fn may_subscribe(&self, client: &Client, filter: &str) -> bool {
-        let allowed = client.policy.allows(Action::Subscribe, filter);
+        let device = matches!(client.identity, MqttIdentity::Device { .. });
+        let allowed = (device && topics::drogue::inbox(filter).is_some())
+            || client.policy.allows(Action::Subscribe, filter);
         if !allowed {
             tracing::info!(client_id = %client.client_id, filter, "MQTT subscription refused by policy");
         }
@@ -169,6 +173,30 @@ impl Backend {
     /// Handles a publish: a device's telemetry or command answer, or an application's
     /// command. Returns once the event is in the stream.
     pub async fn publish(&self, client: &Client, message: &Message<'_>) -> Outcome {
+        // a device's Drogue topic (`{channel}`, `{channel}/{device}`) is its `dt/` topic
+        let translated;
+        let message = match &client.identity {
+            MqttIdentity::Device {
+                application,
+                device,
+            } if topics::parse(message.topic).is_none() => {
+                match topics::drogue::publish(message.topic) {
+                    Some((channel, acting_for)) => {
+                        translated = format!(
+                            "dt/{}/{}/{channel}",
+                            application.metadata.name,
+                            acting_for.unwrap_or(&device.metadata.name)
+                        );
+                        &Message {
+                            topic: &translated,
+                            ..*message
+                        }
+                    }
+                    None => message,
+                }
+            }
+            _ => message,
+        };
         if !client.policy.allows(Action::Publish, message.topic) {
             tracing::info!(client_id = %client.client_id, topic = message.topic, "MQTT publish refused by policy");
             return Outcome::NotAuthorized;

@@ -11,7 +11,7 @@ use super::sessions::{Cursor, SavedSubscription, SessionState};
 use drogue_shared::commands::PublishedCommand;
 use drogue_shared::events::log::LoggedEvent;
 use drogue_shared::mqtt::filter::{TopicFilter, levels_match};
-use drogue_shared::mqtt::topics::application_events;
+use drogue_shared::mqtt::topics::{application_events, drogue};
 use drogue_shared::mqtt::{Action, Policy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -446,7 +446,37 @@ impl Hub {
             correlation_data: Some(published.command.id.as_bytes().to_vec()),
             user_properties: Vec::new(),
         });
-        self.route(&published.topic, |_| delivery.clone())
+        self.route(&published.topic, |_| delivery.clone()) + self.route_inbox(published, &delivery)
+    }
+
+    /// Routes a command to the sessions subscribed to Drogue's `command/inbox/...` that
+    /// may receive it (the device and the gateways serving it, by their policies), on the
+    /// topic Drogue gives it there (see [`drogue`]).
+    fn route_inbox(&self, published: &PublishedCommand, delivery: &Arc<Delivery>) -> usize {
+        let command = &published.command;
+        let sessions = self.sessions.lock().expect("not poisoned");
+        let mut sent = 0;
+        for entry in sessions.by_id.values() {
+            if !entry.policy.allows(Action::Receive, &published.topic) {
+                continue;
+            }
+            let own = entry.device.as_deref() == Some(command.device_uid.as_str())
+                && !command.device_uid.is_empty();
+            // one copy per session: the first inbox subscription that asks for it
+            let found = entry.subscriptions.iter().find_map(|sub| {
+                let inbox = drogue::inbox(&sub.filter)?;
+                drogue::inbox_topic(inbox, own, &command.device, &command.name)
+                    .map(|topic| (sub, topic))
+            });
+            if let Some((sub, topic)) = found {
+                let renamed = Arc::new(Delivery {
+                    topic,
+                    ..(**delivery).clone()
+                });
+                sent += usize::from(self.push(entry, sub, renamed));
+            }
+        }
+        sent
     }
 
     fn route(&self, topic: &str, mut delivery: impl FnMut(ContentMode) -> Arc<Delivery>) -> usize {

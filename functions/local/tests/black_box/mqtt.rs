@@ -864,3 +864,74 @@ async fn eclipse_paho_clients_work_too() {
         "bad user name or password"
     );
 }
+
+/// Drogue Cloud's own device topics, as existing Drogue firmware uses them: telemetry on
+/// `{channel}` and, as a gateway, `{channel}/{device}`; commands on `command/inbox/...`.
+#[tokio::test]
+async fn drogue_firmware_topics_work_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+    let mut app = connect(addr, s.app_login(true, "app", &s.admin))
+        .await
+        .unwrap();
+    assert!(app.subscribed("app/app1", false).await);
+
+    // a device on MQTT 3.1.1 and a gateway on MQTT 5, both subscribed to the inbox
+    let mut dev1 = connect(addr, Options::v3("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    assert!(dev1.subscribed("command/inbox/#", false).await);
+    let mut gw = connect(addr, Options::v5("gw@app1").login("gw@app1", "gw"))
+        .await
+        .unwrap();
+    assert!(gw.subscribed("command/inbox/#", false).await);
+    let mut own = connect(addr, Options::v5("dev2@app1").login("dev2@app1", "p2"))
+        .await
+        .unwrap();
+    assert!(own.subscribed("command/inbox//#", false).await);
+
+    // telemetry on `temp`, and the gateway's for `behind` on `temp/behind`
+    dev1.publish("temp", false, br#"{"t":21}"#, None).await;
+    let e = app.event().await.json();
+    assert_eq!(
+        (&e["device"], &e["sender"], &e["subject"]),
+        (&json!("dev1"), &json!("dev1"), &json!("temp"))
+    );
+    assert_eq!(e["data"], json!({"t": 21}));
+    gw.publish("temp/behind", true, br#"{"t":5}"#, None).await;
+    assert_eq!(gw.next_ack().await, In::PubAck("Success".into()));
+    let e = app.event().await.json();
+    assert_eq!(
+        (&e["device"], &e["sender"], &e["subject"]),
+        (&json!("behind"), &json!("gw"), &json!("temp"))
+    );
+    // a device the gateway does not serve: refused
+    gw.publish("temp/dev1", true, b"{}", None).await;
+    assert_eq!(gw.next_ack().await, In::PubAck("NotAuthorized".into()));
+
+    // commands: the device's own on `command/inbox//{command}`, a served device's on
+    // `command/inbox/{device}/{command}`
+    s.command("dev1", "reboot", r#"{"delay":5}"#).await;
+    let m = dev1.message().await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("command/inbox//reboot", &br#"{"delay":5}"#[..])
+    );
+    s.command("behind", "open", "1").await;
+    let m = gw.message().await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("command/inbox/behind/open", &b"1"[..])
+    );
+    s.command("dev2", "set", "2").await;
+    assert_eq!(own.message().await.topic, "command/inbox//set");
+    // nobody got another device's command
+    for client in [&mut dev1, &mut gw, &mut own] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), client.message())
+                .await
+                .is_err()
+        );
+    }
+}
