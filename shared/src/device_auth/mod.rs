@@ -18,7 +18,7 @@ pub use x509::{AMBIGUOUS, Clock, MAX_CANDIDATES, may_use_certificate, verify_cha
 use crate::model::device_spec::{self, Credential};
 use crate::model::{AppName, Application, Claim, Device, DeviceName};
 use crate::registry::Changes;
-use crate::store::{Store, StoreError};
+use crate::store::{ApplicationStore, DeviceStore, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,8 @@ fn deny(reason: &'static str) -> Result<DeviceAuthentication, StoreError> {
 /// process and shares its [`Changes`].
 #[derive(Clone)]
 pub struct DeviceAuthenticator {
-    store: Arc<dyn Store>,
+    applications: Arc<dyn ApplicationStore>,
+    devices: Arc<dyn DeviceStore>,
     verified: Arc<VerifiedPasswords>,
     checks: Arc<PasswordChecks>,
     clock: Arc<dyn Clock>,
@@ -113,20 +114,51 @@ pub struct DeviceAuthenticator {
     changes: Changes,
 }
 
+/// The storage ports device authentication uses: applications and devices.
+#[derive(Clone)]
+pub struct AuthPorts {
+    pub applications: Arc<dyn ApplicationStore>,
+    pub devices: Arc<dyn DeviceStore>,
+}
+
+impl From<Arc<dyn Store>> for AuthPorts {
+    fn from(store: Arc<dyn Store>) -> Self {
+        Self {
+            applications: store.clone(),
+            devices: store,
+        }
+    }
+}
+
+impl<S: ApplicationStore + DeviceStore + 'static> From<Arc<S>> for AuthPorts {
+    fn from(store: Arc<S>) -> Self {
+        Self {
+            applications: store.clone(),
+            devices: store,
+        }
+    }
+}
+
 /// How long a lookup is remembered by default.
 pub const DEFAULT_LOOKUP_TTL: Duration = Duration::from_secs(5);
 /// Most lookups remembered.
 const LOOKUP_CAPACITY: usize = 100_000;
 
 impl DeviceAuthenticator {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self::with_clock(store, Arc::new(x509::SystemClock))
+    /// An authenticator over the application and device ports (a whole store gives both).
+    pub fn new(ports: impl Into<AuthPorts>) -> Self {
+        Self::with_clock(ports, Arc::new(x509::SystemClock))
     }
 
     /// With an injected clock, for certificate validity.
-    pub fn with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(ports: impl Into<AuthPorts>, clock: Arc<dyn Clock>) -> Self {
+        let AuthPorts {
+            applications,
+            devices,
+        } = ports.into();
         Self {
-            store,
+            applications,
+            devices,
             verified: Arc::new(VerifiedPasswords::new(VerifiedPasswords::DEFAULT_CAPACITY)),
             checks: Arc::new(PasswordChecks::default()),
             clock,
@@ -297,7 +329,7 @@ impl DeviceAuthenticator {
         let Ok(name) = AppName::parse(app) else {
             return Ok(None);
         };
-        let Some(application) = self.store.get_application(&name).await? else {
+        let Some(application) = self.applications.get_application(&name).await? else {
             return Ok(None);
         };
         let Some(device) = self.find_device(&name, id).await? else {
@@ -322,16 +354,16 @@ impl DeviceAuthenticator {
         id: &str,
     ) -> Result<Option<Device>, StoreError> {
         if let Ok(name) = DeviceName::parse(id)
-            && let Some(device) = self.store.get_device(app, &name).await?
+            && let Some(device) = self.devices.get_device(app, &name).await?
         {
             return Ok(Some(device));
         }
         match self
-            .store
+            .devices
             .find_device_by_claim(app, &Claim::Alias(id.to_owned()))
             .await?
         {
-            Some(name) => self.store.get_device(app, &name).await,
+            Some(name) => self.devices.get_device(app, &name).await,
             None => Ok(None),
         }
     }

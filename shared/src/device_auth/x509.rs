@@ -159,7 +159,7 @@ async fn accepting(
 ) -> Result<Result<Vec<Claimant>, &'static str>, StoreError> {
     let no_issuer = "no application trusts the certificate's issuer";
     let apps = auth
-        .store
+        .applications
         .find_applications_by_claim(&Claim::TrustAnchor(presented.issuer.clone()))
         .await?;
     if apps.is_empty() {
@@ -198,13 +198,12 @@ async fn application(
     app: &AppName,
     given: bool,
 ) -> Result<Result<(Arc<Application>, Arc<Device>), (Stage, &'static str)>, StoreError> {
-    let store = auth.store.as_ref();
     let untrusted = if given {
         "the application does not trust the certificate's issuer"
     } else {
         "no application trusts the certificate's issuer"
     };
-    let Some(application) = store.get_application(app).await? else {
+    let Some(application) = auth.applications.get_application(app).await? else {
         return Ok(Err((Stage::Issuer, untrusted)));
     };
     if !crate::model::trust_anchors::valid_subjects(&application.app.status)

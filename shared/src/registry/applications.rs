@@ -40,7 +40,7 @@ impl Registry {
             members: Default::default(),
             transfer_owner: None,
         };
-        self.store
+        self.applications
             .create_application(&stored)
             .await
             .map_err(store_error(|| format!("the application '{name}'")))?;
@@ -56,7 +56,7 @@ impl Registry {
             return Ok(());
         }
         let owned = self
-            .store
+            .applications
             .list_applications_of(&principal.user)
             .await
             .map_err(unavailable)?
@@ -90,9 +90,11 @@ impl Registry {
         options: &ListOptions,
     ) -> RegistryResult<Vec<Application>> {
         let all = if self.authz.is_admin(principal) {
-            self.store.list_applications().await
+            self.applications.list_applications().await
         } else {
-            self.store.list_applications_of(&principal.user).await
+            self.applications
+                .list_applications_of(&principal.user)
+                .await
         }
         .map_err(unavailable)?;
         let readable = all
@@ -120,7 +122,7 @@ impl Registry {
         match lifecycle::plan_update(&current.app, &input.metadata, &input.spec)? {
             UpdatePlan::Unchanged => Ok(()),
             UpdatePlan::Remove => {
-                self.store
+                self.applications
                     .delete_application(&current)
                     .await
                     .map_err(store_error(what))?;
@@ -138,7 +140,7 @@ impl Registry {
                     },
                     ..current.clone()
                 };
-                self.store
+                self.applications
                     .update_application(&current, &next)
                     .await
                     .map_err(store_error(what))?;
@@ -165,7 +167,7 @@ impl Registry {
         let what = || format!("the application '{name}'");
         match lifecycle::plan_delete(&current.app, &options.preconditions, Utc::now())? {
             DeletePlan::Remove => {
-                self.store
+                self.applications
                     .delete_application(&current)
                     .await
                     .map_err(store_error(what))?;
@@ -176,7 +178,7 @@ impl Registry {
             DeletePlan::MarkDeleted(metadata) => {
                 let mut next = current.clone();
                 next.app.metadata = metadata;
-                self.store
+                self.applications
                     .update_application(&current, &next)
                     .await
                     .map_err(store_error(what))?;

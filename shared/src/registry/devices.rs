@@ -58,7 +58,7 @@ impl Registry {
             per_application: limit(self.quotas.devices_per_application),
             per_owner: limit(self.quotas.devices_per_user),
         };
-        self.store
+        self.devices
             .create_device_limited(app, &device, limits)
             .await
             .map_err(|e| match e {
@@ -94,7 +94,7 @@ impl Registry {
             .application_for(principal, app, Permission::Read)
             .await?;
         let device = self
-            .store
+            .devices
             .get_device(app, name)
             .await
             .map_err(unavailable)?;
@@ -125,7 +125,7 @@ impl Registry {
         let stored = self
             .application_for(principal, app, Permission::Read)
             .await?;
-        let all = self.store.list_devices(app).await.map_err(unavailable)?;
+        let all = self.devices.list_devices(app).await.map_err(unavailable)?;
         Ok(options
             .apply(all)
             .into_iter()
@@ -154,7 +154,7 @@ impl Registry {
         match lifecycle::plan_update(&current, &input.metadata, &spec)? {
             UpdatePlan::Unchanged => Ok(()),
             UpdatePlan::Remove => {
-                self.store
+                self.devices
                     .delete_device(app, &current)
                     .await
                     .map_err(store_error(what))?;
@@ -168,7 +168,7 @@ impl Registry {
                     spec,
                     status: device_status(Some(&current.status), Utc::now()),
                 };
-                self.store
+                self.devices
                     .update_device(app, &current, &next)
                     .await
                     .map_err(store_error(what))?;
@@ -194,7 +194,7 @@ impl Registry {
         let what = || format!("the device '{name}'");
         match lifecycle::plan_delete(&current, &options.preconditions, Utc::now())? {
             DeletePlan::Remove => {
-                self.store
+                self.devices
                     .delete_device(app, &current)
                     .await
                     .map_err(store_error(what))?;
@@ -208,7 +208,7 @@ impl Registry {
                     metadata,
                     ..current.clone()
                 };
-                self.store
+                self.devices
                     .update_device(app, &current, &next)
                     .await
                     .map_err(store_error(what))?;
@@ -230,7 +230,7 @@ impl Registry {
             .application_for(principal, app, Permission::Write)
             .await?;
         let device = self
-            .store
+            .devices
             .get_device(app, name)
             .await
             .map_err(unavailable)?

@@ -88,7 +88,7 @@ impl Registry {
             return Ok(());
         }
         next.app.metadata.resource_version = uuid::Uuid::new_v4().to_string();
-        self.store
+        self.applications
             .update_application(&current, &next)
             .await
             .map_err(store_error(|| format!("the application '{name}'")))?;
@@ -129,7 +129,7 @@ impl Registry {
         let mut next = current.clone();
         next.transfer_owner = new_user;
         next.app.metadata.resource_version = uuid::Uuid::new_v4().to_string();
-        self.store
+        self.applications
             .update_application(&current, &next)
             .await
             .map_err(store_error(|| format!("the application '{name}'")))?;
@@ -144,7 +144,7 @@ impl Registry {
         name: &AppName,
     ) -> RegistryResult<()> {
         let found = self
-            .store
+            .applications
             .get_application(name)
             .await
             .map_err(super::unavailable)?;
@@ -160,7 +160,7 @@ impl Registry {
         // the application's devices move to the new owner, within its device quota
         let quota = self.quotas.devices_per_user;
         let limit = (quota != 0 && !self.authz.is_admin(principal)).then_some(quota as u64);
-        self.store
+        self.applications
             .update_application_within(&current, &next, limit)
             .await
             .map_err(|e| match e {

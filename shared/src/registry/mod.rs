@@ -13,14 +13,46 @@ use crate::access::authz::Authorizer;
 use crate::access::{Permission, Principal};
 use crate::events::{Change, ChangedIn, EventSink, registry_change};
 use crate::model::{AppName, DeviceName, LabelSelector, Resource};
-use crate::store::{Conflict, Store, StoreError, StoredApplication, TokenStore};
+use crate::store::{
+    ApplicationStore, Conflict, DeviceStore, Store, StoreError, StoredApplication, TokenStore,
+};
 use std::sync::Arc;
+
+/// The storage ports the registry uses: applications, devices and users' access tokens.
+#[derive(Clone)]
+pub struct RegistryPorts {
+    pub applications: Arc<dyn ApplicationStore>,
+    pub devices: Arc<dyn DeviceStore>,
+    pub tokens: Arc<dyn TokenStore>,
+}
+
+impl From<Arc<dyn Store>> for RegistryPorts {
+    fn from(store: Arc<dyn Store>) -> Self {
+        Self {
+            applications: store.clone(),
+            devices: store.clone(),
+            tokens: store,
+        }
+    }
+}
+
+impl<S: ApplicationStore + DeviceStore + TokenStore + 'static> From<Arc<S>> for RegistryPorts {
+    fn from(store: Arc<S>) -> Self {
+        Self {
+            applications: store.clone(),
+            devices: store.clone(),
+            tokens: store,
+        }
+    }
+}
 
 /// The registry service: every operation is made by a principal and checked against
 /// the application's owner and members.
 #[derive(Clone)]
 pub struct Registry {
-    store: Arc<dyn Store>,
+    applications: Arc<dyn ApplicationStore>,
+    devices: Arc<dyn DeviceStore>,
+    tokens: Arc<dyn TokenStore>,
     authz: Authorizer,
     changes: Changes,
     quotas: Quotas,
@@ -128,9 +160,17 @@ impl ListOptions {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, authz: Authorizer) -> Self {
+    /// A registry over its storage ports (a whole store gives them all).
+    pub fn new(ports: impl Into<RegistryPorts>, authz: Authorizer) -> Self {
+        let RegistryPorts {
+            applications,
+            devices,
+            tokens,
+        } = ports.into();
         Self {
-            store,
+            applications,
+            devices,
+            tokens,
             authz,
             changes: Changes::default(),
             quotas: Quotas::default(),
@@ -195,13 +235,13 @@ impl Registry {
         app: &AppName,
         gateway: &str,
     ) -> Result<Vec<DeviceName>, StoreError> {
-        self.store.devices_served_by(app, gateway).await
+        self.devices.devices_served_by(app, gateway).await
     }
 
     /// The access tokens of users: the port callers authenticate with (it holds no
     /// application or device, so nothing the registry's access checks guard).
     pub fn tokens(&self) -> &dyn TokenStore {
-        self.store.as_ref()
+        self.tokens.as_ref()
     }
 
     pub fn authorizer(&self) -> &Authorizer {
@@ -218,7 +258,7 @@ impl Registry {
         permission: Permission,
     ) -> RegistryResult<StoredApplication> {
         let found = self
-            .store
+            .applications
             .get_application(name)
             .await
             .map_err(unavailable)?;
