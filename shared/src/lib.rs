@@ -5,6 +5,7 @@
 pub mod access;
 pub mod aws;
 pub mod commands;
+pub mod config;
 pub mod device_auth;
 pub mod events;
 pub mod http;

@@ -40,36 +40,6 @@ impl RateLimit {
     pub fn enabled(&self) -> bool {
         self.per_second > 0.0
     }
-
-    /// From `DROGUE_PUBLISH_RATE` (per second, 0 for none) and `DROGUE_PUBLISH_BURST`.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_env_named(
-            "DROGUE_PUBLISH_RATE",
-            "DROGUE_PUBLISH_BURST",
-            Self::default(),
-        )
-    }
-
-    /// From the variables `rate` (per second, 0 for none) and `burst`, `default` where
-    /// they are not set.
-    pub fn from_env_named(rate: &str, burst: &str, default: Self) -> anyhow::Result<Self> {
-        let read = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let per_second = match read(rate) {
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|r| r.is_finite() && *r >= 0.0)
-                .ok_or_else(|| anyhow::anyhow!("{rate} must be a number >= 0"))?,
-            None => default.per_second,
-        };
-        let burst = match read(burst) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{burst} must be a whole number"))?,
-            None => default.burst,
-        };
-        Ok(Self { per_second, burst })
-    }
 }
 
 /// How fast one application may drop off commands (the command API and MQTT command
@@ -78,6 +48,61 @@ pub const DEFAULT_COMMAND_RATE: RateLimit = RateLimit {
     per_second: 50.0,
     burst: 100,
 };
+
+/// The value parser of rates: a number of events per second, at least 0 (0 for no limit).
+pub fn per_second(value: &str) -> Result<f64, String> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r >= 0.0)
+        .ok_or_else(|| "must be a number >= 0 (per second, 0 for no limit)".to_owned())
+}
+
+/// `DROGUE_PUBLISH_RATE` and `DROGUE_PUBLISH_BURST`: how fast one device may publish.
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
+pub struct PublishRate {
+    /// Publishes per second one device may send, over HTTP and MQTT together (HTTP: 429
+    /// beyond; MQTT 5 QoS 1: PUBACK quota exceeded; otherwise the publish waits); 0 for no
+    /// limit.
+    #[arg(long = "publish-rate", env = "DROGUE_PUBLISH_RATE", value_name = "DROGUE_PUBLISH_RATE", default_value_t = RateLimit::DEFAULT_PER_SECOND, value_parser = per_second)]
+    pub publish_rate: f64,
+    /// Publishes one device may send at once after a pause (the rate limit's burst).
+    #[arg(long = "publish-burst", env = "DROGUE_PUBLISH_BURST", value_name = "DROGUE_PUBLISH_BURST", default_value_t = RateLimit::DEFAULT_BURST)]
+    pub publish_burst: u32,
+}
+
+impl PublishRate {
+    pub fn limit(&self) -> RateLimit {
+        RateLimit {
+            per_second: self.publish_rate,
+            burst: self.publish_burst,
+        }
+    }
+}
+
+/// `DROGUE_COMMAND_RATE` and `DROGUE_COMMAND_BURST`: how fast one application may drop
+/// off commands.
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
+pub struct CommandRate {
+    /// Commands per second one application may drop off, through the command API and
+    /// MQTT command publishes together (API: 429 beyond; MQTT 5 QoS 1: PUBACK quota
+    /// exceeded; otherwise the publish waits); 0 for no limit.
+    #[arg(long = "command-rate", env = "DROGUE_COMMAND_RATE", value_name = "DROGUE_COMMAND_RATE", default_value_t = DEFAULT_COMMAND_RATE.per_second, value_parser = per_second)]
+    pub command_rate: f64,
+    /// Commands one application may drop off at once after a pause.
+    #[arg(long = "command-burst", env = "DROGUE_COMMAND_BURST", value_name = "DROGUE_COMMAND_BURST", default_value_t = DEFAULT_COMMAND_RATE.burst)]
+    pub command_burst: u32,
+}
+
+impl CommandRate {
+    pub fn limit(&self) -> RateLimit {
+        RateLimit {
+            per_second: self.command_rate,
+            burst: self.command_burst,
+        }
+    }
+}
 
 impl Default for RateLimit {
     fn default() -> Self {
@@ -325,6 +350,40 @@ mod tests {
         let t0 = Instant::now();
         assert!((0..10_000).all(|_| limiter.check_at("d1", t0).is_ok()));
         assert_eq!(limiter.buckets(), 0);
+    }
+
+    #[test]
+    fn rate_limits_are_options_with_defaults() {
+        #[derive(clap::Parser)]
+        struct Config {
+            #[command(flatten)]
+            publish: PublishRate,
+            #[command(flatten)]
+            command: CommandRate,
+        }
+        let parse = crate::config::try_parse_flags::<Config>;
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.publish.limit(), RateLimit::default());
+        assert_eq!(config.command.limit(), DEFAULT_COMMAND_RATE);
+        let config = parse(&[
+            "--publish-rate=0",
+            "--publish-burst=5",
+            "--command-rate=2.5",
+        ])
+        .unwrap();
+        assert!(!config.publish.limit().enabled());
+        assert_eq!(config.publish.limit().burst, 5);
+        assert_eq!(config.command.limit().per_second, 2.5);
+        for (arg, variable) in [
+            ("--publish-rate=-1", "DROGUE_PUBLISH_RATE"),
+            ("--publish-rate=inf", "DROGUE_PUBLISH_RATE"),
+            ("--publish-burst=x", "DROGUE_PUBLISH_BURST"),
+            ("--command-rate=", "DROGUE_COMMAND_RATE"),
+            ("--command-burst=-2", "DROGUE_COMMAND_BURST"),
+        ] {
+            let error = parse(&[arg]).err().unwrap().to_string();
+            assert!(error.contains(variable), "{arg}: {error}");
+        }
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub mod revocation;
 pub mod stream;
 pub mod validator;
 
+use clap::Parser;
+use drogue_shared::config::{Instance, Table, non_empty};
+use drogue_shared::events::destination::Destination;
 use drogue_shared::store::dynamodb;
 
 /// An IoT control plane client from the shared AWS configuration, with the store's
@@ -21,7 +24,105 @@ pub fn iot_client(config: &aws_config::SdkConfig) -> aws_sdk_iot::Client {
     aws_sdk_iot::Client::from_conf(config)
 }
 
-/// The environment variable naming the table.
-pub fn table_from_env() -> anyhow::Result<String> {
-    std::env::var("DROGUE_TABLE").map_err(|_| anyhow::anyhow!("DROGUE_TABLE must be set"))
+/// What the certificate validator reads from its flags and environment (see
+/// `drogue_shared::config`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "cert-validator",
+    about = "Validates device certificates IoT Core registered"
+)]
+pub struct ValidatorConfig {
+    #[command(flatten)]
+    pub table: Table,
+    /// The prefix of the IoT policies the validator attaches to device certificates.
+    #[arg(long, env = "DROGUE_IOT_POLICY_PREFIX", value_name = "DROGUE_IOT_POLICY_PREFIX", default_value = "drogue", value_parser = non_empty)]
+    pub iot_policy_prefix: String,
+}
+
+/// What the consumer of the table's stream (`trust-anchor-sync`) reads from its flags and
+/// environment.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "trust-anchor-sync",
+    about = "Follows the registry table's DynamoDB stream"
+)]
+pub struct StreamConfig {
+    #[command(flatten)]
+    pub table: Table,
+    /// Where registry change events go: `K_SINK` when set, else the Kinesis stream
+    /// `DROGUE_EVENT_STREAM`.
+    #[command(flatten)]
+    pub events: Destination,
+    #[command(flatten)]
+    pub instance: Instance,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drogue_shared::config::try_parse_flags;
+
+    #[test]
+    fn good_configurations() {
+        let config = try_parse_flags::<ValidatorConfig>(&["--table", "drogue"]).unwrap();
+        assert_eq!(
+            (config.table.as_str(), config.iot_policy_prefix.as_str()),
+            ("drogue", "drogue")
+        );
+        let config = try_parse_flags::<ValidatorConfig>(&[
+            "--table",
+            "drogue",
+            "--iot-policy-prefix",
+            "stage",
+        ])
+        .unwrap();
+        assert_eq!(config.iot_policy_prefix, "stage");
+        let config = try_parse_flags::<StreamConfig>(&[
+            "--table",
+            "drogue",
+            "--event-stream",
+            "events",
+            "--instance",
+            "mine",
+        ])
+        .unwrap();
+        assert_eq!(config.events, Destination::Kinesis("events".into()));
+        assert_eq!(config.instance.as_str(), "mine");
+    }
+
+    #[test]
+    fn missing_or_empty_values_are_refused() {
+        let error = try_parse_flags::<ValidatorConfig>(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<ValidatorConfig>(&["--table", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_TABLE") && error.contains("empty"),
+            "{error}"
+        );
+        let error =
+            try_parse_flags::<ValidatorConfig>(&["--table", "t", "--iot-policy-prefix", ""])
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("DROGUE_IOT_POLICY_PREFIX"), "{error}");
+        let error = try_parse_flags::<StreamConfig>(&["--table", "t"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_EVENT_STREAM"), "{error}");
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        let error = try_parse_flags::<drogue_shared::runtime::Function<ValidatorConfig>>(&[
+            "--table",
+            "t",
+            "--port=-1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("PORT"), "{error}");
+    }
 }

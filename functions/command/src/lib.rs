@@ -9,10 +9,12 @@ pub mod mqtt;
 
 use axum::Router;
 use axum::routing::post;
+use clap::Parser;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::CommandService;
-use drogue_shared::rate_limit::{DEFAULT_COMMAND_RATE, RateLimit};
+use drogue_shared::config::{AdminRole, IotData, Table};
+use drogue_shared::rate_limit::CommandRate;
 use drogue_shared::registry::Registry;
 use drogue_shared::store::{Store, TokenStore};
 use std::sync::Arc;
@@ -38,42 +40,52 @@ impl Default for Settings {
     }
 }
 
-/// What the function reads from its environment.
-#[derive(Debug, Clone)]
+/// Where the function's commands come from (`DROGUE_COMMAND_SOURCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CommandSource {
+    /// Drop-offs over HTTP (the management API).
+    #[default]
+    Http,
+    /// The IoT rule's messages: commands applications publish over MQTT.
+    Mqtt,
+}
+
+/// What the function reads from its flags and environment (see `drogue_shared::config`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "command",
+    about = "The command drop-off of the serverless Drogue Cloud"
+)]
 pub struct Config {
-    /// `DROGUE_TABLE`.
-    pub table: String,
-    /// `DROGUE_IOT_DATA_ENDPOINT`: the account's IoT data endpoint (`https://...-ats.iot.<region>.amazonaws.com`).
-    pub iot_endpoint: Option<String>,
-    /// `DROGUE_COMMAND_SOURCE=mqtt`: this instance takes the IoT rule's messages
-    /// (commands applications publish) instead of HTTP drop-offs.
-    pub from_mqtt: bool,
-    /// `DROGUE_COMMAND_RATE` and `DROGUE_COMMAND_BURST`: how fast one application may
-    /// drop off commands through this instance (0 for no limit).
-    pub command_rate: RateLimit,
-    pub settings: Settings,
+    #[command(flatten)]
+    pub table: Table,
+    #[command(flatten)]
+    pub iot: IotData,
+    /// `mqtt`: this instance takes the IoT rule's messages (commands applications
+    /// publish) instead of HTTP drop-offs.
+    #[arg(long, env = "DROGUE_COMMAND_SOURCE", value_name = "DROGUE_COMMAND_SOURCE", value_enum, default_value_t = CommandSource::Http)]
+    pub command_source: CommandSource,
+    /// How fast one application may drop off commands through this instance.
+    #[command(flatten)]
+    pub command_rate: CommandRate,
+    #[command(flatten)]
+    pub oidc: Option<OidcConfig>,
+    #[command(flatten)]
+    pub admin_role: AdminRole,
 }
 
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        Ok(Self {
-            table: var("DROGUE_TABLE")
-                .ok_or_else(|| anyhow::anyhow!("DROGUE_TABLE must be set"))?,
-            iot_endpoint: var("DROGUE_IOT_DATA_ENDPOINT"),
-            from_mqtt: var("DROGUE_COMMAND_SOURCE").as_deref() == Some("mqtt"),
-            command_rate: RateLimit::from_env_named(
-                "DROGUE_COMMAND_RATE",
-                "DROGUE_COMMAND_BURST",
-                DEFAULT_COMMAND_RATE,
-            )?,
-            settings: Settings {
-                oidc: var("DROGUE_OIDC_ISSUER")
-                    .map(|i| OidcConfig::new(i, var("DROGUE_OIDC_AUDIENCE"))),
-                admin_role: var("DROGUE_ADMIN_ROLE")
-                    .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
-            },
-        })
+    /// Whom the function trusts.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            oidc: self.oidc.clone(),
+            admin_role: self.admin_role.as_str().to_owned(),
+        }
+    }
+
+    /// Whether this instance takes the IoT rule's messages.
+    pub fn from_mqtt(&self) -> bool {
+        self.command_source == CommandSource::Mqtt
     }
 }
 
@@ -110,4 +122,78 @@ pub fn router_with(state: CommandState) -> Router {
             post(drop_off::drop_off),
         )
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drogue_shared::config::try_parse_flags;
+    use drogue_shared::rate_limit::{DEFAULT_COMMAND_RATE, RateLimit};
+
+    #[test]
+    fn a_good_configuration() {
+        let config = try_parse_flags::<Config>(&["--table", "drogue"]).unwrap();
+        assert_eq!(config.table.as_str(), "drogue");
+        assert!(!config.from_mqtt());
+        assert_eq!(config.iot.iot_data_endpoint, None);
+        assert_eq!(config.command_rate.limit(), DEFAULT_COMMAND_RATE);
+        assert!(config.settings().oidc.is_none());
+        assert_eq!(config.settings().admin_role, "drogue-admin");
+        let config = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--command-source",
+            "mqtt",
+            "--iot-data-endpoint",
+            "https://abc-ats.iot.eu-west-1.amazonaws.com",
+            "--command-rate",
+            "0",
+            "--command-burst",
+            "1",
+            "--oidc-issuer",
+            "https://sso.example.com/realms/drogue",
+        ])
+        .unwrap();
+        assert!(config.from_mqtt());
+        assert!(config.iot.iot_data_endpoint.is_some());
+        assert_eq!(
+            config.command_rate.limit(),
+            RateLimit {
+                per_second: 0.0,
+                burst: 1
+            }
+        );
+        assert!(config.settings().oidc.is_some());
+    }
+
+    #[test]
+    fn missing_or_empty_values_are_refused() {
+        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_TABLE") && error.contains("empty"),
+            "{error}"
+        );
+        let error = try_parse_flags::<Config>(&["--table", "t", "--admin-role", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_ADMIN_ROLE"), "{error}");
+    }
+
+    #[test]
+    fn bad_numbers_and_choices_are_refused() {
+        for (flag, value, variable) in [
+            ("--command-rate", "lots", "DROGUE_COMMAND_RATE"),
+            ("--command-burst", "1.5", "DROGUE_COMMAND_BURST"),
+            ("--command-source", "kafka", "DROGUE_COMMAND_SOURCE"),
+        ] {
+            let error = try_parse_flags::<Config>(&["--table", "t", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(variable), "{error}");
+        }
+    }
 }

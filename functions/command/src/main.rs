@@ -10,21 +10,24 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let config = Config::from_env()?;
-    let aws = drogue_shared::runtime::aws::config_from_env().await;
-    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let runtime::Function { config, runtime } = runtime::Function::<Config>::parse()?;
+    let aws = runtime.aws_config().await;
+    let store = Arc::new(DynamoStore::new(
+        dynamodb::client(&aws),
+        config.table.as_str(),
+    ));
     let publisher = Arc::new(IotDataPublisher::new(iot_data_client(
         &aws,
-        config.iot_endpoint.as_deref(),
+        config.iot.iot_data_endpoint.as_deref(),
     )));
     let commands = CommandService::new(store.clone())
         .with_publisher(publisher)
-        .with_rate_limit(config.command_rate);
-    if config.from_mqtt {
-        return runtime::run_events(move |event, _| {
+        .with_rate_limit(config.command_rate.limit());
+    if config.from_mqtt() {
+        return runtime::run_events(&runtime, move |event, _| {
             drogue_command::mqtt::handle(commands.clone(), event)
         })
         .await;
     }
-    runtime::run(router(store, commands, config.settings)).await
+    runtime::run(&runtime, router(store, commands, config.settings())).await
 }

@@ -33,6 +33,7 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use chrono::{DateTime, Utc};
 use drogue_shared::access::authz::Authorizer;
+use drogue_shared::config::{AdminRole, IotData, Table, non_empty};
 use drogue_shared::model::AppName;
 use drogue_shared::store::dynamodb::{DynamoStore, StreamConnection};
 use drogue_shared::store::{
@@ -193,33 +194,31 @@ impl ConnectionPoster for Connections {
     }
 }
 
-/// What the function reads from its environment.
-#[derive(Debug, Clone)]
+/// What the fan-out reads from its flags and environment (see `drogue_shared::config`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "fan-out",
+    about = "Delivers events to MQTT and WebSocket subscribers on AWS"
+)]
 pub struct Config {
-    /// `DROGUE_TABLE`.
-    pub table: String,
-    /// `DROGUE_IOT_DATA_ENDPOINT`: the account's IoT data endpoint, if not the SDK's default.
-    pub iot_endpoint: Option<String>,
-    /// `DROGUE_WEBSOCKET_CALLBACK_URL`: the WebSocket API's management endpoint; without
-    /// it, events go to MQTT only.
-    pub callback_url: Option<String>,
-    /// `DROGUE_FANOUT_CONCURRENCY`: applications handled at once (default 8).
-    pub concurrency: usize,
-    /// `DROGUE_ADMIN_ROLE` (default `drogue-admin`): as for `$connect`.
-    pub admin_role: String,
-}
-
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self {
-            table: crate::table()?,
-            iot_endpoint: crate::var("DROGUE_IOT_DATA_ENDPOINT"),
-            callback_url: crate::var("DROGUE_WEBSOCKET_CALLBACK_URL"),
-            concurrency: crate::number("DROGUE_FANOUT_CONCURRENCY", 8).max(1),
-            admin_role: crate::var("DROGUE_ADMIN_ROLE")
-                .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
-        })
-    }
+    #[command(flatten)]
+    pub table: Table,
+    #[command(flatten)]
+    pub iot: IotData,
+    /// The WebSocket API's management endpoint; without it, events go to MQTT only.
+    #[arg(long, env = "DROGUE_WEBSOCKET_CALLBACK_URL", value_name = "DROGUE_WEBSOCKET_CALLBACK_URL", value_parser = non_empty)]
+    pub websocket_callback_url: Option<String>,
+    /// Applications handled at once (0 counts as 1).
+    #[arg(
+        long,
+        env = "DROGUE_FANOUT_CONCURRENCY",
+        value_name = "DROGUE_FANOUT_CONCURRENCY",
+        default_value_t = 8
+    )]
+    pub fanout_concurrency: usize,
+    /// As for `$connect`.
+    #[command(flatten)]
+    pub admin_role: AdminRole,
 }
 
 /// One record, as far as the fan-out needs it.
@@ -1120,5 +1119,50 @@ mod tests {
     async fn what_is_no_kinesis_event_is_a_function_error() {
         let fake = Arc::new(Fake::default());
         assert!(fan_out(fake).handle(json!({"hello": 1})).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::Config;
+    use drogue_shared::config::try_parse_flags;
+
+    #[test]
+    fn a_good_configuration() {
+        let config = try_parse_flags::<Config>(&["--table", "drogue"]).unwrap();
+        assert_eq!(config.table.as_str(), "drogue");
+        assert_eq!(config.fanout_concurrency, 8);
+        assert_eq!(config.websocket_callback_url, None);
+        assert_eq!(config.admin_role.as_str(), "drogue-admin");
+        let config = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--websocket-callback-url",
+            "https://ws.example.com/prod",
+            "--fanout-concurrency",
+            "2",
+            "--iot-data-endpoint",
+            "https://iot.example.com",
+        ])
+        .unwrap();
+        assert_eq!(config.fanout_concurrency, 2);
+        assert!(config.websocket_callback_url.is_some() && config.iot.iot_data_endpoint.is_some());
+    }
+
+    #[test]
+    fn missing_empty_or_bad_values_are_refused() {
+        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_TABLE") && error.contains("empty"),
+            "{error}"
+        );
+        let error = try_parse_flags::<Config>(&["--table", "t", "--fanout-concurrency", "many"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_FANOUT_CONCURRENCY"), "{error}");
     }
 }

@@ -24,24 +24,3 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
 pub fn topic(app: &str) -> String {
     format!("app/{app}")
 }
-
-/// An environment variable, if set and not empty.
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// A numeric setting, or its default (with a warning when it does not parse).
-fn number(name: &str, default: usize) -> usize {
-    match var(name) {
-        None => default,
-        Some(value) => value.parse().unwrap_or_else(|_| {
-            tracing::warn!(name, value, "not a number; the default applies");
-            default
-        }),
-    }
-}
-
-/// The table, which both functions need.
-fn table() -> anyhow::Result<String> {
-    var("DROGUE_TABLE").ok_or_else(|| anyhow::anyhow!("DROGUE_TABLE must name the DynamoDB table"))
-}

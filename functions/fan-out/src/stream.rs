@@ -10,7 +10,7 @@
 //!   a token), and the handshake completes; otherwise it is refused with the status and
 //!   JSON error of the management API: 401 without credentials, 403 for bad ones, 404 for an
 //!   application the caller may not read, 400 without `?app=`, 429 when the application
-//!   has [`Config::max_connections`] connections, 503 when a backend is unavailable.
+//!   has [`Config::max_streams_per_application`] connections, 503 when a backend is unavailable.
 //! - `$disconnect`: the connection is forgotten.
 //! - `$default` (any message from the client, such as `drg`'s token refreshes): ignored.
 //!
@@ -25,6 +25,7 @@ use drogue_shared::access::Permission;
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::config::{AdminRole, Table};
 use drogue_shared::http::{ApiError, CallerCredentials, authenticate_user};
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
@@ -36,31 +37,25 @@ use std::sync::Arc;
 /// How long a connection is kept: API Gateway closes every connection after two hours.
 pub const CONNECTION_LIFETIME: Duration = Duration::hours(2);
 
-/// What the function reads from its environment.
-#[derive(Debug, Clone)]
+/// What the WebSocket routes read from their flags and environment (see
+/// `drogue_shared::config`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "stream", about = "The WebSocket API's routes on AWS")]
 pub struct Config {
-    /// `DROGUE_TABLE`.
-    pub table: String,
-    /// `DROGUE_OIDC_ISSUER` and `DROGUE_OIDC_AUDIENCE`: as for the registry.
+    #[command(flatten)]
+    pub table: Table,
+    #[command(flatten)]
     pub oidc: Option<OidcConfig>,
-    /// `DROGUE_ADMIN_ROLE` (default `drogue-admin`).
-    pub admin_role: String,
-    /// `DROGUE_MAX_STREAMS_PER_APPLICATION`: open WebSocket connections per application
-    /// (default 100; 0 for no limit).
-    pub max_connections: usize,
-}
-
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self {
-            table: crate::table()?,
-            oidc: crate::var("DROGUE_OIDC_ISSUER")
-                .map(|issuer| OidcConfig::new(issuer, crate::var("DROGUE_OIDC_AUDIENCE"))),
-            admin_role: crate::var("DROGUE_ADMIN_ROLE")
-                .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
-            max_connections: crate::number("DROGUE_MAX_STREAMS_PER_APPLICATION", 100),
-        })
-    }
+    #[command(flatten)]
+    pub admin_role: AdminRole,
+    /// Open WebSocket connections per application; 0 for no limit.
+    #[arg(
+        long,
+        env = "DROGUE_MAX_STREAMS_PER_APPLICATION",
+        value_name = "DROGUE_MAX_STREAMS_PER_APPLICATION",
+        default_value_t = 100
+    )]
+    pub max_streams_per_application: usize,
 }
 
 /// The WebSocket routes; cheap to clone.
@@ -74,12 +69,15 @@ pub struct StreamRoutes {
 
 impl StreamRoutes {
     pub fn new(store: DynamoStore, config: &Config) -> Self {
-        let registry = Registry::new(Arc::new(store.clone()), Authorizer::new(&config.admin_role));
+        let registry = Registry::new(
+            Arc::new(store.clone()),
+            Authorizer::new(config.admin_role.as_str()),
+        );
         Self {
             store,
             registry,
             oidc: config.oidc.clone().map(|c| Arc::new(OidcVerifier::new(c))),
-            max_connections: config.max_connections,
+            max_connections: config.max_streams_per_application,
         }
     }
 
@@ -270,5 +268,50 @@ mod tests {
         assert_eq!(bearer_expiry(&jwt(json!({"exp": "soon"}))), None);
         assert_eq!(bearer_expiry("not-a-jwt"), None);
         assert_eq!(bearer_expiry("a.!!!.c"), None);
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::Config;
+    use drogue_shared::config::try_parse_flags;
+
+    #[test]
+    fn a_good_configuration() {
+        let config = try_parse_flags::<Config>(&["--table", "drogue"]).unwrap();
+        assert_eq!(config.max_streams_per_application, 100);
+        assert!(config.oidc.is_none());
+        let config = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--max-streams-per-application",
+            "0",
+            "--oidc-issuer",
+            "https://sso.example.com/realms/drogue",
+        ])
+        .unwrap();
+        assert_eq!(config.max_streams_per_application, 0);
+        assert!(config.oidc.is_some());
+    }
+
+    #[test]
+    fn missing_empty_or_bad_values_are_refused() {
+        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", " "])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_TABLE") && error.contains("empty"),
+            "{error}"
+        );
+        let error =
+            try_parse_flags::<Config>(&["--table", "t", "--max-streams-per-application=-5"])
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("DROGUE_MAX_STREAMS_PER_APPLICATION"),
+            "{error}"
+        );
     }
 }

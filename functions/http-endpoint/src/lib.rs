@@ -13,11 +13,13 @@ pub use error::EndpointError;
 
 use axum::Router;
 use axum::routing::{get, post};
+use clap::Parser;
 use drogue_shared::commands::CommandService;
+use drogue_shared::config::{Instance, Table};
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::destination::Destination;
 use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
-use drogue_shared::rate_limit::{PublishLimiter, RateLimit};
+use drogue_shared::rate_limit::{PublishLimiter, PublishRate, RateLimit};
 use drogue_shared::store::Store;
 use std::sync::Arc;
 
@@ -46,30 +48,32 @@ impl Default for Settings {
     }
 }
 
-/// What the function reads from its environment.
-#[derive(Debug, Clone)]
+/// What the function reads from its flags and environment (see `drogue_shared::config`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "http-endpoint",
+    about = "The device HTTP endpoint of the serverless Drogue Cloud"
+)]
 pub struct Config {
-    /// `DROGUE_TABLE`: the registry's DynamoDB table.
-    pub table: String,
+    #[command(flatten)]
+    pub table: Table,
     /// Where events go: `K_SINK` (HTTP, binary-mode CloudEvents) when set, else the
     /// Kinesis stream `DROGUE_EVENT_STREAM`.
+    #[command(flatten)]
     pub events: Destination,
-    pub settings: Settings,
+    #[command(flatten)]
+    pub instance: Instance,
+    #[command(flatten)]
+    pub publish_rate: PublishRate,
 }
 
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let var =
-            |name: &str| std::env::var(name).map_err(|_| anyhow::anyhow!("{name} must be set"));
-        Ok(Self {
-            table: var("DROGUE_TABLE")?,
-            events: Destination::from_env()?,
-            settings: Settings {
-                instance: std::env::var("DROGUE_INSTANCE")
-                    .unwrap_or_else(|_| DEFAULT_INSTANCE.into()),
-                publish_rate: RateLimit::from_env()?,
-            },
-        })
+    /// How the endpoint presents its events and limits publishes.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            instance: self.instance.as_str().to_owned(),
+            publish_rate: self.publish_rate.limit(),
+        }
     }
 }
 
@@ -106,4 +110,83 @@ pub fn router_with(state: EndpointState) -> Router {
         .route("/ttn/v2", post(ttn::publish_v2))
         .route("/ttn/v3", post(ttn::publish_v3))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drogue_shared::config::try_parse_flags;
+
+    #[test]
+    fn a_good_configuration() {
+        let config =
+            try_parse_flags::<Config>(&["--table", "drogue", "--event-stream", "events"]).unwrap();
+        assert_eq!(config.table.as_str(), "drogue");
+        assert_eq!(config.events, Destination::Kinesis("events".into()));
+        let settings = config.settings();
+        assert_eq!(settings.instance, "drogue");
+        assert_eq!(settings.publish_rate, RateLimit::default());
+        let config = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--sink",
+            "http://broker.local/",
+            "--instance",
+            "mine",
+            "--publish-rate",
+            "0.5",
+            "--publish-burst",
+            "3",
+        ])
+        .unwrap();
+        assert!(matches!(config.events, Destination::Http(_)));
+        let settings = config.settings();
+        assert_eq!(settings.instance, "mine");
+        assert_eq!(
+            settings.publish_rate,
+            RateLimit {
+                per_second: 0.5,
+                burst: 3
+            }
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_values_are_refused() {
+        let error = try_parse_flags::<Config>(&["--event-stream", "events"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", "drogue"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_EVENT_STREAM"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", " ", "--event-stream", "events"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_TABLE") && error.contains("empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        for (flag, value, variable) in [
+            ("--publish-rate", "fast", "DROGUE_PUBLISH_RATE"),
+            ("--publish-rate", "-1", "DROGUE_PUBLISH_RATE"),
+            ("--publish-burst", "1.5", "DROGUE_PUBLISH_BURST"),
+        ] {
+            let error = try_parse_flags::<Config>(&[
+                "--table",
+                "drogue",
+                "--event-stream",
+                "events",
+                &format!("{flag}={value}"),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains(variable), "{error}");
+        }
+    }
 }

@@ -9,9 +9,12 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let config = Config::from_env()?;
-    let aws = drogue_shared::runtime::aws::config_from_env().await;
-    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let runtime::Function { config, runtime } = runtime::Function::<Config>::parse()?;
+    let aws = runtime.aws_config().await;
+    let store = Arc::new(DynamoStore::new(
+        dynamodb::client(&aws),
+        config.table.as_str(),
+    ));
     let sink = config.events.sink(&aws)?;
-    runtime::run(router(store, sink, config.settings)).await
+    runtime::run(&runtime, router(store, sink, config.settings())).await
 }

@@ -10,16 +10,17 @@ mod tls;
 
 use anyhow::Context;
 use clap::Parser;
-use drogue_registry::Settings;
+use drogue_registry::{QuotaArgs, Settings};
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::{CommandService, LocalCommandBus, Signals};
+use drogue_shared::config::AdminRole;
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::DEFAULT_INSTANCE;
 use drogue_shared::events::log::{DEFAULT_RETENTION, EventLog};
 use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
-use drogue_shared::rate_limit::{DEFAULT_COMMAND_RATE, PublishLimiter, RateLimit};
-use drogue_shared::registry::{Changes, Quotas, Registry};
+use drogue_shared::rate_limit::{CommandRate, PublishLimiter, PublishRate};
+use drogue_shared::registry::{Changes, Registry};
 use drogue_shared::store::Store;
 use drogue_shared::store::embedded::EmbeddedStore;
 use std::future::Future;
@@ -98,9 +99,10 @@ pub struct Config {
     /// the issuer made for any of its clients are accepted.
     #[arg(long, env = "DROGUE_OIDC_AUDIENCE", requires = "oidc_issuer")]
     pub oidc_audience: Option<String>,
-    /// The role that may do everything; the bootstrapped administrator holds it.
-    #[arg(long, env = "DROGUE_ADMIN_ROLE", default_value = Authorizer::DEFAULT_ADMIN_ROLE)]
-    pub admin_role: String,
+    /// The role that may do everything; the bootstrapped administrator holds it
+    /// (`--admin-role`, DROGUE_ADMIN_ROLE).
+    #[command(flatten)]
+    pub admin_role: AdminRole,
     /// The address of the MQTT listener (MQTT 3.1.1 and 5); `off` for none.
     #[arg(long, env = "DROGUE_MQTT_BIND", default_value = "127.0.0.1:1883")]
     pub mqtt_bind: String,
@@ -111,32 +113,18 @@ pub struct Config {
     /// Threads serving MQTT connections.
     #[arg(long, env = "DROGUE_MQTT_WORKERS", default_value_t = 2)]
     pub mqtt_workers: usize,
-    /// Applications a user may own (administrators are not limited); 0 for no limit.
-    #[arg(long, env = "DROGUE_MAX_APPLICATIONS_PER_USER", default_value_t = Quotas::DEFAULT_APPLICATIONS_PER_USER)]
-    pub max_applications_per_user: usize,
-    /// Devices an application may hold (administrators are not limited); 0 for no limit.
-    #[arg(long, env = "DROGUE_MAX_DEVICES_PER_APPLICATION", default_value_t = Quotas::DEFAULT_DEVICES_PER_APPLICATION)]
-    pub max_devices_per_application: usize,
-    /// Devices all the applications a user owns may hold together, whoever created them
-    /// (administrators are not limited, their devices count); 0 for no limit.
-    #[arg(long, env = "DROGUE_MAX_DEVICES_PER_USER", default_value_t = Quotas::DEFAULT_DEVICES_PER_USER)]
-    pub max_devices_per_user: usize,
-    /// Publishes per second one device may send, over HTTP and MQTT together (HTTP:
-    /// 429 beyond; MQTT 5 QoS 1: PUBACK quota exceeded; otherwise the publish waits); 0
-    /// for no limit.
-    #[arg(long, env = "DROGUE_PUBLISH_RATE", default_value_t = RateLimit::DEFAULT_PER_SECOND)]
-    pub publish_rate: f64,
-    /// Publishes one device may send at once after a pause (the rate limit's burst).
-    #[arg(long, env = "DROGUE_PUBLISH_BURST", default_value_t = RateLimit::DEFAULT_BURST)]
-    pub publish_burst: u32,
-    /// Commands per second one application may drop off, through the command API and
-    /// MQTT command publishes together (API: 429 beyond; MQTT 5 QoS 1: PUBACK quota
-    /// exceeded; otherwise the publish waits); 0 for no limit.
-    #[arg(long, env = "DROGUE_COMMAND_RATE", default_value_t = DEFAULT_COMMAND_RATE.per_second)]
-    pub command_rate: f64,
-    /// Commands one application may drop off at once after a pause.
-    #[arg(long, env = "DROGUE_COMMAND_BURST", default_value_t = DEFAULT_COMMAND_RATE.burst)]
-    pub command_burst: u32,
+    /// The registry's quotas (`--max-applications-per-user`,
+    /// `--max-devices-per-application`, `--max-devices-per-user`), as for the registry
+    /// function.
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+    /// The publish rate limit per device (`--publish-rate`, `--publish-burst`), over HTTP
+    /// and MQTT together.
+    #[command(flatten)]
+    pub publish_rate: PublishRate,
+    /// The command rate limit per application (`--command-rate`, `--command-burst`).
+    #[command(flatten)]
+    pub command_rate: CommandRate,
     /// Live MQTT connections one device may hold (under its name, aliases and unique
     /// usernames as client ids); a further one takes over the oldest. 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_CONNECTIONS_PER_DEVICE", default_value_t = mqtt::hub::DEFAULT_CONNECTIONS_PER_DEVICE)]
@@ -203,7 +191,7 @@ impl Server {
             .with_context(|| format!("cannot open the store in {}", dir.display()))?;
         let events = EventLog::open(dir.join("events.redb"), config.event_retention)
             .with_context(|| format!("cannot open the event log in {}", dir.display()))?;
-        let admin = bootstrap::ensure_admin(&store, dir, &config.admin_role).await?;
+        let admin = bootstrap::ensure_admin(&store, dir, config.admin_role.as_str()).await?;
         let store: Arc<dyn Store> = Arc::new(store);
 
         warn_without_audience(&config);
@@ -223,18 +211,14 @@ impl Server {
             public_url: config.public_url.clone(),
             http_url: None,
             oidc: oidc.clone(),
-            admin_role: config.admin_role.clone(),
+            admin_role: config.admin_role.as_str().to_owned(),
             websocket_path: Some(stream::PATH.into()),
             mqtt: mqtt_announced,
-            quotas: Quotas {
-                applications_per_user: config.max_applications_per_user,
-                devices_per_application: config.max_devices_per_application,
-                devices_per_user: config.max_devices_per_user,
-            },
+            quotas: config.quotas.quotas(),
         };
         // registry writes make device authentication look again at once
         let changes = Changes::default();
-        let registry = Registry::new(store.clone(), Authorizer::new(&config.admin_role))
+        let registry = Registry::new(store.clone(), Authorizer::new(config.admin_role.as_str()))
             .with_changes(changes.clone())
             .with_quotas(settings.quotas)
             .with_change_events(Arc::new(events.clone()), DEFAULT_INSTANCE);
@@ -251,10 +235,7 @@ impl Server {
         let commands = CommandService::new(store.clone())
             .with_publisher(Arc::new(command_bus.clone()))
             .with_signals(Signals::default())
-            .with_rate_limit(RateLimit {
-                per_second: config.command_rate,
-                burst: config.command_burst,
-            });
+            .with_rate_limit(config.command_rate.limit());
         let command = drogue_command::router_with(drogue_command::CommandState {
             registry: registry.clone(),
             tokens: store.clone(),
@@ -265,10 +246,7 @@ impl Server {
         if let Some(threads) = config.password_check_threads {
             device_auth = device_auth.with_password_check_threads(threads);
         }
-        let limiter = PublishLimiter::new(RateLimit {
-            per_second: config.publish_rate,
-            burst: config.publish_burst,
-        });
+        let limiter = PublishLimiter::new(config.publish_rate.limit());
         let mqtt_backend = mqtt::backend::Backend {
             authorizer: MqttAuthorizer::new(
                 device_auth.clone(),

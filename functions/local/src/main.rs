@@ -1,6 +1,5 @@
 //! `drogue-local`: every function of the serverless Drogue Cloud in one process.
 
-use clap::Parser;
 use drogue_local::{Config, Server};
 use drogue_shared::runtime;
 
@@ -12,6 +11,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let server = Server::start(Config::parse()).await?;
+    let server = Server::start(drogue_shared::config::parse::<Config>()?).await?;
     server.run_until(runtime::shutdown_signal()).await
 }

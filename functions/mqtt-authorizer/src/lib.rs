@@ -10,8 +10,10 @@
 //!   takes as a refusal; never an allow.
 
 use aws_lambda_events::event::iot::IoTCoreCustomAuthorizerRequest;
+use clap::Parser;
 use drogue_shared::access::authz::Authorizer as AccessAuthorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::config::{AdminRole, Table};
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::mqtt::{ConnectDecision, MqttAuthorizer, MqttConnect};
 use drogue_shared::registry::Registry;
@@ -25,29 +27,19 @@ pub const DISCONNECT_AFTER_SECONDS: u32 = 86_400;
 /// The policy of a connection is refreshed this often.
 pub const REFRESH_AFTER_SECONDS: u32 = 300;
 
-/// What the function reads from its environment.
-#[derive(Debug, Clone)]
+/// What the function reads from its flags and environment (see `drogue_shared::config`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mqtt-authorizer",
+    about = "The IoT Core custom authorizer of the serverless Drogue Cloud"
+)]
 pub struct Config {
-    /// `DROGUE_TABLE`.
-    pub table: String,
-    /// `DROGUE_OIDC_ISSUER`, `DROGUE_OIDC_AUDIENCE`.
+    #[command(flatten)]
+    pub table: Table,
+    #[command(flatten)]
     pub oidc: Option<OidcConfig>,
-    /// `DROGUE_ADMIN_ROLE`.
-    pub admin_role: String,
-}
-
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        Ok(Self {
-            table: var("DROGUE_TABLE")
-                .ok_or_else(|| anyhow::anyhow!("DROGUE_TABLE must be set"))?,
-            oidc: var("DROGUE_OIDC_ISSUER")
-                .map(|i| OidcConfig::new(i, var("DROGUE_OIDC_AUDIENCE"))),
-            admin_role: var("DROGUE_ADMIN_ROLE")
-                .unwrap_or_else(|| AccessAuthorizer::DEFAULT_ADMIN_ROLE.into()),
-        })
-    }
+    #[command(flatten)]
+    pub admin_role: AdminRole,
 }
 
 /// IoT Core's answer format: policy documents are JSON strings.
@@ -69,7 +61,10 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
-        let registry = Registry::new(store.clone(), AccessAuthorizer::new(&config.admin_role));
+        let registry = Registry::new(
+            store.clone(),
+            AccessAuthorizer::new(config.admin_role.as_str()),
+        );
         let oidc = config.oidc.clone().map(|c| Arc::new(OidcVerifier::new(c)));
         Self {
             mqtt: MqttAuthorizer::new(DeviceAuthenticator::new(store), registry, oidc),
@@ -136,5 +131,73 @@ impl Authorizer {
                 Ok(refused)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drogue_shared::config::try_parse_flags;
+
+    #[test]
+    fn a_good_configuration() {
+        let config = try_parse_flags::<Config>(&["--table", "drogue"]).unwrap();
+        assert_eq!(config.table.as_str(), "drogue");
+        assert!(config.oidc.is_none());
+        assert_eq!(
+            config.admin_role.as_str(),
+            AccessAuthorizer::DEFAULT_ADMIN_ROLE
+        );
+        let config = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--oidc-issuer",
+            "https://sso.example.com/realms/drogue",
+            "--oidc-audience",
+            "drogue",
+            "--admin-role",
+            "root",
+        ])
+        .unwrap();
+        let oidc = config.oidc.unwrap();
+        assert_eq!(oidc.issuer, "https://sso.example.com/realms/drogue");
+        assert_eq!(oidc.audience.as_deref(), Some("drogue"));
+        assert_eq!(config.admin_role.as_str(), "root");
+    }
+
+    #[test]
+    fn missing_or_empty_values_are_refused() {
+        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_TABLE") && error.contains("empty"),
+            "{error}"
+        );
+        let error = try_parse_flags::<Config>(&["--table", "t", "--oidc-issuer", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_OIDC_ISSUER"), "{error}");
+    }
+
+    #[test]
+    fn bad_runtime_numbers_are_refused() {
+        let error = try_parse_flags::<drogue_shared::runtime::Function<Config>>(&[
+            "--table", "t", "--port", "http",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("PORT"), "{error}");
+        let error = try_parse_flags::<drogue_shared::runtime::Function<Config>>(&[
+            "--table",
+            "t",
+            "--internal-insecure",
+            "maybe",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("DROGUE_INTERNAL_INSECURE"), "{error}");
     }
 }

@@ -9,11 +9,14 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let config = Config::from_env()?;
-    let aws = drogue_shared::runtime::aws::config_from_env().await;
-    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let runtime::Function { config, runtime } = runtime::Function::<Config>::parse()?;
+    let aws = runtime.aws_config().await;
+    let store = Arc::new(DynamoStore::new(
+        dynamodb::client(&aws),
+        config.table.as_str(),
+    ));
     let authorizer = Authorizer::new(store, &config);
-    runtime::run_events(move |event, context| {
+    runtime::run_events(&runtime, move |event, context| {
         let authorizer = authorizer.clone();
         async move { authorizer.handle(event, &context).await }
     })

@@ -16,38 +16,33 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
+use clap::Parser;
 use drogue_shared::commands::CommandService;
+use drogue_shared::config::{Instance, Table};
 use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::events::EventSink;
 use drogue_shared::events::destination::Destination;
-use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
 use drogue_shared::mqtt::{DeviceMessage, Ingested, MqttIngest};
 use drogue_shared::store::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// What the function reads from its environment.
-#[derive(Debug, Clone)]
+/// What the function reads from its flags and environment (see `drogue_shared::config`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mqtt-ingest",
+    about = "The MQTT ingest of the serverless Drogue Cloud"
+)]
 pub struct Config {
-    /// `DROGUE_TABLE`.
-    pub table: String,
+    #[command(flatten)]
+    pub table: Table,
     /// Where events go: `K_SINK` (HTTP, binary-mode CloudEvents) when set, else the
     /// Kinesis stream `DROGUE_EVENT_STREAM`.
+    #[command(flatten)]
     pub events: Destination,
-    /// `DROGUE_INSTANCE` (default `drogue`).
-    pub instance: String,
-}
-
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let var =
-            |name: &str| std::env::var(name).map_err(|_| anyhow::anyhow!("{name} must be set"));
-        Ok(Self {
-            table: var("DROGUE_TABLE")?,
-            events: Destination::from_env()?,
-            instance: std::env::var("DROGUE_INSTANCE").unwrap_or_else(|_| DEFAULT_INSTANCE.into()),
-        })
-    }
+    #[command(flatten)]
+    pub instance: Instance,
 }
 
 /// One message, as the rule's SQL selects it.
@@ -89,7 +84,12 @@ impl Ingest {
     pub fn new(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, config: &Config) -> Self {
         let devices = DeviceAuthenticator::new(store.clone());
         Self {
-            ingest: MqttIngest::new(devices, sink, CommandService::new(store), &config.instance),
+            ingest: MqttIngest::new(
+                devices,
+                sink,
+                CommandService::new(store),
+                config.instance.as_str(),
+            ),
         }
     }
 
@@ -147,5 +147,72 @@ impl Ingest {
             // applications connect too; they have no connection events
             Ingested::Refused(reason) => json!({"outcome": "ignored", "reason": reason}),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drogue_shared::config::try_parse_flags;
+
+    #[test]
+    fn a_good_configuration() {
+        let config =
+            try_parse_flags::<Config>(&["--table", "drogue", "--event-stream", "events"]).unwrap();
+        assert_eq!(config.table.as_str(), "drogue");
+        assert_eq!(config.events, Destination::Kinesis("events".into()));
+        assert_eq!(config.instance.as_str(), "drogue");
+        let config = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--sink",
+            "https://broker.example.com/",
+            "--instance",
+            "mine",
+        ])
+        .unwrap();
+        assert!(matches!(config.events, Destination::Http(_)));
+        assert_eq!(config.instance.as_str(), "mine");
+    }
+
+    #[test]
+    fn missing_or_empty_values_are_refused() {
+        let error = try_parse_flags::<Config>(&["--event-stream", "events"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", "t"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_EVENT_STREAM") && error.contains("K_SINK"),
+            "{error}"
+        );
+        let error = try_parse_flags::<Config>(&["--table", "t", "--event-stream", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_EVENT_STREAM") && error.contains("empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let error = try_parse_flags::<Config>(&["--table", "t", "--sink", "not a url"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("K_SINK"), "{error}");
+        let error = try_parse_flags::<drogue_shared::runtime::Function<Config>>(&[
+            "--table",
+            "t",
+            "--event-stream",
+            "e",
+            "--port",
+            "70000",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("PORT"), "{error}");
     }
 }

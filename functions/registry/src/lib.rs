@@ -12,8 +12,10 @@ mod tokens;
 
 use axum::Router;
 use axum::routing::{MethodRouter, get};
+use clap::Parser;
 use drogue_shared::access::authz::Authorizer;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::config::{AdminRole, Table, non_empty};
 use drogue_shared::http::ApiError;
 use drogue_shared::registry::{Quotas, Registry};
 use drogue_shared::store::Store;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 /// The OpenAPI document of the management API, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// How the API presents itself and whom it trusts.
+/// How the API presents itself and whom it trusts (from [`Config::settings`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `DROGUE_PUBLIC_URL`: the base URL of this API (registry, tokens, commands); unset,
@@ -85,79 +87,82 @@ impl MqttEndpoint {
     }
 }
 
-impl Settings {
-    pub fn from_env() -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        Self {
-            public_url: var("DROGUE_PUBLIC_URL"),
-            http_url: var("DROGUE_HTTP_ENDPOINT_URL"),
-            oidc: var("DROGUE_OIDC_ISSUER")
-                .map(|issuer| OidcConfig::new(issuer, var("DROGUE_OIDC_AUDIENCE"))),
-            admin_role: var("DROGUE_ADMIN_ROLE")
-                .unwrap_or_else(|| Authorizer::DEFAULT_ADMIN_ROLE.into()),
-            websocket_path: var("DROGUE_WEBSOCKET_URL"),
-            mqtt: var("DROGUE_MQTT_ENDPOINT").and_then(|e| {
-                let parsed = MqttEndpoint::parse(&e);
-                if parsed.is_none() {
-                    tracing::warn!(
-                        value = e,
-                        "DROGUE_MQTT_ENDPOINT is not host:port; no MQTT endpoint is announced"
-                    );
-                }
-                parsed
-            }),
-            quotas: Quotas {
-                applications_per_user: match var("DROGUE_MAX_APPLICATIONS_PER_USER") {
-                    None => Quotas::DEFAULT_APPLICATIONS_PER_USER,
-                    Some(value) => value.parse().unwrap_or_else(|_| {
-                        tracing::warn!(
-                            value,
-                            "DROGUE_MAX_APPLICATIONS_PER_USER is no number; the default applies"
-                        );
-                        Quotas::DEFAULT_APPLICATIONS_PER_USER
-                    }),
-                },
-                devices_per_application: match var("DROGUE_MAX_DEVICES_PER_APPLICATION") {
-                    None => Quotas::DEFAULT_DEVICES_PER_APPLICATION,
-                    Some(value) => value.parse().unwrap_or_else(|_| {
-                        tracing::warn!(
-                            value,
-                            "DROGUE_MAX_DEVICES_PER_APPLICATION is no number; the default applies"
-                        );
-                        Quotas::DEFAULT_DEVICES_PER_APPLICATION
-                    }),
-                },
-                devices_per_user: match var("DROGUE_MAX_DEVICES_PER_USER") {
-                    None => Quotas::DEFAULT_DEVICES_PER_USER,
-                    Some(value) => value.parse().unwrap_or_else(|_| {
-                        tracing::warn!(
-                            value,
-                            "DROGUE_MAX_DEVICES_PER_USER is no number; the default applies"
-                        );
-                        Quotas::DEFAULT_DEVICES_PER_USER
-                    }),
-                },
-            },
+/// The quotas of the management API: `DROGUE_MAX_APPLICATIONS_PER_USER`,
+/// `DROGUE_MAX_DEVICES_PER_APPLICATION`, `DROGUE_MAX_DEVICES_PER_USER` (drogue-local
+/// flattens them too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct QuotaArgs {
+    /// Applications a user may own (administrators are not limited); 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_APPLICATIONS_PER_USER", value_name = "DROGUE_MAX_APPLICATIONS_PER_USER", default_value_t = Quotas::DEFAULT_APPLICATIONS_PER_USER)]
+    pub max_applications_per_user: usize,
+    /// Devices an application may hold (administrators are not limited); 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_DEVICES_PER_APPLICATION", value_name = "DROGUE_MAX_DEVICES_PER_APPLICATION", default_value_t = Quotas::DEFAULT_DEVICES_PER_APPLICATION)]
+    pub max_devices_per_application: usize,
+    /// Devices all the applications a user owns may hold together, whoever created them
+    /// (administrators are not limited, their devices count); 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_DEVICES_PER_USER", value_name = "DROGUE_MAX_DEVICES_PER_USER", default_value_t = Quotas::DEFAULT_DEVICES_PER_USER)]
+    pub max_devices_per_user: usize,
+}
+
+impl QuotaArgs {
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            applications_per_user: self.max_applications_per_user,
+            devices_per_application: self.max_devices_per_application,
+            devices_per_user: self.max_devices_per_user,
         }
     }
 }
 
-/// What the function reads from its environment.
-#[derive(Debug, Clone)]
+/// The value parser of `DROGUE_MQTT_ENDPOINT`.
+fn mqtt_endpoint(value: &str) -> Result<MqttEndpoint, String> {
+    MqttEndpoint::parse(value).ok_or_else(|| "must be host:port".to_owned())
+}
+
+/// What the function reads from its flags and environment (see `drogue_shared::config`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "registry",
+    about = "The management API of the serverless Drogue Cloud"
+)]
 pub struct Config {
-    /// `DROGUE_TABLE`: the DynamoDB table.
-    pub table: String,
-    pub settings: Settings,
+    #[command(flatten)]
+    pub table: Table,
+    /// The base URL of this API (registry, tokens, commands); unset, answers name the
+    /// host the request came to.
+    #[arg(long, env = "DROGUE_PUBLIC_URL", value_name = "DROGUE_PUBLIC_URL", value_parser = non_empty)]
+    pub public_url: Option<String>,
+    /// The device HTTP endpoint's URL; unset, the API's URL.
+    #[arg(long, env = "DROGUE_HTTP_ENDPOINT_URL", value_name = "DROGUE_HTTP_ENDPOINT_URL", value_parser = non_empty)]
+    pub http_endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub oidc: Option<OidcConfig>,
+    #[command(flatten)]
+    pub admin_role: AdminRole,
+    /// The WebSocket API's URL (`wss://.../{stage}?app=`), announced as
+    /// `websocket_integration`.
+    #[arg(long, env = "DROGUE_WEBSOCKET_URL", value_name = "DROGUE_WEBSOCKET_URL", value_parser = non_empty)]
+    pub websocket_url: Option<String>,
+    /// The MQTT broker devices and applications connect to (`host:port`), announced as
+    /// `mqtt` and `mqtt_integration`.
+    #[arg(long, env = "DROGUE_MQTT_ENDPOINT", value_name = "DROGUE_MQTT_ENDPOINT", value_parser = mqtt_endpoint)]
+    pub mqtt_endpoint: Option<MqttEndpoint>,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
 }
 
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let table = std::env::var("DROGUE_TABLE")
-            .map_err(|_| anyhow::anyhow!("DROGUE_TABLE must name the DynamoDB table"))?;
-        Ok(Self {
-            table,
-            settings: Settings::from_env(),
-        })
+    /// How the API presents itself and whom it trusts.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            public_url: self.public_url.clone(),
+            http_url: self.http_endpoint_url.clone(),
+            oidc: self.oidc.clone(),
+            admin_role: self.admin_role.to_string(),
+            websocket_path: self.websocket_url.clone(),
+            mqtt: self.mqtt_endpoint.clone(),
+            quotas: self.quotas.quotas(),
+        }
     }
 }
 
@@ -293,7 +298,95 @@ async fn method_not_allowed() -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::MqttEndpoint;
+    use super::{Config, MqttEndpoint};
+    use drogue_shared::config::try_parse_flags;
+
+    #[test]
+    fn a_good_configuration() {
+        let config = try_parse_flags::<Config>(&["--table", "drogue"]).unwrap();
+        let settings = config.settings();
+        assert_eq!(config.table.as_str(), "drogue");
+        assert_eq!(settings.admin_role, "drogue-admin");
+        assert!(settings.oidc.is_none() && settings.mqtt.is_none());
+        assert_eq!(settings.quotas, drogue_shared::registry::Quotas::default());
+        let config = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--public-url",
+            "https://api.example.com",
+            "--http-endpoint-url",
+            "https://http.example.com",
+            "--oidc-issuer",
+            "https://sso.example.com/realms/drogue",
+            "--oidc-audience",
+            "drogue",
+            "--admin-role",
+            "root",
+            "--websocket-url",
+            "wss://ws.example.com/prod?app=",
+            "--mqtt-endpoint",
+            "iot.example.com:8883",
+            "--max-applications-per-user",
+            "3",
+            "--max-devices-per-application",
+            "0",
+            "--max-devices-per-user",
+            "7",
+        ])
+        .unwrap();
+        let settings = config.settings();
+        assert_eq!(
+            settings.public_url.as_deref(),
+            Some("https://api.example.com")
+        );
+        assert_eq!(
+            settings.http_url.as_deref(),
+            Some("https://http.example.com")
+        );
+        assert_eq!(settings.oidc.unwrap().audience.as_deref(), Some("drogue"));
+        assert_eq!(settings.admin_role, "root");
+        assert_eq!(
+            settings.websocket_path.as_deref(),
+            Some("wss://ws.example.com/prod?app=")
+        );
+        assert_eq!(settings.mqtt.unwrap().port, 8883);
+        assert_eq!(
+            (
+                settings.quotas.applications_per_user,
+                settings.quotas.devices_per_application,
+                settings.quotas.devices_per_user
+            ),
+            (3, 0, 7)
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_table_is_refused() {
+        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
+        assert!(error.contains("DROGUE_TABLE"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", ""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_TABLE") && error.contains("empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_numbers_and_endpoints_are_refused() {
+        let error = try_parse_flags::<Config>(&["--table", "t", "--max-devices-per-user", "many"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DROGUE_MAX_DEVICES_PER_USER"), "{error}");
+        let error = try_parse_flags::<Config>(&["--table", "t", "--mqtt-endpoint", "no-port"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("DROGUE_MQTT_ENDPOINT") && error.contains("host:port"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn mqtt_endpoints_are_host_and_port() {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let config = Config::from_env()?;
-    let aws = drogue_shared::runtime::aws::config_from_env().await;
-    let store = DynamoStore::new(dynamodb::client(&aws), &config.table);
-    runtime::run(router(Arc::new(store), config.settings)).await
+    let runtime::Function { config, runtime } = runtime::Function::<Config>::parse()?;
+    let aws = runtime.aws_config().await;
+    let store = DynamoStore::new(dynamodb::client(&aws), config.table.as_str());
+    runtime::run(&runtime, router(Arc::new(store), config.settings())).await
 }

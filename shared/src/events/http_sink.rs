@@ -91,19 +91,19 @@ impl HttpSinkConfig {
         })
     }
 
-    /// The settings from `K_SINK`, `K_CE_OVERRIDES` and `K_CA_CERTS`; `None` without a
-    /// (non-empty) `K_SINK`.
-    pub fn from_env() -> Result<Option<Self>, HttpSinkConfigError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let Some(url) = var(K_SINK) else {
-            return Ok(None);
-        };
+    /// The settings from the values of `K_SINK`, `K_CE_OVERRIDES` and `K_CA_CERTS` (see
+    /// [`super::destination::DestinationArgs`]).
+    pub fn from_settings(
+        url: &str,
+        overrides: Option<&str>,
+        ca_certs: Option<&str>,
+    ) -> Result<Self, HttpSinkConfigError> {
         let mut config = Self::new(url.trim())?;
-        if let Some(overrides) = var(K_CE_OVERRIDES) {
-            config.overrides = parse_overrides(&overrides)?;
+        if let Some(overrides) = overrides {
+            config.overrides = parse_overrides(overrides)?;
         }
-        config.ca_certs = var(K_CA_CERTS);
-        Ok(Some(config))
+        config.ca_certs = ca_certs.map(str::to_owned);
+        Ok(config)
     }
 }
 

@@ -8,6 +8,8 @@
 //! an `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_<SERVICE>` set (another service, another CA),
 //! with an HTTPS proxy set (which the SDK's default client honours), or with
 //! `DROGUE_TLS_ROOTS=system`, the SDK's default client and the system's roots are used.
+//! `DROGUE_TLS_ROOTS=amazon` asks for Amazon's roots anywhere. (`DROGUE_TLS_ROOTS` is an
+//! option of [`AwsArgs`]; the SDK's own variables are read as the SDK reads them.)
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
@@ -17,7 +19,7 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 pub const AMAZON_ROOTS: &str = include_str!("amazon-roots.pem");
 
 /// Which root certificates the HTTPS client trusts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Roots {
     /// Amazon Trust Services' only.
     Amazon,
@@ -25,9 +27,26 @@ pub enum Roots {
     System,
 }
 
-impl Roots {
-    /// The choice for this process's environment (see the module documentation).
-    pub fn from_env() -> Self {
+/// `DROGUE_TLS_ROOTS`: which roots the SDK's HTTPS client trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct AwsArgs {
+    /// The root certificates the AWS SDK's HTTPS client trusts: `amazon` (Amazon Trust
+    /// Services' only) or `system`; unset, Amazon's on Lambda when no custom endpoint or
+    /// proxy is configured, else the system's.
+    #[arg(
+        long = "tls-roots",
+        env = "DROGUE_TLS_ROOTS",
+        value_name = "DROGUE_TLS_ROOTS",
+        value_enum
+    )]
+    pub tls_roots: Option<Roots>,
+}
+
+impl AwsArgs {
+    /// The choice for this setting and this process's environment (see the module
+    /// documentation): the SDK's endpoint and proxy variables are looked at as the SDK
+    /// reads them.
+    pub fn roots(&self) -> Roots {
         let elsewhere = std::env::vars_os().any(|(name, value)| {
             let name = name.to_string_lossy();
             !value.is_empty()
@@ -35,18 +54,15 @@ impl Roots {
                     || ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
                         .contains(&name.as_ref()))
         });
-        Self::choose(
-            super::on_lambda(),
-            elsewhere,
-            std::env::var("DROGUE_TLS_ROOTS").ok().as_deref(),
-        )
+        Roots::choose(super::on_lambda(), elsewhere, self.tls_roots)
     }
+}
 
+impl Roots {
     /// `elsewhere`: a custom endpoint or a proxy is configured.
-    fn choose(on_lambda: bool, elsewhere: bool, setting: Option<&str>) -> Self {
+    fn choose(on_lambda: bool, elsewhere: bool, setting: Option<Self>) -> Self {
         match setting {
-            Some("system") => Self::System,
-            Some("amazon") => Self::Amazon,
+            Some(roots) => roots,
             _ if on_lambda && !elsewhere => Self::Amazon,
             _ => Self::System,
         }
@@ -60,11 +76,6 @@ pub async fn config(roots: Roots) -> SdkConfig {
         Roots::System => loader.load().await,
         Roots::Amazon => loader.http_client(amazon_https_client()).load().await,
     }
-}
-
-/// [`config`] with the roots [`Roots::from_env`] chooses.
-pub async fn config_from_env() -> SdkConfig {
-    config(Roots::from_env()).await
 }
 
 fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
@@ -89,8 +100,31 @@ mod tests {
         assert_eq!(Roots::choose(true, false, None), Roots::Amazon);
         assert_eq!(Roots::choose(true, true, None), Roots::System);
         assert_eq!(Roots::choose(false, false, None), Roots::System);
-        assert_eq!(Roots::choose(true, false, Some("system")), Roots::System);
-        assert_eq!(Roots::choose(false, true, Some("amazon")), Roots::Amazon);
+        assert_eq!(
+            Roots::choose(true, false, Some(Roots::System)),
+            Roots::System
+        );
+        assert_eq!(
+            Roots::choose(false, true, Some(Roots::Amazon)),
+            Roots::Amazon
+        );
+    }
+
+    #[test]
+    fn the_roots_are_a_choice() {
+        #[derive(clap::Parser)]
+        struct Config {
+            #[command(flatten)]
+            aws: AwsArgs,
+        }
+        let parse = crate::config::try_parse_flags::<Config>;
+        assert_eq!(parse(&[]).unwrap().aws.tls_roots, None);
+        assert_eq!(
+            parse(&["--tls-roots", "system"]).unwrap().aws.tls_roots,
+            Some(Roots::System)
+        );
+        let error = parse(&["--tls-roots", "mine"]).err().unwrap().to_string();
+        assert!(error.contains("DROGUE_TLS_ROOTS"), "{error}");
     }
 
     #[test]

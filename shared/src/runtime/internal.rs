@@ -10,6 +10,10 @@
 //!   `valueFrom.secretKeyRef`), or
 //! - `DROGUE_INTERNAL_TOKEN_FILE`: the path of a file holding it (e.g. a mounted Secret).
 //!
+//! These are the options of [`InternalArgs`] (flags `--internal-token`,
+//! `--internal-token-file`, `--internal-insecure`), part of every function's
+//! [`super::Runtime`]; they are checked only when a function serves on `$PORT`.
+//!
 //! Leading and trailing whitespace (a file's final newline) is not part of the token; a
 //! token has at least [`MIN_TOKEN_LEN`] visible ASCII characters. Without a token the
 //! service refuses to start, unless `DROGUE_INTERNAL_INSECURE=true` says to serve without
@@ -22,7 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use std::ffi::OsString;
+use std::path::PathBuf;
 use subtle::ConstantTimeEq;
 
 /// The variable that holds the shared token.
@@ -52,49 +56,68 @@ impl std::fmt::Debug for InternalAuth {
     }
 }
 
-impl InternalAuth {
-    /// From the process environment; an error (naming the variable) if no token is
-    /// configured and the insecure mode is not asked for, or a setting is malformed.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| std::env::var_os(name))
-    }
+/// The shared token's options: `DROGUE_INTERNAL_TOKEN`, `DROGUE_INTERNAL_TOKEN_FILE`,
+/// `DROGUE_INTERNAL_INSECURE`.
+#[derive(Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct InternalArgs {
+    /// The token event-triggered functions on $PORT require of their callers
+    /// (`Authorization: Bearer <token>`).
+    #[arg(long = "internal-token", env = TOKEN_VAR, value_name = TOKEN_VAR, hide_env_values = true, value_parser = crate::config::non_empty)]
+    pub internal_token: Option<String>,
+    /// A file holding the token (instead of DROGUE_INTERNAL_TOKEN).
+    #[arg(long = "internal-token-file", env = TOKEN_FILE_VAR, value_name = TOKEN_FILE_VAR)]
+    pub internal_token_file: Option<PathBuf>,
+    /// `true`: without a token, serve events from anyone who reaches the service.
+    #[arg(long = "internal-insecure", env = INSECURE_VAR, value_name = INSECURE_VAR, action = clap::ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = flag)]
+    pub internal_insecure: bool,
+}
 
-    /// From the variables `get` returns.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<OsString>) -> anyhow::Result<Self> {
-        let insecure = flag(INSECURE_VAR, get(INSECURE_VAR))?;
-        let token = match (get(TOKEN_VAR), get(TOKEN_FILE_VAR)) {
+impl std::fmt::Debug for InternalArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalArgs")
+            .field(
+                "internal_token",
+                &self.internal_token.as_ref().map(|_| ".."),
+            )
+            .field("internal_token_file", &self.internal_token_file)
+            .field("internal_insecure", &self.internal_insecure)
+            .finish()
+    }
+}
+
+impl InternalArgs {
+    /// How to check callers; an error (naming the variable) if no token is configured
+    /// and the insecure mode is not asked for, or the token is unusable.
+    pub fn auth(&self) -> anyhow::Result<InternalAuth> {
+        let token = match (&self.internal_token, &self.internal_token_file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("set either {TOKEN_VAR} or {TOKEN_FILE_VAR}, not both")
             }
-            (Some(value), None) => Some(
-                value
-                    .into_string()
-                    .map_err(|_| anyhow::anyhow!("{TOKEN_VAR} is not valid UTF-8"))?,
-            ),
-            (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| {
+            (Some(value), None) => Some(value.clone()),
+            (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!(
                     "{TOKEN_FILE_VAR}: cannot read the token from {}: {e}",
-                    path.to_string_lossy()
+                    path.display()
                 )
             })?),
             (None, None) => None,
         };
         match token {
             Some(token) => {
-                let auth = Self::token(&token)?;
-                if insecure {
+                let auth = InternalAuth::token(&token)?;
+                if self.internal_insecure {
                     tracing::warn!(
                         "{INSECURE_VAR} is ignored: a token is configured, every request must carry it"
                     );
                 }
                 Ok(auth)
             }
-            None if insecure => {
+            None if self.internal_insecure => {
                 tracing::warn!(
                     "{INSECURE_VAR}=true: this event-triggered service accepts events from anyone \
                      who reaches it; set {TOKEN_VAR} unless the network alone keeps callers out"
                 );
-                Ok(Self::Insecure)
+                Ok(InternalAuth::Insecure)
             }
             None => anyhow::bail!(
                 "{TOKEN_VAR} is not set: an event-triggered service on $PORT requires its callers \
@@ -104,7 +127,9 @@ impl InternalAuth {
             ),
         }
     }
+}
 
+impl InternalAuth {
     /// Requires `token` (surrounding whitespace removed); an error if it is too short or
     /// not visible ASCII (it could not be sent in a header).
     pub fn token(token: &str) -> anyhow::Result<Self> {
@@ -139,17 +164,13 @@ impl InternalAuth {
     }
 }
 
-/// Parses a boolean setting: unset, empty, `false`, `0` or `no` is false; `true`, `1` or
-/// `yes` is true (any case); anything else is an error naming the variable.
-fn flag(name: &str, value: Option<OsString>) -> anyhow::Result<bool> {
-    let Some(value) = value else {
-        return Ok(false);
-    };
-    let text = value.to_string_lossy().trim().to_ascii_lowercase();
-    match text.as_str() {
-        "" | "false" | "0" | "no" => Ok(false),
+/// The value parser of `DROGUE_INTERNAL_INSECURE`: `false`, `0` or `no` is false; `true`,
+/// `1` or `yes` is true (any case); anything else is refused.
+fn flag(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "false" | "0" | "no" => Ok(false),
         "true" | "1" | "yes" => Ok(true),
-        _ => anyhow::bail!("{name} must be true or false, got {value:?}"),
+        _ => Err("must be true or false".into()),
     }
 }
 
@@ -243,16 +264,31 @@ fn unauthorized() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
+    /// As a function's configuration would have it with these variables set (each given
+    /// as its flag).
     fn from(vars: &[(&str, &str)]) -> anyhow::Result<InternalAuth> {
-        let vars: HashMap<String, OsString> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        InternalAuth::from_lookup(|name| vars.get(name).cloned())
+        #[derive(clap::Parser)]
+        struct Config {
+            #[command(flatten)]
+            internal: InternalArgs,
+        }
+        let mut args = Vec::new();
+        for (name, value) in vars {
+            let flag = match *name {
+                TOKEN_VAR => "--internal-token",
+                TOKEN_FILE_VAR => "--internal-token-file",
+                INSECURE_VAR => "--internal-insecure",
+                other => panic!("{other}"),
+            };
+            args.push(format!("{flag}={value}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::config::try_parse_flags::<Config>(&args)?
+            .internal
+            .auth()
     }
 
     fn headers(authorization: &[&str]) -> HeaderMap {

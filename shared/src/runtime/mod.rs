@@ -1,12 +1,16 @@
 //! How a function binary runs: under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is
 //! set, else as a plain HTTP server on `$PORT` (Knative and other container platforms).
 //! Event-triggered functions on `$PORT` require a shared token ([`internal`]).
+//!
+//! What every function binary's runtime reads (`PORT`, the shared token, the TLS roots of
+//! the AWS SDK) is [`Runtime`], a clap [`clap::Args`] group that [`Function`] puts beside
+//! the function's own configuration.
 
 pub mod aws;
 pub mod internal;
 pub mod tls;
 
-pub use internal::InternalAuth;
+pub use internal::{InternalArgs, InternalAuth};
 
 use axum::Router;
 use std::future::Future;
@@ -34,25 +38,61 @@ pub fn init_tracing() {
     };
 }
 
+/// What every function binary's runtime reads: the port it serves on off Lambda, the
+/// shared token of event-triggered functions, and the roots the AWS SDK trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct Runtime {
+    /// The port the function serves HTTP on when not under the Lambda runtime.
+    #[arg(long = "port", env = "PORT", value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    #[command(flatten)]
+    pub internal: InternalArgs,
+    #[command(flatten)]
+    pub aws: aws::AwsArgs,
+}
+
+/// The port served on without `PORT`.
+pub const DEFAULT_PORT: u16 = 8080;
+
+impl Runtime {
+    /// The AWS SDK configuration, with the roots [`aws::AwsArgs`] chooses.
+    pub async fn aws_config(&self) -> aws_config::SdkConfig {
+        aws::config(self.aws.roots()).await
+    }
+}
+
+/// A function binary's whole configuration: the function's own (`C`) and its
+/// [`Runtime`]'s, parsed once in `main` with [`Function::parse`].
+#[derive(Debug, Clone, clap::Parser)]
+#[command(about = None, long_about = None)]
+pub struct Function<C: clap::Args> {
+    #[command(flatten)]
+    pub config: C,
+    #[command(flatten)]
+    pub runtime: Runtime,
+}
+
+impl<C: clap::Args> Function<C> {
+    /// From the process's arguments and environment (see [`crate::config::parse`]); an
+    /// error names the flag and the variable.
+    pub fn parse() -> anyhow::Result<Self> {
+        crate::config::parse()
+    }
+}
+
 /// Whether the Lambda runtime started this process.
 pub fn on_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
 /// Runs `router` under the Lambda runtime, or on `0.0.0.0:$PORT` (default 8080).
-pub async fn run(router: Router) -> anyhow::Result<()> {
+pub async fn run(runtime: &Runtime, router: Router) -> anyhow::Result<()> {
     if on_lambda() {
         return lambda_http::run(router)
             .await
             .map_err(|e| anyhow::anyhow!(e));
     }
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
-            .parse()
-            .map_err(|_| anyhow::anyhow!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 8080,
-    };
-    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    let listener = TcpListener::bind(("0.0.0.0", runtime.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "serving HTTP");
     serve(listener, router, shutdown_signal()).await
 }
@@ -92,7 +132,7 @@ impl EventContext {
 /// On `$PORT` every request must carry `Authorization: Bearer <DROGUE_INTERNAL_TOKEN>`
 /// (see [`internal`]); without a token configured this fails before serving unless
 /// `DROGUE_INTERNAL_INSECURE=true`. Under Lambda, IAM guards the invocation instead.
-pub async fn run_events<F, Fut>(handler: F) -> anyhow::Result<()>
+pub async fn run_events<F, Fut>(runtime: &Runtime, handler: F) -> anyhow::Result<()>
 where
     F: Fn(serde_json::Value, EventContext) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<serde_json::Value>> + Send + 'static,
@@ -115,8 +155,8 @@ where
             .await
             .map_err(|e| anyhow::anyhow!(e));
     }
-    let auth = InternalAuth::from_env()?;
-    run(auth.protect(event_router(handler))).await
+    let auth = runtime.internal.auth()?;
+    run(runtime, auth.protect(event_router(handler))).await
 }
 
 /// `POST /` with a JSON event, answered by `handler` (the `$PORT` form of an event function).

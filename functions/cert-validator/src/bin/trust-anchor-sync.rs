@@ -10,29 +10,25 @@ use drogue_cert_validator::anchors::TrustAnchorSync;
 use drogue_cert_validator::changes::RegistryChanges;
 use drogue_cert_validator::revocation::Revocation;
 use drogue_cert_validator::stream::{StreamConsumer, has_failures};
-use drogue_cert_validator::{iot_client, table_from_env};
-use drogue_shared::events::DEFAULT_INSTANCE;
-use drogue_shared::events::destination::Destination;
+use drogue_cert_validator::{StreamConfig, iot_client};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let table = table_from_env()?;
-    let events = Destination::from_env()?;
-    let instance = std::env::var("DROGUE_INSTANCE").unwrap_or_else(|_| DEFAULT_INSTANCE.into());
-    let aws = drogue_shared::runtime::aws::config_from_env().await;
-    let store = DynamoStore::new(dynamodb::client(&aws), table);
+    let runtime::Function { config, runtime } = runtime::Function::<StreamConfig>::parse()?;
+    let aws = runtime.aws_config().await;
+    let store = DynamoStore::new(dynamodb::client(&aws), config.table.as_str());
     let iot = iot_client(&aws);
-    let sink = events.sink(&aws)?;
+    let sink = config.events.sink(&aws)?;
     let consumer = StreamConsumer::new(
         TrustAnchorSync::new(iot.clone(), store.clone()),
         Revocation::new(iot, store.clone()),
-        RegistryChanges::new(store, sink, instance),
+        RegistryChanges::new(store, sink, config.instance.as_str()),
     );
     let on_lambda = runtime::on_lambda();
-    runtime::run_events(move |event, _| {
+    runtime::run_events(&runtime, move |event, _| {
         let consumer = consumer.clone();
         async move {
             let answer = consumer.handle(event).await?;

@@ -11,21 +11,24 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let config = Config::from_env()?;
-    let aws = runtime::aws::config_from_env().await;
-    let store = Arc::new(DynamoStore::new(dynamodb::client(&aws), &config.table));
+    let runtime::Function { config, runtime } = runtime::Function::<Config>::parse()?;
+    let aws = runtime.aws_config().await;
+    let store = Arc::new(DynamoStore::new(
+        dynamodb::client(&aws),
+        config.table.as_str(),
+    ));
     let publisher = Arc::new(IotCore(iot_data_client(
         &aws,
-        config.iot_endpoint.as_deref(),
+        config.iot.iot_data_endpoint.as_deref(),
     )));
-    let poster = config.callback_url.as_deref().map(|url| {
+    let poster = config.websocket_callback_url.as_deref().map(|url| {
         Arc::new(Connections(connections_client(&aws, url)))
             as Arc<dyn drogue_fan_out::fanout::ConnectionPoster>
     });
     let fan_out = FanOut::new(publisher, poster, store)
-        .concurrency(config.concurrency)
-        .authorizer(Authorizer::new(&config.admin_role));
-    runtime::run_events(move |event, _| {
+        .concurrency(config.fanout_concurrency.max(1))
+        .authorizer(Authorizer::new(config.admin_role.as_str()));
+    runtime::run_events(&runtime, move |event, _| {
         let fan_out = fan_out.clone();
         async move { fan_out.handle(event).await }
     })

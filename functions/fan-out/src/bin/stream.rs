@@ -11,11 +11,11 @@ use drogue_shared::store::dynamodb::{self, DynamoStore};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
-    let config = Config::from_env()?;
-    let aws = runtime::aws::config_from_env().await;
-    let store = DynamoStore::new(dynamodb::client(&aws), &config.table);
+    let runtime::Function { config, runtime } = runtime::Function::<Config>::parse()?;
+    let aws = runtime.aws_config().await;
+    let store = DynamoStore::new(dynamodb::client(&aws), config.table.as_str());
     let routes = StreamRoutes::new(store, &config);
-    runtime::run_events(move |event, _| {
+    runtime::run_events(&runtime, move |event, _| {
         let routes = routes.clone();
         async move { routes.handle(event).await }
     })
