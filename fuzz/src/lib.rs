@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cloudevents::{AttributesReader, Event};
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::{EventSink, SinkError};
@@ -221,7 +221,7 @@ pub fn basic_auth(data: &[u8]) {
     }
 
     let candidate = field(&f, 3);
-    if let Some(prefix) = drogue_shared::token::prefix_of(candidate) {
+    if let Some(prefix) = drogue_shared::access::token_format::prefix_of(candidate) {
         assert!(candidate.starts_with(prefix) && prefix.starts_with("drg_"));
     }
     let stored = Password::Bare("hey-rodney".into());
@@ -398,7 +398,7 @@ impl Cloud {
         let store = Arc::new(EmbeddedStore::open(dir.path().join("fuzz.redb")).expect("a store"));
         let sink = Arc::new(Recorder::default());
         runtime.block_on(async {
-            let registry = Registry::new(store.clone(), Authorizer::default());
+            let registry = Registry::new(store.clone(), AccessControl::default());
             let input = |v| serde_json::from_value::<ResourceInput>(v).expect("an input");
             for (owner, app, devices) in [
                 (
@@ -443,7 +443,7 @@ impl Cloud {
                     user: "alice".into(),
                     name: None,
                     roles: Vec::new(),
-                    hash: drogue_shared::token::hash(ALICE_TOKEN),
+                    hash: drogue_shared::access::token_format::hash(ALICE_TOKEN),
                     created: chrono::Utc::now(),
                     description: None,
                     expires: None,
@@ -451,7 +451,7 @@ impl Cloud {
                 .await
                 .expect("a token");
         });
-        let registry = Registry::new(store.clone(), Authorizer::default());
+        let registry = Registry::new(store.clone(), AccessControl::default());
         let devices = DeviceAuthenticator::new(store.clone()).with_password_check_threads(1);
         Self {
             authorizer: MqttAuthorizer::new(devices.clone(), registry, None),

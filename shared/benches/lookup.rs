@@ -5,7 +5,7 @@
 //! `cargo bench -p drogue-shared --bench lookup`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::{self, Principal};
 use drogue_shared::model::{AppName, DeviceName, ResourceInput};
 use drogue_shared::registry::Registry;
@@ -24,7 +24,7 @@ fn lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path().join("bench.redb")).unwrap();
     let shared: Arc<dyn Store> = Arc::new(store.clone());
-    let registry = Registry::new(shared.clone(), Authorizer::default());
+    let registry = Registry::new(shared.clone(), AccessControl::default());
     let owner = Principal::user("bench");
     let token = rt.block_on(async {
         for a in 0..10 {

@@ -13,7 +13,7 @@
 //! an empty value is refused. Numbers, booleans and choices are checked by clap; an
 //! error names the flag and the variable (the value name of each option is its variable).
 
-use crate::access::authz::Authorizer;
+use crate::access::authz::AccessControl;
 use crate::access::oidc::OidcConfig;
 use crate::events::DEFAULT_INSTANCE;
 use clap::error::ErrorKind;
@@ -117,7 +117,7 @@ impl From<&str> for Table {
 pub struct AdminRole {
     /// The role that may do everything (in drogue-local, the bootstrapped administrator
     /// holds it).
-    #[arg(long = "admin-role", env = "DROGUE_ADMIN_ROLE", value_name = "DROGUE_ADMIN_ROLE", default_value = Authorizer::DEFAULT_ADMIN_ROLE, value_parser = non_empty)]
+    #[arg(long = "admin-role", env = "DROGUE_ADMIN_ROLE", value_name = "DROGUE_ADMIN_ROLE", default_value = AccessControl::DEFAULT_ADMIN_ROLE, value_parser = non_empty)]
     pub admin_role: String,
 }
 
@@ -129,7 +129,7 @@ impl AdminRole {
 
 impl Default for AdminRole {
     fn default() -> Self {
-        Authorizer::DEFAULT_ADMIN_ROLE.into()
+        AccessControl::DEFAULT_ADMIN_ROLE.into()
     }
 }
 

@@ -15,4 +15,3 @@ pub mod rate_limit;
 pub mod registry;
 pub mod runtime;
 pub mod store;
-pub mod token;

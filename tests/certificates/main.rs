@@ -12,7 +12,7 @@ use drogue_cert_validator::revocation::Revocation;
 use drogue_cert_validator::stream::StreamConsumer;
 use drogue_cert_validator::validator::{CertificateValidator, Location};
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::kinesis::KinesisSink;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
@@ -49,7 +49,7 @@ async fn setup() -> Setup {
     let store = DynamoStore::new(dynamo.clone(), &table);
     store.create_table().await.unwrap();
     let mut admin = Principal::user("admin");
-    admin.roles.push(Authorizer::DEFAULT_ADMIN_ROLE.into());
+    admin.roles.push(AccessControl::DEFAULT_ADMIN_ROLE.into());
     let iot = iot_client(&moto_url());
     let kinesis = kinesis_client(&moto_url());
     let stream = fresh_kinesis_stream(&kinesis).await;
@@ -60,7 +60,7 @@ async fn setup() -> Setup {
         RegistryChanges::new(store.clone(), sink, "drogue-test"),
     );
     Setup {
-        registry: Registry::new(Arc::new(store.clone()), Authorizer::default()),
+        registry: Registry::new(Arc::new(store.clone()), AccessControl::default()),
         store,
         dynamo,
         table,

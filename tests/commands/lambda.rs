@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::commands::{CommandService, IotDataPublisher};
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
@@ -20,7 +20,7 @@ async fn an_api_gateway_drop_off_is_kept_for_the_device() {
     let mut admin = Principal::user("admin");
     admin.roles.push("drogue-admin".into());
     store_fixture_token(store.as_ref(), admin.roles.clone()).await;
-    let registry = Registry::new(store.clone(), Authorizer::default());
+    let registry = Registry::new(store.clone(), AccessControl::default());
     let input = |v| serde_json::from_value(v).unwrap();
     registry
         .create_application(&admin, input(json!({"metadata": {"name": "from-lambda"}})))

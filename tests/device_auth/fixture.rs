@@ -1,7 +1,7 @@
 //! Applications and devices for the authentication cases.
 
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::device_auth::{
     DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
@@ -39,8 +39,8 @@ impl Fixture {
         // the registry and the authenticator share a process, so a registry write makes
         // the authenticator look again at once
         let changes = Changes::default();
-        let registry =
-            Registry::new(store.store.clone(), Authorizer::default()).with_changes(changes.clone());
+        let registry = Registry::new(store.store.clone(), AccessControl::default())
+            .with_changes(changes.clone());
         let fixture = Self {
             auth: DeviceAuthenticator::with_clock(store.store.clone(), Arc::new(now()))
                 .with_changes(changes),

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::kinesis::KinesisSink;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
@@ -29,7 +29,7 @@ async fn invoke(router: &axum::Router, event: &str) -> u16 {
 #[tokio::test]
 async fn api_gateway_events_are_published() {
     let store = Arc::new(fresh_dynamo_table().await);
-    let registry = Registry::new(store.clone(), Authorizer::default());
+    let registry = Registry::new(store.clone(), AccessControl::default());
     let owner = Principal::user("owner");
     let anchor = base64::engine::general_purpose::STANDARD
         .encode(include_str!("../testdata/pki/lambda-ca.pem"));

@@ -2,7 +2,7 @@
 //! and devices.
 
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::EventSink;
 use drogue_shared::events::log::EventLog;
 use drogue_shared::model::{AppName, ResourceInput};
@@ -27,7 +27,7 @@ fn input(value: Value) -> ResourceInput {
 /// Creates `app1` with devices: `dev1` (password `secret`), `user-dev` (user `alice`),
 /// `gw` (password `gw`) and `behind` (served by `gw`).
 pub async fn populate(store: Arc<dyn Store>) {
-    let registry = Registry::new(store, Authorizer::default());
+    let registry = Registry::new(store, AccessControl::default());
     let mut admin = Principal::user("admin");
     admin.roles.push("drogue-admin".into());
     registry

@@ -10,7 +10,7 @@ mod fan_out;
 
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
 use drogue_shared::store::CommandStore;
@@ -66,14 +66,14 @@ async fn populated() -> DynamoStore {
     let store = fresh_dynamo_table().await;
     fixture::populate(Arc::new(store.clone())).await;
     let mut admin = Principal::user("admin");
-    admin.roles.push(Authorizer::DEFAULT_ADMIN_ROLE.into());
+    admin.roles.push(AccessControl::DEFAULT_ADMIN_ROLE.into());
     let anchor = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD
             .encode(include_str!("../testdata/pki/lambda-ca.pem"))
     };
     let app = json!({"metadata": {"name": "from-lambda"}, "spec": {"trustAnchors": {"anchors": [{"certificate": anchor}]}}});
-    Registry::new(Arc::new(store.clone()), Authorizer::default())
+    Registry::new(Arc::new(store.clone()), AccessControl::default())
         .update_application(
             &admin,
             &AppName::parse("from-lambda").unwrap(),
@@ -87,7 +87,7 @@ async fn populated() -> DynamoStore {
 #[tokio::test]
 async fn registry() {
     let store = fresh_dynamo_table().await;
-    store_fixture_token(&store, vec![Authorizer::DEFAULT_ADMIN_ROLE.into()]).await;
+    store_fixture_token(&store, vec![AccessControl::DEFAULT_ADMIN_ROLE.into()]).await;
     // the HTTPS client Lambda functions use for AWS's own endpoints (Amazon's roots only;
     // moto answers plain HTTP, so this shows the client is built and works, not its roots)
     let f = Function::start(

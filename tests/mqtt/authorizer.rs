@@ -2,7 +2,7 @@
 
 use super::fixture::populate;
 use base64::Engine;
-use drogue_mqtt_authorizer::{Authorizer, Config};
+use drogue_mqtt_authorizer::{Config, IotAuthorizer};
 use drogue_shared::runtime::EventContext;
 use drogue_tests::Backend;
 use drogue_tests::events::event;
@@ -102,10 +102,14 @@ fn expect_refused(response: &Value) {
     );
 }
 
-async fn authorizer() -> (Authorizer, String, drogue_tests::TestStore) {
+async fn authorizer() -> (IotAuthorizer, String, drogue_tests::TestStore) {
     let store = Backend::Embedded.store().await;
     let rita = populate(store.store.clone()).await;
-    (Authorizer::new(store.store.clone(), &config()), rita, store)
+    (
+        IotAuthorizer::new(store.store.clone(), &config()),
+        rita,
+        store,
+    )
 }
 
 fn strs(v: &[&str]) -> Vec<String> {
@@ -297,7 +301,7 @@ async fn an_unreachable_registry_is_an_error_not_a_decision() {
         drogue_tests::backend::dynamo_client(&endpoint),
         "gone",
     ));
-    let a = Authorizer::new(store, &config());
+    let a = IotAuthorizer::new(store, &config());
     assert!(
         a.handle(event("mqtt-authorizer-device.json"), &context())
             .await

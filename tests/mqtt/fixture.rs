@@ -1,7 +1,7 @@
 //! An application with devices, a gateway and users, for the MQTT tests.
 
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
 use drogue_shared::store::Store;
@@ -16,7 +16,7 @@ pub async fn populate(store: Arc<dyn Store>) -> String {
     let mut admin = Principal::user("admin");
     admin.roles.push("drogue-admin".into());
     drogue_tests::events::store_fixture_token(store.as_ref(), admin.roles.clone()).await;
-    let registry = Registry::new(store.clone(), Authorizer::default());
+    let registry = Registry::new(store.clone(), AccessControl::default());
     let input = |v| serde_json::from_value(v).unwrap();
     for app in ["from-lambda", "other-app"] {
         registry

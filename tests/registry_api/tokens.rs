@@ -1,8 +1,8 @@
 //! The access tokens API: a user's own tokens, shown once, stored hashed, revocable.
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
+use drogue_shared::access::token_format as token;
 use drogue_shared::store::StoredToken;
-use drogue_shared::token;
 use drogue_tests::TestApp;
 use drogue_tests::suite::Case;
 use reqwest::Method;

@@ -14,7 +14,7 @@ async fn list_apps_with_store_at(endpoint: &str) -> reqwest::Response {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let token = drogue_shared::token::generate().token;
+    let token = drogue_shared::access::token_format::generate().token;
     tokio::time::timeout(
         Duration::from_secs(30),
         reqwest::Client::new()

@@ -20,13 +20,13 @@ pub fn event(name: &str) -> serde_json::Value {
 pub async fn store_fixture_token(store: &dyn TokenStore, roles: Vec<String>) {
     store
         .create_token(&StoredToken {
-            prefix: drogue_shared::token::prefix_of(FIXTURE_TOKEN)
+            prefix: drogue_shared::access::token_format::prefix_of(FIXTURE_TOKEN)
                 .unwrap()
                 .into(),
             user: "admin".into(),
             name: None,
             roles,
-            hash: drogue_shared::token::hash(FIXTURE_TOKEN),
+            hash: drogue_shared::access::token_format::hash(FIXTURE_TOKEN),
             created: chrono::Utc::now(),
             description: None,
             expires: None,

@@ -23,7 +23,7 @@
 
 use anyhow::Context;
 use aws_sdk_iot::types::CertificateStatus;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::device_auth::{
     AMBIGUOUS, DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
@@ -95,7 +95,7 @@ impl CertificateValidator {
         );
         let shared = Arc::new(store.clone());
         let devices = DeviceAuthenticator::new(shared.clone());
-        let registry = Registry::new(shared, Authorizer::default());
+        let registry = Registry::new(shared, AccessControl::default());
         Ok(Self {
             iot,
             authorizer: MqttAuthorizer::new(devices.clone(), registry, None),

@@ -10,7 +10,7 @@ pub mod mqtt;
 use axum::Router;
 use axum::routing::post;
 use clap::Parser;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::CommandService;
 use drogue_shared::config::{AdminRole, IotData, Table};
@@ -35,7 +35,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             oidc: None,
-            admin_role: Authorizer::DEFAULT_ADMIN_ROLE.into(),
+            admin_role: AccessControl::DEFAULT_ADMIN_ROLE.into(),
         }
     }
 }
@@ -104,7 +104,7 @@ pub struct CommandState {
 pub fn router(store: Arc<dyn Store>, commands: CommandService, settings: Settings) -> Router {
     router_with(CommandState {
         tokens: store.clone(),
-        registry: Registry::new(store, Authorizer::new(&settings.admin_role)),
+        registry: Registry::new(store, AccessControl::new(&settings.admin_role)),
         oidc: settings.oidc.map(|c| Arc::new(OidcVerifier::new(c))),
         commands,
     })

@@ -7,7 +7,7 @@
 //!   expired (its roles are the token's);
 //! - its application exists with the `uid` it connected to, and the user (with those
 //!   roles) may read it: the owner, a member with a role, or an administrator
-//!   ([`Authorizer::permits`], the registry's rule).
+//!   ([`AccessControl::permits`], the registry's rule).
 //!
 //! The application and tokens are read through [`Lookups`], which keeps what it read for
 //! at most [`RECHECK_PERIOD`] (the lookup-cache period of `drogue-local`'s streams): access
@@ -15,7 +15,7 @@
 
 use crate::fanout::Subscribers;
 use chrono::{DateTime, Utc};
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::{Permission, Principal};
 use drogue_shared::store::dynamodb::StreamConnection;
 use drogue_shared::store::{StoreResult, StoredApplication, StoredToken};
@@ -41,7 +41,7 @@ pub fn decide(
     connection: &StreamConnection,
     application: Option<&StoredApplication>,
     token: Option<&StoredToken>,
-    authz: &Authorizer,
+    authz: &AccessControl,
     now: DateTime<Utc>,
 ) -> Access {
     if connection.credentials_expire.is_some_and(|e| e <= now) {
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn owners_members_and_administrators_keep_access_others_lose_it() {
-        let authz = Authorizer::default();
+        let authz = AccessControl::default();
         let now = Utc::now();
         let stored = app("uid-1", "olga", &[("rita", Role::Reader)]);
         for (user, expected) in [
@@ -224,7 +224,7 @@ mod tests {
         // a bearer token's roles, as kept with the connection
         let mut admin = connection("root", None);
         assert_eq!(decide(&admin, Some(&stored), None, &authz, now), READ_LOST);
-        admin.roles = vec![Authorizer::DEFAULT_ADMIN_ROLE.into()];
+        admin.roles = vec![AccessControl::DEFAULT_ADMIN_ROLE.into()];
         assert_eq!(
             decide(&admin, Some(&stored), None, &authz, now),
             Access::Granted
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_deleted_or_remade_application_ends_access() {
-        let authz = Authorizer::default();
+        let authz = AccessControl::default();
         let olga = connection("olga", None);
         let gone = Access::Ended("its application was deleted");
         assert_eq!(decide(&olga, None, None, &authz, Utc::now()), gone);
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn access_tokens_must_still_exist_for_the_user_and_not_be_expired() {
-        let authz = Authorizer::default();
+        let authz = AccessControl::default();
         let now = Utc::now();
         let stored = app("uid-1", "olga", &[]);
         let olga = connection("olga", Some("drg_aaaaaa"));
@@ -274,14 +274,14 @@ mod tests {
         );
         // the token's roles count, not those kept with the connection
         let mut root = connection("root", Some("drg_rooooo"));
-        root.roles = vec![Authorizer::DEFAULT_ADMIN_ROLE.into()];
+        root.roles = vec![AccessControl::DEFAULT_ADMIN_ROLE.into()];
         let plain = token("drg_rooooo", "root", None);
         assert_eq!(
             decide(&root, Some(&stored), Some(&plain), &authz, now),
             READ_LOST
         );
         let admin = StoredToken {
-            roles: vec![Authorizer::DEFAULT_ADMIN_ROLE.into()],
+            roles: vec![AccessControl::DEFAULT_ADMIN_ROLE.into()],
             ..plain
         };
         assert_eq!(
@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn expired_credentials_end_access() {
-        let authz = Authorizer::default();
+        let authz = AccessControl::default();
         let now = Utc::now();
         let stored = app("uid-1", "olga", &[]);
         let mut olga = connection("olga", None);

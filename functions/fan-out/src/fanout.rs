@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use chrono::{DateTime, Utc};
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::config::{AdminRole, IotData, Table, non_empty};
 use drogue_shared::model::AppName;
 use drogue_shared::store::dynamodb::{DynamoStore, StreamConnection};
@@ -256,7 +256,7 @@ pub struct FanOut {
     poster: Option<Arc<dyn ConnectionPoster>>,
     subscribers: Arc<dyn Subscribers>,
     concurrency: usize,
-    authz: Authorizer,
+    authz: AccessControl,
     lookups: Arc<Lookups>,
 }
 
@@ -271,13 +271,13 @@ impl FanOut {
             poster,
             subscribers,
             concurrency: 8,
-            authz: Authorizer::default(),
+            authz: AccessControl::default(),
             lookups: Arc::new(Lookups::default()),
         }
     }
 
     /// The administrators' role, as `$connect` knows it.
-    pub fn authorizer(mut self, authz: Authorizer) -> Self {
+    pub fn authorizer(mut self, authz: AccessControl) -> Self {
         self.authz = authz;
         self
     }

@@ -23,7 +23,7 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Duration, Utc};
 use drogue_shared::access::Permission;
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::config::{AdminRole, Table};
 use drogue_shared::http::{ApiError, CallerCredentials, authenticate_user};
@@ -71,7 +71,7 @@ impl StreamRoutes {
     pub fn new(store: DynamoStore, config: &Config) -> Self {
         let registry = Registry::new(
             Arc::new(store.clone()),
-            Authorizer::new(config.admin_role.as_str()),
+            AccessControl::new(config.admin_role.as_str()),
         );
         Self {
             store,
@@ -167,7 +167,7 @@ impl StreamRoutes {
     ) -> Result<(Option<String>, Option<DateTime<Utc>>), ApiError> {
         match CallerCredentials::from_request(&parts.headers, parts.uri.query()) {
             CallerCredentials::AccessToken { token, .. } => {
-                let prefix = drogue_shared::token::prefix_of(&token)
+                let prefix = drogue_shared::access::token_format::prefix_of(&token)
                     .ok_or(ApiError::Forbidden)?
                     .to_owned();
                 let stored = self

@@ -9,7 +9,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use criterion::{Criterion, criterion_group, criterion_main};
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::{EventSink, SinkError};
 use drogue_shared::model::{AppName, ResourceInput};
 use drogue_shared::registry::Registry;
@@ -64,7 +64,7 @@ fn publish(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path().join("bench.redb")).unwrap());
     let router = rt.block_on(async {
-        let registry = Registry::new(store.clone(), Authorizer::default());
+        let registry = Registry::new(store.clone(), AccessControl::default());
         let owner = Principal::user("bench");
         let input = |v| serde_json::from_value::<ResourceInput>(v).unwrap();
         registry.create_application(&owner, input(json!({"metadata": {"name": "bench"}}))).await.unwrap();

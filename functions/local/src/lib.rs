@@ -11,7 +11,7 @@ mod tls;
 use anyhow::Context;
 use clap::Parser;
 use drogue_registry::{QuotaArgs, Settings};
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::{CommandService, LocalCommandBus, Signals};
 use drogue_shared::config::AdminRole;
@@ -218,10 +218,13 @@ impl Server {
         };
         // registry writes make device authentication look again at once
         let changes = Changes::default();
-        let registry = Registry::new(store.clone(), Authorizer::new(config.admin_role.as_str()))
-            .with_changes(changes.clone())
-            .with_quotas(settings.quotas)
-            .with_change_events(Arc::new(events.clone()), DEFAULT_INSTANCE);
+        let registry = Registry::new(
+            store.clone(),
+            AccessControl::new(config.admin_role.as_str()),
+        )
+        .with_changes(changes.clone())
+        .with_quotas(settings.quotas)
+        .with_change_events(Arc::new(events.clone()), DEFAULT_INSTANCE);
         let verifier = oidc.map(|c| Arc::new(OidcVerifier::new(c)));
         let stream_state = stream::StreamState {
             registry: registry.clone(),

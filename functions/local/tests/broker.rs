@@ -12,7 +12,7 @@ use drogue_local::mqtt::backend::Backend;
 use drogue_local::mqtt::hub::Hub;
 use drogue_local::mqtt::{Broker, Listeners};
 use drogue_shared::access::Principal;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::log::EventLog;
@@ -82,8 +82,8 @@ async fn start() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path().join("db")).unwrap());
     let mut admin = Principal::user("admin");
-    admin.roles.push(Authorizer::DEFAULT_ADMIN_ROLE.into());
-    let registry = Registry::new(store.clone(), Authorizer::default());
+    admin.roles.push(AccessControl::DEFAULT_ADMIN_ROLE.into());
+    let registry = Registry::new(store.clone(), AccessControl::default());
     let input = |v| serde_json::from_value(v).unwrap();
     registry
         .create_application(&admin, input(json!({"metadata": {"name": "app1"}})))

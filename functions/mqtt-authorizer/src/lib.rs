@@ -11,7 +11,7 @@
 
 use aws_lambda_events::event::iot::IoTCoreCustomAuthorizerRequest;
 use clap::Parser;
-use drogue_shared::access::authz::Authorizer as AccessAuthorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::config::{AdminRole, Table};
 use drogue_shared::device_auth::DeviceAuthenticator;
@@ -55,15 +55,15 @@ pub struct AuthorizerResponse {
 
 /// The authorizer; cheap to clone.
 #[derive(Clone)]
-pub struct Authorizer {
+pub struct IotAuthorizer {
     mqtt: MqttAuthorizer,
 }
 
-impl Authorizer {
+impl IotAuthorizer {
     pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
         let registry = Registry::new(
             store.clone(),
-            AccessAuthorizer::new(config.admin_role.as_str()),
+            AccessControl::new(config.admin_role.as_str()),
         );
         let oidc = config.oidc.clone().map(|c| Arc::new(OidcVerifier::new(c)));
         Self {
@@ -146,7 +146,7 @@ mod tests {
         assert!(config.oidc.is_none());
         assert_eq!(
             config.admin_role.as_str(),
-            AccessAuthorizer::DEFAULT_ADMIN_ROLE
+            AccessControl::DEFAULT_ADMIN_ROLE
         );
         let config = try_parse_flags::<Config>(&[
             "--table",

@@ -1,7 +1,7 @@
 //! The IoT Core custom authorizer: invoked by IoT Core for each MQTT CONNECT (and on
 //! `$PORT` as `POST /`, for Knative and tests).
 
-use drogue_mqtt_authorizer::{Authorizer, Config};
+use drogue_mqtt_authorizer::{Config, IotAuthorizer};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         dynamodb::client(&aws),
         config.table.as_str(),
     ));
-    let authorizer = Authorizer::new(store, &config);
+    let authorizer = IotAuthorizer::new(store, &config);
     runtime::run_events(&runtime, move |event, context| {
         let authorizer = authorizer.clone();
         async move { authorizer.handle(event, &context).await }

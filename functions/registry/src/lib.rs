@@ -13,7 +13,7 @@ mod tokens;
 use axum::Router;
 use axum::routing::{MethodRouter, get};
 use clap::Parser;
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::config::{AdminRole, Table, non_empty};
 use drogue_shared::http::ApiError;
@@ -59,7 +59,7 @@ impl Default for Settings {
             public_url: None,
             http_url: None,
             oidc: None,
-            admin_role: Authorizer::DEFAULT_ADMIN_ROLE.into(),
+            admin_role: AccessControl::DEFAULT_ADMIN_ROLE.into(),
             websocket_path: None,
             mqtt: None,
             quotas: Quotas::default(),
@@ -256,7 +256,7 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
 /// The management API over a store.
 pub fn router(store: Arc<dyn Store>, settings: Settings) -> Router {
     let registry =
-        Registry::new(store, Authorizer::new(&settings.admin_role)).with_quotas(settings.quotas);
+        Registry::new(store, AccessControl::new(&settings.admin_role)).with_quotas(settings.quotas);
     router_for(registry, settings)
 }
 

@@ -16,8 +16,8 @@ pub struct CreatedToken {
     token: String,
 }
 
-impl From<drogue_shared::token::NewToken> for CreatedToken {
-    fn from(new: drogue_shared::token::NewToken) -> Self {
+impl From<drogue_shared::access::token_format::NewToken> for CreatedToken {
+    fn from(new: drogue_shared::access::token_format::NewToken) -> Self {
         Self {
             prefix: new.prefix,
             token: new.token,

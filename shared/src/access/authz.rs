@@ -38,17 +38,17 @@ impl Role {
 
 /// The name of the role that may do everything, and decisions taken with it.
 #[derive(Debug, Clone)]
-pub struct Authorizer {
+pub struct AccessControl {
     admin_role: String,
 }
 
-impl Default for Authorizer {
+impl Default for AccessControl {
     fn default() -> Self {
         Self::new(Self::DEFAULT_ADMIN_ROLE)
     }
 }
 
-impl Authorizer {
+impl AccessControl {
     pub const DEFAULT_ADMIN_ROLE: &'static str = "drogue-admin";
 
     pub fn new(admin_role: impl Into<String>) -> Self {
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn every_role_grants_what_the_table_says() {
-        let authz = Authorizer::default();
+        let authz = AccessControl::default();
         let app = app(
             "owner",
             &[
@@ -144,6 +144,6 @@ mod tests {
         let mut root = Principal::user("root");
         root.roles.push("drogue-admin".into());
         assert!(authz.permits(&root, &app, Permission::Owner));
-        assert!(!Authorizer::new("other-role").permits(&root, &app, Permission::Read));
+        assert!(!AccessControl::new("other-role").permits(&root, &app, Permission::Read));
     }
 }

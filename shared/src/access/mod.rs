@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod oidc;
+pub mod token_format;
 mod tokens;
 
 pub use authz::{Permission, Role};

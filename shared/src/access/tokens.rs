@@ -2,9 +2,9 @@
 //! presents `user:token`. A token acts as the user who made it, with the roles that user
 //! had then, until it is revoked or, if it was made with an expiry, until it expires.
 
+use super::token_format as token;
 use super::{Authentication, Principal};
 use crate::store::{StoreError, StoredToken, TokenStore};
-use crate::token;
 use chrono::{DateTime, Utc};
 
 /// Most access tokens one user may hold.

@@ -191,7 +191,7 @@ pub fn application_policy(client_id: &str, apps: &[String]) -> Policy {
 
 /// Whether a password is a token of a user rather than a device's password.
 fn is_user_token(password: &str) -> bool {
-    if crate::token::prefix_of(password).is_some() {
+    if crate::access::token_format::prefix_of(password).is_some() {
         return true;
     }
     jsonwebtoken::decode_header(password).is_ok()
@@ -356,7 +356,7 @@ impl MqttAuthorizer {
         username: &str,
         password: &str,
     ) -> Result<ConnectDecision, MqttAuthError> {
-        let decision = if crate::token::prefix_of(password).is_some() {
+        let decision = if crate::access::token_format::prefix_of(password).is_some() {
             access::authenticate(self.registry.tokens(), username, password).await?
         } else {
             match &self.oidc {

@@ -9,7 +9,7 @@ mod members;
 
 pub use members::{MAX_MEMBERS, MemberEntry, Members, TransferOwnership};
 
-use crate::access::authz::Authorizer;
+use crate::access::authz::AccessControl;
 use crate::access::{Permission, Principal};
 use crate::events::{Change, ChangedIn, EventSink, registry_change};
 use crate::model::{AppName, DeviceName, LabelSelector, Resource};
@@ -53,7 +53,7 @@ pub struct Registry {
     applications: Arc<dyn ApplicationStore>,
     devices: Arc<dyn DeviceStore>,
     tokens: Arc<dyn TokenStore>,
-    authz: Authorizer,
+    authz: AccessControl,
     changes: Changes,
     quotas: Quotas,
     /// Where registry change events go (`drogue-local`); on AWS the table's DynamoDB
@@ -161,7 +161,7 @@ impl ListOptions {
 
 impl Registry {
     /// A registry over its storage ports (a whole store gives them all).
-    pub fn new(ports: impl Into<RegistryPorts>, authz: Authorizer) -> Self {
+    pub fn new(ports: impl Into<RegistryPorts>, authz: AccessControl) -> Self {
         let RegistryPorts {
             applications,
             devices,
@@ -244,7 +244,7 @@ impl Registry {
         self.tokens.as_ref()
     }
 
-    pub fn authorizer(&self) -> &Authorizer {
+    pub fn authorizer(&self) -> &AccessControl {
         &self.authz
     }
 

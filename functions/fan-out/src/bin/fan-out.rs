@@ -2,7 +2,7 @@
 //! on `$PORT` as `POST /`).
 
 use drogue_fan_out::fanout::{Config, Connections, FanOut, IotCore, connections_client};
-use drogue_shared::access::authz::Authorizer;
+use drogue_shared::access::authz::AccessControl;
 use drogue_shared::commands::iot_data_client;
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let fan_out = FanOut::new(publisher, poster, store)
         .concurrency(config.fanout_concurrency.max(1))
-        .authorizer(Authorizer::new(config.admin_role.as_str()));
+        .authorizer(AccessControl::new(config.admin_role.as_str()));
     runtime::run_events(&runtime, move |event, _| {
         let fan_out = fan_out.clone();
         async move { fan_out.handle(event).await }
