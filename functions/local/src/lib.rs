@@ -13,6 +13,7 @@ use clap::Parser;
 use drogue_registry::{QuotaArgs, Settings};
 use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
+use drogue_shared::commands::external::ExternalSender;
 use drogue_shared::commands::{CommandService, LocalCommandBus, Signals};
 use drogue_shared::config::AdminRole;
 use drogue_shared::device_auth::DeviceAuthenticator;
@@ -129,6 +130,11 @@ pub struct Config {
     /// usernames as client ids); a further one takes over the oldest. 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_CONNECTIONS_PER_DEVICE", default_value_t = mqtt::hub::DEFAULT_CONNECTIONS_PER_DEVICE)]
     pub max_connections_per_device: usize,
+    /// Lets devices' external command endpoints (`spec.commands`) be on loopback and
+    /// private addresses, for a test bed standing in for The Things Network; never where
+    /// tenants are strangers (their URLs would reach into this machine's network).
+    #[arg(long, env = "DROGUE_ALLOW_PRIVATE_COMMAND_TARGETS")]
+    pub allow_private_command_targets: bool,
     /// Seconds a client may take to send a request's line and headers on the HTTP and
     /// HTTPS listeners (and a kept-alive connection may idle) before it is closed.
     #[arg(long, env = "DROGUE_HEADER_READ_TIMEOUT", default_value_t = drogue_shared::runtime::HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
@@ -239,6 +245,14 @@ impl Server {
             .with_publisher(Arc::new(command_bus.clone()))
             .with_signals(Signals::default())
             .with_rate_limit(config.command_rate.limit());
+        let commands = if config.allow_private_command_targets {
+            tracing::warn!(
+                "devices' external command endpoints may be on loopback and private addresses"
+            );
+            commands.with_external_sender(ExternalSender::allowing_private_addresses())
+        } else {
+            commands
+        };
         let command = drogue_command::router_with(drogue_command::CommandState {
             registry: registry.clone(),
             tokens: store.clone(),

@@ -116,3 +116,101 @@ async fn ttn_uplinks_become_events_of_their_device() {
             .is_err()
     );
 }
+
+/// A command for the LoRaWAN device, as the administrator: status and body.
+async fn lora_command(server: &LocalRunner, name: &str, body: &'static [u8]) -> (u16, Value) {
+    let token = server.admin_token();
+    let (user, token) = token.split_once(':').unwrap();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/command/v1alpha1/apps/app1/devices/eui-70b3d57ed0041234?command={name}",
+            server.base
+        ))
+        .basic_auth(user, Some(token))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json::<Value>().await.unwrap_or(Value::Null),
+    )
+}
+
+/// `app1` with the TTN webhook's gateway, whose commands go to TTN at `ttn`, and a
+/// LoRaWAN device behind it.
+async fn ttn_setup(server: &LocalRunner, ttn: std::net::SocketAddr) {
+    let devices = format!("{APPS}/app1/devices");
+    let gateway = json!({"metadata": {"name": "ttn-webhook"}, "spec": {
+        "authentication": {"credentials": [{"pass": "hook-secret"}]},
+        "commands": [{"external": {"type": "ttnv3",
+            "url": format!("http://{ttn}/api/v3/as/applications/my-ttn-app/devices"),
+            "headers": {"Authorization": "Bearer NNSXS.test-key"}}}]
+    }});
+    let device = json!({"metadata": {"name": "eui-70b3d57ed0041234"}, "spec": {
+        "gatewaySelector": {"matchNames": ["ttn-webhook"]}
+    }});
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    assert_eq!(server.post(&devices, &gateway).await, 201);
+    assert_eq!(server.post(&devices, &device).await, 201);
+}
+
+/// Commands for a LoRaWAN device go to TTN's downlink API (a loopback stand-in here,
+/// which a runner reaches only when told it may), with TTN's path, key and body.
+#[tokio::test]
+async fn commands_for_ttn_devices_become_downlinks() {
+    use axum::routing::post;
+    let (seen, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, String, Value)>();
+    let stand_in = axum::Router::new().route(
+        "/api/v3/as/applications/my-ttn-app/devices/{device}/down/replace",
+        post(
+            move |axum::extract::Path(device): axum::extract::Path<String>,
+                  headers: axum::http::HeaderMap,
+                  axum::Json(body): axum::Json<Value>| async move {
+                let key = headers["authorization"].to_str().unwrap().to_owned();
+                seen.send((device, key, body)).unwrap();
+                "{}"
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ttn = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, stand_in).await });
+
+    // a runner as strangers use it: the loopback endpoint is refused, nothing sent
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    ttn_setup(&server, ttn).await;
+    let (status, body) = lora_command(&server, "port:2", b"\x05").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (406, Some("NotAcceptable")),
+        "{body}"
+    );
+    assert!(received.try_recv().is_err());
+    drop(server);
+
+    // a test bed's: the downlink reaches the stand-in
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--allow-private-command-targets"]).await;
+    ttn_setup(&server, ttn).await;
+    let (status, body) = lora_command(&server, "port:2", b"\x05").await;
+    assert_eq!(status, 202, "{body}");
+    let (device, key, downlink) = received.recv().await.unwrap();
+    assert_eq!(device, "eui-70b3d57ed0041234");
+    assert_eq!(key, "Bearer NNSXS.test-key");
+    assert_eq!(
+        downlink,
+        json!({"downlinks": [{"f_port": 2, "frm_payload": "BQ=="}]})
+    );
+    // a named command goes as JSON on port 1
+    assert_eq!(lora_command(&server, "led", b"on").await.0, 202);
+    let (_, _, downlink) = received.recv().await.unwrap();
+    assert_eq!(downlink["downlinks"][0]["f_port"], 1);
+}
