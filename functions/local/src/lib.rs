@@ -276,7 +276,7 @@ impl Server {
                 commands.clone(),
                 DEFAULT_INSTANCE,
             ),
-            store: store.clone(),
+            applications: store.clone(),
             commands: commands.clone(),
             sink: Arc::new(events.clone()),
             hub: Arc::new(mqtt::hub::Hub::with_connections_per_device(

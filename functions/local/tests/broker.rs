@@ -108,7 +108,7 @@ async fn start() -> Fixture {
     let backend = Backend {
         authorizer: MqttAuthorizer::new(devices.clone(), registry, None),
         ingest: MqttIngest::new(devices, sink.clone(), commands.clone(), "drogue"),
-        store,
+        applications: store,
         commands,
         sink: sink.clone(),
         hub: Arc::new(Hub::default()),

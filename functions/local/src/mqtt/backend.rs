@@ -16,7 +16,7 @@ use drogue_shared::mqtt::{
     MqttIdentity, MqttIngest, Policy, Refusal, application_command,
 };
 use drogue_shared::rate_limit::PublishLimiter;
-use drogue_shared::store::Store;
+use drogue_shared::store::ApplicationStore;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +75,8 @@ pub struct Message<'a> {
 pub struct Backend {
     pub authorizer: MqttAuthorizer,
     pub ingest: MqttIngest,
-    pub store: Arc<dyn Store>,
+    /// Applications, for the event log cursors of resuming subscriptions.
+    pub applications: Arc<dyn ApplicationStore>,
     pub commands: CommandService,
     pub sink: Arc<dyn EventSink>,
     pub hub: Arc<Hub>,
@@ -111,7 +112,7 @@ impl Backend {
     /// cannot be looked up now).
     pub async fn new_cursor(&self, application: &str) -> Option<Cursor> {
         let name = AppName::parse(application).ok()?;
-        let stored = self.store.get_application(&name).await.ok()??;
+        let stored = self.applications.get_application(&name).await.ok()??;
         let position = self.log.last_sequence(application).ok()?;
         Some(Cursor {
             application: application.to_owned(),
@@ -127,7 +128,7 @@ impl Backend {
         let Ok(name) = AppName::parse(&saved.application) else {
             return None;
         };
-        match self.store.get_application(&name).await {
+        match self.applications.get_application(&name).await {
             Ok(Some(stored)) if stored.app.metadata.uid == saved.uid => Some(saved),
             Ok(Some(_)) => self.new_cursor(&saved.application).await,
             Ok(None) => None,
