@@ -16,6 +16,7 @@ use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::kinesis::KinesisSink;
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
+use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::DynamoStore;
 use drogue_tests::backend::{
     dynamo_client, fresh_kinesis_stream, iot_client, kinesis_client, kinesis_records, moto_url,
@@ -24,6 +25,37 @@ use drogue_tests::pki::TestCa;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Hands a JSON batch to the stream consumer as the runtime does (typed in, JSON out).
+trait HandleBatch {
+    async fn handle_json(&self, event: Value) -> anyhow::Result<Value>;
+}
+
+impl HandleBatch for StreamConsumer {
+    async fn handle_json(&self, event: Value) -> anyhow::Result<Value> {
+        let handler = |event, _| {
+            let consumer = self.clone();
+            async move { consumer.handle(event).await }
+        };
+        Ok(runtime::handle_event(&handler, event, runtime::EventContext::default()).await?)
+    }
+}
+
+/// Hands a JSON event to the validator as the runtime does (typed in, JSON out).
+trait HandleRegistration {
+    async fn handle_json(&self, event: Value, location: &Location) -> anyhow::Result<Value>;
+}
+
+impl HandleRegistration for CertificateValidator {
+    async fn handle_json(&self, event: Value, location: &Location) -> anyhow::Result<Value> {
+        let handler = |event, _| {
+            let validator = self.clone();
+            let location = location.clone();
+            async move { validator.handle(event, &location).await }
+        };
+        Ok(runtime::handle_event(&handler, event, runtime::EventContext::default()).await?)
+    }
+}
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -244,7 +276,10 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
     // an application with a trust anchor: registered, active
     s.create_app("app1", &[&ca1]).await;
     let created = s.app_item("app1").await.unwrap();
-    let out = sync.handle(s.record(None, Some(&created))).await.unwrap();
+    let out = sync
+        .handle_json(s.record(None, Some(&created)))
+        .await
+        .unwrap();
     let first = out["registered"][0].as_str().unwrap().to_owned();
     assert_eq!(s.ca_status(&first).await, Some(CaCertificateStatus::Active));
     let described = s
@@ -281,14 +316,17 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
     );
 
     // the same record again changes nothing
-    let again = sync.handle(s.record(None, Some(&created))).await.unwrap();
+    let again = sync
+        .handle_json(s.record(None, Some(&created)))
+        .await
+        .unwrap();
     assert_eq!(again["registered"], json!([first]));
 
     // a second anchor is added, the first removed
     s.set_anchors("app1", &[&ca2]).await;
     let changed = s.app_item("app1").await.unwrap();
     let out = sync
-        .handle(s.record(Some(&created), Some(&changed)))
+        .handle_json(s.record(Some(&created), Some(&changed)))
         .await
         .unwrap();
     let second = out["registered"][0].as_str().unwrap().to_owned();
@@ -308,7 +346,7 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
 
     // an unrelated change of the application leaves the anchor alone
     let out = sync
-        .handle(s.record(Some(&changed), Some(&changed)))
+        .handle_json(s.record(Some(&changed), Some(&changed)))
         .await
         .unwrap();
     assert_eq!(
@@ -325,16 +363,22 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
         )
         .await
         .unwrap();
-    let out = sync.handle(s.record(Some(&changed), None)).await.unwrap();
+    let out = sync
+        .handle_json(s.record(Some(&changed), None))
+        .await
+        .unwrap();
     assert_eq!(out["deregistered"], json!([second]));
     assert_eq!(s.ca_status(&second).await, None);
     // and again: nothing to do
-    let out = sync.handle(s.record(Some(&changed), None)).await.unwrap();
+    let out = sync
+        .handle_json(s.record(Some(&changed), None))
+        .await
+        .unwrap();
     assert_eq!(out["deregistered"], json!([]));
 
     // the fixture, a record as Lambda delivers it
     let out = sync
-        .handle(fixture("trust-anchor-sync.json"))
+        .handle_json(fixture("trust-anchor-sync.json"))
         .await
         .unwrap();
     let id = out["registered"][0].as_str().unwrap().to_owned();
@@ -359,7 +403,7 @@ async fn trust_anchors_follow_the_registry_into_iot_core() {
     // other items (devices, tokens) are no concern
     let mut device = s.record(None, Some(&changed));
     device["Records"][0]["dynamodb"]["NewImage"]["sk"] = json!({"S": "DEV#d1"});
-    let out = sync.handle(device).await.unwrap();
+    let out = sync.handle_json(device).await.unwrap();
     assert_eq!(
         (&out["registered"], &out["deregistered"]),
         (&json!([]), &json!([]))
@@ -403,7 +447,7 @@ async fn device_certificates_are_validated_just_in_time() {
     let mut ca_ids = HashMap::new();
     for app in ["app1", "app2"] {
         let item = s.app_item(app).await.unwrap();
-        let out = sync.handle(s.record(None, Some(&item))).await.unwrap();
+        let out = sync.handle_json(s.record(None, Some(&item))).await.unwrap();
         ca_ids.insert(app, out["registered"][0].as_str().unwrap().to_owned());
     }
 
@@ -453,7 +497,10 @@ async fn device_certificates_are_validated_just_in_time() {
     // a valid certificate: activated, with the device's policy attached
     let (event, arn) = registered(ca1.issue("app1", "device-1", 2025, 2099).cert_pem, "app1").await;
     let id = event["certificateId"].as_str().unwrap().to_owned();
-    let out = validator.handle(event.clone(), &location).await.unwrap();
+    let out = validator
+        .handle_json(event.clone(), &location)
+        .await
+        .unwrap();
     assert_eq!(out["outcome"], "activated", "{out}");
     assert_eq!(
         (out["application"].as_str(), out["device"].as_str()),
@@ -497,14 +544,14 @@ async fn device_certificates_are_validated_just_in_time() {
     }
     // the same event again (a retry) leaves it so
     assert_eq!(
-        validator.handle(event, &location).await.unwrap()["outcome"],
+        validator.handle_json(event, &location).await.unwrap()["outcome"],
         "unchanged"
     );
     assert_eq!(status(id).await, CertificateStatus::Active);
 
     // a gateway's certificate covers the devices behind it
     let (event, _) = registered(ca1.issue("app1", "gw", 2025, 2099).cert_pem, "app1").await;
-    let out = validator.handle(event, &location).await.unwrap();
+    let out = validator.handle_json(event, &location).await.unwrap();
     let policy = s
         .iot
         .get_policy()
@@ -538,7 +585,7 @@ async fn device_certificates_are_validated_just_in_time() {
     ] {
         let (event, arn) = registered(cert.cert_pem, ca).await;
         let id = event["certificateId"].as_str().unwrap().to_owned();
-        let out = validator.handle(event, &location).await.unwrap();
+        let out = validator.handle_json(event, &location).await.unwrap();
         assert_eq!(out["outcome"], "revoked", "{why}: {out}");
         assert_eq!(status(id).await, CertificateStatus::Revoked, "{why}");
         let attached = s
@@ -552,7 +599,7 @@ async fn device_certificates_are_validated_just_in_time() {
     }
     // and the valid device of app2 gets app2's policy
     let (event, _) = registered(ca2.issue("app2", "device-1", 2025, 2099).cert_pem, "app2").await;
-    let out = validator.handle(event, &location).await.unwrap();
+    let out = validator.handle_json(event, &location).await.unwrap();
     assert_eq!(
         (out["outcome"].as_str(), out["application"].as_str()),
         (Some("activated"), Some("app2"))
@@ -580,7 +627,7 @@ async fn an_unreachable_registry_leaves_the_certificate_pending() {
         partition: "aws".into(),
         region: "us-east-1".into(),
     };
-    assert!(validator.handle(event, &location).await.is_err());
+    assert!(validator.handle_json(event, &location).await.is_err());
     let described = s
         .iot
         .describe_certificate()
@@ -617,7 +664,7 @@ impl Setup {
             let item = self.app_item(app).await.unwrap();
             let out = self
                 .consumer
-                .handle(self.record(None, Some(&item)))
+                .handle_json(self.record(None, Some(&item)))
                 .await
                 .unwrap();
             ids.insert(app, out["registered"][0].as_str().unwrap().to_owned());
@@ -661,7 +708,7 @@ impl Setup {
             partition: "aws".into(),
             region: "us-east-1".into(),
         };
-        let out = validator.handle(event, &location).await.unwrap();
+        let out = validator.handle_json(event, &location).await.unwrap();
         assert_eq!(out["outcome"], "activated", "{out}");
         assert_eq!(self.state(&id, &arn).await.0, CertificateStatus::Active);
         (id, arn)
@@ -785,7 +832,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
         .await
         .unwrap();
     let deleted = s.record(Some(&before), None);
-    let out = s.consumer.handle(deleted.clone()).await.unwrap();
+    let out = s.consumer.handle_json(deleted.clone()).await.unwrap();
     assert_eq!(out["revoked"], json!([certs["gone"].0]), "{out}");
     assert_eq!(out["batchItemFailures"], json!([]));
     assert!(revoked("gone").await);
@@ -793,7 +840,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     assert!(!s.policy_exists(&policy).await, "{policy} deleted");
     assert!(s.items("app1", "IOTCERT#gone#").await.is_empty());
     // the same record again changes nothing
-    let out = s.consumer.handle(deleted).await.unwrap();
+    let out = s.consumer.handle_json(deleted).await.unwrap();
     assert_eq!(out["revoked"], json!([]));
     assert!(revoked("gone").await);
 
@@ -807,7 +854,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     let disabled = s.device_item("app1", "off").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&before), Some(&disabled)))
+        .handle_json(s.record(Some(&before), Some(&disabled)))
         .await
         .unwrap();
     assert_eq!(out["revoked"], json!([certs["off"].0]), "{out}");
@@ -820,7 +867,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     let enabled = s.device_item("app1", "off").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&disabled), Some(&enabled)))
+        .handle_json(s.record(Some(&disabled), Some(&enabled)))
         .await
         .unwrap();
     assert_eq!(out["revoked"], json!([]));
@@ -838,7 +885,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     let after = s.device_item("app1", "pinned").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&before), Some(&after)))
+        .handle_json(s.record(Some(&before), Some(&after)))
         .await
         .unwrap();
     assert_eq!(out["revoked"], json!([]));
@@ -855,7 +902,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     let replaced = s.device_item("app1", "pinned").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&after), Some(&replaced)))
+        .handle_json(s.record(Some(&after), Some(&replaced)))
         .await
         .unwrap();
     assert_eq!(out["revoked"], json!([certs["pinned"].0]), "{out}");
@@ -869,7 +916,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     let after = s.device_item("app1", "behind").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&before), Some(&after)))
+        .handle_json(s.record(Some(&before), Some(&after)))
         .await
         .unwrap();
     assert_eq!(out["revoked"], json!([certs["gw"].0]), "{out}");
@@ -896,12 +943,16 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
     assert!(s.items("app1", "IOTCERT#").await.is_empty());
     let out = s
         .consumer
-        .handle(s.record(Some(&records[0]), None))
+        .handle_json(s.record(Some(&records[0]), None))
         .await
         .unwrap();
     assert_eq!(out["revoked"], json!([certs["kept"].0]), "{out}");
     assert!(revoked("kept").await);
-    let out = s.consumer.handle(s.record(Some(&app), None)).await.unwrap();
+    let out = s
+        .consumer
+        .handle_json(s.record(Some(&app), None))
+        .await
+        .unwrap();
     assert_eq!(out["revoked"], json!([]));
     assert!(
         active("other").await,
@@ -943,7 +994,7 @@ async fn disabling_an_application_revokes_its_certificates() {
     let after = s.app_item("app3").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&before), Some(&after)))
+        .handle_json(s.record(Some(&before), Some(&after)))
         .await
         .unwrap();
     assert_eq!(out["revoked"], json!([id]), "{out}");
@@ -968,7 +1019,7 @@ async fn a_failing_record_is_reported_with_those_after_it() {
     let mut first = good.clone();
     first["dynamodb"]["SequenceNumber"] = json!("50");
     event["Records"] = json!([first, bad, after]);
-    let out = s.consumer.handle(event).await.unwrap();
+    let out = s.consumer.handle_json(event).await.unwrap();
     assert_eq!(
         out["batchItemFailures"],
         json!([{"itemIdentifier": "100"}, {"itemIdentifier": "200"}])
@@ -1075,7 +1126,7 @@ async fn applications_share_a_trust_anchor_on_iot_core() {
         .await
         .unwrap();
     s.consumer
-        .handle(s.record(Some(&before), None))
+        .handle_json(s.record(Some(&before), None))
         .await
         .unwrap();
     assert_eq!(
@@ -1104,7 +1155,7 @@ async fn applications_share_a_trust_anchor_on_iot_core() {
         .await
         .unwrap();
     s.consumer
-        .handle(s.record(Some(&before), None))
+        .handle_json(s.record(Some(&before), None))
         .await
         .unwrap();
     assert_eq!(
@@ -1134,7 +1185,7 @@ async fn applications_share_a_trust_anchor_on_iot_core() {
     let after = s.app_item("app1").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&before), Some(&after)))
+        .handle_json(s.record(Some(&before), Some(&after)))
         .await
         .unwrap();
     assert_eq!(out["deregistered"], json!([]), "{out}");
@@ -1152,7 +1203,7 @@ async fn applications_share_a_trust_anchor_on_iot_core() {
     let again = s.app_item("app1").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&after), Some(&again)))
+        .handle_json(s.record(Some(&after), Some(&again)))
         .await
         .unwrap();
     assert_eq!(out["registered"], json!([ca_id]), "the same registration");
@@ -1167,7 +1218,7 @@ async fn applications_share_a_trust_anchor_on_iot_core() {
         .unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&app2_item), None))
+        .handle_json(s.record(Some(&app2_item), None))
         .await
         .unwrap();
     assert_eq!(out["deregistered"], json!([]), "{out}");
@@ -1179,7 +1230,7 @@ async fn applications_share_a_trust_anchor_on_iot_core() {
     let after = s.app_item("app1").await.unwrap();
     let out = s
         .consumer
-        .handle(s.record(Some(&before), Some(&after)))
+        .handle_json(s.record(Some(&before), Some(&after)))
         .await
         .unwrap();
     assert_eq!(out["deregistered"], json!([ca_id]), "{out}");

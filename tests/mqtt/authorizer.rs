@@ -12,6 +12,21 @@ use std::sync::Arc;
 
 const ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:mqtt-authorizer";
 
+/// Hands a JSON request to the authorizer as the runtime does (typed in, JSON out).
+trait HandleJson {
+    async fn handle_json(&self, event: Value, context: &EventContext) -> anyhow::Result<Value>;
+}
+
+impl HandleJson for IotAuthorizer {
+    async fn handle_json(&self, event: Value, context: &EventContext) -> anyhow::Result<Value> {
+        let handler = |request, context: EventContext| {
+            let authorizer = self.clone();
+            async move { authorizer.handle(request, &context).await }
+        };
+        Ok(drogue_shared::runtime::handle_event(&handler, event, context.clone()).await?)
+    }
+}
+
 fn context() -> EventContext {
     EventContext {
         function_arn: Some(ARN.into()),
@@ -120,7 +135,7 @@ fn strs(v: &[&str]) -> Vec<String> {
 async fn a_device_gets_its_own_topics_only() {
     let (a, _, _store) = authorizer().await;
     let response = a
-        .handle(event("mqtt-authorizer-device.json"), &context())
+        .handle_json(event("mqtt-authorizer-device.json"), &context())
         .await
         .unwrap();
     expect_allowed(&response);
@@ -146,7 +161,7 @@ async fn a_device_gets_its_own_topics_only() {
 
     // an alias as the client id, and a username with the client id naming the device
     let response = a
-        .handle(
+        .handle_json(
             request("device1@from-lambda", "hey-rodney", "alias-1@from-lambda"),
             &context(),
         )
@@ -158,7 +173,7 @@ async fn a_device_gets_its_own_topics_only() {
         strs(&["client/alias-1@from-lambda"])
     );
     let response = a
-        .handle(request("alice", "pw", "user-dev@from-lambda"), &context())
+        .handle_json(request("alice", "pw", "user-dev@from-lambda"), &context())
         .await
         .unwrap();
     expect_allowed(&response);
@@ -172,7 +187,7 @@ async fn a_device_gets_its_own_topics_only() {
 async fn a_gateway_gets_the_topics_of_the_devices_it_serves() {
     let (a, _, _store) = authorizer().await;
     let response = a
-        .handle(
+        .handle_json(
             request("gw@from-lambda", "gw", "gw@from-lambda"),
             &context(),
         )
@@ -209,7 +224,7 @@ async fn a_gateway_gets_the_topics_of_the_devices_it_serves() {
 async fn applications_get_the_events_and_commands_of_what_they_may_read() {
     let (a, rita, _store) = authorizer().await;
     let response = a
-        .handle(request("rita", &rita, "rita/integration"), &context())
+        .handle_json(request("rita", &rita, "rita/integration"), &context())
         .await
         .unwrap();
     expect_allowed(&response);
@@ -242,7 +257,7 @@ async fn applications_get_the_events_and_commands_of_what_they_may_read() {
     );
 
     let response = a
-        .handle(event("mqtt-authorizer-application.json"), &context())
+        .handle_json(event("mqtt-authorizer-application.json"), &context())
         .await
         .unwrap();
     expect_allowed(&response);
@@ -257,7 +272,7 @@ async fn applications_get_the_events_and_commands_of_what_they_may_read() {
 async fn refusals_carry_no_policy() {
     let (a, rita, _store) = authorizer().await;
     expect_refused(
-        &a.handle(event("mqtt-authorizer-bad-password.json"), &context())
+        &a.handle_json(event("mqtt-authorizer-bad-password.json"), &context())
             .await
             .unwrap(),
     );
@@ -278,7 +293,7 @@ async fn refusals_carry_no_policy() {
         ("rita", &rita, "rita/*"),
     ] {
         let response = a
-            .handle(request(username, password, client_id), &context())
+            .handle_json(request(username, password, client_id), &context())
             .await
             .unwrap();
         expect_refused(&response);
@@ -288,7 +303,7 @@ async fn refusals_carry_no_policy() {
         .as_object_mut()
         .unwrap()
         .remove("password");
-    expect_refused(&a.handle(no_password, &context()).await.unwrap());
+    expect_refused(&a.handle_json(no_password, &context()).await.unwrap());
 }
 
 #[tokio::test]
@@ -303,7 +318,7 @@ async fn an_unreachable_registry_is_an_error_not_a_decision() {
     ));
     let a = IotAuthorizer::new(store, &config());
     assert!(
-        a.handle(event("mqtt-authorizer-device.json"), &context())
+        a.handle_json(event("mqtt-authorizer-device.json"), &context())
             .await
             .is_err()
     );

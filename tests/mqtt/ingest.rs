@@ -7,6 +7,7 @@ use drogue_mqtt_ingest::{Config, Ingest};
 use drogue_shared::commands::CommandService;
 use drogue_shared::events::destination::Destination;
 use drogue_shared::events::kinesis::KinesisSink;
+use drogue_shared::runtime;
 use drogue_shared::store::CommandStore;
 use drogue_shared::store::dynamodb::DynamoStore;
 use drogue_tests::backend::{
@@ -15,6 +16,27 @@ use drogue_tests::backend::{
 use drogue_tests::events::event;
 use serde_json::{Value, json};
 use std::sync::Arc;
+
+/// Hands a JSON event to a handler as the runtime does (typed in, JSON out).
+trait HandleJson {
+    async fn handle_json(&self, event: Value) -> anyhow::Result<Value>;
+}
+
+impl HandleJson for Ingest {
+    async fn handle_json(&self, event: Value) -> anyhow::Result<Value> {
+        let handler = |event: drogue_mqtt_ingest::IngestEvent, _| {
+            let ingest = self.clone();
+            async move { ingest.handle(event).await }
+        };
+        Ok(runtime::handle_event(&handler, event, runtime::EventContext::default()).await?)
+    }
+}
+
+/// The command function's rule handler, as the runtime calls it.
+async fn command_rule(commands: CommandService, event: Value) -> anyhow::Result<Value> {
+    let handler = |message, _| drogue_command::mqtt::handle(commands.clone(), message);
+    Ok(runtime::handle_event(&handler, event, runtime::EventContext::default()).await?)
+}
 
 fn message(topic: &str, client_id: &str, payload: &[u8]) -> Value {
     let mut e = event("mqtt-ingest-telemetry.json");
@@ -66,12 +88,12 @@ async fn rule_messages_become_events_in_the_stream() {
     } = setup().await;
 
     let accepted = ingest
-        .handle(event("mqtt-ingest-telemetry.json"))
+        .handle_json(event("mqtt-ingest-telemetry.json"))
         .await
         .unwrap();
     assert_eq!(accepted, json!({"outcome": "accepted"}));
     let proxied = ingest
-        .handle(message(
+        .handle_json(message(
             "dt/from-lambda/behind-1/state/room",
             "gw@from-lambda",
             b"on",
@@ -109,7 +131,7 @@ async fn rule_messages_become_events_in_the_stream() {
     ] {
         assert_eq!(
             ingest
-                .handle(message(topic, client_id, b"1"))
+                .handle_json(message(topic, client_id, b"1"))
                 .await
                 .unwrap()["outcome"],
             "refused",
@@ -118,7 +140,10 @@ async fn rule_messages_become_events_in_the_stream() {
     }
     let mut bad_json = message("dt/from-lambda/device1/t", "device1@from-lambda", b"{not");
     bad_json["contentType"] = json!("application/json");
-    assert_eq!(ingest.handle(bad_json).await.unwrap()["outcome"], "refused");
+    assert_eq!(
+        ingest.handle_json(bad_json).await.unwrap()["outcome"],
+        "refused"
+    );
 
     let records = kinesis_records(&client, &stream).await;
     assert_eq!(records.len(), 2, "only the accepted messages");
@@ -151,7 +176,7 @@ async fn answers_to_commands_are_recorded_and_streamed() {
 
     // an application's command over MQTT, through the command function's rule handler
     let commands = CommandService::new(store.clone());
-    let outcome = drogue_command::mqtt::handle(commands, event("mqtt-command.json"))
+    let outcome = command_rule(commands, event("mqtt-command.json"))
         .await
         .unwrap();
     assert_eq!(outcome["outcome"], "accepted");
@@ -167,13 +192,13 @@ async fn answers_to_commands_are_recorded_and_streamed() {
 
     let topic = format!("cmd/from-lambda/device1/reboot/res/{}/200", command.id);
     let answered = ingest
-        .handle(message(&topic, "device1@from-lambda", b"done"))
+        .handle_json(message(&topic, "device1@from-lambda", b"done"))
         .await
         .unwrap();
     assert_eq!(answered["outcome"], "accepted");
     assert_eq!(
         ingest
-            .handle(message(&topic, "device1@from-lambda", b"again"))
+            .handle_json(message(&topic, "device1@from-lambda", b"again"))
             .await
             .unwrap()["outcome"],
         "refused"
@@ -181,7 +206,7 @@ async fn answers_to_commands_are_recorded_and_streamed() {
     let other = format!("cmd/from-lambda/gw/reboot/res/{}/200", command.id);
     assert_eq!(
         ingest
-            .handle(message(&other, "gw@from-lambda", b"x"))
+            .handle_json(message(&other, "gw@from-lambda", b"x"))
             .await
             .unwrap()["outcome"],
         "refused"
@@ -202,7 +227,7 @@ async fn answers_to_commands_are_recorded_and_streamed() {
     assert_eq!(answer["requestid"], command.id.as_str());
     assert_eq!(answer["status"], 200);
 
-    let unknown = drogue_command::mqtt::handle(
+    let unknown = command_rule(
         CommandService::new(store.clone()),
         json!({"topic": "command/from-lambda/nobody/x", "payload": "MQ==", "clientId": "c"}),
     )
@@ -224,7 +249,7 @@ async fn lifecycle_events_become_connection_events() {
         "mqtt-lifecycle-disconnected.json",
     ] {
         assert_eq!(
-            ingest.handle(event(fixture)).await.unwrap()["outcome"],
+            ingest.handle_json(event(fixture)).await.unwrap()["outcome"],
             "accepted"
         );
     }
@@ -236,7 +261,7 @@ async fn lifecycle_events_become_connection_events() {
     let mut unknown = event("mqtt-lifecycle-connected.json");
     unknown["clientId"] = json!("nobody@from-lambda");
     for e in [app, failed, unknown] {
-        assert_eq!(ingest.handle(e).await.unwrap()["outcome"], "ignored");
+        assert_eq!(ingest.handle_json(e).await.unwrap()["outcome"], "ignored");
     }
 
     let records = kinesis_records(&client, &stream).await;

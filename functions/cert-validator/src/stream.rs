@@ -13,7 +13,8 @@ use crate::changes::RegistryChanges;
 use crate::revocation::Revocation;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use drogue_shared::store::dynamodb::StreamImage;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// A table item, as far as the reactions care (the DynamoDB adapter tells them apart).
 pub use drogue_shared::store::dynamodb::TableItem as Item;
@@ -94,11 +95,11 @@ impl StreamConsumer {
         }
     }
 
-    /// Handles a batch of stream records: `{"registered", "deregistered", "revoked",
-    /// "events", "batchItemFailures"}`. Only an event that is not a batch of stream
-    /// records is an error.
-    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
-        let event: Event = serde_json::from_value(event)?;
+    /// Handles a batch of stream records (an event that is none is refused by the
+    /// runtime: a function error): what was registered, deregistered, revoked and
+    /// streamed, and the records to retry (`batchItemFailures`). Failed records are never
+    /// an error of the handler.
+    pub async fn handle(&self, event: Event) -> Result<StreamOutcome, SyncError> {
         let mut outcome = Outcome::default();
         let mut failed = false;
         for record in &event.records {
@@ -115,17 +116,17 @@ impl StreamConsumer {
                 outcome.failures.push(id);
             }
         }
-        Ok(json!({
-            "registered": outcome.registered,
-            "deregistered": outcome.deregistered,
-            "revoked": outcome.revoked,
-            "events": outcome.events,
-            "batchItemFailures": outcome
+        Ok(StreamOutcome {
+            registered: outcome.registered,
+            deregistered: outcome.deregistered,
+            revoked: outcome.revoked,
+            events: outcome.events,
+            batch_item_failures: outcome
                 .failures
-                .iter()
-                .map(|id| json!({"itemIdentifier": id}))
-                .collect::<Vec<_>>(),
-        }))
+                .into_iter()
+                .map(|item_identifier| ItemFailure { item_identifier })
+                .collect(),
+        })
     }
 
     /// Hands a record to every reaction (all of them, even after one failed: revoking
@@ -156,9 +157,46 @@ impl StreamConsumer {
     }
 }
 
-/// Whether a handled batch reported failed records.
-pub fn has_failures(answer: &Value) -> bool {
-    answer["batchItemFailures"]
-        .as_array()
-        .is_some_and(|f| !f.is_empty())
+/// The answer to a batch: `{"registered", "deregistered", "revoked", "events",
+/// "batchItemFailures": [{"itemIdentifier"}]}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamOutcome {
+    pub registered: Vec<String>,
+    pub deregistered: Vec<String>,
+    pub revoked: Vec<String>,
+    pub events: Vec<Value>,
+    pub batch_item_failures: Vec<ItemFailure>,
 }
+
+/// A record to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemFailure {
+    pub item_identifier: String,
+}
+
+impl StreamOutcome {
+    /// Whether records failed.
+    pub fn has_failures(&self) -> bool {
+        !self.batch_item_failures.is_empty()
+    }
+}
+
+/// Why a batch failed as a whole: on `$PORT`, where the caller retries whole batches, a
+/// batch with failed records (under Lambda they are reported in `batchItemFailures`).
+#[derive(Debug)]
+pub enum SyncError {
+    /// Records failed (their sequence numbers).
+    RecordsFailed(Vec<String>),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RecordsFailed(ids) => write!(f, "stream records failed: {ids:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}

@@ -34,8 +34,7 @@ use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
 use drogue_shared::store::{Conflict, DeviceStore, StoreError, device_claims};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The longest policy name prefix (IoT policy names have at most 128 characters).
@@ -52,6 +51,68 @@ struct Grant {
     app: String,
     authenticated: drogue_shared::device_auth::Authenticated,
     documents: Vec<String>,
+}
+
+/// What became of a registered certificate, the function's answer:
+/// `{"outcome": "unchanged", "status"}`, `{"outcome": "pending" | "revoked", "reason"}`,
+/// or `{"outcome": "activated", "activations": [...]}` (with the only activation's
+/// fields beside, when there is one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Validation {
+    Unchanged {
+        status: Option<String>,
+    },
+    Pending {
+        reason: &'static str,
+    },
+    Revoked {
+        reason: String,
+    },
+    Activated {
+        activations: Vec<Activation>,
+        #[serde(flatten)]
+        only: Option<Activation>,
+    },
+}
+
+/// An application's policies, granted a certificate for its device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Activation {
+    pub application: String,
+    pub device: String,
+    pub policies: Vec<String>,
+}
+
+/// Why a certificate could not be judged (a function error: the rule retries the event,
+/// the certificate stays pending meanwhile).
+#[derive(Debug)]
+pub enum ValidationError {
+    /// An IoT Core call (describe, activate, revoke) failed.
+    IotCore(anyhow::Error),
+    /// The registry could not be read.
+    Registry(anyhow::Error),
+    /// Creating or attaching an application's policies, or recording the certificate,
+    /// failed.
+    Grant(anyhow::Error),
+}
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::IotCore(e) => write!(f, "an IoT Core call failed: {e:#}"),
+            Self::Registry(e) => write!(f, "the registry is unavailable: {e:#}"),
+            Self::Grant(e) => write!(f, "cannot grant the certificate: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for ValidationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::IotCore(e) | Self::Registry(e) | Self::Grant(e) => Some(e.as_ref()),
+        }
+    }
 }
 
 /// IoT Core's event for a certificate it registered.
@@ -115,9 +176,13 @@ impl CertificateValidator {
         format!("{}-cert-{certificate_id}-{tag}-{n}", self.prefix)
     }
 
-    pub async fn handle(&self, event: Value, location: &Location) -> anyhow::Result<Value> {
-        let event: CertificateRegistered =
-            serde_json::from_value(event).context("not a certificate registration event")?;
+    /// Judges a registered certificate: activated with the policies of the applications
+    /// that accept it, revoked, or left as it is.
+    pub async fn handle(
+        &self,
+        event: CertificateRegistered,
+        location: &Location,
+    ) -> Result<Validation, ValidationError> {
         let id = &event.certificate_id;
         let described = self
             .iot
@@ -125,27 +190,35 @@ impl CertificateValidator {
             .certificate_id(id)
             .send()
             .await
-            .with_context(|| format!("cannot describe the certificate {id}"))?;
+            .with_context(|| format!("cannot describe the certificate {id}"))
+            .map_err(ValidationError::IotCore)?;
         let description = described
             .certificate_description
-            .context("IoT Core described no certificate")?;
+            .context("IoT Core described no certificate")
+            .map_err(ValidationError::IotCore)?;
         let status = description.status.clone();
         if status != Some(CertificateStatus::PendingActivation) {
             // decided already (a retried event), or changed by hand since
             tracing::info!(certificate = %id, ?status, "the certificate is not pending; left as it is");
-            return Ok(
-                json!({"outcome": "unchanged", "status": status.map(|s| s.as_str().to_owned())}),
-            );
+            return Ok(Validation::Unchanged {
+                status: status.map(|s| s.as_str().to_owned()),
+            });
         }
         let arn = description
             .certificate_arn
-            .context("a certificate without an ARN")?;
+            .context("a certificate without an ARN")
+            .map_err(ValidationError::IotCore)?;
         let pem = description.certificate_pem.unwrap_or_default();
         let Ok(der) = CertificateDer::from_pem_slice(pem.as_bytes()) else {
             return self.revoke(id, "the certificate cannot be read").await;
         };
         let chain = vec![der.to_vec()];
-        let apps = match self.devices.certificate_applications(&chain).await? {
+        let apps = match self
+            .devices
+            .certificate_applications(&chain)
+            .await
+            .map_err(|e| ValidationError::Registry(e.into()))?
+        {
             Ok(apps) => apps,
             Err(AMBIGUOUS) => {
                 // too many applications hold the issuer to try them all: strangers may
@@ -153,14 +226,18 @@ impl CertificateValidator {
                 // good); the certificate stays pending and is judged again at the
                 // device's next connection
                 tracing::warn!(certificate = %id, "too many applications hold the issuer; left pending");
-                return Ok(json!({"outcome": "pending", "reason": AMBIGUOUS}));
+                return Ok(Validation::Pending { reason: AMBIGUOUS });
             }
             Err(reason) => return self.revoke(id, reason).await,
         };
         let mut accepted = Vec::new();
         let mut refused = "no application accepts the certificate";
         for app in &apps {
-            match self.judge(&event, location, &chain, app).await? {
+            match self
+                .judge(&event, location, &chain, app)
+                .await
+                .map_err(ValidationError::Registry)?
+            {
                 Ok(grant) => accepted.push(grant),
                 Err(reason) => refused = reason,
             }
@@ -181,7 +258,11 @@ impl CertificateValidator {
                 continue;
             }
             room -= grant.documents.len();
-            activations.push(self.grant(&event, &arn, &chain, grant).await?);
+            activations.push(
+                self.grant(&event, &arn, &chain, grant)
+                    .await
+                    .map_err(ValidationError::Grant)?,
+            );
         }
         if activations.is_empty() {
             return self.revoke(id, refused).await;
@@ -192,15 +273,14 @@ impl CertificateValidator {
             .new_status(CertificateStatus::Active)
             .send()
             .await
-            .with_context(|| format!("cannot activate the certificate {id}"))?;
+            .with_context(|| format!("cannot activate the certificate {id}"))
+            .map_err(ValidationError::IotCore)?;
         tracing::info!(certificate = %id, grants = activations.len(), "certificate activated");
-        let mut out = json!({"outcome": "activated", "activations": activations});
-        if let [only] = activations.as_slice() {
-            for field in ["application", "device", "policies"] {
-                out[field] = only[field].clone();
-            }
-        }
-        Ok(out)
+        let only = match activations.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        };
+        Ok(Validation::Activated { activations, only })
     }
 
     /// Judges a certificate for `app` (given, as the client id `{device}@{app}` gives it
@@ -250,7 +330,7 @@ impl CertificateValidator {
         arn: &str,
         chain: &[Vec<u8>],
         grant: Grant,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Activation> {
         let id = &event.certificate_id;
         let Grant {
             app,
@@ -319,22 +399,25 @@ impl CertificateValidator {
             Err(e) => return Err(anyhow::Error::new(e).context("cannot record the certificate")),
         }
         tracing::info!(certificate = %id, application = %app, device = %device, ?policies, "certificate granted an application's policy");
-        Ok(json!({
-            "application": app,
-            "device": device,
-            "policies": policies,
-        }))
+        Ok(Activation {
+            application: app.to_owned(),
+            device: device.clone(),
+            policies,
+        })
     }
 
-    async fn revoke(&self, id: &str, reason: &str) -> anyhow::Result<Value> {
+    async fn revoke(&self, id: &str, reason: &str) -> Result<Validation, ValidationError> {
         self.iot
             .update_certificate()
             .certificate_id(id)
             .new_status(CertificateStatus::Revoked)
             .send()
             .await
-            .with_context(|| format!("cannot revoke the certificate {id}"))?;
+            .with_context(|| format!("cannot revoke the certificate {id}"))
+            .map_err(ValidationError::IotCore)?;
         tracing::warn!(certificate = %id, reason, "certificate revoked");
-        Ok(json!({"outcome": "revoked", "reason": reason}))
+        Ok(Validation::Revoked {
+            reason: reason.to_owned(),
+        })
     }
 }

@@ -249,6 +249,19 @@ fn parse(record: &KinesisEventRecord) -> Option<Event> {
     })
 }
 
+/// Why the fan-out failed a whole batch: never (a record that cannot be delivered is in
+/// the answer's `batchItemFailures`, retried from there).
+#[derive(Debug)]
+pub enum FanOutError {}
+
+impl std::fmt::Display for FanOutError {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for FanOutError {}
+
 /// The fan-out; cheap to clone.
 #[derive(Clone)]
 pub struct FanOut {
@@ -295,13 +308,11 @@ impl FanOut {
         self
     }
 
-    /// Handles a Kinesis event; the answer is a `KinesisEventResponse`. An event that is
-    /// no Kinesis event is a function error.
-    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
-        let event: KinesisEvent = serde_json::from_value(event)
-            .map_err(|e| anyhow::anyhow!("not a Kinesis event: {e}"))?;
-        let response = self.fan_out(&event).await;
-        Ok(serde_json::to_value(response)?)
+    /// Handles a Kinesis event (an event that is none is refused by the runtime: a
+    /// function error); the answer names the records to retry. Failed deliveries are
+    /// such records, never an error of the whole batch.
+    pub async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, FanOutError> {
+        Ok(self.fan_out(&event).await)
     }
 
     /// Delivers every record of a batch; the records to retry.
@@ -710,6 +721,22 @@ mod tests {
     }
 
     /// A Kinesis event of these record payloads, sequence numbers 100, 101, ...
+    /// Hands a JSON event to the fan-out as the runtime does (typed in, JSON out).
+    impl FanOut {
+        async fn handle_json(&self, event: Value) -> anyhow::Result<Value> {
+            let handler = |event, _| {
+                let fan_out = self.clone();
+                async move { fan_out.handle(event).await }
+            };
+            Ok(drogue_shared::runtime::handle_event(
+                &handler,
+                event,
+                drogue_shared::runtime::EventContext::default(),
+            )
+            .await?)
+        }
+    }
+
     fn batch(payloads: &[Vec<u8>]) -> Value {
         use base64::Engine;
         let records: Vec<Value> = payloads
@@ -764,7 +791,7 @@ mod tests {
         let a = bytes(&cloud_event("app-a", "telemetry"));
         let b = bytes(&cloud_event("app-b", "state"));
         let answer = fan_out(fake.clone())
-            .handle(batch(&[a.clone(), b.clone(), a.clone()]))
+            .handle_json(batch(&[a.clone(), b.clone(), a.clone()]))
             .await
             .unwrap();
         assert_eq!(failures(&answer), Vec::<String>::new());
@@ -806,7 +833,7 @@ mod tests {
         let mut event = cloud_event("app-a", "telemetry");
         event["applicationuid"] = json!("another-uid");
         fan_out(fake.clone())
-            .handle(batch(&[bytes(&event)]))
+            .handle_json(batch(&[bytes(&event)]))
             .await
             .unwrap();
         assert!(fake.posted.lock().unwrap().is_empty());
@@ -827,7 +854,7 @@ mod tests {
         ]);
         let a = bytes(&cloud_event("app-a", "telemetry"));
         let answer = fan_out(fake.clone())
-            .handle(batch(&[a.clone(), a.clone()]))
+            .handle_json(batch(&[a.clone(), a.clone()]))
             .await
             .unwrap();
         assert!(failures(&answer).is_empty());
@@ -853,7 +880,7 @@ mod tests {
         // 100: a, 101: b (fails), 102: a, 103: b
         let answer = fan_out(fake.clone())
             .concurrency(1)
-            .handle(batch(&[a.clone(), b.clone(), a.clone(), b]))
+            .handle_json(batch(&[a.clone(), b.clone(), a.clone(), b]))
             .await
             .unwrap();
         assert_eq!(failures(&answer), ["101", "102", "103"]);
@@ -870,7 +897,7 @@ mod tests {
         });
         let a = bytes(&cloud_event("app-a", "telemetry"));
         let answer = fan_out(fake.clone())
-            .handle(batch(&[a.clone(), a.clone(), a]))
+            .handle_json(batch(&[a.clone(), a.clone(), a]))
             .await
             .unwrap();
         assert_eq!(failures(&answer), ["100", "101", "102"]);
@@ -887,7 +914,7 @@ mod tests {
         let mut bad_name = cloud_event("app-a", "telemetry");
         bad_name["application"] = json!("app/#");
         let answer = fan_out(fake.clone())
-            .handle(batch(&[
+            .handle_json(batch(&[
                 b"not json".to_vec(),
                 bytes(&json!({"specversion": "1.0"})),
                 bytes(&bad_name),
@@ -914,7 +941,7 @@ mod tests {
             .unwrap()
             .push(connection("c", "app-a", None));
         let answer = FanOut::new(fake.clone(), None, fake.clone())
-            .handle(batch(&[bytes(&cloud_event("app-a", "telemetry"))]))
+            .handle_json(batch(&[bytes(&cloud_event("app-a", "telemetry"))]))
             .await
             .unwrap();
         assert!(failures(&answer).is_empty());
@@ -978,7 +1005,7 @@ mod tests {
         );
         let a = bytes(&cloud_event("app-a", "telemetry"));
         let answer = fan_out(fake.clone())
-            .handle(batch(&[a.clone(), a]))
+            .handle_json(batch(&[a.clone(), a]))
             .await
             .unwrap();
         assert!(failures(&answer).is_empty());
@@ -1018,7 +1045,7 @@ mod tests {
             .unwrap()
             .insert("app-a".into(), None);
         fan_out(fake.clone())
-            .handle(batch(&[bytes(&cloud_event("app-a", "telemetry"))]))
+            .handle_json(batch(&[bytes(&cloud_event("app-a", "telemetry"))]))
             .await
             .unwrap();
         assert!(fake.posted.lock().unwrap().is_empty());
@@ -1043,7 +1070,7 @@ mod tests {
             .insert("app-a".into(), Some(application("app-a", "olga", &[])));
         let a = bytes(&cloud_event("app-a", "telemetry"));
         let answer = fan_out(fake.clone())
-            .handle(batch(&[a.clone(), a]))
+            .handle_json(batch(&[a.clone(), a]))
             .await
             .unwrap();
         assert!(failures(&answer).is_empty());
@@ -1062,7 +1089,10 @@ mod tests {
         let a = bytes(&cloud_event("app-a", "telemetry"));
         let cached = fan_out(fake.clone());
         for _ in 0..2 {
-            cached.handle(batch(&[a.clone(), a.clone()])).await.unwrap();
+            cached
+                .handle_json(batch(&[a.clone(), a.clone()]))
+                .await
+                .unwrap();
         }
         assert_eq!(
             fake.lookups.load(Ordering::SeqCst),
@@ -1074,7 +1104,10 @@ mod tests {
         // alice is no longer the owner: what was read within the period stands, after
         // it the change is seen
         let short = fan_out(fake.clone()).recheck_period(std::time::Duration::from_millis(300));
-        short.handle(batch(std::slice::from_ref(&a))).await.unwrap();
+        short
+            .handle_json(batch(std::slice::from_ref(&a)))
+            .await
+            .unwrap();
         assert_eq!(
             fake.lookups.load(Ordering::SeqCst),
             2,
@@ -1084,11 +1117,14 @@ mod tests {
             .lock()
             .unwrap()
             .insert("app-a".into(), Some(application("app-a", "olga", &[])));
-        short.handle(batch(std::slice::from_ref(&a))).await.unwrap();
+        short
+            .handle_json(batch(std::slice::from_ref(&a)))
+            .await
+            .unwrap();
         assert_eq!(posted_to(&fake).len(), 6, "within the period");
         assert!(fake.closed.lock().unwrap().is_empty());
         tokio::time::sleep(std::time::Duration::from_millis(350)).await;
-        short.handle(batch(&[a])).await.unwrap();
+        short.handle_json(batch(&[a])).await.unwrap();
         assert_eq!(posted_to(&fake).len(), 6, "after it: nothing more");
         assert_eq!(*fake.closed.lock().unwrap(), ["c"]);
         assert_eq!(fake.lookups.load(Ordering::SeqCst), 3);
@@ -1106,7 +1142,7 @@ mod tests {
             .push(connection("c", "app-a", None));
         let a = bytes(&cloud_event("app-a", "telemetry"));
         let answer = fan_out(fake.clone())
-            .handle(batch(&[a.clone(), a]))
+            .handle_json(batch(&[a.clone(), a]))
             .await
             .unwrap();
         assert_eq!(failures(&answer), ["100", "101"]);
@@ -1118,7 +1154,12 @@ mod tests {
     #[tokio::test]
     async fn what_is_no_kinesis_event_is_a_function_error() {
         let fake = Arc::new(Fake::default());
-        assert!(fan_out(fake).handle(json!({"hello": 1})).await.is_err());
+        assert!(
+            fan_out(fake)
+                .handle_json(json!({"hello": 1}))
+                .await
+                .is_err()
+        );
     }
 }
 

@@ -29,9 +29,11 @@ use drogue_shared::config::{AdminRole, Table};
 use drogue_shared::http::{ApiError, CallerCredentials, authenticate_user};
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
+use drogue_shared::store::StoreError;
 use drogue_shared::store::TokenStore;
 use drogue_shared::store::dynamodb::{DynamoStore, StreamConnection};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// How long a connection is kept: API Gateway closes every connection after two hours.
@@ -82,28 +84,34 @@ impl StreamRoutes {
     }
 
     /// Handles a WebSocket API event; the answer is an API Gateway proxy response. An
-    /// event that is none, or a `$disconnect` that cannot be recorded, is a function error.
-    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
-        let request: ApiGatewayWebsocketProxyRequest = serde_json::from_value(event)
-            .map_err(|e| anyhow::anyhow!("not a WebSocket API event: {e}"))?;
+    /// event that is none (refused by the runtime), or one without a connection id, or a
+    /// `$disconnect` that cannot be recorded, is a function error.
+    pub async fn handle(
+        &self,
+        request: ApiGatewayWebsocketProxyRequest,
+    ) -> Result<RouteAnswer, StreamRouteError> {
         let context = &request.request_context;
         let connection = context
             .connection_id
             .clone()
-            .ok_or_else(|| anyhow::anyhow!("a WebSocket API event without a connection id"))?;
+            .ok_or(StreamRouteError::NoConnectionId)?;
         match context.route_key.as_deref() {
             // boxed: the authentication and registry futures are deep
             Some("$connect") => Ok(match Box::pin(self.connect(&request, &connection)).await {
-                Ok(()) => json!({"statusCode": 200}),
+                Ok(()) => RouteAnswer::OK,
                 Err(e) => error_answer(e).await,
             }),
             Some("$disconnect") => {
-                let kept = self.store.forget_stream_connection(&connection).await?;
+                let kept = self
+                    .store
+                    .forget_stream_connection(&connection)
+                    .await
+                    .map_err(StreamRouteError::Store)?;
                 tracing::info!(connection, kept, "stream disconnected");
-                Ok(json!({"statusCode": 200}))
+                Ok(RouteAnswer::OK)
             }
             // messages from the client: nothing to do
-            _ => Ok(json!({"statusCode": 200})),
+            _ => Ok(RouteAnswer::OK),
         }
     }
 
@@ -228,23 +236,80 @@ fn request_parts(
 }
 
 /// An error as API Gateway's proxy response: the management API's status and JSON body.
-async fn error_answer(error: ApiError) -> Value {
+async fn error_answer(error: ApiError) -> RouteAnswer {
     let response = error.into_response();
-    let status = response.status().as_u16();
+    let status_code = response.status().as_u16();
     let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
-    json!({
-        "statusCode": status,
-        "headers": {"content-type": "application/json"},
-        "body": String::from_utf8_lossy(&body),
-    })
+    RouteAnswer {
+        status_code,
+        headers: Some(JsonContent {
+            content_type: "application/json",
+        }),
+        body: Some(String::from_utf8_lossy(&body).into_owned()),
+    }
+}
+
+/// A route's answer, the API Gateway proxy response: `{"statusCode": 200}`, or an error's
+/// status with its JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteAnswer {
+    pub status_code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<JsonContent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl RouteAnswer {
+    pub const OK: Self = Self {
+        status_code: 200,
+        headers: None,
+        body: None,
+    };
+}
+
+/// The headers of an error's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JsonContent {
+    #[serde(rename = "content-type")]
+    pub content_type: &'static str,
+}
+
+/// Why a WebSocket API event failed (a function error).
+#[derive(Debug)]
+pub enum StreamRouteError {
+    /// The event names no connection.
+    NoConnectionId,
+    /// The closed connection could not be forgotten.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for StreamRouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoConnectionId => f.write_str("a WebSocket API event without a connection id"),
+            Self::Store(e) => write!(f, "cannot forget the stream connection: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StreamRouteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::NoConnectionId => None,
+            Self::Store(e) => Some(e),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use base64::Engine;
+    use serde_json::json;
 
     fn jwt(claims: Value) -> String {
         let encode = |v: Value| {

@@ -15,7 +15,7 @@ use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::config::{AdminRole, Table};
 use drogue_shared::device_auth::DeviceAuthenticator;
-use drogue_shared::mqtt::{ConnectDecision, MqttAuthorizer, MqttConnect};
+use drogue_shared::mqtt::{ConnectDecision, MqttAuthError, MqttAuthorizer, MqttConnect};
 use drogue_shared::registry::Registry;
 use drogue_shared::runtime::EventContext;
 use drogue_shared::store::Store;
@@ -59,6 +59,36 @@ pub struct IotAuthorizer {
     mqtt: MqttAuthorizer,
 }
 
+/// Why the authorizer could not decide (a function error: IoT Core refuses the
+/// connection).
+#[derive(Debug)]
+pub enum AuthorizerError {
+    /// The registry or the OIDC issuer could not be reached.
+    Unavailable(MqttAuthError),
+}
+
+impl std::fmt::Display for AuthorizerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unavailable(e) => write!(f, "cannot decide on the connection: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AuthorizerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable(e) => Some(e),
+        }
+    }
+}
+
+impl From<MqttAuthError> for AuthorizerError {
+    fn from(e: MqttAuthError) -> Self {
+        Self::Unavailable(e)
+    }
+}
+
 impl IotAuthorizer {
     pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
         let registry = Registry::new(
@@ -74,19 +104,17 @@ impl IotAuthorizer {
     /// Answers one authorizer request.
     pub async fn handle(
         &self,
-        event: serde_json::Value,
+        request: IoTCoreCustomAuthorizerRequest,
         context: &EventContext,
-    ) -> anyhow::Result<serde_json::Value> {
-        let request: IoTCoreCustomAuthorizerRequest = serde_json::from_value(event)?;
-        let response = self.decide(&request, context).await?;
-        Ok(serde_json::to_value(response)?)
+    ) -> Result<AuthorizerResponse, AuthorizerError> {
+        self.decide(&request, context).await
     }
 
     pub async fn decide(
         &self,
         request: &IoTCoreCustomAuthorizerRequest,
         context: &EventContext,
-    ) -> anyhow::Result<AuthorizerResponse> {
+    ) -> Result<AuthorizerResponse, AuthorizerError> {
         let protocol = request.protocol_data.clone().unwrap_or_default();
         let mqtt = protocol.mqtt.unwrap_or_default();
         let certificates = protocol

@@ -1,5 +1,7 @@
 //! IoT rules hand device messages to this function, as the JSON their SQL selects:
 //!
+//! ([`RuleMessage`]):
+//!
 //! ```sql
 //! SELECT encode(*, 'base64') AS payload, topic() AS topic, clientid() AS clientId,
 //!        get_mqtt_property('content_type') AS contentType, timestamp() AS timestamp
@@ -13,8 +15,6 @@
 //! unknown device, JSON that is not) is logged and dropped; an unreachable registry or
 //! stream is a function error, so that Lambda retries and the rule's error action gets it.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use drogue_shared::commands::CommandService;
@@ -22,10 +22,12 @@ use drogue_shared::config::{Instance, Table};
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::EventSink;
 use drogue_shared::events::destination::Destination;
-use drogue_shared::mqtt::{DeviceMessage, Ingested, MqttIngest};
+use drogue_shared::mqtt::{
+    DeviceMessage, IngestError, Ingested, MqttIngest, RuleMessage, RuleOutcome,
+};
 use drogue_shared::store::Store;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// What the function reads from its flags and environment (see `drogue_shared::config`).
@@ -45,19 +47,62 @@ pub struct Config {
     pub instance: Instance,
 }
 
-/// One message, as the rule's SQL selects it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RuleMessage {
-    pub topic: String,
-    pub client_id: String,
-    /// The payload, base64.
-    pub payload: String,
-    #[serde(default)]
-    pub content_type: Option<String>,
-    /// Milliseconds since the epoch, when IoT Core received it.
-    #[serde(default)]
-    pub timestamp: Option<i64>,
+/// What the rules hand to the function: a device message, or an IoT Core lifecycle event
+/// (told apart by its `eventType`).
+#[derive(Debug)]
+pub enum IngestEvent {
+    Message(RuleMessage),
+    Lifecycle(LifecycleEvent),
+}
+
+impl<'de> Deserialize<'de> for IngestEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let event = Value::deserialize(d)?;
+        if event.get("eventType").is_some() {
+            serde_json::from_value(event)
+                .map(Self::Lifecycle)
+                .map_err(D::Error::custom)
+        } else {
+            serde_json::from_value(event)
+                .map(Self::Message)
+                .map_err(D::Error::custom)
+        }
+    }
+}
+
+/// Why the ingest failed a message or event (a function error: Lambda retries it, then
+/// the rule's error action gets it).
+#[derive(Debug)]
+pub enum MqttIngestError {
+    /// A device message without the sender's client id.
+    NoClientId,
+    /// The registry, the event stream or the command store could not be reached.
+    Ingest(IngestError),
+}
+
+impl std::fmt::Display for MqttIngestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoClientId => f.write_str("a rule message without a clientId"),
+            Self::Ingest(e) => write!(f, "the message could not be ingested: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for MqttIngestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::NoClientId => None,
+            Self::Ingest(e) => Some(e),
+        }
+    }
+}
+
+impl From<IngestError> for MqttIngestError {
+    fn from(e: IngestError) -> Self {
+        Self::Ingest(e)
+    }
 }
 
 /// An IoT Core lifecycle event (`$aws/events/presence/{connected|disconnected}/{clientId}`).
@@ -93,43 +138,47 @@ impl Ingest {
         }
     }
 
-    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
-        if event.get("eventType").is_some() {
-            return self.lifecycle(serde_json::from_value(event)?).await;
+    pub async fn handle(&self, event: IngestEvent) -> Result<RuleOutcome, MqttIngestError> {
+        match event {
+            IngestEvent::Message(message) => self.message(message).await,
+            IngestEvent::Lifecycle(event) => self.lifecycle(event).await,
         }
-        let message: RuleMessage = serde_json::from_value(event)?;
-        let Ok(payload) = STANDARD.decode(&message.payload) else {
-            tracing::warn!(topic = %message.topic, "a message without a base64 payload");
-            return Ok(json!({"outcome": "refused", "reason": "the payload is not base64"}));
+    }
+
+    async fn message(&self, message: RuleMessage) -> Result<RuleOutcome, MqttIngestError> {
+        let Some(client_id) = message.client_id.as_deref() else {
+            return Err(MqttIngestError::NoClientId);
         };
-        let received = message
-            .timestamp
-            .and_then(DateTime::<Utc>::from_timestamp_millis)
-            .unwrap_or_else(Utc::now);
+        let Some(payload) = message.payload() else {
+            tracing::warn!(topic = %message.topic, "a message without a base64 payload");
+            return Ok(RuleOutcome::NOT_BASE64);
+        };
         let outcome = self
             .ingest
             .device_message(&DeviceMessage {
                 topic: &message.topic,
-                client_id: &message.client_id,
+                client_id,
                 payload: &payload,
-                content_type: message.content_type.as_deref().filter(|c| !c.is_empty()),
-                received,
+                content_type: message.content_type(),
+                received: message.received(),
             })
             .await?;
         Ok(match outcome {
-            Ingested::Accepted => json!({"outcome": "accepted"}),
+            Ingested::Accepted => RuleOutcome::Accepted,
             Ingested::Refused(reason) => {
-                tracing::warn!(topic = %message.topic, client = %message.client_id, %reason, "message refused");
-                json!({"outcome": "refused", "reason": reason})
+                tracing::warn!(topic = %message.topic, client = %client_id, %reason, "message refused");
+                RuleOutcome::Refused {
+                    reason: reason.reason(),
+                }
             }
         })
     }
 
-    async fn lifecycle(&self, event: LifecycleEvent) -> anyhow::Result<Value> {
+    async fn lifecycle(&self, event: LifecycleEvent) -> Result<RuleOutcome, MqttIngestError> {
         let connected = match event.event_type.as_str() {
             "connected" => true,
             "disconnected" => false,
-            _ => return Ok(json!({"outcome": "ignored"})),
+            _ => return Ok(RuleOutcome::Ignored { reason: None }),
         };
         let at = event
             .timestamp
@@ -142,10 +191,12 @@ impl Ingest {
         Ok(match outcome {
             Ingested::Accepted => {
                 tracing::info!(client = %event.client_id, connected, reason = ?event.disconnect_reason, "connection event");
-                json!({"outcome": "accepted"})
+                RuleOutcome::Accepted
             }
             // applications connect too; they have no connection events
-            Ingested::Refused(reason) => json!({"outcome": "ignored", "reason": reason}),
+            Ingested::Refused(reason) => RuleOutcome::Ignored {
+                reason: Some(reason.reason()),
+            },
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod authorizer;
 pub mod filter;
 pub mod ingest;
 pub mod policy;
+pub mod rule;
 pub mod topics;
 
 pub use authorizer::{
@@ -13,3 +14,4 @@ pub use authorizer::{
 pub use filter::{FilterError, TopicFilter};
 pub use ingest::{DeviceMessage, IngestError, Ingested, MqttIngest, Refusal, application_command};
 pub use policy::{Action, Policy};
+pub use rule::{RuleMessage, RuleOutcome};

@@ -13,6 +13,8 @@ pub mod tls;
 pub use internal::{InternalArgs, InternalAuth};
 
 use axum::Router;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::future::Future;
 use tokio::net::TcpListener;
 
@@ -126,16 +128,24 @@ impl EventContext {
 
 /// Runs a function that takes JSON events (IoT authorizer requests, IoT rule messages,
 /// stream records): under the Lambda runtime, or on `$PORT` as `POST /` with the event as
-/// body (for Knative and tests). An `Err` is a function error: the caller (IoT Core, the
-/// event source) treats the event as failed.
+/// body (for Knative and tests). The handler takes its event typed (`E`) and answers a
+/// typed outcome (`R`), serialized as the function's answer.
+///
+/// An event that is not an `E` is logged and is a function error, as is a handler's `Err`:
+/// the caller (IoT Core, the event source) treats the event as failed (retries it, or
+/// hands it to its error action or dead-letter queue); on `$PORT` it is a 500 with a JSON
+/// error body.
 ///
 /// On `$PORT` every request must carry `Authorization: Bearer <DROGUE_INTERNAL_TOKEN>`
 /// (see [`internal`]); without a token configured this fails before serving unless
 /// `DROGUE_INTERNAL_INSECURE=true`. Under Lambda, IAM guards the invocation instead.
-pub async fn run_events<F, Fut>(runtime: &Runtime, handler: F) -> anyhow::Result<()>
+pub async fn run_events<E, R, Err, F, Fut>(runtime: &Runtime, handler: F) -> anyhow::Result<()>
 where
-    F: Fn(serde_json::Value, EventContext) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<serde_json::Value>> + Send + 'static,
+    E: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    Err: std::error::Error + Send + Sync + 'static,
+    F: Fn(E, EventContext) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Err>> + Send + 'static,
 {
     if on_lambda() {
         let service = lambda_runtime::service_fn(
@@ -145,7 +155,7 @@ where
                     let context = EventContext {
                         function_arn: Some(event.context.invoked_function_arn.clone()),
                     };
-                    handler(event.payload, context)
+                    handle_event(&handler, event.payload, context)
                         .await
                         .map_err(|e| -> lambda_runtime::Error { e.into() })
                 }
@@ -159,12 +169,51 @@ where
     run(runtime, auth.protect(event_router(handler))).await
 }
 
+/// Why an event function failed an event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError<Err: std::error::Error + 'static> {
+    /// The event is not of the type the function takes.
+    #[error("the event is not the function's event type: {0}")]
+    BadEvent(#[source] serde_json::Error),
+    /// The handler failed.
+    #[error(transparent)]
+    Handler(Err),
+    /// The handler's answer does not serialize.
+    #[error("the answer does not serialize: {0}")]
+    Answer(#[source] serde_json::Error),
+}
+
+/// Deserializes `event` as the handler's event type, runs the handler and serializes its
+/// answer; a bad event is logged.
+pub async fn handle_event<E, R, Err, F, Fut>(
+    handler: &F,
+    event: serde_json::Value,
+    context: EventContext,
+) -> Result<serde_json::Value, EventError<Err>>
+where
+    E: DeserializeOwned,
+    R: Serialize,
+    Err: std::error::Error + 'static,
+    F: Fn(E, EventContext) -> Fut,
+    Fut: Future<Output = Result<R, Err>>,
+{
+    let event: E = serde_json::from_value(event).map_err(|e| {
+        tracing::error!(error = %e, "an event the function does not take");
+        EventError::BadEvent(e)
+    })?;
+    let answer = handler(event, context).await.map_err(EventError::Handler)?;
+    serde_json::to_value(answer).map_err(EventError::Answer)
+}
+
 /// `POST /` with a JSON event, answered by `handler` (the `$PORT` form of an event function).
 /// Unauthenticated: [`run_events`] serves it behind [`InternalAuth::protect`].
-pub fn event_router<F, Fut>(handler: F) -> Router
+pub fn event_router<E, R, Err, F, Fut>(handler: F) -> Router
 where
-    F: Fn(serde_json::Value, EventContext) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<serde_json::Value>> + Send + 'static,
+    E: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    Err: std::error::Error + Send + Sync + 'static,
+    F: Fn(E, EventContext) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Err>> + Send + 'static,
 {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
@@ -172,7 +221,7 @@ where
         move |crate::http::JsonBody(event): crate::http::JsonBody<serde_json::Value>| {
             let handler = handler.clone();
             async move {
-                match handler(event, EventContext::default()).await {
+                match handle_event(&handler, event, EventContext::default()).await {
                     Ok(answer) => axum::Json(answer).into_response(),
                     Err(e) => {
                         tracing::error!(error = %e, "the event failed");

@@ -9,7 +9,7 @@
 use drogue_cert_validator::anchors::TrustAnchorSync;
 use drogue_cert_validator::changes::RegistryChanges;
 use drogue_cert_validator::revocation::Revocation;
-use drogue_cert_validator::stream::{StreamConsumer, has_failures};
+use drogue_cert_validator::stream::{StreamConsumer, SyncError};
 use drogue_cert_validator::{StreamConfig, iot_client};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
@@ -32,8 +32,14 @@ async fn main() -> anyhow::Result<()> {
         let consumer = consumer.clone();
         async move {
             let answer = consumer.handle(event).await?;
-            if !on_lambda && has_failures(&answer) {
-                anyhow::bail!("stream records failed: {}", answer["batchItemFailures"]);
+            if !on_lambda && answer.has_failures() {
+                return Err(SyncError::RecordsFailed(
+                    answer
+                        .batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect(),
+                ));
             }
             Ok(answer)
         }
