@@ -342,3 +342,74 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    struct Ping {
+        n: u32,
+    }
+
+    #[derive(Debug, Serialize)]
+    struct Pong {
+        n: u32,
+    }
+
+    #[derive(Debug)]
+    struct TooBig;
+
+    impl std::fmt::Display for TooBig {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("too big")
+        }
+    }
+
+    impl std::error::Error for TooBig {}
+
+    async fn pong(ping: Ping, _: EventContext) -> Result<Pong, TooBig> {
+        if ping.n > 9 {
+            return Err(TooBig);
+        }
+        Ok(Pong { n: ping.n + 1 })
+    }
+
+    #[tokio::test]
+    async fn events_are_typed_in_and_out_and_bad_ones_are_function_errors() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, event_router(pong), async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let post = |body: serde_json::Value| client.post(&url).json(&body).send();
+
+        let answer = post(serde_json::json!({"n": 1})).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let answer: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(answer, serde_json::json!({"n": 2}));
+
+        for failing in [
+            serde_json::json!({"n": "one"}),
+            serde_json::json!(["not", "a", "ping"]),
+            serde_json::json!({"n": 10}),
+        ] {
+            let answer = post(failing.clone()).await.unwrap();
+            assert_eq!(answer.status(), 500, "{failing}");
+            let body: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(body["error"], "FunctionError", "{failing}");
+        }
+
+        let bad = handle_event(&pong, serde_json::json!({}), EventContext::default()).await;
+        assert!(matches!(bad, Err(EventError::BadEvent(_))));
+        let failed =
+            handle_event(&pong, serde_json::json!({"n": 10}), EventContext::default()).await;
+        assert!(matches!(failed, Err(EventError::Handler(TooBig))));
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}
