@@ -18,7 +18,7 @@ venv=$cache/venv
 [ -x "$venv/bin/moto_server" ] || { echo "run tests/run once first (it installs moto)"; exit 1; }
 
 cargo build --release --locked -p drogue-registry -p drogue-command -p drogue-http-endpoint \
-  -p drogue-mqtt-authorizer -p drogue-mqtt-ingest -p drogue-cert-validator -p drogue-tests --bins
+  -p drogue-mqtt-authorizer -p drogue-mqtt-ingest -p drogue-iot-certificates -p drogue-tests --bins
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &

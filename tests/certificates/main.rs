@@ -6,11 +6,11 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_iot::types::{CaCertificateStatus, CertificateStatus};
-use drogue_cert_validator::anchors::{TrustAnchorSync, fingerprint};
-use drogue_cert_validator::changes::RegistryChanges;
-use drogue_cert_validator::revocation::Revocation;
-use drogue_cert_validator::stream::StreamConsumer;
-use drogue_cert_validator::validator::{CertificateValidator, Location};
+use drogue_iot_certificates::anchors::{TrustAnchorSync, fingerprint};
+use drogue_iot_certificates::changes::RegistryChanges;
+use drogue_iot_certificates::revocation::Revocation;
+use drogue_iot_certificates::stream::StreamConsumer;
+use drogue_iot_certificates::validator::{CertificateValidator, Location};
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::kinesis::KinesisSink;

@@ -1,8 +1,8 @@
 //! The certificate validator: the target of the IoT topic rule on
 //! `$aws/events/certificates/registered/#` (and on `$PORT` as `POST /`).
 
-use drogue_cert_validator::validator::{CertificateValidator, Location};
-use drogue_cert_validator::{ValidatorConfig, iot_client};
+use drogue_iot_certificates::validator::{CertificateValidator, Location};
+use drogue_iot_certificates::{ValidatorConfig, iot_client};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
 

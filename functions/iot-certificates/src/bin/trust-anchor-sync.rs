@@ -6,11 +6,11 @@
 //! Under Lambda, failed records are reported in `batchItemFailures`; on `$PORT`, where
 //! the caller retries whole batches, a batch with a failed record is an error.
 
-use drogue_cert_validator::anchors::TrustAnchorSync;
-use drogue_cert_validator::changes::RegistryChanges;
-use drogue_cert_validator::revocation::Revocation;
-use drogue_cert_validator::stream::{StreamConsumer, SyncError};
-use drogue_cert_validator::{StreamConfig, iot_client};
+use drogue_iot_certificates::anchors::TrustAnchorSync;
+use drogue_iot_certificates::changes::RegistryChanges;
+use drogue_iot_certificates::revocation::Revocation;
+use drogue_iot_certificates::stream::{StreamConsumer, SyncError};
+use drogue_iot_certificates::{StreamConfig, iot_client};
 use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
 
