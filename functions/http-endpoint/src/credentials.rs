@@ -12,9 +12,8 @@
 //! a failed authentication. The device part of `device@app` may be percent-encoded; the
 //! application is after the last `@`.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use drogue_shared::device_auth::{DeviceAuthRequest, DeviceCredential};
+use drogue_shared::http::basic_credentials;
 use percent_encoding::percent_decode_str;
 
 /// The query parameters that take part.
@@ -37,7 +36,7 @@ pub fn request(
         r#as,
     } = names;
     let basic = match authorization {
-        Some(value) => Some(basic(value)?),
+        Some(value) => Some(basic_credentials(value)?),
         None => None,
     };
     let (application, credential) = match (application, device, basic, chain) {
@@ -79,17 +78,6 @@ pub fn request(
     })
 }
 
-/// `Basic base64(user:password)`.
-fn basic(value: &str) -> Option<(String, String)> {
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
-}
-
 /// `name@app`: the (percent-decoded) name and the application.
 fn scoped(user: &str) -> Option<(String, String)> {
     let (name, app) = user.rsplit_once('@')?;
@@ -100,6 +88,8 @@ fn scoped(user: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     fn auth(user: &str, password: &str) -> String {
         format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))

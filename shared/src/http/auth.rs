@@ -66,20 +66,25 @@ impl CallerCredentials {
     }
 }
 
+/// The user and password of an `Authorization: Basic base64(user:password)` value (the
+/// password is everything after the first `:`); `None` for another scheme or a value
+/// that does not decode. The one reader of Basic credentials, for users and devices.
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
 fn parse_authorization(value: &str) -> CallerCredentials {
     let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
     match scheme.to_ascii_lowercase().as_str() {
-        "basic" => STANDARD
-            .decode(rest.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|pair| {
-                let (user, token) = pair.split_once(':')?;
-                (!user.is_empty() && !token.is_empty()).then(|| CallerCredentials::AccessToken {
-                    user: user.to_owned(),
-                    token: token.to_owned(),
-                })
-            })
+        "basic" => basic_credentials(value)
+            .filter(|(user, token)| !user.is_empty() && !token.is_empty())
+            .map(|(user, token)| CallerCredentials::AccessToken { user, token })
             .unwrap_or(CallerCredentials::Invalid),
         "bearer" if !rest.trim().is_empty() => CallerCredentials::Bearer(rest.trim().to_owned()),
         _ => CallerCredentials::Invalid,

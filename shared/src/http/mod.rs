@@ -5,6 +5,6 @@ mod auth;
 mod body;
 mod error;
 
-pub use auth::{CallerCredentials, authenticate_user};
+pub use auth::{CallerCredentials, authenticate_user, basic_credentials};
 pub use body::{BodyError, JsonBody, OptionalJsonBody, read_body, read_limited};
 pub use error::ApiError;
