@@ -1,8 +1,9 @@
 //! AWS client settings, in one place: the timeouts of every AWS call, and the clients of
 //! the services the core calls, each built from the shared configuration
-//! ([`crate::runtime::aws::config`]) with those timeouts. Functions that call more services
-//! (IoT Core's control plane, API Gateway's management API) build their clients with
-//! [`timeouts`] too.
+//! ([`crate::runtime::aws::config`]) with those timeouts. The clients of services only one
+//! function calls are here too, behind cargo features that only that function enables:
+//! IoT Core's control plane (`iot-control`, the cert-validator and trust-anchor-sync) and
+//! API Gateway's management API (`apigateway-management`, the fan-out).
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
@@ -43,4 +44,27 @@ pub fn iot_data_client(config: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_io
         builder = builder.endpoint_url(endpoint);
     }
     aws_sdk_iotdataplane::Client::from_conf(builder.build())
+}
+
+/// An IoT control plane client (CA and device certificates, policies), with [`timeouts`].
+#[cfg(feature = "iot-control")]
+pub fn iot_client(config: &SdkConfig) -> aws_sdk_iot::Client {
+    let config = aws_sdk_iot::config::Builder::from(config)
+        .timeout_config(timeouts())
+        .build();
+    aws_sdk_iot::Client::from_conf(config)
+}
+
+/// An API Gateway management API client for a WebSocket API's callback URL
+/// (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`), with [`timeouts`].
+#[cfg(feature = "apigateway-management")]
+pub fn connections_client(
+    config: &SdkConfig,
+    callback_url: &str,
+) -> aws_sdk_apigatewaymanagement::Client {
+    let config = aws_sdk_apigatewaymanagement::config::Builder::from(config)
+        .endpoint_url(callback_url)
+        .timeout_config(timeouts())
+        .build();
+    aws_sdk_apigatewaymanagement::Client::from_conf(config)
 }

@@ -267,6 +267,21 @@ pub fn try_parse_flags<C: Parser>(args: &[&str]) -> anyhow::Result<C> {
     })
 }
 
+/// Asserts that `args` are refused as a `C` (a failed test otherwise) and that the error
+/// names each of `names` (flags, variables, words such as `empty`); the error. The unit
+/// tests of the configurations check their refusals with it.
+#[track_caller]
+pub fn assert_refused<C: Parser>(args: &[&str], names: &[&str]) -> String {
+    let Err(error) = try_parse_flags::<C>(args) else {
+        panic!("{args:?} must be refused");
+    };
+    let error = error.to_string();
+    for name in names {
+        assert!(error.contains(name), "{args:?}: no {name:?} in: {error}");
+    }
+    error
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,18 +339,13 @@ mod tests {
 
     #[test]
     fn missing_and_empty_values_are_refused_naming_the_variable() {
-        let error = try_parse_flags::<Shared>(&[]).unwrap_err().to_string();
-        assert!(
-            error.contains("--table") && error.contains("DROGUE_TABLE"),
-            "{error}"
-        );
+        assert_refused::<Shared>(&[], &["--table", "DROGUE_TABLE"]);
         for flag in ["--table", "--admin-role", "--instance", "--oidc-issuer"] {
             let mut args = vec![flag, " "];
             if flag != "--table" {
                 args.extend(["--table", "x"]);
             }
-            let error = try_parse_flags::<Shared>(&args).unwrap_err().to_string();
-            assert!(error.contains(flag) && error.contains("empty"), "{error}");
+            assert_refused::<Shared>(&args, &[flag, "empty"]);
         }
     }
 

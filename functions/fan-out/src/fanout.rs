@@ -143,20 +143,6 @@ impl MqttPublisher for IotCore {
 #[derive(Clone, Debug)]
 pub struct Connections(pub aws_sdk_apigatewaymanagement::Client);
 
-/// A management API client for the WebSocket API's callback URL
-/// (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`), with the timeouts of every
-/// AWS call ([`drogue_shared::aws::timeouts`]).
-pub fn connections_client(
-    config: &aws_config::SdkConfig,
-    callback_url: &str,
-) -> aws_sdk_apigatewaymanagement::Client {
-    let config = aws_sdk_apigatewaymanagement::config::Builder::from(config)
-        .endpoint_url(callback_url)
-        .timeout_config(drogue_shared::aws::timeouts())
-        .build();
-    aws_sdk_apigatewaymanagement::Client::from_conf(config)
-}
-
 #[async_trait]
 impl ConnectionPoster for Connections {
     async fn post(&self, connection: &str, payload: &[u8]) -> Result<(), PostError> {
@@ -1166,7 +1152,7 @@ mod tests {
 #[cfg(test)]
 mod config_tests {
     use super::Config;
-    use drogue_shared::config::try_parse_flags;
+    use drogue_shared::config::{assert_refused, try_parse_flags};
 
     #[test]
     fn a_good_configuration() {
@@ -1192,18 +1178,11 @@ mod config_tests {
 
     #[test]
     fn missing_empty_or_bad_values_are_refused() {
-        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
-        assert!(error.contains("DROGUE_TABLE"), "{error}");
-        let error = try_parse_flags::<Config>(&["--table", ""])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("DROGUE_TABLE") && error.contains("empty"),
-            "{error}"
+        assert_refused::<Config>(&[], &["DROGUE_TABLE"]);
+        assert_refused::<Config>(&["--table", ""], &["DROGUE_TABLE", "empty"]);
+        assert_refused::<Config>(
+            &["--table", "t", "--fanout-concurrency", "many"],
+            &["DROGUE_FANOUT_CONCURRENCY"],
         );
-        let error = try_parse_flags::<Config>(&["--table", "t", "--fanout-concurrency", "many"])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("DROGUE_FANOUT_CONCURRENCY"), "{error}");
     }
 }

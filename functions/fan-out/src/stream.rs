@@ -339,7 +339,7 @@ mod tests {
 #[cfg(test)]
 mod config_tests {
     use super::Config;
-    use drogue_shared::config::try_parse_flags;
+    use drogue_shared::config::{assert_refused, try_parse_flags};
 
     #[test]
     fn a_good_configuration() {
@@ -361,22 +361,11 @@ mod config_tests {
 
     #[test]
     fn missing_empty_or_bad_values_are_refused() {
-        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
-        assert!(error.contains("DROGUE_TABLE"), "{error}");
-        let error = try_parse_flags::<Config>(&["--table", " "])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("DROGUE_TABLE") && error.contains("empty"),
-            "{error}"
-        );
-        let error =
-            try_parse_flags::<Config>(&["--table", "t", "--max-streams-per-application=-5"])
-                .unwrap_err()
-                .to_string();
-        assert!(
-            error.contains("DROGUE_MAX_STREAMS_PER_APPLICATION"),
-            "{error}"
+        assert_refused::<Config>(&[], &["DROGUE_TABLE"]);
+        assert_refused::<Config>(&["--table", " "], &["DROGUE_TABLE", "empty"]);
+        assert_refused::<Config>(
+            &["--table", "t", "--max-streams-per-application=-5"],
+            &["DROGUE_MAX_STREAMS_PER_APPLICATION"],
         );
     }
 }

@@ -11,10 +11,11 @@
 //! the table (`IOTCA#{sha256}` items, changed with atomic set updates and conditional
 //! writes: see `DynamoStore::hold_ca`). Handling a record twice changes nothing.
 
+use crate::error::{IotError, gone};
 use crate::stream::{Change, Item};
-use anyhow::Context;
 use aws_sdk_iot::types::{CaCertificateStatus, CertificateMode};
 use drogue_shared::model::trust_anchors::anchor_certificates;
+use drogue_shared::store::StoreError;
 use drogue_shared::store::dynamodb::DynamoStore;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -47,6 +48,27 @@ pub fn fingerprint(der: &[u8]) -> String {
         .collect()
 }
 
+/// Why a record's trust anchors could not be followed (the record is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    /// An IoT Core call failed.
+    #[error(transparent)]
+    IotCore(#[from] IotError),
+    /// The table's record of the registered CA certificates could not be read or changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The last holder of the trust anchor dropped it and it is being deregistered.
+    #[error("the trust anchor {fingerprint} is being removed from IoT Core; retried later")]
+    BeingRemoved { fingerprint: String },
+    /// IoT Core's id of a registered trust anchor could not be recorded.
+    #[error("cannot record the trust anchor {fingerprint}")]
+    Record {
+        fingerprint: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
 /// Keeps IoT Core's CA certificates in step with the registry; cheap to clone.
 #[derive(Clone)]
 pub struct TrustAnchorSync {
@@ -62,7 +84,10 @@ impl TrustAnchorSync {
     /// Follows one stream record: the IoT ids of the CA certificates the application
     /// gained (registered, or held when another application registered them) and
     /// deregistered.
-    pub async fn record(&self, change: &Change<'_>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    pub async fn record(
+        &self,
+        change: &Change<'_>,
+    ) -> Result<(Vec<String>, Vec<String>), AnchorError> {
         let (mut registered, mut deregistered) = (Vec::new(), Vec::new());
         let old = anchors(change.old_item());
         let new = anchors(change.new_item());
@@ -89,12 +114,18 @@ impl TrustAnchorSync {
 
     /// Makes `app` a holder of a trust anchor and registers it unless it is already;
     /// its IoT Core id.
-    async fn register(&self, app: &str, fingerprint: &str, der: &[u8]) -> anyhow::Result<String> {
+    async fn register(
+        &self,
+        app: &str,
+        fingerprint: &str,
+        der: &[u8],
+    ) -> Result<String, AnchorError> {
         let held = self.store.hold_ca(fingerprint, app).await?;
-        anyhow::ensure!(
-            !held.deleting,
-            "the trust anchor {fingerprint} is being removed from IoT Core; retried later"
-        );
+        if held.deleting {
+            return Err(AnchorError::BeingRemoved {
+                fingerprint: fingerprint.to_owned(),
+            });
+        }
         if let Some(id) = held.certificate_id {
             return Ok(id);
         }
@@ -112,9 +143,7 @@ impl TrustAnchorSync {
             .send()
             .await;
         let id = match registered {
-            Ok(out) => out
-                .certificate_id
-                .ok_or_else(|| anyhow::anyhow!("no certificate id"))?,
+            Ok(out) => out.certificate_id.ok_or(IotError::NoCertificateId)?,
             // registered before the id was written (a retried record, or another holder
             // at the same time): IoT Core's id of a certificate is the SHA-256 of its DER
             Err(e)
@@ -123,19 +152,26 @@ impl TrustAnchorSync {
             {
                 fingerprint.to_owned()
             }
-            Err(e) => return Err(anyhow::Error::new(e).context("cannot register a trust anchor")),
+            Err(e) => return Err(IotError::RegisterCa(Box::new(e)).into()),
         };
         self.store
             .set_registered_ca_id(fingerprint, &id)
             .await
-            .with_context(|| format!("cannot record the trust anchor {fingerprint}"))?;
+            .map_err(|source| AnchorError::Record {
+                fingerprint: fingerprint.to_owned(),
+                source,
+            })?;
         tracing::info!(application = app, certificate = %id, "trust anchor registered with IoT Core");
         Ok(id)
     }
 
     /// Removes `app` from the holders of a trust anchor; when it was the last, deactivates
     /// and deletes the CA certificate: its IoT Core id, if it was.
-    async fn deregister(&self, app: &str, fingerprint: &str) -> anyhow::Result<Option<String>> {
+    async fn deregister(
+        &self,
+        app: &str,
+        fingerprint: &str,
+    ) -> Result<Option<String>, AnchorError> {
         let Some(released) = self.store.release_ca(fingerprint, app).await? else {
             return Ok(None);
         };
@@ -153,9 +189,11 @@ impl TrustAnchorSync {
         if let Err(e) = deactivated
             && !gone(&e)
         {
-            return Err(
-                anyhow::Error::new(e).context(format!("cannot deactivate the CA certificate {id}"))
-            );
+            return Err(IotError::DeactivateCa {
+                id: id.to_owned(),
+                source: Box::new(e),
+            }
+            .into());
         }
         let deleted = self
             .iot
@@ -166,19 +204,14 @@ impl TrustAnchorSync {
         if let Err(e) = deleted
             && !gone(&e)
         {
-            return Err(
-                anyhow::Error::new(e).context(format!("cannot delete the CA certificate {id}"))
-            );
+            return Err(IotError::DeleteCa {
+                id: id.to_owned(),
+                source: Box::new(e),
+            }
+            .into());
         }
         self.store.deregistered_ca(fingerprint).await?;
         tracing::info!(application = %app, certificate = %id, "trust anchor removed from IoT Core: its last application dropped it");
         Ok(Some(id.to_owned()))
     }
-}
-
-/// Whether IoT Core answered that the resource does not exist (anymore).
-pub(crate) fn gone<E>(
-    e: &aws_sdk_iot::error::SdkError<E, aws_sdk_iot::config::http::HttpResponse>,
-) -> bool {
-    e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
 }

@@ -14,13 +14,12 @@
 //! (or was made again after the device).
 
 use crate::stream::{Change, Item};
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cloudevents::event::AttributesWriter;
-use drogue_shared::events::{Change as Changed, ChangedIn, EventSink, registry_change};
+use drogue_shared::events::{Change as Changed, ChangedIn, EventSink, SinkError, registry_change};
 use drogue_shared::model::{AppName, Resource};
-use drogue_shared::store::ApplicationStore;
 use drogue_shared::store::dynamodb::DynamoStore;
+use drogue_shared::store::{ApplicationStore, StoreError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -31,6 +30,21 @@ pub struct RegistryChanges {
     store: DynamoStore,
     sink: Arc<dyn EventSink>,
     instance: String,
+}
+
+/// Why a record's change event could not be written (the record is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The application of a changed device could not be read.
+    #[error("cannot read the application {app}")]
+    Application {
+        app: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The event stream did not take the event.
+    #[error("cannot write a registry change event")]
+    Publish(#[source] SinkError),
 }
 
 /// What an image is: an application, or a device of an application.
@@ -71,7 +85,7 @@ impl RegistryChanges {
 
     /// Follows one stream record: `{"subject", "name", "change"}` of the event written,
     /// if any.
-    pub async fn record(&self, change: &Change<'_>) -> anyhow::Result<Vec<Value>> {
+    pub async fn record(&self, change: &Change<'_>) -> Result<Vec<Value>, ChangeError> {
         let (old, new) = (change.old.as_ref(), change.new.as_ref());
         let what = match (old, new) {
             (None, Some(_)) => Changed::Created,
@@ -119,7 +133,7 @@ impl RegistryChanges {
         self.sink
             .publish(&event)
             .await
-            .context("cannot write a registry change event")?;
+            .map_err(ChangeError::Publish)?;
         let (kind, name) = match subject {
             Subject::Application(app) => ("applications", app.name()),
             Subject::Device(_, device) => ("devices", device.name()),
@@ -135,15 +149,18 @@ impl RegistryChanges {
         &self,
         app: &str,
         created: DateTime<Utc>,
-    ) -> anyhow::Result<Option<String>> {
+    ) -> Result<Option<String>, ChangeError> {
         let Ok(name) = AppName::parse(app) else {
             return Ok(None);
         };
-        let stored = self
-            .store
-            .get_application(&name)
-            .await
-            .with_context(|| format!("cannot read the application {app}"))?;
+        let stored =
+            self.store
+                .get_application(&name)
+                .await
+                .map_err(|source| ChangeError::Application {
+                    app: app.to_owned(),
+                    source,
+                })?;
         Ok(stored
             .filter(|s| s.app.metadata.creation_timestamp <= created)
             .map(|s| s.app.metadata.uid))

@@ -6,6 +6,7 @@
 
 pub mod anchors;
 pub mod changes;
+pub mod error;
 pub mod revocation;
 pub mod stream;
 pub mod validator;
@@ -13,16 +14,6 @@ pub mod validator;
 use clap::Parser;
 use drogue_shared::config::{Instance, Table, non_empty};
 use drogue_shared::events::destination::Destination;
-use drogue_shared::store::dynamodb;
-
-/// An IoT control plane client from the shared AWS configuration, with the store's
-/// timeouts.
-pub fn iot_client(config: &aws_config::SdkConfig) -> aws_sdk_iot::Client {
-    let config = aws_sdk_iot::config::Builder::from(config)
-        .timeout_config(dynamodb::timeouts())
-        .build();
-    aws_sdk_iot::Client::from_conf(config)
-}
 
 /// What the certificate validator reads from its flags and environment (see
 /// `drogue_shared::config`).
@@ -60,7 +51,7 @@ pub struct StreamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drogue_shared::config::try_parse_flags;
+    use drogue_shared::config::{assert_refused, try_parse_flags};
 
     #[test]
     fn good_configurations() {
@@ -92,37 +83,20 @@ mod tests {
 
     #[test]
     fn missing_or_empty_values_are_refused() {
-        let error = try_parse_flags::<ValidatorConfig>(&[])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("DROGUE_TABLE"), "{error}");
-        let error = try_parse_flags::<ValidatorConfig>(&["--table", ""])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("DROGUE_TABLE") && error.contains("empty"),
-            "{error}"
+        assert_refused::<ValidatorConfig>(&[], &["DROGUE_TABLE"]);
+        assert_refused::<ValidatorConfig>(&["--table", ""], &["DROGUE_TABLE", "empty"]);
+        assert_refused::<ValidatorConfig>(
+            &["--table", "t", "--iot-policy-prefix", ""],
+            &["DROGUE_IOT_POLICY_PREFIX"],
         );
-        let error =
-            try_parse_flags::<ValidatorConfig>(&["--table", "t", "--iot-policy-prefix", ""])
-                .unwrap_err()
-                .to_string();
-        assert!(error.contains("DROGUE_IOT_POLICY_PREFIX"), "{error}");
-        let error = try_parse_flags::<StreamConfig>(&["--table", "t"])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("DROGUE_EVENT_STREAM"), "{error}");
+        assert_refused::<StreamConfig>(&["--table", "t"], &["DROGUE_EVENT_STREAM"]);
     }
 
     #[test]
     fn bad_numbers_are_refused() {
-        let error = try_parse_flags::<drogue_shared::runtime::Function<ValidatorConfig>>(&[
-            "--table",
-            "t",
-            "--port=-1",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("PORT"), "{error}");
+        assert_refused::<drogue_shared::runtime::Function<ValidatorConfig>>(
+            &["--table", "t", "--port=-1"],
+            &["PORT"],
+        );
     }
 }

@@ -26,9 +26,9 @@
 //! next connection with a new certificate is validated just in time again. Handling a
 //! record twice changes nothing.
 
-use crate::anchors::{fingerprint, gone};
+use crate::anchors::fingerprint;
+use crate::error::{IotError, gone};
 use crate::stream::{Change, Item};
-use anyhow::Context;
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::device_auth::{may_use_certificate, verify_chain};
 use drogue_shared::model::device_spec;
@@ -38,7 +38,19 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::time::SystemTime;
 
+use drogue_shared::store::StoreError;
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
+
+/// Why a record's certificates could not be revoked (the record is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    /// An IoT Core call failed.
+    #[error(transparent)]
+    IotCore(#[from] IotError),
+    /// The records of activated certificates could not be read or deleted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Revokes certificates whose device changed; cheap to clone.
 #[derive(Clone)]
@@ -95,7 +107,7 @@ fn device(item: Option<&Item>) -> Option<(&str, &Device)> {
 
 impl Revocation {
     /// The policies attached to a certificate (none when it is gone).
-    async fn attached(&self, cert: &ActivatedCertificate) -> anyhow::Result<Vec<String>> {
+    async fn attached(&self, cert: &ActivatedCertificate) -> Result<Vec<String>, IotError> {
         let attached = self
             .iot
             .list_attached_policies()
@@ -111,10 +123,10 @@ impl Revocation {
                 .filter_map(|p| p.policy_name)
                 .collect()),
             Err(e) if gone(&e) => Ok(Vec::new()),
-            Err(e) => Err(anyhow::Error::new(e).context(format!(
-                "cannot list the policies of the certificate {}",
-                cert.certificate_id
-            ))),
+            Err(e) => Err(IotError::ListAttachedPolicies {
+                id: cert.certificate_id.clone(),
+                source: Box::new(e),
+            }),
         }
     }
 
@@ -123,7 +135,7 @@ impl Revocation {
     }
 
     /// Follows one stream record: the ids of the certificates revoked.
-    pub async fn record(&self, change: &Change<'_>) -> anyhow::Result<Vec<String>> {
+    pub async fn record(&self, change: &Change<'_>) -> Result<Vec<String>, RevocationError> {
         let (old, new) = (change.old_item(), change.new_item());
         if let (Some(Item::ActivatedCertificate(cert)), None) = (old, new) {
             // a record removed (its device's or its application's doing): its
@@ -168,7 +180,7 @@ impl Revocation {
         &self,
         old: Option<&Resource>,
         now: &Resource,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> Result<Vec<String>, RevocationError> {
         let before = old
             .map(|o| anchor_certificates(&o.spec))
             .unwrap_or_default();
@@ -199,7 +211,7 @@ impl Revocation {
     async fn certificate_der(
         &self,
         cert: &ActivatedCertificate,
-    ) -> anyhow::Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Vec<u8>>, IotError> {
         let id = &cert.certificate_id;
         let described = self
             .iot
@@ -214,9 +226,10 @@ impl Revocation {
                 .unwrap_or_default(),
             Err(e) if gone(&e) => return Ok(None),
             Err(e) => {
-                return Err(
-                    anyhow::Error::new(e).context(format!("cannot describe the certificate {id}"))
-                );
+                return Err(IotError::DescribeCertificate {
+                    id: id.clone(),
+                    source: Box::new(e),
+                });
             }
         };
         Ok(CertificateDer::from_pem_slice(pem.as_bytes())
@@ -231,7 +244,7 @@ impl Revocation {
         name: &str,
         old: Option<&Device>,
         new: Option<&Device>,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> Result<Vec<String>, RevocationError> {
         let mut revoked = Vec::new();
         // its own certificates
         for cert in self.store.activated_certificates(app, Some(name)).await? {
@@ -274,7 +287,11 @@ impl Revocation {
     /// other application's grant), the certificate is revoked too: status `REVOKED`
     /// (IoT Core disconnects devices that use a certificate leaving `ACTIVE`). Whether
     /// anything changed.
-    pub async fn revoke(&self, cert: &ActivatedCertificate, reason: &str) -> anyhow::Result<bool> {
+    pub async fn revoke(
+        &self,
+        cert: &ActivatedCertificate,
+        reason: &str,
+    ) -> Result<bool, RevocationError> {
         let id = &cert.certificate_id;
         let mut changed = false;
         let attached = self.attached(cert).await?;
@@ -290,8 +307,12 @@ impl Revocation {
                 Ok(_) => changed = true,
                 Err(e) if gone(&e) => {}
                 Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("cannot detach the policy {policy} from {id}")));
+                    return Err(IotError::DetachPolicy {
+                        policy: policy.clone(),
+                        id: id.clone(),
+                        source: Box::new(e),
+                    }
+                    .into());
                 }
             }
         }
@@ -309,9 +330,11 @@ impl Revocation {
                     tracing::warn!(policy = %policy, certificate = %id, "a detached policy cannot be deleted yet; left in place");
                 }
                 Err(e) => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("cannot delete the policy {policy}"))
-                    );
+                    return Err(IotError::DeletePolicy {
+                        policy: policy.clone(),
+                        source: Box::new(e),
+                    }
+                    .into());
                 }
             }
         }
@@ -332,8 +355,11 @@ impl Revocation {
                 Ok(out) => out.certificate_description.and_then(|d| d.status),
                 Err(e) if gone(&e) => None,
                 Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("cannot describe the certificate {id}")));
+                    return Err(IotError::DescribeCertificate {
+                        id: id.clone(),
+                        source: Box::new(e),
+                    }
+                    .into());
                 }
             };
             if let Some(status) = status
@@ -345,7 +371,10 @@ impl Revocation {
                     .new_status(CertificateStatus::Revoked)
                     .send()
                     .await
-                    .with_context(|| format!("cannot revoke the certificate {id}"))?;
+                    .map_err(|e| IotError::Revoke {
+                        id: id.clone(),
+                        source: Box::new(e),
+                    })?;
                 changed = true;
             }
         } else {

@@ -8,9 +8,10 @@
 //! idempotent, so a retried record repeats the reactions that had succeeded harmlessly
 //! (a change event may then be written twice, with the same `id`).
 
-use crate::anchors::TrustAnchorSync;
-use crate::changes::RegistryChanges;
-use crate::revocation::Revocation;
+use crate::anchors::{AnchorError, TrustAnchorSync};
+use crate::changes::{ChangeError, RegistryChanges};
+use crate::error::Chain;
+use crate::revocation::{Revocation, RevocationError};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use drogue_shared::store::dynamodb::StreamImage;
 use serde::Serialize;
@@ -18,6 +19,30 @@ use serde_json::Value;
 
 /// A table item, as far as the reactions care (the DynamoDB adapter tells them apart).
 pub use drogue_shared::store::dynamodb::TableItem as Item;
+
+/// Why an image of a record cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Not an image of a table item.
+    #[error(transparent)]
+    Attributes(#[from] serde_dynamo::Error),
+    /// An item whose stored JSON is not what its key says.
+    #[error(transparent)]
+    Data(#[from] serde_json::Error),
+}
+
+/// Why a record failed (it and those after it are retried).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+    #[error(transparent)]
+    Anchors(#[from] AnchorError),
+    #[error(transparent)]
+    Changes(#[from] ChangeError),
+}
 
 /// One image of an item: what it is, and its stored JSON (`data`) as it was written.
 #[derive(Debug)]
@@ -29,7 +54,7 @@ pub struct Image {
 impl Image {
     /// An image of a record; `None` for an absent one (the old image of an insert, the
     /// new one of a remove).
-    pub fn parse(image: &serde_dynamo::Item) -> anyhow::Result<Option<Self>> {
+    pub fn parse(image: &serde_dynamo::Item) -> Result<Option<Self>, ImageError> {
         if image.is_empty() {
             return Ok(None);
         }
@@ -51,7 +76,7 @@ pub struct Change<'a> {
 }
 
 impl<'a> Change<'a> {
-    pub fn parse(record: &'a EventRecord) -> anyhow::Result<Self> {
+    pub fn parse(record: &'a EventRecord) -> Result<Self, ImageError> {
         Ok(Self {
             record,
             old: Image::parse(&record.change.old_image)?,
@@ -104,7 +129,7 @@ impl StreamConsumer {
         let mut failed = false;
         for record in &event.records {
             if !failed && let Err(e) = self.record(record, &mut outcome).await {
-                tracing::error!(event = %record.event_id, error = ?e, "a stream record failed; it is retried");
+                tracing::error!(event = %record.event_id, error = %Chain(&e), "a stream record failed; it is retried");
                 failed = true;
             }
             if failed {
@@ -131,27 +156,27 @@ impl StreamConsumer {
 
     /// Hands a record to every reaction (all of them, even after one failed: revoking
     /// must not wait for an event stream that is down); the first error, if any.
-    async fn record(&self, record: &EventRecord, outcome: &mut Outcome) -> anyhow::Result<()> {
+    async fn record(&self, record: &EventRecord, outcome: &mut Outcome) -> Result<(), RecordError> {
         let change = Change::parse(record)?;
         // boxed: the three state machines together are too deep for the compiler's layout
         let revoked = Box::pin(self.revocation.record(&change)).await;
         let anchors = Box::pin(self.anchors.record(&change)).await;
         let events = Box::pin(self.changes.record(&change)).await;
-        let mut first = None;
+        let mut first: Option<RecordError> = None;
         match revoked {
             Ok(ids) => outcome.revoked.extend(ids),
-            Err(e) => first = first.or(Some(e)),
+            Err(e) => first = first.or(Some(e.into())),
         }
         match anchors {
             Ok((registered, deregistered)) => {
                 outcome.registered.extend(registered);
                 outcome.deregistered.extend(deregistered);
             }
-            Err(e) => first = first.or(Some(e)),
+            Err(e) => first = first.or(Some(e.into())),
         }
         match events {
             Ok(events) => outcome.events.extend(events),
-            Err(e) => first = first.or(Some(e)),
+            Err(e) => first = first.or(Some(e.into())),
         }
         first.map_or(Ok(()), Err)
     }
@@ -185,18 +210,9 @@ impl StreamOutcome {
 
 /// Why a batch failed as a whole: on `$PORT`, where the caller retries whole batches, a
 /// batch with failed records (under Lambda they are reported in `batchItemFailures`).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// Records failed (their sequence numbers).
+    #[error("stream records failed: {0:?}")]
     RecordsFailed(Vec<String>),
 }
-
-impl std::fmt::Display for SyncError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::RecordsFailed(ids) => write!(f, "stream records failed: {ids:?}"),
-        }
-    }
-}
-
-impl std::error::Error for SyncError {}

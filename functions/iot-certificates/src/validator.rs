@@ -21,14 +21,14 @@
 //! stays pending meanwhile. So is a device that changed while its certificate was
 //! validated: the retry validates it again against the device as it is now.
 
-use anyhow::Context;
+use crate::error::{Chain, IotError};
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::authz::AccessControl;
 use drogue_shared::device_auth::{
     AMBIGUOUS, DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
-use drogue_shared::model::AppName;
-use drogue_shared::mqtt::MqttAuthorizer;
+use drogue_shared::model::{AppName, NameError};
+use drogue_shared::mqtt::{MqttAuthError, MqttAuthorizer};
 use drogue_shared::registry::Registry;
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
 use drogue_shared::store::{Conflict, DeviceStore, StoreError, device_claims};
@@ -85,35 +85,61 @@ pub struct Activation {
 }
 
 /// Why a certificate could not be judged (a function error: the rule retries the event,
-/// the certificate stays pending meanwhile).
-#[derive(Debug)]
+/// the certificate stays pending meanwhile). Its message names every cause.
+#[derive(Debug, thiserror::Error)]
 pub enum ValidationError {
     /// An IoT Core call (describe, activate, revoke) failed.
-    IotCore(anyhow::Error),
+    #[error("an IoT Core call failed: {}", Chain(.0))]
+    IotCore(#[source] IotError),
     /// The registry could not be read.
-    Registry(anyhow::Error),
+    #[error("the registry is unavailable: {}", Chain(.0))]
+    Registry(#[source] JudgeError),
     /// Creating or attaching an application's policies, or recording the certificate,
     /// failed.
-    Grant(anyhow::Error),
+    #[error("cannot grant the certificate: {}", Chain(.0))]
+    Grant(#[source] GrantError),
 }
 
-impl std::fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::IotCore(e) => write!(f, "an IoT Core call failed: {e:#}"),
-            Self::Registry(e) => write!(f, "the registry is unavailable: {e:#}"),
-            Self::Grant(e) => write!(f, "cannot grant the certificate: {e:#}"),
-        }
-    }
+/// Why the registry could not judge a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// The store could not be read (the applications holding the issuer, the device).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The device's policy could not be made.
+    #[error(transparent)]
+    Policy(#[from] MqttAuthError),
 }
 
-impl std::error::Error for ValidationError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::IotCore(e) | Self::Registry(e) | Self::Grant(e) => Some(e.as_ref()),
-        }
-    }
+/// Why a certificate accepted by an application got no grant.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// Creating or attaching a policy failed.
+    #[error(transparent)]
+    IotCore(#[from] IotError),
+    /// The application's name is not one.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The devices a gateway serves could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The device changed while its certificate was validated (the retry validates it
+    /// again).
+    #[error("the device {device} of {app} changed while its certificate {id} was validated")]
+    DeviceChanged {
+        device: String,
+        app: String,
+        id: String,
+    },
+    /// The certificate could not be recorded for the device.
+    #[error("cannot record the certificate")]
+    Record(#[source] StoreError),
 }
+
+/// Why a policy prefix is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("the policy prefix must be 1 to {MAX_PREFIX} of [A-Za-z0-9+=,.@_-]")]
+pub struct InvalidPrefix;
 
 /// IoT Core's event for a certificate it registered.
 #[derive(Debug, Clone, Deserialize)]
@@ -145,15 +171,19 @@ pub struct CertificateValidator {
 }
 
 impl CertificateValidator {
-    pub fn new(iot: aws_sdk_iot::Client, store: DynamoStore, prefix: &str) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !prefix.is_empty()
-                && prefix.len() <= MAX_PREFIX
-                && prefix
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c)),
-            "the policy prefix must be 1 to {MAX_PREFIX} of [A-Za-z0-9+=,.@_-]"
-        );
+    pub fn new(
+        iot: aws_sdk_iot::Client,
+        store: DynamoStore,
+        prefix: &str,
+    ) -> Result<Self, InvalidPrefix> {
+        let valid = !prefix.is_empty()
+            && prefix.len() <= MAX_PREFIX
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
+        if !valid {
+            return Err(InvalidPrefix);
+        }
         let shared = Arc::new(store.clone());
         let devices = DeviceAuthenticator::new(shared.clone());
         let registry = Registry::new(shared, AccessControl::default());
@@ -190,12 +220,14 @@ impl CertificateValidator {
             .certificate_id(id)
             .send()
             .await
-            .with_context(|| format!("cannot describe the certificate {id}"))
+            .map_err(|e| IotError::DescribeCertificate {
+                id: id.clone(),
+                source: Box::new(e),
+            })
             .map_err(ValidationError::IotCore)?;
         let description = described
             .certificate_description
-            .context("IoT Core described no certificate")
-            .map_err(ValidationError::IotCore)?;
+            .ok_or(ValidationError::IotCore(IotError::NoDescription))?;
         let status = description.status.clone();
         if status != Some(CertificateStatus::PendingActivation) {
             // decided already (a retried event), or changed by hand since
@@ -206,8 +238,7 @@ impl CertificateValidator {
         }
         let arn = description
             .certificate_arn
-            .context("a certificate without an ARN")
-            .map_err(ValidationError::IotCore)?;
+            .ok_or(ValidationError::IotCore(IotError::NoArn))?;
         let pem = description.certificate_pem.unwrap_or_default();
         let Ok(der) = CertificateDer::from_pem_slice(pem.as_bytes()) else {
             return self.revoke(id, "the certificate cannot be read").await;
@@ -273,7 +304,10 @@ impl CertificateValidator {
             .new_status(CertificateStatus::Active)
             .send()
             .await
-            .with_context(|| format!("cannot activate the certificate {id}"))
+            .map_err(|e| IotError::Activate {
+                id: id.clone(),
+                source: Box::new(e),
+            })
             .map_err(ValidationError::IotCore)?;
         tracing::info!(certificate = %id, grants = activations.len(), "certificate activated");
         let only = match activations.as_slice() {
@@ -292,7 +326,7 @@ impl CertificateValidator {
         location: &Location,
         chain: &[Vec<u8>],
         app: &str,
-    ) -> anyhow::Result<Result<Grant, &'static str>> {
+    ) -> Result<Result<Grant, &'static str>, JudgeError> {
         let request = DeviceAuthRequest {
             application: Some(app.to_owned()),
             credential: DeviceCredential::Certificate {
@@ -330,7 +364,7 @@ impl CertificateValidator {
         arn: &str,
         chain: &[Vec<u8>],
         grant: Grant,
-    ) -> anyhow::Result<Activation> {
+    ) -> Result<Activation, GrantError> {
         let id = &event.certificate_id;
         let Grant {
             app,
@@ -355,9 +389,11 @@ impl CertificateValidator {
                     .as_service_error()
                     .is_some_and(|s| s.is_resource_already_exists_exception())
                 {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("cannot create the policy {name}"))
-                    );
+                    return Err(IotError::CreatePolicy {
+                        policy: name,
+                        source: Box::new(e),
+                    }
+                    .into());
                 }
             }
             self.iot
@@ -366,7 +402,10 @@ impl CertificateValidator {
                 .target(arn)
                 .send()
                 .await
-                .with_context(|| format!("cannot attach the policy {name}"))?;
+                .map_err(|e| IotError::AttachPolicy {
+                    policy: name.clone(),
+                    source: Box::new(e),
+                })?;
             policies.push(name);
         }
         let covers = self
@@ -393,10 +432,14 @@ impl CertificateValidator {
             .await
         {
             Ok(()) => {}
-            Err(StoreError::Conflict(Conflict::Changed)) => anyhow::bail!(
-                "the device {device} of {app} changed while its certificate {id} was validated"
-            ),
-            Err(e) => return Err(anyhow::Error::new(e).context("cannot record the certificate")),
+            Err(StoreError::Conflict(Conflict::Changed)) => {
+                return Err(GrantError::DeviceChanged {
+                    device: device.clone(),
+                    app: app.to_owned(),
+                    id: id.clone(),
+                });
+            }
+            Err(e) => return Err(GrantError::Record(e)),
         }
         tracing::info!(certificate = %id, application = %app, device = %device, ?policies, "certificate granted an application's policy");
         Ok(Activation {
@@ -413,11 +456,78 @@ impl CertificateValidator {
             .new_status(CertificateStatus::Revoked)
             .send()
             .await
-            .with_context(|| format!("cannot revoke the certificate {id}"))
+            .map_err(|e| IotError::Revoke {
+                id: id.to_owned(),
+                source: Box::new(e),
+            })
             .map_err(ValidationError::IotCore)?;
         tracing::warn!(certificate = %id, reason, "certificate revoked");
         Ok(Validation::Revoked {
             reason: reason.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_iot::error::SdkError;
+
+    fn unavailable() -> StoreError {
+        StoreError::Unavailable(Box::new(std::io::Error::other("connection refused")))
+    }
+
+    /// The function's error message (its answer under Lambda) names every cause, as it
+    /// did when the causes were `anyhow` errors written `{:#}`.
+    #[test]
+    fn errors_name_every_cause() {
+        let timeout = || SdkError::timeout_error(std::io::Error::other("too slow"));
+        let described = ValidationError::IotCore(IotError::DescribeCertificate {
+            id: "c1".into(),
+            source: Box::new(timeout()),
+        });
+        let before = anyhow::Error::new(timeout()).context("cannot describe the certificate c1");
+        assert_eq!(
+            described.to_string(),
+            format!("an IoT Core call failed: {before:#}")
+        );
+        assert_eq!(
+            described.to_string(),
+            "an IoT Core call failed: cannot describe the certificate c1: request has timed out: too slow"
+        );
+        let registry = ValidationError::Registry(unavailable().into());
+        assert_eq!(
+            registry.to_string(),
+            format!(
+                "the registry is unavailable: {:#}",
+                anyhow::Error::new(unavailable())
+            )
+        );
+        let policy = ValidationError::Registry(MqttAuthError::from(unavailable()).into());
+        assert_eq!(
+            policy.to_string(),
+            "the registry is unavailable: the registry is unavailable: storage unavailable: connection refused"
+        );
+        let record = ValidationError::Grant(GrantError::Record(unavailable()));
+        assert_eq!(
+            record.to_string(),
+            format!(
+                "cannot grant the certificate: {:#}",
+                anyhow::Error::new(unavailable()).context("cannot record the certificate")
+            )
+        );
+        let changed = ValidationError::Grant(GrantError::DeviceChanged {
+            device: "d".into(),
+            app: "a".into(),
+            id: "c1".into(),
+        });
+        assert_eq!(
+            changed.to_string(),
+            "cannot grant the certificate: the device d of a changed while its certificate c1 was validated"
+        );
+        assert!(matches!(
+            std::error::Error::source(&record).and_then(|e| e.downcast_ref::<GrantError>()),
+            Some(GrantError::Record(StoreError::Unavailable(_)))
+        ));
     }
 }

@@ -165,7 +165,7 @@ impl IotAuthorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drogue_shared::config::try_parse_flags;
+    use drogue_shared::config::{assert_refused, try_parse_flags};
 
     #[test]
     fn a_good_configuration() {
@@ -195,37 +195,23 @@ mod tests {
 
     #[test]
     fn missing_or_empty_values_are_refused() {
-        let error = try_parse_flags::<Config>(&[]).unwrap_err().to_string();
-        assert!(error.contains("DROGUE_TABLE"), "{error}");
-        let error = try_parse_flags::<Config>(&["--table", ""])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("DROGUE_TABLE") && error.contains("empty"),
-            "{error}"
+        assert_refused::<Config>(&[], &["DROGUE_TABLE"]);
+        assert_refused::<Config>(&["--table", ""], &["DROGUE_TABLE", "empty"]);
+        assert_refused::<Config>(
+            &["--table", "t", "--oidc-issuer", ""],
+            &["DROGUE_OIDC_ISSUER"],
         );
-        let error = try_parse_flags::<Config>(&["--table", "t", "--oidc-issuer", ""])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("DROGUE_OIDC_ISSUER"), "{error}");
     }
 
     #[test]
     fn bad_runtime_numbers_are_refused() {
-        let error = try_parse_flags::<drogue_shared::runtime::Function<Config>>(&[
-            "--table", "t", "--port", "http",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("PORT"), "{error}");
-        let error = try_parse_flags::<drogue_shared::runtime::Function<Config>>(&[
-            "--table",
-            "t",
-            "--internal-insecure",
-            "maybe",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("DROGUE_INTERNAL_INSECURE"), "{error}");
+        assert_refused::<drogue_shared::runtime::Function<Config>>(
+            &["--table", "t", "--port", "http"],
+            &["PORT"],
+        );
+        assert_refused::<drogue_shared::runtime::Function<Config>>(
+            &["--table", "t", "--internal-insecure", "maybe"],
+            &["DROGUE_INTERNAL_INSECURE"],
+        );
     }
 }

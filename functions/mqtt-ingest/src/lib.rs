@@ -204,7 +204,7 @@ impl Ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drogue_shared::config::try_parse_flags;
+    use drogue_shared::config::{assert_refused, try_parse_flags};
 
     #[test]
     fn a_good_configuration() {
@@ -228,42 +228,20 @@ mod tests {
 
     #[test]
     fn missing_or_empty_values_are_refused() {
-        let error = try_parse_flags::<Config>(&["--event-stream", "events"])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("DROGUE_TABLE"), "{error}");
-        let error = try_parse_flags::<Config>(&["--table", "t"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("DROGUE_EVENT_STREAM") && error.contains("K_SINK"),
-            "{error}"
-        );
-        let error = try_parse_flags::<Config>(&["--table", "t", "--event-stream", ""])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("DROGUE_EVENT_STREAM") && error.contains("empty"),
-            "{error}"
+        assert_refused::<Config>(&["--event-stream", "events"], &["DROGUE_TABLE"]);
+        assert_refused::<Config>(&["--table", "t"], &["DROGUE_EVENT_STREAM", "K_SINK"]);
+        assert_refused::<Config>(
+            &["--table", "t", "--event-stream", ""],
+            &["DROGUE_EVENT_STREAM", "empty"],
         );
     }
 
     #[test]
     fn bad_values_are_refused() {
-        let error = try_parse_flags::<Config>(&["--table", "t", "--sink", "not a url"])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("K_SINK"), "{error}");
-        let error = try_parse_flags::<drogue_shared::runtime::Function<Config>>(&[
-            "--table",
-            "t",
-            "--event-stream",
-            "e",
-            "--port",
-            "70000",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("PORT"), "{error}");
+        assert_refused::<Config>(&["--table", "t", "--sink", "not a url"], &["K_SINK"]);
+        assert_refused::<drogue_shared::runtime::Function<Config>>(
+            &["--table", "t", "--event-stream", "e", "--port", "70000"],
+            &["PORT"],
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! The event fan-out: the target of the Kinesis event stream's event source mapping (and
 //! on `$PORT` as `POST /`).
 
-use drogue_fan_out::fanout::{Config, Connections, FanOut, IotCore, connections_client};
+use drogue_fan_out::fanout::{Config, Connections, FanOut, IotCore};
 use drogue_shared::access::authz::AccessControl;
 use drogue_shared::commands::iot_data_client;
-use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
+use drogue_shared::{aws, runtime};
 use std::sync::Arc;
 
 #[tokio::main]
@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         config.iot.iot_data_endpoint.as_deref(),
     )));
     let poster = config.websocket_callback_url.as_deref().map(|url| {
-        Arc::new(Connections(connections_client(&aws, url)))
+        Arc::new(Connections(aws::connections_client(&aws, url)))
             as Arc<dyn drogue_fan_out::fanout::ConnectionPoster>
     });
     let fan_out = FanOut::new(publisher, poster, store)

@@ -1,10 +1,10 @@
 //! The certificate validator: the target of the IoT topic rule on
 //! `$aws/events/certificates/registered/#` (and on `$PORT` as `POST /`).
 
+use drogue_iot_certificates::ValidatorConfig;
 use drogue_iot_certificates::validator::{CertificateValidator, Location};
-use drogue_iot_certificates::{ValidatorConfig, iot_client};
-use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
+use drogue_shared::{aws, runtime};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,7 +12,8 @@ async fn main() -> anyhow::Result<()> {
     let runtime::Function { config, runtime } = runtime::Function::<ValidatorConfig>::parse()?;
     let aws = runtime.aws_config().await;
     let store = DynamoStore::new(dynamodb::client(&aws), config.table.as_str());
-    let validator = CertificateValidator::new(iot_client(&aws), store, &config.iot_policy_prefix)?;
+    let validator =
+        CertificateValidator::new(aws::iot_client(&aws), store, &config.iot_policy_prefix)?;
     runtime::run_events(&runtime, move |event, context| {
         let validator = validator.clone();
         async move {

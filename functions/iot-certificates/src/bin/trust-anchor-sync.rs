@@ -6,13 +6,13 @@
 //! Under Lambda, failed records are reported in `batchItemFailures`; on `$PORT`, where
 //! the caller retries whole batches, a batch with a failed record is an error.
 
+use drogue_iot_certificates::StreamConfig;
 use drogue_iot_certificates::anchors::TrustAnchorSync;
 use drogue_iot_certificates::changes::RegistryChanges;
 use drogue_iot_certificates::revocation::Revocation;
 use drogue_iot_certificates::stream::{StreamConsumer, SyncError};
-use drogue_iot_certificates::{StreamConfig, iot_client};
-use drogue_shared::runtime;
 use drogue_shared::store::dynamodb::{self, DynamoStore};
+use drogue_shared::{aws, runtime};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let runtime::Function { config, runtime } = runtime::Function::<StreamConfig>::parse()?;
     let aws = runtime.aws_config().await;
     let store = DynamoStore::new(dynamodb::client(&aws), config.table.as_str());
-    let iot = iot_client(&aws);
+    let iot = aws::iot_client(&aws);
     let sink = config.events.sink(&aws)?;
     let consumer = StreamConsumer::new(
         TrustAnchorSync::new(iot.clone(), store.clone()),
