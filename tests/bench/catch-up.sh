@@ -15,7 +15,7 @@ bin=$CARGO_TARGET_DIR/release
 data=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 
-RUST_LOG=warn "$bin/drogue-local" --data-dir "$data" --http-bind 127.0.0.1:0 --https-bind off \
+RUST_LOG=warn "$bin/drogue-local" --coap-bind off --data-dir "$data" --http-bind 127.0.0.1:0 --https-bind off \
   --mqtt-bind 127.0.0.1:0 --mqtts-bind off --publish-rate 0 --event-retention "$count" --ready-file "$data/ready.json" >/dev/null &
 for _ in $(seq 1 100); do [ -s "$data/ready.json" ] && break; sleep 0.1; done
 http=$(python3 -c "import json; print(json.load(open('$data/ready.json'))['http'])")

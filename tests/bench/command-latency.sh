@@ -14,7 +14,7 @@ bin=$CARGO_TARGET_DIR/release
 data=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 
-RUST_LOG=warn "$bin/drogue-local" --data-dir "$data" --mqtt-bind off --mqtts-bind off --http-bind 127.0.0.1:0 --https-bind off --ready-file "$data/ready.json" >/dev/null &
+RUST_LOG=warn "$bin/drogue-local" --coap-bind off --data-dir "$data" --mqtt-bind off --mqtts-bind off --http-bind 127.0.0.1:0 --https-bind off --ready-file "$data/ready.json" >/dev/null &
 for _ in $(seq 1 100); do [ -s "$data/ready.json" ] && break; sleep 0.1; done
 base=http://$(python3 -c "import json,sys; print(json.load(open('$data/ready.json'))['http'])")
 token=$(cat "$data/admin-token")

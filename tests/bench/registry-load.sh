@@ -14,7 +14,7 @@ bin=$CARGO_TARGET_DIR/release
 data=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 
-RUST_LOG=warn "$bin/drogue-local" --data-dir "$data" --mqtt-bind off --mqtts-bind off --http-bind 127.0.0.1:18080 >/dev/null &
+RUST_LOG=warn "$bin/drogue-local" --coap-bind off --data-dir "$data" --mqtt-bind off --mqtts-bind off --http-bind 127.0.0.1:18080 >/dev/null &
 "$bin/drogue-loadgen" bare-server --bind 127.0.0.1:18081 >/dev/null &
 for _ in $(seq 1 100); do
   curl -fs -o /dev/null http://127.0.0.1:18080/.well-known/drogue-version && break

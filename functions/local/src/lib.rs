@@ -37,6 +37,7 @@ fn log_listeners(
     https: Option<SocketAddr>,
     mqtt: Option<SocketAddr>,
     mqtts: Option<SocketAddr>,
+    coap: Option<SocketAddr>,
     dir: &std::path::Path,
 ) {
     let line = |address: Option<SocketAddr>, scheme: &str, what: &str| match address {
@@ -59,6 +60,7 @@ fn log_listeners(
     tracing::info!("HTTPS  {https}");
     tracing::info!("MQTT   {mqtt}");
     tracing::info!("MQTTS  {mqtts}");
+    tracing::info!("CoAP   {}", line(coap, "coap", "device endpoint, UDP"));
     tracing::info!(
         "data   {} (administrator token in {})",
         dir.display(),
@@ -111,6 +113,9 @@ pub struct Config {
     /// certificates (same server certificate as HTTPS); `off` for none.
     #[arg(long, env = "DROGUE_MQTTS_BIND", default_value = "127.0.0.1:8883")]
     pub mqtts_bind: String,
+    /// The UDP address of the CoAP device endpoint (`coap://`, RFC 7252); `off` for none.
+    #[arg(long, env = "DROGUE_COAP_BIND", default_value = "127.0.0.1:5683")]
+    pub coap_bind: String,
     /// Threads serving MQTT connections.
     #[arg(long, env = "DROGUE_MQTT_WORKERS", default_value_t = 2)]
     pub mqtt_workers: usize,
@@ -147,7 +152,7 @@ pub struct Config {
     #[arg(long, env = "DROGUE_EVENT_RETENTION", default_value_t = DEFAULT_RETENTION)]
     pub event_retention: u64,
     /// Once listening, write the bound addresses here as JSON (`{"http": .., "https": ..,
-    /// "mqtt": .., "mqtts": ..}`),
+    /// "mqtt": .., "mqtts": .., "coap": ..}`, `null` for a listener that is off),
     /// for scripts and tests that bind port 0.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -183,6 +188,8 @@ pub struct Server {
     broker: Option<mqtt::Broker>,
     routing: tokio::task::JoinHandle<()>,
     mqtt_hub: Arc<mqtt::hub::Hub>,
+    /// The CoAP endpoint's socket and message layer, unless it is off.
+    coap: Option<(tokio::net::UdpSocket, Arc<drogue_coap_endpoint::CoapCore>)>,
     header_read_timeout: std::time::Duration,
 }
 
@@ -209,6 +216,19 @@ impl Server {
             .or(mqtt_tcp.as_ref())
             .and_then(|l| l.local_addr().ok())
             .map(|addr| announced_mqtt(config.public_url.as_deref(), addr));
+        let coap_socket = std_udp_socket(&config.coap_bind, "--coap-bind")?;
+        let coap_announced = coap_socket
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|addr| {
+                let at = announced_mqtt(config.public_url.as_deref(), addr);
+                let host = if at.host.contains(':') {
+                    format!("[{}]", at.host)
+                } else {
+                    at.host
+                };
+                format!("coap://{host}:{}", at.port)
+            });
         let oidc = config
             .oidc_issuer
             .clone()
@@ -220,6 +240,7 @@ impl Server {
             admin_role: config.admin_role.as_str().to_owned(),
             websocket_path: Some(stream::PATH.into()),
             mqtt: mqtt_announced,
+            coap: coap_announced,
             quotas: config.quotas.quotas(),
         };
         // registry writes make device authentication look again at once
@@ -286,6 +307,27 @@ impl Server {
             log: events.clone(),
             limiter: limiter.clone(),
         };
+        let coap = match coap_socket {
+            None => None,
+            Some(socket) => {
+                socket.set_nonblocking(true)?;
+                let backend = drogue_coap_endpoint::Backend {
+                    auth: device_auth.clone(),
+                    sink: Arc::new(events.clone()),
+                    commands: commands.clone(),
+                    limiter: limiter.clone(),
+                    instance: DEFAULT_INSTANCE.into(),
+                };
+                Some((
+                    tokio::net::UdpSocket::from_std(socket)?,
+                    drogue_coap_endpoint::CoapCore::new(
+                        backend,
+                        drogue_coap_endpoint::Limits::default(),
+                    ),
+                ))
+            }
+        };
+        let coap_addr = coap.as_ref().and_then(|(s, _)| s.local_addr().ok());
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
             auth: device_auth.clone(),
             sink: Arc::new(events.clone()),
@@ -344,16 +386,24 @@ impl Server {
         let mqtt_addr = broker.as_ref().and_then(mqtt::Broker::tcp_addr);
         let mqtts_addr = broker.as_ref().and_then(mqtt::Broker::tls_addr);
         let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus);
-        log_listeners(http.local_addr()?, https_addr, mqtt_addr, mqtts_addr, dir);
+        log_listeners(
+            http.local_addr()?,
+            https_addr,
+            mqtt_addr,
+            mqtts_addr,
+            coap_addr,
+            dir,
+        );
         if let Some(path) = &config.ready_file {
             let quoted =
                 |a: Option<SocketAddr>| a.map_or("null".to_owned(), |a| format!("\"{a}\""));
             let ready = format!(
-                "{{\"http\":\"{}\",\"https\":{},\"mqtt\":{},\"mqtts\":{}}}\n",
+                "{{\"http\":\"{}\",\"https\":{},\"mqtt\":{},\"mqtts\":{},\"coap\":{}}}\n",
                 http.local_addr()?,
                 quoted(https_addr),
                 quoted(mqtt_addr),
                 quoted(mqtts_addr),
+                quoted(coap_addr),
             );
             std::fs::write(path, ready)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -367,6 +417,7 @@ impl Server {
             broker,
             routing,
             mqtt_hub: mqtt_backend.hub,
+            coap,
             header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout),
         })
     }
@@ -391,6 +442,11 @@ impl Server {
     /// Where the MQTT over TLS listener is bound, if there is one.
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
         self.broker.as_ref().and_then(mqtt::Broker::tls_addr)
+    }
+
+    /// Where the CoAP endpoint is bound, if there is one.
+    pub fn coap_addr(&self) -> Option<SocketAddr> {
+        self.coap.as_ref().and_then(|(s, _)| s.local_addr().ok())
     }
 
     /// The MQTT broker's sessions.
@@ -427,6 +483,13 @@ impl Server {
                 self.header_read_timeout,
             ))
         });
+        let coap = self.coap.map(|(socket, core)| {
+            tokio::spawn(drogue_coap_endpoint::udp::serve(
+                socket,
+                core,
+                wait(stopped.clone()),
+            ))
+        });
         let http = drogue_shared::runtime::serve_with(
             self.http,
             self.router,
@@ -444,6 +507,9 @@ impl Server {
         }
         if let Some(https) = https {
             https.await??;
+        }
+        if let Some(coap) = coap {
+            coap.await??;
         }
         served
     }
@@ -490,6 +556,19 @@ fn std_listener(bind: &str, flag: &str) -> anyhow::Result<Option<std::net::TcpLi
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     Ok(Some(listener))
+}
+
+/// A UDP socket for `bind` (an address, or `off`).
+fn std_udp_socket(bind: &str, flag: &str) -> anyhow::Result<Option<std::net::UdpSocket>> {
+    if bind == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = bind
+        .parse()
+        .with_context(|| format!("{flag} takes an address or `off`, not {bind:?}"))?;
+    let socket =
+        std::net::UdpSocket::bind(addr).with_context(|| format!("cannot listen on UDP {addr}"))?;
+    Ok(Some(socket))
 }
 
 /// Hands the event log's events and the command bus's commands to the broker's

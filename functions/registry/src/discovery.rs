@@ -29,6 +29,8 @@ struct Url {
 struct Endpoints {
     api: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    coap: Option<Url>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<Url>,
     sso: String,
     issuer_url: String,
@@ -56,6 +58,7 @@ fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
         .unwrap_or_else(|| base.clone());
     Endpoints {
         api: base.clone(),
+        coap: state.settings.coap.clone().map(|url| Url { url }),
         http: Some(Url {
             url: http.trim_end_matches('/').to_owned(),
         }),

@@ -46,6 +46,9 @@ pub struct Settings {
     /// connect to (IoT Core's data endpoint on 8883; `drogue-local`'s broker), announced
     /// as `mqtt` and `mqtt_integration`.
     pub mqtt: Option<MqttEndpoint>,
+    /// `DROGUE_COAP_ENDPOINT_URL` (`coap://host:port`): the device CoAP endpoint,
+    /// announced as `coap` (`drogue-local`'s, or a cluster's coap-endpoint).
+    pub coap: Option<String>,
     /// `DROGUE_MAX_APPLICATIONS_PER_USER`: applications a user may own (default 100, 0 for
     /// no limit; administrators are not limited); `DROGUE_MAX_DEVICES_PER_APPLICATION`
     /// and `DROGUE_MAX_DEVICES_PER_USER`: devices an application, and all applications a
@@ -62,6 +65,7 @@ impl Default for Settings {
             admin_role: AccessControl::DEFAULT_ADMIN_ROLE.into(),
             websocket_path: None,
             mqtt: None,
+            coap: None,
             quotas: Quotas::default(),
         }
     }
@@ -147,6 +151,9 @@ pub struct Config {
     /// `mqtt` and `mqtt_integration`.
     #[arg(long, env = "DROGUE_MQTT_ENDPOINT", value_name = "DROGUE_MQTT_ENDPOINT", value_parser = mqtt_endpoint)]
     pub mqtt_endpoint: Option<MqttEndpoint>,
+    /// The device CoAP endpoint (`coap://host:port`), announced as `coap`.
+    #[arg(long, env = "DROGUE_COAP_ENDPOINT_URL", value_name = "DROGUE_COAP_ENDPOINT_URL", value_parser = non_empty)]
+    pub coap_endpoint_url: Option<String>,
     #[command(flatten)]
     pub quotas: QuotaArgs,
 }
@@ -161,6 +168,7 @@ impl Config {
             admin_role: self.admin_role.to_string(),
             websocket_path: self.websocket_url.clone(),
             mqtt: self.mqtt_endpoint.clone(),
+            coap: self.coap_endpoint_url.clone(),
             quotas: self.quotas.quotas(),
         }
     }

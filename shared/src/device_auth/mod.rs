@@ -9,6 +9,7 @@
 mod cache;
 mod checks;
 mod credentials;
+pub mod presented;
 mod x509;
 
 pub use cache::VerifiedPasswords;

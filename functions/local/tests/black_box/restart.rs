@@ -97,7 +97,14 @@ async fn listeners_can_be_turned_off() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--http-bind", "127.0.0.1:0", "--https-bind", "off"])
-        .args(["--mqtt-bind", "off", "--mqtts-bind", "off"])
+        .args([
+            "--mqtt-bind",
+            "off",
+            "--mqtts-bind",
+            "off",
+            "--coap-bind",
+            "off",
+        ])
         .arg("--ready-file")
         .arg(&ready)
         .env("RUST_LOG", "warn")
@@ -118,7 +125,7 @@ async fn listeners_can_be_turned_off() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    for off in ["https", "mqtt", "mqtts"] {
+    for off in ["https", "mqtt", "mqtts", "coap"] {
         assert_eq!(
             addresses[off],
             serde_json::Value::Null,
@@ -142,6 +149,10 @@ async fn listeners_can_be_turned_off() {
         "no broker announced: {endpoints}"
     );
     assert!(endpoints.get("mqtt_integration").is_none());
+    assert!(
+        endpoints.get("coap").is_none(),
+        "no CoAP endpoint: {endpoints}"
+    );
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])

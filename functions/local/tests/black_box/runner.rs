@@ -18,6 +18,8 @@ pub struct LocalRunner {
     /// The MQTT and MQTT over TLS listeners.
     pub mqtt: std::net::SocketAddr,
     pub mqtts: std::net::SocketAddr,
+    /// The CoAP endpoint (UDP).
+    pub coap: std::net::SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -37,6 +39,7 @@ impl LocalRunner {
             .arg(data_dir)
             .args(["--http-bind", "127.0.0.1:0", "--https-bind", "127.0.0.1:0"])
             .args(["--mqtt-bind", "127.0.0.1:0", "--mqtts-bind", "127.0.0.1:0"])
+            .args(["--coap-bind", "127.0.0.1:0"])
             .arg("--ready-file")
             .arg(&ready)
             .args(options)
@@ -62,6 +65,7 @@ impl LocalRunner {
                     https: format!("https://localhost:{https}"),
                     mqtt: addresses["mqtt"].as_str().unwrap().parse().unwrap(),
                     mqtts: addresses["mqtts"].as_str().unwrap().parse().unwrap(),
+                    coap: addresses["coap"].as_str().unwrap().parse().unwrap(),
                     data_dir: data_dir.to_owned(),
                 };
             }
