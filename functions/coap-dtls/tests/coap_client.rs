@@ -468,3 +468,128 @@ async fn a_whole_client_chain_reaches_the_responder() {
         PeerIdentity::Certificate(vec![pki.client_leaf_der.clone(), pki.client_ca_der.clone()])
     );
 }
+
+/// A blocking DTLS datagram "stream" over a connected std UDP socket, for OpenSSL's client.
+#[derive(Debug)]
+struct UdpIo(std::net::UdpSocket);
+
+impl std::io::Read for UdpIo {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl std::io::Write for UdpIo {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.send(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A PSK handshake with OpenSSL's client from `socket` (blocking: run it off the runtime).
+fn psk_client(
+    socket: &std::net::UdpSocket,
+    identity: &'static str,
+    key: &'static [u8],
+) -> openssl::ssl::SslStream<UdpIo> {
+    use openssl::ssl::{SslContext, SslMethod, SslVerifyMode};
+    let mut context = SslContext::builder(SslMethod::dtls()).unwrap();
+    context.set_cipher_list("PSK").unwrap();
+    context.set_verify(SslVerifyMode::NONE);
+    context.set_psk_client_callback(move |_, _hint, identity_out, key_out| {
+        identity_out[..identity.len()].copy_from_slice(identity.as_bytes());
+        identity_out[identity.len()] = 0;
+        key_out[..key.len()].copy_from_slice(key);
+        Ok(key.len())
+    });
+    let ssl = openssl::ssl::Ssl::new(&context.build()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    ssl.connect(UdpIo(socket.try_clone().unwrap()))
+        .expect("the PSK handshake")
+}
+
+fn coap_post(stream: &mut openssl::ssl::SslStream<UdpIo>, message_id: u16) -> String {
+    let mut request: CoapRequest<SocketAddr> = CoapRequest::new();
+    request.set_method(coap_lite::RequestType::Post);
+    request.set_path("v1/telemetry");
+    request.message.header.message_id = message_id;
+    request.message.payload = b"hi".to_vec();
+    stream
+        .ssl_write(&request.message.to_bytes().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = stream.ssl_read(&mut buf).expect("a response");
+    String::from_utf8_lossy(&Packet::from_bytes(&buf[..n]).unwrap().payload).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed_with_close_notify() {
+    let (server, seen) = start(DtlsConfig {
+        idle_timeout: Duration::from_millis(700),
+        ..psk_config()
+    })
+    .await;
+    let address = server.local_addr();
+    let closed = tokio::task::spawn_blocking(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(address).unwrap();
+        let mut stream = psk_client(&socket, "device1@app1", b"secret-key-1");
+        assert_eq!(coap_post(&mut stream, 1), "psk:device1@app1");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 2048];
+        let error = stream.ssl_read(&mut buf).expect_err("no more data");
+        (error.code(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        closed.0,
+        openssl::ssl::ErrorCode::ZERO_RETURN,
+        "a close_notify"
+    );
+    assert!(
+        closed.1 < Duration::from_secs(3),
+        "closed after {:?}",
+        closed.1
+    );
+    timeout(Duration::from_secs(2), async {
+        while server.session_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the closed session is gone");
+    assert_eq!(seen.sessions.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_client_restarting_from_the_same_port_replaces_its_session() {
+    let (server, seen) = start(psk_config()).await;
+    let address = server.local_addr();
+    let answers = tokio::task::spawn_blocking(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(address).unwrap();
+        let mut first = psk_client(&socket, "device1@app1", b"secret-key-1");
+        let a = coap_post(&mut first, 1);
+        // The client "reboots": a new handshake from the same address and port, without
+        // closing the first session.
+        std::mem::forget(first);
+        let mut second = psk_client(&socket, "device1@app1", b"secret-key-1");
+        let b = coap_post(&mut second, 2);
+        (a, b)
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers.0, "psk:device1@app1");
+    assert_eq!(answers.1, "psk:device1@app1");
+    assert_eq!(seen.sessions.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        server.session_count(),
+        1,
+        "the new session replaced the old one"
+    );
+}
