@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use drogue_registry::{QuotaArgs, Settings};
 use drogue_shared::access::authz::AccessControl;
+use drogue_shared::access::issuer::{Issuer, IssuerConfig, UserAdmin};
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::external::ExternalSender;
 use drogue_shared::commands::{CommandService, LocalCommandBus, Signals};
@@ -102,6 +103,14 @@ pub struct Config {
     /// the issuer made for any of its clients are accepted.
     #[arg(long, env = "DROGUE_OIDC_AUDIENCE", requires = "oidc_issuer")]
     pub oidc_audience: Option<String>,
+    /// Without `--oidc-issuer`, the built-in issuer's login page knows the administrator
+    /// (`admin`) by this password when the administrator is made (first start); unset, a
+    /// password is generated and printed once.
+    #[arg(long, env = "DROGUE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Seconds the built-in issuer's access tokens are good for (refresh tokens: 30 days).
+    #[arg(long, env = "DROGUE_SSO_TOKEN_LIFETIME", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
+    pub sso_token_lifetime: u64,
     /// The role that may do everything; the bootstrapped administrator holds it
     /// (`--admin-role`, DROGUE_ADMIN_ROLE).
     #[command(flatten)]
@@ -229,10 +238,25 @@ impl Server {
                 };
                 format!("coap://{host}:{}", at.port)
             });
-        let oidc = config
-            .oidc_issuer
-            .clone()
-            .map(|issuer| OidcConfig::new(issuer, config.oidc_audience.clone()));
+        let http = TcpListener::bind(config.http_bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_bind))?;
+        // bearer tokens: of the configured issuer, or of the built-in one
+        let (oidc, verifier, sso) = match config.oidc_issuer.clone().filter(|i| !i.is_empty()) {
+            Some(issuer) => {
+                let oidc = OidcConfig::new(issuer, config.oidc_audience.clone());
+                let verifier = Arc::new(OidcVerifier::new(oidc.clone()));
+                (Some(oidc), Some(verifier), None)
+            }
+            None => {
+                let sso = built_in_issuer(&config, http.local_addr()?)?;
+                (
+                    Some(sso.oidc_config()),
+                    Some(Arc::new(sso.verifier())),
+                    Some(sso),
+                )
+            }
+        };
         let settings = Settings {
             public_url: config.public_url.clone(),
             http_url: None,
@@ -252,7 +276,6 @@ impl Server {
         .with_changes(changes.clone())
         .with_quotas(settings.quotas)
         .with_change_events(Arc::new(events.clone()), DEFAULT_INSTANCE);
-        let verifier = oidc.map(|c| Arc::new(OidcVerifier::new(c)));
         let stream_state = stream::StreamState {
             registry: registry.clone(),
             oidc: verifier.clone(),
@@ -335,7 +358,7 @@ impl Server {
             settings: Arc::new(drogue_http_endpoint::Settings::default()),
             limiter,
         });
-        let router = drogue_registry::router_for(registry, settings)
+        let router = drogue_registry::router_for(registry, settings, verifier.clone())
             .merge(endpoint)
             .merge(command)
             .merge(stream::router(stream_state))
@@ -344,10 +367,17 @@ impl Server {
                 events: events.clone(),
                 mqtt: mqtt_backend.hub.clone(),
             }));
-
-        let http = TcpListener::bind(config.http_bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http_bind))?;
+        let router = match sso {
+            Some(sso) => router.merge(drogue_shared::access::issuer::router(
+                sso,
+                UserAdmin {
+                    tokens: store.clone(),
+                    oidc: verifier.clone(),
+                    admin_role: config.admin_role.as_str().to_owned(),
+                },
+            )),
+            None => router,
+        };
         let https = match config.https_bind.as_str() {
             "off" => None,
             bind => {
@@ -543,6 +573,33 @@ fn announced_mqtt(public_url: Option<&str>, addr: SocketAddr) -> drogue_registry
         host,
         port: addr.port(),
     }
+}
+
+/// The built-in OpenID Connect issuer at `<public URL>/sso` (or the HTTP listener's
+/// address), its key and users in the data directory. Prints the administrator's password
+/// when it was generated now.
+fn built_in_issuer(config: &Config, http: SocketAddr) -> anyhow::Result<Issuer> {
+    let base = match &config.public_url {
+        Some(url) if !url.is_empty() => url.trim_end_matches('/').to_owned(),
+        _ if http.ip().is_unspecified() => format!("http://localhost:{}", http.port()),
+        _ => format!("http://{http}"),
+    };
+    let mut settings = IssuerConfig::new(
+        format!("{base}/sso"),
+        &config.data_dir,
+        config.admin_role.as_str(),
+    );
+    settings.admin_password = config.admin_password.clone();
+    settings.access_token_lifetime = std::time::Duration::from_secs(config.sso_token_lifetime);
+    let (issuer, generated) = Issuer::open(settings).context("cannot start the built-in issuer")?;
+    if let Some(password) = generated {
+        println!(
+            "Log in with `drg login {base}` as {} and the \
+             password (shown once, kept hashed):\n\n    {password}\n",
+            drogue_shared::access::issuer::ADMIN_USER
+        );
+    }
+    Ok(issuer)
 }
 
 /// A listener for `bind` (an address, or `off`).

@@ -265,22 +265,31 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
 pub fn router(store: Arc<dyn Store>, settings: Settings) -> Router {
     let registry =
         Registry::new(store, AccessControl::new(&settings.admin_role)).with_quotas(settings.quotas);
-    router_for(registry, settings)
+    let oidc = settings
+        .oidc
+        .clone()
+        .map(|c| Arc::new(OidcVerifier::new(c)));
+    router_for(registry, settings, oidc)
 }
 
 /// The management API over a prepared registry (one that counts its changes for the
-/// caches of the same process).
-pub fn router_for(registry: Registry, settings: Settings) -> Router {
+/// caches of the same process) and a verifier of `settings.oidc`'s tokens. With an
+/// issuer configured, the `/sso` routes are left to it (the local runner mounts its own
+/// issuer there).
+pub fn router_for(
+    registry: Registry,
+    settings: Settings,
+    oidc: Option<Arc<OidcVerifier>>,
+) -> Router {
+    let own_sso = settings.oidc.is_none();
     let state = AppState {
         registry,
-        oidc: settings
-            .oidc
-            .clone()
-            .map(|c| Arc::new(OidcVerifier::new(c))),
+        oidc,
         settings: Arc::new(settings),
     };
     routes()
         .into_iter()
+        .filter(|(path, _)| own_sso || !path.starts_with("/sso/"))
         .fold(Router::new(), |router, (path, route)| {
             router.route(&path, route)
         })

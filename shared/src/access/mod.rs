@@ -2,6 +2,8 @@
 //! bearer tokens, and their permissions on applications (owner, members, roles).
 
 pub mod authz;
+#[cfg(feature = "local")]
+pub mod issuer;
 pub mod oidc;
 pub mod token_format;
 mod tokens;

@@ -75,17 +75,44 @@ struct Keys {
     fetched: Option<Instant>,
 }
 
+impl Keys {
+    /// The usable keys of a key set, fetched now.
+    fn from_set(set: &JwkSet) -> Self {
+        let mut keys = Keys {
+            fetched: Some(Instant::now()),
+            ..Keys::default()
+        };
+        for jwk in &set.keys {
+            let Some(cached) = cache_entry(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.by_kid.insert(kid.clone(), cached);
+                }
+                None => keys.anonymous.push(cached),
+            }
+        }
+        keys
+    }
+}
+
 /// Verifies bearer tokens of one issuer.
 pub struct OidcVerifier {
     config: OidcConfig,
     http: reqwest::Client,
     keys: RwLock<Keys>,
     jwks_uri: Mutex<Option<String>>,
+    /// The keys were given, not fetched: an unknown `kid` is refused, never looked up.
+    fixed: bool,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Keycloak's (and the local issuer's) token type: `Bearer`, or `ID` for ID tokens.
+    #[serde(default)]
+    typ: Option<String>,
     #[serde(default)]
     aud: Option<Value>,
     #[serde(default)]
@@ -119,7 +146,17 @@ impl OidcVerifier {
             http,
             keys: RwLock::new(Keys::default()),
             jwks_uri: Mutex::new(None),
+            fixed: false,
         }
+    }
+
+    /// A verifier of an issuer whose keys are known here (the local runner's own
+    /// issuer): they are never fetched.
+    pub fn with_keys(config: OidcConfig, set: &JwkSet) -> Self {
+        let mut verifier = Self::new(config);
+        verifier.keys = RwLock::new(Keys::from_set(set));
+        verifier.fixed = true;
+        verifier
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -136,7 +173,7 @@ impl OidcVerifier {
             return deny("bearer token not signed with an asymmetric algorithm");
         }
         let kid = header.kid.clone();
-        if !self.has_key(kid.as_deref()).await {
+        if !self.fixed && !self.has_key(kid.as_deref()).await {
             self.refresh(kid.as_deref()).await?;
         }
         let keys = self.keys.read().await;
@@ -175,6 +212,11 @@ impl OidcVerifier {
     }
 
     fn accept(&self, claims: Claims) -> Authentication {
+        if claims.typ.as_deref() == Some("ID") {
+            return Authentication::Deny {
+                reason: "an ID token is not an access token",
+            };
+        }
         if let Some(audience) = &self.config.audience {
             let in_aud = match &claims.aud {
                 Some(Value::String(aud)) => aud == audience,
@@ -213,21 +255,7 @@ impl OidcVerifier {
             return Ok(());
         }
         let set = self.fetch_keys().await?;
-        let mut fresh = Keys {
-            fetched: Some(Instant::now()),
-            ..Keys::default()
-        };
-        for jwk in &set.keys {
-            let Some(cached) = cache_entry(jwk) else {
-                continue;
-            };
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    fresh.by_kid.insert(kid.clone(), cached);
-                }
-                None => fresh.anonymous.push(cached),
-            }
-        }
+        let fresh = Keys::from_set(&set);
         tracing::info!(issuer = %self.config.issuer, keys = set.keys.len(), "OIDC keys fetched");
         *keys = fresh;
         Ok(())

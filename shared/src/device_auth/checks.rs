@@ -127,7 +127,7 @@ impl PasswordChecks {
     /// The pool's turn is held by the job itself, until the check is done: a caller that
     /// gives up waiting (a client that goes away) frees no turn while its hash still runs,
     /// so at most `size` checks are ever handed over and none waits in the queue.
-    pub(super) async fn run<F>(&self, check: F) -> Option<bool>
+    pub(crate) async fn run<F>(&self, check: F) -> Option<bool>
     where
         F: FnOnce() -> bool + Send + 'static,
     {

@@ -12,6 +12,7 @@ mod restart;
 mod resume;
 mod runner;
 mod shared_ca;
+mod sso;
 mod startup;
 mod telemetry;
 mod tenants;
