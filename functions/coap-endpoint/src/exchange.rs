@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// The largest block of an answer (Block2, SZX 6).
+const BLOCK_SIZE: usize = 1024;
+
 /// Who a datagram is from: the UDP source address (a DTLS session is per address too).
 pub type PeerKey = SocketAddr;
 
@@ -94,11 +97,22 @@ struct Upload {
     data: Vec<u8>,
 }
 
+/// An answer too large for one datagram, served block by block (Block2).
+struct Blocks {
+    key: String,
+    at: Instant,
+    code: MessageClass,
+    /// The options every block repeats (Content-Format, 4210).
+    options: Vec<(CoapOption, Vec<u8>)>,
+    payload: Vec<u8>,
+}
+
 struct Peer {
     seen: Instant,
     in_flight: usize,
     exchanges: VecDeque<Exchange>,
     upload: Option<Upload>,
+    blocks: Option<Blocks>,
     confirmations: HashMap<u16, oneshot::Sender<()>>,
 }
 
@@ -109,6 +123,7 @@ impl Peer {
             in_flight: 0,
             exchanges: VecDeque::new(),
             upload: None,
+            blocks: None,
             confirmations: HashMap::new(),
         }
     }
@@ -129,6 +144,13 @@ impl Peer {
             .is_some_and(|u| now.duration_since(u.at) > limits.upload_lifetime)
         {
             self.upload = None;
+        }
+        if self
+            .blocks
+            .as_ref()
+            .is_some_and(|b| now.duration_since(b.at) > limits.upload_lifetime)
+        {
+            self.blocks = None;
         }
     }
 
@@ -305,6 +327,33 @@ impl CoapCore {
             Ok(request) => request,
             Err(e) => return answer(peer, self.error_answer(packet, &e)),
         };
+        // Block2: a later block of an answer sent in blocks, from the cache
+        if let Some(value) = packet.get_first_option(CoapOption::Block2) {
+            let block = match BlockValue::try_from(value.clone()) {
+                Ok(block) if block.size_exponent <= 6 => block,
+                _ => {
+                    let e = CoapError::InvalidRequest("The Block2 option cannot be read".into());
+                    return answer(peer, self.error_answer(packet, &e));
+                }
+            };
+            if block.num > 0 {
+                let bytes = match &peer.blocks {
+                    Some(blocks) if blocks.key == upload_key(packet) => {
+                        self.block(packet, blocks, &block)
+                    }
+                    _ => None,
+                };
+                let bytes = bytes.unwrap_or_else(|| {
+                    self.error_answer(
+                        packet,
+                        &CoapError::InvalidRequest(
+                            "No answer to continue (Block2 beyond it, or forgotten)".into(),
+                        ),
+                    )
+                });
+                return answer(peer, bytes);
+            }
+        }
         if length > limits.max_datagram {
             let mut response = self.response(
                 packet,
@@ -473,6 +522,7 @@ impl CoapCore {
                 r
             }
         };
+        self.first_block(key, &packet, &mut response);
         if let Some(block) = block1 {
             response.add_option_as(CoapOption::Block1, block);
         }
@@ -504,6 +554,64 @@ impl CoapCore {
             peer.confirmations.remove(&separate_id);
         }
         drop(slot);
+    }
+
+    /// Block2 (RFC 7959): an answer whose payload is larger than a block (1024 bytes, or
+    /// the smaller size the request's Block2 option asks for) goes out as its first
+    /// block, with Size2; the peer's later requests for the other blocks are served
+    /// from its cache (one answer per peer).
+    fn first_block(&self, key: PeerKey, request: &Packet, response: &mut Packet) {
+        let size = request
+            .get_first_option(CoapOption::Block2)
+            .and_then(|v| BlockValue::try_from(v.clone()).ok())
+            .filter(|b| b.size_exponent <= 6)
+            .map_or(BLOCK_SIZE, |b| b.size());
+        if response.payload.len() <= size {
+            return;
+        }
+        let payload = std::mem::take(&mut response.payload);
+        let options = [CoapOption::ContentFormat, HEADER_COMMAND]
+            .into_iter()
+            .filter_map(|o| response.get_first_option(o).map(|v| (o, v.clone())))
+            .collect();
+        response.payload = payload[..size].to_vec();
+        if let Ok(block) = BlockValue::new(0, true, size) {
+            response.add_option_as(CoapOption::Block2, block);
+        }
+        response.add_option(CoapOption::Size2, uint_bytes(payload.len() as u32));
+        if let Some(peer) = self.lock().get_mut(&key) {
+            peer.blocks = Some(Blocks {
+                key: upload_key(request),
+                at: Instant::now(),
+                code: response.header.code,
+                options,
+                payload,
+            });
+        }
+    }
+
+    /// A later block of a cached answer, if it has that block.
+    fn block(&self, request: &Packet, blocks: &Blocks, block: &BlockValue) -> Option<Vec<u8>> {
+        let size = block.size();
+        let start = usize::from(block.num) * size;
+        if start >= blocks.payload.len() {
+            return None;
+        }
+        let end = (start + size).min(blocks.payload.len());
+        let mut response = Packet::new();
+        response.header = self.response(request, &ResponseType::Content).header;
+        response.header.code = blocks.code;
+        response.set_token(request.get_token().to_vec());
+        for (option, value) in &blocks.options {
+            response.add_option(*option, value.clone());
+        }
+        response.payload = blocks.payload[start..end].to_vec();
+        let more = end < blocks.payload.len();
+        response.add_option_as(
+            CoapOption::Block2,
+            BlockValue::new(usize::from(block.num), more, size).ok()?,
+        );
+        Some(to_bytes(&response))
     }
 
     /// A response to `request`: piggybacked on the ACK of a confirmable request, else
