@@ -324,7 +324,7 @@ mod tests {
         let settings = config.settings();
         assert_eq!(config.table.as_str(), "drogue");
         assert_eq!(settings.admin_role, "drogue-admin");
-        assert!(settings.oidc.is_none() && settings.mqtt.is_none());
+        assert!(settings.oidc.is_none() && settings.mqtt.is_none() && settings.coap.is_none());
         assert_eq!(settings.quotas, drogue_shared::registry::Quotas::default());
         let config = try_parse_flags::<Config>(&[
             "--table",
@@ -343,6 +343,8 @@ mod tests {
             "wss://ws.example.com/prod?app=",
             "--mqtt-endpoint",
             "iot.example.com:8883",
+            "--coap-endpoint-url",
+            "coap://coap.example.com:5683",
             "--max-applications-per-user",
             "3",
             "--max-devices-per-application",
@@ -367,6 +369,10 @@ mod tests {
             Some("wss://ws.example.com/prod?app=")
         );
         assert_eq!(settings.mqtt.unwrap().port, 8883);
+        assert_eq!(
+            settings.coap.as_deref(),
+            Some("coap://coap.example.com:5683")
+        );
         assert_eq!(
             (
                 settings.quotas.applications_per_user,
