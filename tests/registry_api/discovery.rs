@@ -21,6 +21,9 @@ async fn discovery_documents_name_every_endpoint() {
     );
     assert_eq!(e["http"]["url"], a.base.as_str());
     assert_eq!(e["command_url"], a.base.as_str());
+    // the web console, and where the issuer sends its logins back
+    assert_eq!(e["console"], format!("{}/", a.base));
+    assert_eq!(e["redirect_url"], format!("{}/console/callback", a.base));
     let issuer = e["issuer_url"].as_str().unwrap();
     assert!(!issuer.ends_with('/'));
 

@@ -88,7 +88,8 @@ pub struct EndpointState {
     pub limiter: PublishLimiter,
 }
 
-/// The endpoint's routes over a store and an event sink.
+/// The endpoint's routes over a store and an event sink, with its root (`GET /`, an empty
+/// 200 for health checks).
 pub fn router(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, settings: Settings) -> Router {
     router_with(EndpointState {
         auth: DeviceAuthenticator::new(store.clone()),
@@ -97,12 +98,14 @@ pub fn router(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, settings: Setting
         limiter: PublishLimiter::new(settings.publish_rate),
         settings: Arc::new(settings),
     })
+    .route("/", get(|| async {}))
 }
 
-/// The endpoint's routes over prepared state (an authenticator with another clock).
+/// The endpoint's routes over prepared state (an authenticator with another clock), for
+/// a process that mounts other routes too: without the device API's root (`/`, see
+/// [`router`]), which the local runner leaves to the console.
 pub fn router_with(state: EndpointState) -> Router {
     Router::new()
-        .route("/", get(|| async {}))
         .route("/v1/command-response", post(respond::respond))
         .route("/v1/{channel}", post(publish::publish))
         .route("/v1/{channel}/{*suffix}", post(publish::publish))

@@ -28,12 +28,16 @@ struct Url {
 #[derive(Serialize)]
 struct Endpoints {
     api: String,
+    /// The web console, on the API's origin.
+    console: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     coap: Option<Url>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<Url>,
     sso: String,
     issuer_url: String,
+    /// Where the issuer sends the console's logins back to.
+    redirect_url: String,
     registry: Url,
     #[serde(skip_serializing_if = "Option::is_none")]
     command_url: Option<String>,
@@ -58,6 +62,8 @@ fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
         .unwrap_or_else(|| base.clone());
     Endpoints {
         api: base.clone(),
+        console: format!("{base}/"),
+        redirect_url: format!("{base}{}", crate::console::CALLBACK),
         coap: state.settings.coap.clone().map(|url| Url { url }),
         http: Some(Url {
             url: http.trim_end_matches('/').to_owned(),

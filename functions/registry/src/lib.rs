@@ -5,6 +5,7 @@
 mod admin;
 mod apps;
 mod caller;
+pub mod console;
 mod devices;
 mod discovery;
 mod params;
@@ -227,7 +228,7 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
             axum::routing::post(admin::create_user_token),
         ),
     ]);
-    let fixed: [(&str, MethodRouter<AppState>); 10] = [
+    let fixed: [(&str, MethodRouter<AppState>); 14] = [
         (
             "/api/tokens/v1alpha1",
             get(tokens::list).post(tokens::create),
@@ -256,6 +257,10 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
             get(discovery::no_interactive_login).post(discovery::no_interactive_login),
         ),
         ("/api/openapi.json", get(openapi)),
+        ("/", get(console::index)),
+        (console::CALLBACK, get(console::index)),
+        ("/console/console.js", get(console::script)),
+        ("/console/console.css", get(console::style)),
     ];
     routes.extend(fixed.map(|(path, route)| (path.to_owned(), route)));
     routes

@@ -3,6 +3,7 @@
 
 mod coap;
 mod commands;
+mod console;
 mod crash;
 mod drg;
 mod limits;
