@@ -1,10 +1,11 @@
 //! The discovery documents `drg` reads when logging in: the public and the full
 //! endpoint lists, the version, and an OpenID Connect discovery document.
 //!
-//! Without an external issuer, this server names itself as the issuer at `{base}/sso`;
-//! it issues no OIDC tokens (its authorization and token endpoints answer with an error
-//! that says to log in with an access token), but `drg login --access-token` needs the
-//! document to exist.
+//! Without an issuer configured, this server names itself as the issuer at `{base}/sso`;
+//! it issues no OIDC tokens there (its authorization and token endpoints answer with an
+//! error that says to log in with an access token), but `drg login --access-token` needs
+//! the document to exist. `drogue-local` configures its own issuer
+//! (`drogue_shared::access::issuer`), which then serves `/sso` instead.
 
 use crate::caller::Caller;
 use crate::params::base_url;
