@@ -105,7 +105,7 @@ async fn add_user(
             Err(ApiError::InvalidRequest(e.to_string()))
         }
         Err(e @ UserError::Exists(_)) => Err(ApiError::Conflict(e.to_string())),
-        Err(UserError::Io(e)) => Err(ApiError::Unavailable(e.into())),
+        Err(e @ (UserError::Io(_) | UserError::Hash(_))) => Err(ApiError::Unavailable(e.into())),
     }
 }
 
@@ -126,8 +126,7 @@ async fn remove_user(
             Ok(StatusCode::NO_CONTENT)
         }
         Ok(false) => Err(ApiError::NotFound(format!("no such user: {name}"))),
-        Err(UserError::Io(e)) => Err(ApiError::Unavailable(e.into())),
-        Err(e) => Err(ApiError::InvalidRequest(e.to_string())),
+        Err(e) => Err(ApiError::Unavailable(e.into())),
     }
 }
 

@@ -37,7 +37,9 @@ pub enum UserError {
     #[error("the user {0} exists")]
     Exists(String),
     #[error("cannot store the users: {0}")]
-    Io(#[source] anyhow::Error),
+    Io(#[source] std::io::Error),
+    #[error("cannot hash the password: {0}")]
+    Hash(#[source] bcrypt::BcryptError),
 }
 
 /// Local users. Cheap to clone.
@@ -96,7 +98,7 @@ impl Users {
         if password.chars().count() < MIN_PASSWORD_LEN {
             return Err(UserError::WeakPassword);
         }
-        let hash = bcrypt::hash(password, COST).map_err(|e| UserError::Io(e.into()))?;
+        let hash = bcrypt::hash(password, COST).map_err(UserError::Hash)?;
         let mut file = self.file.lock().expect("users");
         if file.users.contains_key(name) {
             return Err(UserError::Exists(name.to_owned()));
@@ -160,12 +162,11 @@ impl Users {
         }
     }
 
-    fn save(&self, file: &File) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(file)?;
+    fn save(&self, file: &File) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(file).map_err(std::io::Error::other)?;
         let temp = self.path.with_extension("json.new");
-        write_private(&temp, &text).with_context(|| format!("cannot write {}", temp.display()))?;
+        write_private(&temp, &text)?;
         std::fs::rename(&temp, &self.path)
-            .with_context(|| format!("cannot replace {}", self.path.display()))
     }
 }
 
