@@ -2,10 +2,12 @@
 //! then the throughput and latency percentiles.
 //! `drogue-loadgen mqtt`: MQTT devices to one subscribed application (see `mqtt.rs`).
 //! `drogue-loadgen catch-up`: a resuming consumer's catch-up rate (see `catchup.rs`).
+//! `drogue-loadgen coap`: CoAP clients publishing (see `coap.rs`); `bare-udp` its baseline.
 //! `drogue-loadgen bare-server`: the baseline, a bare `hyper` server answering a fixed
 //! status with an empty body.
 
 mod catchup;
+mod coap;
 mod mqtt;
 
 use anyhow::Context;
@@ -16,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -104,6 +107,31 @@ enum Mode {
         #[arg(long, default_value_t = 10_000)]
         count: usize,
     },
+    /// CoAP clients (one peer each) publish with confirmable POSTs, one at a time: the
+    /// rate of 2.04 answers (with `--echo`, of requests echoed back by `bare-udp`).
+    Coap {
+        /// `host:port` of the CoAP endpoint (UDP).
+        target: SocketAddr,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// `device@app:password`, sent in option 4209.
+        #[arg(long, default_value = "device1@bench:secret1")]
+        device: String,
+        #[arg(long, default_value = "telemetry")]
+        channel: String,
+        #[arg(long, default_value = "{\"temp\":21.5}")]
+        payload: String,
+        /// The target is `bare-udp`: count echoed requests.
+        #[arg(long)]
+        echo: bool,
+    },
+    /// Send every UDP datagram back to its sender.
+    BareUdp {
+        #[arg(long, default_value = "127.0.0.1:15683")]
+        bind: String,
+    },
     /// Answer every request with 200 (or 202 with `--accepted`) and an empty body.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:18081")]
@@ -189,6 +217,20 @@ fn main() -> anyhow::Result<()> {
             app,
             count,
         })),
+        Mode::Coap {
+            target,
+            clients,
+            seconds,
+            device,
+            channel,
+            payload,
+            echo,
+        } => rt
+            .block_on(coap::run(
+                target, clients, seconds, &device, &channel, &payload, echo,
+            ))
+            .map(|_| ()),
+        Mode::BareUdp { bind } => rt.block_on(coap::bare_udp(&bind)),
         Mode::BareServer { bind, accepted } => {
             let status = if accepted {
                 StatusCode::ACCEPTED

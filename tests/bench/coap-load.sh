@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# CoAP telemetry through drogue-local (release build, confirmable POSTs with option 4209,
+# one request at a time per client, each client its own UDP peer) against a bare UDP
+# echo server, with the same load generator in the same run. Only answered requests count
+# (2.04 from drogue-local, the echoed request from the echo server), matched by message id
+# and token.
+#
+#   tests/bench/coap-load.sh [seconds] [clients]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+seconds=${1:-10}
+clients=${2:-16}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${DROGUE_CACHE_DIR:-$HOME/.cache/drogue-serverless}/target}
+cargo build --release --locked -p drogue-local -p drogue-loadgen
+bin=$CARGO_TARGET_DIR/release
+data=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
+
+RUST_LOG=warn "$bin/drogue-local" --data-dir "$data" --mqtt-bind off --mqtts-bind off \
+  --http-bind 127.0.0.1:18080 --https-bind off --coap-bind 127.0.0.1:15684 \
+  --publish-rate 0 >/dev/null &
+"$bin/drogue-loadgen" bare-udp --bind 127.0.0.1:15683 &
+for _ in $(seq 1 100); do
+  curl -fs -o /dev/null http://127.0.0.1:18080/.well-known/drogue-version && break
+  sleep 0.1
+done
+token=$(cat "$data/admin-token")
+api=http://127.0.0.1:18080/api/registry/v1alpha1
+curl -fs -u "$token" -X POST "$api/apps" -d '{"metadata":{"name":"bench"}}' >/dev/null
+curl -fs -u "$token" -X POST "$api/apps/bench/devices" \
+  -d '{"metadata":{"name":"device1"},"spec":{"authentication":{"credentials":[{"pass":"secret1"}]}}}' >/dev/null
+
+echo "machine: $(nproc) cores, $(uname -m); $clients clients, one request in flight each"
+"$bin/drogue-loadgen" coap 127.0.0.1:15683 --echo --seconds "$seconds" --clients "$clients" | tee "$data/bare"
+"$bin/drogue-loadgen" coap 127.0.0.1:15684 --seconds "$seconds" --clients "$clients" \
+  --device device1@bench:secret1 | tee "$data/local"
+events=$(curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_event_commits_total/ {print $2}')
+bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
+local=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/local")
+python3 - <<PY
+bare, local = $bare, $local
+print(f"drogue-local CoAP: {local} req/s; bare UDP echo: {bare} req/s; ratio {local / max(bare, 1):.2f}")
+print("event log commits during the run: $events")
+PY
