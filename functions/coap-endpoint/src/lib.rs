@@ -21,9 +21,10 @@
 //! and an [`Outbound`] through which the core sends datagrams back to that peer (for
 //! DTLS: encrypts them on the peer's session). [`CoapCore::handle`] never blocks: a
 //! publish runs in a task of its own. The plain UDP loop ([`udp::serve`]) is one
-//! transport; a DTLS one feeds the same core.
+//! transport; the DTLS one ([`dtls::serve`], `coaps://`) feeds the same core.
 
 mod backend;
+pub mod dtls;
 mod error;
 mod exchange;
 pub mod request;
@@ -53,7 +54,7 @@ pub const HEADER_COMMAND: CoapOption = CoapOption::Unknown(4210);
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "coap-endpoint",
-    about = "The device CoAP endpoint of the serverless Drogue Cloud (plain UDP)"
+    about = "The device CoAP endpoint of the serverless Drogue Cloud (UDP, and DTLS with a certificate)"
 )]
 pub struct Config {
     #[command(flatten)]
@@ -74,6 +75,31 @@ pub struct Config {
         default_value = "[::]:5683"
     )]
     pub bind: std::net::SocketAddr,
+    /// The UDP address to serve CoAP over DTLS (`coaps://`) on; only with
+    /// `--coaps-certificate` and `--coaps-key`, else DTLS is off.
+    #[arg(
+        long = "coaps-bind",
+        env = "DROGUE_COAPS_BIND",
+        value_name = "DROGUE_COAPS_BIND",
+        default_value = "[::]:5684"
+    )]
+    pub coaps_bind: std::net::SocketAddr,
+    /// The DTLS server's certificate chain (PEM, end entity first). With it (and the
+    /// key) DTLS is on: PSK handshakes with the devices' `psk` credentials, and
+    /// certificate handshakes that ask for (but do not require) a client certificate.
+    #[arg(
+        long = "coaps-certificate",
+        env = "DROGUE_COAPS_CERTIFICATE",
+        requires = "coaps_key"
+    )]
+    pub coaps_certificate: Option<std::path::PathBuf>,
+    /// The DTLS server's private key (PEM).
+    #[arg(
+        long = "coaps-key",
+        env = "DROGUE_COAPS_KEY",
+        requires = "coaps_certificate"
+    )]
+    pub coaps_key: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]
@@ -96,6 +122,19 @@ mod tests {
             try_parse_flags::<Config>(&["--table", "drogue", "--event-stream", "events"]).unwrap();
         assert_eq!(config.table.as_str(), "drogue");
         assert_eq!(config.bind.port(), 5683);
+        assert_eq!(config.coaps_bind.port(), 5684);
+        assert!(config.coaps_certificate.is_none());
+        let error = try_parse_flags::<Config>(&[
+            "--table",
+            "drogue",
+            "--event-stream",
+            "events",
+            "--coaps-certificate",
+            "cert.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("coaps-key"), "{error}");
         let config = try_parse_flags::<Config>(&[
             "--table",
             "drogue",

@@ -39,6 +39,7 @@ fn log_listeners(
     mqtt: Option<SocketAddr>,
     mqtts: Option<SocketAddr>,
     coap: Option<SocketAddr>,
+    coaps: Option<SocketAddr>,
     dir: &std::path::Path,
 ) {
     let line = |address: Option<SocketAddr>, scheme: &str, what: &str| match address {
@@ -62,6 +63,14 @@ fn log_listeners(
     tracing::info!("MQTT   {mqtt}");
     tracing::info!("MQTTS  {mqtts}");
     tracing::info!("CoAP   {}", line(coap, "coap", "device endpoint, UDP"));
+    tracing::info!(
+        "CoAPS  {}",
+        line(
+            coaps,
+            "coaps",
+            "device endpoint, DTLS: PSK, client certificates"
+        )
+    );
     tracing::info!(
         "data   {} (administrator token in {})",
         dir.display(),
@@ -125,6 +134,11 @@ pub struct Config {
     /// The UDP address of the CoAP device endpoint (`coap://`, RFC 7252); `off` for none.
     #[arg(long, env = "DROGUE_COAP_BIND", default_value = "127.0.0.1:5683")]
     pub coap_bind: String,
+    /// The UDP address of CoAP over DTLS (`coaps://`): devices' `psk` credentials, and
+    /// client certificates asked for but optional (same server certificate as HTTPS);
+    /// `off` for none.
+    #[arg(long, env = "DROGUE_COAPS_BIND", default_value = "127.0.0.1:5684")]
+    pub coaps_bind: String,
     /// Threads serving MQTT connections.
     #[arg(long, env = "DROGUE_MQTT_WORKERS", default_value_t = 2)]
     pub mqtt_workers: usize,
@@ -161,7 +175,7 @@ pub struct Config {
     #[arg(long, env = "DROGUE_EVENT_RETENTION", default_value_t = DEFAULT_RETENTION)]
     pub event_retention: u64,
     /// Once listening, write the bound addresses here as JSON (`{"http": .., "https": ..,
-    /// "mqtt": .., "mqtts": .., "coap": ..}`, `null` for a listener that is off),
+    /// "mqtt": .., "mqtts": .., "coap": .., "coaps": ..}`, `null` for a listener that is off),
     /// for scripts and tests that bind port 0.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -199,6 +213,12 @@ pub struct Server {
     mqtt_hub: Arc<mqtt::hub::Hub>,
     /// The CoAP endpoint's socket and message layer, unless it is off.
     coap: Option<(tokio::net::UdpSocket, Arc<drogue_coap_endpoint::CoapCore>)>,
+    /// The CoAP over DTLS server and its PSK lookup, unless it is off.
+    coaps: Option<(
+        drogue_coap_dtls::DtlsServer,
+        drogue_coap_endpoint::dtls::RegistryPsk,
+        Arc<drogue_coap_endpoint::CoapCore>,
+    )>,
     header_read_timeout: std::time::Duration,
 }
 
@@ -226,6 +246,7 @@ impl Server {
             .and_then(|l| l.local_addr().ok())
             .map(|addr| announced_mqtt(config.public_url.as_deref(), addr));
         let coap_socket = std_udp_socket(&config.coap_bind, "--coap-bind")?;
+        let coaps_socket = std_udp_socket(&config.coaps_bind, "--coaps-bind")?;
         let coap_announced = coap_socket
             .as_ref()
             .and_then(|s| s.local_addr().ok())
@@ -330,27 +351,52 @@ impl Server {
             log: events.clone(),
             limiter: limiter.clone(),
         };
-        let coap = match coap_socket {
-            None => None,
-            Some(socket) => {
-                socket.set_nonblocking(true)?;
-                let backend = drogue_coap_endpoint::Backend {
+        // one message layer for CoAP and CoAP over DTLS
+        let coap_core = (coap_socket.is_some() || coaps_socket.is_some()).then(|| {
+            drogue_coap_endpoint::CoapCore::new(
+                drogue_coap_endpoint::Backend {
                     auth: device_auth.clone(),
                     sink: Arc::new(events.clone()),
                     commands: commands.clone(),
                     limiter: limiter.clone(),
                     instance: DEFAULT_INSTANCE.into(),
-                };
-                Some((
-                    tokio::net::UdpSocket::from_std(socket)?,
-                    drogue_coap_endpoint::CoapCore::new(
-                        backend,
-                        drogue_coap_endpoint::Limits::default(),
-                    ),
-                ))
+                },
+                drogue_coap_endpoint::Limits::default(),
+            )
+        });
+        let coap = match (coap_socket, &coap_core) {
+            (Some(socket), Some(core)) => {
+                socket.set_nonblocking(true)?;
+                Some((tokio::net::UdpSocket::from_std(socket)?, core.clone()))
             }
+            _ => None,
         };
         let coap_addr = coap.as_ref().and_then(|(s, _)| s.local_addr().ok());
+        let coaps = match (coaps_socket, coap_core) {
+            (Some(socket), Some(core)) => {
+                socket.set_nonblocking(true)?;
+                let (chain_pem, key_pem) = tls::certificate_pem(&config)?;
+                let psk = drogue_coap_endpoint::dtls::RegistryPsk {
+                    auth: device_auth.clone(),
+                };
+                let server = drogue_coap_dtls::DtlsServer::new(
+                    tokio::net::UdpSocket::from_std(socket)?,
+                    drogue_coap_dtls::DtlsConfig {
+                        certificate: Some(drogue_coap_dtls::ServerCertificate {
+                            chain_pem,
+                            key_pem,
+                        }),
+                        psk: Some(Arc::new(psk.clone())),
+                        client_certificates: true,
+                        ..drogue_coap_dtls::DtlsConfig::default()
+                    },
+                )
+                .context("cannot start CoAP over DTLS")?;
+                Some((server, psk, core))
+            }
+            _ => None,
+        };
+        let coaps_addr = coaps.as_ref().map(|(s, _, _)| s.local_addr());
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
             auth: device_auth.clone(),
             sink: Arc::new(events.clone()),
@@ -422,18 +468,20 @@ impl Server {
             mqtt_addr,
             mqtts_addr,
             coap_addr,
+            coaps_addr,
             dir,
         );
         if let Some(path) = &config.ready_file {
             let quoted =
                 |a: Option<SocketAddr>| a.map_or("null".to_owned(), |a| format!("\"{a}\""));
             let ready = format!(
-                "{{\"http\":\"{}\",\"https\":{},\"mqtt\":{},\"mqtts\":{},\"coap\":{}}}\n",
+                "{{\"http\":\"{}\",\"https\":{},\"mqtt\":{},\"mqtts\":{},\"coap\":{},\"coaps\":{}}}\n",
                 http.local_addr()?,
                 quoted(https_addr),
                 quoted(mqtt_addr),
                 quoted(mqtts_addr),
                 quoted(coap_addr),
+                quoted(coaps_addr),
             );
             std::fs::write(path, ready)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -448,6 +496,7 @@ impl Server {
             routing,
             mqtt_hub: mqtt_backend.hub,
             coap,
+            coaps,
             header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout),
         })
     }
@@ -477,6 +526,11 @@ impl Server {
     /// Where the CoAP endpoint is bound, if there is one.
     pub fn coap_addr(&self) -> Option<SocketAddr> {
         self.coap.as_ref().and_then(|(s, _)| s.local_addr().ok())
+    }
+
+    /// Where CoAP over DTLS is bound, if it is on.
+    pub fn coaps_addr(&self) -> Option<SocketAddr> {
+        self.coaps.as_ref().map(|(s, _, _)| s.local_addr())
     }
 
     /// The MQTT broker's sessions.
@@ -520,6 +574,14 @@ impl Server {
                 wait(stopped.clone()),
             ))
         });
+        let coaps = self.coaps.map(|(server, psk, core)| {
+            tokio::spawn(drogue_coap_endpoint::dtls::serve(
+                server,
+                core,
+                Some(psk),
+                wait(stopped.clone()),
+            ))
+        });
         let http = drogue_shared::runtime::serve_with(
             self.http,
             self.router,
@@ -540,6 +602,9 @@ impl Server {
         }
         if let Some(coap) = coap {
             coap.await??;
+        }
+        if let Some(coaps) = coaps {
+            coaps.await?;
         }
         served
     }

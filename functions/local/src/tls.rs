@@ -6,14 +6,20 @@ use anyhow::Context;
 use std::sync::Arc;
 
 pub fn server_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+    let (cert, key) = certificate_pem(config)?;
+    drogue_shared::runtime::tls::server_config(&cert, &key)
+}
+
+/// The server certificate chain and key (PEM): the given ones, or the self-signed ones;
+/// the CoAP over DTLS listener uses them too.
+pub fn certificate_pem(config: &Config) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    Ok(match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (
             std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
             std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
         ),
         _ => generated(&config.data_dir)?,
-    };
-    drogue_shared::runtime::tls::server_config(&cert, &key)
+    })
 }
 
 fn generated(data_dir: &std::path::Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {

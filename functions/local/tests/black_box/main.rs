@@ -2,6 +2,7 @@
 //! 0.11, by HTTP, MQTT and CoAP clients, stopped by signals and restarted on the same data directory.
 
 mod coap;
+mod coaps;
 mod commands;
 mod console;
 mod crash;

@@ -104,6 +104,8 @@ async fn listeners_can_be_turned_off() {
             "off",
             "--coap-bind",
             "off",
+            "--coaps-bind",
+            "off",
         ])
         .arg("--ready-file")
         .arg(&ready)
@@ -125,7 +127,7 @@ async fn listeners_can_be_turned_off() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    for off in ["https", "mqtt", "mqtts", "coap"] {
+    for off in ["https", "mqtt", "mqtts", "coap", "coaps"] {
         assert_eq!(
             addresses[off],
             serde_json::Value::Null,

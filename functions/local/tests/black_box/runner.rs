@@ -20,6 +20,8 @@ pub struct LocalRunner {
     pub mqtts: std::net::SocketAddr,
     /// The CoAP endpoint (UDP).
     pub coap: std::net::SocketAddr,
+    /// CoAP over DTLS (UDP).
+    pub coaps: std::net::SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -39,7 +41,7 @@ impl LocalRunner {
             .arg(data_dir)
             .args(["--http-bind", "127.0.0.1:0", "--https-bind", "127.0.0.1:0"])
             .args(["--mqtt-bind", "127.0.0.1:0", "--mqtts-bind", "127.0.0.1:0"])
-            .args(["--coap-bind", "127.0.0.1:0"])
+            .args(["--coap-bind", "127.0.0.1:0", "--coaps-bind", "127.0.0.1:0"])
             .arg("--ready-file")
             .arg(&ready)
             .args(options)
@@ -66,6 +68,7 @@ impl LocalRunner {
                     mqtt: addresses["mqtt"].as_str().unwrap().parse().unwrap(),
                     mqtts: addresses["mqtts"].as_str().unwrap().parse().unwrap(),
                     coap: addresses["coap"].as_str().unwrap().parse().unwrap(),
+                    coaps: addresses["coaps"].as_str().unwrap().parse().unwrap(),
                     data_dir: data_dir.to_owned(),
                 };
             }

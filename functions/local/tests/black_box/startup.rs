@@ -17,7 +17,7 @@ async fn first_seconds(dir: &Path, rust_log: Option<&str>) -> (String, serde_jso
         .arg(dir)
         .args(["--http-bind", "127.0.0.1:0", "--https-bind", "127.0.0.1:0"])
         .args(["--mqtt-bind", "127.0.0.1:0", "--mqtts-bind", "127.0.0.1:0"])
-        .args(["--coap-bind", "127.0.0.1:0"])
+        .args(["--coap-bind", "127.0.0.1:0", "--coaps-bind", "127.0.0.1:0"])
         .arg("--ready-file")
         .arg(&ready)
         .env_remove("RUST_LOG")
@@ -91,6 +91,7 @@ async fn the_start_up_log_says_what_listens_where_and_nothing_more() {
             format!("MQTT   mqtt://{} (", address("mqtt")),
             format!("MQTTS  mqtts://{} (", address("mqtts")),
             format!("CoAP   coap://{} (", address("coap")),
+            format!("CoAPS  coaps://{} (", address("coaps")),
             format!("data   {data} (administrator token in {token})"),
             "drogue-local is ready".to_owned(),
         ] {
