@@ -21,7 +21,8 @@
 //! and an [`Outbound`] through which the core sends datagrams back to that peer (for
 //! DTLS: encrypts them on the peer's session). [`CoapCore::handle`] never blocks: a
 //! publish runs in a task of its own. The plain UDP loop ([`udp::serve`]) is one
-//! transport; the DTLS one ([`dtls::serve`], `coaps://`) feeds the same core.
+//! transport; the DTLS one ([`dtls::serve`], `coaps://`) feeds a core of the same kind
+//! (one per transport: peers are keyed by address, which plain UDP does not authenticate).
 
 mod backend;
 pub mod dtls;

@@ -33,7 +33,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let socket = tokio::net::UdpSocket::bind(config.bind).await?;
     tracing::info!(address = %socket.local_addr()?, "serving CoAP");
-    let core = CoapCore::new(backend, Limits::default());
+    // a message layer per transport: exchanges are kept per peer address, and a spoofed
+    // plain UDP datagram must never reach a DTLS peer's exchanges
+    let core = CoapCore::new(backend.clone(), Limits::default());
     let shutdown = runtime::shutdown_signal();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -57,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(address = %server.local_addr(), "serving CoAP over DTLS");
             Some(tokio::spawn(dtls::serve(
                 server,
-                core.clone(),
+                CoapCore::new(backend, Limits::default()),
                 Some(psk),
                 wait(stopped.clone()),
             )))

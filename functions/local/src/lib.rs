@@ -351,29 +351,32 @@ impl Server {
             log: events.clone(),
             limiter: limiter.clone(),
         };
-        // one message layer for CoAP and CoAP over DTLS
-        let coap_core = (coap_socket.is_some() || coaps_socket.is_some()).then(|| {
+        // a message layer per transport: exchanges are kept per peer address, and a
+        // spoofed plain UDP datagram must never reach a DTLS peer's exchanges (its
+        // cached answers, its block-wise uploads)
+        let coap_backend = drogue_coap_endpoint::Backend {
+            auth: device_auth.clone(),
+            sink: Arc::new(events.clone()),
+            commands: commands.clone(),
+            limiter: limiter.clone(),
+            instance: DEFAULT_INSTANCE.into(),
+        };
+        let coap_core = || {
             drogue_coap_endpoint::CoapCore::new(
-                drogue_coap_endpoint::Backend {
-                    auth: device_auth.clone(),
-                    sink: Arc::new(events.clone()),
-                    commands: commands.clone(),
-                    limiter: limiter.clone(),
-                    instance: DEFAULT_INSTANCE.into(),
-                },
+                coap_backend.clone(),
                 drogue_coap_endpoint::Limits::default(),
             )
-        });
-        let coap = match (coap_socket, &coap_core) {
-            (Some(socket), Some(core)) => {
+        };
+        let coap = match coap_socket {
+            Some(socket) => {
                 socket.set_nonblocking(true)?;
-                Some((tokio::net::UdpSocket::from_std(socket)?, core.clone()))
+                Some((tokio::net::UdpSocket::from_std(socket)?, coap_core()))
             }
-            _ => None,
+            None => None,
         };
         let coap_addr = coap.as_ref().and_then(|(s, _)| s.local_addr().ok());
-        let coaps = match (coaps_socket, coap_core) {
-            (Some(socket), Some(core)) => {
+        let coaps = match coaps_socket {
+            Some(socket) => {
                 socket.set_nonblocking(true)?;
                 let (chain_pem, key_pem) = tls::certificate_pem(&config)?;
                 let psk = drogue_coap_endpoint::dtls::RegistryPsk {
@@ -392,9 +395,9 @@ impl Server {
                     },
                 )
                 .context("cannot start CoAP over DTLS")?;
-                Some((server, psk, core))
+                Some((server, psk, coap_core()))
             }
-            _ => None,
+            None => None,
         };
         let coaps_addr = coaps.as_ref().map(|(s, _, _)| s.local_addr());
         let endpoint = drogue_http_endpoint::router_with(drogue_http_endpoint::EndpointState {
