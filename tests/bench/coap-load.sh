@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # CoAP telemetry through drogue-local (release build, confirmable POSTs with option 4209,
 # one request at a time per client, each client its own UDP peer) against a bare UDP
-# echo server, with the same load generator in the same run. Only answered requests count
-# (2.04 from drogue-local, the echoed request from the echo server), matched by message id
-# and token.
+# echo server, with the same load generator in the same run; then the same over DTLS 1.2
+# with the device's pre-shared key (one handshake per client before the clock starts).
+# Only answered requests count (2.04 from drogue-local, the echoed request from the echo
+# server), matched by message id and token.
 #
 #   tests/bench/coap-load.sh [seconds] [clients]
 set -euo pipefail
@@ -19,6 +20,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 
 RUST_LOG=warn "$bin/drogue-local" --data-dir "$data" --mqtt-bind off --mqtts-bind off \
   --http-bind 127.0.0.1:18080 --https-bind off --coap-bind 127.0.0.1:15684 \
+  --coaps-bind 127.0.0.1:15685 \
   --publish-rate 0 >/dev/null &
 "$bin/drogue-loadgen" bare-udp --bind 127.0.0.1:15683 &
 for _ in $(seq 1 100); do
@@ -29,17 +31,21 @@ token=$(cat "$data/admin-token")
 api=http://127.0.0.1:18080/api/registry/v1alpha1
 curl -fs -u "$token" -X POST "$api/apps" -d '{"metadata":{"name":"bench"}}' >/dev/null
 curl -fs -u "$token" -X POST "$api/apps/bench/devices" \
-  -d '{"metadata":{"name":"device1"},"spec":{"authentication":{"credentials":[{"pass":"secret1"}]}}}' >/dev/null
+  -d '{"metadata":{"name":"device1"},"spec":{"authentication":{"credentials":[{"pass":"secret1"},{"psk":{"key":"a2V5MQ=="}}]}}}' >/dev/null
 
 echo "machine: $(nproc) cores, $(uname -m); $clients clients, one request in flight each"
 "$bin/drogue-loadgen" coap 127.0.0.1:15683 --echo --seconds "$seconds" --clients "$clients" | tee "$data/bare"
 "$bin/drogue-loadgen" coap 127.0.0.1:15684 --seconds "$seconds" --clients "$clients" \
   --device device1@bench:secret1 | tee "$data/local"
+"$bin/drogue-loadgen" coap 127.0.0.1:15685 --seconds "$seconds" --clients "$clients" \
+  --psk device1@bench:key1 | tee "$data/dtls"
 events=$(curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_event_commits_total/ {print $2}')
 bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
 local=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/local")
+dtls=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/dtls")
 python3 - <<PY
-bare, local = $bare, $local
+bare, local, dtls = $bare, $local, $dtls
 print(f"drogue-local CoAP: {local} req/s; bare UDP echo: {bare} req/s; ratio {local / max(bare, 1):.2f}")
+print(f"drogue-local CoAP over DTLS (PSK): {dtls} req/s; ratio {dtls / max(bare, 1):.2f}")
 print("event log commits during the run: $events")
 PY

@@ -7,6 +7,7 @@
 mod fixture;
 
 mod fan_out;
+mod kubernetes;
 
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::Principal;
@@ -615,7 +616,12 @@ type Services = std::collections::HashMap<String, Service>;
 
 /// The YAML documents of a file of `infra/knative/`, as JSON.
 fn knative_documents(file: &str) -> Vec<Value> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/knative");
+    yaml_documents(&format!("infra/knative/{file}"))
+}
+
+/// The YAML documents of a file of the repository, as JSON.
+fn yaml_documents(file: &str) -> Vec<Value> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let python = std::env::var("DROGUE_TEST_PYTHON").expect(
         "DROGUE_TEST_PYTHON names a Python with PyYAML; tests/run sets it up and exports it",
     );
@@ -623,7 +629,7 @@ fn knative_documents(file: &str) -> Vec<Value> {
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-            &format!("{dir}/{file}"),
+            &format!("{root}/{file}"),
         ])
         .output()
         .expect("python runs");

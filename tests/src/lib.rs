@@ -8,6 +8,7 @@ pub mod backend;
 pub mod events;
 pub mod issuer;
 pub mod lambda;
+pub mod libcoap;
 pub mod pki;
 pub mod sink;
 pub mod suite;

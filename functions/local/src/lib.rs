@@ -247,18 +247,22 @@ impl Server {
             .map(|addr| announced_mqtt(config.public_url.as_deref(), addr));
         let coap_socket = std_udp_socket(&config.coap_bind, "--coap-bind")?;
         let coaps_socket = std_udp_socket(&config.coaps_bind, "--coaps-bind")?;
-        let coap_announced = coap_socket
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|addr| {
-                let at = announced_mqtt(config.public_url.as_deref(), addr);
-                let host = if at.host.contains(':') {
-                    format!("[{}]", at.host)
-                } else {
-                    at.host
-                };
-                format!("coap://{host}:{}", at.port)
-            });
+        let announce_udp = |socket: &Option<std::net::UdpSocket>, scheme: &str| {
+            socket
+                .as_ref()
+                .and_then(|s| s.local_addr().ok())
+                .map(|addr| {
+                    let at = announced_mqtt(config.public_url.as_deref(), addr);
+                    let host = if at.host.contains(':') {
+                        format!("[{}]", at.host)
+                    } else {
+                        at.host
+                    };
+                    format!("{scheme}://{host}:{}", at.port)
+                })
+        };
+        let coap_announced = announce_udp(&coap_socket, "coap");
+        let coaps_announced = announce_udp(&coaps_socket, "coaps");
         let http = TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_bind))?;
@@ -286,6 +290,7 @@ impl Server {
             websocket_path: Some(stream::PATH.into()),
             mqtt: mqtt_announced,
             coap: coap_announced,
+            coaps: coaps_announced,
             quotas: config.quotas.quotas(),
         };
         // registry writes make device authentication look again at once

@@ -33,6 +33,9 @@ struct Endpoints {
     console: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     coap: Option<Url>,
+    /// The CoAP endpoint over DTLS; not in Drogue Cloud's document, ignored by its clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coaps: Option<Url>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<Url>,
     sso: String,
@@ -66,6 +69,7 @@ fn endpoints(state: &AppState, headers: &HeaderMap) -> Endpoints {
         console: format!("{base}/"),
         redirect_url: format!("{base}{}", crate::console::CALLBACK),
         coap: state.settings.coap.clone().map(|url| Url { url }),
+        coaps: state.settings.coaps.clone().map(|url| Url { url }),
         http: Some(Url {
             url: http.trim_end_matches('/').to_owned(),
         }),

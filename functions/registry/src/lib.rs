@@ -50,6 +50,10 @@ pub struct Settings {
     /// `DROGUE_COAP_ENDPOINT_URL` (`coap://host:port`): the device CoAP endpoint,
     /// announced as `coap` (`drogue-local`'s, or a cluster's coap-endpoint).
     pub coap: Option<String>,
+    /// `DROGUE_COAPS_ENDPOINT_URL` (`coaps://host:port`): the same endpoint over DTLS,
+    /// announced as `coaps` (Drogue Cloud's document has no such key; clients that do not
+    /// know it ignore it).
+    pub coaps: Option<String>,
     /// `DROGUE_MAX_APPLICATIONS_PER_USER`: applications a user may own (default 100, 0 for
     /// no limit; administrators are not limited); `DROGUE_MAX_DEVICES_PER_APPLICATION`
     /// and `DROGUE_MAX_DEVICES_PER_USER`: devices an application, and all applications a
@@ -67,6 +71,7 @@ impl Default for Settings {
             websocket_path: None,
             mqtt: None,
             coap: None,
+            coaps: None,
             quotas: Quotas::default(),
         }
     }
@@ -155,6 +160,9 @@ pub struct Config {
     /// The device CoAP endpoint (`coap://host:port`), announced as `coap`.
     #[arg(long, env = "DROGUE_COAP_ENDPOINT_URL", value_name = "DROGUE_COAP_ENDPOINT_URL", value_parser = non_empty)]
     pub coap_endpoint_url: Option<String>,
+    /// The device CoAP endpoint over DTLS (`coaps://host:port`), announced as `coaps`.
+    #[arg(long, env = "DROGUE_COAPS_ENDPOINT_URL", value_name = "DROGUE_COAPS_ENDPOINT_URL", value_parser = non_empty)]
+    pub coaps_endpoint_url: Option<String>,
     #[command(flatten)]
     pub quotas: QuotaArgs,
 }
@@ -170,6 +178,7 @@ impl Config {
             websocket_path: self.websocket_url.clone(),
             mqtt: self.mqtt_endpoint.clone(),
             coap: self.coap_endpoint_url.clone(),
+            coaps: self.coaps_endpoint_url.clone(),
             quotas: self.quotas.quotas(),
         }
     }
@@ -350,6 +359,8 @@ mod tests {
             "iot.example.com:8883",
             "--coap-endpoint-url",
             "coap://coap.example.com:5683",
+            "--coaps-endpoint-url",
+            "coaps://coap.example.com:5684",
             "--max-applications-per-user",
             "3",
             "--max-devices-per-application",
@@ -377,6 +388,10 @@ mod tests {
         assert_eq!(
             settings.coap.as_deref(),
             Some("coap://coap.example.com:5683")
+        );
+        assert_eq!(
+            settings.coaps.as_deref(),
+            Some("coaps://coap.example.com:5684")
         );
         assert_eq!(
             (

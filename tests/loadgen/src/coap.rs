@@ -3,10 +3,15 @@
 //! 4209, one at a time, for a while. Every answer is matched to its request by message id
 //! and token: a rate counts only requests answered 2.04 (or, against the bare echo
 //! server, echoed back), never requests merely sent.
+//! With `--psk identity:key` the clients speak CoAP over DTLS 1.2 (OpenSSL, a pre-shared
+//! key): one handshake per client before the clock starts, then the same requests without
+//! option 4209 (the session names the device).
 //! `drogue-loadgen bare-udp`: the baseline, a UDP server that sends every datagram back.
 
 use base64::Engine;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use openssl::ssl::{Ssl, SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +32,7 @@ fn request(
     message_id: u16,
     token: &[u8],
     path: &str,
-    authorization: &str,
+    authorization: Option<&str>,
     payload: &[u8],
 ) -> Vec<u8> {
     let mut packet = Packet::new();
@@ -39,7 +44,9 @@ fn request(
         packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
     }
     packet.add_option(CoapOption::ContentFormat, vec![50]);
-    packet.add_option(CoapOption::Unknown(4209), authorization.as_bytes().to_vec());
+    if let Some(authorization) = authorization {
+        packet.add_option(CoapOption::Unknown(4209), authorization.as_bytes().to_vec());
+    }
     packet.payload = payload.to_vec();
     packet.to_bytes().expect("a CoAP request")
 }
@@ -47,7 +54,8 @@ fn request(
 /// What every client sends, and where.
 struct Load {
     target: SocketAddr,
-    authorization: String,
+    /// Option 4209's value; none over DTLS.
+    authorization: Option<String>,
     path: String,
     payload: Vec<u8>,
     deadline: Instant,
@@ -73,7 +81,7 @@ async fn client(load: Arc<Load>, n: usize) -> anyhow::Result<()> {
     let token = (n as u32).to_be_bytes();
     while Instant::now() < deadline {
         message_id = message_id.wrapping_add(1);
-        let datagram = request(message_id, &token, path, authorization, payload);
+        let datagram = request(message_id, &token, path, authorization.as_deref(), payload);
         socket.send(&datagram).await?;
         counts.sent.fetch_add(1, Ordering::Relaxed);
         // the answer to this request, ignoring stray datagrams
@@ -90,18 +98,7 @@ async fn client(load: Arc<Load>, n: usize) -> anyhow::Result<()> {
         })
         .await;
         match answered {
-            Ok(Ok(packet)) => {
-                let changed = if echo {
-                    packet.header.code == MessageClass::Request(RequestType::Post)
-                } else {
-                    packet.header.code == MessageClass::Response(ResponseType::Changed)
-                };
-                if changed {
-                    counts.changed.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    counts.other.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Ok(Ok(packet)) => counts.answered(&packet, echo),
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
                 counts.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -109,6 +106,195 @@ async fn client(load: Arc<Load>, n: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+impl Counts {
+    /// Counts the answer to a request.
+    fn answered(&self, packet: &Packet, echo: bool) {
+        let changed = if echo {
+            packet.header.code == MessageClass::Request(RequestType::Post)
+        } else {
+            packet.header.code == MessageClass::Response(ResponseType::Changed)
+        };
+        if changed {
+            self.changed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.other.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A connected UDP socket as OpenSSL's transport: one datagram per read or write.
+#[derive(Debug)]
+struct Datagrams(std::net::UdpSocket);
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.send(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Client `n` over DTLS with a pre-shared key: the handshake, then (once `start` is
+/// reached) requests until the deadline, on its own thread.
+fn dtls_client(
+    load: &Load,
+    n: usize,
+    identity: &str,
+    key: &[u8],
+    start: &std::sync::Barrier,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(load.target)?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut builder = SslContextBuilder::new(SslMethod::dtls())?;
+    builder.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+    builder.set_verify(SslVerifyMode::NONE);
+    builder.set_cipher_list("PSK")?;
+    let (psk_identity, psk) = (identity.as_bytes().to_vec(), key.to_vec());
+    builder.set_psk_client_callback(move |_, _, identity_out, key_out| {
+        if psk_identity.len() >= identity_out.len() || psk.len() > key_out.len() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        identity_out[..psk_identity.len()].copy_from_slice(&psk_identity);
+        identity_out[psk_identity.len()] = 0;
+        key_out[..psk.len()].copy_from_slice(&psk);
+        Ok(psk.len())
+    });
+    let context = builder.build();
+    let mut ssl = Ssl::new(&context)?;
+    ssl.set_mtu(1200)?;
+    let handshake = ssl
+        .connect(Datagrams(socket))
+        .map_err(|e| anyhow::anyhow!("client {n}: the DTLS handshake failed: {e}"));
+    // every client waits for the others' handshakes, also when its own failed
+    start.wait();
+    let mut stream = handshake?;
+    let deadline = Instant::now() + duration;
+    let mut buffer = vec![0u8; 2048];
+    let mut message_id = (n as u16).wrapping_mul(7919);
+    let token = (n as u32).to_be_bytes();
+    let counts = &load.counts;
+    while Instant::now() < deadline {
+        message_id = message_id.wrapping_add(1);
+        let datagram = request(message_id, &token, &load.path, None, &load.payload);
+        stream.write_all(&datagram)?;
+        counts.sent.fetch_add(1, Ordering::Relaxed);
+        // the answer to this request, ignoring stray records
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(len) => {
+                    let Ok(packet) = Packet::from_bytes(&buffer[..len]) else {
+                        continue;
+                    };
+                    if packet.header.message_id == message_id && packet.get_token() == token {
+                        counts.answered(&packet, false);
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    counts.timeouts.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `clients` DTLS clients with the pre-shared key `identity:key` (identity
+/// `device@application`) for `seconds` after their handshakes; prints and returns the
+/// answered rate.
+pub fn run_dtls(
+    target: SocketAddr,
+    clients: usize,
+    seconds: u64,
+    psk: &str,
+    channel: &str,
+    payload: &str,
+) -> anyhow::Result<f64> {
+    let (identity, key) = psk
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--psk takes identity:key"))?;
+    let barrier = std::sync::Barrier::new(clients + 1);
+    let load = Load {
+        target,
+        authorization: None,
+        path: format!("/v1/{channel}"),
+        payload: payload.as_bytes().to_vec(),
+        // each client's clock starts after every handshake
+        deadline: Instant::now(),
+        echo: false,
+        counts: Counts::default(),
+    };
+    let duration = Duration::from_secs(seconds);
+    let (results, elapsed) = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
+            .map(|n| {
+                let (load, barrier) = (&load, &barrier);
+                scope.spawn(move || {
+                    dtls_client(load, n, identity, key.as_bytes(), barrier, duration)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results: Vec<anyhow::Result<()>> = threads
+            .into_iter()
+            .map(|t| t.join().expect("a client thread"))
+            .collect();
+        (results, start.elapsed())
+    });
+    for result in results {
+        result?;
+    }
+    Ok(report(
+        &load.counts,
+        target,
+        clients,
+        elapsed,
+        false,
+        "over DTLS (PSK)",
+    ))
+}
+
+/// Prints what the clients counted; the rate of answered requests.
+fn report(
+    counts: &Counts,
+    target: SocketAddr,
+    clients: usize,
+    elapsed: Duration,
+    echo: bool,
+    transport: &str,
+) -> f64 {
+    let elapsed = elapsed.as_secs_f64();
+    let changed = counts.changed.load(Ordering::Relaxed);
+    let rate = changed as f64 / elapsed;
+    println!(
+        "coap {target}{transport}: {changed} answered {} in {elapsed:.1} s: {rate:.0} req/s over {clients} clients \
+         (sent {}, other answers {}, timeouts {})",
+        if echo { "(echoed)" } else { "2.04" },
+        counts.sent.load(Ordering::Relaxed),
+        counts.other.load(Ordering::Relaxed),
+        counts.timeouts.load(Ordering::Relaxed),
+    );
+    rate
 }
 
 /// Runs `clients` clients for `seconds`; prints and returns the answered rate.
@@ -121,10 +307,10 @@ pub async fn run(
     payload: &str,
     echo: bool,
 ) -> anyhow::Result<f64> {
-    let authorization = format!(
+    let authorization = Some(format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(device)
-    );
+    ));
     let start = Instant::now();
     let load = Arc::new(Load {
         target,
@@ -141,19 +327,14 @@ pub async fn run(
     for task in tasks {
         task.await??;
     }
-    let counts = &load.counts;
-    let elapsed = start.elapsed().as_secs_f64();
-    let changed = counts.changed.load(Ordering::Relaxed);
-    let rate = changed as f64 / elapsed;
-    println!(
-        "coap {target}: {changed} answered {} in {elapsed:.1} s: {rate:.0} req/s over {clients} clients \
-         (sent {}, other answers {}, timeouts {})",
-        if echo { "(echoed)" } else { "2.04" },
-        counts.sent.load(Ordering::Relaxed),
-        counts.other.load(Ordering::Relaxed),
-        counts.timeouts.load(Ordering::Relaxed),
-    );
-    Ok(rate)
+    Ok(report(
+        &load.counts,
+        target,
+        clients,
+        start.elapsed(),
+        echo,
+        "",
+    ))
 }
 
 /// Sends every datagram back to where it came from.

@@ -126,6 +126,10 @@ enum Mode {
         /// The target is `bare-udp`: count echoed requests.
         #[arg(long)]
         echo: bool,
+        /// CoAP over DTLS with this pre-shared key: `device@app:key` (the device's
+        /// `psk` credential); `--device` is then not sent.
+        #[arg(long, conflicts_with = "echo")]
+        psk: Option<String>,
     },
     /// Send every UDP datagram back to its sender.
     BareUdp {
@@ -225,11 +229,17 @@ fn main() -> anyhow::Result<()> {
             channel,
             payload,
             echo,
-        } => rt
-            .block_on(coap::run(
-                target, clients, seconds, &device, &channel, &payload, echo,
-            ))
-            .map(|_| ()),
+            psk,
+        } => match psk {
+            Some(psk) => {
+                coap::run_dtls(target, clients, seconds, &psk, &channel, &payload).map(|_| ())
+            }
+            None => rt
+                .block_on(coap::run(
+                    target, clients, seconds, &device, &channel, &payload, echo,
+                ))
+                .map(|_| ()),
+        },
         Mode::BareUdp { bind } => rt.block_on(coap::bare_udp(&bind)),
         Mode::BareServer { bind, accepted } => {
             let status = if accepted {

@@ -7,12 +7,11 @@
 use super::runner::{LocalRunner, Socket};
 use base64::Engine;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use drogue_tests::libcoap;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-
-const CLIENT: &str = "coap-client-notls";
 
 /// The answer `coap-client-notls -v 7` printed: the code (`2.04`), the type of the
 /// message (`ACK`, `CON`, `NON`), the whole line, and the client's output.
@@ -23,51 +22,18 @@ struct Answer {
     output: String,
 }
 
-/// Runs the client (`-v 7` prints every message, and its log) with these arguments.
+/// Runs the plain client with these arguments; a run without a response fails the test.
 async fn coap_client(args: &[&str]) -> Answer {
-    let output = tokio::process::Command::new(CLIENT)
-        .args(["-v", "7", "-B", "30"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{CLIENT} cannot be run ({e}): the CoAP tests need libcoap's client \
-                 (Debian/Ubuntu: apt-get install libcoap3-bin)"
-            )
-        });
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // the last response: a message line whose code is not a request's and not 0.00
-    let line = output
-        .lines()
-        .rfind(|l| {
-            l.starts_with("v:1 t:")
-                && !l.contains(" c:0.00 ")
-                && l.split_whitespace().nth(2).is_some_and(|c| {
-                    c.starts_with("c:") && c.as_bytes().get(2).is_some_and(u8::is_ascii_digit)
-                })
-        })
-        .unwrap_or_else(|| panic!("no response in\n{output}"))
-        .to_owned();
-    let mut words = line.split_whitespace().skip(1);
-    let kind = words.next().unwrap().trim_start_matches("t:").to_owned();
-    let code = words.next().unwrap().trim_start_matches("c:").to_owned();
+    let answer = libcoap::run(libcoap::PLAIN, 30, args).await;
+    let Some(libcoap::Response { code, kind, line }) = answer.response else {
+        panic!("no response in\n{}", answer.output)
+    };
     Answer {
         code,
         kind,
         line,
-        output,
+        output: answer.output,
     }
-}
-
-fn basic(user: &str, password: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("4209,Basic {encoded}")
 }
 
 /// How `coap-client -v 7` prints an unknown option's value.
@@ -139,9 +105,13 @@ async fn devices_publish_over_coap() {
         endpoints["coap"]["url"],
         format!("coap://localhost:{}", server.coap.port())
     );
+    assert_eq!(
+        endpoints["coaps"]["url"],
+        format!("coaps://localhost:{}", server.coaps.port())
+    );
 
     // a confirmable publish: 2.04 piggybacked on the ACK, and the event
-    let auth = basic("dev1@app1", "secret");
+    let auth = libcoap::basic_option("dev1@app1", "secret");
     let answer = coap_client(&[
         "-m",
         "post",
@@ -175,7 +145,7 @@ async fn devices_publish_over_coap() {
         "-m",
         "post",
         "-O",
-        &basic("dev1", "secret"),
+        &libcoap::basic_option("dev1", "secret"),
         "-e",
         "on",
         &url(&server, "/v1/state?application=app1"),
@@ -243,7 +213,7 @@ async fn devices_publish_over_coap() {
         "-m",
         "post",
         "-O",
-        &basic("dev1@app1", "wrong"),
+        &libcoap::basic_option("dev1@app1", "wrong"),
         "-e",
         "x",
         &url(&server, "/v1/telemetry"),
@@ -320,7 +290,7 @@ async fn a_waiting_device_gets_a_command() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalRunner::start(dir.path()).await;
     setup(&server).await;
-    let auth = basic("dev1@app1", "secret");
+    let auth = libcoap::basic_option("dev1@app1", "secret");
     let target = url(&server, "/v1/telemetry?ct=15");
     let waiting = tokio::spawn(async move {
         coap_client(&["-m", "post", "-O", &auth, "-e", "waiting", &target]).await
@@ -385,7 +355,7 @@ async fn a_waiting_device_gets_a_command() {
         "-m",
         "post",
         "-O",
-        &basic("dev1@app1", "secret"),
+        &libcoap::basic_option("dev1@app1", "secret"),
         "-e",
         "x",
         &url(&server, "/v1/telemetry?ct=1"),
@@ -401,7 +371,7 @@ async fn a_waiting_device_gets_a_command() {
         .collect();
     let file = dir.path().join("command.out");
     let (auth, target, out) = (
-        basic("dev1@app1", "secret"),
+        libcoap::basic_option("dev1@app1", "secret"),
         url(&server, "/v1/telemetry?ct=15"),
         file.to_str().unwrap().to_owned(),
     );

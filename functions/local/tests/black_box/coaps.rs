@@ -6,51 +6,18 @@
 
 use super::runner::{LocalRunner, Socket};
 use base64::Engine;
+use drogue_tests::libcoap;
 use drogue_tests::pki::TestCa;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-const CLIENT: &str = "coap-client-openssl";
 const APPS: &str = "/api/registry/v1alpha1/apps";
 
-/// What the client printed (`-v 7`) and the code of the last response, if any.
-struct Answer {
-    code: Option<String>,
-    output: String,
-}
-
-/// Runs the client with these arguments; it gives up after `-B 5` seconds.
-async fn coaps_client(args: &[&str]) -> Answer {
-    let output = tokio::process::Command::new(CLIENT)
-        .args(["-v", "7", "-B", "5"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{CLIENT} cannot be run ({e}): the CoAP over DTLS tests need libcoap's client \
-                 built with OpenSSL (Debian/Ubuntu: apt-get install libcoap3-bin)"
-            )
-        });
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let code = output
-        .lines()
-        .filter(|l| l.starts_with("v:1 t:") && !l.contains(" c:0.00 "))
-        .filter_map(|l| l.split_whitespace().nth(2)?.strip_prefix("c:"))
-        .rfind(|c| {
-            c.as_bytes()
-                .first()
-                .is_some_and(|b| (b'2'..=b'5').contains(b))
-        })
-        .map(str::to_owned);
-    Answer { code, output }
+/// Runs `coap-client-openssl` with these arguments; it gives up after 5 seconds.
+async fn coaps_client(args: &[&str]) -> libcoap::Answer {
+    libcoap::run(libcoap::DTLS, 5, args).await
 }
 
 async fn next_event(socket: &mut Socket) -> Value {
@@ -124,7 +91,7 @@ async fn devices_publish_over_coaps_with_a_pre_shared_key() {
         &url,
     ])
     .await;
-    assert_eq!(answer.code.as_deref(), Some("2.04"), "{}", answer.output);
+    assert_eq!(answer.code(), Some("2.04"), "{}", answer.output);
     let event = next_event(&mut events).await;
     assert_eq!(event["application"], "app1");
     assert_eq!(event["device"], "dev1");
@@ -147,7 +114,7 @@ async fn devices_publish_over_coaps_with_a_pre_shared_key() {
         &url,
     ])
     .await;
-    assert_eq!(answer.code.as_deref(), Some("4.03"), "{}", answer.output);
+    assert_eq!(answer.code(), Some("4.03"), "{}", answer.output);
 
     // a wrong key, a disabled device, a device without a psk, an unknown application:
     // the handshake fails, no answer
@@ -159,7 +126,7 @@ async fn devices_publish_over_coaps_with_a_pre_shared_key() {
     ] {
         let answer =
             coaps_client(&["-m", "post", "-u", identity, "-k", key, "-e", "x", &url]).await;
-        assert_eq!(answer.code, None, "{identity}: {}", answer.output);
+        assert_eq!(answer.code(), None, "{identity}: {}", answer.output);
     }
     no_event(&mut events).await;
 }
@@ -206,7 +173,7 @@ async fn devices_publish_over_coaps_with_a_client_certificate() {
     let url = format!("coaps://{}/v1/telemetry", server.coaps);
 
     let answer = coaps_client(&["-m", "post", "-c", &cert, "-j", &key, "-e", "42", &url]).await;
-    assert_eq!(answer.code.as_deref(), Some("2.04"), "{}", answer.output);
+    assert_eq!(answer.code(), Some("2.04"), "{}", answer.output);
     let event = next_event(&mut events).await;
     assert_eq!(event["application"], "app2");
     assert_eq!(event["device"], "dev2");
@@ -218,6 +185,6 @@ async fn devices_publish_over_coaps_with_a_client_certificate() {
         write("stranger-key.pem", &stranger.key_pem),
     );
     let answer = coaps_client(&["-m", "post", "-c", &cert, "-j", &key, "-e", "43", &url]).await;
-    assert_eq!(answer.code.as_deref(), Some("4.03"), "{}", answer.output);
+    assert_eq!(answer.code(), Some("4.03"), "{}", answer.output);
     no_event(&mut events).await;
 }
