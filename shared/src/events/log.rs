@@ -1,22 +1,29 @@
-//! The event stream of `drogue-local`: a persistent log in a `redb` file, and live
-//! subscribers (the WebSocket integration, the MQTT broker).
+//! The event stream of `drogue-local`: a persistent log and live subscribers (the
+//! WebSocket integration, the MQTT broker).
 //!
-//! One writer thread commits events in groups: every event waiting when a commit starts
-//! goes into it, so throughput grows with load while each `publish` still returns only
-//! after its event is on disk. Each application keeps its last `retention` events.
+//! Events go to append-only segment files (`segments`), read through an index per
+//! application kept in memory; the consumers' state (positions, sessions) is a small
+//! `redb` table. One writer thread commits events in groups: every event waiting when a
+//! commit starts goes into one write and one `fdatasync`, so throughput grows with load
+//! while each `publish` still returns only after its event is on disk. Each application
+//! keeps its last `retention` events. Format and rules: docs/event-log.md.
+
+mod segments;
 
 use super::{EventSink, SinkError, application_of, to_json};
 use async_trait::async_trait;
 use cloudevents::{AttributesReader, Event};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use segments::{Draft, SegmentWriter, Segments};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// (application, sequence number) -> structured JSON CloudEvent.
+/// The previous format's events, (application, sequence number) -> structured JSON
+/// CloudEvent: moved to the segments at open, then dropped.
 const EVENTS: TableDefinition<(&str, u64), &str> = TableDefinition::new("events");
-/// application -> last sequence number.
+/// The previous format's application -> last sequence number; dropped with `EVENTS`.
 const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
 /// The consumers' state (positions of WebSocket groups, persistent MQTT sessions), by
 /// key.
@@ -24,6 +31,9 @@ const STATE: TableDefinition<&str, &str> = TableDefinition::new("state");
 
 /// Most events one commit takes.
 const MAX_GROUP: usize = 1024;
+
+/// The size at which the log starts a new segment, by default.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 
 /// An event as logged.
 #[derive(Debug, Clone)]
@@ -49,6 +59,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct EventLog {
     db: Arc<Database>,
+    segments: Arc<Segments>,
     writer: mpsc::Sender<Pending>,
     live: broadcast::Sender<Arc<LoggedEvent>>,
     counters: Arc<Counters>,
@@ -66,34 +77,79 @@ pub struct Counters {
 /// Events kept per application, by default.
 pub const DEFAULT_RETENTION: u64 = 10_000;
 
+/// How a log is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// Events kept per application (at least one).
+    pub retention: u64,
+    /// The size at which a new segment is started.
+    pub segment_size: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            retention: DEFAULT_RETENTION,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+        }
+    }
+}
+
+/// The directory of the segments of the log whose state file is `path`: the same name
+/// with the extension `segments` (`events.redb` -> `events.segments/`).
+pub fn segments_dir(path: &Path) -> PathBuf {
+    path.with_extension("segments")
+}
+
 impl EventLog {
-    /// Opens (or creates) the log file and starts its writer thread.
+    /// Opens (or creates) the log whose state file is `path`, its segments beside it
+    /// ([`segments_dir`]), and starts its writer thread.
     pub fn open(path: impl AsRef<Path>, retention: u64) -> Result<Self, SinkError> {
-        let db = Arc::new(Database::create(path).map_err(SinkError::unavailable)?);
+        Self::open_with(
+            path,
+            LogOptions {
+                retention,
+                ..LogOptions::default()
+            },
+        )
+    }
+
+    /// [`Self::open`] with every option.
+    pub fn open_with(path: impl AsRef<Path>, options: LogOptions) -> Result<Self, SinkError> {
+        let path = path.as_ref();
+        let dir = segments_dir(path);
+        if dir == path {
+            return Err(SinkError::unavailable(std::io::Error::other(
+                "the event log's state file cannot be named *.segments",
+            )));
+        }
+        // the state file's lock (redb's) also keeps a second process off the segments
+        let mut db = Database::create(path).map_err(SinkError::unavailable)?;
         let txn = db.begin_write().map_err(SinkError::unavailable)?;
-        txn.open_table(EVENTS).map_err(SinkError::unavailable)?;
-        txn.open_table(SEQUENCES).map_err(SinkError::unavailable)?;
         txn.open_table(STATE).map_err(SinkError::unavailable)?;
         txn.commit().map_err(SinkError::unavailable)?;
+        let mut segments = SegmentWriter::open(&dir, options.segment_size, options.retention)
+            .map_err(SinkError::unavailable)?;
+        migrate(&mut db, &mut segments).map_err(SinkError::unavailable)?;
+        segments.settle().map_err(SinkError::unavailable)?;
+        let db = Arc::new(db);
         let (writer, pending) = mpsc::channel(4 * MAX_GROUP);
         let (live, _) = broadcast::channel(4096);
         let counters = Arc::new(Counters::default());
+        let store = segments.store();
         let (thread_db, thread_live, thread_counters) =
             (db.clone(), live.clone(), counters.clone());
         std::thread::Builder::new()
             .name("event-log".into())
             .spawn(move || {
-                write_loop(
-                    &thread_db,
-                    pending,
-                    &thread_live,
-                    &thread_counters,
-                    retention.max(1),
-                )
+                // the state file stays open (and locked) until the last group is written
+                let _db = thread_db;
+                write_loop(segments, pending, &thread_live, &thread_counters)
             })
             .map_err(SinkError::unavailable)?;
         Ok(Self {
             db,
+            segments: store,
             writer,
             live,
             counters,
@@ -121,40 +177,12 @@ impl EventLog {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, SinkError> {
-        let txn = self.db.begin_read().map_err(SinkError::unavailable)?;
-        let table = txn.open_table(EVENTS).map_err(SinkError::unavailable)?;
-        let mut found = Vec::new();
-        for entry in table
-            .range((application, after.saturating_add(1))..=(application, u64::MAX))
-            .map_err(SinkError::unavailable)?
-        {
-            let (key, value) = entry.map_err(SinkError::unavailable)?;
-            let json = value.value().to_owned();
-            let parsed = serde_json::from_str::<serde_json::Value>(&json).unwrap_or_default();
-            let text = |name: &str| parsed[name].as_str().map(str::to_owned);
-            found.push(LoggedEvent {
-                application: application.to_owned(),
-                application_uid: text("applicationuid"),
-                subject: text("subject"),
-                sequence: key.value().1,
-                json,
-            });
-            if found.len() >= limit {
-                break;
-            }
-        }
-        Ok(found)
+        Ok(self.segments.read(application, after, limit))
     }
 
     /// The sequence number of an application's newest event (0 before the first).
     pub fn last_sequence(&self, application: &str) -> Result<u64, SinkError> {
-        let txn = self.db.begin_read().map_err(SinkError::unavailable)?;
-        let table = txn.open_table(SEQUENCES).map_err(SinkError::unavailable)?;
-        Ok(table
-            .get(application)
-            .map_err(SinkError::unavailable)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        Ok(self.segments.last_sequence(application))
     }
 
     /// Follows an application's events after `after`, from the log first and then as
@@ -209,6 +237,63 @@ impl EventLog {
         }
         Ok(found)
     }
+}
+
+/// Moves the events of the previous format (redb tables `events` and `sequences` in the
+/// state file) into the segments, then drops those tables. Repeating it after a crash
+/// half-way is harmless: what the segments hold already is skipped.
+fn migrate(db: &mut Database, segments: &mut SegmentWriter) -> Result<(), redb::Error> {
+    let txn = db.begin_read()?;
+    let events = match txn.open_table(EVENTS) {
+        Ok(events) => events,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut moved = 0u64;
+    for entry in events.range::<(&str, u64)>(..)? {
+        let (key, value) = entry?;
+        let (application, sequence) = key.value();
+        let json = value.value();
+        let parsed = serde_json::from_str::<serde_json::Value>(json).unwrap_or_default();
+        let draft = Draft {
+            application,
+            application_uid: parsed["applicationuid"].as_str(),
+            subject: parsed["subject"].as_str(),
+            json,
+        };
+        segments.migrate(sequence, draft)?;
+        moved += 1;
+    }
+    segments.finish_migration()?;
+    match txn.open_table(SEQUENCES) {
+        Ok(sequences) => {
+            for entry in sequences.iter()? {
+                let (application, last) = entry?;
+                let (application, last) = (application.value(), last.value());
+                if segments.last_sequence(application) < last {
+                    tracing::warn!(
+                        application,
+                        last,
+                        "the previous event log counted more events than it kept; sequence numbers restart below it"
+                    );
+                }
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    drop(events);
+    drop(txn);
+    let txn = db.begin_write()?;
+    txn.delete_table(EVENTS)?;
+    txn.delete_table(SEQUENCES)?;
+    txn.commit()?;
+    db.compact()?;
+    tracing::info!(
+        events = moved,
+        "the event log moved its events from the previous format to segment files"
+    );
+    Ok(())
 }
 
 /// A reader of one application's events that resumes where it left off: it reads the
@@ -293,11 +378,10 @@ impl EventSink for EventLog {
 }
 
 fn write_loop(
-    db: &Database,
+    mut segments: SegmentWriter,
     mut pending: mpsc::Receiver<Pending>,
     live: &broadcast::Sender<Arc<LoggedEvent>>,
     counters: &Counters,
-    retention: u64,
 ) {
     while let Some(first) = pending.blocking_recv() {
         let mut group = vec![first];
@@ -307,7 +391,13 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        match commit(db, &group, retention) {
+        let drafts = group.iter().map(|p| Draft {
+            application: &p.application,
+            application_uid: p.application_uid.as_deref(),
+            subject: p.subject.as_deref(),
+            json: &p.json,
+        });
+        match segments.commit(drafts) {
             Ok(sequences) => {
                 counters
                     .events
@@ -331,30 +421,14 @@ fn write_loop(
                 }
             }
         }
+        // after the acknowledgements: deleting and compacting segments delays no publish
+        segments.housekeeping();
     }
 }
 
-/// Writes a group in one transaction; the sequence number of each.
-fn commit(db: &Database, group: &[Pending], retention: u64) -> Result<Vec<u64>, redb::Error> {
-    let txn = db.begin_write()?;
-    let mut sequences = Vec::with_capacity(group.len());
-    {
-        let mut events = txn.open_table(EVENTS)?;
-        let mut counters = txn.open_table(SEQUENCES)?;
-        for p in group {
-            let app = p.application.as_str();
-            let sequence = counters.get(app)?.map(|v| v.value()).unwrap_or(0) + 1;
-            counters.insert(app, sequence)?;
-            events.insert((app, sequence), p.json.as_str())?;
-            if sequence > retention {
-                events.remove((app, sequence - retention))?;
-            }
-            sequences.push(sequence);
-        }
-    }
-    txn.commit()?;
-    Ok(sequences)
-}
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod log_tests;
 
 #[cfg(test)]
 mod tests {

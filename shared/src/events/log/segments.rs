@@ -1,0 +1,920 @@
+//! The event log's storage: append-only segment files, and an index per application in
+//! memory (sequence number -> segment, offset, length). The format and the rules (roll,
+//! retention, deletion, compaction, recovery) are in docs/event-log.md.
+//!
+//! One writer ([`SegmentWriter`], on the log's writer thread) appends and keeps the
+//! books; readers ([`Segments::read`]) look their records up under a read lock and read
+//! them with positioned reads outside it, from file handles shared with the writer, so a
+//! reader never waits for a `fdatasync`.
+
+use super::LoggedEvent;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The first bytes of every segment file: the format and its version.
+pub const MAGIC: &[u8; 8] = b"drgseg\x00\x01";
+/// Bytes before a segment's first record.
+const HEADER: u64 = MAGIC.len() as u64;
+/// A record's frame before its body: `u32` body length, `u32` CRC-32.
+const PREFIX: usize = 8;
+/// The smallest body: a sequence number and three string lengths.
+const MIN_BODY: usize = 8 + 4 + 4 + 4;
+/// A larger body is taken for a corrupt length (events are at most a few hundred KiB).
+const MAX_BODY: usize = 64 << 20;
+/// The length of an absent string (no `applicationuid`, no `subject`).
+const ABSENT: u32 = u32::MAX;
+/// Most bytes one positioned read takes when records lie next to each other.
+const MAX_SPAN: u64 = 4 << 20;
+/// Migration writes in chunks of about this size.
+const MIGRATION_CHUNK: usize = 4 << 20;
+
+/// An event to append.
+#[derive(Debug, Clone, Copy)]
+pub struct Draft<'a> {
+    pub application: &'a str,
+    pub application_uid: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub json: &'a str,
+}
+
+/// Where a record is: segment id, offset of its frame, frame length (0: the record is
+/// missing, lost to corruption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+impl Loc {
+    const MISSING: Loc = Loc {
+        segment: 0,
+        offset: 0,
+        len: 0,
+    };
+
+    fn is_missing(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One application's records: `locs[i]` holds sequence number `first + i`. The last is
+/// always present (retention keeps at least one), so it tells the last sequence number.
+struct AppLog {
+    first: u64,
+    locs: VecDeque<Loc>,
+}
+
+impl AppLog {
+    fn last(&self) -> u64 {
+        self.first + self.locs.len() as u64 - 1
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    apps: HashMap<String, AppLog>,
+    /// Every segment the index may point into, open for positioned reads.
+    files: HashMap<u64, Arc<File>>,
+}
+
+/// What readers share with the writer.
+pub struct Segments {
+    index: RwLock<Index>,
+}
+
+impl Segments {
+    /// The records of an application after `after`, oldest first, at most `limit`.
+    pub fn read(&self, application: &str, after: u64, limit: usize) -> Vec<LoggedEvent> {
+        let mut wanted: Vec<Loc> = Vec::new();
+        let mut files: Vec<(u64, Arc<File>)> = Vec::new();
+        {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(log) = index.apps.get(application) else {
+                return Vec::new();
+            };
+            let start = after.saturating_add(1).max(log.first);
+            let skip = usize::try_from(start - log.first).unwrap_or(usize::MAX);
+            if skip >= log.locs.len() {
+                return Vec::new();
+            }
+            for loc in log.locs.range(skip..) {
+                if wanted.len() >= limit {
+                    break;
+                }
+                if loc.is_missing() {
+                    continue;
+                }
+                wanted.push(*loc);
+                if !files.iter().any(|(id, _)| *id == loc.segment)
+                    && let Some(file) = index.files.get(&loc.segment)
+                {
+                    files.push((loc.segment, file.clone()));
+                }
+            }
+        }
+        // records that lie next to each other are read together
+        let mut found = Vec::with_capacity(wanted.len());
+        let mut i = 0;
+        while i < wanted.len() {
+            let first = wanted[i];
+            let mut end = first.offset + u64::from(first.len);
+            let mut j = i + 1;
+            while j < wanted.len()
+                && wanted[j].segment == first.segment
+                && wanted[j].offset == end
+                && end - first.offset < MAX_SPAN
+            {
+                end += u64::from(wanted[j].len);
+                j += 1;
+            }
+            let Some((_, file)) = files.iter().find(|(id, _)| *id == first.segment) else {
+                i = j;
+                continue;
+            };
+            let mut span = vec![0; (end - first.offset) as usize];
+            match file.read_exact_at(&mut span, first.offset) {
+                Ok(()) => {
+                    let mut at = 0;
+                    for loc in &wanted[i..j] {
+                        let frame = &span[at..at + loc.len as usize];
+                        at += loc.len as usize;
+                        match decode(frame) {
+                            Some(record) => found.push(record.to_event()),
+                            None => tracing::warn!(
+                                application,
+                                segment = loc.segment,
+                                offset = loc.offset,
+                                "an event log record no longer matches its checksum; skipped"
+                            ),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    application,
+                    segment = first.segment,
+                    error = %e,
+                    "cannot read event log records; skipped"
+                ),
+            }
+            i = j;
+        }
+        found
+    }
+
+    /// The sequence number of an application's newest record (0 before the first).
+    pub fn last_sequence(&self, application: &str) -> u64 {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        index.apps.get(application).map_or(0, AppLog::last)
+    }
+
+    /// The sequence numbers an application keeps: (first, last), `None` before its first.
+    #[cfg(test)]
+    pub fn kept(&self, application: &str) -> Option<(u64, u64)> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        index
+            .apps
+            .get(application)
+            .map(|log| (log.first, log.last()))
+    }
+}
+
+/// A decoded record, borrowing its frame.
+struct Record<'a> {
+    sequence: u64,
+    application: &'a str,
+    application_uid: Option<&'a str>,
+    subject: Option<&'a str>,
+    json: &'a str,
+}
+
+impl Record<'_> {
+    fn to_event(&self) -> LoggedEvent {
+        LoggedEvent {
+            application: self.application.to_owned(),
+            application_uid: self.application_uid.map(str::to_owned),
+            subject: self.subject.map(str::to_owned),
+            sequence: self.sequence,
+            json: self.json.to_owned(),
+        }
+    }
+}
+
+fn checksum(length: &[u8], body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(length);
+    hasher.update(body);
+    hasher.finalize()
+}
+
+fn put_str(buf: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => {
+            buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            buf.extend_from_slice(value.as_bytes());
+        }
+        None => buf.extend_from_slice(&ABSENT.to_le_bytes()),
+    }
+}
+
+/// Appends a record's frame to `buf`; its length.
+fn encode(buf: &mut Vec<u8>, sequence: u64, draft: &Draft<'_>) -> u32 {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; PREFIX]);
+    buf.extend_from_slice(&sequence.to_le_bytes());
+    put_str(buf, Some(draft.application));
+    put_str(buf, draft.application_uid);
+    put_str(buf, draft.subject);
+    buf.extend_from_slice(draft.json.as_bytes());
+    let body = (buf.len() - start - PREFIX) as u32;
+    buf[start..start + 4].copy_from_slice(&body.to_le_bytes());
+    let crc = checksum(&buf[start..start + 4], &buf[start + PREFIX..]);
+    buf[start + 4..start + PREFIX].copy_from_slice(&crc.to_le_bytes());
+    (buf.len() - start) as u32
+}
+
+fn take_str<'a>(body: &mut &'a [u8]) -> Option<Option<&'a str>> {
+    let (len, rest) = body.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len);
+    if len == ABSENT {
+        *body = rest;
+        return Some(None);
+    }
+    let len = len as usize;
+    if rest.len() < len {
+        return None;
+    }
+    let (text, rest) = rest.split_at(len);
+    *body = rest;
+    std::str::from_utf8(text).ok().map(Some)
+}
+
+fn decode_body(mut body: &[u8]) -> Option<Record<'_>> {
+    let (sequence, rest) = body.split_first_chunk::<8>()?;
+    let sequence = u64::from_le_bytes(*sequence);
+    body = rest;
+    let application = take_str(&mut body)??;
+    let application_uid = take_str(&mut body)?;
+    let subject = take_str(&mut body)?;
+    let json = std::str::from_utf8(body).ok()?;
+    Some(Record {
+        sequence,
+        application,
+        application_uid,
+        subject,
+        json,
+    })
+}
+
+/// A whole frame, checked.
+fn decode(frame: &[u8]) -> Option<Record<'_>> {
+    let (prefix, body) = frame.split_first_chunk::<PREFIX>()?;
+    let len = u32::from_le_bytes(prefix[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(prefix[4..].try_into().ok()?);
+    if len != body.len() || checksum(&prefix[..4], body) != crc {
+        return None;
+    }
+    decode_body(body)
+}
+
+/// Why a scan stopped before the end of a segment.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Short,
+    BadLength,
+    BadChecksum,
+    Undecodable,
+}
+
+impl Damage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Damage::Short => "a short record",
+            Damage::BadLength => "an impossible record length",
+            Damage::BadChecksum => "a checksum mismatch",
+            Damage::Undecodable => "a record that does not decode",
+        }
+    }
+}
+
+/// Reads a segment's records in order, from after the header up to `size`; where the
+/// valid records end and, when that is before `size`, why.
+fn scan(
+    file: &File,
+    size: u64,
+    mut each: impl FnMut(u64, u32, &Record<'_>),
+) -> io::Result<(u64, Option<Damage>)> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader.read_exact(&mut [0; HEADER as usize])?;
+    let mut offset = HEADER;
+    let mut body = Vec::new();
+    loop {
+        let remaining = size - offset;
+        if remaining == 0 {
+            return Ok((offset, None));
+        }
+        if remaining < PREFIX as u64 {
+            return Ok((offset, Some(Damage::Short)));
+        }
+        let mut prefix = [0; PREFIX];
+        reader.read_exact(&mut prefix)?;
+        let len = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(prefix[4..].try_into().expect("4 bytes"));
+        if !(MIN_BODY..=MAX_BODY).contains(&len) {
+            return Ok((offset, Some(Damage::BadLength)));
+        }
+        if (len as u64) > remaining - PREFIX as u64 {
+            return Ok((offset, Some(Damage::Short)));
+        }
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+        if checksum(&prefix[..4], &body) != crc {
+            return Ok((offset, Some(Damage::BadChecksum)));
+        }
+        let Some(record) = decode_body(&body) else {
+            return Ok((offset, Some(Damage::Undecodable)));
+        };
+        let frame = (PREFIX + len) as u32;
+        each(offset, frame, &record);
+        offset += u64::from(frame);
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.seg"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A new, empty segment, durably in its directory.
+fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(segment_path(dir, id))?;
+    file.write_all_at(MAGIC, 0)?;
+    file.sync_data()?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// What the writer knows of a segment.
+struct Stat {
+    file: Arc<File>,
+    /// Bytes in the file.
+    size: u64,
+    /// Records the index points to, and their bytes.
+    live: u64,
+    live_bytes: u64,
+}
+
+/// The appending side: owned by the log's writer thread.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    segment_size: u64,
+    retention: u64,
+    store: Arc<Segments>,
+    /// Every segment, oldest first; the last is the head, where records are appended.
+    stats: BTreeMap<u64, Stat>,
+    /// The head's tail may hold a partial write that could not be undone: roll first.
+    roll_next: bool,
+    /// Each application's last sequence number.
+    last: HashMap<String, u64>,
+    buf: Vec<u8>,
+    /// Records placed by the current append: (application, sequence, location).
+    placed: Vec<(String, u64, Loc)>,
+}
+
+impl SegmentWriter {
+    /// Opens the segments in `dir` (creating it), checks and indexes every record,
+    /// truncates a torn tail of the last segment, and keeps each application's last
+    /// `retention` records.
+    pub fn open(dir: &Path, segment_size: u64, retention: u64) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut ids: Vec<u64> = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".seg").and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut found: HashMap<String, Vec<(u64, Loc)>> = HashMap::new();
+        let mut stats = BTreeMap::new();
+        for (n, &id) in ids.iter().enumerate() {
+            let is_last = n + 1 == ids.len();
+            let path = segment_path(dir, id);
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let mut size = file.metadata()?.len();
+            if size < HEADER {
+                // created, but its header never reached the disk
+                tracing::warn!(segment = %path.display(), bytes = size, "an event log segment has a torn header; rewritten");
+                file.set_len(0)?;
+                file.write_all_at(MAGIC, 0)?;
+                file.sync_data()?;
+                size = HEADER;
+            }
+            let mut magic = [0; HEADER as usize];
+            file.read_exact_at(&mut magic, 0)?;
+            if &magic != MAGIC {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a segment of the event log", path.display()),
+                ));
+            }
+            let (valid, damage) = scan(&file, size, |offset, len, record| {
+                let loc = Loc {
+                    segment: id,
+                    offset,
+                    len,
+                };
+                match found.get_mut(record.application) {
+                    Some(records) => records.push((record.sequence, loc)),
+                    None => {
+                        found.insert(record.application.to_owned(), vec![(record.sequence, loc)]);
+                    }
+                }
+            })?;
+            if let Some(damage) = damage {
+                if is_last {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset = valid,
+                        bytes = size - valid,
+                        cause = damage.as_str(),
+                        "the event log ends in a torn or corrupt record: truncated"
+                    );
+                    file.set_len(valid)?;
+                    file.sync_data()?;
+                    size = valid;
+                } else {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset = valid,
+                        bytes = size - valid,
+                        cause = damage.as_str(),
+                        "an event log segment has a corrupt record: the records after it are not read"
+                    );
+                }
+            }
+            stats.insert(
+                id,
+                Stat {
+                    file: Arc::new(file),
+                    size,
+                    live: 0,
+                    live_bytes: 0,
+                },
+            );
+        }
+        if stats.is_empty() {
+            let file = create_segment(dir, 1)?;
+            stats.insert(
+                1,
+                Stat {
+                    file: Arc::new(file),
+                    size: HEADER,
+                    live: 0,
+                    live_bytes: 0,
+                },
+            );
+        }
+        let retention = retention.max(1);
+        let mut index = Index::default();
+        let mut last = HashMap::new();
+        for (application, mut records) in found {
+            // a record copied by a compaction that was cut short is there twice: the
+            // later copy counts
+            records.sort_unstable_by_key(|(sequence, loc)| (*sequence, u64::MAX - loc.segment));
+            records.dedup_by_key(|(sequence, _)| *sequence);
+            let newest = records.last().expect("one record at least").0;
+            let keep_from = newest.saturating_sub(retention - 1).max(records[0].0);
+            let mut locs = VecDeque::with_capacity((newest - keep_from + 1) as usize);
+            let mut missing = 0;
+            for (sequence, loc) in records.into_iter().filter(|(s, _)| *s >= keep_from) {
+                while keep_from + (locs.len() as u64) < sequence {
+                    locs.push_back(Loc::MISSING);
+                    missing += 1;
+                }
+                let stat = stats.get_mut(&loc.segment).expect("scanned");
+                stat.live += 1;
+                stat.live_bytes += u64::from(loc.len);
+                locs.push_back(loc);
+            }
+            if missing > 0 {
+                tracing::warn!(application = %application, missing, "events of the event log were lost to corruption");
+            }
+            last.insert(application.clone(), newest);
+            index.apps.insert(
+                application,
+                AppLog {
+                    first: keep_from,
+                    locs,
+                },
+            );
+        }
+        index.files = stats
+            .iter()
+            .map(|(id, stat)| (*id, stat.file.clone()))
+            .collect();
+        Ok(Self {
+            dir: dir.to_owned(),
+            segment_size: segment_size.max(HEADER + 1),
+            retention,
+            store: Arc::new(Segments {
+                index: RwLock::new(index),
+            }),
+            stats,
+            roll_next: false,
+            last,
+            buf: Vec::new(),
+            placed: Vec::new(),
+        })
+    }
+
+    /// What readers share.
+    pub fn store(&self) -> Arc<Segments> {
+        self.store.clone()
+    }
+
+    fn head(&self) -> u64 {
+        *self.stats.keys().next_back().expect("a head segment")
+    }
+
+    /// Starts a new head segment.
+    fn roll(&mut self) -> io::Result<()> {
+        let id = self.head() + 1;
+        let file = Arc::new(create_segment(&self.dir, id)?);
+        self.store
+            .index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .files
+            .insert(id, file.clone());
+        self.stats.insert(
+            id,
+            Stat {
+                file,
+                size: HEADER,
+                live: 0,
+                live_bytes: 0,
+            },
+        );
+        self.roll_next = false;
+        Ok(())
+    }
+
+    /// Appends `buf` (whole frames) to the head in one write and syncs it, rolling to a
+    /// new segment first when the head would grow past the segment size; the segment and
+    /// offset it went to.
+    fn append(&mut self, buf: &[u8]) -> io::Result<(u64, u64)> {
+        let head = self.head();
+        let size = self.stats[&head].size;
+        if self.roll_next || (size > HEADER && size + buf.len() as u64 > self.segment_size) {
+            self.roll()?;
+        }
+        let head = self.head();
+        let stat = self.stats.get_mut(&head).expect("the head");
+        let offset = stat.size;
+        let written = stat
+            .file
+            .write_all_at(buf, offset)
+            .and_then(|()| stat.file.sync_data());
+        if let Err(e) = written {
+            // undo a partial write, so that the next group starts on a frame boundary
+            if stat
+                .file
+                .set_len(offset)
+                .and_then(|()| stat.file.sync_data())
+                .is_err()
+            {
+                self.roll_next = true;
+            }
+            return Err(e);
+        }
+        stat.size += buf.len() as u64;
+        Ok((head, offset))
+    }
+
+    /// Makes the records in `self.placed` visible to readers and applies the retention.
+    fn publish_placed(&mut self) {
+        let mut trimmed = Vec::new();
+        {
+            let mut index = self
+                .store
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (application, sequence, loc) in &self.placed {
+                let log = match index.apps.get_mut(application.as_str()) {
+                    Some(log) => log,
+                    None => index
+                        .apps
+                        .entry(application.clone())
+                        .or_insert_with(|| AppLog {
+                            first: *sequence,
+                            locs: VecDeque::new(),
+                        }),
+                };
+                while log.first + (log.locs.len() as u64) < *sequence {
+                    log.locs.push_back(Loc::MISSING);
+                }
+                log.locs.push_back(*loc);
+                while log.locs.len() as u64 > self.retention
+                    || log.locs.front().is_some_and(Loc::is_missing)
+                {
+                    let old = log.locs.pop_front().expect("not empty");
+                    log.first += 1;
+                    if !old.is_missing() {
+                        trimmed.push(old);
+                    }
+                }
+            }
+        }
+        for (_, _, loc) in self.placed.drain(..) {
+            let stat = self.stats.get_mut(&loc.segment).expect("a segment");
+            stat.live += 1;
+            stat.live_bytes += u64::from(loc.len);
+        }
+        for loc in trimmed {
+            if let Some(stat) = self.stats.get_mut(&loc.segment) {
+                stat.live -= 1;
+                stat.live_bytes -= u64::from(loc.len);
+            }
+        }
+    }
+
+    /// Appends a group of events in one write and one `fdatasync`, then indexes them;
+    /// the sequence number of each. Nothing of a group that fails is kept.
+    pub fn commit<'a>(
+        &mut self,
+        group: impl IntoIterator<Item = Draft<'a>>,
+    ) -> io::Result<Vec<u64>> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut next: HashMap<&str, u64> = HashMap::new();
+        let mut framed = Vec::new();
+        for draft in group {
+            let sequence = next
+                .entry(draft.application)
+                .or_insert_with(|| self.last.get(draft.application).copied().unwrap_or(0));
+            *sequence += 1;
+            let start = buf.len() as u64;
+            let len = encode(&mut buf, *sequence, &draft);
+            framed.push((draft.application, *sequence, start, len));
+        }
+        let written = self.append(&buf);
+        self.buf = buf;
+        let (segment, base) = written?;
+        for (application, sequence) in next {
+            match self.last.get_mut(application) {
+                Some(last) => *last = sequence,
+                None => {
+                    self.last.insert(application.to_owned(), sequence);
+                }
+            }
+        }
+        let sequences = framed.iter().map(|(_, s, _, _)| *s).collect();
+        self.placed.extend(
+            framed
+                .into_iter()
+                .map(|(application, sequence, start, len)| {
+                    let loc = Loc {
+                        segment,
+                        offset: base + start,
+                        len,
+                    };
+                    (application.to_owned(), sequence, loc)
+                }),
+        );
+        self.publish_placed();
+        Ok(sequences)
+    }
+
+    /// Deletes the sealed segments no record is kept in, and compacts one segment when
+    /// the sealed segments are mostly dead.
+    pub fn housekeeping(&mut self) {
+        self.delete_dead();
+        if let Err(e) = self.compact_one() {
+            tracing::warn!(error = %e, "the event log could not compact a segment");
+        }
+    }
+
+    fn delete_dead(&mut self) {
+        let head = self.head();
+        let dead: Vec<u64> = self
+            .stats
+            .iter()
+            .filter(|(id, stat)| **id != head && stat.live == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.delete(id);
+        }
+    }
+
+    fn delete(&mut self, id: u64) {
+        self.stats.remove(&id);
+        self.store
+            .index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .files
+            .remove(&id);
+        let path = segment_path(&self.dir, id);
+        if let Err(e) = fs::remove_file(&path) {
+            tracing::warn!(segment = %path.display(), error = %e, "cannot delete an event log segment");
+        }
+    }
+
+    /// When the sealed segments hold more than twice the bytes of their live records (and
+    /// more than two segments' worth), copies the live records of the deadest one to the
+    /// head, keeping their sequence numbers, and deletes it. Whether it did.
+    fn compact_one(&mut self) -> io::Result<bool> {
+        let head = self.head();
+        let (sealed, live) = self
+            .stats
+            .iter()
+            .filter(|(id, _)| **id != head)
+            .fold((0, 0), |(size, live), (_, stat)| {
+                (size + stat.size, live + stat.live_bytes)
+            });
+        if sealed <= self.segment_size.saturating_mul(2) || sealed <= live.saturating_mul(2) {
+            return Ok(false);
+        }
+        // the segment with the smallest share of live bytes
+        let victim = self
+            .stats
+            .iter()
+            .filter(|(id, _)| **id != head)
+            .min_by(|(_, a), (_, b)| {
+                (u128::from(a.live_bytes) * u128::from(b.size.max(1)))
+                    .cmp(&(u128::from(b.live_bytes) * u128::from(a.size.max(1))))
+            })
+            .map(|(id, _)| *id)
+            .expect("sealed segments");
+        let mut moving: Vec<(String, u64, Loc)> = {
+            let index = self
+                .store
+                .index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            index
+                .apps
+                .iter()
+                .flat_map(|(application, log)| {
+                    log.locs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, loc)| loc.segment == victim && !loc.is_missing())
+                        .map(|(i, loc)| (application.clone(), log.first + i as u64, *loc))
+                })
+                .collect()
+        };
+        moving.sort_unstable_by_key(|(_, _, loc)| loc.offset);
+        let file = self.stats[&victim].file.clone();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut copies = Vec::with_capacity(moving.len());
+        let mut frame = Vec::new();
+        for (application, sequence, loc) in moving {
+            frame.resize(loc.len as usize, 0);
+            file.read_exact_at(&mut frame, loc.offset)?;
+            let start = buf.len() as u64;
+            if decode(&frame).is_some() {
+                buf.extend_from_slice(&frame);
+                copies.push((application, sequence, loc, Some((start, loc.len))));
+            } else {
+                tracing::warn!(application = %application, sequence, "an event log record no longer matches its checksum; dropped");
+                copies.push((application, sequence, loc, None));
+            }
+        }
+        let written = if buf.is_empty() {
+            Ok((head, 0))
+        } else {
+            self.append(&buf)
+        };
+        self.buf = buf;
+        let (segment, base) = written?;
+        let mut moved = (0, 0);
+        {
+            let mut index = self
+                .store
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (application, sequence, old, new) in &copies {
+                let Some(log) = index.apps.get_mut(application.as_str()) else {
+                    continue;
+                };
+                let Some(slot) = sequence
+                    .checked_sub(log.first)
+                    .and_then(|i| log.locs.get_mut(i as usize))
+                else {
+                    continue;
+                };
+                if slot != old {
+                    continue;
+                }
+                *slot = match new {
+                    Some((start, len)) => {
+                        moved.0 += 1;
+                        moved.1 += u64::from(*len);
+                        Loc {
+                            segment,
+                            offset: base + start,
+                            len: *len,
+                        }
+                    }
+                    None => Loc::MISSING,
+                };
+            }
+        }
+        if let Some(stat) = self.stats.get_mut(&segment) {
+            stat.live += moved.0;
+            stat.live_bytes += moved.1;
+        }
+        tracing::debug!(
+            segment = victim,
+            records = moved.0,
+            bytes = moved.1,
+            "event log segment compacted"
+        );
+        self.delete(victim);
+        Ok(true)
+    }
+
+    /// Housekeeping until there is nothing left to do (at open).
+    pub fn settle(&mut self) -> io::Result<()> {
+        self.delete_dead();
+        for _ in 0..self.stats.len() {
+            if !self.compact_one()? {
+                break;
+            }
+            self.delete_dead();
+        }
+        Ok(())
+    }
+
+    /// The last sequence number of an application.
+    pub fn last_sequence(&self, application: &str) -> u64 {
+        self.last.get(application).copied().unwrap_or(0)
+    }
+
+    /// Takes one event of the previous log format, with its sequence number; those at or
+    /// below what the segments already hold for the application are skipped (a migration
+    /// cut short is repeated). Call [`Self::finish_migration`] at the end.
+    pub fn migrate(&mut self, sequence: u64, draft: Draft<'_>) -> io::Result<()> {
+        let last = self.last.get(draft.application).copied().unwrap_or(0);
+        if sequence <= last {
+            return Ok(());
+        }
+        let start = self.buf.len() as u64;
+        let len = encode(&mut self.buf, sequence, &draft);
+        self.placed.push((
+            draft.application.to_owned(),
+            sequence,
+            Loc {
+                segment: 0,
+                offset: start,
+                len,
+            },
+        ));
+        match self.last.get_mut(draft.application) {
+            Some(last) => *last = sequence,
+            None => {
+                self.last.insert(draft.application.to_owned(), sequence);
+            }
+        }
+        if self.buf.len() >= MIGRATION_CHUNK {
+            self.finish_migration()?;
+        }
+        Ok(())
+    }
+
+    /// Writes and indexes what [`Self::migrate`] took.
+    pub fn finish_migration(&mut self) -> io::Result<()> {
+        if self.placed.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let written = self.append(&buf);
+        self.buf = buf;
+        self.buf.clear();
+        let (segment, base) = written?;
+        for (_, _, loc) in &mut self.placed {
+            loc.segment = segment;
+            loc.offset += base;
+        }
+        self.publish_placed();
+        Ok(())
+    }
+}

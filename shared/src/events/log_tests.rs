@@ -1,0 +1,439 @@
+//! The segment files of the event log: recovery from a torn or corrupt tail, retention
+//! across segments, deletion and compaction of segments, sequence numbers across a
+//! reopen, and the migration from the previous format (redb tables).
+
+use super::*;
+use cloudevents::{EventBuilder, EventBuilderV10};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Small segments: a handful of records each.
+const SMALL: u64 = 1000;
+
+fn event(app: &str, n: u32) -> Event {
+    EventBuilderV10::new()
+        .id(format!("{app}-{n}"))
+        .ty("t")
+        .source("drogue://test")
+        .subject("telemetry")
+        .extension("application", app)
+        .extension("applicationuid", format!("uid-{app}"))
+        .data("application/json", serde_json::json!({"n": n}))
+        .build()
+        .unwrap()
+}
+
+fn id_of(e: &LoggedEvent) -> String {
+    serde_json::from_str::<serde_json::Value>(&e.json).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// (sequence, id) of everything an application keeps.
+fn kept(log: &EventLog, app: &str) -> Vec<(u64, String)> {
+    log.read(app, 0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| (e.sequence, id_of(e)))
+        .collect()
+}
+
+fn expected(app: &str, range: std::ops::RangeInclusive<u32>) -> Vec<(u64, String)> {
+    range
+        .map(|n| (u64::from(n), format!("{app}-{n}")))
+        .collect()
+}
+
+fn options(retention: u64, segment_size: u64) -> LogOptions {
+    LogOptions {
+        retention,
+        segment_size,
+    }
+}
+
+/// Opens the log once the previous writer thread has let go of it.
+async fn reopen(path: &Path, options: LogOptions) -> EventLog {
+    for _ in 0..250 {
+        match EventLog::open_with(path, options) {
+            Ok(log) => return log,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("the log does not reopen");
+}
+
+/// Closes a log and waits until its writer thread has ended (it holds the state file,
+/// and with it the lock, until then).
+async fn close(log: EventLog, path: &Path) {
+    drop(log);
+    for _ in 0..250 {
+        if Database::create(path).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the log's writer does not end");
+}
+
+/// The segment files, oldest first: (id, path, size).
+fn segment_files(path: &Path) -> Vec<(u64, PathBuf, u64)> {
+    let mut files: Vec<_> = std::fs::read_dir(segments_dir(path))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| {
+            let id = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            let size = std::fs::metadata(&p).unwrap().len();
+            (id, p, size)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The frames of a segment file: (offset, length).
+fn frames(file: &Path) -> Vec<(usize, usize)> {
+    let bytes = std::fs::read(file).unwrap();
+    let mut found = Vec::new();
+    let mut at = 8;
+    while at + 8 <= bytes.len() {
+        let len = 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        found.push((at, len));
+        at += len;
+    }
+    found
+}
+
+fn flip_byte(file: &Path, at: usize) {
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[at] ^= 0x5a;
+    std::fs::write(file, bytes).unwrap();
+}
+
+/// Waits (up to 5 s) until the writer's housekeeping made `condition` true.
+async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn events_go_to_segment_files_beside_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open(&path, 100).unwrap();
+    log.publish(&event("a", 1)).await.unwrap();
+    let segments = segment_files(&path);
+    assert_eq!(segments.len(), 1);
+    assert_eq!(
+        segments[0].1,
+        dir.path().join("events.segments/00000000000000000001.seg")
+    );
+    let logged = &log.read("a", 0, 10).unwrap()[0];
+    assert_eq!(logged.application_uid.as_deref(), Some("uid-a"));
+    assert_eq!(logged.subject.as_deref(), Some("telemetry"));
+    assert_eq!(frames(&segments[0].1).len(), 1);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_truncated_and_the_rest_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open(&path, 100).unwrap();
+    for n in 1..=5 {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    close(log, &path).await;
+    let (_, segment, size) = segment_files(&path).pop().unwrap();
+
+    // the last record cut short, as by a crash in the middle of its write
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(size - 10).unwrap();
+    drop(file);
+    let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=4));
+    let (_, offset_5) = (frames(&segment)[3].0, frames(&segment)[3]);
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len() as usize,
+        offset_5.0 + offset_5.1,
+        "the torn record is gone from the file"
+    );
+    // the log goes on after the last whole record
+    log.publish(&event("a", 5)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 1..=5));
+    close(log, &path).await;
+
+    // bytes that are no record at all (a length, then nothing)
+    let good = std::fs::metadata(&segment).unwrap().len();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&segment, bytes).unwrap();
+    let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=5));
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), good);
+    log.publish(&event("a", 6)).await.unwrap();
+    close(log, &path).await;
+    let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=6));
+}
+
+#[tokio::test]
+async fn a_corrupt_record_stops_the_reading_of_its_segment_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let opts = options(100, SMALL);
+    let log = EventLog::open_with(&path, opts).unwrap();
+    for n in 1..=20 {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    close(log, &path).await;
+    let segments = segment_files(&path);
+    assert!(segments.len() >= 3, "small segments: {segments:?}");
+
+    // a byte of the second record of the first segment changes: that segment is read up
+    // to it, the next segments are read whole
+    let first = &segments[0].1;
+    let in_first = frames(first).len() as u32;
+    let (offset, len) = frames(first)[1];
+    flip_byte(first, offset + len - 3);
+    let log = reopen(&path, opts).await;
+    let mut want = expected("a", 1..=1);
+    want.extend(expected("a", in_first + 1..=20));
+    assert_eq!(
+        kept(&log, "a"),
+        want,
+        "the records after the damage are skipped"
+    );
+    assert_eq!(log.last_sequence("a").unwrap(), 20);
+    assert_eq!(
+        std::fs::metadata(first).unwrap().len(),
+        segments[0].2,
+        "a sealed segment is left as it is"
+    );
+    // a reader that resumes across the gap gets what is left, in order
+    let after: Vec<u64> = log
+        .read("a", 1, 3)
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(
+        after,
+        (in_first + 1..=in_first + 3)
+            .map(u64::from)
+            .collect::<Vec<_>>()
+    );
+    close(log, &path).await;
+
+    // in the middle of the last segment: the log is cut there
+    let (_, last, _) = segment_files(&path).pop().unwrap();
+    let records = frames(&last);
+    assert!(records.len() >= 2);
+    let (offset, _) = records[records.len() - 2];
+    flip_byte(&last, offset + 12);
+    let log = reopen(&path, opts).await;
+    let cut: u32 = 20 - 2;
+    assert_eq!(log.last_sequence("a").unwrap(), u64::from(cut));
+    assert_eq!(
+        kept(&log, "a").last().unwrap(),
+        &(u64::from(cut), format!("a-{cut}"))
+    );
+    assert_eq!(std::fs::metadata(&last).unwrap().len() as usize, offset);
+    log.publish(&event("a", 99)).await.unwrap();
+    assert_eq!(log.last_sequence("a").unwrap(), u64::from(cut) + 1);
+}
+
+#[tokio::test]
+async fn retention_spans_segments_and_dead_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let opts = options(3, SMALL);
+    let log = EventLog::open_with(&path, opts).unwrap();
+    for n in 1..=60 {
+        log.publish(&event("a", n)).await.unwrap();
+        log.publish(&event("b", n)).await.unwrap();
+    }
+    assert_eq!(kept(&log, "a"), expected("a", 58..=60));
+    assert_eq!(kept(&log, "b"), expected("b", 58..=60));
+    // 120 records of about 250 bytes were written; six are kept
+    assert!(
+        eventually(|| segment_files(&path).len() <= 3).await,
+        "dead segments are deleted: {:?}",
+        segment_files(&path)
+    );
+    let ids: Vec<u64> = segment_files(&path).iter().map(|s| s.0).collect();
+    assert!(ids[0] > 20, "the old ones went: {ids:?}");
+    close(log, &path).await;
+    let log = reopen(&path, opts).await;
+    assert_eq!(kept(&log, "a"), expected("a", 58..=60));
+    assert_eq!(kept(&log, "b"), expected("b", 58..=60));
+}
+
+#[tokio::test]
+async fn sequences_go_on_after_a_reopen_when_old_events_are_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let opts = options(2, SMALL);
+    let log = EventLog::open_with(&path, opts).unwrap();
+    for n in 1..=25 {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    assert_eq!(log.segments.kept("a"), Some((24, 25)));
+    close(log, &path).await;
+    let log = reopen(&path, opts).await;
+    assert_eq!(log.last_sequence("a").unwrap(), 25);
+    log.publish(&event("a", 26)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 25..=26));
+    // a smaller retention applies at once
+    close(log, &path).await;
+    let log = reopen(&path, options(1, SMALL)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 26..=26));
+    assert_eq!(log.last_sequence("a").unwrap(), 26);
+}
+
+#[tokio::test]
+async fn an_idle_applications_records_are_compacted_with_their_sequence_numbers() {
+    const IDLE: u32 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let opts = options(5, SMALL);
+    let log = EventLog::open_with(&path, opts).unwrap();
+    // twelve idle applications, one event each, in twelve different segments
+    let first_segment = segment_files(&path)[0].1.clone();
+    for k in 0..IDLE {
+        let idle = format!("idle{k}");
+        log.publish(&event(&idle, 1)).await.unwrap();
+        for n in 1..=5 {
+            log.publish(&event("busy", k * 5 + n)).await.unwrap();
+        }
+        if k == 0 {
+            assert!(
+                frames(&first_segment).len() > 1,
+                "idle0 shares the first segment"
+            );
+        }
+    }
+    for n in IDLE * 5 + 1..=200 {
+        log.publish(&event("busy", n)).await.unwrap();
+    }
+    let settled = eventually(|| {
+        let files = segment_files(&path);
+        !first_segment.exists() && files.len() < IDLE as usize
+    })
+    .await;
+    assert!(
+        settled,
+        "the pinned segments are compacted: {:?}",
+        segment_files(&path)
+    );
+    for k in 0..IDLE {
+        let idle = format!("idle{k}");
+        assert_eq!(kept(&log, &idle), expected(&idle, 1..=1));
+    }
+    assert_eq!(kept(&log, "busy"), expected("busy", 196..=200));
+    close(log, &path).await;
+
+    let log = reopen(&path, opts).await;
+    for k in 0..IDLE {
+        let idle = format!("idle{k}");
+        assert_eq!(kept(&log, &idle), expected(&idle, 1..=1));
+        assert_eq!(
+            log.read(&idle, 0, 1).unwrap()[0].application_uid.as_deref(),
+            Some(format!("uid-{idle}").as_str())
+        );
+    }
+    log.publish(&event("idle0", 2)).await.unwrap();
+    assert_eq!(kept(&log, "idle0"), expected("idle0", 1..=2));
+    assert_eq!(kept(&log, "busy"), expected("busy", 196..=200));
+}
+
+#[tokio::test]
+async fn the_events_of_the_previous_format_are_moved_to_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    {
+        // as the previous version left it: events, counters and state in redb tables
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let mut sequences = txn.open_table(SEQUENCES).unwrap();
+            let mut state = txn.open_table(STATE).unwrap();
+            for n in 3..=7u32 {
+                events
+                    .insert(("a", u64::from(n)), to_json(&event("a", n)).as_str())
+                    .unwrap();
+            }
+            events
+                .insert(("b", 1), to_json(&event("b", 1)).as_str())
+                .unwrap();
+            sequences.insert("a", 7).unwrap();
+            sequences.insert("b", 1).unwrap();
+            state.insert("ws/uid-a/g1", "5").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let log = EventLog::open(&path, 100).unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 3..=7));
+    assert_eq!(kept(&log, "b"), expected("b", 1..=1));
+    let moved = &log.read("a", 6, 1).unwrap()[0];
+    assert_eq!(moved.sequence, 7);
+    assert_eq!(moved.application_uid.as_deref(), Some("uid-a"));
+    assert_eq!(moved.subject.as_deref(), Some("telemetry"));
+    assert_eq!(log.last_sequence("a").unwrap(), 7);
+    assert_eq!(log.state("ws/uid-a/g1").unwrap().as_deref(), Some("5"));
+    log.publish(&event("a", 8)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 3..=8));
+    close(log, &path).await;
+
+    // the old tables are gone, so a reopen moves nothing twice
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let tables: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_owned())
+            .collect();
+        assert_eq!(tables, ["state"]);
+    }
+    let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 3..=8));
+    assert_eq!(kept(&log, "b"), expected("b", 1..=1));
+}
+
+#[tokio::test]
+async fn a_migration_cut_short_is_finished_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open(&path, 100).unwrap();
+    for n in 1..=3 {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    close(log, &path).await;
+    {
+        // the segments hold 1..=3 and the old table still lists 2..=5: as after a crash
+        // between writing the segments and dropping the tables
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            for n in 2..=5u32 {
+                events
+                    .insert(("a", u64::from(n)), to_json(&event("a", n)).as_str())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=5));
+}
