@@ -6,16 +6,24 @@
 //! The hub is `Send + Sync` and never blocks: each session has a bounded queue, drained
 //! by its connection; a session that falls that far behind loses messages, counted and
 //! logged.
+//!
+//! Routing does not scan the sessions: every live subscription (but the resuming ones,
+//! fed from the log) is kept in an [`Index`], a trie over the filters' levels, which
+//! gives the subscriptions matching a topic; only their sessions' policies are checked.
+//! The sessions with a Drogue `command/inbox/...` subscription are kept in a set of
+//! their own for [`Hub::command`]. Routing takes a read lock: subscribing, ending and
+//! taking over sessions take the write lock.
 
 use super::sessions::{Cursor, SavedSubscription, SessionState};
 use drogue_shared::commands::PublishedCommand;
 use drogue_shared::events::log::LoggedEvent;
-use drogue_shared::mqtt::filter::{TopicFilter, levels_match};
+use drogue_shared::mqtt::filter::TopicFilter;
 use drogue_shared::mqtt::topics::{application_events, drogue};
 use drogue_shared::mqtt::{Action, Policy};
-use std::collections::HashMap;
+use ntex_bytes::{ByteString, Bytes};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, mpsc};
 
 /// Subscriptions one session may hold (IoT Core's limit per connection).
@@ -39,14 +47,16 @@ pub enum ContentMode {
     Binary,
 }
 
-/// A message for sessions.
+/// A message for sessions, built once for all of them: its parts are the connections'
+/// own buffer types, so that sending it to each session clones reference counts (or
+/// copies a few inline bytes), never the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub content_type: Option<String>,
-    pub correlation_data: Option<Vec<u8>>,
-    pub user_properties: Vec<(String, String)>,
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub content_type: Option<ByteString>,
+    pub correlation_data: Option<Bytes>,
+    pub user_properties: Vec<(ByteString, ByteString)>,
 }
 
 /// What a session's connection is told to do.
@@ -90,12 +100,16 @@ pub struct SessionHandle {
 }
 
 struct Subscription {
+    /// Its name in the [`Index`] (unique in the hub).
+    key: u64,
     filter: String,
     group: Option<String>,
     qos1: bool,
     mode: ContentMode,
     /// Fed from the log rather than routed live.
     resume: Option<Resume>,
+    /// A live shared subscription's group's turn, shared by its members.
+    turn: Option<Arc<AtomicUsize>>,
 }
 
 impl Subscription {
@@ -141,9 +155,41 @@ struct Sessions {
     by_client: HashMap<String, u64>,
     /// The live sessions of each device (by `uid`), oldest first.
     by_device: HashMap<String, std::collections::VecDeque<u64>>,
+    /// The subscriptions routed live, by their filters.
+    index: Index,
+    /// The sessions holding a Drogue `command/inbox/...` subscription.
+    inbox: HashSet<u64>,
+    /// The key of the next subscription.
+    next_key: u64,
 }
 
 impl Sessions {
+    /// Ends every subscription of a session (its connection feeds nothing more).
+    fn clear_subscriptions(&mut self, id: u64) {
+        if let Some(entry) = self.by_id.get_mut(&id) {
+            for sub in entry.subscriptions.drain(..) {
+                self.index.remove(id, &sub);
+            }
+        }
+        self.inbox.remove(&id);
+    }
+
+    /// Keeps the set of inbox sessions up to date after a session's subscriptions
+    /// changed.
+    fn list_inbox(&mut self, id: u64) {
+        let listed = self.by_id.get(&id).is_some_and(|entry| {
+            entry
+                .subscriptions
+                .iter()
+                .any(|sub| drogue::inbox(&sub.filter).is_some())
+        });
+        if listed {
+            self.inbox.insert(id);
+        } else {
+            self.inbox.remove(&id);
+        }
+    }
+
     /// Forgets a session in its device's list.
     fn unlist_device(&mut self, device: &str, id: u64) {
         if let Some(ids) = self.by_device.get_mut(device) {
@@ -161,7 +207,7 @@ pub struct Hub {
     next: AtomicU64,
     turn: AtomicUsize,
     dropped: AtomicU64,
-    sessions: Mutex<Sessions>,
+    sessions: RwLock<Sessions>,
     /// Live connections per device; 0 for no limit.
     connections_per_device: usize,
 }
@@ -213,7 +259,7 @@ impl Hub {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         let revoked = Arc::new(AtomicBool::new(false));
-        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut sessions = self.sessions.write().expect("not poisoned");
         let mut inherited = None;
         if let Some(old) = sessions.by_client.insert(client_id.to_owned(), id)
             && let Some(entry) = sessions.by_id.get_mut(&old)
@@ -222,10 +268,11 @@ impl Hub {
             if expiry.is_some() {
                 inherited = entry.snapshot();
             }
-            // the old connection feeds nothing more
-            entry.subscriptions.clear();
             entry.close.notify_one();
-            if let Some(device) = entry.device.clone() {
+            let device = entry.device.clone();
+            // the old connection feeds nothing more
+            sessions.clear_subscriptions(old);
+            if let Some(device) = device {
                 sessions.unlist_device(&device, old);
             }
         }
@@ -245,8 +292,8 @@ impl Hub {
                         limit,
                         "a device's new connection takes over its oldest one"
                     );
-                    entry.subscriptions.clear();
                     entry.close.notify_one();
+                    sessions.clear_subscriptions(old);
                 }
             }
         }
@@ -269,7 +316,7 @@ impl Hub {
     /// A persistent session's state now; `None` for a clean or ended one.
     pub fn snapshot(&self, id: u64) -> Option<SessionState> {
         self.sessions
-            .lock()
+            .read()
             .expect("not poisoned")
             .by_id
             .get(&id)
@@ -278,7 +325,7 @@ impl Hub {
 
     /// The client acknowledged an event of a resuming subscription.
     pub fn acked(&self, id: u64, track: &Track) {
-        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut sessions = self.sessions.write().expect("not poisoned");
         if let Some(entry) = sessions.by_id.get_mut(&id) {
             for sub in &mut entry.subscriptions {
                 if let Some(resume) = &mut sub.resume
@@ -292,7 +339,7 @@ impl Hub {
 
     /// Gives a live session the policy its client holds now; `false` if it is gone.
     pub fn set_policy(&self, id: u64, policy: Arc<Policy>) -> bool {
-        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut sessions = self.sessions.write().expect("not poisoned");
         match sessions.by_id.get_mut(&id) {
             Some(entry) => {
                 entry.policy = policy;
@@ -305,7 +352,7 @@ impl Hub {
     /// Ends a session whose client lost its access: it receives nothing more, and its
     /// connection is closed (MQTT 5: reason "not authorized").
     pub fn revoke(&self, id: u64) {
-        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut sessions = self.sessions.write().expect("not poisoned");
         if let Some(entry) = sessions.by_id.get_mut(&id) {
             entry.policy = Arc::new(Policy::default());
             entry.revoked.store(true, Ordering::SeqCst);
@@ -316,7 +363,7 @@ impl Hub {
     /// Whether a session is live.
     pub fn is_live(&self, id: u64) -> bool {
         self.sessions
-            .lock()
+            .read()
             .expect("not poisoned")
             .by_id
             .contains_key(&id)
@@ -325,8 +372,13 @@ impl Hub {
     /// Removes a session whose connection ended; its state to save when it is
     /// persistent (and no newer connection took it over).
     pub fn remove(&self, id: u64) -> Option<(String, SessionState)> {
-        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut sessions = self.sessions.write().expect("not poisoned");
+        let sessions = &mut *sessions;
         let entry = sessions.by_id.remove(&id)?;
+        for sub in &entry.subscriptions {
+            sessions.index.remove(id, sub);
+        }
+        sessions.inbox.remove(&id);
         if let Some(device) = &entry.device {
             sessions.unlist_device(device, id);
         }
@@ -363,7 +415,8 @@ impl Hub {
             parsed.group().map(str::to_owned),
             parsed.filter().to_owned(),
         );
-        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut sessions = self.sessions.write().expect("not poisoned");
+        let sessions = &mut *sessions;
         if let Some(entry) = sessions.by_id.get_mut(&id) {
             let mut kept = None;
             if let Some(at) = entry
@@ -371,9 +424,12 @@ impl Hub {
                 .iter()
                 .position(|s| s.filter == filter && s.group == group)
             {
-                kept = entry.subscriptions.swap_remove(at).resume;
+                let old = entry.subscriptions.swap_remove(at);
+                sessions.index.remove(id, &old);
+                kept = old.resume;
             }
             if entry.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                sessions.list_inbox(id);
                 return false;
             }
             let resume = match cursor {
@@ -384,20 +440,32 @@ impl Hub {
                     cursor,
                 }),
             };
-            entry.subscriptions.push(Subscription {
+            let key = sessions.next_key;
+            sessions.next_key += 1;
+            let turn = match (&group, &resume) {
+                (Some(group), None) => Some(sessions.index.turn(group, &filter)),
+                _ => None,
+            };
+            let sub = Subscription {
+                key,
                 filter,
                 group,
                 qos1,
                 mode,
                 resume,
-            });
+                turn,
+            };
+            sessions.index.insert(id, &sub);
+            entry.subscriptions.push(sub);
+            sessions.list_inbox(id);
         }
         true
     }
 
     /// Removes a subscription; whether there was one.
     pub fn unsubscribe(&self, id: u64, filter: &str) -> bool {
-        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let mut sessions = self.sessions.write().expect("not poisoned");
+        let sessions = &mut *sessions;
         let Some(entry) = sessions.by_id.get_mut(&id) else {
             return false;
         };
@@ -405,10 +473,24 @@ impl Hub {
             return false;
         };
         let before = entry.subscriptions.len();
-        entry
-            .subscriptions
-            .retain(|s| s.filter != filter.filter() || s.group.as_deref() != filter.group());
-        entry.subscriptions.len() != before
+        let index = &mut sessions.index;
+        entry.subscriptions.retain(|s| {
+            let keep = s.filter != filter.filter() || s.group.as_deref() != filter.group();
+            if !keep {
+                index.remove(id, s);
+            }
+            keep
+        });
+        let removed = entry.subscriptions.len() != before;
+        sessions.list_inbox(id);
+        removed
+    }
+
+    /// The routing index's size: subscriptions and trie nodes in it, and sessions in the
+    /// set of inbox subscribers; 0 when no session subscribes to anything.
+    pub fn indexed(&self) -> usize {
+        let sessions = self.sessions.read().expect("not poisoned");
+        sessions.index.size() + sessions.inbox.len()
     }
 
     /// Messages dropped because a session's queue was full.
@@ -418,7 +500,7 @@ impl Hub {
 
     /// Live sessions.
     pub fn sessions(&self) -> usize {
-        self.sessions.lock().expect("not poisoned").by_id.len()
+        self.sessions.read().expect("not poisoned").by_id.len()
     }
 
     /// Routes an application's event to `app/{app}`; how many sessions it went to.
@@ -440,10 +522,14 @@ impl Hub {
     /// request id as correlation data; how many sessions it went to.
     pub fn command(&self, published: &PublishedCommand) -> usize {
         let delivery = Arc::new(Delivery {
-            topic: published.topic.clone(),
-            payload: published.command.payload.clone(),
-            content_type: published.command.content_type.clone(),
-            correlation_data: Some(published.command.id.as_bytes().to_vec()),
+            topic: ByteString::from(published.topic.as_str()),
+            payload: Bytes::copy_from_slice(&published.command.payload),
+            content_type: published
+                .command
+                .content_type
+                .as_deref()
+                .map(ByteString::from),
+            correlation_data: Some(Bytes::copy_from_slice(published.command.id.as_bytes())),
             user_properties: Vec::new(),
         });
         self.route(&published.topic, |_| delivery.clone()) + self.route_inbox(published, &delivery)
@@ -454,9 +540,13 @@ impl Hub {
     /// topic Drogue gives it there (see [`drogue`]).
     fn route_inbox(&self, published: &PublishedCommand, delivery: &Arc<Delivery>) -> usize {
         let command = &published.command;
-        let sessions = self.sessions.lock().expect("not poisoned");
+        let sessions = self.sessions.read().expect("not poisoned");
         let mut sent = 0;
-        for entry in sessions.by_id.values() {
+        for entry in sessions
+            .inbox
+            .iter()
+            .filter_map(|id| sessions.by_id.get(id))
+        {
             if !entry.policy.allows(Action::Receive, &published.topic) {
                 continue;
             }
@@ -470,7 +560,7 @@ impl Hub {
             });
             if let Some((sub, topic)) = found {
                 let renamed = Arc::new(Delivery {
-                    topic,
+                    topic: topic.into(),
                     ..(**delivery).clone()
                 });
                 sent += usize::from(self.push(entry, sub, renamed));
@@ -480,17 +570,28 @@ impl Hub {
     }
 
     fn route(&self, topic: &str, mut delivery: impl FnMut(ContentMode) -> Arc<Delivery>) -> usize {
-        let sessions = self.sessions.lock().expect("not poisoned");
+        let sessions = self.sessions.read().expect("not poisoned");
+        let mut found = Vec::new();
+        sessions.index.matching(topic, &mut found);
+        if found.is_empty() {
+            return 0;
+        }
+        // by session: each session's policy is checked once
+        found.sort_unstable();
         let mut sent = 0;
         // shared groups: (group, filter) -> members that may receive
         let mut groups: HashMap<(&str, &str), Vec<(&Entry, &Subscription)>> = HashMap::new();
-        for entry in sessions.by_id.values() {
+        for run in found.chunk_by(|a, b| a.session == b.session) {
+            let Some(entry) = sessions.by_id.get(&run[0].session) else {
+                continue;
+            };
             if !entry.policy.allows(Action::Receive, topic) {
                 continue;
             }
             let mut direct: Option<&Subscription> = None;
+            // in the session's order of subscriptions, as matched by the index
             for sub in &entry.subscriptions {
-                if sub.resume.is_some() || !levels_match(&sub.filter, topic) {
+                if !run.iter().any(|leaf| leaf.key == sub.key) {
                     continue;
                 }
                 match &sub.group {
@@ -508,7 +609,12 @@ impl Hub {
             }
         }
         for members in groups.values() {
-            let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+            // the group's own turn: round robin over its members, whatever other groups
+            // and topics are routed meanwhile
+            let turn = match &members[0].1.turn {
+                Some(turn) => turn.fetch_add(1, Ordering::Relaxed),
+                None => self.turn.fetch_add(1, Ordering::Relaxed),
+            };
             let (entry, sub) = members[turn % members.len()];
             sent += usize::from(self.push(entry, sub, delivery(sub.mode)));
         }
@@ -544,8 +650,8 @@ impl Hub {
 pub fn delivery_for(mode: ContentMode, topic: &str, json: &str) -> Delivery {
     match mode {
         ContentMode::Structured => Delivery {
-            topic: topic.to_owned(),
-            payload: json.as_bytes().to_vec(),
+            topic: ByteString::from(topic),
+            payload: Bytes::copy_from_slice(json.as_bytes()),
             content_type: Some(STRUCTURED.into()),
             correlation_data: None,
             user_properties: Vec::new(),
@@ -564,8 +670,8 @@ fn binary_delivery(topic: &str, json: &str) -> Delivery {
             // the log holds only events it serialized itself
             tracing::error!(error = %e, "a logged event does not read back");
             return Delivery {
-                topic: topic.to_owned(),
-                payload: json.as_bytes().to_vec(),
+                topic: ByteString::from(topic),
+                payload: Bytes::copy_from_slice(json.as_bytes()),
                 content_type: Some(STRUCTURED.into()),
                 correlation_data: None,
                 user_properties: Vec::new(),
@@ -575,20 +681,177 @@ fn binary_delivery(topic: &str, json: &str) -> Delivery {
     let user_properties = event
         .iter()
         .filter(|(name, _)| *name != "datacontenttype")
-        .map(|(name, value)| (name.to_owned(), value.to_string()))
+        .map(|(name, value)| (ByteString::from(name), ByteString::from(value.to_string())))
         .collect();
     let payload = match event.data() {
-        Some(Data::Binary(bytes)) => bytes.clone(),
-        Some(Data::String(text)) => text.clone().into_bytes(),
-        Some(Data::Json(value)) => serde_json::to_vec(value).expect("JSON serializes"),
-        None => Vec::new(),
+        Some(Data::Binary(bytes)) => Bytes::copy_from_slice(bytes),
+        Some(Data::String(text)) => Bytes::copy_from_slice(text.as_bytes()),
+        Some(Data::Json(value)) => serde_json::to_vec(value).expect("JSON serializes").into(),
+        None => Bytes::new(),
     };
     Delivery {
-        topic: topic.to_owned(),
+        topic: ByteString::from(topic),
         payload,
-        content_type: event.datacontenttype().map(str::to_owned),
+        content_type: event.datacontenttype().map(ByteString::from),
         correlation_data: None,
         user_properties,
+    }
+}
+
+/// A subscription in the [`Index`]: its session, and its key among the session's
+/// subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Leaf {
+    session: u64,
+    key: u64,
+}
+
+/// The subscriptions routed live, as a trie over their filters' levels: a topic's
+/// subscriptions are found by walking its levels (a literal child and the `+` child at
+/// each), never by scanning the sessions. Empty nodes are pruned as subscriptions go.
+#[derive(Default)]
+struct Index {
+    root: Node,
+    /// The turn of each shared subscription group (group, filter) with live members.
+    turns: HashMap<(String, String), Arc<AtomicUsize>>,
+}
+
+#[derive(Default)]
+struct Node {
+    literal: HashMap<Box<str>, Node>,
+    plus: Option<Box<Node>>,
+    /// Filters ending at this node (`a/b` at `a` -> `b`).
+    exact: Vec<Leaf>,
+    /// Filters ending in `#` below this node (`a/b/#` at `a` -> `b`): they match this
+    /// level and every level below.
+    rest: Vec<Leaf>,
+}
+
+impl Index {
+    /// Adds a session's subscription, unless it resumes (a feed delivers it from the log).
+    fn insert(&mut self, session: u64, sub: &Subscription) {
+        if sub.resume.is_none() {
+            let leaf = Leaf {
+                session,
+                key: sub.key,
+            };
+            self.root.insert(sub.filter.split('/'), leaf);
+        }
+    }
+
+    /// The turn of a shared subscription group, for a new member.
+    fn turn(&mut self, group: &str, filter: &str) -> Arc<AtomicUsize> {
+        self.turns
+            .entry((group.to_owned(), filter.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Removes a session's subscription (nothing for a resuming one: not indexed).
+    fn remove(&mut self, session: u64, sub: &Subscription) {
+        if let (Some(turn), Some(group)) = (&sub.turn, &sub.group) {
+            // the last member leaves: (held by the index and by it)
+            if Arc::strong_count(turn) <= 2 {
+                self.turns.remove(&(group.clone(), sub.filter.clone()));
+            }
+        }
+        if sub.resume.is_none() {
+            let leaf = Leaf {
+                session,
+                key: sub.key,
+            };
+            self.root.remove(sub.filter.split('/'), leaf);
+        }
+    }
+
+    /// Adds the subscriptions whose filters match `topic` to `found`. A topic starting
+    /// with `$` is not matched by a first-level wildcard (as
+    /// [`drogue_shared::mqtt::filter::levels_match`]).
+    fn matching(&self, topic: &str, found: &mut Vec<Leaf>) {
+        let mut levels = topic.split('/');
+        if topic.starts_with('$') {
+            let first = levels.next().unwrap_or_default();
+            if let Some(child) = self.root.literal.get(first) {
+                child.matching(levels, found);
+            }
+        } else {
+            self.root.matching(levels, found);
+        }
+    }
+
+    /// Subscriptions, nodes (but the root) and shared groups held.
+    fn size(&self) -> usize {
+        self.root.size() - 1 + self.turns.len()
+    }
+}
+
+impl Node {
+    fn insert<'a>(&mut self, mut levels: impl Iterator<Item = &'a str>, leaf: Leaf) {
+        match levels.next() {
+            None => self.exact.push(leaf),
+            Some("#") => self.rest.push(leaf),
+            Some("+") => self
+                .plus
+                .get_or_insert_with(Box::default)
+                .insert(levels, leaf),
+            Some(level) => self
+                .literal
+                .entry(level.into())
+                .or_default()
+                .insert(levels, leaf),
+        }
+    }
+
+    fn remove<'a>(&mut self, mut levels: impl Iterator<Item = &'a str>, leaf: Leaf) {
+        match levels.next() {
+            None => self.exact.retain(|l| *l != leaf),
+            Some("#") => self.rest.retain(|l| *l != leaf),
+            Some("+") => {
+                if let Some(child) = &mut self.plus {
+                    child.remove(levels, leaf);
+                    if child.is_empty() {
+                        self.plus = None;
+                    }
+                }
+            }
+            Some(level) => {
+                if let Some(child) = self.literal.get_mut(level) {
+                    child.remove(levels, leaf);
+                    if child.is_empty() {
+                        self.literal.remove(level);
+                    }
+                }
+            }
+        }
+    }
+
+    fn matching(&self, mut levels: std::str::Split<'_, char>, found: &mut Vec<Leaf>) {
+        found.extend_from_slice(&self.rest);
+        match levels.next() {
+            None => found.extend_from_slice(&self.exact),
+            Some(level) => {
+                if let Some(child) = self.literal.get(level) {
+                    child.matching(levels.clone(), found);
+                }
+                if let Some(child) = &self.plus {
+                    child.matching(levels, found);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty()
+            && self.rest.is_empty()
+            && self.plus.is_none()
+            && self.literal.is_empty()
+    }
+
+    fn size(&self) -> usize {
+        1 + self.exact.len()
+            + self.rest.len()
+            + self.plus.as_ref().map_or(0, |child| child.size())
+            + self.literal.values().map(Node::size).sum::<usize>()
     }
 }
 
@@ -824,5 +1087,322 @@ mod tests {
             })
             .collect();
         assert!(handles.iter().all(|h| !closed(h)));
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Push>) -> Vec<Push> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    /// Routes a message to a topic, as commands are (one delivery for every mode).
+    fn route_to(hub: &Hub, topic: &str) -> usize {
+        let delivery = Arc::new(Delivery {
+            topic: ByteString::from(topic),
+            payload: Bytes::from_static(b"x"),
+            content_type: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        });
+        hub.route(topic, |_| delivery.clone())
+    }
+
+    #[test]
+    fn the_index_matches_wildcards_as_mqtt_does() {
+        let hub = Hub::default();
+        let everything = policy(&[(Action::Receive, "*")]);
+        let filters = [
+            "#",
+            "app/+",
+            "app/#",
+            "+/+",
+            "+",
+            "app/app1",
+            "app/app1/#",
+            "app/app2",
+            "app/+/x",
+            "$SYS/#",
+            "a/+/c",
+            "a//c",
+        ];
+        let mut receivers = Vec::new();
+        for (i, filter) in filters.iter().enumerate() {
+            let (id, rx) = session(&hub, &format!("c{i}"), everything.clone());
+            assert!(hub.subscribe(id, filter, false, ContentMode::Structured));
+            receivers.push(rx);
+        }
+        // (topic, the filters that match it, by levels_match)
+        for topic in [
+            "app/app1",
+            "app/app2",
+            "app",
+            "app/app1/x",
+            "$SYS/x",
+            "a//c",
+            "a/b/c",
+            "x",
+        ] {
+            let expected: Vec<&str> = filters
+                .iter()
+                .copied()
+                .filter(|f| drogue_shared::mqtt::filter::levels_match(f, topic))
+                .collect();
+            assert_eq!(
+                route_to(&hub, topic),
+                expected.len(),
+                "{topic}: {expected:?}"
+            );
+            for (filter, rx) in filters.iter().zip(&mut receivers) {
+                let got = drain(rx);
+                assert_eq!(
+                    got.len(),
+                    usize::from(expected.contains(filter)),
+                    "{topic} {filter}"
+                );
+                if let Some(push) = got.first() {
+                    assert_eq!(push.delivery.topic, topic);
+                }
+            }
+        }
+        // spot checks of what levels_match decided
+        assert_eq!(
+            route_to(&hub, "app/app1"),
+            6,
+            "# app/+ app/# +/+ app/app1 app/app1/# (which takes its parent level)"
+        );
+        assert_eq!(
+            route_to(&hub, "$SYS/x"),
+            1,
+            "only $SYS/#: no first-level wildcard"
+        );
+        assert_eq!(
+            route_to(&hub, "app"),
+            3,
+            "# + app/#: # takes the parent level"
+        );
+    }
+
+    #[test]
+    fn overlapping_filters_give_one_copy_at_the_highest_qos() {
+        let hub = Hub::default();
+        let (a, mut rx) = session(&hub, "a", policy(&[(Action::Receive, "app/app1")]));
+        hub.subscribe(a, "app/+", false, ContentMode::Structured);
+        hub.subscribe(a, "#", true, ContentMode::Binary);
+        hub.subscribe(a, "app/app1", false, ContentMode::Structured);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].qos1);
+        // the mode of the subscription chosen: binary
+        assert_eq!(&got[0].delivery.payload[..], br#"{"t":21}"#);
+    }
+
+    #[test]
+    fn a_tenant_with_hash_gets_only_what_its_policy_lets_it_receive() {
+        let hub = Hub::default();
+        let (a, mut rx_a) = session(&hub, "a@app1", policy(&[(Action::Receive, "app/app1")]));
+        let (b, mut rx_b) = session(&hub, "b@app2", policy(&[(Action::Receive, "app/app2")]));
+        for id in [a, b] {
+            hub.subscribe(id, "#", true, ContentMode::Structured);
+            hub.subscribe(id, "$share/g/#", true, ContentMode::Structured);
+            hub.subscribe(id, "app/+", true, ContentMode::Structured);
+        }
+        // one direct copy and the group's one to app1's session only
+        assert_eq!(hub.event(&logged("app1")), 2);
+        assert_eq!(drain(&mut rx_a).len(), 2);
+        assert!(drain(&mut rx_b).is_empty());
+        assert_eq!(hub.event(&logged("app2")), 2);
+        assert!(drain(&mut rx_a).is_empty());
+        let got = drain(&mut rx_b);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|p| p.delivery.topic == "app/app2"));
+        assert_eq!(route_to(&hub, "cmd/app1/dev1/reboot"), 0);
+        // a session whose access ended receives nothing more
+        hub.revoke(a);
+        assert_eq!(hub.event(&logged("app1")), 0);
+    }
+
+    #[test]
+    fn shared_groups_via_the_index_take_turns() {
+        let hub = Hub::default();
+        let p = policy(&[(Action::Receive, "app/*")]);
+        let (a, mut rx_a) = session(&hub, "a", p.clone());
+        let (b, mut rx_b) = session(&hub, "b", p.clone());
+        let (c, mut rx_c) = session(&hub, "c", policy(&[(Action::Receive, "app/app2")]));
+        for id in [a, b, c] {
+            hub.subscribe(id, "$share/g/app/+", true, ContentMode::Structured);
+        }
+        // the same group with another filter is another group
+        hub.subscribe(a, "$share/g/#", false, ContentMode::Structured);
+        for _ in 0..4 {
+            assert_eq!(hub.event(&logged("app1")), 2);
+        }
+        let (got_a, got_b) = (drain(&mut rx_a), drain(&mut rx_b));
+        // `$share/g/#` has one member (a): 4; `$share/g/app/+` two that may receive,
+        // in turns: 2 each
+        assert_eq!(got_a.iter().filter(|p| !p.qos1).count(), 4);
+        assert_eq!(got_a.iter().filter(|p| p.qos1).count(), 2);
+        assert_eq!(got_b.len(), 2);
+        assert!(
+            !got_b.is_empty() && got_a.iter().any(|p| p.qos1),
+            "turns are taken"
+        );
+        assert!(
+            drain(&mut rx_c).is_empty(),
+            "c may not receive app1's events"
+        );
+        // the last member of a group gets every message
+        hub.remove(a);
+        hub.unsubscribe(b, "$share/g/app/+");
+        assert_eq!(hub.event(&logged("app2")), 1);
+        assert_eq!(drain(&mut rx_c).len(), 1);
+        assert_eq!(hub.event(&logged("app1")), 0);
+        assert!(drain(&mut rx_b).is_empty());
+        hub.remove(b);
+        hub.remove(c);
+        assert_eq!(hub.indexed(), 0, "no group is left behind");
+    }
+
+    #[test]
+    fn unsubscribing_removing_and_taking_over_leave_nothing_in_the_index() {
+        let hub = Hub::with_connections_per_device(1);
+        let p = policy(&[
+            (Action::Receive, "app/app1"),
+            (Action::Receive, "cmd/app1/dev1/*"),
+        ]);
+        assert_eq!(hub.indexed(), 0);
+        let subscribe_all = |id: u64| {
+            for filter in [
+                "app/app1",
+                "app/+",
+                "#",
+                "$share/g/app/app1",
+                "command/inbox/#",
+                "cmd/app1/dev1/#",
+            ] {
+                assert!(hub.subscribe(id, filter, true, ContentMode::Structured));
+            }
+        };
+        // unsubscribed, one by one
+        let (a, mut rx_a) = session(&hub, "a", p.clone());
+        subscribe_all(a);
+        assert!(hub.indexed() > 0);
+        // replacing a subscription does not add another
+        let size = hub.indexed();
+        assert!(hub.subscribe(a, "app/+", false, ContentMode::Binary));
+        assert_eq!(hub.indexed(), size);
+        for filter in [
+            "app/app1",
+            "app/+",
+            "#",
+            "$share/g/app/app1",
+            "command/inbox/#",
+        ] {
+            assert!(hub.unsubscribe(a, filter));
+        }
+        assert!(!hub.unsubscribe(a, "app/+"), "gone already");
+        assert!(hub.unsubscribe(a, "cmd/app1/dev1/#"));
+        assert_eq!(hub.indexed(), 0);
+        assert_eq!(hub.event(&logged("app1")), 0);
+        assert!(drain(&mut rx_a).is_empty());
+        // removed
+        subscribe_all(a);
+        hub.remove(a);
+        assert_eq!(hub.indexed(), 0);
+        assert_eq!(hub.event(&logged("app1")), 0);
+        assert!(
+            drain(&mut rx_a).is_empty(),
+            "a removed session gets nothing"
+        );
+        // taken over by its client id: the new session's subscriptions only
+        let (old, mut rx_old) = session(&hub, "b", p.clone());
+        subscribe_all(old);
+        let (new, mut rx_new) = session(&hub, "b", p.clone());
+        assert_eq!(hub.indexed(), 0);
+        hub.subscribe(new, "app/app1", false, ContentMode::Structured);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        assert!(drain(&mut rx_old).is_empty());
+        assert_eq!(drain(&mut rx_new).len(), 1);
+        hub.remove(old);
+        hub.remove(new);
+        assert_eq!(hub.indexed(), 0);
+        // taken over as the device's oldest connection
+        let (tx, mut rx_first) = mpsc::channel(8);
+        let first = hub
+            .register_device("dev1@app1", "u1", p.clone(), tx, None)
+            .0;
+        subscribe_all(first.id);
+        let (tx, mut rx_second) = mpsc::channel(8);
+        let second = hub
+            .register_device("alias@app1", "u1", p.clone(), tx, None)
+            .0;
+        assert_eq!(hub.indexed(), 0);
+        hub.subscribe(second.id, "command/inbox/#", true, ContentMode::Structured);
+        let command = drogue_shared::commands::Command {
+            id: "r1".into(),
+            application: "app1".into(),
+            device: "dev1".into(),
+            device_uid: "u1".into(),
+            name: "reboot".into(),
+            content_type: None,
+            payload: b"now".to_vec(),
+            created: chrono::Utc::now(),
+            expires: chrono::Utc::now(),
+        };
+        let published = PublishedCommand {
+            topic: drogue_shared::commands::topic(&command),
+            command,
+        };
+        assert_eq!(hub.command(&published), 1);
+        assert!(drain(&mut rx_first).is_empty());
+        let got = drain(&mut rx_second);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].delivery.topic, "command/inbox//reboot");
+        assert_eq!(
+            got[0].delivery.correlation_data.as_deref(),
+            Some(&b"r1"[..])
+        );
+        assert!(hub.unsubscribe(second.id, "command/inbox/#"));
+        assert_eq!(hub.indexed(), 0);
+        assert_eq!(hub.command(&published), 0);
+        hub.remove(first.id);
+        hub.remove(second.id);
+        assert_eq!((hub.sessions(), hub.indexed()), (0, 0));
+    }
+
+    #[test]
+    fn resuming_subscriptions_are_fed_not_routed() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let hub = Hub::default();
+        let (a, mut rx) = session(&hub, "a", policy(&[(Action::Receive, "app/app1")]));
+        let cursor = Cursor {
+            application: "app1".into(),
+            uid: "u1".into(),
+            position: 0,
+        };
+        let _guard = runtime.enter();
+        let resumed = hub.subscribe_resuming(
+            a,
+            "app/app1",
+            true,
+            ContentMode::Structured,
+            Some(cursor),
+            |_| tokio::spawn(std::future::pending::<()>()).abort_handle(),
+        );
+        assert!(resumed);
+        assert_eq!(hub.indexed(), 0, "a feed delivers it");
+        assert_eq!(hub.event(&logged("app1")), 0);
+        assert!(drain(&mut rx).is_empty());
+        // a live subscription next to it is routed
+        hub.subscribe(a, "app/+", false, ContentMode::Structured);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        // subscribing to it without a cursor makes it live
+        hub.subscribe(a, "app/app1", true, ContentMode::Structured);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 2);
+        assert!(got[1].qos1, "one copy, at the highest QoS");
+        hub.remove(a);
+        assert_eq!(hub.indexed(), 0);
     }
 }

@@ -10,7 +10,6 @@ use super::subscribe::Subscribed;
 use crate::mqtt::backend::{Backend, Will};
 use crate::mqtt::hub::{ContentMode, Delivery};
 use crate::mqtt::sessions;
-use ntex_bytes::{ByteString, Bytes};
 use ntex_mqtt::v3;
 use tokio::runtime::Handle;
 
@@ -61,8 +60,9 @@ impl Outlet for v3::MqttSink {
 
     /// Topic and payload: 3.1.1 has no properties to carry the rest.
     fn send(&self, delivery: &Delivery, packet_id: Option<u16>) -> bool {
-        let publish = self.publish(ByteString::from(delivery.topic.as_str()));
-        let payload = Bytes::copy_from_slice(&delivery.payload);
+        // (the delivery's buffers are shared: clones, not copies)
+        let publish = self.publish(delivery.topic.clone());
+        let payload = delivery.payload.clone();
         match packet_id {
             Some(id) => publish
                 .packet_id(id)

@@ -9,7 +9,7 @@ use super::subscribe::Subscribed;
 use crate::mqtt::backend::{Backend, Outcome, Will};
 use crate::mqtt::hub::{ContentMode, Delivery};
 use drogue_shared::mqtt::Refusal;
-use ntex_bytes::{ByteString, Bytes};
+use ntex_bytes::ByteString;
 use ntex_mqtt::{QoS, v5};
 use tokio::runtime::Handle;
 
@@ -84,17 +84,14 @@ impl Outlet for v5::MqttSink {
     /// With the content type, correlation data and user properties as properties.
     fn send(&self, d: &Delivery, packet_id: Option<u16>) -> bool {
         let publish = self
-            .publish(ByteString::from(d.topic.as_str()))
+            // (the delivery's buffers are shared: clones, not copies)
+            .publish(d.topic.clone())
             .properties(|p| {
-                p.content_type = d.content_type.as_deref().map(ByteString::from);
-                p.correlation_data = d.correlation_data.as_deref().map(Bytes::copy_from_slice);
-                p.user_properties = d
-                    .user_properties
-                    .iter()
-                    .map(|(k, v)| (ByteString::from(k.as_str()), ByteString::from(v.as_str())))
-                    .collect();
+                p.content_type.clone_from(&d.content_type);
+                p.correlation_data.clone_from(&d.correlation_data);
+                p.user_properties.clone_from(&d.user_properties);
             });
-        let payload = Bytes::copy_from_slice(&d.payload);
+        let payload = d.payload.clone();
         match packet_id {
             Some(id) => publish
                 .packet_id(id)
