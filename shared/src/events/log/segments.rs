@@ -31,6 +31,8 @@ const ABSENT: u32 = u32::MAX;
 const MAX_SPAN: u64 = 4 << 20;
 /// Migration writes in chunks of about this size.
 const MIGRATION_CHUNK: usize = 4 << 20;
+/// The largest write buffer kept between groups.
+const KEPT_BUFFER: usize = 8 << 20;
 
 /// An event to append.
 #[derive(Debug, Clone, Copy)]
@@ -705,6 +707,10 @@ impl SegmentWriter {
         self.delete_dead();
         if let Err(e) = self.compact_one() {
             tracing::warn!(error = %e, "the event log could not compact a segment");
+        }
+        // a group of large events (or a compaction) leaves no large buffer behind
+        if self.buf.capacity() > KEPT_BUFFER {
+            self.buf = Vec::new();
         }
     }
 
