@@ -34,7 +34,7 @@ echo "machine: $(nproc) cores, $(uname -m); $("$mosquitto" -h | head -1)"
 
 # drogue-local
 mqtt=127.0.0.1:$(port)
-RUST_LOG=warn "$bin/drogue-local" --coap-bind off --data-dir "$data/local" --http-bind 127.0.0.1:0 --https-bind off \
+RUST_LOG=warn "$bin/drogue-local" --coap-bind off --coaps-bind off --data-dir "$data/local" --http-bind 127.0.0.1:0 --https-bind off \
   --mqtt-bind "$mqtt" --mqtts-bind off --publish-rate 0 --ready-file "$data/ready.json" >/dev/null &
 for _ in $(seq 1 100); do [ -s "$data/ready.json" ] && break; sleep 0.1; done
 base=http://$(python3 -c "import json; print(json.load(open('$data/ready.json'))['http'])")
