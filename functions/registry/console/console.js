@@ -58,8 +58,10 @@ function schedule() {
   clearTimeout(state.timer);
   const t = tokens();
   if (!t) return;
-  // refresh 30 s before the access token expires (at once if that is past)
-  const wait = Math.max(0, t.expires_at - Date.now() - 30000);
+  // refresh 30 s before the access token expires, or halfway through a shorter lifetime
+  // (never in a loop: a token good for less than a minute is refreshed at its half-life)
+  const lead = Math.min(30000, (t.expires_in * 1000) / 2);
+  const wait = Math.max(1000, t.expires_at - Date.now() - lead);
   state.timer = setTimeout(() => refresh().catch((e) => fail(e.message)), wait);
 }
 

@@ -25,6 +25,8 @@ pub struct Counts {
     /// 2.04 Changed (or the request itself, echoed)
     changed: AtomicU64,
     other: AtomicU64,
+    /// The codes of the other answers, and how many of each.
+    other_codes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     timeouts: AtomicU64,
 }
 
@@ -120,6 +122,12 @@ impl Counts {
             self.changed.fetch_add(1, Ordering::Relaxed);
         } else {
             self.other.fetch_add(1, Ordering::Relaxed);
+            *self
+                .other_codes
+                .lock()
+                .unwrap()
+                .entry(packet.header.code.to_string())
+                .or_default() += 1;
         }
     }
 }
@@ -288,10 +296,18 @@ fn report(
     let rate = changed as f64 / elapsed;
     println!(
         "coap {target}{transport}: {changed} answered {} in {elapsed:.1} s: {rate:.0} req/s over {clients} clients \
-         (sent {}, other answers {}, timeouts {})",
+         (sent {}, other answers {}{}, timeouts {})",
         if echo { "(echoed)" } else { "2.04" },
         counts.sent.load(Ordering::Relaxed),
         counts.other.load(Ordering::Relaxed),
+        {
+            let codes = counts.other_codes.lock().unwrap();
+            if codes.is_empty() {
+                String::new()
+            } else {
+                format!(" {codes:?}")
+            }
+        },
         counts.timeouts.load(Ordering::Relaxed),
     );
     rate

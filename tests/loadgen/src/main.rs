@@ -88,6 +88,9 @@ enum Mode {
         /// takes them.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Fail (exit 1) when an acknowledged message never reached the subscriber.
+        #[arg(long)]
+        require_all: bool,
     },
     /// A persistent MQTT session misses `count` events and catches up: events per second
     /// from the log.
@@ -195,6 +198,7 @@ fn main() -> anyhow::Result<()> {
             subscriber,
             filter,
             rate,
+            require_all,
         } => rt.block_on(mqtt::run(mqtt::MqttLoad {
             broker,
             devices,
@@ -205,6 +209,7 @@ fn main() -> anyhow::Result<()> {
             subscriber,
             filter,
             rate,
+            require_all,
         })),
         Mode::CatchUp {
             broker,

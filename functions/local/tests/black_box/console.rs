@@ -357,3 +357,120 @@ async fn the_console_in_a_browser_manages_a_fleet_end_to_end() {
 
     browser.close().await.unwrap();
 }
+
+/// The console's tokens, as it keeps them in the tab's session storage.
+async fn stored_tokens(browser: &Client) -> Value {
+    let stored: Value = browser
+        .execute("return sessionStorage.getItem('tokens')", vec![])
+        .await
+        .unwrap();
+    serde_json::from_str(stored.as_str().expect("the console keeps tokens")).unwrap()
+}
+
+/// `GET` of the application list with a bearer token: the status.
+async fn list_with(server: &LocalRunner, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/api/registry/v1alpha1/apps", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// With access tokens good for 10 s (`--sso-token-lifetime 10`), the console refreshes
+/// them at their half-life, rotating the refresh token each time and never in a loop; long
+/// after the first token expired (and the API refuses it with 403, as any bad credentials,
+/// its 30 s leeway past), the console still works.
+#[tokio::test]
+async fn the_console_refreshes_its_tokens_before_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(
+        &dir.path().join("data"),
+        &["--admin-password", PASSWORD, "--sso-token-lifetime", "10"],
+    )
+    .await;
+    let driver = driver().await;
+    let browser = browser(&driver).await;
+    browser.goto(&format!("{}/", server.base)).await.unwrap();
+    wait_text(&browser, "h1", "Welcome").await;
+    log_in(&browser, "admin", PASSWORD).await;
+    wait_text(&browser, "h1", "Getting started").await;
+    let first = stored_tokens(&browser).await;
+    let first_access = first["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(first["expires_in"], 10, "{first}");
+    assert_eq!(list_with(&server, &first_access).await, 200);
+
+    // watch the stored tokens until the first one is refused: every access token and
+    // refresh token the console held
+    let (mut access, mut refresh) = (
+        vec![first_access.clone()],
+        vec![first["refresh_token"].as_str().unwrap().to_owned()],
+    );
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stored_tokens(&browser).await;
+        let (a, r) = (
+            now["access_token"].as_str().unwrap().to_owned(),
+            now["refresh_token"].as_str().unwrap().to_owned(),
+        );
+        if access.last() != Some(&a) {
+            access.push(a);
+        }
+        if refresh.last() != Some(&r) {
+            refresh.push(r);
+        }
+        if started.elapsed() > Duration::from_secs(35) {
+            let status = list_with(&server, &first_access).await;
+            // refused as any bad credentials are
+            if status == 403 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the first token still gets {status} after 60 s"
+            );
+        }
+    }
+    let elapsed = started.elapsed().as_secs();
+    // about one refresh per 5 s: neither none nor a loop
+    assert!(
+        access.len() as u64 >= elapsed / 5 - 1 && access.len() as u64 <= elapsed / 5 + 2,
+        "{} access tokens in {elapsed} s",
+        access.len()
+    );
+    assert_eq!(access.len(), refresh.len(), "a new refresh token each time");
+    // the console works on with its current token
+    browser
+        .goto(&format!("{}/#/apps", server.base))
+        .await
+        .unwrap();
+    fill(&browser, "#new-app", "after-refresh").await;
+    click(&browser, "#create-app").await;
+    wait_text(&browser, "h1", "Application after-refresh").await;
+    let error = browser.find(Locator::Css("#error")).await.unwrap();
+    assert!(
+        !error.is_displayed().await.unwrap(),
+        "no error: {}",
+        error.text().await.unwrap()
+    );
+    // a used refresh token is spent
+    let token_endpoint = format!("{}/sso/token", server.base);
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "refresh_token")
+        .append_pair("refresh_token", &refresh[0])
+        .append_pair("client_id", "console")
+        .finish();
+    let reused = reqwest::Client::new()
+        .post(&token_endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 400);
+
+    browser.close().await.unwrap();
+}

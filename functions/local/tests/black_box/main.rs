@@ -8,6 +8,7 @@ mod console;
 mod crash;
 mod drg;
 mod limits;
+mod load;
 mod mqtt;
 mod mqtt_client;
 mod restart;
