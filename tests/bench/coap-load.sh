@@ -13,8 +13,14 @@ cd "$root"
 seconds=${1:-10}
 clients=${2:-16}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${DROGUE_CACHE_DIR:-$HOME/.cache/drogue-serverless}/target}
-cargo build --release --locked -p drogue-local -p drogue-loadgen
-bin=$CARGO_TARGET_DIR/release
+# DROGUE_BENCH_BIN: a directory holding drogue-local and drogue-loadgen release binaries to
+# measure instead of building this tree (e.g. an earlier commit's, for a before/after pair)
+if [ -n "${DROGUE_BENCH_BIN:-}" ]; then
+  bin=$DROGUE_BENCH_BIN
+else
+  cargo build --release --locked -p drogue-local -p drogue-loadgen
+  bin=$CARGO_TARGET_DIR/release
+fi
 data=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 

@@ -28,8 +28,14 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
   $sudo apt-get install -y --no-install-recommends mosquitto >/dev/null
 fi
 mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-cargo build --release --locked -p drogue-local -p drogue-loadgen
-bin=$CARGO_TARGET_DIR/release
+# DROGUE_BENCH_BIN: a directory holding drogue-local and drogue-loadgen release binaries to
+# measure instead of building this tree (e.g. an earlier commit's, for a before/after pair)
+if [ -n "${DROGUE_BENCH_BIN:-}" ]; then
+  bin=$DROGUE_BENCH_BIN
+else
+  cargo build --release --locked -p drogue-local -p drogue-loadgen
+  bin=$CARGO_TARGET_DIR/release
+fi
 data=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 

@@ -11,12 +11,18 @@ seconds=${1:-10}
 connections=${2:-64}
 devices=${3:-8}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${DROGUE_CACHE_DIR:-$HOME/.cache/drogue-serverless}/target}
-cargo build --release --locked -p drogue-local -p drogue-loadgen
-bin=$CARGO_TARGET_DIR/release
+# DROGUE_BENCH_BIN: a directory holding drogue-local and drogue-loadgen release binaries to
+# measure instead of building this tree (e.g. an earlier commit's, for a before/after pair)
+if [ -n "${DROGUE_BENCH_BIN:-}" ]; then
+  bin=$DROGUE_BENCH_BIN
+else
+  cargo build --release --locked -p drogue-local -p drogue-loadgen
+  bin=$CARGO_TARGET_DIR/release
+fi
 data=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 
-RUST_LOG=warn "$bin/drogue-local" --coap-bind off --data-dir "$data" --mqtt-bind off --mqtts-bind off --http-bind 127.0.0.1:18080 --https-bind off \
+RUST_LOG=warn "$bin/drogue-local" --coap-bind off --coaps-bind off --data-dir "$data" --mqtt-bind off --mqtts-bind off --http-bind 127.0.0.1:18080 --https-bind off \
   --publish-rate 0 >/dev/null &
 "$bin/drogue-loadgen" bare-server --bind 127.0.0.1:18081 --accepted >/dev/null &
 for _ in $(seq 1 100); do

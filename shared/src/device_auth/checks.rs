@@ -3,9 +3,13 @@
 //! wrong-password attack (or with a costly hash) never delays another device.
 //!
 //! - A check that the verified-password cache answers never comes here.
-//! - Checks of one device (by `uid`) run one after the other; a check that finds more than
-//!   [`MAX_WAITING_PER_DEVICE`] others of the same device waiting is refused, after
-//!   [`BUSY_DELAY`] so that a flood of guesses slows itself down.
+//! - Checks of one device (by `uid`) run one after the other; a check of a password that
+//!   finds more than [`MAX_WAITING_PER_DEVICE`] other passwords of the same device in line
+//!   is refused, after [`BUSY_DELAY`] so that a flood of guesses slows itself down. A check
+//!   of a password already in line joins it (up to [`MAX_IN_LINE_PER_DEVICE`] checks in
+//!   all): the caches answer it once the first is done, so many requests of one device with
+//!   the same password at once (a cold start, a gateway's connections) cost one hash and
+//!   none of them is refused.
 //! - At most `threads` checks run at once in the whole process (default: half the cores,
 //!   at least one), on threads of their own that run at a lower priority ([`HASH_NICE`]
 //!   on Linux), so the runtime's threads keep CPU for everything else: when both want the
@@ -19,8 +23,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Checks of one device that may wait behind the running one.
+/// Other passwords of one device that may wait behind the running one.
 pub const MAX_WAITING_PER_DEVICE: usize = 8;
+/// Checks of one device in line at once, all passwords together.
+pub const MAX_IN_LINE_PER_DEVICE: usize = 1024;
 /// How long a check refused for a busy device waits before it answers.
 pub const BUSY_DELAY: Duration = Duration::from_millis(250);
 /// How long a failed (device, password) pair is remembered.
@@ -47,6 +53,8 @@ pub enum Busy {
 struct DeviceEntry {
     lock: Arc<tokio::sync::Mutex<()>>,
     users: usize,
+    /// The passwords in line (by the key of the verified cache), with their checks.
+    keys: HashMap<[u8; 32], usize>,
 }
 
 /// The pool of password checks.
@@ -97,22 +105,32 @@ impl PasswordChecks {
         self.failures.insert(key, Instant::now());
     }
 
-    /// Waits for the turn of device `uid`: the returned guard holds it.
-    pub(super) async fn device_turn(&self, uid: &str) -> Result<DeviceTurn<'_>, Busy> {
+    /// Waits for the turn of device `uid` to check the password of `key`: the returned
+    /// guard holds it.
+    pub(super) async fn device_turn(
+        &self,
+        uid: &str,
+        key: &[u8; 32],
+    ) -> Result<DeviceTurn<'_>, Busy> {
         let lock = {
             let mut devices = self.devices.lock().expect("not poisoned");
             let entry = devices.entry(uid.to_owned()).or_default();
-            // the running check and those waiting
-            if entry.users > MAX_WAITING_PER_DEVICE {
+            // the running check's password and those waiting; a password in line is joined
+            let joins = entry.keys.contains_key(key);
+            if (!joins && entry.keys.len() > MAX_WAITING_PER_DEVICE)
+                || entry.users >= MAX_IN_LINE_PER_DEVICE
+            {
                 return Err(Busy::Device);
             }
             entry.users += 1;
+            *entry.keys.entry(*key).or_default() += 1;
             entry.lock.clone()
         };
         // counted until dropped, also when the wait is given up
         let ticket = Ticket {
             checks: self,
             uid: uid.to_owned(),
+            key: *key,
         };
         let guard = lock.lock_owned().await;
         Ok(DeviceTurn {
@@ -222,6 +240,7 @@ fn lower_priority() {
 struct Ticket<'a> {
     checks: &'a PasswordChecks,
     uid: String,
+    key: [u8; 32],
 }
 
 impl Drop for Ticket<'_> {
@@ -229,6 +248,12 @@ impl Drop for Ticket<'_> {
         let mut devices = self.checks.devices.lock().expect("not poisoned");
         if let Some(entry) = devices.get_mut(&self.uid) {
             entry.users -= 1;
+            if let Some(n) = entry.keys.get_mut(&self.key) {
+                *n -= 1;
+                if *n == 0 {
+                    entry.keys.remove(&self.key);
+                }
+            }
             if entry.users == 0 {
                 devices.remove(&self.uid);
             }
@@ -240,22 +265,67 @@ impl Drop for Ticket<'_> {
 mod tests {
     use super::*;
 
+    /// A key of the verified cache, for the tests: password `n`.
+    fn key(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
     #[tokio::test]
     async fn one_check_per_device_at_a_time_and_few_waiting() {
         let checks = Arc::new(PasswordChecks::new(4));
-        let first = checks.device_turn("d1").await.unwrap();
+        let first = checks.device_turn("d1", &key(0)).await.unwrap();
         // another device is not held up
-        drop(checks.device_turn("d2").await.unwrap());
+        drop(checks.device_turn("d2", &key(0)).await.unwrap());
         let mut waiting = Vec::new();
-        for _ in 0..MAX_WAITING_PER_DEVICE {
+        for n in 1..=MAX_WAITING_PER_DEVICE as u8 {
             let checks = checks.clone();
             waiting.push(tokio::spawn(async move {
-                checks.device_turn("d1").await.map(|_| ())
+                checks.device_turn("d1", &key(n)).await.map(|_| ())
             }));
         }
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(checks.device_turn("d1").await.err(), Some(Busy::Device));
+        // one more password is refused; one already in line may still join it
+        assert_eq!(
+            checks.device_turn("d1", &key(200)).await.err(),
+            Some(Busy::Device)
+        );
+        let joining = {
+            let checks = checks.clone();
+            tokio::spawn(async move { checks.device_turn("d1", &key(3)).await.map(|_| ()) })
+        };
+        drop(first);
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), Ok(()));
+        }
+        assert_eq!(joining.await.unwrap(), Ok(()));
+        assert_eq!(checks.devices_in_check(), 0, "forgotten when idle");
+    }
+
+    #[tokio::test]
+    async fn many_checks_of_one_password_all_wait_their_turn() {
+        let checks = Arc::new(PasswordChecks::new(4));
+        let first = checks.device_turn("d1", &key(1)).await.unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..4 * MAX_WAITING_PER_DEVICE {
+            let checks = checks.clone();
+            waiting.push(tokio::spawn(async move {
+                checks.device_turn("d1", &key(1)).await.map(|_| ())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // other passwords are still limited while they wait
+        for n in 2..=(MAX_WAITING_PER_DEVICE as u8 + 1) {
+            let checks = checks.clone();
+            waiting.push(tokio::spawn(async move {
+                checks.device_turn("d1", &key(n)).await.map(|_| ())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            checks.device_turn("d1", &key(100)).await.err(),
+            Some(Busy::Device)
+        );
         drop(first);
         for w in waiting {
             assert_eq!(w.await.unwrap(), Ok(()));

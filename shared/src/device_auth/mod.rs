@@ -386,7 +386,7 @@ impl DeviceAuthenticator {
         if self.checks.failed_recently(&key) {
             return Some(wrong);
         }
-        let Ok(_turn) = self.checks.device_turn(&device.metadata.uid).await else {
+        let Ok(_turn) = self.checks.device_turn(&device.metadata.uid, &key).await else {
             // answered late, so that a flood of guesses slows itself down
             tokio::time::sleep(checks::BUSY_DELAY).await;
             return Some("too many password checks of this device at once");

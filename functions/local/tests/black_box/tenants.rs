@@ -432,3 +432,78 @@ async fn a_silent_tls_client_is_dropped() {
         started.elapsed()
     );
 }
+
+/// A device that sends many requests at once with its right password before it was ever
+/// verified (a cold start, a gateway's connections) gets every one through, for one hash:
+/// requests with a password already in line wait for its check instead of being refused
+/// as a flood of guesses.
+#[tokio::test]
+async fn many_requests_of_one_device_at_once_cost_one_password_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    // a costly hash (~60 ms) so that every request arrives while the first is checked
+    let costly = bcrypt::hash("right", MAX_BCRYPT_COST).unwrap();
+    let device = json!({"metadata": {"name": "busy"}, "spec": {"authentication": {"credentials": [{"pass": {"bcrypt": costly}}]}}});
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), &device).await,
+        201
+    );
+    let checks = || async {
+        let text = reqwest::get(format!("{}/metrics", server.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("drogue_device_password_checks_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("password checks in {text}"))
+    };
+    let before = checks().await;
+    let http = reqwest::Client::new();
+    let requests = (0..32).map(|_| {
+        http.post(format!("{}/v1/temp", server.base))
+            .basic_auth("busy@app1", Some("right"))
+            .body("1")
+            .timeout(Duration::from_secs(30))
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 202),
+        "every request accepted: {statuses:?}"
+    );
+    assert_eq!(checks().await - before, 1, "one password check for all");
+    // other passwords are still limited while one is checked: of a flood of guesses at
+    // once, those beyond the line are refused without a hash
+    let guesses = (0..32).map(|n| {
+        http.post(format!("{}/v1/temp", server.base))
+            .basic_auth("busy@app1", Some(format!("wrong-{n}")))
+            .body("1")
+            .timeout(Duration::from_secs(30))
+            .send()
+    });
+    let refused = futures_util::future::join_all(guesses)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().status().as_u16() == 403)
+        .count();
+    assert_eq!(refused, 32, "every guess refused");
+    // one running and eight waiting (more if they arrive spread over several hashes)
+    let hashed = checks().await - before - 1;
+    assert!(
+        hashed < 32,
+        "{hashed} of 32 guesses hashed: none refused at once"
+    );
+}
