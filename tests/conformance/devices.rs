@@ -31,6 +31,10 @@ pub const CASES: &[Case<TestStore>] = &[
         Box::pin(listing(s))
     }),
     (
+        "an application and one of its devices are read together",
+        |s| Box::pin(application_device(s)),
+    ),
+    (
         "the device count follows the writes and holds the limit",
         |s| Box::pin(device_quota(s)),
     ),
@@ -229,6 +233,40 @@ async fn revisions(t: TestStore) {
         conflict(err),
         Conflict::Changed,
         "a deleted device cannot be deleted again"
+    );
+}
+
+async fn application_device(t: TestStore) {
+    let s = t.store;
+    s.create_application(&app("a")).await.unwrap();
+    s.create_application(&app("b")).await.unwrap();
+    let d1 = device("a", "d1", json!({"alias": ["one"]}));
+    s.create_device(&app_name("a"), &d1).await.unwrap();
+    let (found, device) = s
+        .get_application_device(&app_name("a"), &device_name("d1"))
+        .await
+        .unwrap()
+        .expect("the application");
+    // as the single reads give them
+    let a = app_name("a");
+    assert_eq!(Some(found), s.get_application(&a).await.unwrap());
+    assert_eq!(device, s.get_device(&a, &device_name("d1")).await.unwrap());
+    assert_eq!(device.map(|d| d.metadata.uid), Some(d1.metadata.uid));
+    // no such device, a device of another application, an alias: the application alone
+    for (a, d) in [("a", "d2"), ("b", "d1"), ("a", "one")] {
+        let (found, device) = s
+            .get_application_device(&app_name(a), &device_name(d))
+            .await
+            .unwrap()
+            .expect("the application");
+        assert_eq!(found.app.metadata.name, a);
+        assert_eq!(device, None, "{a}/{d}");
+    }
+    assert_eq!(
+        s.get_application_device(&app_name("none"), &device_name("d1"))
+            .await
+            .unwrap(),
+        None
     );
 }
 

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod fixture;
 
+mod dynamodb_reads;
 mod fan_out;
 mod kubernetes;
 

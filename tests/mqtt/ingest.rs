@@ -64,6 +64,7 @@ async fn setup() -> Setup {
         table: "unused".into(),
         events: Destination::Kinesis(stream.clone()),
         instance: "drogue".into(),
+        lookup_cache: Default::default(),
     };
     let ingest = Ingest::new(
         store.clone(),

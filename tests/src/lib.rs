@@ -5,7 +5,9 @@
 
 pub mod api;
 pub mod backend;
+pub mod dynamo_proxy;
 pub mod events;
+pub mod ingest_reads;
 pub mod issuer;
 pub mod lambda;
 pub mod libcoap;

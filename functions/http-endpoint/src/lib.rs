@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use clap::Parser;
 use drogue_shared::commands::CommandService;
 use drogue_shared::config::{Instance, Table};
-use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::device_auth::{DeviceAuthenticator, LookupCache};
 use drogue_shared::events::destination::Destination;
 use drogue_shared::events::{DEFAULT_INSTANCE, EventSink};
 use drogue_shared::rate_limit::{PublishLimiter, PublishRate, RateLimit};
@@ -37,6 +37,10 @@ pub struct Settings {
     /// `DROGUE_PUBLISH_RATE` and `DROGUE_PUBLISH_BURST`: how fast one device may publish
     /// (per function instance; 429 beyond).
     pub publish_rate: RateLimit,
+    /// `DROGUE_DEVICE_CACHE_TTL` and `DROGUE_DEVICE_CACHE_SIZE`: how long and how many
+    /// device lookups are remembered (0 s: every publish reads the registry once); for
+    /// the authenticator [`router`] makes ([`router_with`] takes one prepared).
+    pub lookup_cache: LookupCache,
 }
 
 impl Default for Settings {
@@ -44,6 +48,7 @@ impl Default for Settings {
         Self {
             instance: DEFAULT_INSTANCE.into(),
             publish_rate: RateLimit::default(),
+            lookup_cache: LookupCache::default(),
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct Config {
     pub instance: Instance,
     #[command(flatten)]
     pub publish_rate: PublishRate,
+    #[command(flatten)]
+    pub lookup_cache: LookupCache,
 }
 
 impl Config {
@@ -73,6 +80,7 @@ impl Config {
         Settings {
             instance: self.instance.as_str().to_owned(),
             publish_rate: self.publish_rate.limit(),
+            lookup_cache: self.lookup_cache,
         }
     }
 }
@@ -92,7 +100,9 @@ pub struct EndpointState {
 /// 200 for health checks).
 pub fn router(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, settings: Settings) -> Router {
     router_with(EndpointState {
-        auth: DeviceAuthenticator::new(store.clone()),
+        auth: settings
+            .lookup_cache
+            .apply(DeviceAuthenticator::new(store.clone())),
         sink,
         commands: CommandService::new(store),
         limiter: PublishLimiter::new(settings.publish_rate),
@@ -129,6 +139,7 @@ mod tests {
         let settings = config.settings();
         assert_eq!(settings.instance, "drogue");
         assert_eq!(settings.publish_rate, RateLimit::default());
+        assert_eq!(settings.lookup_cache, LookupCache::default());
         let config = try_parse_flags::<Config>(&[
             "--table",
             "drogue",
@@ -140,6 +151,10 @@ mod tests {
             "0.5",
             "--publish-burst",
             "3",
+            "--device-cache-ttl",
+            "0",
+            "--device-cache-size",
+            "100",
         ])
         .unwrap();
         assert!(matches!(config.events, Destination::Http(_)));
@@ -150,6 +165,13 @@ mod tests {
             RateLimit {
                 per_second: 0.5,
                 burst: 3
+            }
+        );
+        assert_eq!(
+            settings.lookup_cache,
+            LookupCache {
+                device_cache_ttl: std::time::Duration::ZERO,
+                device_cache_size: 100
             }
         );
     }
@@ -170,6 +192,8 @@ mod tests {
             ("--publish-rate", "fast", "DROGUE_PUBLISH_RATE"),
             ("--publish-rate", "-1", "DROGUE_PUBLISH_RATE"),
             ("--publish-burst", "1.5", "DROGUE_PUBLISH_BURST"),
+            ("--device-cache-ttl", "-1", "DROGUE_DEVICE_CACHE_TTL"),
+            ("--device-cache-size", "0", "DROGUE_DEVICE_CACHE_SIZE"),
         ] {
             assert_refused::<Config>(
                 &[

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use drogue_shared::commands::CommandService;
 use drogue_shared::config::{Instance, Table};
-use drogue_shared::device_auth::DeviceAuthenticator;
+use drogue_shared::device_auth::{DeviceAuthenticator, LookupCache};
 use drogue_shared::events::EventSink;
 use drogue_shared::events::destination::Destination;
 use drogue_shared::mqtt::{
@@ -45,6 +45,10 @@ pub struct Config {
     pub events: Destination,
     #[command(flatten)]
     pub instance: Instance,
+    /// `DROGUE_DEVICE_CACHE_TTL` and `DROGUE_DEVICE_CACHE_SIZE`: how long and how many
+    /// device lookups are remembered (0 s: every message reads the registry once).
+    #[command(flatten)]
+    pub lookup_cache: LookupCache,
 }
 
 /// What the rules hand to the function: a device message, or an IoT Core lifecycle event
@@ -127,7 +131,9 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(store: Arc<dyn Store>, sink: Arc<dyn EventSink>, config: &Config) -> Self {
-        let devices = DeviceAuthenticator::new(store.clone());
+        let devices = config
+            .lookup_cache
+            .apply(DeviceAuthenticator::new(store.clone()));
         Self {
             ingest: MqttIngest::new(
                 devices,
@@ -213,6 +219,7 @@ mod tests {
         assert_eq!(config.table.as_str(), "drogue");
         assert_eq!(config.events, Destination::Kinesis("events".into()));
         assert_eq!(config.instance.as_str(), "drogue");
+        assert_eq!(config.lookup_cache, LookupCache::default());
         let config = try_parse_flags::<Config>(&[
             "--table",
             "drogue",
@@ -220,10 +227,16 @@ mod tests {
             "https://broker.example.com/",
             "--instance",
             "mine",
+            "--device-cache-ttl",
+            "60",
         ])
         .unwrap();
         assert!(matches!(config.events, Destination::Http(_)));
         assert_eq!(config.instance.as_str(), "mine");
+        assert_eq!(
+            config.lookup_cache.device_cache_ttl,
+            std::time::Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -233,6 +246,17 @@ mod tests {
         assert_refused::<Config>(
             &["--table", "t", "--event-stream", ""],
             &["DROGUE_EVENT_STREAM", "empty"],
+        );
+        assert_refused::<Config>(
+            &[
+                "--table",
+                "t",
+                "--event-stream",
+                "e",
+                "--device-cache-ttl",
+                "x",
+            ],
+            &["DROGUE_DEVICE_CACHE_TTL"],
         );
     }
 

@@ -9,11 +9,15 @@
 mod cache;
 mod checks;
 mod credentials;
+mod lookup_cache;
 pub mod presented;
 mod x509;
 
 pub use cache::VerifiedPasswords;
 pub use checks::{FAILURE_TTL, MAX_WAITING_PER_DEVICE, PasswordChecks};
+pub use lookup_cache::{
+    DEFAULT_FUNCTION_LOOKUP_CAPACITY, LookupCache, MAX_LOOKUP_CAPACITY, MAX_LOOKUP_TTL,
+};
 pub use x509::{AMBIGUOUS, Clock, MAX_CANDIDATES, may_use_certificate, verify_chain};
 
 use crate::model::device_spec::{self, Credential};
@@ -102,7 +106,9 @@ fn deny(reason: &'static str) -> Result<DeviceAuthentication, StoreError> {
 /// Lookups of (application, device) are remembered for `lookup_ttl` (5 s by default),
 /// so a busy device costs no registry reads: a change in the registry reaches device
 /// authentication within that time, and at once when the registry runs in the same
-/// process and shares its [`Changes`].
+/// process and shares its [`Changes`]. A lookup that is not remembered reads the
+/// application and the device together ([`DeviceStore::get_application_device`]: one
+/// DynamoDB request); only a device named by an alias or unique username costs more.
 #[derive(Clone)]
 pub struct DeviceAuthenticator {
     applications: Arc<dyn ApplicationStore>,
@@ -142,8 +148,8 @@ impl<S: ApplicationStore + DeviceStore + 'static> From<Arc<S>> for AuthPorts {
 
 /// How long a lookup is remembered by default.
 pub const DEFAULT_LOOKUP_TTL: Duration = Duration::from_secs(5);
-/// Most lookups remembered.
-const LOOKUP_CAPACITY: usize = 100_000;
+/// Most lookups remembered by default.
+pub const DEFAULT_LOOKUP_CAPACITY: usize = 100_000;
 
 impl DeviceAuthenticator {
     /// An authenticator over the application and device ports (a whole store gives both).
@@ -163,7 +169,7 @@ impl DeviceAuthenticator {
             verified: Arc::new(VerifiedPasswords::new(VerifiedPasswords::DEFAULT_CAPACITY)),
             checks: Arc::new(PasswordChecks::default()),
             clock,
-            lookups: Arc::new(quick_cache::sync::Cache::new(LOOKUP_CAPACITY)),
+            lookups: Arc::new(quick_cache::sync::Cache::new(DEFAULT_LOOKUP_CAPACITY)),
             lookup_ttl: DEFAULT_LOOKUP_TTL,
             changes: Changes::default(),
         }
@@ -172,6 +178,13 @@ impl DeviceAuthenticator {
     /// Remembers lookups for `ttl` (zero: never).
     pub fn with_lookup_ttl(mut self, ttl: Duration) -> Self {
         self.lookup_ttl = ttl;
+        self
+    }
+
+    /// Remembers at most `capacity` lookups (at least one; the least recently used go
+    /// first). Forgets what was remembered.
+    pub fn with_lookup_capacity(mut self, capacity: usize) -> Self {
+        self.lookups = Arc::new(quick_cache::sync::Cache::new(capacity.max(1)));
         self
     }
 
@@ -330,10 +343,20 @@ impl DeviceAuthenticator {
         let Ok(name) = AppName::parse(app) else {
             return Ok(None);
         };
-        let Some(application) = self.applications.get_application(&name).await? else {
-            return Ok(None);
+        let (application, device) = match DeviceName::parse(id) {
+            // the application and the device by name in one read; a device it missed
+            // (an alias, or created a moment ago) is found by its claim
+            Ok(device) => match self.devices.get_application_device(&name, &device).await? {
+                None => return Ok(None),
+                Some((application, Some(device))) => (application, Some(device)),
+                Some((application, None)) => (application, self.find_by_claim(&name, id).await?),
+            },
+            Err(_) => match self.applications.get_application(&name).await? {
+                None => return Ok(None),
+                Some(application) => (application, self.find_by_claim(&name, id).await?),
+            },
         };
-        let Some(device) = self.find_device(&name, id).await? else {
+        let Some(device) = device else {
             return Ok(None);
         };
         let found = (Arc::new(application.app), Arc::new(device));
@@ -359,6 +382,11 @@ impl DeviceAuthenticator {
         {
             return Ok(Some(device));
         }
+        self.find_by_claim(app, id).await
+    }
+
+    /// A device by alias or unique username.
+    async fn find_by_claim(&self, app: &AppName, id: &str) -> Result<Option<Device>, StoreError> {
         match self
             .devices
             .find_device_by_claim(app, &Claim::Alias(id.to_owned()))

@@ -158,6 +158,19 @@ pub trait ApplicationStore: Send + Sync {
 #[async_trait]
 pub trait DeviceStore: Send + Sync {
     async fn get_device(&self, app: &AppName, device: &DeviceName) -> StoreResult<Option<Device>>;
+    /// An application and one of its devices, as device authentication looks them up:
+    /// `None` without the application, else the application and the device if found.
+    /// DynamoDB reads both in one request (a BatchGetItem, eventually consistent: half a
+    /// read unit per item of up to 4 KB), and reads the application again, strongly
+    /// consistent, when it did not find it; a device it did not find may have been
+    /// created a moment ago, which [`find_device_by_claim`](Self::find_device_by_claim)
+    /// (strongly consistent, and a device's own name is one of its claims) tells. Not for
+    /// read-modify-write: what is found may be up to about a second old.
+    async fn get_application_device(
+        &self,
+        app: &AppName,
+        device: &DeviceName,
+    ) -> StoreResult<Option<(StoredApplication, Option<Device>)>>;
     /// Every device of an application, ordered by name.
     async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>>;
     /// The devices that name `gateway` in their `spec.gatewaySelector`, ordered by name.

@@ -1,7 +1,7 @@
 //! Devices in DynamoDB, in their application's partition, with their names, aliases
 //! and unique usernames as claims in the same partition.
 
-use super::applications::{app_pk, user_pk};
+use super::applications::{APP_SK, app_pk, user_pk};
 use super::{Condition, DynamoStore, Item, attr, data, json, s};
 use crate::model::{AppName, Claim, Device, DeviceName};
 use crate::store::ApplicationStore;
@@ -11,7 +11,7 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Select, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Select, TransactWriteItem, Update,
 };
 use std::collections::HashMap;
 
@@ -60,6 +60,60 @@ fn count_of(item: &Item) -> Option<u64> {
 }
 
 impl DynamoStore {
+    /// Two items of a partition in one request (a BatchGetItem, eventually consistent),
+    /// retrying what DynamoDB leaves unprocessed: the first and the second, if there.
+    async fn get_eventually(
+        &self,
+        pk: &str,
+        sks: &[&str; 2],
+    ) -> StoreResult<(Option<Item>, Option<Item>)> {
+        let key = |sk: &str| HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]);
+        let mut keys: Vec<Item> = sks.iter().copied().map(key).collect();
+        let mut found: Vec<Item> = Vec::with_capacity(2);
+        for attempt in 0.. {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(false)
+                .build()
+                .map_err(super::build)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(StoreError::unavailable)?;
+            found.extend(
+                out.responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default(),
+            );
+            keys = out
+                .unprocessed_keys
+                .and_then(|mut left| left.remove(&self.table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if keys.is_empty() {
+                break;
+            }
+            if attempt == 4 {
+                return Err(StoreError::unavailable(std::io::Error::other(
+                    "DynamoDB left reads unprocessed after retries",
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+        }
+        let mut take = |sk: &str| {
+            found
+                .iter()
+                .position(|item| attr(item, "sk") == Some(sk))
+                .map(|i| found.swap_remove(i))
+        };
+        let first = take(sks[0]);
+        let second = take(sks[1]);
+        Ok((first, second))
+    }
+
     /// Adds `delta` to an application's device count; with a limit, only while the count
     /// is below it.
     fn count_devices_by(
@@ -392,6 +446,30 @@ impl DeviceStore for DynamoStore {
             Some(item) => data(&item).map(Some),
             None => Ok(None),
         }
+    }
+
+    async fn get_application_device(
+        &self,
+        app: &AppName,
+        device: &DeviceName,
+    ) -> StoreResult<Option<(StoredApplication, Option<Device>)>> {
+        let pk = app_pk(app.as_str());
+        let device_sk = device_sk(device.as_str());
+        let (stored, found) = self
+            .get_eventually(&pk, &[APP_SK, device_sk.as_str()])
+            .await?;
+        // an application an eventually consistent read did not find may have been
+        // created a moment ago: asked again, strongly consistent (a device is, by its
+        // name's claim, by the caller)
+        let stored: StoredApplication = match stored {
+            Some(item) => data(&item)?,
+            None => match self.get_application(app).await? {
+                Some(stored) => stored,
+                None => return Ok(None),
+            },
+        };
+        let device: Option<Device> = found.as_ref().map(data).transpose()?;
+        Ok(Some((stored, device)))
     }
 
     async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>> {

@@ -14,7 +14,9 @@
 //! | the same connection, by id | `WSCONN#{connection id}` | `#WSCONN` | `app`, `expires` (TTL) |
 //! | device certificate activated on IoT Core | `APP#{app}` | `IOTCERT#{device}#{certificate id}` | `data` ([`ActivatedCertificate`]) |
 //!
-//! Every request-path read is a GetItem or a Query. Every write that must be unique or
+//! Every request-path read is a GetItem or a Query (strongly consistent), but device
+//! authentication's lookup of an application and a device: one BatchGetItem, eventually
+//! consistent, then GetItems of what it did not find. Every write that must be unique or
 //! must not lose against a concurrent one is conditional (a transaction when it spans
 //! several items): names and claims with `attribute_not_exists`, updates and deletes
 //! with the expected `rv` (`resourceVersion`).

@@ -34,6 +34,29 @@ impl DeviceStore for EmbeddedStore {
         }
     }
 
+    async fn get_application_device(
+        &self,
+        app: &AppName,
+        device: &DeviceName,
+    ) -> StoreResult<Option<(StoredApplication, Option<Device>)>> {
+        // one read transaction: both as of the same commit
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let apps = txn.open_table(APPS).map_err(unavailable)?;
+        let Some(stored) = apps.get(app.as_str()).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let stored: StoredApplication = Self::read_json(stored.value())?;
+        let devices = txn.open_table(DEVICES).map_err(unavailable)?;
+        let device = match devices
+            .get((app.as_str(), device.as_str()))
+            .map_err(unavailable)?
+        {
+            Some(value) => Some(Self::read_json(value.value())?),
+            None => None,
+        };
+        Ok(Some((stored, device)))
+    }
+
     async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>> {
         let txn = self.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(DEVICES).map_err(unavailable)?;
