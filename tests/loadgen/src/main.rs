@@ -1,6 +1,7 @@
 //! `drogue-loadgen run`: requests over N keep-alive HTTP/1.1 connections for a while,
 //! then the throughput and latency percentiles.
-//! `drogue-loadgen mqtt`: MQTT devices to one subscribed application (see `mqtt.rs`).
+//! `drogue-loadgen mqtt`: MQTT devices connect, then publish to subscribed applications
+//! (see `mqtt.rs`).
 //! `drogue-loadgen catch-up`: a resuming consumer's catch-up rate (see `catchup.rs`).
 //! `drogue-loadgen coap`: CoAP clients publishing (see `coap.rs`); `bare-udp` its baseline.
 //! `drogue-loadgen bare-server`: the baseline, a bare `hyper` server answering a fixed
@@ -60,38 +61,10 @@ enum Mode {
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
-    /// MQTT devices publish telemetry as fast as the broker takes it; one application
-    /// subscribes. Messages per second delivered to it.
-    Mqtt {
-        /// `host:port` of the broker.
-        broker: String,
-        #[arg(long, default_value_t = 100)]
-        devices: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// 0 or 1: the QoS of publishing and of the subscription.
-        #[arg(long, default_value_t = 0)]
-        qos: u8,
-        /// The application: devices are `dev{i}@{app}` and publish on `dt/{app}/dev{i}/temp`.
-        #[arg(long, default_value = "bench")]
-        app: String,
-        /// The devices' password; without: no login (a plain broker).
-        #[arg(long)]
-        device_password: Option<String>,
-        /// The subscriber's `user:token`; without: no login.
-        #[arg(long)]
-        subscriber: Option<String>,
-        /// The subscription filter.
-        #[arg(long, default_value = "app/bench")]
-        filter: String,
-        /// Messages per second from all devices together; 0: as fast as the broker
-        /// takes them.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Fail (exit 1) when an acknowledged message never reached the subscriber.
-        #[arg(long)]
-        require_all: bool,
-    },
+    /// MQTT devices connect (the connect rate; with `--rss-pid`, the broker's memory per
+    /// connection), then publish telemetry; one or more applications subscribe. Messages
+    /// per second delivered to them, every acknowledged one looked up by id.
+    Mqtt(mqtt::MqttLoad),
     /// A persistent MQTT session misses `count` events and catches up: events per second
     /// from the log.
     CatchUp {
@@ -188,29 +161,7 @@ fn main() -> anyhow::Result<()> {
             device,
             count,
         } => rt.block_on(command_latency(base, token, device, count)),
-        Mode::Mqtt {
-            broker,
-            devices,
-            seconds,
-            qos,
-            app,
-            device_password,
-            subscriber,
-            filter,
-            rate,
-            require_all,
-        } => rt.block_on(mqtt::run(mqtt::MqttLoad {
-            broker,
-            devices,
-            seconds,
-            qos1: qos >= 1,
-            app,
-            device_password,
-            subscriber,
-            filter,
-            rate,
-            require_all,
-        })),
+        Mode::Mqtt(load) => rt.block_on(mqtt::run(load)),
         Mode::CatchUp {
             broker,
             http,

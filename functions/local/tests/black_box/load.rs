@@ -2,9 +2,12 @@
 //! BENCHMARKS.md): `drogue-loadgen` against the real `drogue-local` for a second each,
 //! counting by message id. Every MQTT message the broker acknowledged reaches the
 //! application's subscriber (`--require-all` fails otherwise), and every CoAP request,
-//! plain and over DTLS, is answered 2.04.
+//! plain and over DTLS, is answered 2.04. At a small scale, many device connections and
+//! many subscribers of one application: every connection accepted, every subscriber
+//! receiving every acknowledged message.
 
 use super::runner::LocalRunner;
+use futures_util::StreamExt;
 use serde_json::json;
 
 const APPS: &str = "/api/registry/v1alpha1/apps";
@@ -107,4 +110,109 @@ async fn load_generators_lose_nothing_on_a_short_run() {
     .await;
     assert!(count_before(&output, "answered 2.04") > 0, "{output}");
     assert!(output.contains("other answers 0"), "{output}");
+}
+
+/// A SHA-512-crypt hash of "secret" at the default 5,000 rounds (what a plain password
+/// is stored as): devices are made without hashing each one, and every CONNECT still
+/// checks the password at full cost.
+const SECRET_HASH: &str = "$6$benchsalt$q9MuV9hhfkGoXDS1AtvptzAA/r/DjSa7mIywLZFUe.UNsSK1b2j0LHSWWb4kMOM/W0qWeW4vyTY5T17yMWHcE1";
+
+/// A counter of `/metrics`.
+async fn metric(server: &LocalRunner, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+/// The short version of `tests/bench/mqtt-scale.sh`: 500 devices hold a connection each
+/// (every password checked), 10 applications subscribe to the same application, and
+/// every subscriber receives every message the broker acknowledged, by id. Counts only:
+/// no timing is asserted.
+#[tokio::test]
+async fn many_connections_and_subscribers_lose_nothing() {
+    const DEVICES: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "bench"}}))
+            .await,
+        201
+    );
+    let created: Vec<u16> = futures_util::stream::iter(0..DEVICES)
+        .map(|i| {
+            let device = json!({"metadata": {"name": format!("dev{i}")}, "spec": {"authentication": {
+                "credentials": [{"pass": {"sha512": SECRET_HASH}}]
+            }}});
+            let server = &server;
+            async move { server.post(&format!("{APPS}/bench/devices"), &device).await }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(created.iter().all(|status| *status == 201), "{created:?}");
+    let checks = metric(&server, "drogue_device_password_checks_total").await;
+
+    let mqtt = server.mqtt.to_string();
+    let admin = server.admin_token();
+    let pid = server.pid().to_string();
+    let devices = DEVICES.to_string();
+    let output = loadgen(&[
+        "mqtt",
+        &mqtt,
+        "--devices",
+        &devices,
+        "--subscribers",
+        "10",
+        "--seconds",
+        "2",
+        "--qos",
+        "1",
+        "--rate",
+        "1000",
+        "--device-password",
+        "secret",
+        "--subscriber",
+        &admin,
+        "--filter",
+        "app/bench",
+        "--rss-pid",
+        &pid,
+        "--require-all",
+    ])
+    .await;
+    // every connection accepted, every password checked once (the verified-password
+    // cache answers the sessions' rechecks)
+    assert!(
+        output.contains(&format!(
+            "connect: {DEVICES} of {DEVICES} devices connected"
+        )),
+        "{output}"
+    );
+    assert!(output.contains("(0 refused, 0 failed"), "{output}");
+    assert!(output.contains("KiB per connection"), "{output}");
+    assert_eq!(
+        metric(&server, "drogue_device_password_checks_total").await - checks,
+        DEVICES as u64
+    );
+    // every subscriber received every acknowledged message
+    let acknowledged = count_before(&output, "acknowledged,");
+    assert!(acknowledged > 0, "{output}");
+    assert_eq!(count_before(&output, "acknowledged never"), 0, "{output}");
+    assert!(
+        output.contains("(0 of 10 subscribers missed some)"),
+        "{output}"
+    );
+    assert!(
+        count_before(&output, "received by 10") >= 10 * acknowledged,
+        "{output}"
+    );
+    assert_eq!(metric(&server, "drogue_mqtt_dropped_total").await, 0);
 }

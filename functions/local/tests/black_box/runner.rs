@@ -80,6 +80,11 @@ impl LocalRunner {
         panic!("drogue-local did not start within 30 s");
     }
 
+    /// The process id (for its memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("drogue-local runs")
+    }
+
     /// `user:token` of the bootstrapped administrator.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin-token"))
