@@ -125,9 +125,18 @@ impl Registry {
         let stored = self
             .application_for(principal, app, Permission::Read)
             .await?;
-        let all = self.devices.list_devices(app).await.map_err(unavailable)?;
-        Ok(options
-            .apply(all)
+        // the store skips and filters: a page costs what it holds, not the application
+        let page = self
+            .devices
+            .list_devices_page(
+                app,
+                &options.selector,
+                options.offset.unwrap_or(0),
+                options.limit,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(page
             .into_iter()
             .map(|d| self.as_seen_by(principal, &stored, d))
             .collect())

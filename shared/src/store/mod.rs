@@ -7,7 +7,7 @@ pub mod dynamodb;
 pub mod embedded;
 
 use crate::model::command::{Command, CommandResponse};
-use crate::model::{AppName, Application, Claim, Device, DeviceName, Role};
+use crate::model::{AppName, Application, Claim, Device, DeviceName, LabelSelector, Role};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -173,6 +173,26 @@ pub trait DeviceStore: Send + Sync {
     ) -> StoreResult<Option<(StoredApplication, Option<Device>)>>;
     /// Every device of an application, ordered by name.
     async fn list_devices(&self, app: &AppName) -> StoreResult<Vec<Device>>;
+    /// One page of an application's devices, ordered by name: of those whose labels
+    /// match `selector`, `offset` are skipped and at most `limit` returned. The default
+    /// lists every device and slices; the embedded store skips without decoding the
+    /// devices it skips, and decodes only the labels of those the selector refuses.
+    async fn list_devices_page(
+        &self,
+        app: &AppName,
+        selector: &LabelSelector,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> StoreResult<Vec<Device>> {
+        Ok(self
+            .list_devices(app)
+            .await?
+            .into_iter()
+            .filter(|d| selector.matches(&d.metadata.labels))
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .collect())
+    }
     /// The devices that name `gateway` in their `spec.gatewaySelector`, ordered by name.
     async fn devices_served_by(&self, app: &AppName, gateway: &str)
     -> StoreResult<Vec<DeviceName>>;

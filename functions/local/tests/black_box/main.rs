@@ -11,6 +11,7 @@ mod limits;
 mod load;
 mod mqtt;
 mod mqtt_client;
+mod paging;
 mod restart;
 mod resume;
 mod runner;

@@ -5,13 +5,17 @@ use super::{
     APPS, CLAIMS, DEVICE_COUNTS, DEVICES, EmbeddedStore, GATEWAYS, OWNER_DEVICE_COUNTS, Outcome,
     device_count, json, owner_device_count, unavailable,
 };
-use crate::model::{AppName, Claim, Device, DeviceName};
+use crate::model::{AppName, Claim, Device, DeviceName, LabelSelector};
 use crate::store::{
-    Conflict, DeviceLimits, DeviceStore, StoreResult, StoredApplication, device_claims,
+    Conflict, DeviceLimits, DeviceStore, StoreError, StoreResult, StoredApplication, device_claims,
     device_gateways,
 };
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The `resourceVersion` of a stored device, for conditional writes.
 fn device_revision(bytes: &[u8]) -> Option<String> {
@@ -69,6 +73,20 @@ impl DeviceStore for EmbeddedStore {
             devices.push(Self::read_json(value.value())?);
         }
         Ok(devices)
+    }
+
+    async fn list_devices_page(
+        &self,
+        app: &AppName,
+        selector: &LabelSelector,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> StoreResult<Vec<Device>> {
+        // a read that may walk a large application: off the async workers
+        let (store, app, selector) = (self.clone(), app.clone(), selector.clone());
+        tokio::task::spawn_blocking(move || store.devices_page(&app, &selector, offset, limit))
+            .await
+            .map_err(StoreError::unavailable)?
     }
 
     async fn devices_served_by(
@@ -145,38 +163,8 @@ impl DeviceStore for EmbeddedStore {
         limits: DeviceLimits,
     ) -> StoreResult<()> {
         let (app, device) = (app.clone(), device.clone());
-        let limit = limits.per_application;
-        self.write(move |txn| {
-            if !application_accepts_devices(txn, &app)? {
-                return Ok(Err(Conflict::ApplicationGone));
-            }
-            let name = device.metadata.name.as_str();
-            let owner = application_owner(txn, &app)?.unwrap_or_default();
-            let owned = owner_device_count(txn, &owner)?;
-            // (before the devices table is open: it may count in it)
-            let held = device_count(txn, &app)?;
-            let mut devices = txn.open_table(DEVICES)?;
-            if devices.get((app.as_str(), name))?.is_some() {
-                return Ok(Err(Conflict::AlreadyExists));
-            }
-            if limit.is_some_and(|limit| held >= limit) {
-                return Ok(Err(Conflict::QuotaExceeded));
-            }
-            if limits.per_owner.is_some_and(|limit| owned >= limit) {
-                return Ok(Err(Conflict::OwnerQuotaExceeded));
-            }
-            txn.open_table(DEVICE_COUNTS)?
-                .insert(app.as_str(), held + 1)?;
-            txn.open_table(OWNER_DEVICE_COUNTS)?
-                .insert(owner.as_str(), owned + 1)?;
-            if let Err(conflict) = take_claims(txn, &app, name, &device_claims(&device))? {
-                return Ok(Err(conflict));
-            }
-            index_gateways(txn, app.as_str(), name, &[], &device_gateways(&device))?;
-            devices.insert((app.as_str(), name), json(&device).as_slice())?;
-            Ok(Ok(()))
-        })
-        .await
+        self.write(move |txn| create_in(txn, &app, &device, limits))
+            .await
     }
 
     async fn update_device(
@@ -233,6 +221,135 @@ impl DeviceStore for EmbeddedStore {
         })
         .await
     }
+}
+
+/// The labels of a stored device, read without the rest of it.
+#[derive(Deserialize)]
+struct LabelsOnly {
+    metadata: MetadataLabels,
+}
+
+#[derive(Deserialize)]
+struct MetadataLabels {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+impl EmbeddedStore {
+    /// [`DeviceStore::list_devices_page`]: one walk over the application's keys; a
+    /// skipped device is not decoded (with a selector, only its labels are), so a page
+    /// costs its own devices plus a key step per device before it.
+    fn devices_page(
+        &self,
+        app: &AppName,
+        selector: &LabelSelector,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> StoreResult<Vec<Device>> {
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut page = Vec::new();
+        if limit == 0 {
+            return Ok(page);
+        }
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(DEVICES).map_err(unavailable)?;
+        let mut skipped = 0;
+        for entry in table.range((app.as_str(), "")..).map_err(unavailable)? {
+            let (key, value) = entry.map_err(unavailable)?;
+            if key.value().0 != app.as_str() {
+                break;
+            }
+            if !selector.is_empty() {
+                let labels: LabelsOnly = Self::read_json(value.value())?;
+                if !selector.matches(&labels.metadata.labels) {
+                    continue;
+                }
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            page.push(Self::read_json(value.value())?);
+            if page.len() >= limit {
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Creates devices of one application in one transaction (one commit, one `fsync`),
+    /// each with the checks and index entries of [`DeviceStore::create_device_limited`]
+    /// (the application exists and is not being deleted, the quotas, a name free, its
+    /// aliases and unique usernames free, the gateway index, the counts): all of them
+    /// or, at the first conflict, none, and the position of the device that failed with
+    /// its conflict. Devices come as the registry makes them (their specs checked and
+    /// their passwords hashed); for imports and for filling a store to measure it.
+    pub async fn create_devices_limited(
+        &self,
+        app: &AppName,
+        devices: Vec<Device>,
+        limits: DeviceLimits,
+    ) -> StoreResult<Result<(), (usize, Conflict)>> {
+        let app = app.clone();
+        let failed = Arc::new(AtomicUsize::new(usize::MAX));
+        let at = failed.clone();
+        let outcome = self
+            .write(move |txn| {
+                for (position, device) in devices.iter().enumerate() {
+                    if let Err(conflict) = create_in(txn, &app, device, limits)? {
+                        at.store(position, Ordering::Relaxed);
+                        return Ok(Err(conflict));
+                    }
+                }
+                Ok(Ok(()))
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::Conflict(conflict)) => {
+                Ok(Err((failed.load(Ordering::Relaxed), conflict)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// One device create within a write transaction; a conflict leaves the transaction to
+/// be aborted.
+fn create_in(
+    txn: &WriteTransaction,
+    app: &AppName,
+    device: &Device,
+    limits: DeviceLimits,
+) -> Outcome<()> {
+    if !application_accepts_devices(txn, app)? {
+        return Ok(Err(Conflict::ApplicationGone));
+    }
+    let name = device.metadata.name.as_str();
+    let owner = application_owner(txn, app)?.unwrap_or_default();
+    let owned = owner_device_count(txn, &owner)?;
+    // (before the devices table is open: it may count in it)
+    let held = device_count(txn, app)?;
+    let mut devices = txn.open_table(DEVICES)?;
+    if devices.get((app.as_str(), name))?.is_some() {
+        return Ok(Err(Conflict::AlreadyExists));
+    }
+    if limits.per_application.is_some_and(|limit| held >= limit) {
+        return Ok(Err(Conflict::QuotaExceeded));
+    }
+    if limits.per_owner.is_some_and(|limit| owned >= limit) {
+        return Ok(Err(Conflict::OwnerQuotaExceeded));
+    }
+    txn.open_table(DEVICE_COUNTS)?
+        .insert(app.as_str(), held + 1)?;
+    txn.open_table(OWNER_DEVICE_COUNTS)?
+        .insert(owner.as_str(), owned + 1)?;
+    if let Err(conflict) = take_claims(txn, app, name, &device_claims(device))? {
+        return Ok(Err(conflict));
+    }
+    index_gateways(txn, app.as_str(), name, &[], &device_gateways(device))?;
+    devices.insert((app.as_str(), name), json(device).as_slice())?;
+    Ok(Ok(()))
 }
 
 /// The owner of a stored application.

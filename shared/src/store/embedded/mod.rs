@@ -6,11 +6,14 @@
 //!
 //! This module holds the database, its tables and what several ports share (the device
 //! counts); each port has its own file: [`applications`], [`devices`], [`tokens`],
-//! [`commands`].
+//! [`commands`]. Lists page by walking keys (a skipped device is not decoded), and
+//! [`EmbeddedStore::create_devices_limited`] writes many devices in one transaction.
 
 mod applications;
 mod commands;
 mod devices;
+#[cfg(test)]
+mod scale_tests;
 mod tokens;
 
 use super::{Conflict, StoreError, StoreResult, StoredApplication};
