@@ -18,7 +18,8 @@ venv=$cache/venv
 [ -x "$venv/bin/moto_server" ] || { echo "run tests/run once first (it installs moto)"; exit 1; }
 
 cargo build --release --locked -p drogue-registry -p drogue-command -p drogue-http-endpoint \
-  -p drogue-mqtt-authorizer -p drogue-mqtt-ingest -p drogue-iot-certificates -p drogue-tests --bins
+  -p drogue-mqtt-authorizer -p drogue-mqtt-ingest -p drogue-iot-certificates -p drogue-fan-out \
+  -p drogue-tests --bins
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
@@ -26,7 +27,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 export DROGUE_TEST_MOTO_URL=http://127.0.0.1:$port
 for _ in $(seq 1 100); do curl -fs -o /dev/null "$DROGUE_TEST_MOTO_URL/moto-api/" && break; sleep 0.1; done
 
-echo "machine: $(nproc) cores, $(uname -m); $runs starts per function"
+echo "machine: $(nproc) cores, $(uname -m), load average $(cut -d' ' -f1-3 /proc/loadavg); $runs starts per function"
 "$CARGO_TARGET_DIR/release/cold-start" "$CARGO_TARGET_DIR/release" "$runs"
 
 build=${SAM_BUILD_DIR:-}

@@ -9,6 +9,7 @@ mod fixture;
 mod dynamodb_reads;
 mod fan_out;
 mod kubernetes;
+mod start;
 
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::Principal;

@@ -10,9 +10,21 @@
 //! `DROGUE_TLS_ROOTS=system`, the SDK's default client and the system's roots are used.
 //! `DROGUE_TLS_ROOTS=amazon` asks for Amazon's roots anywhere. (`DROGUE_TLS_ROOTS` is an
 //! option of [`AwsArgs`]; the SDK's own variables are read as the SDK reads them.)
+//!
+//! Either HTTPS client connects on first use: the SDK's own client builds its TLS
+//! configuration (the crypto provider, the root certificates) each time a service client
+//! is built from it, which put two or three of them before a function's first
+//! `/invocation/next`; [`OnFirstRequest`] defers that to the first request, when it is
+//! built once and kept. So a function's start reads its configuration and builds its
+//! clients without touching the network or the TLS stack (see docs/deploy.md).
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 /// Amazon Root CA 1 to 4 and Starfield Services Root Certificate Authority G2 (which
 /// cross-signs them), as the Debian `ca-certificates` package ships them.
@@ -69,16 +81,64 @@ impl Roots {
     }
 }
 
-/// The SDK configuration from the environment, with the HTTPS client for `roots`.
+/// The SDK configuration from the environment, with the HTTPS client for `roots`, which
+/// connects on first use ([`OnFirstRequest`]).
 pub async fn config(roots: Roots) -> SdkConfig {
-    let loader = aws_config::defaults(BehaviorVersion::latest());
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(OnFirstRequest(https_client(roots)))
+        .load()
+        .await
+}
+
+/// The HTTPS client for `roots`, as it is (building its TLS configuration whenever a
+/// service client is built from it).
+pub fn https_client(roots: Roots) -> SharedHttpClient {
     match roots {
-        Roots::System => loader.load().await,
-        Roots::Amazon => loader.http_client(amazon_https_client()).load().await,
+        Roots::System => system_https_client(),
+        Roots::Amazon => amazon_https_client(),
     }
 }
 
-fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+/// An HTTP client that builds its connector (its TLS configuration: crypto provider, root
+/// certificates) when the first request needs it, and keeps it (the wrapped client
+/// caches its connectors), instead of once more at every service client's construction:
+/// the SDK's client does that in `validate_base_client_config`, so that a missing root
+/// store shows at start, which it only logs anyway.
+#[derive(Debug, Clone)]
+pub struct OnFirstRequest(pub SharedHttpClient);
+
+impl HttpClient for OnFirstRequest {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
+/// The SDK's default HTTPS client (`aws-smithy-runtime`'s, which it does not export): rustls
+/// with aws-lc, the system's roots, and the proxy of the environment (`HTTPS_PROXY`,
+/// `NO_PROXY`, ...), as for this behaviour version.
+fn system_https_client() -> SharedHttpClient {
+    use aws_smithy_http_client::{ConnectorBuilder, proxy::ProxyConfig};
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut builder =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        builder.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            builder.set_sleep_impl(components.sleep_impl());
+        }
+        builder.set_proxy_config(Some(ProxyConfig::from_env()));
+        builder.build()
+    })
+}
+
+fn amazon_https_client() -> SharedHttpClient {
     // building a context cannot fail; the PEM is parsed with the connector (and checked
     // by the tests below)
     let context = TlsContext::builder()

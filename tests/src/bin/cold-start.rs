@@ -135,12 +135,24 @@ async fn main() {
             name: "trust-anchor-sync",
             binary: "trust-anchor-sync",
             event: "trust-anchor-sync.json",
-            settings: vec![table.clone()],
+            settings: vec![table.clone(), events.clone()],
         },
         Case {
             name: "cert-validator",
             binary: "cert-validator",
             event: "iot-certificate-registered.json",
+            settings: vec![table.clone()],
+        },
+        Case {
+            name: "fan-out",
+            binary: "fan-out",
+            event: "kinesis-events.json",
+            settings: vec![table.clone()],
+        },
+        Case {
+            name: "stream",
+            binary: "stream",
+            event: "websocket-connect.json",
             settings: vec![table.clone()],
         },
         // what loading the system's root store would cost
