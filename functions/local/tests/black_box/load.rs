@@ -117,20 +117,6 @@ async fn load_generators_lose_nothing_on_a_short_run() {
 /// checks the password at full cost.
 const SECRET_HASH: &str = "$6$benchsalt$q9MuV9hhfkGoXDS1AtvptzAA/r/DjSa7mIywLZFUe.UNsSK1b2j0LHSWWb4kMOM/W0qWeW4vyTY5T17yMWHcE1";
 
-/// A counter of `/metrics`.
-async fn metric(server: &LocalRunner, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
-}
-
 /// The short version of `tests/bench/mqtt-scale.sh`: 500 devices hold a connection each
 /// (every password checked), 10 applications subscribe to the same application, and
 /// every subscriber receives every message the broker acknowledged, by id. Counts only:
@@ -158,7 +144,7 @@ async fn many_connections_and_subscribers_lose_nothing() {
         .collect()
         .await;
     assert!(created.iter().all(|status| *status == 201), "{created:?}");
-    let checks = metric(&server, "drogue_device_password_checks_total").await;
+    let checks = server.metric("drogue_device_password_checks_total").await;
 
     let mqtt = server.mqtt.to_string();
     let admin = server.admin_token();
@@ -199,7 +185,7 @@ async fn many_connections_and_subscribers_lose_nothing() {
     assert!(output.contains("(0 refused, 0 failed"), "{output}");
     assert!(output.contains("KiB per connection"), "{output}");
     assert_eq!(
-        metric(&server, "drogue_device_password_checks_total").await - checks,
+        server.metric("drogue_device_password_checks_total").await - checks,
         DEVICES as u64
     );
     // every subscriber received every acknowledged message
@@ -214,5 +200,5 @@ async fn many_connections_and_subscribers_lose_nothing() {
         count_before(&output, "received by 10") >= 10 * acknowledged,
         "{output}"
     );
-    assert_eq!(metric(&server, "drogue_mqtt_dropped_total").await, 0);
+    assert_eq!(server.metric("drogue_mqtt_dropped_total").await, 0);
 }

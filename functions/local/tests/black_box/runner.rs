@@ -111,6 +111,20 @@ impl LocalRunner {
             .0
     }
 
+    /// A counter of `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let token = self.admin_token();
         let (user, token) = token.split_once(':').unwrap();

@@ -454,18 +454,7 @@ async fn many_requests_of_one_device_at_once_cost_one_password_check() {
         server.post(&format!("{APPS}/app1/devices"), &device).await,
         201
     );
-    let checks = || async {
-        let text = reqwest::get(format!("{}/metrics", server.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("drogue_device_password_checks_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("password checks in {text}"))
-    };
+    let checks = || server.metric("drogue_device_password_checks_total");
     let before = checks().await;
     let http = reqwest::Client::new();
     let requests = (0..32).map(|_| {
