@@ -349,9 +349,10 @@ impl Server {
             applications: store.clone(),
             commands: commands.clone(),
             sink: Arc::new(events.clone()),
-            hub: Arc::new(mqtt::hub::Hub::with_connections_per_device(
-                config.max_connections_per_device,
-            )),
+            hub: Arc::new(
+                mqtt::hub::Hub::with_connections_per_device(config.max_connections_per_device)
+                    .with_feeder(subscribers_behind_from(events.clone())),
+            ),
             instance: DEFAULT_INSTANCE.into(),
             log: events.clone(),
             limiter: limiter.clone(),
@@ -699,6 +700,15 @@ fn std_udp_socket(bind: &str, flag: &str) -> anyhow::Result<Option<std::net::Udp
     let socket =
         std::net::UdpSocket::bind(addr).with_context(|| format!("cannot listen on UDP {addr}"))?;
     Ok(Some(socket))
+}
+
+/// How the broker's subscriptions that fall behind go on: from the event log, on the
+/// main runtime, untracked (a clean session keeps no cursor).
+fn subscribers_behind_from(events: EventLog) -> mqtt::hub::Feeder {
+    let main = tokio::runtime::Handle::current();
+    Box::new(move |cursor, mode, queue| {
+        mqtt::sessions::start_feed(&events, &main, cursor, mode, queue, false)
+    })
 }
 
 /// Hands the event log's events and the command bus's commands to the broker's

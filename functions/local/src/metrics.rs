@@ -42,13 +42,17 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_mqtt_sessions MQTT connections of the local broker.\n\
          # TYPE drogue_mqtt_sessions gauge\n\
          drogue_mqtt_sessions {}\n\
-         # HELP drogue_mqtt_dropped_total Messages dropped for MQTT subscribers that fell behind.\n\
+         # HELP drogue_mqtt_dropped_total Messages dropped for MQTT subscribers that fell behind (QoS 0, wildcards, shared groups, commands).\n\
          # TYPE drogue_mqtt_dropped_total counter\n\
-         drogue_mqtt_dropped_total {}\n",
+         drogue_mqtt_dropped_total {}\n\
+         # HELP drogue_mqtt_fell_behind_total MQTT subscriptions to an application's events that fell behind and went on from the event log.\n\
+         # TYPE drogue_mqtt_fell_behind_total counter\n\
+         drogue_mqtt_fell_behind_total {}\n",
         verified.slow_checks(),
         verified.len(),
         m.mqtt.sessions(),
         m.mqtt.dropped(),
+        m.mqtt.fell_behind(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

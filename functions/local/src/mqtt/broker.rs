@@ -32,8 +32,8 @@ pub use publish::PUBLISHES_IN_FLIGHT;
 use super::backend::Backend;
 use connect::Conn;
 use ntex_io::IoBoxed;
-use ntex_mqtt::MqttServer;
 use ntex_mqtt::error::MqttError;
+use ntex_mqtt::{Control, MqttServer, Reason};
 use ntex_service::cfg::SharedCfg;
 use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
 use ntex_util::services::inflight::InFlight;
@@ -105,6 +105,36 @@ where
     })
 }
 
+/// The connection control service of both versions (write back-pressure, a
+/// connection's end): nothing to answer; an end by the broker's own error is logged
+/// (ntex-mqtt's default service warns at every connection's end, whatever ended it).
+fn connection_control<Sink, R>() -> impl ServiceFactory<
+    Control<BrokerError>,
+    ntex_mqtt::Session<Sink, Conn>,
+    Response = Option<R>,
+    Error = BrokerError,
+    InitError = BrokerError,
+>
+where
+    Sink: 'static,
+    R: 'static,
+{
+    fn_factory_with_config(async |_: ntex_mqtt::Session<Sink, Conn>| {
+        Ok(fn_service(async |control: Control<BrokerError>| {
+            match control {
+                Control::Stop(Reason::Error(e)) => {
+                    tracing::warn!(error = %e.get_ref(), "an MQTT connection ended by an error");
+                }
+                Control::Stop(Reason::Protocol(e)) => {
+                    tracing::debug!(error = %e.get_ref(), "an MQTT client broke the protocol");
+                }
+                Control::Stop(Reason::PeerGone(_)) | Control::WrBackpressure(_) => {}
+            }
+            Ok(None)
+        }))
+    })
+}
+
 /// The MQTT service for one listener: 3.1.1 and 5, told apart by the CONNECT.
 // (the factories are closures: their types cannot be named in an alias)
 #[allow(clippy::type_complexity)]
@@ -136,10 +166,12 @@ pub fn service(
             v3::handshake(b3.clone(), m3.clone(), hs)
         }))
         .protocol(controls(v3::control))
+        .control(connection_control())
         .publish(ntex_service::apply(in_flight, publishes(v3::publish))))
         .v5(ntex_mqtt::v5::MqttServer::new(fn_service(move |hs| {
             v5::handshake(b5.clone(), m5.clone(), hs)
         }))
         .protocol(controls(v5::control))
+        .control(connection_control())
         .publish(ntex_service::apply(in_flight, publishes(v5::publish))))
 }

@@ -4,8 +4,12 @@
 //! subscription group (`$share/{group}/...`).
 //!
 //! The hub is `Send + Sync` and never blocks: each session has a bounded queue, drained
-//! by its connection; a session that falls that far behind loses messages, counted and
-//! logged.
+//! by its connection. A QoS 1 subscription to one application's events (`app/{app}`)
+//! whose queue is full falls back to the event log: from the first event that did not
+//! fit, a feed reads the application's events from the log, waiting for the connection
+//! (nothing acknowledged to a device is dropped for a slow subscriber, within the log's
+//! retention). Other subscriptions that fall that far behind lose messages, counted
+//! and logged.
 //!
 //! Routing does not scan the sessions: every live subscription (but the resuming ones,
 //! fed from the log) is kept in an [`Index`], a trie over the filters' levels, which
@@ -14,7 +18,7 @@
 //! their own for [`Hub::command`]. Routing takes a read lock: subscribing, ending and
 //! taking over sessions take the write lock.
 
-use super::sessions::{Cursor, SavedSubscription, SessionState};
+use super::sessions::{Cursor, SavedSubscription, SessionState, resumable_application};
 use drogue_shared::commands::PublishedCommand;
 use drogue_shared::events::log::LoggedEvent;
 use drogue_shared::mqtt::filter::TopicFilter;
@@ -75,6 +79,12 @@ pub struct Track {
     pub position: u64,
 }
 
+/// Starts the task feeding a subscription from the event log: the events of the
+/// cursor's application after its position, into a session's queue (see
+/// `sessions::start_feed`).
+pub type Feeder =
+    Box<dyn Fn(&Cursor, ContentMode, mpsc::Sender<Push>) -> tokio::task::AbortHandle + Send + Sync>;
+
 /// The task feeding a resuming subscription from the log; ends with it.
 struct Feed(tokio::task::AbortHandle);
 
@@ -110,6 +120,9 @@ struct Subscription {
     resume: Option<Resume>,
     /// A live shared subscription's group's turn, shared by its members.
     turn: Option<Arc<AtomicUsize>>,
+    /// The position of the first event that did not fit in the session's queue, once
+    /// the subscription falls back to the log (0 while it keeps up).
+    behind: AtomicU64,
 }
 
 impl Subscription {
@@ -201,15 +214,25 @@ impl Sessions {
     }
 }
 
+/// An event of the log being routed, and the subscriptions (session, key) that fell
+/// behind at it.
+struct FromLog<'a> {
+    event: &'a LoggedEvent,
+    behind: Vec<(u64, u64)>,
+}
+
 /// The live sessions.
 #[derive(Default)]
 pub struct Hub {
     next: AtomicU64,
     turn: AtomicUsize,
     dropped: AtomicU64,
+    fell_behind: AtomicU64,
     sessions: RwLock<Sessions>,
     /// Live connections per device; 0 for no limit.
     connections_per_device: usize,
+    /// Feeds the subscriptions that fell behind from the log; without one, they drop.
+    feeder: Option<Feeder>,
 }
 
 impl Hub {
@@ -218,6 +241,14 @@ impl Hub {
         Self {
             connections_per_device: limit,
             ..Self::default()
+        }
+    }
+
+    /// A hub whose subscriptions that fall behind are fed from the log by `feeder`.
+    pub fn with_feeder(self, feeder: Feeder) -> Self {
+        Self {
+            feeder: Some(feeder),
+            ..self
         }
     }
 
@@ -465,6 +496,7 @@ impl Hub {
                 mode,
                 resume,
                 turn,
+                behind: AtomicU64::new(0),
             };
             sessions.index.insert(id, &sub);
             entry.subscriptions.push(sub);
@@ -509,6 +541,11 @@ impl Hub {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Subscriptions that fell behind their session's queue and went on from the log.
+    pub fn fell_behind(&self) -> u64 {
+        self.fell_behind.load(Ordering::Relaxed)
+    }
+
     /// Live sessions.
     pub fn sessions(&self) -> usize {
         self.sessions.read().expect("not poisoned").by_id.len()
@@ -519,14 +556,65 @@ impl Hub {
         let topic = application_events(&event.application);
         let mut structured = None;
         let mut binary = None;
-        self.route(&topic, |mode| match mode {
-            ContentMode::Structured => structured
-                .get_or_insert_with(|| Arc::new(delivery_for(mode, &topic, &event.json)))
-                .clone(),
-            ContentMode::Binary => binary
-                .get_or_insert_with(|| Arc::new(binary_delivery(&topic, &event.json)))
-                .clone(),
-        })
+        let mut from_log = FromLog {
+            event,
+            behind: Vec::new(),
+        };
+        let sent = self.route(
+            &topic,
+            |mode| match mode {
+                ContentMode::Structured => structured
+                    .get_or_insert_with(|| Arc::new(delivery_for(mode, &topic, &event.json)))
+                    .clone(),
+                ContentMode::Binary => binary
+                    .get_or_insert_with(|| Arc::new(binary_delivery(&topic, &event.json)))
+                    .clone(),
+            },
+            Some(&mut from_log),
+        );
+        if !from_log.behind.is_empty() {
+            self.fall_back_to_log(event, from_log.behind);
+        }
+        sent
+    }
+
+    /// Feeds the subscriptions (session, subscription key) that fell behind at `event`
+    /// from the log, from that event on; they leave the index.
+    fn fall_back_to_log(&self, event: &LoggedEvent, behind: Vec<(u64, u64)>) {
+        let Some(feeder) = &self.feeder else {
+            return;
+        };
+        let mut sessions = self.sessions.write().expect("not poisoned");
+        let sessions = &mut *sessions;
+        for (id, key) in behind {
+            let Some(entry) = sessions.by_id.get_mut(&id) else {
+                continue;
+            };
+            let Some(sub) = entry.subscriptions.iter_mut().find(|s| s.key == key) else {
+                continue;
+            };
+            let position = *sub.behind.get_mut();
+            if sub.resume.is_some() || position == 0 {
+                continue;
+            }
+            sessions.index.remove(id, sub);
+            let cursor = Cursor {
+                application: event.application.clone(),
+                uid: event.application_uid.clone().unwrap_or_default(),
+                position: position - 1,
+            };
+            sub.resume = Some(Resume {
+                _feed: Feed(feeder(&cursor, sub.mode, entry.queue.clone())),
+                cursor,
+            });
+            self.fell_behind.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                client_id = %entry.client_id,
+                application = %event.application,
+                position,
+                "a subscriber falls behind: its queue is full, its events now come from the event log"
+            );
+        }
     }
 
     /// Routes a command to `cmd/{app}/{device}/{command}`, with its content type and the
@@ -543,7 +631,8 @@ impl Hub {
             correlation_data: Some(Bytes::copy_from_slice(published.command.id.as_bytes())),
             user_properties: Vec::new(),
         });
-        self.route(&published.topic, |_| delivery.clone()) + self.route_inbox(published, &delivery)
+        self.route(&published.topic, |_| delivery.clone(), None)
+            + self.route_inbox(published, &delivery)
     }
 
     /// Routes a command to the sessions subscribed to Drogue's `command/inbox/...` that
@@ -574,13 +663,20 @@ impl Hub {
                     topic: topic.into(),
                     ..(**delivery).clone()
                 });
-                sent += usize::from(self.push(entry, sub, renamed));
+                sent += usize::from(self.push(entry, sub, renamed, None));
             }
         }
         sent
     }
 
-    fn route(&self, topic: &str, mut delivery: impl FnMut(ContentMode) -> Arc<Delivery>) -> usize {
+    /// Routes a message to the sessions whose subscriptions match `topic`; for an event
+    /// of the log, the subscriptions that fall behind at it are added to its list.
+    fn route(
+        &self,
+        topic: &str,
+        mut delivery: impl FnMut(ContentMode) -> Arc<Delivery>,
+        mut from_log: Option<&mut FromLog<'_>>,
+    ) -> usize {
         let sessions = self.sessions.read().expect("not poisoned");
         let mut found = Vec::new();
         sessions.index.matching(topic, &mut found);
@@ -616,7 +712,8 @@ impl Hub {
                 }
             }
             if let Some(sub) = direct {
-                sent += usize::from(self.push(entry, sub, delivery(sub.mode)));
+                let from_log = from_log.as_deref_mut().map(|f| (run[0].session, f));
+                sent += usize::from(self.push(entry, sub, delivery(sub.mode), from_log));
             }
         }
         for members in groups.values() {
@@ -627,12 +724,26 @@ impl Hub {
                 None => self.turn.fetch_add(1, Ordering::Relaxed),
             };
             let (entry, sub) = members[turn % members.len()];
-            sent += usize::from(self.push(entry, sub, delivery(sub.mode)));
+            sent += usize::from(self.push(entry, sub, delivery(sub.mode), None));
         }
         sent
     }
 
-    fn push(&self, entry: &Entry, sub: &Subscription, delivery: Arc<Delivery>) -> bool {
+    /// Queues a message for a session; whether it goes to the session. With the event
+    /// of the log it is (and the session's id, and the list of subscriptions that fell
+    /// behind), a QoS 1 subscription to its application whose queue is full is listed
+    /// to be fed from the log, from this event on, rather than dropping it.
+    fn push(
+        &self,
+        entry: &Entry,
+        sub: &Subscription,
+        delivery: Arc<Delivery>,
+        from_log: Option<(u64, &mut FromLog<'_>)>,
+    ) -> bool {
+        if sub.behind.load(Ordering::Relaxed) != 0 {
+            // being handed to its feed, which delivers this event too
+            return true;
+        }
         match entry.queue.try_send(Push {
             delivery,
             qos1: sub.qos1,
@@ -640,6 +751,20 @@ impl Hub {
         }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some((id, FromLog { event, behind })) = from_log
+                    && self.feeder.is_some()
+                    && sub.qos1
+                    && sub.group.is_none()
+                    && event.sequence > 0
+                    && resumable_application(&sub.filter) == Some(event.application.as_str())
+                    && sub
+                        .behind
+                        .compare_exchange(0, event.sequence, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    behind.push((id, sub.key));
+                    return true;
+                }
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // (not every time: a subscriber that cannot keep up drops many)
                 if dropped.is_power_of_two() || dropped.is_multiple_of(10_000) {
@@ -1130,7 +1255,7 @@ mod tests {
             correlation_data: None,
             user_properties: Vec::new(),
         });
-        hub.route(topic, |_| delivery.clone())
+        hub.route(topic, |_| delivery.clone(), None)
     }
 
     #[test]
@@ -1394,6 +1519,78 @@ mod tests {
         hub.remove(first.id);
         hub.remove(second.id);
         assert_eq!((hub.sessions(), hub.indexed()), (0, 0));
+    }
+
+    /// A QoS 1 subscriber of `app/app1` whose queue (2 messages here) is full goes on
+    /// from the log, from the first event that did not fit, in order, without gaps or
+    /// duplicates; a QoS 0 one drops what does not fit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_subscriber_that_falls_behind_goes_on_from_the_log() {
+        use cloudevents::{EventBuilder, EventBuilderV10};
+        use drogue_shared::events::EventSink;
+        let dir = tempfile::tempdir().unwrap();
+        let log = drogue_shared::events::log::EventLog::open(dir.path().join("events.redb"), 100)
+            .unwrap();
+        let (feeder_log, main) = (log.clone(), tokio::runtime::Handle::current());
+        let hub = Hub::default().with_feeder(Box::new(move |cursor, mode, queue| {
+            super::super::sessions::start_feed(&feeder_log, &main, cursor, mode, queue, false)
+        }));
+        let p = policy(&[(Action::Receive, "app/app1")]);
+        let (tx, mut slow) = mpsc::channel(2);
+        let (a, _) = hub.register("a", p.clone(), tx, None);
+        assert!(hub.subscribe(a.id, "app/app1", true, ContentMode::Structured));
+        let (tx, mut lossy) = mpsc::channel(2);
+        let (b, _) = hub.register("b", p, tx, None);
+        assert!(hub.subscribe(b.id, "app/app1", false, ContentMode::Structured));
+        // (the broker routes what the log hands out live)
+        let mut live = log.subscribe();
+        for n in 1..=10 {
+            let event = EventBuilderV10::new()
+                .id(format!("e{n}"))
+                .ty("io.drogue.event.v1")
+                .source("drogue://app1/dev1")
+                .extension("application", "app1")
+                .extension("applicationuid", "u1")
+                .build()
+                .unwrap();
+            log.publish(&event).await.unwrap();
+            let logged = live.recv().await.unwrap();
+            // both queues take 2; at the third the QoS 0 subscriber drops and the other
+            // one goes on from the log (which routing no longer counts)
+            let reached = match n {
+                1 | 2 => 2,
+                3 => 1,
+                _ => 0,
+            };
+            assert_eq!(hub.event(&logged), reached, "event {n}");
+        }
+        assert_eq!(hub.fell_behind(), 1);
+        assert_eq!(hub.dropped(), 8, "the QoS 0 subscriber kept 2 of 10");
+        assert!(hub.indexed() > 0, "the QoS 0 subscription is still routed");
+        let id = |push: Push| {
+            serde_json::from_slice::<serde_json::Value>(&push.delivery.payload).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            let push = tokio::time::timeout(std::time::Duration::from_secs(5), slow.recv())
+                .await
+                .expect("the feed goes on")
+                .unwrap();
+            assert!(push.qos1 && push.track.is_none());
+            got.push(id(push));
+        }
+        let wanted: Vec<String> = (1..=10).map(|n| format!("e{n}")).collect();
+        assert_eq!(got, wanted);
+        assert_eq!(drain(&mut lossy).len(), 2);
+        // the fed subscription is not routed again: nothing comes twice
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(slow.try_recv().is_err());
+        hub.remove(a.id);
+        hub.remove(b.id);
+        assert_eq!(hub.indexed(), 0);
     }
 
     #[test]

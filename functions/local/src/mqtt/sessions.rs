@@ -132,14 +132,41 @@ pub fn resumable_application(filter: &str) -> Option<&str> {
     filter.application()
 }
 
-/// Feeds a resuming subscription from the log: every event of its application after
+/// Starts feeding a subscription from the log (see [`feed`]) on the main runtime: the
+/// events of the cursor's application (of its uid, when it has one) after its position.
+/// `track`: each event's acknowledgement moves the subscription's cursor (a resuming
+/// subscription of a persistent session; a clean session's subscription that fell
+/// behind keeps no cursor).
+pub fn start_feed(
+    log: &EventLog,
+    main: &tokio::runtime::Handle,
+    cursor: &Cursor,
+    mode: ContentMode,
+    queue: mpsc::Sender<Push>,
+    track: bool,
+) -> tokio::task::AbortHandle {
+    let uid = Some(cursor.uid.as_str()).filter(|uid| !uid.is_empty());
+    let follower = log.follow(&cursor.application, uid, cursor.position);
+    main.spawn(feed(
+        follower,
+        cursor.application.clone(),
+        mode,
+        queue,
+        track,
+    ))
+    .abort_handle()
+}
+
+/// Feeds a subscription from the log: every event of its application after
 /// `follower`'s position, in order, into the session's queue (waiting while it is full:
-/// nothing is dropped), each tracked so that its acknowledgement moves the cursor.
-pub async fn feed(
+/// nothing is dropped), each tracked (with `track`) so that its acknowledgement moves
+/// the cursor.
+async fn feed(
     mut follower: Follower,
     application: String,
     mode: ContentMode,
     queue: mpsc::Sender<Push>,
+    track: bool,
 ) {
     let topic = application_events(&application);
     let application: Arc<str> = application.into();
@@ -147,7 +174,7 @@ pub async fn feed(
         let events = match follower.next(BATCH).await {
             Ok(events) => events,
             Err(e) => {
-                tracing::warn!(application = %application, error = %e, "a resuming subscription cannot read the event log");
+                tracing::warn!(application = %application, error = %e, "a subscription cannot read the event log");
                 return;
             }
         };
@@ -156,7 +183,7 @@ pub async fn feed(
             let push = Push {
                 delivery,
                 qos1: true,
-                track: Some(Track {
+                track: track.then(|| Track {
                     application: application.clone(),
                     position: event.sequence,
                 }),

@@ -16,6 +16,7 @@ mod restart;
 mod resume;
 mod runner;
 mod shared_ca;
+mod slow_subscriber;
 mod sso;
 mod startup;
 mod telemetry;

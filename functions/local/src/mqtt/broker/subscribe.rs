@@ -70,14 +70,7 @@ impl ConnInner {
         backend
             .hub
             .subscribe_resuming(self.session, filter, qos1, mode, cursor, |c| {
-                let follower = backend.log.follow(&c.application, Some(&c.uid), c.position);
-                main.spawn(sessions::feed(
-                    follower,
-                    c.application.clone(),
-                    mode,
-                    queue.clone(),
-                ))
-                .abort_handle()
+                sessions::start_feed(&backend.log, main, c, mode, queue.clone(), true)
             })
     }
 }

@@ -1,0 +1,125 @@
+//! A slow MQTT subscriber loses nothing the broker acknowledged: an application client
+//! that stops acknowledging its QoS 1 messages while a device publishes thousands of
+//! events falls behind its session's queue (4,096) and goes on from the event log; once
+//! it acknowledges again it gets every event, in order, each once.
+
+use super::runner::LocalRunner;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+use std::time::Duration;
+
+const APPS: &str = "/api/registry/v1alpha1/apps";
+/// More than the subscriber's 64 unacknowledged messages and its queue of 4,096.
+const EVENTS: u64 = 6_000;
+
+#[tokio::test]
+async fn a_subscriber_that_stops_acknowledging_gets_everything_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    let device = json!({"metadata": {"name": "device1"},
+        "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}});
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), &device).await,
+        201
+    );
+    let token = server.admin_token();
+    let (user, key) = token.split_once(':').unwrap();
+
+    // the application's subscriber acknowledges only when told to (a clean session)
+    let mut options = MqttOptions::new(format!("{user}/slow"), "localhost", server.mqtt.port());
+    options.set_credentials(user, key);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_manual_acks(true);
+    let (subscriber, mut events) = AsyncClient::new(options, 10_000);
+    subscriber
+        .subscribe("app/app1", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (received_tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if received_tx.send(p).is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(s))) => {
+                    assert!(
+                        matches!(
+                            s.return_codes[..],
+                            [rumqttc::SubscribeReasonCode::Success(_)]
+                        ),
+                        "{s:?}"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the subscriber's connection failed: {e:?}"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // the device publishes every event at QoS 1; each one acknowledged is in the log
+    let mut options = MqttOptions::new("device1@app1", "localhost", server.mqtt.port());
+    options.set_credentials("device1@app1", "secret");
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_inflight(100);
+    let (device, mut device_events) = AsyncClient::new(options, 100);
+    let publisher = tokio::spawn(async move {
+        for n in 0..EVENTS {
+            let payload = json!({ "n": n }).to_string();
+            device
+                .publish("telemetry", QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        device
+    });
+    let mut acknowledged = 0;
+    while acknowledged < EVENTS {
+        match tokio::time::timeout(Duration::from_secs(30), device_events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acknowledged += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("the device's connection failed after {acknowledged}: {e:?}"),
+            Err(_) => panic!("only {acknowledged} of {EVENTS} publishes acknowledged"),
+        }
+    }
+    let _device = publisher.await.unwrap();
+
+    // the subscriber fell behind: its subscription went on from the log (once the
+    // routing got there), nothing dropped
+    let mut fell_behind = 0;
+    for _ in 0..100 {
+        fell_behind = server.metric("drogue_mqtt_fell_behind_total").await;
+        if fell_behind > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fell_behind, 1);
+    assert_eq!(server.metric("drogue_mqtt_dropped_total").await, 0);
+
+    // acknowledging again, it gets every event once, in order
+    let mut numbers = Vec::new();
+    while (numbers.len() as u64) < EVENTS {
+        let publish = tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {EVENTS} events came", numbers.len()))
+            .expect("the subscriber stays connected");
+        subscriber.ack(&publish).await.unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&publish.payload).unwrap();
+        if event["type"] == "io.drogue.event.v1" {
+            numbers.push(event["data"]["n"].as_u64().unwrap());
+        }
+    }
+    let expected: Vec<u64> = (0..EVENTS).collect();
+    assert!(numbers == expected, "events out of order, missing or twice");
+    reader.abort();
+}
