@@ -37,6 +37,7 @@ use ntex_mqtt::{Control, MqttServer, Reason};
 use ntex_service::cfg::SharedCfg;
 use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
 use ntex_util::services::inflight::InFlight;
+use std::sync::Arc;
 use tokio::runtime::Handle;
 
 /// Why a connection is closed.
@@ -139,7 +140,7 @@ where
 // (the factories are closures: their types cannot be named in an alias)
 #[allow(clippy::type_complexity)]
 pub fn service(
-    backend: Backend,
+    backend: Arc<Backend>,
     main: Handle,
 ) -> MqttServer<
     impl ServiceFactory<

@@ -64,6 +64,8 @@ impl Broker {
     /// Starts the broker on its own threads. Call from within the main runtime, which
     /// the broker's decisions run on.
     pub fn start(backend: Backend, listeners: Listeners) -> std::io::Result<Self> {
+        // shared by every connection (each used to hold a copy of its ~800 bytes)
+        let backend = std::sync::Arc::new(backend);
         let main = tokio::runtime::Handle::current();
         let tcp = listeners
             .tcp

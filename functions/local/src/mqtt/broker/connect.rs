@@ -84,7 +84,7 @@ pub struct Conn(Rc<ConnInner>);
 pub struct ConnInner {
     pub(super) session: u64,
     pub(super) client: Arc<Client>,
-    pub(super) backend: Backend,
+    pub(super) backend: Arc<Backend>,
     pub(super) main: Handle,
     /// The session's queue, for the feeds of resuming subscriptions.
     pub(super) queue: mpsc::Sender<Push>,
@@ -172,7 +172,7 @@ pub(super) fn peer_certificates(io: &IoBoxed) -> Option<Vec<Vec<u8>>> {
 
 /// Decides a CONNECT and takes up its session.
 pub(super) async fn connect(
-    backend: &Backend,
+    backend: &Arc<Backend>,
     main: &Handle,
     request: Connect,
 ) -> Result<Connection, BrokerError> {
@@ -277,7 +277,7 @@ pub(super) async fn connect(
 /// now (an application the user may no longer read stops reaching it), or is ended when
 /// the client would be refused now (a deleted or disabled device, a deleted or expired
 /// token, an application's uid changed). An unreachable registry changes nothing.
-async fn recheck(backend: Backend, connect: MqttConnect, id: u64) {
+async fn recheck(backend: Arc<Backend>, connect: MqttConnect, id: u64) {
     let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
     let mut interval = tokio::time::interval_at(start, RECHECK_INTERVAL);
     loop {
@@ -285,7 +285,9 @@ async fn recheck(backend: Backend, connect: MqttConnect, id: u64) {
         if !backend.hub.is_live(id) {
             return;
         }
-        match backend.authorizer.connect(&connect).await {
+        // (boxed while it runs: the decision's future is kilobytes, and this task
+        // lives as long as its connection)
+        match Box::pin(backend.authorizer.connect(&connect)).await {
             Ok(ConnectDecision::Allow(now)) => {
                 if !backend.hub.set_policy(id, Arc::new(now.policy)) {
                     return;

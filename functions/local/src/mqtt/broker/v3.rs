@@ -11,11 +11,12 @@ use crate::mqtt::backend::{Backend, Will};
 use crate::mqtt::hub::{ContentMode, Delivery};
 use crate::mqtt::sessions;
 use ntex_mqtt::v3;
+use std::sync::Arc;
 use tokio::runtime::Handle;
 
 /// A CONNECT, decided by [`connect::connect`]; refusals get return code 4 or 3.
 pub(super) async fn handshake(
-    backend: Backend,
+    backend: Arc<Backend>,
     main: Handle,
     hs: v3::Handshake,
 ) -> Result<v3::HandshakeAck<Conn>, BrokerError> {

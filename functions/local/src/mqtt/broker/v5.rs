@@ -11,6 +11,7 @@ use crate::mqtt::hub::{ContentMode, Delivery};
 use drogue_shared::mqtt::Refusal;
 use ntex_bytes::ByteString;
 use ntex_mqtt::{QoS, v5};
+use std::sync::Arc;
 use tokio::runtime::Handle;
 
 /// An error of the MQTT 5 publish service closes the connection (refusals that can be
@@ -25,7 +26,7 @@ impl TryFrom<BrokerError> for v5::PublishAck {
 /// A CONNECT, decided by [`connect::connect`]; refusals get a CONNACK reason code and
 /// string.
 pub(super) async fn handshake(
-    backend: Backend,
+    backend: Arc<Backend>,
     main: Handle,
     hs: v5::Handshake,
 ) -> Result<v5::HandshakeAck<Conn>, BrokerError> {
