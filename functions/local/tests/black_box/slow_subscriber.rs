@@ -10,7 +10,6 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 use std::time::Duration;
 
-const APPS: &str = "/api/registry/v1alpha1/apps";
 /// More than the subscriber's 64 unacknowledged messages and its queue of 4,096.
 const EVENTS: u64 = 6_000;
 
@@ -18,25 +17,17 @@ const EVENTS: u64 = 6_000;
 async fn a_subscriber_that_stops_acknowledging_gets_everything_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
-    assert_eq!(
-        server
-            .post(APPS, &json!({"metadata": {"name": "app1"}}))
-            .await,
-        201
-    );
-    let device = json!({"metadata": {"name": "device1"},
-        "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}});
-    assert_eq!(
-        server.post(&format!("{APPS}/app1/devices"), &device).await,
-        201
-    );
-    let token = server.admin_token();
-    let (user, key) = token.split_once(':').unwrap();
+    let (user, key) = super::resume::setup(&server).await;
+    let port = server.mqtt.port();
+    let login = |client_id: &str, username: &str, password: &str| {
+        let mut options = MqttOptions::new(client_id, "localhost", port);
+        options.set_credentials(username, password);
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    };
 
     // the application's subscriber acknowledges only when told to (a clean session)
-    let mut options = MqttOptions::new(format!("{user}/slow"), "localhost", server.mqtt.port());
-    options.set_credentials(user, key);
-    options.set_keep_alive(Duration::from_secs(30));
+    let mut options = login(&format!("{user}/slow"), &user, &key);
     options.set_manual_acks(true);
     let (subscriber, mut events) = AsyncClient::new(options, 10_000);
     subscriber
@@ -67,9 +58,7 @@ async fn a_subscriber_that_stops_acknowledging_gets_everything_from_the_log() {
         }
     });
     // a subscriber that keeps up, for the order the events were routed in
-    let mut options = MqttOptions::new(format!("{user}/fast"), "localhost", server.mqtt.port());
-    options.set_credentials(user, key);
-    options.set_keep_alive(Duration::from_secs(30));
+    let options = login(&format!("{user}/fast"), &user, &key);
     let (fast, mut fast_events) = AsyncClient::new(options, 100);
     fast.subscribe("app/app1", QoS::AtLeastOnce).await.unwrap();
     let kept_up = tokio::spawn(async move {
@@ -86,9 +75,7 @@ async fn a_subscriber_that_stops_acknowledging_gets_everything_from_the_log() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // the device publishes every event at QoS 1; each one acknowledged is in the log
-    let mut options = MqttOptions::new("device1@app1", "localhost", server.mqtt.port());
-    options.set_credentials("device1@app1", "secret");
-    options.set_keep_alive(Duration::from_secs(30));
+    let mut options = login("device1@app1", "device1@app1", "secret");
     options.set_inflight(100);
     let (device, mut device_events) = AsyncClient::new(options, 100);
     let publisher = tokio::spawn(async move {
