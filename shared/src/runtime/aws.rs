@@ -83,11 +83,46 @@ impl Roots {
 
 /// The SDK configuration from the environment, with the HTTPS client for `roots`, which
 /// connects on first use ([`OnFirstRequest`]).
+///
+/// With the region and the credentials in the environment, as Lambda gives them, the
+/// configuration takes them from there at once: the SDK's default chains would find them
+/// there first too, but building those chains (an STS client for web identity tokens,
+/// an instance metadata client for the region) was about a tenth of a function's start
+/// (see BENCHMARKS.md). Without them, the default chains look further, as the SDK does.
 pub async fn config(roots: Roots) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(OnFirstRequest(https_client(roots)))
-        .load()
-        .await
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(OnFirstRequest(https_client(roots)));
+    let from_env = FromEnvironment::read(|name| std::env::var(name).ok());
+    if let Some(region) = from_env.region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    if from_env.credentials {
+        loader = loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        );
+    }
+    loader.load().await
+}
+
+/// What of the SDK's configuration the environment settles on its own: the region
+/// (`AWS_REGION`, else `AWS_DEFAULT_REGION`, as the SDK's region chain reads them first)
+/// and whether there are credentials (`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`,
+/// which the SDK's credentials chain would take first).
+#[derive(Debug, PartialEq, Eq)]
+struct FromEnvironment {
+    region: Option<String>,
+    credentials: bool,
+}
+
+impl FromEnvironment {
+    fn read(var: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |name: &str| var(name).filter(|value| !value.trim().is_empty());
+        Self {
+            region: set("AWS_REGION").or_else(|| set("AWS_DEFAULT_REGION")),
+            credentials: set("AWS_ACCESS_KEY_ID").is_some()
+                && set("AWS_SECRET_ACCESS_KEY").is_some(),
+        }
+    }
 }
 
 /// The HTTPS client for `roots`, as it is (building its TLS configuration whenever a
@@ -154,6 +189,46 @@ fn amazon_https_client() -> SharedHttpClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_settles_region_and_credentials_when_it_has_them() {
+        let read = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            FromEnvironment::read(move |name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+        };
+        // as on Lambda
+        assert_eq!(
+            read(&[
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+                ("AWS_ACCESS_KEY_ID", "AKIA"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_SESSION_TOKEN", "token"),
+            ]),
+            FromEnvironment {
+                region: Some("eu-west-1".into()),
+                credentials: true
+            }
+        );
+        assert_eq!(
+            read(&[("AWS_DEFAULT_REGION", "us-east-2"), ("AWS_REGION", " ")]).region,
+            Some("us-east-2".into())
+        );
+        // a key without its secret, or nothing: the SDK's chains decide
+        assert_eq!(
+            read(&[("AWS_ACCESS_KEY_ID", "AKIA"), ("AWS_SECRET_ACCESS_KEY", "")]),
+            FromEnvironment {
+                region: None,
+                credentials: false
+            }
+        );
+        assert!(!read(&[("AWS_PROFILE", "dev")]).credentials);
+    }
 
     #[test]
     fn lambda_talking_to_aws_trusts_amazon_roots_only() {
