@@ -92,17 +92,25 @@ fn segment_files(path: &Path) -> Vec<(u64, PathBuf, u64)> {
     files
 }
 
-/// The frames of a segment file: (offset, length).
+/// The frames of a segment file, up to the zeros written ahead: (offset, length).
 fn frames(file: &Path) -> Vec<(usize, usize)> {
     let bytes = std::fs::read(file).unwrap();
     let mut found = Vec::new();
     let mut at = 8;
     while at + 8 <= bytes.len() {
-        let len = 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        found.push((at, len));
-        at += len;
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        found.push((at, 8 + len));
+        at += 8 + len;
     }
     found
+}
+
+/// Where the records of a segment file end.
+fn records_end(file: &Path) -> usize {
+    frames(file).last().map_or(8, |(offset, len)| offset + len)
 }
 
 fn flip_byte(file: &Path, at: usize) {
@@ -149,14 +157,14 @@ async fn a_torn_tail_is_truncated_and_the_rest_is_read() {
         log.publish(&event("a", n)).await.unwrap();
     }
     close(log, &path).await;
-    let (_, segment, size) = segment_files(&path).pop().unwrap();
+    let (_, segment, _) = segment_files(&path).pop().unwrap();
 
     // the last record cut short, as by a crash in the middle of its write
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)
         .unwrap();
-    file.set_len(size - 10).unwrap();
+    file.set_len(records_end(&segment) as u64 - 10).unwrap();
     drop(file);
     let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
     assert_eq!(kept(&log, "a"), expected("a", 1..=4));
@@ -171,10 +179,12 @@ async fn a_torn_tail_is_truncated_and_the_rest_is_read() {
     assert_eq!(kept(&log, "a"), expected("a", 1..=5));
     close(log, &path).await;
 
-    // bytes that are no record at all (a length, then nothing)
-    let good = std::fs::metadata(&segment).unwrap().len();
+    // bytes that are no record at all (a length, then nothing) where the records end,
+    // in the zeros written ahead of them
+    let good = records_end(&segment) as u64;
     let mut bytes = std::fs::read(&segment).unwrap();
-    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    assert!(bytes.len() > good as usize + 7, "zeros are written ahead");
+    bytes[good as usize..good as usize + 7].copy_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
     std::fs::write(&segment, bytes).unwrap();
     let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
     assert_eq!(kept(&log, "a"), expected("a", 1..=5));
@@ -183,6 +193,74 @@ async fn a_torn_tail_is_truncated_and_the_rest_is_read() {
     close(log, &path).await;
     let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
     assert_eq!(kept(&log, "a"), expected("a", 1..=6));
+}
+
+#[tokio::test]
+async fn zeros_are_written_ahead_of_the_head_and_read_as_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open(&path, 100).unwrap();
+    for n in 1..=3 {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    close(log, &path).await;
+    let (_, head, size) = segment_files(&path).pop().unwrap();
+    let end = records_end(&head) as u64;
+    assert_eq!(frames(&head).len(), 3);
+    let (first_offset, first_len) = frames(&head)[0];
+    assert_eq!(
+        size,
+        (first_offset + first_len) as u64 + segments::PREALLOCATE,
+        "the first group wrote the zeros ahead, the next ones went into them"
+    );
+
+    // at a reopen the zeros are no damage: kept, and the next group goes right after the
+    // records, into them
+    let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=3));
+    assert_eq!(std::fs::metadata(&head).unwrap().len(), size);
+    log.publish(&event("a", 4)).await.unwrap();
+    assert_eq!(frames(&head).len(), 4);
+    assert_eq!(frames(&head)[3].0 as u64, end);
+    assert_eq!(
+        std::fs::metadata(&head).unwrap().len(),
+        size,
+        "a group within the zeros does not grow the file"
+    );
+    close(log, &path).await;
+    let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=4));
+    close(log, &path).await;
+
+    // small segments: zeros never go past the segment size, and a sealed segment lets go
+    // of them
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let opts = options(100, SMALL);
+    let log = EventLog::open_with(&path, opts).unwrap();
+    for n in 1..=20 {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    close(log, &path).await;
+    let segments = segment_files(&path);
+    assert!(segments.len() >= 3, "small segments: {segments:?}");
+    for (_, file, size) in &segments[..segments.len() - 1] {
+        assert_eq!(*size as usize, records_end(file), "sealed: {file:?}");
+    }
+    let (_, head, size) = segments.last().unwrap();
+    assert!(*size <= SMALL.max(records_end(head) as u64));
+    // zeros behind a sealed segment's records (a crash before they were let go of) are
+    // read as its end too, and let go of at the start
+    let (_, first, first_size) = &segments[0];
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(first_size + 500)
+        .unwrap();
+    let log = reopen(&path, opts).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=20));
+    assert_eq!(std::fs::metadata(first).unwrap().len(), *first_size);
 }
 
 #[tokio::test]

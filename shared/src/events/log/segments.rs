@@ -33,6 +33,10 @@ const MAX_SPAN: u64 = 4 << 20;
 const MIGRATION_CHUNK: usize = 4 << 20;
 /// The largest write buffer kept between groups.
 const KEPT_BUFFER: usize = 8 << 20;
+/// Zeros written ahead of the head's last record (never past the segment size): a group
+/// that lands in them overwrites blocks the file already has, so its `fdatasync` writes
+/// the data alone, not the file's size and block allocation too.
+pub const PREALLOCATE: u64 = 1 << 20;
 
 /// An event to append.
 #[derive(Debug, Clone, Copy)]
@@ -346,6 +350,37 @@ fn scan(
     }
 }
 
+/// Whether the bytes of `file` from `from` to `to` are all zero.
+fn zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut chunk = vec![0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at)
+            .unwrap_or(usize::MAX)
+            .min(chunk.len());
+        file.read_exact_at(&mut chunk[..n], at)?;
+        if chunk[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Writes zeros into `file` from `from` to `to`.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at)
+            .unwrap_or(usize::MAX)
+            .min(ZEROS.len());
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
@@ -370,8 +405,10 @@ fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
 /// What the writer knows of a segment.
 struct Stat {
     file: Arc<File>,
-    /// Bytes in the file.
+    /// Where its records end.
     size: u64,
+    /// The file's length: `size` and, in the head, the zeros written ahead of it.
+    allocated: u64,
     /// Records the index points to, and their bytes.
     live: u64,
     live_bytes: u64,
@@ -445,7 +482,20 @@ impl SegmentWriter {
                     }
                 }
             })?;
-            if let Some(damage) = damage {
+            let mut allocated = size;
+            if damage.is_some() && zeros(&file, valid, size)? {
+                // zeros written ahead of the records (PREALLOCATE): no damage; the head
+                // keeps them, a sealed segment lets go of them
+                if !is_last {
+                    match file.set_len(valid) {
+                        Ok(()) => allocated = valid,
+                        Err(e) => {
+                            tracing::warn!(segment = %path.display(), error = %e, "cannot trim a sealed event log segment");
+                        }
+                    }
+                }
+                size = valid;
+            } else if let Some(damage) = damage {
                 if is_last {
                     tracing::warn!(
                         segment = %path.display(),
@@ -456,7 +506,7 @@ impl SegmentWriter {
                     );
                     file.set_len(valid)?;
                     file.sync_data()?;
-                    size = valid;
+                    (size, allocated) = (valid, valid);
                 } else {
                     tracing::warn!(
                         segment = %path.display(),
@@ -472,6 +522,7 @@ impl SegmentWriter {
                 Stat {
                     file: Arc::new(file),
                     size,
+                    allocated,
                     live: 0,
                     live_bytes: 0,
                 },
@@ -484,6 +535,7 @@ impl SegmentWriter {
                 Stat {
                     file: Arc::new(file),
                     size: HEADER,
+                    allocated: HEADER,
                     live: 0,
                     live_bytes: 0,
                 },
@@ -551,9 +603,21 @@ impl SegmentWriter {
         *self.stats.keys().next_back().expect("a head segment")
     }
 
-    /// Starts a new head segment.
+    /// Seals the head, without the zeros written ahead of its records, and starts a new
+    /// head segment.
     fn roll(&mut self) -> io::Result<()> {
-        let id = self.head() + 1;
+        let head = self.head();
+        let sealed = self.stats.get_mut(&head).expect("the head");
+        if sealed.allocated > sealed.size {
+            // zeros left behind (by a failure here or a crash) are read as the end
+            match sealed.file.set_len(sealed.size) {
+                Ok(()) => sealed.allocated = sealed.size,
+                Err(e) => {
+                    tracing::warn!(segment = head, error = %e, "cannot trim a sealed event log segment");
+                }
+            }
+        }
+        let id = head + 1;
         let file = Arc::new(create_segment(&self.dir, id)?);
         self.store
             .index
@@ -566,6 +630,7 @@ impl SegmentWriter {
             Stat {
                 file,
                 size: HEADER,
+                allocated: HEADER,
                 live: 0,
                 live_bytes: 0,
             },
@@ -576,7 +641,8 @@ impl SegmentWriter {
 
     /// Appends `buf` (whole frames) to the head in one write and syncs it, rolling to a
     /// new segment first when the head would grow past the segment size; the segment and
-    /// offset it went to.
+    /// offset it went to. When the group goes past the zeros written ahead, the same sync
+    /// takes the next [`PREALLOCATE`] bytes of zeros.
     fn append(&mut self, buf: &[u8]) -> io::Result<(u64, u64)> {
         let head = self.head();
         let size = self.stats[&head].size;
@@ -584,25 +650,34 @@ impl SegmentWriter {
             self.roll()?;
         }
         let head = self.head();
+        let segment_size = self.segment_size;
         let stat = self.stats.get_mut(&head).expect("the head");
         let offset = stat.size;
+        let end = offset + buf.len() as u64;
+        let ahead = if end > stat.allocated {
+            (end + PREALLOCATE).min(segment_size).max(end)
+        } else {
+            stat.allocated
+        };
         let written = stat
             .file
             .write_all_at(buf, offset)
+            .and_then(|()| write_zeros(&stat.file, end.max(stat.allocated), ahead))
             .and_then(|()| stat.file.sync_data());
         if let Err(e) = written {
             // undo a partial write, so that the next group starts on a frame boundary
-            if stat
+            match stat
                 .file
                 .set_len(offset)
                 .and_then(|()| stat.file.sync_data())
-                .is_err()
             {
-                self.roll_next = true;
+                Ok(()) => stat.allocated = offset,
+                Err(_) => self.roll_next = true,
             }
             return Err(e);
         }
-        stat.size += buf.len() as u64;
+        stat.size = end;
+        stat.allocated = ahead;
         Ok((head, offset))
     }
 
