@@ -122,7 +122,8 @@ pub fn router_with(state: EndpointState) -> Router {
         .route("/ttn", post(ttn::publish_v2))
         .route("/ttn/v2", post(ttn::publish_v2))
         .route("/ttn/v3", post(ttn::publish_v3))
-        .with_state(state)
+        // one reference count per request, not one per field
+        .with_state(Arc::new(state))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use drogue_shared::device_auth::{Authenticated, DeviceAuthentication};
 use drogue_shared::events::{self, Publish};
 use drogue_shared::http::{BodyError, read_limited};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The query of a device request.
@@ -93,7 +94,7 @@ pub(crate) async fn authenticate(
 }
 
 pub async fn publish(
-    State(state): State<EndpointState>,
+    State(state): State<Arc<EndpointState>>,
     Path(path): Path<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, EndpointError> {

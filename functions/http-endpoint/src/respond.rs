@@ -9,9 +9,10 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use chrono::Utc;
 use drogue_shared::commands::{Answer, CommandError, response_status};
+use std::sync::Arc;
 
 pub async fn respond(
-    State(state): State<EndpointState>,
+    State(state): State<Arc<EndpointState>>,
     request: Request,
 ) -> Result<StatusCode, EndpointError> {
     let received = Utc::now();

@@ -29,6 +29,7 @@ use drogue_shared::events::{self, Publish};
 use drogue_shared::model::Device;
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// An uplink, whichever version of TTN sent it.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,16 +178,16 @@ fn payload(device: &Device, uplink: &Uplink, body: &[u8]) -> (Vec<u8>, &'static 
     }
 }
 
-pub async fn publish_v3(state: State<EndpointState>, request: Request) -> Response {
+pub async fn publish_v3(state: State<Arc<EndpointState>>, request: Request) -> Response {
     publish(state, request, v3_uplink).await.into_response()
 }
 
-pub async fn publish_v2(state: State<EndpointState>, request: Request) -> Response {
+pub async fn publish_v2(state: State<Arc<EndpointState>>, request: Request) -> Response {
     publish(state, request, v2_uplink).await.into_response()
 }
 
 async fn publish(
-    State(state): State<EndpointState>,
+    State(state): State<Arc<EndpointState>>,
     request: Request,
     read: fn(&[u8], DateTime<Utc>) -> Result<Uplink, NotAnUplink>,
 ) -> Result<StatusCode, EndpointError> {
