@@ -76,6 +76,19 @@ async fn close(log: EventLog, path: &Path) {
     panic!("the log's writer does not end");
 }
 
+/// A closed log in a new directory holding events 1 to `count` of application `a`: the
+/// directory (removed when dropped) and the log's state file.
+async fn written(opts: LogOptions, count: u32) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, opts).unwrap();
+    for n in 1..=count {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    close(log, &path).await;
+    (dir, path)
+}
+
 /// The segment files, oldest first: (id, path, size).
 fn segment_files(path: &Path) -> Vec<(u64, PathBuf, u64)> {
     let mut files: Vec<_> = std::fs::read_dir(segments_dir(path))
@@ -150,13 +163,7 @@ async fn events_go_to_segment_files_beside_the_state_file() {
 
 #[tokio::test]
 async fn a_torn_tail_is_truncated_and_the_rest_is_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.redb");
-    let log = EventLog::open(&path, 100).unwrap();
-    for n in 1..=5 {
-        log.publish(&event("a", n)).await.unwrap();
-    }
-    close(log, &path).await;
+    let (_dir, path) = written(options(100, DEFAULT_SEGMENT_SIZE), 5).await;
     let (_, segment, _) = segment_files(&path).pop().unwrap();
 
     // the last record cut short, as by a crash in the middle of its write
@@ -197,13 +204,7 @@ async fn a_torn_tail_is_truncated_and_the_rest_is_read() {
 
 #[tokio::test]
 async fn zeros_are_written_ahead_of_the_head_and_read_as_its_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.redb");
-    let log = EventLog::open(&path, 100).unwrap();
-    for n in 1..=3 {
-        log.publish(&event("a", n)).await.unwrap();
-    }
-    close(log, &path).await;
+    let (_dir, path) = written(options(100, DEFAULT_SEGMENT_SIZE), 3).await;
     let (_, head, size) = segment_files(&path).pop().unwrap();
     let end = records_end(&head) as u64;
     assert_eq!(frames(&head).len(), 3);
@@ -234,14 +235,8 @@ async fn zeros_are_written_ahead_of_the_head_and_read_as_its_end() {
 
     // small segments: zeros never go past the segment size, and a sealed segment lets go
     // of them
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.redb");
     let opts = options(100, SMALL);
-    let log = EventLog::open_with(&path, opts).unwrap();
-    for n in 1..=20 {
-        log.publish(&event("a", n)).await.unwrap();
-    }
-    close(log, &path).await;
+    let (_dir, path) = written(opts, 20).await;
     let segments = segment_files(&path);
     assert!(segments.len() >= 3, "small segments: {segments:?}");
     for (_, file, size) in &segments[..segments.len() - 1] {
@@ -265,14 +260,8 @@ async fn zeros_are_written_ahead_of_the_head_and_read_as_its_end() {
 
 #[tokio::test]
 async fn a_corrupt_record_stops_the_reading_of_its_segment_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.redb");
     let opts = options(100, SMALL);
-    let log = EventLog::open_with(&path, opts).unwrap();
-    for n in 1..=20 {
-        log.publish(&event("a", n)).await.unwrap();
-    }
-    close(log, &path).await;
+    let (_dir, path) = written(opts, 20).await;
     let segments = segment_files(&path);
     assert!(segments.len() >= 3, "small segments: {segments:?}");
 
@@ -490,13 +479,7 @@ async fn the_events_of_the_previous_format_are_moved_to_segments() {
 
 #[tokio::test]
 async fn a_migration_cut_short_is_finished_without_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.redb");
-    let log = EventLog::open(&path, 100).unwrap();
-    for n in 1..=3 {
-        log.publish(&event("a", n)).await.unwrap();
-    }
-    close(log, &path).await;
+    let (_dir, path) = written(options(100, DEFAULT_SEGMENT_SIZE), 3).await;
     {
         // the segments hold 1..=3 and the old table still lists 2..=5: as after a crash
         // between writing the segments and dropping the tables

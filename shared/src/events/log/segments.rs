@@ -381,6 +381,18 @@ fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Cuts a sealed segment's zeros written ahead off (it is not synced: zeros left by a
+/// crash are read as the end); whether it did.
+fn cut_back(file: &File, len: u64, segment: u64) -> bool {
+    match file.set_len(len) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(segment, error = %e, "cannot trim a sealed event log segment");
+            false
+        }
+    }
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
@@ -486,13 +498,8 @@ impl SegmentWriter {
             if damage.is_some() && zeros(&file, valid, size)? {
                 // zeros written ahead of the records (PREALLOCATE): no damage; the head
                 // keeps them, a sealed segment lets go of them
-                if !is_last {
-                    match file.set_len(valid) {
-                        Ok(()) => allocated = valid,
-                        Err(e) => {
-                            tracing::warn!(segment = %path.display(), error = %e, "cannot trim a sealed event log segment");
-                        }
-                    }
+                if !is_last && cut_back(&file, valid, id) {
+                    allocated = valid;
                 }
                 size = valid;
             } else if let Some(damage) = damage {
@@ -608,14 +615,9 @@ impl SegmentWriter {
     fn roll(&mut self) -> io::Result<()> {
         let head = self.head();
         let sealed = self.stats.get_mut(&head).expect("the head");
-        if sealed.allocated > sealed.size {
-            // zeros left behind (by a failure here or a crash) are read as the end
-            match sealed.file.set_len(sealed.size) {
-                Ok(()) => sealed.allocated = sealed.size,
-                Err(e) => {
-                    tracing::warn!(segment = head, error = %e, "cannot trim a sealed event log segment");
-                }
-            }
+        // zeros left behind (by a failure here or a crash) are read as the end
+        if sealed.allocated > sealed.size && cut_back(&sealed.file, sealed.size, head) {
+            sealed.allocated = sealed.size;
         }
         let id = head + 1;
         let file = Arc::new(create_segment(&self.dir, id)?);
