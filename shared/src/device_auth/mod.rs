@@ -82,6 +82,17 @@ pub struct Authenticated {
 /// An application and one of its devices, as looked up.
 type Found = (Arc<Application>, Arc<Device>);
 
+/// The key of a remembered lookup, borrowed: hashes and compares as the stored
+/// `(application, id)` pair.
+#[derive(Hash)]
+struct LookupKey<'a>(&'a str, &'a str);
+
+impl quick_cache::Equivalent<(String, String)> for LookupKey<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// A remembered lookup.
 #[derive(Clone)]
 struct Lookup {
@@ -331,15 +342,33 @@ impl DeviceAuthenticator {
     /// The application and the device named `id` (its name, an alias or a unique
     /// username), remembered for a while.
     async fn lookup(&self, app: &str, id: &str) -> Result<Option<Found>, StoreError> {
-        let key = (app.to_owned(), id.to_owned());
         let changes = self.changes.current();
-        if !self.lookup_ttl.is_zero()
-            && let Some(hit) = self.lookups.get(&key)
-            && hit.changes == changes
-            && hit.at.elapsed() < self.lookup_ttl
-        {
-            return Ok(Some(hit.found));
+        if let Some(found) = self.remembered(app, id, changes) {
+            return Ok(Some(found));
         }
+        // the store's reads in a future of their own, allocated on a miss only: the
+        // hit, once per message, keeps its callers' futures small
+        Box::pin(self.look_up_stored(app, id, changes)).await
+    }
+
+    /// A lookup remembered and still current (no allocation: the key is borrowed).
+    fn remembered(&self, app: &str, id: &str, changes: u64) -> Option<Found> {
+        if self.lookup_ttl.is_zero() {
+            return None;
+        }
+        self.lookups
+            .get(&LookupKey(app, id))
+            .filter(|hit| hit.changes == changes && hit.at.elapsed() < self.lookup_ttl)
+            .map(|hit| hit.found)
+    }
+
+    /// The application and the device read from the store, remembered when lookups are.
+    async fn look_up_stored(
+        &self,
+        app: &str,
+        id: &str,
+        changes: u64,
+    ) -> Result<Option<Found>, StoreError> {
         let Ok(name) = AppName::parse(app) else {
             return Ok(None);
         };
@@ -366,7 +395,7 @@ impl DeviceAuthenticator {
                 changes,
                 found: found.clone(),
             };
-            self.lookups.insert(key, lookup);
+            self.lookups.insert((app.to_owned(), id.to_owned()), lookup);
         }
         Ok(Some(found))
     }
@@ -467,4 +496,21 @@ pub fn has_certificate_credential(credentials: &[Credential]) -> bool {
     credentials
         .iter()
         .any(|c| matches!(c, Credential::Certificate(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_finds_what_the_owned_pair_remembers() {
+        let cache = quick_cache::sync::Cache::<(String, String), u32>::new(8);
+        cache.insert(("app1".to_owned(), "device1".to_owned()), 1);
+        cache.insert(("app1".to_owned(), "device2".to_owned()), 2);
+        assert_eq!(cache.get(&LookupKey("app1", "device1")), Some(1));
+        assert_eq!(cache.get(&LookupKey("app1", "device2")), Some(2));
+        // the pair's boundary counts: ("app1d", "evice1") is another key
+        assert_eq!(cache.get(&LookupKey("app1d", "evice1")), None);
+        assert_eq!(cache.get(&LookupKey("app2", "device1")), None);
+    }
 }

@@ -191,7 +191,9 @@ impl MqttIngest {
                             instance: &self.instance,
                             received: message.received,
                         };
-                        self.commands.answer(answer, self.sink.as_ref()).await
+                        // (boxed: answers are rarer than telemetry, which need not carry
+                        // the room for one in its future)
+                        Box::pin(self.commands.answer(answer, self.sink.as_ref())).await
                     }
                     Err(e) => Err(e),
                 };

@@ -214,13 +214,15 @@ impl Backend {
                     })
                     .await
             }
+            // (boxed: commands are rarer than telemetry, which need not carry the room
+            // for one in its future)
             MqttIdentity::Application { .. } => {
-                application_command(
+                Box::pin(application_command(
                     &self.commands,
                     message.topic,
                     message.payload,
                     message.content_type,
-                )
+                ))
                 .await
             }
         };
