@@ -32,8 +32,10 @@
 # Limits: the open files limit is raised to the hard limit (it must exceed the devices);
 # drogue-local has no broker-wide connection limit but ntex's 25,600 per worker thread,
 # one device holds at most 4 connections, the administrator's devices count against no
-# quota (--max-devices-per-application is set to 0 anyway), and the per-device publish
-# rate limit is off (--publish-rate 0).
+# quota (--max-devices-per-application is set to 0 anyway), the connections of one
+# user's tenancy are not limited (--max-connections-per-user 0: every device and
+# subscriber here is the administrator's), and the per-device publish rate limit is off
+# (--publish-rate 0).
 #
 #   tests/bench/mqtt-scale.sh [devices] [subscribers] [seconds]
 set -euo pipefail
@@ -78,7 +80,7 @@ if [[ " $brokers " == *" local "* ]]; then
 mqtt=127.0.0.1:$(port)
 RUST_LOG=warn "$bin/drogue-local" --coap-bind off --coaps-bind off --data-dir "$data/local" --http-bind 127.0.0.1:0 --https-bind off \
   --mqtt-bind "$mqtt" --mqtts-bind off --publish-rate 0 --max-devices-per-application 0 \
-  --event-retention "$retention" --ready-file "$data/ready.json" >/dev/null &
+  --max-connections-per-user 0 --event-retention "$retention" --ready-file "$data/ready.json" >/dev/null &
 local_pid=$!
 for _ in $(seq 1 100); do [ -s "$data/ready.json" ] && break; sleep 0.1; done
 base=http://$(python3 -c "import json; print(json.load(open('$data/ready.json'))['http'])")

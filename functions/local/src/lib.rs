@@ -158,6 +158,12 @@ pub struct Config {
     /// usernames as client ids); a further one takes over the oldest. 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_CONNECTIONS_PER_DEVICE", default_value_t = mqtt::hub::DEFAULT_CONNECTIONS_PER_DEVICE)]
     pub max_connections_per_device: usize,
+    /// Live MQTT connections of one user's tenancy: the devices of the applications the
+    /// user owns and the user's own application clients together; a further one is
+    /// refused (MQTT 5: CONNACK 0x97 quota exceeded; 3.1.1: server unavailable). 0 for
+    /// no limit.
+    #[arg(long, env = "DROGUE_MAX_CONNECTIONS_PER_USER", default_value_t = mqtt::hub::DEFAULT_CONNECTIONS_PER_USER)]
+    pub max_connections_per_user: usize,
     /// Lets devices' external command endpoints (`spec.commands`) be on loopback and
     /// private addresses, for a test bed standing in for The Things Network; never where
     /// tenants are strangers (their URLs would reach into this machine's network).
@@ -350,8 +356,11 @@ impl Server {
             commands: commands.clone(),
             sink: Arc::new(events.clone()),
             hub: Arc::new(
-                mqtt::hub::Hub::with_connections_per_device(config.max_connections_per_device)
-                    .with_feeder(subscribers_behind_from(events.clone())),
+                mqtt::hub::Hub::with_limits(mqtt::hub::ConnectionLimits {
+                    per_device: config.max_connections_per_device,
+                    per_user: config.max_connections_per_user,
+                })
+                .with_feeder(subscribers_behind_from(events.clone())),
             ),
             instance: DEFAULT_INSTANCE.into(),
             log: events.clone(),

@@ -26,6 +26,9 @@ pub struct Client {
     pub client_id: String,
     pub identity: MqttIdentity,
     pub policy: Arc<Policy>,
+    /// The user whose connections it counts against: a device's application's owner,
+    /// an application client's own user.
+    pub owner: String,
 }
 
 impl Client {
@@ -88,7 +91,8 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Decides a CONNECT; emits the device's connection event.
+    /// Decides a CONNECT (and finds whose connections it counts against). The device's
+    /// connection event is emitted once its session is taken up ([`Self::announce`]).
     pub async fn connect(&self, connect: MqttConnect) -> Result<Connected, MqttAuthError> {
         match self.authorizer.connect(&connect).await? {
             ConnectDecision::Deny { reason } => {
@@ -96,16 +100,36 @@ impl Backend {
                 Ok(Connected::Refused(reason))
             }
             ConnectDecision::Allow(authorized) => {
+                let owner = match &authorized.identity {
+                    MqttIdentity::Device { application, .. } => {
+                        let Ok(name) = AppName::parse(&application.metadata.name) else {
+                            return Ok(Connected::Refused("unknown application"));
+                        };
+                        match self.applications.get_application(&name).await? {
+                            Some(stored) if stored.app.metadata.uid == application.metadata.uid => {
+                                stored.owner
+                            }
+                            // deleted (or made anew) a moment ago
+                            _ => return Ok(Connected::Refused("unknown application")),
+                        }
+                    }
+                    MqttIdentity::Application { principal } => principal.user.clone(),
+                };
                 let client = Arc::new(Client {
                     client_id: connect.client_id,
                     identity: authorized.identity,
                     policy: Arc::new(authorized.policy),
+                    owner,
                 });
                 tracing::info!(client_id = %client.client_id, who = %client.describe(), "MQTT client connected");
-                self.connection_event(&client, true).await;
                 Ok(Connected::Allowed(client))
             }
         }
+    }
+
+    /// A client's session is taken up: the device's connection event.
+    pub async fn announce(&self, client: &Client) {
+        self.connection_event(client, true).await;
     }
 
     /// A cursor at an application's newest event; `None` when it does not exist (or

@@ -37,6 +37,27 @@ pub const MAX_SUBSCRIPTIONS: usize = 50;
 /// client ids); a further one takes over the oldest.
 pub const DEFAULT_CONNECTIONS_PER_DEVICE: usize = 4;
 
+/// Live connections one user's tenancy may hold: the devices of the applications the
+/// user owns and the user's own application clients together (as many as the devices a
+/// user may own by default); a further one is refused.
+pub const DEFAULT_CONNECTIONS_PER_USER: usize = 10_000;
+
+/// Live connections at most; 0 for no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionLimits {
+    /// Per device (its name, aliases and unique usernames as client ids): a further
+    /// connection takes over the device's oldest.
+    pub per_device: usize,
+    /// Per user: a further connection is refused.
+    pub per_user: usize,
+}
+
+/// A connection refused: its owner holds as many live connections as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverQuota {
+    pub limit: usize,
+}
+
 /// How many messages wait for one session before new ones are dropped.
 pub const SESSION_QUEUE: usize = 4096;
 
@@ -150,6 +171,8 @@ struct Entry {
     expiry: Option<u32>,
     /// The device's `uid`, for a device's connection.
     device: Option<String>,
+    /// The user the connection counts against, if any.
+    owner: Option<String>,
 }
 
 impl Entry {
@@ -168,6 +191,8 @@ struct Sessions {
     by_client: HashMap<String, u64>,
     /// The live sessions of each device (by `uid`), oldest first.
     by_device: HashMap<String, std::collections::VecDeque<u64>>,
+    /// How many live sessions count against each user.
+    by_owner: HashMap<String, usize>,
     /// The subscriptions routed live, by their filters.
     index: Index,
     /// The sessions holding a Drogue `command/inbox/...` subscription.
@@ -229,17 +254,16 @@ pub struct Hub {
     dropped: AtomicU64,
     fell_behind: AtomicU64,
     sessions: RwLock<Sessions>,
-    /// Live connections per device; 0 for no limit.
-    connections_per_device: usize,
+    limits: ConnectionLimits,
     /// Feeds the subscriptions that fell behind from the log; without one, they drop.
     feeder: Option<Feeder>,
 }
 
 impl Hub {
-    /// A hub where a device holds at most `limit` live connections (0: no limit).
-    pub fn with_connections_per_device(limit: usize) -> Self {
+    /// A hub whose connections are held to `limits`.
+    pub fn with_limits(limits: ConnectionLimits) -> Self {
         Self {
-            connections_per_device: limit,
+            limits,
             ..Self::default()
         }
     }
@@ -252,45 +276,28 @@ impl Hub {
         }
     }
 
-    /// Adds a session of a device (its `uid`): beyond the device's connection limit, its
-    /// oldest other session is taken over (closed, as by a connection with its client
-    /// id). See [`Self::register`].
-    pub fn register_device(
-        &self,
-        client_id: &str,
-        device: &str,
-        policy: Arc<Policy>,
-        queue: mpsc::Sender<Push>,
-        expiry: Option<u32>,
-    ) -> (SessionHandle, Option<SessionState>) {
-        self.register_as(client_id, Some(device), policy, queue, expiry)
-    }
-
-    /// Adds a session (persistent when `expiry` is given). An earlier session with the
-    /// same client id is closed, as MQTT wants; a persistent session taking over a
-    /// persistent one gets its state.
+    /// Adds a session (persistent when `expiry` is given), of a device (its `uid`) or
+    /// not, counted against its `owner`'s connections, if any. An earlier session with
+    /// the same client id is closed, as MQTT wants; a persistent session taking over a
+    /// persistent one gets its state. Beyond the device's connection limit its oldest
+    /// other session is taken over (closed) too. Refused when the owner holds its limit
+    /// of live sessions and this one takes over none of them; nothing changes then.
     pub fn register(
         &self,
         client_id: &str,
-        policy: Arc<Policy>,
-        queue: mpsc::Sender<Push>,
-        expiry: Option<u32>,
-    ) -> (SessionHandle, Option<SessionState>) {
-        self.register_as(client_id, None, policy, queue, expiry)
-    }
-
-    fn register_as(
-        &self,
-        client_id: &str,
+        owner: Option<&str>,
         device: Option<&str>,
         policy: Arc<Policy>,
         queue: mpsc::Sender<Push>,
         expiry: Option<u32>,
-    ) -> (SessionHandle, Option<SessionState>) {
+    ) -> Result<(SessionHandle, Option<SessionState>), OverQuota> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         let revoked = Arc::new(AtomicBool::new(false));
         let mut sessions = self.sessions.write().expect("not poisoned");
+        if let Some(owner) = owner {
+            self.within_quota(&sessions, client_id, owner, device)?;
+        }
         let mut inherited = None;
         if let Some(old) = sessions.by_client.insert(client_id.to_owned(), id)
             && let Some(entry) = sessions.by_id.get_mut(&old)
@@ -308,7 +315,7 @@ impl Hub {
             }
         }
         if let Some(device) = device {
-            let limit = self.connections_per_device;
+            let limit = self.limits.per_device;
             let live = sessions.by_device.entry(device.to_owned()).or_default();
             let mut taken = Vec::new();
             while limit > 0 && live.len() >= limit {
@@ -339,9 +346,52 @@ impl Hub {
                 revoked: revoked.clone(),
                 expiry,
                 device: device.map(str::to_owned),
+                owner: owner.map(str::to_owned),
             },
         );
-        (SessionHandle { id, close, revoked }, inherited)
+        if let Some(owner) = owner {
+            *sessions.by_owner.entry(owner.to_owned()).or_default() += 1;
+        }
+        Ok((SessionHandle { id, close, revoked }, inherited))
+    }
+
+    /// Whether one more session of `owner` is allowed: under its limit, or taking over
+    /// one of its own (a connection with the client id of one of its sessions, or a
+    /// device's beyond its own limit) and so adding none.
+    fn within_quota(
+        &self,
+        sessions: &Sessions,
+        client_id: &str,
+        owner: &str,
+        device: Option<&str>,
+    ) -> Result<(), OverQuota> {
+        let limit = self.limits.per_user;
+        let live = sessions.by_owner.get(owner).copied().unwrap_or(0);
+        if limit == 0 || live < limit {
+            return Ok(());
+        }
+        let takes_over_own = sessions
+            .by_client
+            .get(client_id)
+            .and_then(|old| sessions.by_id.get(old))
+            .is_some_and(|old| old.owner.as_deref() == Some(owner));
+        let device_full = device.is_some_and(|device| {
+            self.limits.per_device > 0
+                && sessions
+                    .by_device
+                    .get(device)
+                    .is_some_and(|live| live.len() >= self.limits.per_device)
+        });
+        if takes_over_own || device_full {
+            return Ok(());
+        }
+        tracing::info!(
+            client_id,
+            owner,
+            limit,
+            "an MQTT connection beyond its owner's limit refused"
+        );
+        Err(OverQuota { limit })
     }
 
     /// A persistent session's state now; `None` for a clean or ended one.
@@ -423,6 +473,14 @@ impl Hub {
         sessions.inbox.remove(&id);
         if let Some(device) = &entry.device {
             sessions.unlist_device(device, id);
+        }
+        if let Some(owner) = &entry.owner
+            && let Some(live) = sessions.by_owner.get_mut(owner)
+        {
+            *live -= 1;
+            if *live == 0 {
+                sessions.by_owner.remove(owner);
+            }
         }
         if sessions.by_client.get(&entry.client_id) != Some(&id) {
             return None;
@@ -1026,7 +1084,10 @@ mod tests {
 
     fn session(hub: &Hub, client: &str, p: Arc<Policy>) -> (u64, mpsc::Receiver<Push>) {
         let (tx, rx) = mpsc::channel(8);
-        (hub.register(client, p, tx, None).0.id, rx)
+        (
+            hub.register(client, None, None, p, tx, None).unwrap().0.id,
+            rx,
+        )
     }
 
     #[test]
@@ -1131,14 +1192,14 @@ mod tests {
         let hub = Hub::default();
         let p = policy(&[(Action::Receive, "app/app1")]);
         let (tx, _rx) = mpsc::channel(1);
-        let (first, _) = hub.register("a", p.clone(), tx, None);
+        let (first, _) = hub.register("a", None, None, p.clone(), tx, None).unwrap();
         hub.subscribe(first.id, "app/app1", false, ContentMode::Structured);
         assert_eq!(hub.event(&logged("app1")), 1);
         assert_eq!(hub.event(&logged("app1")), 0);
         assert_eq!(hub.dropped(), 1);
 
         let (tx, _rx2) = mpsc::channel(1);
-        let (second, _) = hub.register("a", p, tx, None);
+        let (second, _) = hub.register("a", None, None, p, tx, None).unwrap();
         // the first session is told to close; its removal leaves the second in place
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -1195,11 +1256,16 @@ mod tests {
 
     #[test]
     fn a_device_holds_at_most_its_connections_and_the_oldest_goes() {
-        let hub = Hub::with_connections_per_device(2);
+        let hub = Hub::with_limits(ConnectionLimits {
+            per_device: 2,
+            ..ConnectionLimits::default()
+        });
         let p = policy(&[(Action::Receive, "cmd/app1/dev1/*")]);
         let connect = |client: &str, device: &str| {
             let (tx, _rx) = mpsc::channel(8);
-            hub.register_device(client, device, p.clone(), tx, None).0
+            hub.register(client, None, Some(device), p.clone(), tx, None)
+                .unwrap()
+                .0
         };
         let first = connect("dev1@app1", "u1");
         let second = connect("alias@app1", "u1");
@@ -1235,11 +1301,68 @@ mod tests {
             .map(|i| {
                 let (tx, _rx) = mpsc::channel(8);
                 unlimited
-                    .register_device(&format!("c{i}@app1"), "u1", p.clone(), tx, None)
+                    .register(&format!("c{i}@app1"), None, Some("u1"), p.clone(), tx, None)
+                    .unwrap()
                     .0
             })
             .collect();
         assert!(handles.iter().all(|h| !closed(h)));
+    }
+
+    #[test]
+    fn an_owner_holds_at_most_its_connections_and_strangers_go_on() {
+        let hub = Hub::with_limits(ConnectionLimits {
+            per_device: 2,
+            per_user: 3,
+        });
+        let p = policy(&[(Action::Receive, "cmd/app1/dev1/*")]);
+        let connect = |client: &str, owner: &str, device: Option<&str>| {
+            let (tx, _rx) = mpsc::channel(8);
+            hub.register(client, Some(owner), device, p.clone(), tx, None)
+                .map(|(handle, _)| handle)
+        };
+        let alice: Vec<_> = [
+            ("d1@a", Some("u1")),
+            ("a1@a", Some("u1")),
+            ("app@alice", None),
+        ]
+        .into_iter()
+        .map(|(client, device)| connect(client, "alice", device).unwrap())
+        .collect();
+        // a fourth of alice's is refused, and nothing of hers is touched
+        assert_eq!(
+            connect("d3@a", "alice", Some("u3")).err(),
+            Some(OverQuota { limit: 3 })
+        );
+        assert_eq!(hub.sessions(), 3);
+        assert!(alice.iter().all(|h| hub.is_live(h.id)));
+        // whatever client id or device she uses
+        assert!(connect("d1@b", "alice", Some("u9")).is_err());
+        assert!(connect("bob-looking@x", "alice", None).is_err());
+        // a stranger connects as ever, even with the client id alice tried
+        let bob = connect("d1@b", "bob", Some("u4")).unwrap();
+        assert!(hub.is_live(bob.id));
+        // taking over one of her own sessions by its client id adds none: allowed
+        let again = connect("a1@a", "alice", Some("u1")).unwrap();
+        hub.remove(alice[1].id);
+        // a device's connection beyond the device's own limit takes over its oldest
+        // (d1@a): allowed too
+        let newest = connect("a2@a", "alice", Some("u1")).unwrap();
+        hub.remove(alice[0].id);
+        assert!(hub.is_live(again.id) && hub.is_live(newest.id) && hub.is_live(alice[2].id));
+        assert!(connect("d5@a", "alice", Some("u5")).is_err());
+        // a connection that ends makes room
+        hub.remove(again.id);
+        assert!(connect("d5@a", "alice", Some("u5")).is_ok());
+        assert!(connect("d6@a", "alice", Some("u6")).is_err());
+        // sessions counted against no owner are not limited
+        for i in 0..10 {
+            let (tx, _rx) = mpsc::channel(8);
+            assert!(
+                hub.register(&format!("free{i}"), None, None, p.clone(), tx, None)
+                    .is_ok()
+            );
+        }
     }
 
     fn drain(rx: &mut mpsc::Receiver<Push>) -> Vec<Push> {
@@ -1416,7 +1539,10 @@ mod tests {
 
     #[test]
     fn unsubscribing_removing_and_taking_over_leave_nothing_in_the_index() {
-        let hub = Hub::with_connections_per_device(1);
+        let hub = Hub::with_limits(ConnectionLimits {
+            per_device: 1,
+            ..ConnectionLimits::default()
+        });
         let p = policy(&[
             (Action::Receive, "app/app1"),
             (Action::Receive, "cmd/app1/dev1/*"),
@@ -1480,12 +1606,14 @@ mod tests {
         // taken over as the device's oldest connection
         let (tx, mut rx_first) = mpsc::channel(8);
         let first = hub
-            .register_device("dev1@app1", "u1", p.clone(), tx, None)
+            .register("dev1@app1", None, Some("u1"), p.clone(), tx, None)
+            .unwrap()
             .0;
         subscribe_all(first.id);
         let (tx, mut rx_second) = mpsc::channel(8);
         let second = hub
-            .register_device("alias@app1", "u1", p.clone(), tx, None)
+            .register("alias@app1", None, Some("u1"), p.clone(), tx, None)
+            .unwrap()
             .0;
         assert_eq!(hub.indexed(), 0);
         hub.subscribe(second.id, "command/inbox/#", true, ContentMode::Structured);
@@ -1537,10 +1665,10 @@ mod tests {
         }));
         let p = policy(&[(Action::Receive, "app/app1")]);
         let (tx, mut slow) = mpsc::channel(2);
-        let (a, _) = hub.register("a", p.clone(), tx, None);
+        let (a, _) = hub.register("a", None, None, p.clone(), tx, None).unwrap();
         assert!(hub.subscribe(a.id, "app/app1", true, ContentMode::Structured));
         let (tx, mut lossy) = mpsc::channel(2);
-        let (b, _) = hub.register("b", p, tx, None);
+        let (b, _) = hub.register("b", None, None, p, tx, None).unwrap();
         assert!(hub.subscribe(b.id, "app/app1", false, ContentMode::Structured));
         // (the broker routes what the log hands out live)
         let mut live = log.subscribe();

@@ -673,3 +673,116 @@ async fn commands_beyond_an_applications_rate_are_refused_and_other_applications
     }
     assert_eq!(delivered, accepted);
 }
+
+/// A user made by the administrator, with an access token: (user, token).
+async fn user(server: &LocalRunner, name: &str) -> (String, String) {
+    let made = server
+        .post_json(
+            &format!("/api/admin/v1alpha1/users/{name}/tokens"),
+            &json!({}),
+        )
+        .await;
+    (name.to_owned(), made["token"].as_str().unwrap().to_owned())
+}
+
+/// `who` makes an application and devices `d0..`, with the password "secret".
+async fn tenancy(server: &LocalRunner, who: &(String, String), app: &str, devices: usize) {
+    let http = reqwest::Client::new();
+    let mut requests = vec![(APPS.to_owned(), json!({"metadata": {"name": app}}))];
+    for i in 0..devices {
+        requests.push((
+            format!("{APPS}/{app}/devices"),
+            json!({"metadata": {"name": format!("d{i}")}, "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}}),
+        ));
+    }
+    for (path, body) in requests {
+        let status = http
+            .post(format!("{}{path}", server.base))
+            .basic_auth(&who.0, Some(&who.1))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 201, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_holds_at_most_its_connections_and_strangers_connect_as_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--max-connections-per-user", "3"]).await;
+    let (eve, bob) = (user(&server, "eve").await, user(&server, "bob").await);
+    // eve's devices are in two applications: they count together
+    tenancy(&server, &eve, "eve1", 3).await;
+    tenancy(&server, &eve, "eve2", 2).await;
+    tenancy(&server, &bob, "bob1", 2).await;
+    let device = |v5: bool, client_id: &str, login: &str| {
+        let options = if v5 {
+            Options::v5(client_id)
+        } else {
+            Options::v3(client_id)
+        };
+        mqtt_client::connect(server.mqtt, options.login(login, "secret"))
+    };
+    let mut e0 = device(true, "d0@eve1", "d0@eve1").await.unwrap();
+    let e1 = device(true, "d1@eve1", "d1@eve1").await.unwrap();
+    let _f0 = device(false, "d0@eve2", "d0@eve2").await.unwrap();
+
+    // a fourth of eve's is refused, whatever it is: a device of either application, over
+    // either version, or eve herself as an application client
+    let refused = device(true, "d2@eve1", "d2@eve1")
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.contains("QuotaExceeded"), "{refused}");
+    let refused = device(false, "d1@eve2", "d1@eve2")
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.contains("ServiceUnavailable"), "{refused}");
+    let refused = mqtt_client::connect(server.mqtt, Options::v5("eve/app").login(&eve.0, &eve.1))
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.contains("QuotaExceeded"), "{refused}");
+
+    // bob, a stranger, connects as ever: devices and an application client
+    let mut b0 = device(true, "d0@bob1", "d0@bob1").await.unwrap();
+    let _b1 = device(false, "d1@bob1", "d1@bob1").await.unwrap();
+    let mut bob_app =
+        mqtt_client::connect(server.mqtt, Options::v5("bob/app").login(&bob.0, &bob.1))
+            .await
+            .unwrap();
+    assert!(bob_app.subscribed("app/bob1", false).await);
+    b0.publish("dt/bob1/d0/t", true, b"{}", None).await;
+    assert_eq!(b0.next_ack().await, In::PubAck("Success".into()));
+    assert_eq!(bob_app.event().await.json()["device"], "d0");
+
+    // eve's own connections go on; a reconnect with one of their client ids takes over
+    // (and adds none): allowed at the limit
+    e0.publish("dt/eve1/d0/t", true, b"{}", None).await;
+    assert_eq!(e0.next_ack().await, In::PubAck("Success".into()));
+    let mut again = device(true, "d0@eve1", "d0@eve1").await.unwrap();
+    match e0.next().await {
+        In::Closed(why) => assert!(why.contains("SessionTakenOver"), "{why}"),
+        other => panic!("the earlier connection should close, got {other:?}"),
+    }
+    again.publish("dt/eve1/d0/t", true, b"{}", None).await;
+    assert_eq!(again.next_ack().await, In::PubAck("Success".into()));
+
+    // a connection that ends makes room
+    e1.disconnect().await;
+    let mut room = None;
+    for _ in 0..50 {
+        if let Ok(client) = device(true, "d2@eve1", "d2@eve1").await {
+            room = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        room.is_some(),
+        "a connection of eve's ended: another may connect"
+    );
+}

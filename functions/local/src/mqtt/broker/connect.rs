@@ -5,7 +5,7 @@
 use super::BrokerError;
 use super::deliver::{Outgoing, Outlet};
 use crate::mqtt::backend::{Backend, Client, Connected, Will};
-use crate::mqtt::hub::{ContentMode, Push, SessionHandle};
+use crate::mqtt::hub::{ContentMode, OverQuota, Push, SessionHandle};
 use crate::mqtt::sessions::{self, SessionState};
 use drogue_shared::mqtt::authorizer::ConnectDecision;
 use drogue_shared::mqtt::{MqttConnect, MqttIdentity};
@@ -40,6 +40,8 @@ pub(super) enum Connection {
     Refused(&'static str),
     /// The registry cannot be reached now ("server unavailable").
     Unavailable,
+    /// The client's owner holds as many live connections as it may (this many).
+    OverQuota(usize),
 }
 
 /// What the handshake hands over once the client is allowed.
@@ -209,25 +211,29 @@ pub(super) async fn connect(
         }
     };
     let (tx, queue) = mpsc::channel(crate::mqtt::hub::SESSION_QUEUE);
-    let (SessionHandle { id, close, revoked }, inherited) = match &client.identity {
-        MqttIdentity::Device { device, .. } => backend.hub.register_device(
-            &client.client_id,
-            &device.metadata.uid,
-            client.policy.clone(),
-            tx.clone(),
-            expiry,
-        ),
-        MqttIdentity::Application { .. } => {
-            backend
-                .hub
-                .register(&client.client_id, client.policy.clone(), tx.clone(), expiry)
-        }
+    let device = match &client.identity {
+        MqttIdentity::Device { device, .. } => Some(device.metadata.uid.as_str()),
+        MqttIdentity::Application { .. } => None,
+    };
+    let registered = backend.hub.register(
+        &client.client_id,
+        Some(&client.owner),
+        device,
+        client.policy.clone(),
+        tx.clone(),
+        expiry,
+    );
+    let (SessionHandle { id, close, revoked }, inherited) = match registered {
+        Ok(registered) => registered,
+        Err(OverQuota { limit }) => return Ok(Connection::OverQuota(limit)),
     };
     main.spawn(recheck(backend.clone(), again, id));
     // an earlier session: the one just taken over, or the saved one
     let client_id = client.client_id.clone();
     let (b, taken_over) = (backend.clone(), inherited.clone());
+    let announced = client.clone();
     let earlier = on_main(main, async move {
+        b.announce(&announced).await;
         let saved = match taken_over {
             Some(state) => Some(state),
             None => sessions::load(&b.log, &client_id).await,

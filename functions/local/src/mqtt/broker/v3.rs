@@ -14,7 +14,9 @@ use ntex_mqtt::v3;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
-/// A CONNECT, decided by [`connect::connect`]; refusals get return code 4 or 3.
+/// A CONNECT, decided by [`connect::connect`]; refusals get return code 4 (bad user
+/// name or password) or 3 (server unavailable: the registry, or the owner's connection
+/// limit).
 pub(super) async fn handshake(
     backend: Arc<Backend>,
     main: Handle,
@@ -46,7 +48,8 @@ pub(super) async fn handshake(
             Ok(hs.ack(conn, session_present))
         }
         Connection::Refused(_) => Ok(hs.bad_username_or_pwd()),
-        Connection::Unavailable => Ok(hs.service_unavailable()),
+        // 3.1.1 has no code for a quota: "server unavailable", as when it is busy
+        Connection::Unavailable | Connection::OverQuota(_) => Ok(hs.service_unavailable()),
     }
 }
 

@@ -70,6 +70,10 @@ pub(super) async fn handshake(
             v5::codec::ConnectAckReason::ServerUnavailable,
             "the registry is unavailable",
         ))),
+        Connection::OverQuota(limit) => Ok(hs.fail_with(refuse(
+            v5::codec::ConnectAckReason::QuotaExceeded,
+            &format!("the owner holds its {limit} live connections"),
+        ))),
     }
 }
 
