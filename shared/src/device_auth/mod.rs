@@ -82,6 +82,16 @@ pub struct Authenticated {
 /// An application and one of its devices, as looked up.
 type Found = (Arc<Application>, Arc<Device>);
 
+/// An application and one of its devices as authentication keeps them (remembered, and
+/// held by every live connection): without their `status`, the registry's readiness
+/// conditions and trust anchor evaluation, which nothing after authentication reads and
+/// which would take about half their room.
+fn found(mut application: Application, mut device: Device) -> Found {
+    application.status = serde_json::Map::new();
+    device.status = serde_json::Map::new();
+    (Arc::new(application), Arc::new(device))
+}
+
 /// The key of a remembered lookup, borrowed: hashes and compares as the stored
 /// `(application, id)` pair.
 #[derive(Hash)]
@@ -388,7 +398,7 @@ impl DeviceAuthenticator {
         let Some(device) = device else {
             return Ok(None);
         };
-        let found = (Arc::new(application.app), Arc::new(device));
+        let found = found(application.app, device);
         if !self.lookup_ttl.is_zero() {
             let lookup = Lookup {
                 at: Instant::now(),
@@ -501,6 +511,26 @@ pub fn has_certificate_credential(credentials: &[Credential]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authentication_keeps_no_status() {
+        let resource = |name: &str| -> Device {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "uid": format!("{name}-uid"),
+                    "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 1,
+                    "resourceVersion": "1"},
+                "spec": {"authentication": {"credentials": [{"pass": "secret"}]}},
+                "status": crate::model::status::device_status(None, chrono::Utc::now()),
+            }))
+            .unwrap()
+        };
+        let (application, device) = found(resource("app1"), resource("dev1"));
+        assert!(application.status.is_empty() && device.status.is_empty());
+        // the rest as stored
+        assert_eq!(device.metadata, resource("dev1").metadata);
+        assert_eq!(device.spec, resource("dev1").spec);
+        assert_eq!(application.metadata.uid, "app1-uid");
+    }
 
     #[test]
     fn a_borrowed_key_finds_what_the_owned_pair_remembers() {

@@ -240,7 +240,7 @@ async fn application(
     if let Err(reason) = may_use(&stored, &presented.chain[0]) {
         return Ok(Err((Stage::Credentials, reason)));
     }
-    Ok(Ok((Arc::new(application.app), Arc::new(device))))
+    Ok(Ok(super::found(application.app, device)))
 }
 
 /// The applications (by name) that accept a certificate chain (DER, end entity first)

@@ -163,14 +163,16 @@ pub fn service(
     let (b3, m3, b5, m5) = (backend.clone(), main.clone(), backend, main);
     let in_flight = InFlight::new(PUBLISHES_IN_FLIGHT);
     MqttServer::new()
+        // (the handshakes boxed: a connection's future would otherwise keep their room,
+        // about 3 KB, for as long as the connection lives)
         .v3(ntex_mqtt::v3::MqttServer::new(fn_service(move |hs| {
-            v3::handshake(b3.clone(), m3.clone(), hs)
+            Box::pin(v3::handshake(b3.clone(), m3.clone(), hs))
         }))
         .protocol(controls(v3::control))
         .control(connection_control())
         .publish(ntex_service::apply(in_flight, publishes(v3::publish))))
         .v5(ntex_mqtt::v5::MqttServer::new(fn_service(move |hs| {
-            v5::handshake(b5.clone(), m5.clone(), hs)
+            Box::pin(v5::handshake(b5.clone(), m5.clone(), hs))
         }))
         .protocol(controls(v5::control))
         .control(connection_control())
