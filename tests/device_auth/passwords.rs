@@ -165,6 +165,22 @@ async fn cache(f: Fixture) {
     assert_eq!(f.auth.verified_passwords().slow_checks() - before, 4);
 }
 
+/// The device `pass-dev` as authenticated now with the password "changed".
+async fn device_after_change(
+    auth: &drogue_shared::device_auth::DeviceAuthenticator,
+) -> std::sync::Arc<drogue_shared::model::Device> {
+    use drogue_shared::device_auth::{DeviceAuthRequest, DeviceAuthentication};
+    let request = DeviceAuthRequest {
+        application: Some("app1".into()),
+        credential: password("pass-dev", "changed"),
+        r#as: None,
+    };
+    match auth.authenticate(request).await.unwrap() {
+        DeviceAuthentication::Allow(a) => a.device,
+        DeviceAuthentication::Deny { reason } => panic!("{reason}"),
+    }
+}
+
 async fn lookup_ttl(f: Fixture) {
     use drogue_shared::device_auth::{
         DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator,
@@ -188,6 +204,25 @@ async fn lookup_ttl(f: Fixture) {
         }
     };
     assert!(attempt("secret").await);
+    // once the lookup time is over, an unchanged device is read again, and the objects
+    // read before are kept (not a second copy for every connection holding them)
+    let device = || {
+        let other = other.clone();
+        async move {
+            let request = DeviceAuthRequest {
+                application: Some("app1".into()),
+                credential: password("pass-dev", "secret"),
+                r#as: None,
+            };
+            match other.authenticate(request).await.unwrap() {
+                DeviceAuthentication::Allow(a) => a.device,
+                DeviceAuthentication::Deny { reason } => panic!("{reason}"),
+            }
+        }
+    };
+    let before = device().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(std::sync::Arc::ptr_eq(&before, &device().await));
     let name = (
         AppName::parse("app1").unwrap(),
         DeviceName::parse("pass-dev").unwrap(),
@@ -210,5 +245,9 @@ async fn lookup_ttl(f: Fixture) {
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!attempt("secret").await, "after it, the change has arrived");
+    assert!(
+        !std::sync::Arc::ptr_eq(&before, &device_after_change(&other).await),
+        "a changed device is a new object"
+    );
     assert!(attempt("changed").await);
 }

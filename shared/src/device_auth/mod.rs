@@ -82,6 +82,11 @@ pub struct Authenticated {
 /// An application and one of its devices, as looked up.
 type Found = (Arc<Application>, Arc<Device>);
 
+/// Whether two reads of a resource are of the same version of it.
+fn same_version(a: &Application, b: &Application) -> bool {
+    a.metadata.uid == b.metadata.uid && a.metadata.resource_version == b.metadata.resource_version
+}
+
 /// An application and one of its devices as authentication keeps them (remembered, and
 /// held by every live connection): without their `status`, the registry's readiness
 /// conditions and trust anchor evaluation, which nothing after authentication reads and
@@ -398,7 +403,16 @@ impl DeviceAuthenticator {
         let Some(device) = device else {
             return Ok(None);
         };
-        let found = found(application.app, device);
+        let mut found = found(application.app, device);
+        // unchanged since the lookup remembered before (expired, or of an older change
+        // count): its objects again, which every live connection of the device holds,
+        // rather than a second copy of each
+        if let Some(before) = self.lookups.peek(&LookupKey(app, id))
+            && same_version(&before.found.0, &found.0)
+            && same_version(&before.found.1, &found.1)
+        {
+            found = before.found;
+        }
         if !self.lookup_ttl.is_zero() {
             let lookup = Lookup {
                 at: Instant::now(),
