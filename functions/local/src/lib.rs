@@ -335,7 +335,7 @@ impl Server {
             oidc: verifier.clone(),
             commands: commands.clone(),
         });
-        let mut device_auth = DeviceAuthenticator::new(store.clone()).with_changes(changes);
+        let mut device_auth = DeviceAuthenticator::new(store.clone()).with_changes(changes.clone());
         if let Some(threads) = config.password_check_threads {
             device_auth = device_auth.with_password_check_threads(threads);
         }
@@ -365,6 +365,7 @@ impl Server {
             instance: DEFAULT_INSTANCE.into(),
             log: events.clone(),
             limiter: limiter.clone(),
+            registry_changes: Some(changes),
         };
         // a message layer per transport: exchanges are kept per peer address, and a
         // spoofed plain UDP datagram must never reach a DTLS peer's exchanges (its

@@ -26,6 +26,7 @@ pub fn router(metrics: Metrics) -> Router {
 async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let verified = m.device_auth.verified_passwords();
     let (events, commits) = m.events.counters();
+    let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.waiting_for_changes());
     let text = format!(
         "# HELP drogue_device_password_checks_total Password checks that ran the stored hashes (cache misses).\n\
          # TYPE drogue_device_password_checks_total counter\n\
@@ -47,7 +48,13 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          drogue_mqtt_dropped_total {}\n\
          # HELP drogue_mqtt_fell_behind_total MQTT subscriptions to an application's events that fell behind and went on from the event log.\n\
          # TYPE drogue_mqtt_fell_behind_total counter\n\
-         drogue_mqtt_fell_behind_total {}\n",
+         drogue_mqtt_fell_behind_total {}\n\
+         # HELP drogue_mqtt_rechecks_total Live MQTT sessions' access decided again (every 5 s each).\n\
+         # TYPE drogue_mqtt_rechecks_total counter\n\
+         drogue_mqtt_rechecks_total {rechecks}\n\
+         # HELP drogue_mqtt_rechecks_waiting Live MQTT sessions of devices (password logins) whose recheck waits for a registry change.\n\
+         # TYPE drogue_mqtt_rechecks_waiting gauge\n\
+         drogue_mqtt_rechecks_waiting {waiting}\n",
         verified.slow_checks(),
         verified.len(),
         m.mqtt.sessions(),

@@ -115,6 +115,7 @@ async fn start() -> Fixture {
         instance: "drogue".into(),
         log: EventLog::open(dir.path().join("events.redb"), 100).unwrap(),
         limiter: Default::default(),
+        registry_changes: None,
     };
     let broker = Broker::start(
         backend,

@@ -97,17 +97,41 @@ impl Default for Quotas {
 }
 
 /// Counts the registry's writes, so that caches in the same process (device
-/// authentication) can tell their entries are stale.
+/// authentication) can tell their entries are stale, and what depends on the registry
+/// alone (a device's MQTT session) can wait for a change.
 #[derive(Debug, Clone, Default)]
-pub struct Changes(Arc<std::sync::atomic::AtomicU64>);
+pub struct Changes(Arc<ChangeCount>);
+
+#[derive(Debug, Default)]
+struct ChangeCount {
+    count: std::sync::atomic::AtomicU64,
+    waiters: tokio::sync::Notify,
+}
 
 impl Changes {
     pub fn bump(&self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.0
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.0.waiters.notify_waiters();
     }
 
     pub fn current(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+        self.0.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Completes once the count is other than `seen` (at once if it is already).
+    pub async fn changed_since(&self, seen: u64) {
+        loop {
+            let notified = self.0.waiters.notified();
+            tokio::pin!(notified);
+            // registered before the count is read: a bump in between still wakes it
+            notified.as_mut().enable();
+            if self.current() != seen {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -314,4 +338,31 @@ fn store_error(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> Regi
 
 fn unavailable(e: StoreError) -> RegistryError {
     RegistryError::Unavailable(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Changes;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_wait_for_a_change_ends_with_the_next_write() {
+        let changes = Changes::default();
+        let seen = changes.current();
+        let waiting = tokio::spawn({
+            let changes = changes.clone();
+            async move { changes.changed_since(seen).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "nothing changed yet");
+        changes.bump();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the write ends the wait")
+            .unwrap();
+        // a count already past what was seen: no wait at all
+        tokio::time::timeout(Duration::from_millis(50), changes.changed_since(seen))
+            .await
+            .expect("already changed");
+    }
 }

@@ -16,6 +16,7 @@ use drogue_shared::mqtt::{
     MqttIdentity, MqttIngest, Policy, Refusal, application_command,
 };
 use drogue_shared::rate_limit::PublishLimiter;
+use drogue_shared::registry::Changes;
 use drogue_shared::store::ApplicationStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,10 @@ pub struct Backend {
     pub log: EventLog,
     /// The publish rate limit per device, shared with the HTTP endpoint.
     pub limiter: PublishLimiter,
+    /// The registry's count of writes, when every registry write in this process counts
+    /// on it: while it stands still, a device's recheck has nothing new to decide
+    /// (`None`: every recheck decides).
+    pub registry_changes: Option<Changes>,
 }
 
 impl Backend {

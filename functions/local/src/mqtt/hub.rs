@@ -246,6 +246,16 @@ struct FromLog<'a> {
     behind: Vec<(u64, u64)>,
 }
 
+/// A session's recheck counted as waiting for a registry change (see
+/// [`Hub::waiting_for_change`]).
+pub struct WaitingForChange<'a>(&'a AtomicU64);
+
+impl Drop for WaitingForChange<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The live sessions.
 #[derive(Default)]
 pub struct Hub {
@@ -253,6 +263,8 @@ pub struct Hub {
     turn: AtomicUsize,
     dropped: AtomicU64,
     fell_behind: AtomicU64,
+    rechecks: AtomicU64,
+    waiting_for_change: AtomicU64,
     sessions: RwLock<Sessions>,
     limits: ConnectionLimits,
     /// Feeds the subscriptions that fell behind from the log; without one, they drop.
@@ -602,6 +614,28 @@ impl Hub {
     /// Subscriptions that fell behind their session's queue and went on from the log.
     pub fn fell_behind(&self) -> u64 {
         self.fell_behind.load(Ordering::Relaxed)
+    }
+
+    /// Counts a live session's access decided again.
+    pub fn count_recheck(&self) {
+        self.rechecks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Live sessions' access decided again.
+    pub fn rechecks(&self) -> u64 {
+        self.rechecks.load(Ordering::Relaxed)
+    }
+
+    /// Counts a session's recheck as waiting for a registry change while the guard
+    /// lives.
+    pub fn waiting_for_change(&self) -> WaitingForChange<'_> {
+        self.waiting_for_change.fetch_add(1, Ordering::Relaxed);
+        WaitingForChange(&self.waiting_for_change)
+    }
+
+    /// Sessions whose recheck waits for a registry change.
+    pub fn waiting_for_changes(&self) -> u64 {
+        self.waiting_for_change.load(Ordering::Relaxed)
     }
 
     /// Live sessions.

@@ -788,6 +788,68 @@ async fn live_sessions_lose_what_their_client_loses() {
     member.quiet(Duration::from_millis(500)).await;
 }
 
+/// A device that logged in with a password depends on the registry alone: idle, its
+/// recheck waits for a registry write instead of deciding every 5 s; any write wakes it
+/// for one decision at its next tick (it stays connected when nothing of it changed);
+/// deleting it disconnects it.
+#[tokio::test]
+async fn idle_devices_are_decided_again_after_registry_writes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let until = |name: &'static str, value: u64| {
+        let server = &s.server;
+        async move {
+            let reached = async {
+                while server.metric(name).await != value {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(8), reached)
+                .await
+                .unwrap_or_else(|_| panic!("{name} reaches {value}"));
+        }
+    };
+    let mut dev1 = connect(
+        s.server.mqtt,
+        Options::v5("dev1@app1").login("dev1@app1", "p1"),
+    )
+    .await
+    .unwrap();
+    until("drogue_mqtt_rechecks_waiting", 1).await;
+    // more than a period: no decision
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 0);
+    assert_eq!(s.server.metric("drogue_mqtt_rechecks_waiting").await, 1);
+
+    // another tenant's write: one decision, and the device goes on
+    let made = reqwest::Client::new()
+        .post(format!("{}{APPS}/app2/devices", s.server.base))
+        .basic_auth(&s.eve.0, Some(&s.eve.1))
+        .json(&json!({"metadata": {"name": "y"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 201);
+    until("drogue_mqtt_rechecks_total", 1).await;
+    until("drogue_mqtt_rechecks_waiting", 1).await;
+    dev1.publish("dt/app1/dev1/temp", true, b"1", None).await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+
+    // its own deletion: disconnected
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}{APPS}/app1/devices/dev1", s.server.base))
+        .basic_auth(&s.admin.0, Some(&s.admin.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let closed = |c: In| matches!(c, In::Closed(reason) if reason.contains("NotAuthorized"));
+    let next = tokio::time::timeout(Duration::from_secs(8), dev1.next_ack()).await;
+    assert!(next.is_ok_and(closed), "the deleted device's session");
+    until("drogue_mqtt_rechecks_waiting", 0).await;
+    assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 2);
+}
+
 /// A session holds at most 50 subscriptions (IoT Core's limit); beyond, a SUBACK
 /// failure (MQTT 5: quota exceeded), and the session goes on.
 #[tokio::test]

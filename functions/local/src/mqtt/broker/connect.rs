@@ -9,6 +9,7 @@ use crate::mqtt::hub::{ContentMode, OverQuota, Push, SessionHandle};
 use crate::mqtt::sessions::{self, SessionState};
 use drogue_shared::mqtt::authorizer::ConnectDecision;
 use drogue_shared::mqtt::{MqttConnect, MqttIdentity};
+use drogue_shared::registry::Changes;
 use ntex_io::IoBoxed;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -85,6 +86,8 @@ pub struct Conn(Rc<ConnInner>);
 
 pub struct ConnInner {
     pub(super) session: u64,
+    /// The session's recheck task, ended with the connection.
+    recheck: tokio::task::AbortHandle,
     pub(super) client: Arc<Client>,
     pub(super) backend: Arc<Backend>,
     pub(super) main: Handle,
@@ -106,6 +109,7 @@ impl std::ops::Deref for Conn {
 
 impl Drop for ConnInner {
     fn drop(&mut self) {
+        self.recheck.abort();
         let persistent = self.backend.hub.remove(self.session);
         let (backend, client, will) = (
             self.backend.clone(),
@@ -201,6 +205,8 @@ pub(super) async fn connect(
     let capped_expiry = (session_expiry > sessions::MAX_EXPIRY).then_some(sessions::MAX_EXPIRY);
     let b = backend.clone();
     let again = connect.clone();
+    // the registry as the decision reads it (or later)
+    let seen = backend.registry_changes.as_ref().map(Changes::current);
     let connected = on_main(main, async move { b.connect(connect).await }).await?;
     let client = match connected {
         Ok(Connected::Allowed(client)) => client,
@@ -227,7 +233,9 @@ pub(super) async fn connect(
         Ok(registered) => registered,
         Err(OverQuota { limit }) => return Ok(Connection::OverQuota(limit)),
     };
-    main.spawn(recheck(backend.clone(), again, id));
+    // a device's password decision changes only with the registry; a certificate's
+    // and a user token's also with time (expiry)
+    let seen = seen.filter(|_| device.is_some() && again.certificates.is_none());
     // an earlier session: the one just taken over, or the saved one
     let client_id = client.client_id.clone();
     let (b, taken_over) = (backend.clone(), inherited.clone());
@@ -254,8 +262,12 @@ pub(super) async fn connect(
             id,
         ));
     }
+    let recheck = main
+        .spawn(recheck(backend.clone(), again, id, seen))
+        .abort_handle();
     let conn = Conn(Rc::new(ConnInner {
         session: id,
+        recheck,
         client,
         backend: backend.clone(),
         main: main.clone(),
@@ -283,21 +295,39 @@ pub(super) async fn connect(
 /// now (an application the user may no longer read stops reaching it), or is ended when
 /// the client would be refused now (a deleted or disabled device, a deleted or expired
 /// token, an application's uid changed). An unreachable registry changes nothing.
-async fn recheck(backend: Arc<Backend>, connect: MqttConnect, id: u64) {
-    let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
-    let mut interval = tokio::time::interval_at(start, RECHECK_INTERVAL);
+///
+/// `seen` is the registry's change count read before the last decision, for a device
+/// that logged in with a password, whose decision depends on the registry alone: until
+/// the count moves on there is nothing new to decide, so the task waits for a registry
+/// write (no timer, no decision: 10,000 idle devices cost no wake-ups), then decides at
+/// the session's next tick (the sessions' decisions after a write stay spread over the
+/// period). The connection's end aborts the task.
+async fn recheck(backend: Arc<Backend>, connect: MqttConnect, id: u64, mut seen: Option<u64>) {
+    let mut next = tokio::time::Instant::now() + RECHECK_INTERVAL;
     loop {
-        interval.tick().await;
+        if let (Some(changes), Some(decided)) = (&backend.registry_changes, seen) {
+            let _waiting = backend.hub.waiting_for_change();
+            changes.changed_since(decided).await;
+            // the first of this session's ticks from now
+            let late = tokio::time::Instant::now().saturating_duration_since(next);
+            let periods = late.as_nanos().div_ceil(RECHECK_INTERVAL.as_nanos());
+            next += RECHECK_INTERVAL * u32::try_from(periods).unwrap_or(u32::MAX);
+        }
+        tokio::time::sleep_until(next).await;
+        next += RECHECK_INTERVAL;
         if !backend.hub.is_live(id) {
             return;
         }
+        let now = backend.registry_changes.as_ref().map(Changes::current);
+        backend.hub.count_recheck();
         // (boxed while it runs: the decision's future is kilobytes, and this task
         // lives as long as its connection)
         match Box::pin(backend.authorizer.connect(&connect)).await {
-            Ok(ConnectDecision::Allow(now)) => {
-                if !backend.hub.set_policy(id, Arc::new(now.policy)) {
+            Ok(ConnectDecision::Allow(allowed)) => {
+                if !backend.hub.set_policy(id, Arc::new(allowed.policy)) {
                     return;
                 }
+                seen = seen.and(now);
             }
             Ok(ConnectDecision::Deny { reason }) => {
                 tracing::info!(client_id = %connect.client_id, reason, "an MQTT client lost its access: disconnecting it");
