@@ -72,7 +72,18 @@ impl TestCa {
     /// A client certificate for `O=Drogue IoT, OU=<app>, CN=<cn>`, valid between the
     /// given years (January 1st).
     pub fn issue(&self, app: &str, cn: &str, from_year: i32, to_year: i32) -> Issued {
-        let params = client_params(app, cn, from_year, to_year);
+        self.sign(client_params(app, cn, from_year, to_year))
+    }
+
+    /// A client certificate like [`Self::issue`]'s, valid from 2020 until `until`
+    /// (to the second).
+    pub fn issue_until(&self, app: &str, cn: &str, until: std::time::SystemTime) -> Issued {
+        let mut params = client_params(app, cn, 2020, 2100);
+        params.not_after = until.into();
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Issued {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Issued {

@@ -52,7 +52,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_mqtt_rechecks_total Live MQTT sessions' access decided again (every 5 s each).\n\
          # TYPE drogue_mqtt_rechecks_total counter\n\
          drogue_mqtt_rechecks_total {rechecks}\n\
-         # HELP drogue_mqtt_rechecks_waiting Live MQTT sessions of devices (password logins) whose recheck waits for a registry change.\n\
+         # HELP drogue_mqtt_rechecks_waiting Live MQTT sessions of devices whose recheck waits for a registry write (or their certificate's expiry).\n\
          # TYPE drogue_mqtt_rechecks_waiting gauge\n\
          drogue_mqtt_rechecks_waiting {waiting}\n",
         verified.slow_checks(),

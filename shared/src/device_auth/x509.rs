@@ -354,10 +354,53 @@ pub fn verify_chain(
     Ok(())
 }
 
+/// The first moment after `now` at which a certificate of `chain` (DER) is no longer
+/// valid: a second after the earliest `notAfter` still ahead (X.509 times are whole
+/// seconds). Until then, a chain that verified verifies again against the same anchors.
+/// `None` when a certificate cannot be read or none expires after `now`.
+pub fn valid_until(chain: &[Vec<u8>], now: SystemTime) -> Option<SystemTime> {
+    let mut first: Option<SystemTime> = None;
+    for der in chain {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let seconds = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+        let ends = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds + 1);
+        if ends > now && first.is_none_or(|first| ends < first) {
+            first = Some(ends);
+        }
+    }
+    first
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use base64::Engine;
+
+    #[test]
+    fn a_chain_is_valid_until_its_first_certificate_expires() {
+        let cert = |not_after: i32| {
+            let mut params = rcgen::CertificateParams::new(vec!["d".into()]).unwrap();
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
+            let key = rcgen::KeyPair::generate().unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let at =
+            |year: u64| SystemTime::UNIX_EPOCH + Duration::from_secs((year - 1970) * 31_556_952);
+        // a second after 2030-01-01T00:00:00Z and 2040-01-01T00:00:00Z
+        let second_after =
+            |epoch: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(epoch + 1));
+        let chain = [cert(2040), cert(2030), cert(2050)];
+        assert_eq!(valid_until(&chain, at(2025)), second_after(1_893_456_000));
+        // past the first: the next one
+        assert_eq!(valid_until(&chain, at(2035)), second_after(2_208_988_800));
+        assert_eq!(valid_until(&chain, at(2060)), None, "all expired");
+        assert_eq!(
+            valid_until(&[vec![0x30, 0x00]], at(2025)),
+            None,
+            "unreadable"
+        );
+    }
 
     #[test]
     fn only_devices_that_use_certificates_authenticate_with_one() {

@@ -850,6 +850,37 @@ async fn idle_devices_are_decided_again_after_registry_writes_only() {
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 2);
 }
 
+/// A device with a certificate is decided again when a certificate of its chain
+/// expires (or after a registry write), not every 5 s: once its certificate is past
+/// its end, its session is ended.
+#[tokio::test]
+async fn a_certificate_session_ends_when_the_certificate_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let ends = std::time::SystemTime::now() + Duration::from_secs(12);
+    let identity = s.ca.issue_until("app1", "device-1", ends);
+    let mut options = Options::v5("device-1@app1");
+    options.tls = Some((
+        s.server_certificate(),
+        Some((identity.cert_pem.clone(), identity.key_pem.clone())),
+    ));
+    let mut device = connect(s.server.mqtts, options).await.unwrap();
+    device
+        .publish("dt/app1/device-1/temp", true, b"1", None)
+        .await;
+    assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
+    // more than a period, the certificate still valid: no decision
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 0);
+    assert_eq!(s.server.metric("drogue_mqtt_rechecks_waiting").await, 1);
+    // past its end (and the next tick): disconnected
+    let closed = |c: In| matches!(c, In::Closed(reason) if reason.contains("NotAuthorized"));
+    let next = tokio::time::timeout(Duration::from_secs(15), device.next_ack()).await;
+    assert!(next.is_ok_and(closed), "the expired certificate's session");
+    assert!(std::time::SystemTime::now() > ends);
+    assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 1);
+}
+
 /// A session holds at most 50 subscriptions (IoT Core's limit); beyond, a SUBACK
 /// failure (MQTT 5: quota exceeded), and the session goes on.
 #[tokio::test]

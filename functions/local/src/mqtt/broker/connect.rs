@@ -7,6 +7,7 @@ use super::deliver::{Outgoing, Outlet};
 use crate::mqtt::backend::{Backend, Client, Connected, Will};
 use crate::mqtt::hub::{ContentMode, OverQuota, Push, SessionHandle};
 use crate::mqtt::sessions::{self, SessionState};
+use drogue_shared::device_auth::valid_until;
 use drogue_shared::mqtt::authorizer::ConnectDecision;
 use drogue_shared::mqtt::{MqttConnect, MqttIdentity};
 use drogue_shared::registry::Changes;
@@ -19,6 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How often a live session's access is decided again (the device lookup cache's period).
 pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The longest a device's recheck waits without a registry write.
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// A CONNECT, whichever the version.
 pub(super) struct Connect {
@@ -233,9 +237,9 @@ pub(super) async fn connect(
         Ok(registered) => registered,
         Err(OverQuota { limit }) => return Ok(Connection::OverQuota(limit)),
     };
-    // a device's password decision changes only with the registry; a certificate's
-    // and a user token's also with time (expiry)
-    let seen = seen.filter(|_| device.is_some() && again.certificates.is_none());
+    // a device's decision changes only with the registry (and, with a certificate,
+    // when it expires); an application client's also when its token expires
+    let seen = seen.filter(|_| device.is_some());
     // an earlier session: the one just taken over, or the saved one
     let client_id = client.client_id.clone();
     let (b, taken_over) = (backend.clone(), inherited.clone());
@@ -296,18 +300,34 @@ pub(super) async fn connect(
 /// the client would be refused now (a deleted or disabled device, a deleted or expired
 /// token, an application's uid changed). An unreachable registry changes nothing.
 ///
-/// `seen` is the registry's change count read before the last decision, for a device
-/// that logged in with a password, whose decision depends on the registry alone: until
-/// the count moves on there is nothing new to decide, so the task waits for a registry
-/// write (no timer, no decision: 10,000 idle devices cost no wake-ups), then decides at
-/// the session's next tick (the sessions' decisions after a write stay spread over the
-/// period). The connection's end aborts the task.
+/// `seen` is the registry's change count read before the last decision, for a device,
+/// whose decision depends on the registry alone (and on time only through its
+/// certificate's validity): until the count moves on, or a certificate of its chain
+/// expires, there is nothing new to decide, so the task waits for a registry write
+/// (no periodic timer, no decision: 10,000 idle devices cost no wake-ups), then decides
+/// at the session's next tick (the sessions' decisions after a write stay spread over
+/// the period). The connection's end aborts the task.
 async fn recheck(backend: Arc<Backend>, connect: MqttConnect, id: u64, mut seen: Option<u64>) {
     let mut next = tokio::time::Instant::now() + RECHECK_INTERVAL;
     loop {
         if let (Some(changes), Some(decided)) = (&backend.registry_changes, seen) {
             let _waiting = backend.hub.waiting_for_change();
-            changes.changed_since(decided).await;
+            match &connect.certificates {
+                None => changes.changed_since(decided).await,
+                Some(chain) => {
+                    // (a chain that cannot be read, or is expired all through, is
+                    // decided at every tick; one valid for long at least once a day,
+                    // should the system clock be set anew)
+                    let now = std::time::SystemTime::now();
+                    if let Some(until) = valid_until(chain, now) {
+                        let expires = until.duration_since(now).unwrap_or_default().min(DAY);
+                        tokio::select! {
+                            _ = changes.changed_since(decided) => {}
+                            _ = tokio::time::sleep(expires) => {}
+                        }
+                    }
+                }
+            }
             // the first of this session's ticks from now
             let late = tokio::time::Instant::now().saturating_duration_since(next);
             let periods = late.as_nanos().div_ceil(RECHECK_INTERVAL.as_nanos());
