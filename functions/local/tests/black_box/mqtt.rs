@@ -69,7 +69,23 @@ async fn setup(dir: &std::path::Path) -> Setup {
     }
 }
 
+/// Whether the connection was closed with "not authorized" (its access ended).
+fn not_authorized(c: In) -> bool {
+    matches!(c, In::Closed(reason) if reason.contains("NotAuthorized"))
+}
+
 impl Setup {
+    /// Deletes a device of app1 as the administrator.
+    async fn delete_device(&self, name: &str) {
+        let deleted = reqwest::Client::new()
+            .delete(format!("{}{APPS}/app1/devices/{name}", self.server.base))
+            .basic_auth(&self.admin.0, Some(&self.admin.1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status().as_u16(), 204, "{name}");
+    }
+
     /// An application login with client id `{user}/{name}`, in the user's own namespace.
     fn app_login(&self, v5: bool, name: &str, who: &(String, String)) -> Options {
         let client_id = format!("{}/{name}", who.0);
@@ -764,21 +780,20 @@ async fn live_sessions_lose_what_their_client_loses() {
         .await
         .unwrap();
     assert_eq!(revoked.status().as_u16(), 204);
-    let deleted = http
-        .delete(format!("{}{APPS}/app1/devices/dev2", s.server.base))
-        .basic_auth(&s.admin.0, Some(&s.admin.1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
+    s.delete_device("dev2").await;
 
     // within the period (and some slack) the deleted ones are disconnected
-    let closed = |c: In| matches!(c, In::Closed(reason) if reason.contains("NotAuthorized"));
     let within = Duration::from_secs(8);
     let next = tokio::time::timeout(within, with_token.next_ack()).await;
-    assert!(next.is_ok_and(closed), "the deleted token's session");
+    assert!(
+        next.is_ok_and(not_authorized),
+        "the deleted token's session"
+    );
     let next = tokio::time::timeout(within, dev2.next_ack()).await;
-    assert!(next.is_ok_and(closed), "the deleted device's session");
+    assert!(
+        next.is_ok_and(not_authorized),
+        "the deleted device's session"
+    );
     // ... and the former member receives nothing more of app1 (the registry changes
     // made while it still could read are behind it), while the owner does
     member.drain(Duration::from_millis(300)).await;
@@ -836,16 +851,12 @@ async fn idle_devices_are_decided_again_after_registry_writes_only() {
     assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
 
     // its own deletion: disconnected
-    let deleted = reqwest::Client::new()
-        .delete(format!("{}{APPS}/app1/devices/dev1", s.server.base))
-        .basic_auth(&s.admin.0, Some(&s.admin.1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
-    let closed = |c: In| matches!(c, In::Closed(reason) if reason.contains("NotAuthorized"));
+    s.delete_device("dev1").await;
     let next = tokio::time::timeout(Duration::from_secs(8), dev1.next_ack()).await;
-    assert!(next.is_ok_and(closed), "the deleted device's session");
+    assert!(
+        next.is_ok_and(not_authorized),
+        "the deleted device's session"
+    );
     until("drogue_mqtt_rechecks_waiting", 0).await;
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 2);
 }
@@ -874,9 +885,11 @@ async fn a_certificate_session_ends_when_the_certificate_expires() {
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 0);
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_waiting").await, 1);
     // past its end (and the next tick): disconnected
-    let closed = |c: In| matches!(c, In::Closed(reason) if reason.contains("NotAuthorized"));
     let next = tokio::time::timeout(Duration::from_secs(15), device.next_ack()).await;
-    assert!(next.is_ok_and(closed), "the expired certificate's session");
+    assert!(
+        next.is_ok_and(not_authorized),
+        "the expired certificate's session"
+    );
     assert!(std::time::SystemTime::now() > ends);
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 1);
 }
