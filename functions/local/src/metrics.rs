@@ -26,7 +26,7 @@ pub fn router(metrics: Metrics) -> Router {
 async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let verified = m.device_auth.verified_passwords();
     let (events, commits) = m.events.counters();
-    let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.waiting_for_changes());
+    let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.rechecks_waiting());
     let text = format!(
         "# HELP drogue_device_password_checks_total Password checks that ran the stored hashes (cache misses).\n\
          # TYPE drogue_device_password_checks_total counter\n\

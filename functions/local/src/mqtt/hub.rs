@@ -634,7 +634,7 @@ impl Hub {
     }
 
     /// Sessions whose recheck waits for a registry change.
-    pub fn waiting_for_changes(&self) -> u64 {
+    pub fn rechecks_waiting(&self) -> u64 {
         self.waiting_for_change.load(Ordering::Relaxed)
     }
 

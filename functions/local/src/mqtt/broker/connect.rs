@@ -294,6 +294,39 @@ pub(super) async fn connect(
     }))
 }
 
+/// Waits until a device's access may have changed since its decision at the registry's
+/// change count `decided`: a registry write, or the expiry of a certificate of its
+/// `chain` (and at least once a day, should the system clock be set anew). A chain
+/// that cannot be read, or is expired all through, does not wait: it is decided at
+/// every tick.
+async fn news_for_device(
+    backend: &Backend,
+    changes: &Changes,
+    decided: u64,
+    chain: Option<&[Vec<u8>]>,
+) {
+    let expires = match chain {
+        None => None,
+        Some(chain) => {
+            let now = std::time::SystemTime::now();
+            let Some(until) = valid_until(chain, now) else {
+                return;
+            };
+            Some(until.duration_since(now).unwrap_or_default().min(DAY))
+        }
+    };
+    let _waiting = backend.hub.waiting_for_change();
+    match expires {
+        None => changes.changed_since(decided).await,
+        Some(expires) => {
+            tokio::select! {
+                _ = changes.changed_since(decided) => {}
+                _ = tokio::time::sleep(expires) => {}
+            }
+        }
+    }
+}
+
 /// Decides a live session's CONNECT again every [`RECHECK_INTERVAL`], as IoT Core
 /// refreshes a custom authorizer's policy: the session gets the policy its client holds
 /// now (an application the user may no longer read stops reaching it), or is ended when
@@ -311,23 +344,7 @@ async fn recheck(backend: Arc<Backend>, connect: MqttConnect, id: u64, mut seen:
     let mut next = tokio::time::Instant::now() + RECHECK_INTERVAL;
     loop {
         if let (Some(changes), Some(decided)) = (&backend.registry_changes, seen) {
-            let _waiting = backend.hub.waiting_for_change();
-            match &connect.certificates {
-                None => changes.changed_since(decided).await,
-                Some(chain) => {
-                    // (a chain that cannot be read, or is expired all through, is
-                    // decided at every tick; one valid for long at least once a day,
-                    // should the system clock be set anew)
-                    let now = std::time::SystemTime::now();
-                    if let Some(until) = valid_until(chain, now) {
-                        let expires = until.duration_since(now).unwrap_or_default().min(DAY);
-                        tokio::select! {
-                            _ = changes.changed_since(decided) => {}
-                            _ = tokio::time::sleep(expires) => {}
-                        }
-                    }
-                }
-            }
+            news_for_device(&backend, changes, decided, connect.certificates.as_deref()).await;
             // the first of this session's ticks from now
             let late = tokio::time::Instant::now().saturating_duration_since(next);
             let periods = late.as_nanos().div_ceil(RECHECK_INTERVAL.as_nanos());
