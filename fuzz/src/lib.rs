@@ -18,7 +18,7 @@ use drogue_shared::access::Principal;
 use drogue_shared::access::authz::AccessControl;
 use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
-use drogue_shared::events::{EventSink, SinkError};
+use drogue_shared::events::{EventSink, SinkError, StructuredEvent};
 use drogue_shared::http::CallerCredentials;
 use drogue_shared::model::credentials::{Password, TypedPassword};
 use drogue_shared::model::device_spec::{self, Credential};
@@ -357,17 +357,18 @@ impl Recorder {
 }
 
 impl EventSink for Recorder {
-    fn publish<'a, 'b, 'f>(
+    /// Every structured event must read back as a CloudEvent.
+    fn publish_structured<'a, 'f>(
         &'a self,
-        event: &'b Event,
+        event: StructuredEvent,
     ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'f>>
     where
         'a: 'f,
-        'b: 'f,
         Self: 'f,
     {
         Box::pin(async move {
-            self.0.lock().expect("not poisoned").push(event.clone());
+            let event = event.to_event().expect("a structured event reads back");
+            self.0.lock().expect("not poisoned").push(event);
             Ok(())
         })
     }

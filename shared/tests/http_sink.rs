@@ -27,7 +27,7 @@ fn resource(name: &str, uid: &str) -> Resource {
 }
 
 /// A telemetry event of device `dev 1` (through gateway `gw`) of `my-app`.
-fn telemetry(content_type: Option<&str>, body: &[u8]) -> cloudevents::Event {
+fn telemetry(content_type: Option<&str>, body: &[u8]) -> events::StructuredEvent {
     let (app, device, gateway) = (
         resource("my-app", "a-uid"),
         resource("dev 1", "d-uid"),
@@ -54,8 +54,9 @@ fn sink(url: &str, timeout: Duration) -> HttpSink {
 }
 
 /// The attributes every telemetry event of [`telemetry`] carries as `ce-` headers.
-fn assert_drogue_headers(received: &Received, event: &cloudevents::Event) {
+fn assert_drogue_headers(received: &Received, event: &events::StructuredEvent) {
     use cloudevents::AttributesReader;
+    let event = event.to_event().expect("the event reads back");
     assert_eq!(received.header("ce-specversion"), "1.0");
     assert_eq!(received.header("ce-id"), event.id());
     assert_eq!(received.header("ce-type"), "io.drogue.event.v1");
@@ -80,7 +81,9 @@ async fn json_telemetry_arrives_in_binary_mode() {
     let mut receiver = Receiver::start().await;
     let sink = sink(receiver.url(), Duration::from_secs(10));
     let event = telemetry(Some("application/json"), br#"{"temp": 21.5}"#);
-    sink.publish(&event).await.expect("a 202 is acceptance");
+    sink.publish_structured(event.clone())
+        .await
+        .expect("a 202 is acceptance");
     let received = receiver.next(Duration::from_secs(5)).await.expect("a POST");
     assert_eq!(received.path, "/");
     assert_drogue_headers(&received, &event);
@@ -96,14 +99,16 @@ async fn binary_telemetry_arrives_as_its_bytes() {
     let sink = sink(receiver.url(), Duration::from_secs(10));
     let payload = [0xff, 0x00, 0x10, b'"', b'%'];
     let event = telemetry(None, &payload);
-    sink.publish(&event).await.expect("a 200 is acceptance");
+    sink.publish_structured(event.clone())
+        .await
+        .expect("a 200 is acceptance");
     let received = receiver.next(Duration::from_secs(5)).await.expect("a POST");
     assert_drogue_headers(&received, &event);
     assert_eq!(received.header("content-type"), "application/octet-stream");
     assert_eq!(&received.body[..], &payload[..], "the bytes as they came");
 
     let event = telemetry(Some("text/plain; charset=utf-8"), "grüß".as_bytes());
-    sink.publish(&event).await.unwrap();
+    sink.publish_structured(event.clone()).await.unwrap();
     let received = receiver.next(Duration::from_secs(5)).await.expect("a POST");
     assert_eq!(received.header("content-type"), "text/plain; charset=utf-8");
     assert_eq!(&received.body[..], "grüß".as_bytes());
@@ -116,7 +121,9 @@ async fn overrides_are_added_to_every_event() {
     config.overrides =
         parse_overrides(r#"{"extensions": {"cluster": "eu 1", "instance": "other"}}"#).unwrap();
     let sink = HttpSink::new(config).unwrap();
-    sink.publish(&telemetry(None, b"{}")).await.unwrap();
+    sink.publish_structured(telemetry(None, b"{}"))
+        .await
+        .unwrap();
     let received = receiver.next(Duration::from_secs(5)).await.expect("a POST");
     assert_eq!(received.header("ce-cluster"), "eu%201");
     assert_eq!(received.header("ce-instance"), "other", "overrides win");
@@ -129,7 +136,7 @@ async fn a_sink_that_does_not_accept_is_unavailable() {
     let sink = sink(receiver.url(), Duration::from_secs(10));
     for status in [500, 503, 404, 400, 301] {
         receiver.answer(status);
-        let result = sink.publish(&telemetry(None, b"1")).await;
+        let result = sink.publish_structured(telemetry(None, b"1")).await;
         let Err(SinkError::Unavailable(error)) = result else {
             panic!("{status}: {result:?}");
         };
@@ -147,7 +154,7 @@ async fn an_unreachable_sink_is_unavailable_within_the_timeout() {
     };
     let refused = sink(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(2));
     let started = Instant::now();
-    let result = refused.publish(&telemetry(None, b"1")).await;
+    let result = refused.publish_structured(telemetry(None, b"1")).await;
     assert!(
         matches!(result, Err(SinkError::Unavailable(_))),
         "{result:?}"
@@ -165,7 +172,7 @@ async fn an_unreachable_sink_is_unavailable_within_the_timeout() {
     });
     let silent = sink(&format!("http://{address}/"), Duration::from_millis(500));
     let started = Instant::now();
-    let result = silent.publish(&telemetry(None, b"1")).await;
+    let result = silent.publish_structured(telemetry(None, b"1")).await;
     let elapsed = started.elapsed();
     assert!(
         matches!(result, Err(SinkError::Unavailable(_))),

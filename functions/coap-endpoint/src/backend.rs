@@ -57,7 +57,7 @@ impl Backend {
         )
         .map_err(|e| CoapError::InvalidFormat(e.to_string()))?;
         self.sink
-            .publish(&event)
+            .publish_structured(event)
             .await
             .map_err(|e| CoapError::Unavailable(Box::new(e)))?;
         Ok(authenticated)

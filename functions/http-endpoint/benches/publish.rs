@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use criterion::{Criterion, criterion_group, criterion_main};
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::AccessControl;
-use drogue_shared::events::{EventSink, SinkError};
+use drogue_shared::events::{EventSink, SinkError, StructuredEvent};
 use drogue_shared::model::{AppName, ResourceInput};
 use drogue_shared::registry::Registry;
 use drogue_shared::store::embedded::EmbeddedStore;
@@ -23,7 +23,7 @@ struct Discard;
 
 #[async_trait::async_trait]
 impl EventSink for Discard {
-    async fn publish(&self, event: &cloudevents::Event) -> Result<(), SinkError> {
+    async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
         black_box(event);
         Ok(())
     }

@@ -130,7 +130,7 @@ pub async fn publish(
     .map_err(|e| EndpointError::NotAcceptable(e.to_string()))?;
     state
         .sink
-        .publish(&event)
+        .publish_structured(event)
         .await
         .map_err(|e| EndpointError::Unavailable(Box::new(e)))?;
 

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use drogue_shared::events::{self, Publish};
+use drogue_shared::events::{self, ExtensionValue, Publish};
 use drogue_shared::model::Device;
 use serde::Deserialize;
 use serde_json::Value;
@@ -207,7 +207,18 @@ async fn publish(
     let schema = data_schema(query.data_schema, device, uplink.port);
     let (data, content_type) = payload(device, &uplink, &body);
     let port = uplink.port.to_string();
-    let mut event = events::telemetry(
+    let retry = uplink.retry.map(|retry| retry.to_string());
+    let mut lorawan = vec![
+        ("lorawanport", ExtensionValue::String(port.clone())),
+        (
+            "hwaddr",
+            ExtensionValue::String(uplink.hardware_address.clone()),
+        ),
+    ];
+    if let Some(retry) = retry {
+        lorawan.push(("lorawanretry", ExtensionValue::String(retry)));
+    }
+    let event = events::telemetry_with(
         &Publish {
             application: &authenticated.application,
             device,
@@ -220,16 +231,12 @@ async fn publish(
             received: uplink.received,
         },
         &data,
+        &lorawan,
     )
     .map_err(|e| EndpointError::NotAcceptable(e.to_string()))?;
-    event.set_extension("lorawanport", port.as_str());
-    event.set_extension("hwaddr", uplink.hardware_address.as_str());
-    if let Some(retry) = uplink.retry {
-        event.set_extension("lorawanretry", retry.to_string());
-    }
     state
         .sink
-        .publish(&event)
+        .publish_structured(event)
         .await
         .map_err(|e| EndpointError::Unavailable(Box::new(e)))?;
     Ok(StatusCode::ACCEPTED)

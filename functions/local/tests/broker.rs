@@ -7,7 +7,6 @@
 mod mqtt_client;
 
 use async_trait::async_trait;
-use cloudevents::Event;
 use drogue_local::mqtt::backend::Backend;
 use drogue_local::mqtt::hub::Hub;
 use drogue_local::mqtt::{Broker, Listeners};
@@ -16,7 +15,7 @@ use drogue_shared::access::authz::AccessControl;
 use drogue_shared::commands::CommandService;
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::log::EventLog;
-use drogue_shared::events::{EventSink, SinkError};
+use drogue_shared::events::{EventSink, SinkError, StructuredEvent};
 use drogue_shared::model::AppName;
 use drogue_shared::mqtt::{MqttAuthorizer, MqttIngest};
 use drogue_shared::registry::Registry;
@@ -46,7 +45,8 @@ struct ControlledSink {
 
 #[async_trait]
 impl EventSink for ControlledSink {
-    async fn publish(&self, event: &Event) -> Result<(), SinkError> {
+    async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
+        let event = event.to_event().expect("a structured event reads back");
         let mut state = self.state.clone();
         let now = *state
             .wait_for(|s| *s != Stream::Holding)

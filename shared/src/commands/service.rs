@@ -392,7 +392,7 @@ impl CommandService {
         if !self.respond(&command, &response).await? {
             return Err(CommandError::AlreadyAnswered(answer.request.to_owned()));
         }
-        events.publish(&event).await?;
+        events.publish_structured(event).await?;
         Ok(command)
     }
 

@@ -12,7 +12,7 @@
 //! header values are percent-encoded (space, `"`, `%` and everything outside printable
 //! ASCII, as UTF-8 bytes), so device names and channels of any characters pass.
 
-use super::{EventSink, SinkError};
+use super::{EventSink, SinkError, StructuredEvent};
 use async_trait::async_trait;
 use chrono::SecondsFormat;
 use cloudevents::event::{AttributeValue, ExtensionValue};
@@ -266,6 +266,12 @@ pub fn binary_message(event: &Event, overrides: &BTreeMap<String, String>) -> (H
 
 #[async_trait]
 impl EventSink for HttpSink {
+    /// Binary mode needs the attributes apart: the event is read back from its JSON.
+    async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
+        let event = event.to_event().map_err(SinkError::unavailable)?;
+        self.publish(&event).await
+    }
+
     async fn publish(&self, event: &Event) -> Result<(), SinkError> {
         let (headers, body) = self.binary_message(event);
         let url = self.config.url.to_string();

@@ -2,10 +2,9 @@
 //! structured JSON CloudEvent, with the event's `partitionkey` (`{app}/{device}`) as the
 //! partition key, so a device's events stay in order.
 
-use super::{EventSink, SinkError, partition_key, to_json};
+use super::{EventSink, SinkError, StructuredEvent};
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
-use cloudevents::Event;
 use sha2::{Digest, Sha256};
 
 /// Kinesis takes partition keys of at most 256 characters.
@@ -31,10 +30,9 @@ impl KinesisSink {
 }
 
 /// The record's partition key: the event's, or its SHA-256 when too long for Kinesis.
-pub fn record_key(event: &Event) -> String {
-    let key = partition_key(event);
+pub fn record_key(key: &str) -> String {
     if key.chars().count() <= MAX_PARTITION_KEY {
-        key
+        key.to_owned()
     } else {
         Sha256::digest(key.as_bytes())
             .iter()
@@ -45,12 +43,12 @@ pub fn record_key(event: &Event) -> String {
 
 #[async_trait]
 impl EventSink for KinesisSink {
-    async fn publish(&self, event: &Event) -> Result<(), SinkError> {
+    async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
         self.client
             .put_record()
             .stream_name(&self.stream)
-            .partition_key(record_key(event))
-            .data(Blob::new(to_json(event)))
+            .partition_key(record_key(&event.partition_key))
+            .data(Blob::new(event.json))
             .send()
             .await
             .map_err(SinkError::unavailable)?;

@@ -10,9 +10,8 @@
 
 mod segments;
 
-use super::{EventSink, SinkError, application_of, to_json};
+use super::{EventSink, SinkError, StructuredEvent};
 use async_trait::async_trait;
-use cloudevents::{AttributesReader, Event};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use segments::{Draft, SegmentWriter, Segments};
 use std::path::{Path, PathBuf};
@@ -358,13 +357,13 @@ impl Follower {
 
 #[async_trait]
 impl EventSink for EventLog {
-    async fn publish(&self, event: &Event) -> Result<(), SinkError> {
+    async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
         let (ack, done) = oneshot::channel();
         let pending = Pending {
-            application: application_of(event).unwrap_or_default(),
-            application_uid: event.extension("applicationuid").map(|v| v.to_string()),
-            subject: event.subject().map(str::to_owned),
-            json: to_json(event),
+            application: event.application,
+            application_uid: event.application_uid,
+            subject: event.subject,
+            json: event.json,
             ack,
         };
         let stopped =
@@ -433,7 +432,7 @@ mod log_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudevents::{EventBuilder, EventBuilderV10};
+    use cloudevents::{Event, EventBuilder, EventBuilderV10};
 
     fn event(app: &str, uid: &str, n: u32) -> Event {
         EventBuilderV10::new()

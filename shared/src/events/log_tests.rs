@@ -3,7 +3,8 @@
 //! reopen, and the migration from the previous format (redb tables).
 
 use super::*;
-use cloudevents::{EventBuilder, EventBuilderV10};
+use crate::events::to_json;
+use cloudevents::{Event, EventBuilder, EventBuilderV10};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

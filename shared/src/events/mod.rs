@@ -12,6 +12,7 @@ pub mod log;
 use crate::model::{Application, Device};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -75,13 +76,74 @@ pub fn source(app: &str, device: &str) -> String {
     )
 }
 
+/// A CloudEvent in structured JSON mode, with the attributes the event streams route
+/// and index it by. Device events are written this way directly ([`telemetry`],
+/// [`command_response`], [`connection`]); any other [`Event`] becomes one with `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StructuredEvent {
+    /// The `application` extension (empty without one).
+    pub application: String,
+    /// The `applicationuid` extension.
+    pub application_uid: Option<String>,
+    /// The `subject`.
+    pub subject: Option<String>,
+    /// The `partitionkey` extension (`{app}/{device}`), or the source.
+    pub partition_key: String,
+    /// The whole event (`data` for JSON, `data_base64` otherwise).
+    pub json: String,
+}
+
+impl From<&Event> for StructuredEvent {
+    fn from(event: &Event) -> Self {
+        Self {
+            application: application_of(event).unwrap_or_default(),
+            application_uid: event.extension("applicationuid").map(|v| v.to_string()),
+            subject: event.subject().map(str::to_owned),
+            partition_key: partition_key(event),
+            json: to_json(event),
+        }
+    }
+}
+
+impl StructuredEvent {
+    /// The event as a [`cloudevents::Event`] (for a binary-mode binding).
+    pub fn to_event(&self) -> Result<Event, serde_json::Error> {
+        read_structured(&self.json)
+    }
+}
+
+/// A structured JSON event read back as an [`Event`]. `dataschema` is read as the
+/// extension a device's event carries it as (`?data_schema=` need not be a URI, which
+/// `cloudevents-sdk` requires of the attribute of that name).
+pub fn read_structured(json: &str) -> Result<Event, serde_json::Error> {
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)?;
+    let schema = map.remove("dataschema");
+    let mut event: Event = serde_json::from_value(serde_json::Value::Object(map))?;
+    match schema {
+        Some(serde_json::Value::String(schema)) => event.set_extension("dataschema", schema),
+        Some(other) => event.set_extension("dataschema", other.to_string()),
+        None => {}
+    }
+    Ok(event)
+}
+
 /// The CloudEvent of a device's publish.
 ///
 /// A declared JSON content type must carry valid JSON, and becomes `application/json`;
 /// other content types are kept; without one, a body that parses as JSON is
-/// `application/json`, anything else `application/octet-stream`.
-pub fn telemetry(publish: &Publish<'_>, body: &[u8]) -> Result<Event, InvalidJson> {
-    event(publish, TYPE_EVENT, body, |b| b)
+/// `application/json`, anything else `application/octet-stream`. JSON data is kept as the
+/// device sent it, without its insignificant whitespace.
+pub fn telemetry(publish: &Publish<'_>, body: &[u8]) -> Result<StructuredEvent, InvalidJson> {
+    event(publish, TYPE_EVENT, body, &[])
+}
+
+/// [`telemetry`] with more extensions, after the standard ones.
+pub fn telemetry_with(
+    publish: &Publish<'_>,
+    body: &[u8],
+    more: &[(&str, ExtensionValue)],
+) -> Result<StructuredEvent, InvalidJson> {
+    event(publish, TYPE_EVENT, body, more)
 }
 
 /// The CloudEvent of a device's response to a command: `subject` is the command's
@@ -91,17 +153,26 @@ pub fn command_response(
     request: &str,
     status: u16,
     body: &[u8],
-) -> Result<Event, InvalidJson> {
-    event(publish, TYPE_COMMAND_RESPONSE, body, |b| {
-        b.extension("requestid", request)
-            .extension("status", i64::from(status))
-    })
+) -> Result<StructuredEvent, InvalidJson> {
+    event(
+        publish,
+        TYPE_COMMAND_RESPONSE,
+        body,
+        &[
+            ("requestid", ExtensionValue::String(request.to_owned())),
+            ("status", ExtensionValue::Integer(i64::from(status))),
+        ],
+    )
 }
 
 /// The CloudEvent of a device connecting or disconnecting over MQTT: subject
 /// `connection`, data `{"connected": bool}` (as Drogue Cloud's device-state events).
-pub fn connection(publish: &Publish<'_>, connected: bool) -> Event {
-    let body = serde_json::json!({ "connected": connected }).to_string();
+pub fn connection(publish: &Publish<'_>, connected: bool) -> StructuredEvent {
+    let body = if connected {
+        r#"{"connected":true}"#
+    } else {
+        r#"{"connected":false}"#
+    };
     let publish = Publish {
         channel: "connection",
         suffix: None,
@@ -109,50 +180,102 @@ pub fn connection(publish: &Publish<'_>, connected: bool) -> Event {
         data_schema: None,
         ..*publish
     };
-    event(&publish, TYPE_CONNECTION, body.as_bytes(), |b| b).expect("the body is JSON")
+    event(&publish, TYPE_CONNECTION, body.as_bytes(), &[]).expect("the body is JSON")
 }
 
+/// Whether `body` is one JSON value (with nothing after it), without building it.
+fn check_json(body: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map(drop)
+}
+
+/// JSON data copied value by value into the event, as sent but compact.
+struct JsonData<'a>(&'a [u8]);
+
+impl serde::Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut from = serde_json::Deserializer::from_slice(self.0);
+        serde_transcode::transcode(&mut from, serializer)
+    }
+}
+
+/// Writes a device's event straight into structured JSON mode, in the order and with the
+/// attributes of a `cloudevents::Event` built for it (tested against one below).
 fn event(
     publish: &Publish<'_>,
     ty: &str,
     body: &[u8],
-    more: impl FnOnce(EventBuilderV10) -> EventBuilderV10,
-) -> Result<Event, InvalidJson> {
-    let app = &publish.application.metadata.name;
-    let path = device_path(app, &publish.device.metadata.name);
-    let mut builder = EventBuilderV10::new()
-        .id(uuid::Uuid::new_v4().to_string())
-        .ty(ty)
-        .source(source(app, &publish.device.metadata.name))
-        .subject(publish.channel)
-        .time(publish.received)
-        .extension("instance", publish.instance)
-        .extension("application", app.as_str())
-        .extension("applicationuid", publish.application.metadata.uid.as_str())
-        .extension("device", publish.device.metadata.name.as_str())
-        .extension("deviceuid", publish.device.metadata.uid.as_str())
-        .extension("sender", publish.sender.metadata.name.as_str())
-        .extension("senderuid", publish.sender.metadata.uid.as_str())
-        .extension("partitionkey", path.as_str());
-    if let Some(schema) = publish.data_schema {
-        builder = builder.extension("dataschema", schema);
-    }
-    if let Some(suffix) = publish.suffix.filter(|s| !s.is_empty()) {
-        builder = builder.extension("topic", format!("{}/{suffix}", publish.channel));
-    }
-    builder = more(builder);
-    builder = match publish.content_type {
-        Some(ct) if is_json(ct) => match serde_json::from_slice(body) {
-            Ok(value) => builder.data("application/json", Data::Json(value)),
-            Err(e) => return Err(InvalidJson(e.to_string())),
-        },
-        Some(ct) => builder.data(ct, body.to_vec()),
-        None => match serde_json::from_slice(body) {
-            Ok(value) => builder.data("application/json", Data::Json(value)),
-            Err(_) => builder.data("application/octet-stream", body.to_vec()),
-        },
+    more: &[(&str, ExtensionValue)],
+) -> Result<StructuredEvent, InvalidJson> {
+    use base64::Engine;
+    use serde::ser::{SerializeMap, Serializer};
+
+    let is_json_body = match publish.content_type {
+        Some(ct) if is_json(ct) => {
+            check_json(body).map_err(|e| InvalidJson(e.to_string()))?;
+            true
+        }
+        Some(_) => false,
+        None => check_json(body).is_ok(),
     };
-    Ok(builder.build().expect("every required attribute is set"))
+    let content_type = match publish.content_type {
+        _ if is_json_body => "application/json",
+        Some(ct) => ct,
+        None => "application/octet-stream",
+    };
+    let app = publish.application.metadata.name.as_str();
+    let device = publish.device.metadata.name.as_str();
+    let partition_key = device_path(app, device);
+    let topic = publish
+        .suffix
+        .filter(|s| !s.is_empty())
+        .map(|suffix| format!("{}/{suffix}", publish.channel));
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+
+    let mut json = Vec::with_capacity(640 + body.len() * 4 / 3);
+    let mut serializer = serde_json::Serializer::new(&mut json);
+    let written: Result<(), serde_json::Error> = (|| {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("specversion", "1.0")?;
+        map.serialize_entry("id", id)?;
+        map.serialize_entry("type", ty)?;
+        map.serialize_entry("source", &source(app, device))?;
+        map.serialize_entry("datacontenttype", content_type)?;
+        map.serialize_entry("subject", publish.channel)?;
+        map.serialize_entry("time", &publish.received)?;
+        if is_json_body {
+            map.serialize_entry("data", &JsonData(body))?;
+        } else {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(body);
+            map.serialize_entry("data_base64", &encoded)?;
+        }
+        map.serialize_entry("instance", publish.instance)?;
+        map.serialize_entry("application", app)?;
+        map.serialize_entry("applicationuid", &publish.application.metadata.uid)?;
+        map.serialize_entry("device", device)?;
+        map.serialize_entry("deviceuid", &publish.device.metadata.uid)?;
+        map.serialize_entry("sender", &publish.sender.metadata.name)?;
+        map.serialize_entry("senderuid", &publish.sender.metadata.uid)?;
+        map.serialize_entry("partitionkey", &partition_key)?;
+        if let Some(schema) = publish.data_schema {
+            map.serialize_entry("dataschema", schema)?;
+        }
+        if let Some(topic) = &topic {
+            map.serialize_entry("topic", topic)?;
+        }
+        for (name, value) in more {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    })();
+    written.map_err(|e| InvalidJson(e.to_string()))?;
+    Ok(StructuredEvent {
+        application: app.to_owned(),
+        application_uid: Some(publish.application.metadata.uid.clone()),
+        subject: Some(publish.channel.to_owned()),
+        partition_key,
+        json: String::from_utf8(json).map_err(|e| InvalidJson(e.to_string()))?,
+    })
 }
 
 /// What happened to a resource of the registry.
@@ -273,7 +396,13 @@ impl SinkError {
 /// Where device events go. `publish` returns once the event is durably accepted.
 #[async_trait]
 pub trait EventSink: Send + Sync {
-    async fn publish(&self, event: &Event) -> Result<(), SinkError>;
+    /// Publishes an event in structured JSON mode (device events are built that way).
+    async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError>;
+
+    /// Publishes any other event (registry changes, ...).
+    async fn publish(&self, event: &Event) -> Result<(), SinkError> {
+        self.publish_structured(StructuredEvent::from(event)).await
+    }
 }
 
 #[cfg(test)]
@@ -318,7 +447,192 @@ mod tests {
             instance: DEFAULT_INSTANCE,
             received: "2026-11-24T10:00:00Z".parse().unwrap(),
         };
-        telemetry(&publish, body).map(|e| serde_json::from_str(&to_json(&e)).unwrap())
+        telemetry(&publish, body).map(|e| serde_json::from_str(&e.json).unwrap())
+    }
+
+    /// The event of a publish built as a `cloudevents::Event`, attribute by attribute.
+    fn reference(
+        publish: &Publish<'_>,
+        ty: &str,
+        body: &[u8],
+        more: &[(&str, ExtensionValue)],
+    ) -> Event {
+        let app = &publish.application.metadata.name;
+        let mut builder = EventBuilderV10::new()
+            .id(uuid::Uuid::new_v4().to_string())
+            .ty(ty)
+            .source(source(app, &publish.device.metadata.name))
+            .subject(publish.channel)
+            .time(publish.received)
+            .extension("instance", publish.instance)
+            .extension("application", app.as_str())
+            .extension("applicationuid", publish.application.metadata.uid.as_str())
+            .extension("device", publish.device.metadata.name.as_str())
+            .extension("deviceuid", publish.device.metadata.uid.as_str())
+            .extension("sender", publish.sender.metadata.name.as_str())
+            .extension("senderuid", publish.sender.metadata.uid.as_str())
+            .extension(
+                "partitionkey",
+                device_path(app, &publish.device.metadata.name),
+            );
+        if let Some(schema) = publish.data_schema {
+            builder = builder.extension("dataschema", schema);
+        }
+        if let Some(suffix) = publish.suffix.filter(|s| !s.is_empty()) {
+            builder = builder.extension("topic", format!("{}/{suffix}", publish.channel));
+        }
+        for (name, value) in more {
+            builder = builder.extension(name, value.clone());
+        }
+        builder = match publish.content_type {
+            Some(ct) if is_json(ct) => builder.data(
+                "application/json",
+                Data::Json(serde_json::from_slice(body).unwrap()),
+            ),
+            Some(ct) => builder.data(ct, body.to_vec()),
+            None => match serde_json::from_slice(body) {
+                Ok(value) => builder.data("application/json", Data::Json(value)),
+                Err(_) => builder.data("application/octet-stream", body.to_vec()),
+            },
+        };
+        builder.build().unwrap()
+    }
+
+    /// An event's JSON without its `id`, which is new for every event.
+    fn without_id(json: &str) -> Value {
+        let mut value: Value = serde_json::from_str(json).unwrap();
+        let id = value.as_object_mut().unwrap().remove("id").unwrap();
+        assert!(uuid::Uuid::parse_str(id.as_str().unwrap()).is_ok());
+        value
+    }
+
+    #[test]
+    fn structured_events_are_the_cloudevents_built_for_them() {
+        let (app, device, gateway) = (
+            resource("my-app", "a-uid"),
+            resource("dev \"1\"/ü", "d-uid"),
+            resource("gw", "g-uid"),
+        );
+        let bodies: [(Option<&str>, &[u8]); 7] = [
+            (
+                Some("application/json"),
+                br#"{"temp": 21.5, "n": [1, -2, 3e2], "s": "a\"b\u00e9"}"#,
+            ),
+            (Some("text/json"), b"  42 "),
+            (Some("text/plain; charset=utf-8"), "grüß".as_bytes()),
+            (None, br#"{"a":{"b":null}}"#),
+            (None, b"{nope"),
+            (None, &[0xff, 0x00, 0x7f]),
+            (None, b""),
+        ];
+        let schemas = [
+            (None, None),
+            (Some("room/1"), Some("urn:s")),
+            (Some(""), Some("v1 (no URI)")),
+        ];
+        for (suffix, schema) in schemas {
+            for (content_type, body) in bodies {
+                let publish = Publish {
+                    application: &app,
+                    device: &device,
+                    sender: &gateway,
+                    channel: "telemetry",
+                    suffix,
+                    content_type,
+                    data_schema: schema,
+                    instance: DEFAULT_INSTANCE,
+                    received: "2026-11-24T10:00:00.123456789Z".parse().unwrap(),
+                };
+                let more = [
+                    ("requestid", ExtensionValue::String("r-1".into())),
+                    ("status", ExtensionValue::Integer(200)),
+                    ("retry", ExtensionValue::Boolean(true)),
+                ];
+                for (ty, more) in [(TYPE_EVENT, &more[..0]), (TYPE_COMMAND_RESPONSE, &more[..])] {
+                    let ours = super::event(&publish, ty, body, more).unwrap();
+                    let theirs = reference(&publish, ty, body, more);
+                    let expected = StructuredEvent::from(&theirs);
+                    assert_eq!(
+                        without_id(&ours.json),
+                        without_id(&expected.json),
+                        "{content_type:?} {body:?}"
+                    );
+                    assert_eq!(
+                        (
+                            &ours.application,
+                            &ours.application_uid,
+                            &ours.subject,
+                            &ours.partition_key
+                        ),
+                        (
+                            &expected.application,
+                            &expected.application_uid,
+                            &expected.subject,
+                            &expected.partition_key
+                        ),
+                    );
+                    let back = ours.to_event().unwrap();
+                    assert_eq!(without_id(&to_json(&back)), without_id(&expected.json));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_data_is_kept_as_sent_without_whitespace() {
+        let e = event(None, b" { \"b\" : 1,\n \"a\" : [ true , \"x y\" ] } ").unwrap();
+        assert_eq!(e["data"], json!({"b": 1, "a": [true, "x y"]}));
+        let (app, device) = (resource("my-app", "a-uid"), resource("d", "d-uid"));
+        let publish = Publish {
+            application: &app,
+            device: &device,
+            sender: &device,
+            channel: "c",
+            suffix: None,
+            content_type: None,
+            data_schema: None,
+            instance: DEFAULT_INSTANCE,
+            received: Utc::now(),
+        };
+        let raw = telemetry(&publish, b" { \"b\" : 1,\n \"a\" : [ true , \"x y\" ] } ").unwrap();
+        assert!(
+            raw.json.contains(r#""data":{"b":1,"a":[true,"x y"]}"#),
+            "{}",
+            raw.json
+        );
+        // a member the device repeats stays repeated
+        let repeated = telemetry(&publish, br#"{"a":1,"a":2}"#).unwrap();
+        assert!(
+            repeated.json.contains(r#""data":{"a":1,"a":2}"#),
+            "{}",
+            repeated.json
+        );
+        assert!(event(Some("application/json"), br#"{"a":1} trailing"#).is_err());
+        let e = event(None, br#"{"a":1} trailing"#).unwrap();
+        assert_eq!(e["datacontenttype"], "application/octet-stream");
+    }
+
+    #[test]
+    fn connection_events_say_whether_connected() {
+        let (app, device) = (resource("my-app", "a-uid"), resource("d", "d-uid"));
+        let publish = Publish {
+            application: &app,
+            device: &device,
+            sender: &device,
+            channel: "ignored",
+            suffix: Some("x"),
+            content_type: None,
+            data_schema: Some("ignored"),
+            instance: DEFAULT_INSTANCE,
+            received: Utc::now(),
+        };
+        for connected in [true, false] {
+            let e: Value = serde_json::from_str(&connection(&publish, connected).json).unwrap();
+            assert_eq!(e["type"], TYPE_CONNECTION);
+            assert_eq!(e["subject"], "connection");
+            assert_eq!(e["data"], json!({ "connected": connected }));
+            assert!(e.get("topic").is_none() && e.get("dataschema").is_none());
+        }
     }
 
     #[test]

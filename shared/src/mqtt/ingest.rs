@@ -174,7 +174,7 @@ impl MqttIngest {
                         "the payload is declared as JSON but is not",
                     )));
                 };
-                self.sink.publish(&event).await?;
+                self.sink.publish_structured(event).await?;
                 Ok(Ingested::Accepted)
             }
             Published::CommandResponse {
@@ -238,7 +238,7 @@ impl MqttIngest {
             },
             connected,
         );
-        self.sink.publish(&event).await?;
+        self.sink.publish_structured(event).await?;
         Ok(Ingested::Accepted)
     }
 }

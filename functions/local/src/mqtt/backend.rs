@@ -310,7 +310,7 @@ impl Backend {
             },
             connected,
         );
-        if let Err(e) = self.sink.publish(&event).await {
+        if let Err(e) = self.sink.publish_structured(event).await {
             tracing::warn!(client_id = %client.client_id, connected, error = %e, "a connection event was not kept");
         }
     }

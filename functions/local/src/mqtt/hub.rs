@@ -892,7 +892,7 @@ pub fn delivery_for(mode: ContentMode, topic: &str, json: &str) -> Delivery {
 /// every other attribute and extension as a user property of the same name.
 fn binary_delivery(topic: &str, json: &str) -> Delivery {
     use cloudevents::{AttributesReader, Data};
-    let event: cloudevents::Event = match serde_json::from_str(json) {
+    let event = match drogue_shared::events::read_structured(json) {
         Ok(event) => event,
         Err(e) => {
             // the log holds only events it serialized itself
@@ -1681,6 +1681,28 @@ mod tests {
         hub.remove(first.id);
         hub.remove(second.id);
         assert_eq!((hub.sessions(), hub.indexed()), (0, 0));
+    }
+
+    /// Binary mode: the data as the payload, the attributes as user properties, a
+    /// `dataschema` that is no URI (as `?data_schema=` may be) included.
+    #[test]
+    fn binary_deliveries_carry_the_data_and_every_attribute() {
+        let json = r#"{"specversion":"1.0","id":"e1","type":"io.drogue.event.v1","source":"drogue://app1/dev1","datacontenttype":"application/json","subject":"s","data":{"temp":1},"dataschema":"v1 schema","application":"app1"}"#;
+        let delivery = delivery_for(ContentMode::Binary, "app/app1", json);
+        assert_eq!(&delivery.payload[..], br#"{"temp":1}"#);
+        assert_eq!(delivery.content_type.as_deref(), Some("application/json"));
+        let property = |name: &str| {
+            delivery
+                .user_properties
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(property("dataschema").as_deref(), Some("v1 schema"));
+        assert_eq!(property("id").as_deref(), Some("e1"));
+        assert_eq!(property("subject").as_deref(), Some("s"));
+        assert_eq!(property("application").as_deref(), Some("app1"));
+        assert_eq!(property("datacontenttype"), None);
     }
 
     /// A QoS 1 subscriber of `app/app1` whose queue (2 messages here) is full goes on
