@@ -73,6 +73,7 @@ impl EventSink for ControlledSink {
 
 struct Fixture {
     broker: Broker,
+    hub: Arc<Hub>,
     control: watch::Sender<Stream>,
     sink: Arc<ControlledSink>,
     _dir: tempfile::TempDir,
@@ -105,13 +106,14 @@ async fn start() -> Fixture {
     });
     let devices = DeviceAuthenticator::new(store.clone());
     let commands = CommandService::new(store.clone());
+    let hub = Arc::new(Hub::default());
     let backend = Backend {
         authorizer: MqttAuthorizer::new(devices.clone(), registry, None),
         ingest: MqttIngest::new(devices, sink.clone(), commands.clone(), "drogue"),
         applications: store,
         commands,
         sink: sink.clone(),
-        hub: Arc::new(Hub::default()),
+        hub: hub.clone(),
         instance: "drogue".into(),
         log: EventLog::open(dir.path().join("events.redb"), 100).unwrap(),
         limiter: Default::default(),
@@ -128,6 +130,7 @@ async fn start() -> Fixture {
     .unwrap();
     Fixture {
         broker,
+        hub,
         control,
         sink,
         _dir: dir,
@@ -205,6 +208,60 @@ async fn publishes_of_one_connection_reach_the_stream_in_order() {
     }
     let expected: Vec<String> = (0..50).map(|i| i.to_string()).collect();
     assert_eq!(*f.sink.data.lock().unwrap(), expected);
+    device.disconnect().await;
+    f.broker.stop().await;
+}
+
+/// Waits up to 5 s for `done`.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
+/// A client that leaves after its session was registered and before its CONNACK (here
+/// the device's connection event waits on a stream held back) leaves no session behind,
+/// where it would count against its owner's connections for good: the handshake goes
+/// on to its end, and the connection it set up ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_during_its_handshake_leaves_no_session_behind() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+    f.control.send(Stream::Holding).unwrap();
+    // an MQTT 3.1.1 CONNECT (clean session, user name and password)
+    let mut payload = Vec::new();
+    for field in ["dev1@app1", "dev1@app1", "p1"] {
+        payload.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        payload.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, (10 + payload.len()) as u8];
+    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2, 0, 60]);
+    packet.extend_from_slice(&payload);
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut socket, &packet)
+        .await
+        .unwrap();
+    assert!(
+        eventually(|| f.hub.sessions() == 1).await,
+        "registered, waiting on the stream"
+    );
+    // the client leaves before its CONNACK
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.control.send(Stream::Accepting).unwrap();
+    assert!(
+        eventually(|| f.hub.sessions() == 0).await,
+        "{} session(s) left behind",
+        f.hub.sessions()
+    );
+    let device = connect(addr, Options::v3("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    assert_eq!(f.hub.sessions(), 1);
     device.disconnect().await;
     f.broker.stop().await;
 }
