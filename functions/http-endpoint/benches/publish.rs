@@ -12,6 +12,7 @@ use drogue_shared::access::Principal;
 use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::{EventSink, SinkError, StructuredEvent};
 use drogue_shared::model::{AppName, ResourceInput};
+use drogue_shared::rate_limit::RateLimit;
 use drogue_shared::registry::Registry;
 use drogue_shared::store::embedded::EmbeddedStore;
 use serde_json::json;
@@ -73,7 +74,12 @@ fn publish(c: &mut Criterion) {
             .create_device(&owner, &AppName::parse("bench").unwrap(), input(device))
             .await
             .unwrap();
-        let router = drogue_http_endpoint::router(store, Arc::new(Discard), Default::default());
+        // (no publish rate limit: the bench publishes far beyond a device's 100/s)
+        let settings = drogue_http_endpoint::Settings {
+            publish_rate: RateLimit::UNLIMITED,
+            ..Default::default()
+        };
+        let router = drogue_http_endpoint::router(store, Arc::new(Discard), settings);
         let warm = router.clone().oneshot(request()).await.unwrap();
         assert_eq!(warm.status(), StatusCode::ACCEPTED);
         router
