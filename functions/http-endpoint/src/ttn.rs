@@ -207,7 +207,6 @@ async fn publish(
     let schema = data_schema(query.data_schema, device, uplink.port);
     let (data, content_type) = payload(device, &uplink, &body);
     let port = uplink.port.to_string();
-    let retry = uplink.retry.map(|retry| retry.to_string());
     let mut lorawan = vec![
         ("lorawanport", ExtensionValue::String(port.clone())),
         (
@@ -215,8 +214,8 @@ async fn publish(
             ExtensionValue::String(uplink.hardware_address.clone()),
         ),
     ];
-    if let Some(retry) = retry {
-        lorawan.push(("lorawanretry", ExtensionValue::String(retry)));
+    if let Some(retry) = uplink.retry {
+        lorawan.push(("lorawanretry", ExtensionValue::String(retry.to_string())));
     }
     let event = events::telemetry_with(
         &Publish {
