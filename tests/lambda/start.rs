@@ -1,8 +1,10 @@
 //! What a function binary does before its first `/invocation/next` (its cold start's
-//! *init*): it reads its configuration and builds its clients, and nothing of it touches
+//! *init*): it reads its configuration and readies its clients, and nothing of it touches
 //! the network; the SDK's HTTPS client connects (and builds its TLS configuration) when
-//! the first event needs AWS (`drogue_shared::runtime::aws::OnFirstRequest`). A
-//! configuration error still stops the process at start, before it asks for an event.
+//! the first event needs AWS (`drogue_shared::runtime::aws::OnFirstRequest`). It starts
+//! no thread either: under Lambda, one invocation at a time, its runtime is its main
+//! thread (`drogue_shared::runtime::block_on`). A configuration error still stops the
+//! process at start, before it asks for an event.
 
 use drogue_tests::events::event;
 use drogue_tests::lambda::{RuntimeApi, binaries, lambda_environment, start_path};
@@ -88,6 +90,14 @@ impl Drop for Blackhole {
     }
 }
 
+/// The threads of a running process (`/proc/{pid}/task`).
+fn threads(process: &tokio::process::Child) -> usize {
+    let pid = process.id().expect("the function is running");
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .count()
+}
+
 /// Waits (up to `within`) until `done` holds.
 async fn wait_for(within: Duration, done: impl Fn() -> bool) -> bool {
     let start = Instant::now();
@@ -116,7 +126,7 @@ async fn init_touches_no_network_and_the_first_event_does() {
         let path = binaries()
             .get(binary)
             .unwrap_or_else(|| panic!("no binary {binary}"));
-        let _process = start_path(path, &env);
+        let process = start_path(path, &env);
 
         assert!(
             wait_for(Duration::from_secs(20), || api.first_poll().is_some()).await,
@@ -129,6 +139,11 @@ async fn init_touches_no_network_and_the_first_event_does() {
             aws.connections(),
             0,
             "{binary} ({fixture}): connected to AWS before its first event"
+        );
+        assert_eq!(
+            threads(&process.child),
+            1,
+            "{binary} ({fixture}): started threads before its first event"
         );
 
         // the same endpoint is the one the function uses: its first event goes there

@@ -33,6 +33,7 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use chrono::{DateTime, Utc};
 use drogue_shared::access::authz::AccessControl;
+use drogue_shared::aws::Lazy;
 use drogue_shared::config::{AdminRole, IotData, Table, non_empty};
 use drogue_shared::model::AppName;
 use drogue_shared::store::dynamodb::{DynamoStore, StreamConnection};
@@ -119,7 +120,7 @@ impl Subscribers for DynamoStore {
 
 /// IoT Core's data plane.
 #[derive(Clone, Debug)]
-pub struct IotCore(pub aws_sdk_iotdataplane::Client);
+pub struct IotCore(pub Lazy<aws_sdk_iotdataplane::Client>);
 
 #[async_trait]
 impl MqttPublisher for IotCore {
@@ -141,7 +142,7 @@ impl MqttPublisher for IotCore {
 
 /// API Gateway's management API of the WebSocket API.
 #[derive(Clone, Debug)]
-pub struct Connections(pub aws_sdk_apigatewaymanagement::Client);
+pub struct Connections(pub Lazy<aws_sdk_apigatewaymanagement::Client>);
 
 #[async_trait]
 impl ConnectionPoster for Connections {

@@ -14,6 +14,7 @@
 use crate::error::{IotError, gone};
 use crate::stream::{Change, Item};
 use aws_sdk_iot::types::{CaCertificateStatus, CertificateMode};
+use drogue_shared::aws::Lazy;
 use drogue_shared::model::trust_anchors::anchor_certificates;
 use drogue_shared::store::StoreError;
 use drogue_shared::store::dynamodb::DynamoStore;
@@ -72,13 +73,17 @@ pub enum AnchorError {
 /// Keeps IoT Core's CA certificates in step with the registry; cheap to clone.
 #[derive(Clone)]
 pub struct TrustAnchorSync {
-    iot: aws_sdk_iot::Client,
+    iot: Lazy<aws_sdk_iot::Client>,
     store: DynamoStore,
 }
 
 impl TrustAnchorSync {
-    pub fn new(iot: aws_sdk_iot::Client, store: DynamoStore) -> Self {
-        Self { iot, store }
+    /// Through `iot` (a client, or one built on first use) and `store`.
+    pub fn new(iot: impl Into<Lazy<aws_sdk_iot::Client>>, store: DynamoStore) -> Self {
+        Self {
+            iot: iot.into(),
+            store,
+        }
     }
 
     /// Follows one stream record: the IoT ids of the CA certificates the application

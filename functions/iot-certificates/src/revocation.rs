@@ -38,6 +38,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::time::SystemTime;
 
+use drogue_shared::aws::Lazy;
 use drogue_shared::store::StoreError;
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
 
@@ -55,7 +56,7 @@ pub enum RevocationError {
 /// Revokes certificates whose device changed; cheap to clone.
 #[derive(Clone)]
 pub struct Revocation {
-    iot: aws_sdk_iot::Client,
+    iot: Lazy<aws_sdk_iot::Client>,
     store: DynamoStore,
 }
 
@@ -130,8 +131,12 @@ impl Revocation {
         }
     }
 
-    pub fn new(iot: aws_sdk_iot::Client, store: DynamoStore) -> Self {
-        Self { iot, store }
+    /// Through `iot` (a client, or one built on first use) and `store`.
+    pub fn new(iot: impl Into<Lazy<aws_sdk_iot::Client>>, store: DynamoStore) -> Self {
+        Self {
+            iot: iot.into(),
+            store,
+        }
     }
 
     /// Follows one stream record: the ids of the certificates revoked.

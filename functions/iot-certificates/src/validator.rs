@@ -24,6 +24,7 @@
 use crate::error::{Chain, IotError};
 use aws_sdk_iot::types::CertificateStatus;
 use drogue_shared::access::authz::AccessControl;
+use drogue_shared::aws::Lazy;
 use drogue_shared::device_auth::{
     AMBIGUOUS, DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
@@ -163,7 +164,7 @@ pub struct Location {
 /// Validates certificates; cheap to clone.
 #[derive(Clone)]
 pub struct CertificateValidator {
-    iot: aws_sdk_iot::Client,
+    iot: Lazy<aws_sdk_iot::Client>,
     authorizer: MqttAuthorizer,
     devices: DeviceAuthenticator,
     store: DynamoStore,
@@ -172,7 +173,7 @@ pub struct CertificateValidator {
 
 impl CertificateValidator {
     pub fn new(
-        iot: aws_sdk_iot::Client,
+        iot: impl Into<Lazy<aws_sdk_iot::Client>>,
         store: DynamoStore,
         prefix: &str,
     ) -> Result<Self, InvalidPrefix> {
@@ -188,7 +189,7 @@ impl CertificateValidator {
         let devices = DeviceAuthenticator::new(shared.clone());
         let registry = Registry::new(shared, AccessControl::default());
         Ok(Self {
-            iot,
+            iot: iot.into(),
             authorizer: MqttAuthorizer::new(devices.clone(), registry, None),
             devices,
             store,

@@ -3,6 +3,7 @@
 //! subscribe to their own topic; gateways to the topics of the devices they serve.
 
 use super::Command;
+use crate::aws::Lazy;
 use async_trait::async_trait;
 use aws_sdk_iotdataplane::primitives::Blob;
 use tokio::sync::broadcast;
@@ -30,12 +31,15 @@ pub trait CommandPublisher: Send + Sync {
 /// content type and the request id as correlation data).
 #[derive(Clone, Debug)]
 pub struct IotDataPublisher {
-    client: aws_sdk_iotdataplane::Client,
+    client: Lazy<aws_sdk_iotdataplane::Client>,
 }
 
 impl IotDataPublisher {
-    pub fn new(client: aws_sdk_iotdataplane::Client) -> Self {
-        Self { client }
+    /// Publishes through `client` (a client, or one built on first use).
+    pub fn new(client: impl Into<Lazy<aws_sdk_iotdataplane::Client>>) -> Self {
+        Self {
+            client: client.into(),
+        }
     }
 }
 

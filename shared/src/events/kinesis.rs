@@ -3,6 +3,7 @@
 //! partition key, so a device's events stay in order.
 
 use super::{EventSink, SinkError, StructuredEvent};
+use crate::aws::Lazy;
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use sha2::{Digest, Sha256};
@@ -13,7 +14,7 @@ const MAX_PARTITION_KEY: usize = 256;
 /// Writes events to a Kinesis Data Stream.
 #[derive(Clone, Debug)]
 pub struct KinesisSink {
-    client: aws_sdk_kinesis::Client,
+    client: Lazy<aws_sdk_kinesis::Client>,
     stream: String,
 }
 
@@ -21,9 +22,13 @@ pub struct KinesisSink {
 pub use crate::aws::kinesis_client as client;
 
 impl KinesisSink {
-    pub fn new(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> Self {
+    /// The sink of `stream`, through `client` (a client, or one built on first use).
+    pub fn new(
+        client: impl Into<Lazy<aws_sdk_kinesis::Client>>,
+        stream: impl Into<String>,
+    ) -> Self {
         Self {
-            client,
+            client: client.into(),
             stream: stream.into(),
         }
     }

@@ -82,6 +82,24 @@ impl<C: clap::Args> Function<C> {
     }
 }
 
+/// Runs a function binary's `main` to its end on a tokio runtime made for where it runs.
+/// Under the Lambda runtime, a function handles one invocation at a time: its runtime is
+/// the calling thread alone (no worker threads to start before the first poll, a
+/// measurable share of a cold start, see BENCHMARKS.md); elsewhere it serves concurrent
+/// requests on a multi-threaded runtime, one worker per core.
+pub fn block_on<F: Future>(main: F) -> F::Output {
+    let mut builder = if on_lambda() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .expect("a tokio runtime (its I/O driver and timer)")
+        .block_on(main)
+}
+
 /// Whether the Lambda runtime started this process.
 pub fn on_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()

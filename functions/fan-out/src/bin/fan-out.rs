@@ -8,8 +8,11 @@ use drogue_shared::store::dynamodb::{self, DynamoStore};
 use drogue_shared::{aws, runtime};
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    runtime::block_on(start())
+}
+
+async fn start() -> anyhow::Result<()> {
     runtime::init_tracing();
     let runtime::Function { config, runtime } = runtime::Function::<Config>::parse()?;
     let aws = runtime.aws_config().await;

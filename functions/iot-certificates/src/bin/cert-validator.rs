@@ -6,8 +6,11 @@ use drogue_iot_certificates::validator::{CertificateValidator, Location};
 use drogue_shared::store::dynamodb::{self, DynamoStore};
 use drogue_shared::{aws, runtime};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    runtime::block_on(start())
+}
+
+async fn start() -> anyhow::Result<()> {
     runtime::init_tracing();
     let runtime::Function { config, runtime } = runtime::Function::<ValidatorConfig>::parse()?;
     let aws = runtime.aws_config().await;

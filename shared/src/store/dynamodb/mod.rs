@@ -34,6 +34,7 @@ pub use iot::{ACTIVATED_CERTIFICATE_PREFIX, ActivatedCertificate, RegisteredCa};
 pub use stream::{StreamImage, TableItem, item_of};
 
 use super::{Conflict, StoreError, StoreResult};
+use crate::aws::Lazy;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -56,7 +57,7 @@ type Item = HashMap<String, AttributeValue>;
 /// The DynamoDB store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
-    client: Client,
+    client: Lazy<Client>,
     table: String,
 }
 
@@ -65,9 +66,10 @@ pub struct DynamoStore {
 pub use crate::aws::{dynamodb_client as client, timeouts};
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    /// The store of `table`, through `client` (a client, or one built on first use).
+    pub fn new(client: impl Into<Lazy<Client>>, table: impl Into<String>) -> Self {
         Self {
-            client,
+            client: client.into(),
             table: table.into(),
         }
     }
