@@ -59,8 +59,11 @@ struct DeviceEntry {
 
 /// The pool of password checks.
 pub struct PasswordChecks {
-    threads: Arc<Semaphore>,
-    size: usize,
+    /// The pool's size: `None` for half the cores, counted at the first check (counting
+    /// reads the cgroup's CPU quota, which a function's start need not wait for).
+    size: Option<usize>,
+    /// The pool's turns, made at the first check.
+    threads: OnceLock<(Arc<Semaphore>, usize)>,
     /// The pool's queue, made with its threads at the first check (most processes of the
     /// project never check a password); the threads end when it is dropped.
     jobs: OnceLock<mpsc::Sender<Job>>,
@@ -69,8 +72,9 @@ pub struct PasswordChecks {
 }
 
 impl Default for PasswordChecks {
+    /// Half the cores ([`default_threads`]), counted at the first check.
     fn default() -> Self {
-        Self::new(default_threads())
+        Self::with_size(None)
     }
 }
 
@@ -85,9 +89,13 @@ pub fn default_threads() -> usize {
 impl PasswordChecks {
     /// At most `threads` checks at once.
     pub fn new(threads: usize) -> Self {
+        Self::with_size(Some(threads.max(1)))
+    }
+
+    fn with_size(size: Option<usize>) -> Self {
         Self {
-            threads: Arc::new(Semaphore::new(threads.max(1))),
-            size: threads.max(1),
+            size,
+            threads: OnceLock::new(),
             jobs: OnceLock::new(),
             devices: Mutex::new(HashMap::new()),
             failures: quick_cache::sync::Cache::new(FAILURE_CAPACITY),
@@ -149,7 +157,7 @@ impl PasswordChecks {
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        let permit = self.threads.clone().acquire_owned().await.ok()?;
+        let permit = self.threads().0.clone().acquire_owned().await.ok()?;
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).ok();
@@ -164,6 +172,14 @@ impl PasswordChecks {
         result.await.ok().flatten()
     }
 
+    /// The pool's turns and its size, made the first time.
+    fn threads(&self) -> &(Arc<Semaphore>, usize) {
+        self.threads.get_or_init(|| {
+            let size = self.size.unwrap_or_else(default_threads);
+            (Arc::new(Semaphore::new(size)), size)
+        })
+    }
+
     /// The pool's queue, starting its threads the first time; `None` when no thread could
     /// be started (the next check tries again).
     fn jobs(&self) -> Option<&mpsc::Sender<Job>> {
@@ -173,7 +189,7 @@ impl PasswordChecks {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let mut running = 0;
-        for n in 0..self.size {
+        for n in 0..self.threads().1 {
             let receiver = receiver.clone();
             let started = std::thread::Builder::new()
                 .name(format!("password-check-{n}"))
@@ -268,6 +284,15 @@ mod tests {
     /// A key of the verified cache, for the tests: password `n`.
     fn key(n: u8) -> [u8; 32] {
         [n; 32]
+    }
+
+    #[tokio::test]
+    async fn the_default_pool_counts_the_cores_at_its_first_check() {
+        let checks = PasswordChecks::default();
+        assert!(checks.threads.get().is_none(), "counted before a check");
+        assert_eq!(checks.run(|| true).await, Some(true));
+        assert_eq!(checks.threads.get().map(|t| t.1), Some(default_threads()));
+        assert_eq!(PasswordChecks::new(0).threads().1, 1, "at least one thread");
     }
 
     #[tokio::test]
