@@ -160,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn service_clients_are_built_on_first_use_with_the_timeouts() {
+    fn service_clients_carry_the_timeouts_and_the_shared_configuration() {
         let config = SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("eu-west-1"))
