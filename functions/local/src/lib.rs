@@ -364,6 +364,8 @@ impl Server {
             ),
             instance: DEFAULT_INSTANCE.into(),
             log: events.clone(),
+            sessions: mqtt::sessions::SessionStore::start(events.clone())
+                .context("cannot start the MQTT sessions' store")?,
             limiter: limiter.clone(),
             registry_changes: Some(changes),
         };

@@ -9,6 +9,7 @@ mod mqtt_client;
 use async_trait::async_trait;
 use drogue_local::mqtt::backend::Backend;
 use drogue_local::mqtt::hub::Hub;
+use drogue_local::mqtt::sessions::SessionStore;
 use drogue_local::mqtt::{Broker, Listeners};
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::AccessControl;
@@ -107,6 +108,7 @@ async fn start() -> Fixture {
     let devices = DeviceAuthenticator::new(store.clone());
     let commands = CommandService::new(store.clone());
     let hub = Arc::new(Hub::default());
+    let log = EventLog::open(dir.path().join("events.redb"), 100).unwrap();
     let backend = Backend {
         authorizer: MqttAuthorizer::new(devices.clone(), registry, None),
         ingest: MqttIngest::new(devices, sink.clone(), commands.clone(), "drogue"),
@@ -115,7 +117,8 @@ async fn start() -> Fixture {
         sink: sink.clone(),
         hub: hub.clone(),
         instance: "drogue".into(),
-        log: EventLog::open(dir.path().join("events.redb"), 100).unwrap(),
+        sessions: SessionStore::start(log.clone()).unwrap(),
+        log,
         limiter: Default::default(),
         registry_changes: None,
     };

@@ -210,14 +210,24 @@ impl EventLog {
     /// Saves (`Some`) or forgets (`None`) a consumer's state, durably. It waits for the
     /// disk: call it off the async threads (`spawn_blocking`).
     pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), SinkError> {
+        self.set_states([(key, value)])
+    }
+
+    /// [`Self::set_state`] for several keys, in order, in one durable write: all or none.
+    pub fn set_states<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Result<(), SinkError> {
         let txn = self.db.begin_write().map_err(SinkError::unavailable)?;
         {
             let mut table = txn.open_table(STATE).map_err(SinkError::unavailable)?;
-            match value {
-                Some(value) => table.insert(key, value).map(drop),
-                None => table.remove(key).map(drop),
+            for (key, value) in changes {
+                match value {
+                    Some(value) => table.insert(key, value).map(drop),
+                    None => table.remove(key).map(drop),
+                }
+                .map_err(SinkError::unavailable)?;
             }
-            .map_err(SinkError::unavailable)?;
         }
         txn.commit().map_err(SinkError::unavailable)
     }
@@ -491,6 +501,14 @@ mod tests {
             log.set_state("ws/u1/g2", Some("9")).unwrap();
             log.set_state("mqtt/c1", Some("{}")).unwrap();
             log.set_state("ws/u1/g2", None).unwrap();
+            // several at once, in order: the last change of a key is what stays
+            log.set_states([
+                ("mqtt/c2", Some("{}")),
+                ("mqtt/c3", Some("{}")),
+                ("mqtt/c2", None),
+                ("mqtt/c3", Some("{\"n\":3}")),
+            ])
+            .unwrap();
         }
         // the writer thread holds the file until it ends
         let log = loop {
@@ -505,5 +523,7 @@ mod tests {
             log.states("ws/").unwrap(),
             [("ws/u1/g1".to_owned(), "7".to_owned())]
         );
+        assert_eq!(log.state("mqtt/c2").unwrap(), None);
+        assert_eq!(log.state("mqtt/c3").unwrap().as_deref(), Some("{\"n\":3}"));
     }
 }

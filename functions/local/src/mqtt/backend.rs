@@ -4,7 +4,7 @@
 //! `mqtt-ingest` function, or a command drop-off), and the connection events.
 
 use super::hub::Hub;
-use super::sessions::Cursor;
+use super::sessions::{Cursor, SessionStore};
 use chrono::Utc;
 use drogue_shared::commands::{CommandError, CommandService};
 use drogue_shared::events::log::EventLog;
@@ -85,8 +85,10 @@ pub struct Backend {
     pub sink: Arc<dyn EventSink>,
     pub hub: Arc<Hub>,
     pub instance: String,
-    /// The event log, where resuming subscriptions read and sessions are kept.
+    /// The event log, where resuming subscriptions read.
     pub log: EventLog,
+    /// The persistent sessions' saved states (kept in the event log's file).
+    pub sessions: SessionStore,
     /// The publish rate limit per device, shared with the HTTP endpoint.
     pub limiter: PublishLimiter,
     /// The registry's count of writes, when every registry write in this process counts

@@ -406,14 +406,15 @@ impl Hub {
         Err(OverQuota { limit })
     }
 
-    /// A persistent session's state now; `None` for a clean or ended one.
+    /// A persistent session's state now; `None` for a clean or ended one, and for one
+    /// that a newer connection took over (whose state is the newer one's now).
     pub fn snapshot(&self, id: u64) -> Option<SessionState> {
-        self.sessions
-            .read()
-            .expect("not poisoned")
-            .by_id
-            .get(&id)
-            .and_then(Entry::snapshot)
+        let sessions = self.sessions.read().expect("not poisoned");
+        let entry = sessions.by_id.get(&id)?;
+        if sessions.by_client.get(&entry.client_id) != Some(&id) {
+            return None;
+        }
+        entry.snapshot()
     }
 
     /// The client acknowledged an event of a resuming subscription.
@@ -1248,6 +1249,32 @@ mod tests {
         assert_eq!(hub.sessions(), 1);
         hub.remove(second.id);
         assert_eq!(hub.sessions(), 0);
+    }
+
+    #[test]
+    fn a_session_taken_over_has_no_state_of_its_own_to_save() {
+        let hub = Hub::default();
+        let p = policy(&[(Action::Receive, "app/app1")]);
+        let (tx, _rx) = mpsc::channel(1);
+        let (first, _) = hub
+            .register("a", None, None, p.clone(), tx, Some(3600))
+            .unwrap();
+        hub.subscribe(first.id, "app/app1", true, ContentMode::Structured);
+        assert_eq!(hub.snapshot(first.id).unwrap().subscriptions.len(), 1);
+
+        let (tx, _rx2) = mpsc::channel(1);
+        let (second, inherited) = hub.register("a", None, None, p, tx, Some(3600)).unwrap();
+        assert_eq!(
+            inherited.unwrap().subscriptions.len(),
+            1,
+            "the newer one inherits"
+        );
+        // the first connection has not ended yet: neither its periodic save nor its
+        // last one may overwrite what the newer connection does with the session
+        assert_eq!(hub.snapshot(first.id), None);
+        assert!(hub.remove(first.id).is_none());
+        assert!(hub.snapshot(second.id).is_some());
+        assert!(hub.remove(second.id).is_some());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use drogue_shared::mqtt::topics::application_events;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The longest a session is kept after its client left (IoT Core's maximum).
 pub const MAX_EXPIRY: u32 = 7 * 24 * 3600;
@@ -71,54 +71,171 @@ fn key(client_id: &str) -> String {
     format!("mqtt/{client_id}")
 }
 
-/// The saved state of a client's session, if it has one that has not expired.
-pub async fn load(log: &EventLog, client_id: &str) -> Option<SessionState> {
-    let (log, key) = (log.clone(), key(client_id));
-    let found = tokio::task::spawn_blocking(move || log.state(&key)).await;
-    let text = match found {
-        Ok(Ok(Some(text))) => text,
-        Ok(Ok(None)) => return None,
-        _ => {
-            tracing::warn!(client_id, "an MQTT session's state cannot be read");
-            return None;
+/// The saved sessions, read and written by one thread in the order asked for. A
+/// connection's last save, asked for as it ends, is written before the next connection
+/// of its client id reads or forgets the session; a state is taken and queued in one
+/// step ([`Self::save_with`]), so no state taken before a later save or forget is
+/// written after it. Saves waiting together are written in one durable write.
+#[derive(Clone)]
+pub struct SessionStore {
+    queue: Arc<std::sync::Mutex<std::sync::mpsc::Sender<Op>>>,
+}
+
+enum Op {
+    Save {
+        client_id: String,
+        text: Option<String>,
+        done: oneshot::Sender<()>,
+    },
+    Load {
+        client_id: String,
+        found: oneshot::Sender<Option<String>>,
+    },
+}
+
+impl SessionStore {
+    /// Starts the thread that reads and writes the sessions kept in `log`'s file; it ends
+    /// with the last clone.
+    pub fn start(log: EventLog) -> std::io::Result<Self> {
+        let (queue, ops) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("mqtt-sessions".into())
+            .spawn(move || serve(&log, &ops))?;
+        Ok(Self {
+            queue: Arc::new(std::sync::Mutex::new(queue)),
+        })
+    }
+
+    fn queue(&self, op: Op) {
+        // the thread ends only when every sender is gone
+        let _ = self.queue.lock().expect("not poisoned").send(op);
+    }
+
+    /// The saved state of a client's session, if it has one that has not expired.
+    pub async fn load(&self, client_id: &str) -> Option<SessionState> {
+        let (found, text) = oneshot::channel();
+        self.queue(Op::Load {
+            client_id: client_id.to_owned(),
+            found,
+        });
+        let text = text.await.ok()??;
+        match serde_json::from_str::<SessionState>(&text) {
+            Ok(state) if !state.expired(Utc::now()) => Some(state),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(client_id, error = %e, "an MQTT session's state does not read back");
+                None
+            }
         }
-    };
-    match serde_json::from_str::<SessionState>(&text) {
-        Ok(state) if !state.expired(Utc::now()) => Some(state),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(client_id, error = %e, "an MQTT session's state does not read back");
-            None
-        }
+    }
+
+    /// Forgets a client's session, after every read and write asked for before; returns
+    /// once that is durable.
+    pub async fn forget(&self, client_id: &str) {
+        let (done, written) = oneshot::channel();
+        self.queue(Op::Save {
+            client_id: client_id.to_owned(),
+            text: None,
+            done,
+        });
+        let _ = written.await;
+    }
+
+    /// Saves the state `take` gives (a client id and its session), if any: taken and
+    /// queued while no other save or forget is queued. The returned receiver completes
+    /// once it is durable (or could not be written, which is logged).
+    pub fn save_with(
+        &self,
+        take: impl FnOnce() -> Option<(String, SessionState)>,
+    ) -> Option<oneshot::Receiver<()>> {
+        let queue = self.queue.lock().expect("not poisoned");
+        let (client_id, state) = take()?;
+        let (done, written) = oneshot::channel();
+        let text = serde_json::to_string(&state).expect("sessions serialize");
+        let _ = queue.send(Op::Save {
+            client_id,
+            text: Some(text),
+            done,
+        });
+        Some(written)
     }
 }
 
-/// Saves (`Some`) or forgets (`None`) a client's session.
-pub async fn save(log: &EventLog, client_id: &str, state: Option<&SessionState>) {
-    let (log, key) = (log.clone(), key(client_id));
-    let text = state.map(|s| serde_json::to_string(s).expect("sessions serialize"));
-    let saved = tokio::task::spawn_blocking(move || log.set_state(&key, text.as_deref())).await;
-    if !matches!(saved, Ok(Ok(()))) {
-        tracing::warn!(client_id, "an MQTT session's state cannot be saved");
+/// The store's thread: every operation in order; the saves queued together in one write,
+/// before any read queued after them.
+fn serve(log: &EventLog, ops: &std::sync::mpsc::Receiver<Op>) {
+    type Save = (String, Option<String>, oneshot::Sender<()>);
+    let mut saves: Vec<Save> = Vec::new();
+    let write = |saves: &mut Vec<Save>| {
+        if saves.is_empty() {
+            return;
+        }
+        let keys = saves
+            .iter()
+            .map(|(client_id, _, _)| key(client_id))
+            .collect::<Vec<_>>();
+        let changes = keys
+            .iter()
+            .zip(saves.iter())
+            .map(|(key, (_, text, _))| (key.as_str(), text.as_deref()));
+        if let Err(e) = log.set_states(changes) {
+            tracing::warn!(sessions = saves.len(), error = %e, "MQTT sessions' states cannot be saved");
+        }
+        for (_, _, done) in saves.drain(..) {
+            let _ = done.send(());
+        }
+    };
+    while let Ok(first) = ops.recv() {
+        for op in std::iter::once(first).chain(ops.try_iter()) {
+            match op {
+                Op::Save {
+                    client_id,
+                    text,
+                    done,
+                } => saves.push((client_id, text, done)),
+                Op::Load { client_id, found } => {
+                    write(&mut saves);
+                    let text = log.state(&key(&client_id)).unwrap_or_else(|e| {
+                        tracing::warn!(client_id, error = %e, "an MQTT session's state cannot be read");
+                        None
+                    });
+                    let _ = found.send(text);
+                }
+            }
+        }
+        write(&mut saves);
     }
 }
 
 /// Saves a connected session's state every [`SAVE_INTERVAL`] while it changes; ends
-/// with the connection (whose end saves the last state).
-pub async fn keep(hub: Arc<Hub>, log: EventLog, client_id: String, session: u64) {
+/// with the connection (whose end saves the last state) or when another connection
+/// takes the session over.
+pub async fn keep(hub: Arc<Hub>, store: SessionStore, client_id: String, session: u64) {
     let mut last = None;
     let mut interval = tokio::time::interval(SAVE_INTERVAL);
     loop {
         interval.tick().await;
-        let Some(mut state) = hub.snapshot(session) else {
-            return;
-        };
-        // the time of saving is no change
-        let saved = std::mem::replace(&mut state.saved, DateTime::<Utc>::MIN_UTC);
-        if last.as_ref() != Some(&state) {
+        let mut ended = false;
+        let written = store.save_with(|| {
+            let Some(mut state) = hub.snapshot(session) else {
+                ended = true;
+                return None;
+            };
+            // the time of saving is no change
+            let saved = std::mem::replace(&mut state.saved, DateTime::<Utc>::MIN_UTC);
+            if last.as_ref() == Some(&state) {
+                return None;
+            }
             last = Some(state.clone());
             state.saved = saved;
-            save(&log, &client_id, Some(&state)).await;
+            Some((client_id.clone(), state))
+        });
+        if ended {
+            return;
+        }
+        // one save at a time per session: the store's queue stays as long as the sessions
+        if let Some(written) = written {
+            let _ = written.await;
         }
     }
 }
@@ -213,6 +330,55 @@ mod tests {
         ] {
             assert_eq!(resumable_application(filter), None, "{filter}");
         }
+    }
+
+    fn state(filter: &str) -> SessionState {
+        SessionState {
+            expiry: 3600,
+            saved: Utc::now(),
+            subscriptions: vec![SavedSubscription {
+                filter: filter.into(),
+                qos1: true,
+                binary: false,
+                cursor: None,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_reads_and_writes_in_the_order_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 100).unwrap();
+        let store = SessionStore::start(log.clone()).unwrap();
+        assert_eq!(store.load("c1").await, None);
+
+        // a save not waited for (as a connection's last) is read by the next load
+        let taken = state("app/app1");
+        let _ = store.save_with(|| Some(("c1".into(), taken.clone())));
+        assert_eq!(store.load("c1").await, Some(taken.clone()));
+
+        // many saves queued at once, then a forget: the forget stays, whatever the
+        // threads do with the saves meanwhile
+        for n in 0..50 {
+            let _ = store.save_with(|| Some(("c1".into(), state(&format!("app/a{n}")))));
+            let _ = store.save_with(|| Some((format!("c{n}@app1"), state("app/app1"))));
+        }
+        store.forget("c1").await;
+        assert_eq!(store.load("c1").await, None);
+        assert_eq!(log.state("mqtt/c1").unwrap(), None);
+        let other = store.load("c7@app1").await.unwrap();
+        assert_eq!(other.subscriptions, state("app/app1").subscriptions);
+
+        // nothing to take, nothing written
+        assert!(store.save_with(|| None).is_none());
+        assert_eq!(store.load("c1").await, None);
+
+        // a written save completes its receiver once it is durable
+        let written = store
+            .save_with(|| Some(("c2".into(), taken.clone())))
+            .unwrap();
+        written.await.unwrap();
+        assert!(log.state("mqtt/c2").unwrap().is_some());
     }
 
     #[test]

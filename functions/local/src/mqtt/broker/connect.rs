@@ -114,18 +114,17 @@ impl std::ops::Deref for Conn {
 impl Drop for ConnInner {
     fn drop(&mut self) {
         self.recheck.abort();
-        let persistent = self.backend.hub.remove(self.session);
+        // a persistent session's state, saved before a later connection of its client
+        // id reads it
+        let (hub, session) = (&self.backend.hub, self.session);
+        self.backend.sessions.save_with(|| hub.remove(session));
         let (backend, client, will) = (
             self.backend.clone(),
             self.client.clone(),
             self.will.borrow_mut().take(),
         );
-        self.main.spawn(async move {
-            if let Some((client_id, state)) = persistent {
-                sessions::save(&backend.log, &client_id, Some(&state)).await;
-            }
-            backend.disconnected(client, will).await
-        });
+        self.main
+            .spawn(async move { backend.disconnected(client, will).await });
     }
 }
 
@@ -248,11 +247,11 @@ pub(super) async fn connect(
         b.announce(&announced).await;
         let saved = match taken_over {
             Some(state) => Some(state),
-            None => sessions::load(&b.log, &client_id).await,
+            None => b.sessions.load(&client_id).await,
         };
         // a session that is not kept has no saved state
         if saved.is_some() && (clean || expiry.is_none()) {
-            sessions::save(&b.log, &client_id, None).await;
+            b.sessions.forget(&client_id).await;
         }
         saved
     })
@@ -261,7 +260,7 @@ pub(super) async fn connect(
     if expiry.is_some() {
         main.spawn(sessions::keep(
             backend.hub.clone(),
-            backend.log.clone(),
+            backend.sessions.clone(),
             client.client_id.clone(),
             id,
         ));
