@@ -141,9 +141,10 @@ impl SessionStore {
         let _ = written.await;
     }
 
-    /// Saves the state `take` gives (a client id and its session), if any: taken and
-    /// queued while no other save or forget is queued. The returned receiver completes
-    /// once it is durable (or could not be written, which is logged).
+    /// Saves the state `take` gives (a client id and its session), if any: `take` runs
+    /// and its state is queued as one step, which no other save or forget interleaves.
+    /// The returned receiver completes once it is durable (or could not be written,
+    /// which is logged).
     pub fn save_with(
         &self,
         take: impl FnOnce() -> Option<(String, SessionState)>,
@@ -357,8 +358,8 @@ mod tests {
         let _ = store.save_with(|| Some(("c1".into(), taken.clone())));
         assert_eq!(store.load("c1").await, Some(taken.clone()));
 
-        // many saves queued at once, then a forget: the forget stays, whatever the
-        // threads do with the saves meanwhile
+        // many saves queued at once, then a forget: written in that order, the forget
+        // stays
         for n in 0..50 {
             let _ = store.save_with(|| Some(("c1".into(), state(&format!("app/a{n}")))));
             let _ = store.save_with(|| Some((format!("c{n}@app1"), state("app/app1"))));
