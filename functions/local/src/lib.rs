@@ -482,7 +482,7 @@ impl Server {
         };
         let mqtt_addr = broker.as_ref().and_then(mqtt::Broker::tcp_addr);
         let mqtts_addr = broker.as_ref().and_then(mqtt::Broker::tls_addr);
-        let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus);
+        let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus)?;
         log_listeners(
             http.local_addr()?,
             https_addr,
@@ -724,34 +724,39 @@ fn subscribers_behind_from(events: EventLog) -> mqtt::hub::Feeder {
 }
 
 /// Hands the event log's events and the command bus's commands to the broker's
-/// sessions.
+/// sessions: the events on the log's writer thread as each group is committed (routing
+/// takes a read lock and fills the sessions' queues without waiting, and a hop to
+/// another thread would wake it for every group), the commands from a task.
 fn mqtt_routing(
     hub: Arc<mqtt::hub::Hub>,
     events: &EventLog,
     commands: &LocalCommandBus,
-) -> tokio::task::JoinHandle<()> {
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::sync::broadcast::error::RecvError;
-    let (mut events, mut commands) = (events.subscribe(), commands.subscribe());
-    tokio::spawn(async move {
+    let router = hub.clone();
+    anyhow::ensure!(
+        events.on_commit(Box::new(move |event| {
+            router.event(event);
+        })),
+        "the event log already routes its events elsewhere"
+    );
+    let mut commands = commands.subscribe();
+    Ok(tokio::spawn(async move {
         loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Ok(event) => { hub.event(&event); }
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "MQTT subscribers fell behind the event log and missed events");
-                    }
-                    Err(RecvError::Closed) => break,
-                },
-                command = commands.recv() => match command {
-                    Ok(command) => { hub.command(&command); }
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "MQTT command delivery fell behind and missed commands");
-                    }
-                    Err(RecvError::Closed) => break,
-                },
+            match commands.recv().await {
+                Ok(command) => {
+                    hub.command(&command);
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "MQTT command delivery fell behind and missed commands"
+                    );
+                }
+                Err(RecvError::Closed) => break,
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use segments::{Draft, SegmentWriter, Segments};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The previous format's events, (application, sequence number) -> structured JSON
@@ -46,6 +46,9 @@ pub struct LoggedEvent {
     pub json: String,
 }
 
+/// What the writer thread calls with each committed event (see [`EventLog::on_commit`]).
+pub type Listener = Box<dyn Fn(&LoggedEvent) + Send + Sync>;
+
 struct Pending {
     application: String,
     application_uid: Option<String>,
@@ -61,6 +64,7 @@ pub struct EventLog {
     segments: Arc<Segments>,
     writer: mpsc::Sender<Pending>,
     live: broadcast::Sender<Arc<LoggedEvent>>,
+    listener: Arc<OnceLock<Listener>>,
     counters: Arc<Counters>,
 }
 
@@ -135,15 +139,19 @@ impl EventLog {
         let (writer, pending) = mpsc::channel(4 * MAX_GROUP);
         let (live, _) = broadcast::channel(4096);
         let counters = Arc::new(Counters::default());
+        let listener = Arc::new(OnceLock::new());
         let store = segments.store();
-        let (thread_db, thread_live, thread_counters) =
-            (db.clone(), live.clone(), counters.clone());
+        let (thread_db, thread_counters) = (db.clone(), counters.clone());
+        let outlets = Outlets {
+            live: live.clone(),
+            listener: listener.clone(),
+        };
         std::thread::Builder::new()
             .name("event-log".into())
             .spawn(move || {
                 // the state file stays open (and locked) until the last group is written
                 let _db = thread_db;
-                write_loop(segments, pending, &thread_live, &thread_counters)
+                write_loop(segments, pending, &outlets, &thread_counters)
             })
             .map_err(SinkError::unavailable)?;
         Ok(Self {
@@ -151,6 +159,7 @@ impl EventLog {
             segments: store,
             writer,
             live,
+            listener,
             counters,
         })
     }
@@ -167,6 +176,16 @@ impl EventLog {
     /// channel's capacity misses events (and is told so by `RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LoggedEvent>> {
         self.live.subscribe()
+    }
+
+    /// Hands every event committed from now on to `listener`, on the log's writer
+    /// thread, once the publishers of its group have their acknowledgements: for the one
+    /// consumer that must see every event at once and whose work is short and never
+    /// waits (the MQTT broker's routing to its sessions). Unlike [`Self::subscribe`]'s
+    /// channel it cannot fall behind, and it wakes no other thread to hand the event
+    /// on. Set once: `false` (and `listener` dropped) when one is set already.
+    pub fn on_commit(&self, listener: Listener) -> bool {
+        self.listener.set(listener).is_ok()
     }
 
     /// The logged events of an application after `after`, oldest first, at most `limit`.
@@ -386,12 +405,19 @@ impl EventSink for EventLog {
     }
 }
 
+/// Where the writer hands committed events: the live channel and the listener.
+struct Outlets {
+    live: broadcast::Sender<Arc<LoggedEvent>>,
+    listener: Arc<OnceLock<Listener>>,
+}
+
 fn write_loop(
     mut segments: SegmentWriter,
     mut pending: mpsc::Receiver<Pending>,
-    live: &broadcast::Sender<Arc<LoggedEvent>>,
+    outlets: &Outlets,
     counters: &Counters,
 ) {
+    let mut committed = Vec::new();
     while let Some(first) = pending.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -412,15 +438,25 @@ fn write_loop(
                     .events
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 counters.commits.fetch_add(1, Ordering::Relaxed);
+                let listener = outlets.listener.get();
                 for (p, sequence) in group.into_iter().zip(sequences) {
-                    let _ = live.send(Arc::new(LoggedEvent {
+                    let event = Arc::new(LoggedEvent {
                         application: p.application,
                         application_uid: p.application_uid,
                         subject: p.subject,
                         sequence,
                         json: p.json,
-                    }));
+                    });
+                    if listener.is_some() {
+                        committed.push(event.clone());
+                    }
+                    let _ = outlets.live.send(event);
                     let _ = p.ack.send(Ok(()));
+                }
+                if let Some(listener) = listener {
+                    for event in committed.drain(..) {
+                        listener(&event);
+                    }
                 }
             }
             Err(e) => {
@@ -491,6 +527,50 @@ mod tests {
         assert_eq!(follower.position(), 5);
     }
 
+    #[tokio::test]
+    async fn the_listener_gets_every_committed_event_in_order_once_acknowledged() {
+        use std::sync::Mutex;
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 100).unwrap();
+        // before the listener: not handed to it
+        log.publish(&event("a", "u1", 1)).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (sink, writer) = (seen.clone(), std::thread::current().id());
+        assert!(log.on_commit(Box::new(move |e: &LoggedEvent| {
+            // on the log's own thread, not the publisher's
+            assert_ne!(std::thread::current().id(), writer);
+            sink.lock().unwrap().push(e.clone());
+        })));
+        // one listener only
+        assert!(!log.on_commit(Box::new(|_: &LoggedEvent| {})));
+        // many at once, so that groups hold several events
+        let publishes = (2..=200).map(|n| {
+            let log = log.clone();
+            tokio::spawn(async move { log.publish(&event("a", "u1", n)).await })
+        });
+        for p in publishes.collect::<Vec<_>>() {
+            p.await.unwrap().unwrap();
+        }
+        log.publish(&event("b", "u9", 1)).await.unwrap();
+        // the last acknowledgement comes before its group reaches the listener
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen.lock().unwrap().len() < 200 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let seen = seen.lock().unwrap();
+        let of_a: Vec<u64> = seen
+            .iter()
+            .filter(|e| e.application == "a")
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(of_a, (2..=200).collect::<Vec<u64>>());
+        assert_eq!(seen.len(), 200);
+        assert_eq!(seen[199].application, "b");
+        assert_eq!(seen[199].sequence, 1);
+        let (events, commits) = log.counters();
+        assert_eq!(events, 201);
+        assert!(commits < 200, "{commits} commits: no group held two events");
+    }
     #[tokio::test]
     async fn state_is_kept_by_key_and_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
