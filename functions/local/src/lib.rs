@@ -718,8 +718,15 @@ fn std_udp_socket(bind: &str, flag: &str) -> anyhow::Result<Option<std::net::Udp
 /// main runtime, untracked (a clean session keeps no cursor).
 fn subscribers_behind_from(events: EventLog) -> mqtt::hub::Feeder {
     let main = tokio::runtime::Handle::current();
-    Box::new(move |cursor, mode, queue| {
-        mqtt::sessions::start_feed(&events, &main, cursor, mode, queue, false)
+    Box::new(move |cursor, mode, queue, handoff| {
+        mqtt::sessions::start_feed(
+            &events,
+            &main,
+            cursor,
+            mode,
+            queue,
+            mqtt::sessions::Fed::Behind(handoff),
+        )
     })
 }
 

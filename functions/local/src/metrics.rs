@@ -49,6 +49,9 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_mqtt_fell_behind_total MQTT subscriptions to an application's events that fell behind and went on from the event log.\n\
          # TYPE drogue_mqtt_fell_behind_total counter\n\
          drogue_mqtt_fell_behind_total {}\n\
+         # HELP drogue_mqtt_caught_up_total MQTT subscriptions fed from the event log after falling behind that caught up and are routed live again.\n\
+         # TYPE drogue_mqtt_caught_up_total counter\n\
+         drogue_mqtt_caught_up_total {}\n\
          # HELP drogue_mqtt_rechecks_total Live MQTT sessions' access decided again (every 5 s each).\n\
          # TYPE drogue_mqtt_rechecks_total counter\n\
          drogue_mqtt_rechecks_total {rechecks}\n\
@@ -60,6 +63,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
         m.mqtt.sessions(),
         m.mqtt.dropped(),
         m.mqtt.fell_behind(),
+        m.mqtt.caught_up(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -8,8 +8,9 @@
 //! whose queue is full falls back to the event log: from the first event that did not
 //! fit, a feed reads the application's events from the log, waiting for the connection
 //! (nothing acknowledged to a device is dropped for a slow subscriber, within the log's
-//! retention). Other subscriptions that fall that far behind lose messages, counted
-//! and logged.
+//! retention); once the feed has caught up with the log and the queue has room again,
+//! routing takes the subscription back at the next event (see [`Handoff`]). Other
+//! subscriptions that fall that far behind lose messages, counted and logged.
 //!
 //! Routing does not scan the sessions: every live subscription (but the resuming ones,
 //! fed from the log) is kept in an [`Index`], a trie over the filters' levels, which
@@ -100,11 +101,78 @@ pub struct Track {
     pub position: u64,
 }
 
-/// Starts the task feeding a subscription from the event log: the events of the
-/// cursor's application after its position, into a session's queue (see
+/// Starts the task feeding a subscription that fell behind from the event log: the
+/// events of the cursor's application after its position, into a session's queue, until
+/// the routing takes the subscription back through the [`Handoff`] (see
 /// `sessions::start_feed`).
-pub type Feeder =
-    Box<dyn Fn(&Cursor, ContentMode, mpsc::Sender<Push>) -> tokio::task::AbortHandle + Send + Sync>;
+pub type Feeder = Box<
+    dyn Fn(&Cursor, ContentMode, mpsc::Sender<Push>, Arc<Handoff>) -> tokio::task::AbortHandle
+        + Send
+        + Sync,
+>;
+
+/// How a subscription fed from the log after falling behind goes back to live routing,
+/// with no event missed or sent twice. Its feed tells, after queueing everything up to
+/// a position and with room left in the queue, that it has caught up there; the routing
+/// of the next event (the one after that position) and the feed's next read then race
+/// for the subscription: whichever moves the state first delivers that event and the
+/// ones after it, and the other leaves them. Routing runs in the order of the log, so
+/// it sees that next event before any later one.
+#[derive(Debug)]
+pub struct Handoff(AtomicU64);
+
+impl Handoff {
+    /// The feed is behind (or reading): routing leaves the subscription to it.
+    const FEEDING: u64 = u64::MAX - 1;
+    /// Routing took the subscription back: the feed stops.
+    const LIVE: u64 = u64::MAX;
+
+    fn new() -> Self {
+        Self(AtomicU64::new(Self::FEEDING))
+    }
+
+    /// The feed queued every event up to `position` and its queue has room: routing may
+    /// take the subscription back at the next event.
+    pub fn caught_up(&self, position: u64) {
+        let _ =
+            self.0
+                .compare_exchange(Self::FEEDING, position, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The feed read more events: whether it still feeds them (`false`: routing took the
+    /// subscription back, and the feed must queue nothing more).
+    pub fn go_on(&self) -> bool {
+        match self.0.load(Ordering::Acquire) {
+            Self::LIVE => false,
+            Self::FEEDING => true,
+            position => self
+                .0
+                .compare_exchange(position, Self::FEEDING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        }
+    }
+
+    /// Routing's side, at the event `sequence`: whether it takes the subscription back
+    /// (its feed caught up just before this event and reads no further).
+    fn take_back(&self, sequence: u64) -> bool {
+        sequence > 0
+            && self
+                .0
+                .compare_exchange(
+                    sequence - 1,
+                    Self::LIVE,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+}
+
+/// The feed of a subscription that fell behind, and how it hands the subscription back.
+struct Feeding {
+    handoff: Arc<Handoff>,
+    _feed: Feed,
+}
 
 /// The task feeding a resuming subscription from the log; ends with it.
 struct Feed(tokio::task::AbortHandle);
@@ -137,12 +205,15 @@ struct Subscription {
     group: Option<String>,
     qos1: bool,
     mode: ContentMode,
-    /// Fed from the log rather than routed live.
+    /// Fed from the log rather than routed live, with a cursor (a persistent session's).
     resume: Option<Resume>,
+    /// Fed from the log since it fell behind (still in the index: routing takes it back
+    /// once its feed has caught up).
+    fed: Option<Feeding>,
     /// A live shared subscription's group's turn, shared by its members.
     turn: Option<Arc<AtomicUsize>>,
     /// The position of the first event that did not fit in the session's queue, once
-    /// the subscription falls back to the log (0 while it keeps up).
+    /// the subscription falls back to the log (0 while it is routed live).
     behind: AtomicU64,
 }
 
@@ -263,6 +334,7 @@ pub struct Hub {
     turn: AtomicUsize,
     dropped: AtomicU64,
     fell_behind: AtomicU64,
+    caught_up: AtomicU64,
     rechecks: AtomicU64,
     waiting_for_change: AtomicU64,
     sessions: RwLock<Sessions>,
@@ -566,6 +638,7 @@ impl Hub {
                 qos1,
                 mode,
                 resume,
+                fed: None,
                 turn,
                 behind: AtomicU64::new(0),
             };
@@ -615,6 +688,12 @@ impl Hub {
     /// Subscriptions that fell behind their session's queue and went on from the log.
     pub fn fell_behind(&self) -> u64 {
         self.fell_behind.load(Ordering::Relaxed)
+    }
+
+    /// Subscriptions fed from the log after falling behind that caught up and are routed
+    /// live again.
+    pub fn caught_up(&self) -> u64 {
+        self.caught_up.load(Ordering::Relaxed)
     }
 
     /// Counts a live session's access decided again.
@@ -672,7 +751,8 @@ impl Hub {
     }
 
     /// Feeds the subscriptions (session, subscription key) that fell behind at `event`
-    /// from the log, from that event on; they leave the index.
+    /// from the log, from that event on; they stay in the index, left to their feed
+    /// until it hands them back.
     fn fall_back_to_log(&self, event: &LoggedEvent, behind: Vec<(u64, u64)>) {
         let Some(feeder) = &self.feeder else {
             return;
@@ -690,15 +770,21 @@ impl Hub {
             if sub.resume.is_some() || position == 0 {
                 continue;
             }
-            sessions.index.remove(id, sub);
             let cursor = Cursor {
                 application: event.application.clone(),
                 uid: event.application_uid.clone().unwrap_or_default(),
                 position: position - 1,
             };
-            sub.resume = Some(Resume {
-                _feed: Feed(feeder(&cursor, sub.mode, entry.queue.clone())),
-                cursor,
+            let handoff = Arc::new(Handoff::new());
+            // (a feed of an earlier fall, if any, has stopped: routing took it back)
+            sub.fed = Some(Feeding {
+                _feed: Feed(feeder(
+                    &cursor,
+                    sub.mode,
+                    entry.queue.clone(),
+                    handoff.clone(),
+                )),
+                handoff,
             });
             self.fell_behind.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -834,8 +920,23 @@ impl Hub {
         from_log: Option<(u64, &mut FromLog<'_>)>,
     ) -> bool {
         if sub.behind.load(Ordering::Relaxed) != 0 {
-            // being handed to its feed, which delivers this event too
-            return true;
+            // fed from the log (or being handed to its feed): the feed delivers this event
+            // too, unless it caught up just before it and routing takes the subscription
+            // back here
+            let taken_back = match (&sub.fed, &from_log) {
+                (Some(fed), Some((_, from_log))) => fed.handoff.take_back(from_log.event.sequence),
+                _ => false,
+            };
+            if !taken_back {
+                return true;
+            }
+            sub.behind.store(0, Ordering::Relaxed);
+            self.caught_up.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                client_id = %entry.client_id,
+                position = from_log.as_ref().map_or(0, |(_, f)| f.event.sequence),
+                "a subscriber caught up with the event log: its events are routed live again"
+            );
         }
         match entry.queue.try_send(Push {
             delivery,
@@ -1734,17 +1835,26 @@ mod tests {
 
     /// A QoS 1 subscriber of `app/app1` whose queue (2 messages here) is full goes on
     /// from the log, from the first event that did not fit, in order, without gaps or
-    /// duplicates; a QoS 0 one drops what does not fit.
+    /// duplicates, and is routed live again once it has caught up; a QoS 0 one drops
+    /// what does not fit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_subscriber_that_falls_behind_goes_on_from_the_log() {
+    async fn a_subscriber_that_falls_behind_goes_on_from_the_log_then_live_again() {
         use cloudevents::{EventBuilder, EventBuilderV10};
         use drogue_shared::events::EventSink;
         let dir = tempfile::tempdir().unwrap();
         let log = drogue_shared::events::log::EventLog::open(dir.path().join("events.redb"), 100)
             .unwrap();
         let (feeder_log, main) = (log.clone(), tokio::runtime::Handle::current());
-        let hub = Hub::default().with_feeder(Box::new(move |cursor, mode, queue| {
-            super::super::sessions::start_feed(&feeder_log, &main, cursor, mode, queue, false)
+        let hub = Hub::default().with_feeder(Box::new(move |cursor, mode, queue, handoff| {
+            use super::super::sessions::{Fed, start_feed};
+            start_feed(
+                &feeder_log,
+                &main,
+                cursor,
+                mode,
+                queue,
+                Fed::Behind(handoff),
+            )
         }));
         let p = policy(&[(Action::Receive, "app/app1")]);
         let (tx, mut slow) = mpsc::channel(2);
@@ -1755,25 +1865,28 @@ mod tests {
         assert!(hub.subscribe(b.id, "app/app1", false, ContentMode::Structured));
         // (the broker routes what the log hands out live)
         let mut live = log.subscribe();
+        macro_rules! publish_and_route {
+            ($n:expr) => {{
+                let event = EventBuilderV10::new()
+                    .id(format!("e{}", $n))
+                    .ty("io.drogue.event.v1")
+                    .source("drogue://app1/dev1")
+                    .extension("application", "app1")
+                    .extension("applicationuid", "u1")
+                    .build()
+                    .unwrap();
+                log.publish(&event).await.unwrap();
+                hub.event(&live.recv().await.unwrap())
+            }};
+        }
         for n in 1..=10 {
-            let event = EventBuilderV10::new()
-                .id(format!("e{n}"))
-                .ty("io.drogue.event.v1")
-                .source("drogue://app1/dev1")
-                .extension("application", "app1")
-                .extension("applicationuid", "u1")
-                .build()
-                .unwrap();
-            log.publish(&event).await.unwrap();
-            let logged = live.recv().await.unwrap();
-            // both queues take 2; at the third the QoS 0 subscriber drops and the other
-            // one goes on from the log (which routing no longer counts)
+            // both queues take 2; from the third on the QoS 0 subscriber drops, and the
+            // other one goes on from the log (its feed delivers what routing leaves it)
             let reached = match n {
                 1 | 2 => 2,
-                3 => 1,
-                _ => 0,
+                _ => 1,
             };
-            assert_eq!(hub.event(&logged), reached, "event {n}");
+            assert_eq!(publish_and_route!(n), reached, "event {n}");
         }
         assert_eq!(hub.fell_behind(), 1);
         assert_eq!(hub.dropped(), 8, "the QoS 0 subscriber kept 2 of 10");
@@ -1785,20 +1898,54 @@ mod tests {
                 .to_owned()
         };
         let mut got = Vec::new();
-        while got.len() < 10 {
+        let next = async |slow: &mut mpsc::Receiver<Push>| {
             let push = tokio::time::timeout(std::time::Duration::from_secs(5), slow.recv())
                 .await
                 .expect("the feed goes on")
                 .unwrap();
             assert!(push.qos1 && push.track.is_none());
-            got.push(id(push));
+            id(push)
+        };
+        while got.len() < 10 {
+            got.push(next(&mut slow).await);
         }
-        let wanted: Vec<String> = (1..=10).map(|n| format!("e{n}")).collect();
-        assert_eq!(got, wanted);
+        let wanted = |to: u32| (1..=to).map(|n| format!("e{n}")).collect::<Vec<_>>();
+        assert_eq!(got, wanted(10));
         assert_eq!(drain(&mut lossy).len(), 2);
-        // the fed subscription is not routed again: nothing comes twice
+        // what the feed delivered is not routed again: nothing comes twice
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(slow.try_recv().is_err());
+        assert_eq!(hub.caught_up(), 0);
+
+        // the feed reached the log's end with room in the queue: at a next event routing
+        // takes the subscription back (the feed, woken by the same event, may win the
+        // race for a few first), and the feed stops; nothing is missed or comes twice
+        let mut n = 10;
+        while hub.caught_up() == 0 && n < 1000 {
+            n += 1;
+            publish_and_route!(n);
+            got.push(next(&mut slow).await);
+            drain(&mut lossy);
+        }
+        assert_eq!(hub.caught_up(), 1, "routed live again after {n} events");
+        for _ in 0..3 {
+            n += 1;
+            assert_eq!(publish_and_route!(n), 2, "both routed live");
+            got.push(next(&mut slow).await);
+            drain(&mut lossy);
+        }
+        // and it can fall behind again: its queue takes 2, the rest comes from the log
+        for _ in 0..6 {
+            n += 1;
+            publish_and_route!(n);
+        }
+        assert_eq!(hub.fell_behind(), 2);
+        while got.len() < n as usize {
+            got.push(next(&mut slow).await);
+        }
+        assert_eq!(got, wanted(n));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(slow.try_recv().is_err(), "nothing twice");
         hub.remove(a.id);
         hub.remove(b.id);
         assert_eq!(hub.indexed(), 0);

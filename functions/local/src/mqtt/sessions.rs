@@ -11,7 +11,7 @@
 //! after the client's last connection ended: MQTT 5's session expiry interval up to
 //! [`MAX_EXPIRY`], and [`V3_EXPIRY`] for MQTT 3.1.1, whose sessions have none.
 
-use super::hub::{ContentMode, Delivery, Hub, Push, Track, delivery_for};
+use super::hub::{ContentMode, Delivery, Handoff, Hub, Push, Track, delivery_for};
 use chrono::{DateTime, Utc};
 use drogue_shared::events::log::{EventLog, Follower};
 use drogue_shared::mqtt::filter::TopicFilter;
@@ -250,42 +250,47 @@ pub fn resumable_application(filter: &str) -> Option<&str> {
     filter.application()
 }
 
+/// Which subscription a feed serves.
+pub enum Fed {
+    /// A resuming subscription of a persistent session: each event's acknowledgement
+    /// moves its cursor; fed for as long as it lives.
+    Tracked,
+    /// A clean session's subscription that fell behind (it keeps no cursor): fed until
+    /// it has caught up with the log and routing takes it back through the handoff.
+    Behind(Arc<Handoff>),
+}
+
 /// Starts feeding a subscription from the log (see [`feed`]) on the main runtime: the
 /// events of the cursor's application (of its uid, when it has one) after its position.
-/// `track`: each event's acknowledgement moves the subscription's cursor (a resuming
-/// subscription of a persistent session; a clean session's subscription that fell
-/// behind keeps no cursor).
 pub fn start_feed(
     log: &EventLog,
     main: &tokio::runtime::Handle,
     cursor: &Cursor,
     mode: ContentMode,
     queue: mpsc::Sender<Push>,
-    track: bool,
+    fed: Fed,
 ) -> tokio::task::AbortHandle {
     let uid = Some(cursor.uid.as_str()).filter(|uid| !uid.is_empty());
     let follower = log.follow(&cursor.application, uid, cursor.position);
-    main.spawn(feed(
-        follower,
-        cursor.application.clone(),
-        mode,
-        queue,
-        track,
-    ))
-    .abort_handle()
+    main.spawn(feed(follower, cursor.application.clone(), mode, queue, fed))
+        .abort_handle()
 }
 
 /// Feeds a subscription from the log: every event of its application after
 /// `follower`'s position, in order, into the session's queue (waiting while it is full:
-/// nothing is dropped), each tracked (with `track`) so that its acknowledgement moves
-/// the cursor.
+/// nothing is dropped), each tracked (for [`Fed::Tracked`]) so that its acknowledgement
+/// moves the cursor. A subscription that fell behind is fed until routing takes it back:
+/// once a read reached the log's end and the queue is at most half full, the feed says
+/// it has caught up, and it stops at its next read if routing took the subscription
+/// back meanwhile.
 async fn feed(
     mut follower: Follower,
     application: String,
     mode: ContentMode,
     queue: mpsc::Sender<Push>,
-    track: bool,
+    fed: Fed,
 ) {
+    let track = matches!(fed, Fed::Tracked);
     let topic = application_events(&application);
     let application: Arc<str> = application.into();
     loop {
@@ -296,6 +301,14 @@ async fn feed(
                 return;
             }
         };
+        if let Fed::Behind(handoff) = &fed
+            && !handoff.go_on()
+        {
+            // routing delivers these, and what comes after them
+            return;
+        }
+        // (a read shorter than a batch reached the log's end)
+        let at_end = events.len() < BATCH;
         for event in events {
             let delivery: Arc<Delivery> = Arc::new(delivery_for(mode, &topic, &event.json));
             let push = Push {
@@ -310,6 +323,12 @@ async fn feed(
                 // the connection ended
                 return;
             }
+        }
+        if let Fed::Behind(handoff) = &fed
+            && at_end
+            && queue.capacity() * 2 >= queue.max_capacity()
+        {
+            handoff.caught_up(follower.position());
         }
     }
 }

@@ -3,7 +3,7 @@
 //! events falls behind its session's queue (4,096) and goes on from the event log; once
 //! it acknowledges again it gets every event once, in the order a subscriber that kept
 //! up got them (the log's order; the device's client may send a few out of its own
-//! order).
+//! order), and once it has caught up it is routed live again.
 
 use super::runner::LocalRunner;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -97,7 +97,7 @@ async fn a_subscriber_that_stops_acknowledging_gets_everything_from_the_log() {
             Err(_) => panic!("only {acknowledged} of {EVENTS} publishes acknowledged"),
         }
     }
-    let _device = publisher.await.unwrap();
+    let device = publisher.await.unwrap();
 
     // the subscriber fell behind: its subscription went on from the log (once the
     // routing got there), nothing dropped
@@ -143,8 +143,38 @@ async fn a_subscriber_that_stops_acknowledging_gets_everything_from_the_log() {
             sorted.len()
         );
     }
+
+    // caught up with the log, it is routed live again: events published one at a time
+    // now come once each, in order, and the broker counts the subscription caught up
+    for n in EVENTS..EVENTS + MORE {
+        let payload = json!({ "n": n }).to_string();
+        device
+            .publish("telemetry", QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), device_events.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("the device's connection failed at {n}: {e:?}"),
+                Err(_) => panic!("publish {n} not acknowledged"),
+            }
+        }
+        let publish = tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} did not come"))
+            .expect("the subscriber stays connected");
+        subscriber.ack(&publish).await.unwrap();
+        assert_eq!(telemetry(&publish.payload), Some(n));
+    }
+    assert!(server.metric("drogue_mqtt_caught_up_total").await >= 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(received.try_recv().is_err(), "nothing came twice");
     reader.abort();
 }
+
+/// Events published one at a time once the subscriber has caught up.
+const MORE: u64 = 100;
 
 /// The `n` of a telemetry event (connection events are skipped).
 fn telemetry(payload: &[u8]) -> Option<u64> {

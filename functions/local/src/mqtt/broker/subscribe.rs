@@ -70,7 +70,14 @@ impl ConnInner {
         backend
             .hub
             .subscribe_resuming(self.session, filter, qos1, mode, cursor, |c| {
-                sessions::start_feed(&backend.log, main, c, mode, queue.clone(), true)
+                sessions::start_feed(
+                    &backend.log,
+                    main,
+                    c,
+                    mode,
+                    queue.clone(),
+                    sessions::Fed::Tracked,
+                )
             })
     }
 }
