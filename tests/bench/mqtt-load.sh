@@ -76,7 +76,7 @@ kill %1; wait %1 2>/dev/null || true
 # mosquitto, anonymous, passing messages through
 plain=$(port)
 # (as many unacknowledged QoS 1 messages per client as the local broker allows)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 64\nmax_queued_messages 100000\n' \
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\nmax_queued_messages 100000\n' \
   "$plain" >"$data/mosquitto.conf"
 "$mosquitto" -c "$data/mosquitto.conf" >/dev/null 2>&1 &
 sleep 0.5

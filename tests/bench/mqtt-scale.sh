@@ -161,7 +161,7 @@ for i in $(seq 0 $((devices - 1))); do echo "dev$i@bench:secret"; done >"$data/p
 # (mosquitto started as root reads its files as the user mosquitto)
 chmod a+rx "$data"; chmod a+r "$data/passwords"
 # (as many unacknowledged QoS 1 messages per client as the local broker allows)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npassword_file %s\nmax_inflight_messages 64\nmax_queued_messages 100000\n' \
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npassword_file %s\nmax_inflight_messages 100\nmax_queued_messages 100000\n' \
   "$plain" "$data/passwords" >"$data/mosquitto.conf"
 "$mosquitto" -c "$data/mosquitto.conf" >/dev/null 2>&1 &
 mosquitto_pid=$!

@@ -10,7 +10,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 use std::time::Duration;
 
-/// More than the subscriber's 64 unacknowledged messages and its queue of 4,096.
+/// More than the subscriber's 100 unacknowledged messages and its queue of 4,096.
 const EVENTS: u64 = 6_000;
 
 #[tokio::test]
