@@ -923,18 +923,19 @@ impl Hub {
             // fed from the log (or being handed to its feed): the feed delivers this event
             // too, unless it caught up just before it and routing takes the subscription
             // back here
-            let taken_back = match (&sub.fed, &from_log) {
-                (Some(fed), Some((_, from_log))) => fed.handoff.take_back(from_log.event.sequence),
-                _ => false,
+            let position = match (&sub.fed, &from_log) {
+                (Some(fed), Some((_, from_log))) => Some(from_log.event.sequence)
+                    .filter(|position| fed.handoff.take_back(*position)),
+                _ => None,
             };
-            if !taken_back {
+            let Some(position) = position else {
                 return true;
-            }
+            };
             sub.behind.store(0, Ordering::Relaxed);
             self.caught_up.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 client_id = %entry.client_id,
-                position = from_log.as_ref().map_or(0, |(_, f)| f.event.sequence),
+                position,
                 "a subscriber caught up with the event log: its events are routed live again"
             );
         }
