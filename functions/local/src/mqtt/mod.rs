@@ -107,7 +107,19 @@ impl Broker {
                         let mut builder = ntex_server::net::build()
                             .workers(workers)
                             .shutdown_timeout(Seconds(3))
-                            .disable_signals();
+                            .disable_signals()
+                            .on_worker_start({
+                                let main = main.clone();
+                                // the broker's decisions read the store, which hands
+                                // its work to the main runtime's blocking pool: each
+                                // worker runs inside the main runtime's context for
+                                // the rest of its life (the guard is never dropped, so
+                                // never out of order)
+                                async move || {
+                                    std::mem::forget(main.enter());
+                                    Ok::<_, std::convert::Infallible>(())
+                                }
+                            });
                         if let Some(listener) = listeners.tcp {
                             let (backend, main) = (backend.clone(), main.clone());
                             builder = builder

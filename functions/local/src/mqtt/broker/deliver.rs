@@ -64,6 +64,10 @@ impl Outgoing {
     }
 }
 
+/// Messages a session's delivery hands its connection before it lets the worker's other
+/// tasks run.
+const DRAIN_TURN: u32 = 128;
+
 /// Feeds the session's queue to the client until either ends.
 pub(super) async fn run(
     outlet: impl Outlet,
@@ -72,6 +76,7 @@ pub(super) async fn run(
     close: Arc<Notify>,
     revoked: Arc<AtomicBool>,
 ) {
+    let mut sent = 0u32;
     loop {
         let push = tokio::select! {
             push = queue.recv() => match push { Some(push) => push, None => break },
@@ -88,6 +93,13 @@ pub(super) async fn run(
         let packet_id = push.qos1.then(|| outgoing.send(push.track));
         if !outlet.send(&push.delivery, packet_id) {
             break;
+        }
+        // a long queue is drained in turns of DRAIN_TURN messages, so the worker's other
+        // connections go on meanwhile (the write buffer's back-pressure reaches this
+        // loop only once the connection's dispatcher has run)
+        sent = sent.wrapping_add(1);
+        if sent.is_multiple_of(DRAIN_TURN) {
+            tokio::task::yield_now().await;
         }
     }
 }
