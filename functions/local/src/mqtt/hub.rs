@@ -924,12 +924,12 @@ impl Hub {
             // too, unless it caught up just before it and routing takes the subscription
             // back here
             let position = match (&sub.fed, &from_log) {
-                (Some(fed), Some((_, from_log))) => Some(from_log.event.sequence)
-                    .filter(|position| fed.handoff.take_back(*position)),
-                _ => None,
-            };
-            let Some(position) = position else {
-                return true;
+                (Some(fed), Some((_, from_log)))
+                    if fed.handoff.take_back(from_log.event.sequence) =>
+                {
+                    from_log.event.sequence
+                }
+                _ => return true,
             };
             sub.behind.store(0, Ordering::Relaxed);
             self.caught_up.fetch_add(1, Ordering::Relaxed);
