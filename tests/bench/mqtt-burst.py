@@ -1,0 +1,121 @@
+"""A device's burst just before its connection ends: one subscriber (Eclipse Paho)
+subscribes; a device connects over a raw socket (MQTT 3.1.1 or 5), writes N QoS 0
+publishes and then DISCONNECT (or nothing) in one write and closes at once; the number
+of the burst's messages the subscriber received within a few seconds is printed.
+
+  mqtt-burst.py HOST:PORT --filter F --device-topic T [--device-login ID:USER:PASS]
+                [--subscriber-login CLIENTID:USER:PASS] --count N --rounds R
+"""
+import argparse
+import json
+import socket
+import struct
+import time
+
+import paho.mqtt.client as mqtt
+
+
+def string(s):
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def packet(first, body):
+    length, rem = len(body), b""
+    while True:
+        digit, length = length % 128, length // 128
+        rem += bytes([digit | (0x80 if length else 0)])
+        if not length:
+            return bytes([first]) + rem + body
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("broker")
+    p.add_argument("--filter", required=True)
+    p.add_argument("--device-topic", required=True)
+    p.add_argument("--device-login")
+    p.add_argument("--subscriber-login")
+    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args()
+    host, port = a.broker.rsplit(":", 1)
+    port = int(port)
+
+    got = {}
+
+    def on_message(client, userdata, m):
+        try:
+            body = json.loads(m.payload)
+            body = body.get("data", body)
+            got.setdefault(body["burst"], set()).add(body["n"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+
+    sub_id = "burst-subscriber"
+    sub = None
+    if a.subscriber_login:
+        sub_id, user, password = a.subscriber_login.split(":", 2)
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=sub_id)
+    if a.subscriber_login:
+        sub.username_pw_set(user, password)
+    sub.on_message = on_message
+    sub.connect(host, port)
+    sub.subscribe(a.filter, qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+
+    burst = 0
+    for version in (4, 5):
+        for disconnect in (True, False):
+            received = []
+            for _ in range(a.rounds):
+                burst += 1
+                connect = string("MQTT") + bytes([version])
+                if a.device_login:
+                    client_id, user, password = a.device_login.split(":", 2)
+                    connect += bytes([0xC2]) + struct.pack("!H", 60)
+                else:
+                    client_id, user, password = f"burst-device-{burst}", None, None
+                    connect += bytes([0x02]) + struct.pack("!H", 60)
+                if version == 5:
+                    connect += b"\0"
+                connect += string(client_id)
+                if user is not None:
+                    connect += string(user) + string(password)
+                s = socket.create_connection((host, port))
+                s.sendall(packet(0x10, connect))
+                connack = s.recv(16)
+                assert connack[:1] == b"\x20", connack
+                data = b"".join(
+                    packet(
+                        0x30,
+                        string(a.device_topic)
+                        + (b"\0" if version == 5 else b"")
+                        + json.dumps({"burst": burst, "n": n}).encode(),
+                    )
+                    for n in range(a.count)
+                )
+                if disconnect:
+                    data += b"\xe0\0"
+                s.sendall(data)
+                s.close()
+                # until nothing more arrives for a second (at most 10 s)
+                last, waited = -1, 0
+                while waited < 10 and len(got.get(burst, ())) != last:
+                    last = len(got.get(burst, ()))
+                    time.sleep(1)
+                    waited += 1
+                received.append(len(got.get(burst, ())))
+            end = "DISCONNECT and close" if disconnect else "close"
+            mqtt_version = "3.1.1" if version == 4 else "5"
+            print(
+                f"  MQTT {mqtt_version}, {a.count} QoS 0 publishes then {end}: received "
+                + ", ".join(str(r) for r in received)
+                + f" (lossless rounds: {sum(r == a.count for r in received)} of {a.rounds})",
+                flush=True,
+            )
+    sub.loop_stop()
+
+
+main()
