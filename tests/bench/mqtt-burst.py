@@ -1,7 +1,8 @@
 """A device's burst just before its connection ends: one subscriber (Eclipse Paho)
 subscribes; a device connects over a raw socket (MQTT 3.1.1 or 5), writes N QoS 0
 publishes and then DISCONNECT (or nothing) in one write and closes at once; the number
-of the burst's messages the subscriber received within a few seconds is printed.
+of the burst's messages the subscriber received (until nothing more arrives for a
+second, at most 10 s) is printed.
 
   mqtt-burst.py HOST:PORT --filter F --device-topic T [--device-login ID:USER:PASS]
                 [--subscriber-login CLIENTID:USER:PASS] --count N --rounds R
@@ -52,13 +53,12 @@ def main():
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
 
-    sub_id = "burst-subscriber"
-    sub = None
+    sub_id, login = "burst-subscriber", None
     if a.subscriber_login:
-        sub_id, user, password = a.subscriber_login.split(":", 2)
+        sub_id, *login = a.subscriber_login.split(":", 2)
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=sub_id)
-    if a.subscriber_login:
-        sub.username_pw_set(user, password)
+    if login:
+        sub.username_pw_set(*login)
     sub.on_message = on_message
     sub.connect(host, port)
     sub.subscribe(a.filter, qos=1)
