@@ -30,6 +30,35 @@ def packet(first, body):
             return bytes([first]) + rem + body
 
 
+def read_packet(s):
+    """One whole packet from the socket."""
+    data = b""
+
+    def byte():
+        nonlocal data
+        b = s.recv(1)
+        if not b:
+            raise ConnectionError(f"the connection closed after {data!r}")
+        data += b
+        return b[0]
+
+    byte()
+    length, shift = 0, 0
+    while True:
+        digit = byte()
+        length += (digit & 0x7F) << shift
+        shift += 7
+        if not digit & 0x80:
+            break
+    while length:
+        chunk = s.recv(length)
+        if not chunk:
+            raise ConnectionError(f"the connection closed after {data!r}")
+        data += chunk
+        length -= len(chunk)
+    return data
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("broker")
@@ -85,7 +114,10 @@ def main():
                     connect += string(user) + string(password)
                 s = socket.create_connection((host, port))
                 s.sendall(packet(0x10, connect))
-                connack = s.recv(16)
+                # the whole CONNACK (an MQTT 5 one carries properties): closing with
+                # unread bytes would reset the connection, and a reset discards what
+                # the broker has not read yet, on any broker
+                connack = read_packet(s)
                 assert connack[:1] == b"\x20", connack
                 data = b"".join(
                     packet(
