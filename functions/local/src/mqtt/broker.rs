@@ -35,10 +35,18 @@ use ntex_io::IoBoxed;
 use ntex_mqtt::error::MqttError;
 use ntex_mqtt::{Control, MqttServer, Reason};
 use ntex_service::cfg::SharedCfg;
+use ntex_service::{Service, ServiceCtx};
 use ntex_service::{ServiceFactory, fn_factory_with_config, fn_service};
-use ntex_util::services::inflight::InFlight;
+use ntex_util::task::LocalWaker;
+use ntex_util::time::Millis;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::runtime::Handle;
+
+/// How long the publishes in flight of a closed connection may take to be handled.
+const DRAIN: Millis = Millis(5_000);
 
 /// Why a connection is closed.
 #[derive(Debug, Clone)]
@@ -58,28 +66,100 @@ impl From<()> for BrokerError {
     }
 }
 
-/// The publish service of a version's connections: each publish takes its turn as it
-/// arrives, before anything is awaited, and is handed to the version's `publish`.
-fn publishes<Sink, P, R, F>(
+/// The publish service of one connection. Each publish takes its turn as it arrives,
+/// before anything is awaited, and is handed to the version's `publish`.
+///
+/// How many publishes are in flight is limited before it, by ntex-mqtt
+/// ([`PUBLISHES_IN_FLIGHT`] and 64 KiB): beyond, the broker stops reading from the
+/// client, which slows it down rather than the broker filling its memory. (A readiness
+/// of its own would be asked again within each call, and a call waiting on it keeps the
+/// connection's dispatcher from seeing the service ready at all.) Its `shutdown` waits
+/// (at most [`DRAIN`]) for the publishes in flight, which ntex-mqtt would otherwise
+/// cancel when the connection ends: a client may write its publishes and close its
+/// socket at once.
+struct Publishes<S, P, F> {
+    session: ntex_mqtt::Session<S, Conn>,
+    publish: fn(Conn, publish::Turn, P) -> F,
+    in_flight: Rc<InFlight>,
+}
+
+/// A connection's publishes being handled.
+#[derive(Default)]
+struct InFlight {
+    count: Cell<usize>,
+    /// The service's shutdown, waiting for the last publish to end.
+    waiter: LocalWaker,
+}
+
+/// Holds a publish's place among those in flight until dropped.
+struct Slot(Rc<InFlight>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.count.set(self.0.count.get() - 1);
+        self.0.waiter.wake();
+    }
+}
+
+impl<S, P, F, R> Service<P> for Publishes<S, P, F>
+where
+    S: 'static,
+    P: 'static,
+    F: Future<Output = Result<R, BrokerError>>,
+{
+    type Response = R;
+    type Error = BrokerError;
+
+    async fn call(&self, p: P, _: ServiceCtx<'_, Self>) -> Result<R, BrokerError> {
+        self.in_flight.count.set(self.in_flight.count.get() + 1);
+        let slot = Slot(self.in_flight.clone());
+        let conn = Conn::clone(&self.session);
+        let turn = conn.turn();
+        let result = (self.publish)(conn, turn, p).await;
+        drop(slot);
+        result
+    }
+
+    async fn shutdown(&self) {
+        let drained = std::future::poll_fn(|cx| {
+            if self.in_flight.count.get() == 0 {
+                return Poll::Ready(());
+            }
+            self.in_flight.waiter.register(cx.waker());
+            Poll::Pending
+        });
+        if ntex_util::time::timeout(DRAIN, drained).await.is_err() {
+            tracing::warn!(
+                client_id = %self.session.client.client_id,
+                publishes = self.in_flight.count.get(),
+                "a closed MQTT connection's publishes were not handled within {} s; dropped",
+                DRAIN.0 / 1000
+            );
+        }
+    }
+}
+
+/// The publish service factory of a version's connections.
+fn publishes<S, P, F, R>(
     publish: fn(Conn, publish::Turn, P) -> F,
 ) -> impl ServiceFactory<
     P,
-    ntex_mqtt::Session<Sink, Conn>,
+    ntex_mqtt::Session<S, Conn>,
     Response = R,
     Error = BrokerError,
     InitError = BrokerError,
 >
 where
-    Sink: 'static,
+    S: 'static,
     P: 'static,
-    F: Future<Output = Result<R, BrokerError>>,
+    F: Future<Output = Result<R, BrokerError>> + 'static,
 {
-    fn_factory_with_config(async move |session: ntex_mqtt::Session<Sink, Conn>| {
-        Ok(fn_service(move |p: P| {
-            let conn = Conn::clone(&session);
-            let turn = conn.turn();
-            publish(conn, turn, p)
-        }))
+    fn_factory_with_config(async move |session: ntex_mqtt::Session<S, Conn>| {
+        Ok(Publishes {
+            session,
+            publish,
+            in_flight: Rc::default(),
+        })
     })
 }
 
@@ -161,7 +241,6 @@ pub fn service(
     (),
 > {
     let (b3, m3, b5, m5) = (backend.clone(), main.clone(), backend, main);
-    let in_flight = InFlight::new(PUBLISHES_IN_FLIGHT);
     MqttServer::new()
         // (the handshakes boxed: a connection's future would otherwise keep their room,
         // about 3 KB, for as long as the connection lives)
@@ -170,11 +249,11 @@ pub fn service(
         }))
         .protocol(controls(v3::control))
         .control(connection_control())
-        .publish(ntex_service::apply(in_flight, publishes(v3::publish))))
+        .publish(publishes(v3::publish)))
         .v5(ntex_mqtt::v5::MqttServer::new(fn_service(move |hs| {
             Box::pin(v5::handshake(b5.clone(), m5.clone(), hs))
         }))
         .protocol(controls(v5::control))
         .control(connection_control())
-        .publish(ntex_service::apply(in_flight, publishes(v5::publish))))
+        .publish(publishes(v5::publish)))
 }

@@ -53,11 +53,18 @@ fn mqtt_config() -> SharedCfgBuilder {
     SharedCfg::new("MQTT").add(
         ntex_mqtt::MqttServiceConfig::new()
             .set_max_qos(QoS::AtLeastOnce)
-            // QoS 1 publishes a client may have unacknowledged (MQTT 5 receive maximum)
+            // publishes a connection may have in flight (with 64 KiB of them; the MQTT 5
+            // receive maximum); beyond, the broker stops reading from it
             .set_max_receive(broker::PUBLISHES_IN_FLIGHT as u16)
+            // a publish read after the client's DISCONNECT (or close) was sent before
+            // it: handled, as a plain broker does
+            .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
             // QoS 1 messages to a client it has not acknowledged yet
             .set_max_send(MAX_UNACKNOWLEDGED)
             .set_max_size(MAX_PACKET)
+            // every publish decoded whole, never streamed in chunks (a streamed one
+            // could be lost when its connection ended: vendor/ntex-mqtt/PATCHED.md)
+            .set_min_chunk_size(MAX_PACKET + 1)
             .set_connect_timeout(Seconds(10))
             .set_handshake_timeout(Seconds(10)),
     )
@@ -107,19 +114,7 @@ impl Broker {
                         let mut builder = ntex_server::net::build()
                             .workers(workers)
                             .shutdown_timeout(Seconds(3))
-                            .disable_signals()
-                            .on_worker_start({
-                                let main = main.clone();
-                                // the broker's decisions read the store, which hands
-                                // its work to the main runtime's blocking pool: each
-                                // worker runs inside the main runtime's context for
-                                // the rest of its life (the guard is never dropped, so
-                                // never out of order)
-                                async move || {
-                                    std::mem::forget(main.enter());
-                                    Ok::<_, std::convert::Infallible>(())
-                                }
-                            });
+                            .disable_signals();
                         if let Some(listener) = listeners.tcp {
                             let (backend, main) = (backend.clone(), main.clone());
                             builder = builder

@@ -1,6 +1,7 @@
 //! `drogue-local` as users run it: the real binary on a loopback port, driven by `drg`
 //! 0.11, by HTTP, MQTT and CoAP clients, stopped by signals and restarted on the same data directory.
 
+mod burst;
 mod coap;
 mod coaps;
 mod commands;

@@ -102,6 +102,8 @@ pub struct ConnInner {
     pub(super) will: RefCell<Option<Will>>,
     /// Completes when the publish before the newest one is handled.
     pub(super) previous: RefCell<Option<oneshot::Receiver<()>>>,
+    /// Set when the client's access ended: what it sent before is not handled.
+    pub(super) revoked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::ops::Deref for Conn {
@@ -278,6 +280,7 @@ pub(super) async fn connect(
         expiry,
         will: RefCell::new(will),
         previous: RefCell::new(None),
+        revoked: revoked.clone(),
     }));
     let session_present = earlier.is_some();
     if let Some(state) = earlier {

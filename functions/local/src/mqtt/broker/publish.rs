@@ -71,6 +71,15 @@ impl ConnInner {
     /// client's policy and the ingest.
     pub(super) async fn publish(&self, mut turn: Turn, publish: PublishIn<'_>) -> Published {
         turn.wait().await;
+        // (a closed connection's publishes are still handled, but not once the client's
+        // access has ended)
+        if self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::debug!(client_id = %self.client.client_id, "MQTT publish after the client's access ended dropped");
+            return Published::Refused {
+                outcome: Outcome::NotAuthorized,
+                reason: "the client's access has ended",
+            };
+        }
         if !publish.refusable {
             // nothing to refuse it with: one over the device's rate waits for its turn
             self.shaped(publish.topic).await;

@@ -1,0 +1,192 @@
+//! A device's burst just before its connection ends is not lost: a device writes 2,000
+//! QoS 0 publishes, then DISCONNECT or nothing, in one write and closes its socket at
+//! once (as a device that wakes up, sends what it measured and sleeps again); an
+//! application receives every one of them, for MQTT 3.1.1 and 5. The burst spans many
+//! reads of the broker, so publishes split between two reads are among them.
+//!
+//! `tests/bench/mqtt-burst.sh` measures the same against mosquitto.
+//!
+//! And a client faster than the broker is slowed down, not read ahead of: the broker
+//! stops reading from a connection with 16 publishes (64 KiB) in flight.
+
+use super::mqtt_client::{Options, connect};
+use super::runner::LocalRunner;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BURST: u64 = 2_000;
+
+fn string(s: &str) -> Vec<u8> {
+    let mut out = u16::try_from(s.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// A packet: its first byte, remaining length and body.
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut length = body.len();
+    loop {
+        let digit = (length % 128) as u8;
+        length /= 128;
+        out.push(if length > 0 { digit | 0x80 } else { digit });
+        if length == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one whole packet (a CONNACK): its first byte and body. Closing with unread
+/// bytes would reset the connection, and a reset discards what the broker has not
+/// read yet.
+async fn read_packet(socket: &mut TcpStream) -> Vec<u8> {
+    let mut first = [0; 1];
+    socket.read_exact(&mut first).await.unwrap();
+    let (mut length, mut shift) = (0usize, 0);
+    loop {
+        let mut digit = [0; 1];
+        socket.read_exact(&mut digit).await.unwrap();
+        length += usize::from(digit[0] & 0x7F) << shift;
+        shift += 7;
+        if digit[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut rest = vec![0; length];
+    socket.read_exact(&mut rest).await.unwrap();
+    [first.to_vec(), rest].concat()
+}
+
+/// Connects as dev1 (MQTT `version` 4 or 5), writes the burst `burst` (then DISCONNECT
+/// if asked) in one write and closes the socket.
+async fn burst(server: &LocalRunner, version: u8, burst: u64, disconnect: bool) {
+    let mut socket = device(server, version).await;
+    let mut data = Vec::new();
+    for n in 0..BURST {
+        data.extend(publish(
+            version,
+            format!(r#"{{"burst":{burst},"n":{n}}}"#).as_bytes(),
+        ));
+    }
+    if disconnect {
+        data.extend([0xE0, 0]);
+    }
+    socket.write_all(&data).await.unwrap();
+    drop(socket);
+}
+
+/// A QoS 0 PUBLISH of dev1 on `dt/app1/dev1/burst`.
+fn publish(version: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = string("dt/app1/dev1/burst");
+    if version == 5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(payload);
+    packet(0x30, &body)
+}
+
+/// dev1's connection, accepted.
+async fn device(server: &LocalRunner, version: u8) -> TcpStream {
+    let mut socket = TcpStream::connect(server.mqtt).await.unwrap();
+    let mut connect = string("MQTT");
+    connect.push(version);
+    connect.push(0xC2); // user name, password, clean session
+    connect.extend_from_slice(&60u16.to_be_bytes());
+    if version == 5 {
+        connect.push(0); // no properties
+    }
+    for s in ["dev1@app1", "dev1@app1", "secret"] {
+        connect.extend(string(s));
+    }
+    socket.write_all(&packet(0x10, &connect)).await.unwrap();
+    let connack = read_packet(&mut socket).await;
+    assert_eq!(connack[0], 0x20, "CONNACK: {connack:?}");
+    // (the return code, or the MQTT 5 reason code, follows the flags)
+    assert_eq!(connack[2], 0, "the device is accepted: {connack:?}");
+    socket
+}
+
+/// Registers dev1 (password "secret") in app1.
+async fn register(server: &LocalRunner) {
+    let body = serde_json::json!({"metadata": {"name": "dev1"},
+        "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}});
+    assert_eq!(
+        server
+            .post("/api/registry/v1alpha1/apps/app1/devices", &body)
+            .await,
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_burst_just_before_the_connection_ends_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // no rate limit: a burst over the device's rate would wait for it
+    let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
+    let (user, key) = super::resume::setup(&server).await;
+    register(&server).await;
+    let mut app = connect(
+        server.mqtt,
+        Options::v5(&format!("{user}/burst")).login(&user, &key),
+    )
+    .await
+    .unwrap();
+    assert!(app.subscribed("app/app1", false).await);
+
+    let mut number = 0;
+    for version in [4, 5] {
+        for disconnect in [true, false] {
+            number += 1;
+            burst(&server, version, number, disconnect).await;
+            let mut got = BTreeSet::new();
+            while got.len() < BURST as usize {
+                let Ok(event) = tokio::time::timeout(Duration::from_secs(10), app.event()).await
+                else {
+                    break;
+                };
+                let data = &event.json()["data"];
+                if data["burst"] == number {
+                    got.insert(data["n"].as_u64().unwrap());
+                }
+            }
+            let missing: Vec<u64> = (0..BURST).filter(|n| !got.contains(n)).collect();
+            assert!(
+                missing.is_empty(),
+                "MQTT {version}, DISCONNECT {disconnect}: {} of {BURST} missing, from {:?}",
+                missing.len(),
+                missing.first()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_faster_than_the_broker_is_not_read_ahead_of() {
+    let dir = tempfile::tempdir().unwrap();
+    // one publish a second: the broker handles 16 at a time and waits
+    let server =
+        LocalRunner::start_with(dir.path(), &["--publish-rate", "1", "--publish-burst", "1"]).await;
+    super::resume::setup(&server).await;
+    register(&server).await;
+    for version in [4, 5] {
+        let mut socket = device(&server, version).await;
+        // 48 MiB of 1 KiB publishes: far more than the kernel's socket buffers hold, so
+        // the write can only end if the broker reads on regardless
+        let one = publish(version, &[b'x'; 1024]);
+        let data: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * 48 * 1024)
+            .collect();
+        let written = tokio::time::timeout(Duration::from_secs(5), socket.write_all(&data)).await;
+        assert!(
+            written.is_err(),
+            "MQTT {version}: the broker read 48 MiB of publishes it handles one a second"
+        );
+    }
+}
