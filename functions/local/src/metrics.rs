@@ -43,6 +43,9 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_mqtt_sessions MQTT connections of the local broker.\n\
          # TYPE drogue_mqtt_sessions gauge\n\
          drogue_mqtt_sessions {}\n\
+         # HELP drogue_mqtt_publishes_in_flight MQTT publishes read and being handled (at most 16 per connection).\n\
+         # TYPE drogue_mqtt_publishes_in_flight gauge\n\
+         drogue_mqtt_publishes_in_flight {}\n\
          # HELP drogue_mqtt_dropped_total Messages dropped for MQTT subscribers that fell behind (QoS 0, wildcards, shared groups, commands).\n\
          # TYPE drogue_mqtt_dropped_total counter\n\
          drogue_mqtt_dropped_total {}\n\
@@ -61,6 +64,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
         verified.slow_checks(),
         verified.len(),
         m.mqtt.sessions(),
+        m.mqtt.publishes_in_flight(),
         m.mqtt.dropped(),
         m.mqtt.fell_behind(),
         m.mqtt.caught_up(),

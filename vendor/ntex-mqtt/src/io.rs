@@ -396,6 +396,16 @@ where
             let response_idx = self.state.base.get().wrapping_add(queue.len());
             queue.push_back(ServiceResult::Pending);
 
+            // the call starts here, not when its task first runs, so that the service's
+            // readiness (the publishes in flight) counts it before the next packet is
+            // decoded; otherwise a whole read buffer's packets were called at once
+            // (PATCHED.md)
+            if let Poll::Ready(res) = Pin::new(&mut fut).poll(cx) {
+                drop(queue);
+                let _ = self.state.handle_result(res, response_idx, self.io.as_ref(), &self.codec);
+                return;
+            }
+
             let st = self.io.get_ref();
             let codec = self.codec.clone();
             let state = self.state.clone();

@@ -30,6 +30,7 @@ mod v5;
 pub use publish::PUBLISHES_IN_FLIGHT;
 
 use super::backend::Backend;
+use super::hub::Hub;
 use connect::Conn;
 use ntex_io::IoBoxed;
 use ntex_mqtt::error::MqttError;
@@ -45,7 +46,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use tokio::runtime::Handle;
 
-/// How long the publishes in flight of a closed connection may take to be handled.
+/// How long a closed connection's publishes in flight may go without one of them ending
+/// before the rest are dropped.
 const DRAIN: Millis = Millis(5_000);
 
 /// Why a connection is closed.
@@ -70,13 +72,14 @@ impl From<()> for BrokerError {
 /// before anything is awaited, and is handed to the version's `publish`.
 ///
 /// How many publishes are in flight is limited before it, by ntex-mqtt
-/// ([`PUBLISHES_IN_FLIGHT`] and 64 KiB): beyond, the broker stops reading from the
-/// client, which slows it down rather than the broker filling its memory. (A readiness
-/// of its own would be asked again within each call, and a call waiting on it keeps the
-/// connection's dispatcher from seeing the service ready at all.) Its `shutdown` waits
-/// (at most [`DRAIN`]) for the publishes in flight, which ntex-mqtt would otherwise
-/// cancel when the connection ends: a client may write its publishes and close its
-/// socket at once.
+/// ([`PUBLISHES_IN_FLIGHT`] and 64 KiB, counted as each is decoded): beyond, the broker
+/// stops reading from the client, which slows it down rather than the broker filling its
+/// memory. (A readiness of its own would be asked again within each call, and a call
+/// waiting on it keeps the connection's dispatcher from seeing the service ready at all.)
+/// Its `shutdown` waits for the publishes in flight, which ntex-mqtt would otherwise
+/// cancel when the connection ends (a client may write its publishes and close its
+/// socket at once), as long as they go on ending: after [`DRAIN`] without one ending, the
+/// rest are dropped with a warning.
 struct Publishes<S, P, F> {
     session: ntex_mqtt::Session<S, Conn>,
     publish: fn(Conn, publish::Turn, P) -> F,
@@ -84,19 +87,29 @@ struct Publishes<S, P, F> {
 }
 
 /// A connection's publishes being handled.
-#[derive(Default)]
 struct InFlight {
     count: Cell<usize>,
-    /// The service's shutdown, waiting for the last publish to end.
+    /// The service's shutdown, waiting for a publish to end.
     waiter: LocalWaker,
+    /// The broker's publishes in flight, for the metrics.
+    hub: Arc<Hub>,
 }
 
 /// Holds a publish's place among those in flight until dropped.
 struct Slot(Rc<InFlight>);
 
+impl Slot {
+    fn new(in_flight: &Rc<InFlight>) -> Self {
+        in_flight.count.set(in_flight.count.get() + 1);
+        in_flight.hub.publish_started();
+        Self(in_flight.clone())
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.count.set(self.0.count.get() - 1);
+        self.0.hub.publish_ended();
         self.0.waiter.wake();
     }
 }
@@ -111,8 +124,7 @@ where
     type Error = BrokerError;
 
     async fn call(&self, p: P, _: ServiceCtx<'_, Self>) -> Result<R, BrokerError> {
-        self.in_flight.count.set(self.in_flight.count.get() + 1);
-        let slot = Slot(self.in_flight.clone());
+        let slot = Slot::new(&self.in_flight);
         let conn = Conn::clone(&self.session);
         let turn = conn.turn();
         let result = (self.publish)(conn, turn, p).await;
@@ -121,20 +133,27 @@ where
     }
 
     async fn shutdown(&self) {
-        let drained = std::future::poll_fn(|cx| {
-            if self.in_flight.count.get() == 0 {
-                return Poll::Ready(());
+        loop {
+            let before = self.in_flight.count.get();
+            if before == 0 {
+                return;
             }
-            self.in_flight.waiter.register(cx.waker());
-            Poll::Pending
-        });
-        if ntex_util::time::timeout(DRAIN, drained).await.is_err() {
-            tracing::warn!(
-                client_id = %self.session.client.client_id,
-                publishes = self.in_flight.count.get(),
-                "a closed MQTT connection's publishes were not handled within {} s; dropped",
-                DRAIN.0 / 1000
-            );
+            let one_ended = std::future::poll_fn(|cx| {
+                if self.in_flight.count.get() < before {
+                    return Poll::Ready(());
+                }
+                self.in_flight.waiter.register(cx.waker());
+                Poll::Pending
+            });
+            if ntex_util::time::timeout(DRAIN, one_ended).await.is_err() {
+                tracing::warn!(
+                    client_id = %self.session.client.client_id,
+                    publishes = before,
+                    "a closed MQTT connection's publishes stopped being handled for {} s; dropped",
+                    DRAIN.0 / 1000
+                );
+                return;
+            }
         }
     }
 }
@@ -155,10 +174,15 @@ where
     F: Future<Output = Result<R, BrokerError>> + 'static,
 {
     fn_factory_with_config(async move |session: ntex_mqtt::Session<S, Conn>| {
+        let in_flight = Rc::new(InFlight {
+            count: Cell::new(0),
+            waiter: LocalWaker::new(),
+            hub: session.backend.hub.clone(),
+        });
         Ok(Publishes {
             session,
             publish,
-            in_flight: Rc::default(),
+            in_flight,
         })
     })
 }

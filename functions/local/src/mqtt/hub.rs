@@ -337,6 +337,7 @@ pub struct Hub {
     caught_up: AtomicU64,
     rechecks: AtomicU64,
     waiting_for_change: AtomicU64,
+    publishes_in_flight: AtomicU64,
     sessions: RwLock<Sessions>,
     limits: ConnectionLimits,
     /// Feeds the subscriptions that fell behind from the log; without one, they drop.
@@ -716,6 +717,21 @@ impl Hub {
     /// Sessions whose recheck waits for a registry change.
     pub fn rechecks_waiting(&self) -> u64 {
         self.waiting_for_change.load(Ordering::Relaxed)
+    }
+
+    /// Counts a publish of a connection as being handled, until [`Hub::publish_ended`].
+    pub fn publish_started(&self) {
+        self.publishes_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a publish counted by [`Hub::publish_started`] as handled.
+    pub fn publish_ended(&self) {
+        self.publishes_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Publishes of all connections being handled (read and not yet answered).
+    pub fn publishes_in_flight(&self) -> u64 {
+        self.publishes_in_flight.load(Ordering::Relaxed)
     }
 
     /// Live sessions.

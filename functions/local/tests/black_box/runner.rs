@@ -45,7 +45,11 @@ impl LocalRunner {
             .arg("--ready-file")
             .arg(&ready)
             .args(options)
-            .env("RUST_LOG", "warn")
+            // (`DROGUE_TEST_LOG` sets it otherwise, to look into a failing test)
+            .env(
+                "RUST_LOG",
+                std::env::var("DROGUE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

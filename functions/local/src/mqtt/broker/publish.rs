@@ -71,18 +71,16 @@ impl ConnInner {
     /// client's policy and the ingest.
     pub(super) async fn publish(&self, mut turn: Turn, publish: PublishIn<'_>) -> Published {
         turn.wait().await;
-        // (a closed connection's publishes are still handled, but not once the client's
-        // access has ended)
-        if self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
-            tracing::debug!(client_id = %self.client.client_id, "MQTT publish after the client's access ended dropped");
-            return Published::Refused {
-                outcome: Outcome::NotAuthorized,
-                reason: "the client's access has ended",
-            };
+        if let Some(refused) = self.refused_if_revoked() {
+            return refused;
         }
         if !publish.refusable {
             // nothing to refuse it with: one over the device's rate waits for its turn
             self.shaped(publish.topic).await;
+            // (access may have ended while it waited)
+            if let Some(refused) = self.refused_if_revoked() {
+                return refused;
+            }
         } else if let Err(wait) = self.backend.admit(&self.client, publish.topic) {
             tracing::debug!(client_id = %self.client.client_id, ?wait, "MQTT publish over the rate limit refused");
             return Published::TooFast(wait);
@@ -97,6 +95,19 @@ impl ConnInner {
             Outcome::Unavailable => "the event stream is unavailable",
         };
         Published::Refused { outcome, reason }
+    }
+
+    /// A closed connection's publishes are still handled, but not once the client's
+    /// access has ended.
+    fn refused_if_revoked(&self) -> Option<Published> {
+        if !self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        tracing::debug!(client_id = %self.client.client_id, "MQTT publish after the client's access ended dropped");
+        Some(Published::Refused {
+            outcome: Outcome::NotAuthorized,
+            reason: "the client's access has ended",
+        })
     }
 
     /// Waits until the device may publish again under its rate limit. Publishes of one
