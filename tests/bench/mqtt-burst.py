@@ -2,10 +2,11 @@
 subscribes; a device connects over a raw socket (MQTT 3.1.1 or 5), writes N QoS 0
 publishes and then DISCONNECT (or nothing) in one write and closes at once; the number
 of the burst's messages the subscriber received (until nothing more arrives for a
-second, at most 10 s) is printed.
+second, at most --max-wait s, default 10) is printed, and how long after the close the
+last one came.
 
   mqtt-burst.py HOST:PORT --filter F --device-topic T [--device-login ID:USER:PASS]
-                [--subscriber-login CLIENTID:USER:PASS] --count N --rounds R
+                [--subscriber-login CLIENTID:USER:PASS] --count N --rounds R [--max-wait S]
 """
 import argparse
 import json
@@ -68,17 +69,20 @@ def main():
     p.add_argument("--subscriber-login")
     p.add_argument("--count", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--max-wait", type=int, default=10)
     a = p.parse_args()
     host, port = a.broker.rsplit(":", 1)
     port = int(port)
 
     got = {}
+    last_at = {}
 
     def on_message(client, userdata, m):
         try:
             body = json.loads(m.payload)
             body = body.get("data", body)
             got.setdefault(body["burst"], set()).add(body["n"])
+            last_at[body["burst"]] = time.monotonic()
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
 
@@ -97,7 +101,7 @@ def main():
     burst = 0
     for version in (4, 5):
         for disconnect in (True, False):
-            received = []
+            received, took = [], []
             for _ in range(a.rounds):
                 burst += 1
                 connect = string("MQTT") + bytes([version])
@@ -132,19 +136,22 @@ def main():
                     data += b"\xe0\0"
                 s.sendall(data)
                 s.close()
-                # until nothing more arrives for a second (at most 10 s)
+                closed = time.monotonic()
+                # until nothing more arrives for a second (at most --max-wait s)
                 last, waited = -1, 0
-                while waited < 10 and len(got.get(burst, ())) != last:
+                while waited < a.max_wait and len(got.get(burst, ())) != last:
                     last = len(got.get(burst, ()))
                     time.sleep(1)
                     waited += 1
                 received.append(len(got.get(burst, ())))
+                took.append(last_at.get(burst, closed) - closed)
             end = "DISCONNECT and close" if disconnect else "close"
             mqtt_version = "3.1.1" if version == 4 else "5"
             print(
                 f"  MQTT {mqtt_version}, {a.count} QoS 0 publishes then {end}: received "
                 + ", ".join(str(r) for r in received)
-                + f" (lossless rounds: {sum(r == a.count for r in received)} of {a.rounds})",
+                + f" (lossless rounds: {sum(r == a.count for r in received)} of {a.rounds};"
+                + f" last one {max(took):.1f} s after the close at most)",
                 flush=True,
             )
     sub.loop_stop()
