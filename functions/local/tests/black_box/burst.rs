@@ -9,7 +9,8 @@
 //!
 //! And a client faster than the broker is slowed down, not read ahead of: the broker
 //! handles at most 16 publishes of a connection at once, however many one read brings,
-//! and stops reading from it meanwhile.
+//! and stops reading from it meanwhile. Those waiting on the device's rate limit when
+//! its access ends (its password changed) are dropped, not taken.
 
 use super::mqtt_client::{Options, connect};
 use super::runner::LocalRunner;
@@ -253,4 +254,79 @@ async fn a_client_faster_than_the_broker_is_not_read_ahead_of() {
         );
         drop(socket);
     }
+}
+
+#[tokio::test]
+async fn publishes_waiting_on_the_rate_limit_are_dropped_when_the_device_loses_its_access() {
+    let dir = tempfile::tempdir().unwrap();
+    // one publish every 3.3 s, the first at once
+    let server = LocalRunner::start_with(
+        dir.path(),
+        &["--publish-rate", "0.3", "--publish-burst", "1"],
+    )
+    .await;
+    let mut app = application(&server).await;
+    const COUNT: u64 = 30;
+    let mut socket = device(&server, 4).await;
+    let connected = Instant::now();
+    let mut data = Vec::new();
+    for n in 0..COUNT {
+        data.extend(publish(4, format!(r#"{{"burst":1,"n":{n}}}"#).as_bytes()));
+    }
+    socket.write_all(&data).await.unwrap();
+    let (first, _) = receive(&mut app, 1, 2, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 2, "the first publishes, at the device's rate");
+
+    // the password changes (3.3 s after the connect): the broker decides a device's
+    // access again at its session's next tick (every 5 s from its connect), when a
+    // publish is 1.7 s into its wait for the rate limit and 15 wait behind it; none of
+    // them may become an event
+    let body = serde_json::json!({"metadata": {"name": "dev1", "application": "app1"},
+        "spec": {"authentication": {"credentials": [{"pass": "changed"}]}}});
+    let status = server
+        .put("/api/registry/v1alpha1/apps/app1/devices/dev1", &body)
+        .await;
+    assert!(
+        (200..300).contains(&status),
+        "the password change: {status}"
+    );
+    let tick = Duration::from_secs(5);
+    let ticks = connected.elapsed().as_nanos().div_ceil(tick.as_nanos());
+    let revoked = connected + tick * u32::try_from(ticks).unwrap();
+
+    let mut closed = false;
+    let mut buf = [0; 64];
+    let mut late = Vec::new();
+    let mut received = first.len();
+    // (one taken just before the decision may arrive just after it)
+    let watched_until = revoked + Duration::from_secs(6);
+    while Instant::now() < watched_until {
+        tokio::select! {
+            read = socket.read(&mut buf), if !closed => {
+                // (an error is a reset: closed too)
+                closed = !matches!(read, Ok(n) if n > 0);
+            }
+            // (in short waits: a wait for an event panics after 10 s)
+            event = tokio::time::timeout(Duration::from_millis(500), app.event()) => {
+                if let Ok(event) = event {
+                    let data = &event.json()["data"];
+                    if data["burst"] == 1 {
+                        received += 1;
+                        if Instant::now() > revoked + Duration::from_secs(1) {
+                            late.push(data["n"].clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        closed,
+        "the broker ends the connection of a device whose password changed"
+    );
+    assert!(
+        late.is_empty(),
+        "events taken after the device lost its access: {late:?} ({received} of {COUNT} in all)"
+    );
+    assert!(received < COUNT as usize, "{received} of {COUNT}");
 }

@@ -160,6 +160,21 @@ impl LocalRunner {
             .as_u16()
     }
 
+    /// A PUT as the administrator; the status.
+    pub async fn put(&self, path: &str, body: &serde_json::Value) -> u16 {
+        let token = self.admin_token();
+        let (user, token) = token.split_once(':').unwrap();
+        reqwest::Client::new()
+            .put(format!("{}{path}", self.base))
+            .basic_auth(user, Some(token))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// A POST as the administrator; the JSON answer (which must be a success).
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
         let token = self.admin_token();
