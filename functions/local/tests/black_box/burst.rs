@@ -3,7 +3,8 @@
 //! once (as a device that wakes up, sends what it measured and sleeps again); an
 //! application receives every one of them once, for MQTT 3.1.1 and 5. The burst spans
 //! many reads of the broker, so publishes split between two reads are among them.
-//! Over the device's rate limit, such a burst is handled at that rate after the close.
+//! Over the device's rate limit, such a burst is handled at that rate after the close,
+//! also when the device connects again meanwhile and takes its session over.
 //!
 //! `tests/bench/mqtt-burst.sh` measures the same against mosquitto.
 //!
@@ -329,4 +330,29 @@ async fn publishes_waiting_on_the_rate_limit_are_dropped_when_the_device_loses_i
         "events taken after the device lost its access: {late:?} ({received} of {COUNT} in all)"
     );
     assert!(received < COUNT as usize, "{received} of {COUNT}");
+}
+
+#[tokio::test]
+async fn a_session_taken_over_while_its_closed_connection_drains_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 a second: the closed connection's publishes take 9.5 s
+    let server =
+        LocalRunner::start_with(dir.path(), &["--publish-rate", "2", "--publish-burst", "1"]).await;
+    let mut app = application(&server).await;
+    const COUNT: u64 = 20;
+    for version in [4, 5] {
+        let number = u64::from(version);
+        burst(&server, version, number, COUNT, false).await;
+        // the device connects again with the same client id while the burst is handled
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = device(&server, version).await;
+        let (got, twice) = receive(&mut app, number, COUNT, Duration::from_secs(8)).await;
+        assert_eq!(
+            got.len(),
+            COUNT as usize,
+            "MQTT {version}: received {got:?} of {COUNT}"
+        );
+        assert_eq!(twice, 0, "MQTT {version}: events received twice");
+        drop(again);
+    }
 }
