@@ -147,25 +147,19 @@ impl LocalRunner {
 
     /// A POST as the administrator; the status.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> u16 {
-        let token = self.admin_token();
-        let (user, token) = token.split_once(':').unwrap();
-        reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .basic_auth(user, Some(token))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        self.send(reqwest::Method::POST, path, body).await
     }
 
     /// A PUT as the administrator; the status.
     pub async fn put(&self, path: &str, body: &serde_json::Value) -> u16 {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: &serde_json::Value) -> u16 {
         let token = self.admin_token();
         let (user, token) = token.split_once(':').unwrap();
         reqwest::Client::new()
-            .put(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .basic_auth(user, Some(token))
             .json(body)
             .send()
