@@ -2,6 +2,10 @@
 # HTTP telemetry through drogue-local (release build, password auth, keep-alive) against
 # a bare hyper server answering 202, with the same load generator in the same run; and
 # the share of requests that ran a slow password hash (from drogue-local's /metrics).
+# Every request is numbered; after the run an application's MQTT 5 persistent session,
+# subscribed before it, reads back every event it missed from the event log, and every
+# request answered 202 must be among them by id ("by id: ... acknowledged never
+# received"; the load generator fails otherwise). The broker is idle during the run.
 #
 #   tests/bench/telemetry-load.sh [seconds] [connections] [devices]
 set -euo pipefail
@@ -22,8 +26,9 @@ fi
 data=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$data"' EXIT
 
-RUST_LOG=warn "$bin/drogue-local" --coap-bind off --coaps-bind off --data-dir "$data" --mqtt-bind off --mqtts-bind off --http-bind 127.0.0.1:18080 --https-bind off \
-  --publish-rate 0 >/dev/null &
+# (the event log keeps every event of the run, for the check by id)
+RUST_LOG=warn "$bin/drogue-local" --coap-bind off --coaps-bind off --data-dir "$data" --mqtt-bind 127.0.0.1:18083 --mqtts-bind off --http-bind 127.0.0.1:18080 --https-bind off \
+  --publish-rate 0 --event-retention 10000000 >/dev/null &
 "$bin/drogue-loadgen" bare-server --bind 127.0.0.1:18081 --accepted >/dev/null &
 for _ in $(seq 1 100); do
   curl -fs -o /dev/null http://127.0.0.1:18080/.well-known/drogue-version && break
@@ -40,7 +45,7 @@ checks() { curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_device_passwo
 commits() { curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_event_commits_total/ {print $2}'; }
 
 echo "machine: $(nproc) cores, $(uname -m); $connections connections; $devices devices"
-"$bin/drogue-loadgen" run http://127.0.0.1:18081/v1/telemetry --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" | tee "$data/bare"
+"$bin/drogue-loadgen" run http://127.0.0.1:18081/v1/telemetry --body '{"temp":21.5}' --numbered --seconds "$seconds" --connections "$connections" | tee "$data/bare"
 # one warm-up request per device fills the verification cache
 for i in $(seq 1 "$devices"); do
   curl -fs -u "device$i@bench:secret$i" -X POST http://127.0.0.1:18080/v1/telemetry -d '{}' >/dev/null
@@ -50,9 +55,10 @@ before=$(checks); commits_before=$(commits)
 credentials=()
 for i in $(seq 1 "$devices"); do credentials+=(--basic "device$i@bench:secret$i"); done
 "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
-  --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" | tee "$data/local"
+  --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
+  --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench | tee "$data/local"
 after=$(checks); commits_after=$(commits)
-total=$(sed -E 's/.*: ([0-9]+) requests in.*/\1/' "$data/local")
+total=$(sed -nE 's/.*: ([0-9]+) requests in.*/\1/p' "$data/local")
 bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
 python3 - <<PY
 total, seconds, bare = $total, $seconds, $bare

@@ -1,5 +1,6 @@
 //! `drogue-loadgen run`: requests over N keep-alive HTTP/1.1 connections for a while,
-//! then the throughput and latency percentiles.
+//! then the throughput and latency percentiles; with `--by-id`, every acknowledged
+//! request is then looked up among an application's events (see `byid.rs`).
 //! `drogue-loadgen mqtt`: MQTT devices connect, then publish to subscribed applications
 //! (see `mqtt.rs`).
 //! `drogue-loadgen catch-up`: a resuming consumer's catch-up rate (see `catchup.rs`).
@@ -7,6 +8,7 @@
 //! `drogue-loadgen bare-server`: the baseline, a bare `hyper` server answering a fixed
 //! status with an empty body.
 
+mod byid;
 mod catchup;
 mod coap;
 mod mqtt;
@@ -46,6 +48,22 @@ enum Mode {
         /// POST this body (as `application/json`) instead of GETting.
         #[arg(long)]
         body: Option<String>,
+        /// Number each request: the body (a JSON object) also carries the connection's
+        /// index and the request's number (`"lg_d"`, `"lg_n"`).
+        #[arg(long, requires = "body")]
+        numbered: bool,
+        /// `host:port` of the MQTT broker where an application receives the events of
+        /// the requests: an MQTT 5 persistent session subscribes to `--filter` before the
+        /// run and reads back after it every event it missed; every acknowledged request
+        /// must be among them, by id. Implies `--numbered`.
+        #[arg(long, requires_all = ["body", "subscriber"])]
+        by_id: Option<String>,
+        /// The application's `user:token` (with `--by-id`).
+        #[arg(long)]
+        subscriber: Option<String>,
+        /// What the application subscribes to (with `--by-id`).
+        #[arg(long, default_value = "app/bench")]
+        filter: String,
     },
     /// Measure the time from a command's drop-off to its arrival at a device that
     /// long-polls over HTTP.
@@ -127,6 +145,24 @@ struct Load {
     authority: String,
     authorizations: Vec<String>,
     body: Option<Bytes>,
+    /// Whether each body carries the connection's index and the request's number.
+    numbered: bool,
+}
+
+impl Load {
+    /// The body of request `n` of connection `index`.
+    fn body(&self, index: usize, n: u64) -> Bytes {
+        match &self.body {
+            Some(body) if self.numbered => {
+                let rest = body.strip_prefix(b"{").unwrap_or(body);
+                let rest = std::str::from_utf8(rest).unwrap_or("}").trim_start();
+                let separator = if rest.starts_with('}') { "" } else { "," };
+                Bytes::from(format!(r#"{{"lg_d":{index},"lg_n":{n}{separator}{rest}"#))
+            }
+            Some(body) => body.clone(),
+            None => Bytes::new(),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -138,7 +174,17 @@ fn main() -> anyhow::Result<()> {
             seconds,
             basic,
             body,
+            numbered,
+            by_id,
+            subscriber,
+            filter,
         } => {
+            if let Some(body) = &body {
+                anyhow::ensure!(
+                    !(numbered || by_id.is_some()) || body.trim_start().starts_with('{'),
+                    "--numbered and --by-id take a JSON object as --body"
+                );
+            }
             let load = Load {
                 authority: url.authority().context("the URL needs a host")?.to_string(),
                 url,
@@ -152,8 +198,21 @@ fn main() -> anyhow::Result<()> {
                     })
                     .collect(),
                 body: body.map(Bytes::from),
+                numbered: numbered || by_id.is_some(),
             };
-            rt.block_on(run(std::sync::Arc::new(load), connections, seconds))
+            rt.block_on(async move {
+                let verifier = match (&by_id, &subscriber) {
+                    (Some(broker), Some(subscriber)) => {
+                        Some(byid::Verifier::subscribe(broker, subscriber, &filter).await?)
+                    }
+                    _ => None,
+                };
+                let acknowledged = run(std::sync::Arc::new(load), connections, seconds).await?;
+                match verifier {
+                    Some(verifier) => verifier.check(&acknowledged).await,
+                    None => Ok(()),
+                }
+            })
         }
         Mode::CommandLatency {
             base,
@@ -208,19 +267,21 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// One connection's requests until the deadline: latencies and failures.
+/// One connection's requests until the deadline: latencies, failures and the numbers of
+/// the acknowledged requests.
 async fn connection(
     load: std::sync::Arc<Load>,
     index: usize,
     deadline: Instant,
-) -> anyhow::Result<(Vec<Duration>, u64)> {
+) -> anyhow::Result<(Vec<Duration>, u64, Vec<u64>)> {
     let authorization = (!load.authorizations.is_empty())
         .then(|| load.authorizations[index % load.authorizations.len()].clone());
     let stream = TcpStream::connect(&load.authority).await?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let (mut latencies, mut failures) = (Vec::new(), 0u64);
+    let (mut latencies, mut failures, mut acknowledged) = (Vec::new(), 0u64, Vec::new());
+    let mut n = 0;
     while Instant::now() < deadline {
         let mut request = match &load.body {
             Some(_) => Request::post(load.url.clone()).header("content-type", "application/json"),
@@ -231,26 +292,36 @@ async fn connection(
             request = request.header("authorization", auth);
         }
         let started = Instant::now();
-        let payload = Full::new(load.body.clone().unwrap_or_default());
+        let payload = Full::new(load.body(index, n));
         let response = sender.send_request(request.body(payload)?).await?;
         let ok = response.status().is_success();
         response.into_body().collect().await?;
         latencies.push(started.elapsed());
         failures += u64::from(!ok);
+        if ok && load.numbered {
+            acknowledged.push(n);
+        }
+        n += 1;
     }
-    Ok((latencies, failures))
+    Ok((latencies, failures, acknowledged))
 }
 
-async fn run(load: std::sync::Arc<Load>, connections: usize, seconds: u64) -> anyhow::Result<()> {
+/// The run; per connection, the numbers of its acknowledged requests (when numbered).
+async fn run(
+    load: std::sync::Arc<Load>,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<Vec<Vec<u64>>> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..connections)
         .map(|i| tokio::spawn(connection(load.clone(), i, deadline)))
         .collect();
-    let (mut all, mut failures) = (Vec::new(), 0);
+    let (mut all, mut failures, mut acknowledged) = (Vec::new(), 0, Vec::new());
     for worker in workers {
-        let (latencies, failed) = worker.await??;
+        let (latencies, failed, numbers) = worker.await??;
         all.extend(latencies);
         failures += failed;
+        acknowledged.push(numbers);
     }
     anyhow::ensure!(!all.is_empty(), "no request was answered");
     all.sort();
@@ -264,7 +335,7 @@ async fn run(load: std::sync::Arc<Load>, connections: usize, seconds: u64) -> an
         pct(0.99),
     );
     anyhow::ensure!(failures == 0, "{failures} requests failed");
-    Ok(())
+    Ok(acknowledged)
 }
 
 /// One HTTP/1.1 keep-alive connection.

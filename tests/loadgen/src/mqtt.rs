@@ -78,16 +78,16 @@ pub struct MqttLoad {
 
 /// The messages a subscriber received, by device and number.
 #[derive(Default)]
-struct Received {
+pub(crate) struct Received {
     /// Per device, a bit per message number.
     seen: Vec<Vec<u64>>,
-    duplicates: u64,
+    pub duplicates: u64,
     /// Messages of this run's devices (others are ignored: change events, strays).
-    unique: u64,
+    pub unique: u64,
 }
 
 impl Received {
-    fn record(&mut self, device: usize, n: u64) {
+    pub fn record(&mut self, device: usize, n: u64) {
         if self.seen.len() <= device {
             self.seen.resize_with(device + 1, Vec::new);
         }
@@ -104,7 +104,7 @@ impl Received {
         }
     }
 
-    fn has(&self, device: usize, n: u64) -> bool {
+    pub fn has(&self, device: usize, n: u64) -> bool {
         self.seen
             .get(device)
             .and_then(|bits| bits.get((n / 64) as usize))
@@ -132,7 +132,7 @@ fn number_after(payload: &[u8], key: &[u8]) -> Option<u64> {
 }
 
 /// The (device, number) a payload carries, if it is one of the load's messages.
-fn message_id(payload: &[u8]) -> Option<(usize, u64)> {
+pub(crate) fn message_id(payload: &[u8]) -> Option<(usize, u64)> {
     Some((
         number_after(payload, b"\"lg_d\":")? as usize,
         number_after(payload, b"\"lg_n\":")?,

@@ -1,7 +1,9 @@
 //! The load generators' short runs (the long ones are `tests/bench/*.sh`, figures in
 //! BENCHMARKS.md): `drogue-loadgen` against the real `drogue-local` for a second each,
 //! counting by message id. Every MQTT message the broker acknowledged reaches the
-//! application's subscriber (`--require-all` fails otherwise), and every CoAP request,
+//! application's subscriber (`--require-all` fails otherwise), every HTTP telemetry
+//! request answered 202 is among the events an application reads back after the run
+//! (`--by-id`), and every CoAP request,
 //! plain and over DTLS, is answered 2.04. At a small scale, many device connections and
 //! many subscribers of one application: every connection accepted, every subscriber
 //! receiving every acknowledged message.
@@ -47,7 +49,12 @@ fn count_before(output: &str, what: &str) -> u64 {
 #[tokio::test]
 async fn load_generators_lose_nothing_on_a_short_run() {
     let dir = tempfile::tempdir().unwrap();
-    let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
+    // (the event log keeps every event of the HTTP run, read back by id after it)
+    let server = LocalRunner::start_with(
+        dir.path(),
+        &["--publish-rate", "0", "--event-retention", "1000000"],
+    )
+    .await;
     assert_eq!(
         server
             .post(APPS, &json!({"metadata": {"name": "bench"}}))
@@ -84,6 +91,30 @@ async fn load_generators_lose_nothing_on_a_short_run() {
         "--filter",
         "app/bench",
         "--require-all",
+    ])
+    .await;
+    assert!(count_before(&output, "acknowledged,") > 0, "{output}");
+    assert_eq!(count_before(&output, "acknowledged never"), 0, "{output}");
+
+    // HTTP telemetry: every request answered 202 is read back as an event, by id
+    let url = format!("{}/v1/telemetry", server.base);
+    let output = loadgen(&[
+        "run",
+        &url,
+        "--connections",
+        "4",
+        "--seconds",
+        "1",
+        "--basic",
+        "device1@bench:secret1",
+        "--body",
+        r#"{"temp":21.5}"#,
+        "--by-id",
+        &mqtt,
+        "--subscriber",
+        &admin,
+        "--filter",
+        "app/bench",
     ])
     .await;
     assert!(count_before(&output, "acknowledged,") > 0, "{output}");
