@@ -6,6 +6,8 @@
 //! With `--psk identity:key` the clients speak CoAP over DTLS 1.2 (OpenSSL, a pre-shared
 //! key): one handshake per client before the clock starts, then the same requests without
 //! option 4209 (the session names the device).
+//! With `--by-id`, every request answered 2.04 is then looked up among an application's
+//! events, by id (see `byid.rs`).
 //! `drogue-loadgen bare-udp`: the baseline, a UDP server that sends every datagram back.
 
 use base64::Engine;
@@ -60,30 +62,46 @@ struct Load {
     authorization: Option<String>,
     path: String,
     payload: Vec<u8>,
+    /// Whether each payload carries the client's index and the request's number.
+    numbered: bool,
     deadline: Instant,
     echo: bool,
     counts: Counts,
 }
 
-/// Client `n`'s requests until the deadline.
-async fn client(load: Arc<Load>, n: usize) -> anyhow::Result<()> {
+impl Load {
+    /// The payload of request `k` of client `n`.
+    fn payload(&self, n: usize, k: u64) -> std::borrow::Cow<'_, [u8]> {
+        if self.numbered {
+            std::borrow::Cow::Owned(crate::byid::numbered(&self.payload, n, k).into_bytes())
+        } else {
+            std::borrow::Cow::Borrowed(&self.payload)
+        }
+    }
+}
+
+/// Client `n`'s requests until the deadline; the numbers of those answered 2.04 (when
+/// numbered).
+async fn client(load: Arc<Load>, n: usize) -> anyhow::Result<Vec<u64>> {
     let Load {
         target,
         ref authorization,
         ref path,
-        ref payload,
         deadline,
         echo,
         ref counts,
+        ..
     } = *load;
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
     socket.connect(target).await?;
     let mut buffer = vec![0u8; 2048];
     let mut message_id = (n as u16).wrapping_mul(7919);
     let token = (n as u32).to_be_bytes();
+    let (mut k, mut acknowledged) = (0, Vec::new());
     while Instant::now() < deadline {
         message_id = message_id.wrapping_add(1);
-        let datagram = request(message_id, &token, path, authorization.as_deref(), payload);
+        let payload = load.payload(n, k);
+        let datagram = request(message_id, &token, path, authorization.as_deref(), &payload);
         socket.send(&datagram).await?;
         counts.sent.fetch_add(1, Ordering::Relaxed);
         // the answer to this request, ignoring stray datagrams
@@ -100,19 +118,24 @@ async fn client(load: Arc<Load>, n: usize) -> anyhow::Result<()> {
         })
         .await;
         match answered {
-            Ok(Ok(packet)) => counts.answered(&packet, echo),
+            Ok(Ok(packet)) => {
+                if counts.answered(&packet, echo) && load.numbered {
+                    acknowledged.push(k);
+                }
+            }
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
                 counts.timeouts.fetch_add(1, Ordering::Relaxed);
             }
         }
+        k += 1;
     }
-    Ok(())
+    Ok(acknowledged)
 }
 
 impl Counts {
-    /// Counts the answer to a request.
-    fn answered(&self, packet: &Packet, echo: bool) {
+    /// Counts the answer to a request; whether it is 2.04 (or the echo).
+    fn answered(&self, packet: &Packet, echo: bool) -> bool {
         let changed = if echo {
             packet.header.code == MessageClass::Request(RequestType::Post)
         } else {
@@ -129,6 +152,7 @@ impl Counts {
                 .entry(packet.header.code.to_string())
                 .or_default() += 1;
         }
+        changed
     }
 }
 
@@ -153,7 +177,8 @@ impl Write for Datagrams {
 }
 
 /// Client `n` over DTLS with a pre-shared key: the handshake, then (once `start` is
-/// reached) requests until the deadline, on its own thread.
+/// reached) requests until the deadline, on its own thread; the numbers of those
+/// answered 2.04 (when numbered).
 fn dtls_client(
     load: &Load,
     n: usize,
@@ -161,7 +186,7 @@ fn dtls_client(
     key: &[u8],
     start: &std::sync::Barrier,
     duration: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<u64>> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     socket.connect(load.target)?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -193,9 +218,11 @@ fn dtls_client(
     let mut message_id = (n as u16).wrapping_mul(7919);
     let token = (n as u32).to_be_bytes();
     let counts = &load.counts;
+    let (mut k, mut acknowledged) = (0, Vec::new());
     while Instant::now() < deadline {
         message_id = message_id.wrapping_add(1);
-        let datagram = request(message_id, &token, &load.path, None, &load.payload);
+        let datagram = request(message_id, &token, &load.path, None, &load.payload(n, k));
+        k += 1;
         stream.write_all(&datagram)?;
         counts.sent.fetch_add(1, Ordering::Relaxed);
         // the answer to this request, ignoring stray records
@@ -206,7 +233,9 @@ fn dtls_client(
                         continue;
                     };
                     if packet.header.message_id == message_id && packet.get_token() == token {
-                        counts.answered(&packet, false);
+                        if counts.answered(&packet, false) && load.numbered {
+                            acknowledged.push(k - 1);
+                        }
                         break;
                     }
                 }
@@ -223,12 +252,13 @@ fn dtls_client(
             }
         }
     }
-    Ok(())
+    Ok(acknowledged)
 }
 
 /// Runs `clients` DTLS clients with the pre-shared key `identity:key` (identity
-/// `device@application`) for `seconds` after their handshakes; prints and returns the
-/// answered rate.
+/// `device@application`) for `seconds` after their handshakes; prints the answered rate
+/// and returns, per client, the numbers of its requests answered 2.04 (when
+/// `numbered`).
 pub fn run_dtls(
     target: SocketAddr,
     clients: usize,
@@ -236,7 +266,8 @@ pub fn run_dtls(
     psk: &str,
     channel: &str,
     payload: &str,
-) -> anyhow::Result<f64> {
+    numbered: bool,
+) -> anyhow::Result<Vec<Vec<u64>>> {
     let (identity, key) = psk
         .split_once(':')
         .ok_or_else(|| anyhow::anyhow!("--psk takes identity:key"))?;
@@ -246,6 +277,7 @@ pub fn run_dtls(
         authorization: None,
         path: format!("/v1/{channel}"),
         payload: payload.as_bytes().to_vec(),
+        numbered,
         // each client's clock starts after every handshake
         deadline: Instant::now(),
         echo: false,
@@ -263,26 +295,25 @@ pub fn run_dtls(
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let results: Vec<anyhow::Result<()>> = threads
+        let results: Vec<anyhow::Result<Vec<u64>>> = threads
             .into_iter()
             .map(|t| t.join().expect("a client thread"))
             .collect();
         (results, start.elapsed())
     });
-    for result in results {
-        result?;
-    }
-    Ok(report(
+    let acknowledged = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    report(
         &load.counts,
         target,
         clients,
         elapsed,
         false,
-        "over DTLS (PSK)",
-    ))
+        " over DTLS (PSK)",
+    );
+    Ok(acknowledged)
 }
 
-/// Prints what the clients counted; the rate of answered requests.
+/// Prints what the clients counted.
 fn report(
     counts: &Counts,
     target: SocketAddr,
@@ -290,7 +321,7 @@ fn report(
     elapsed: Duration,
     echo: bool,
     transport: &str,
-) -> f64 {
+) {
     let elapsed = elapsed.as_secs_f64();
     let changed = counts.changed.load(Ordering::Relaxed);
     let rate = changed as f64 / elapsed;
@@ -310,10 +341,11 @@ fn report(
         },
         counts.timeouts.load(Ordering::Relaxed),
     );
-    rate
 }
 
-/// Runs `clients` clients for `seconds`; prints and returns the answered rate.
+/// Runs `clients` clients for `seconds`; prints the answered rate and returns, per
+/// client, the numbers of its requests answered 2.04 (when `numbered`).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     target: SocketAddr,
     clients: usize,
@@ -322,7 +354,8 @@ pub async fn run(
     channel: &str,
     payload: &str,
     echo: bool,
-) -> anyhow::Result<f64> {
+    numbered: bool,
+) -> anyhow::Result<Vec<Vec<u64>>> {
     let authorization = Some(format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(device)
@@ -333,6 +366,7 @@ pub async fn run(
         authorization,
         path: format!("/v1/{channel}"),
         payload: payload.as_bytes().to_vec(),
+        numbered,
         deadline: start + Duration::from_secs(seconds),
         echo,
         counts: Counts::default(),
@@ -340,17 +374,12 @@ pub async fn run(
     let tasks: Vec<_> = (0..clients)
         .map(|n| tokio::spawn(client(load.clone(), n)))
         .collect();
+    let mut acknowledged = Vec::new();
     for task in tasks {
-        task.await??;
+        acknowledged.push(task.await??);
     }
-    Ok(report(
-        &load.counts,
-        target,
-        clients,
-        start.elapsed(),
-        echo,
-        "",
-    ))
+    report(&load.counts, target, clients, start.elapsed(), echo, "");
+    Ok(acknowledged)
 }
 
 /// Sends every datagram back to where it came from.

@@ -124,6 +124,18 @@ enum Mode {
         /// `psk` credential); `--device` is then not sent.
         #[arg(long, conflicts_with = "echo")]
         psk: Option<String>,
+        /// `host:port` of the MQTT broker where an application receives the events: as
+        /// `run --by-id`, every request answered 2.04 must be among them, by id (the
+        /// payload, a JSON object, then carries the client's index and the request's
+        /// number).
+        #[arg(long, requires = "subscriber", conflicts_with = "echo")]
+        by_id: Option<String>,
+        /// The application's `user:token` (with `--by-id`).
+        #[arg(long)]
+        subscriber: Option<String>,
+        /// What the application subscribes to (with `--by-id`).
+        #[arg(long, default_value = "app/bench")]
+        filter: String,
     },
     /// Send every UDP datagram back to its sender.
     BareUdp {
@@ -153,12 +165,7 @@ impl Load {
     /// The body of request `n` of connection `index`.
     fn body(&self, index: usize, n: u64) -> Bytes {
         match &self.body {
-            Some(body) if self.numbered => {
-                let rest = body.strip_prefix(b"{").unwrap_or(body);
-                let rest = std::str::from_utf8(rest).unwrap_or("}").trim_start();
-                let separator = if rest.starts_with('}') { "" } else { "," };
-                Bytes::from(format!(r#"{{"lg_d":{index},"lg_n":{n}{separator}{rest}"#))
-            }
+            Some(body) if self.numbered => Bytes::from(byid::numbered(body, index, n)),
             Some(body) => body.clone(),
             None => Bytes::new(),
         }
@@ -245,16 +252,34 @@ fn main() -> anyhow::Result<()> {
             payload,
             echo,
             psk,
-        } => match psk {
-            Some(psk) => {
-                coap::run_dtls(target, clients, seconds, &psk, &channel, &payload).map(|_| ())
+            by_id,
+            subscriber,
+            filter,
+        } => {
+            let numbered = by_id.is_some();
+            anyhow::ensure!(
+                !numbered || payload.trim_start().starts_with('{'),
+                "--by-id takes a JSON object as --payload"
+            );
+            let verifier = match (&by_id, &subscriber) {
+                (Some(broker), Some(subscriber)) => {
+                    Some(rt.block_on(byid::Verifier::subscribe(broker, subscriber, &filter))?)
+                }
+                _ => None,
+            };
+            let acknowledged = match psk {
+                Some(psk) => {
+                    coap::run_dtls(target, clients, seconds, &psk, &channel, &payload, numbered)?
+                }
+                None => rt.block_on(coap::run(
+                    target, clients, seconds, &device, &channel, &payload, echo, numbered,
+                ))?,
+            };
+            match verifier {
+                Some(verifier) => rt.block_on(verifier.check(&acknowledged)),
+                None => Ok(()),
             }
-            None => rt
-                .block_on(coap::run(
-                    target, clients, seconds, &device, &channel, &payload, echo,
-                ))
-                .map(|_| ()),
-        },
+        }
         Mode::BareUdp { bind } => rt.block_on(coap::bare_udp(&bind)),
         Mode::BareServer { bind, accepted } => {
             let status = if accepted {

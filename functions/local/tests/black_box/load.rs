@@ -1,12 +1,11 @@
 //! The load generators' short runs (the long ones are `tests/bench/*.sh`, figures in
 //! BENCHMARKS.md): `drogue-loadgen` against the real `drogue-local` for a second each,
 //! counting by message id. Every MQTT message the broker acknowledged reaches the
-//! application's subscriber (`--require-all` fails otherwise), every HTTP telemetry
-//! request answered 202 is among the events an application reads back after the run
-//! (`--by-id`), and every CoAP request,
-//! plain and over DTLS, is answered 2.04. At a small scale, many device connections and
-//! many subscribers of one application: every connection accepted, every subscriber
-//! receiving every acknowledged message.
+//! application's subscriber (`--require-all` fails otherwise); every HTTP telemetry
+//! request answered 202, and every CoAP request, plain and over DTLS, answered 2.04, is
+//! among the events an application reads back after the run (`--by-id`). At a small
+//! scale, many device connections and many subscribers of one application: every
+//! connection accepted, every subscriber receiving every acknowledged message.
 
 use super::runner::LocalRunner;
 use futures_util::StreamExt;
@@ -96,9 +95,25 @@ async fn load_generators_lose_nothing_on_a_short_run() {
     assert!(count_before(&output, "acknowledged,") > 0, "{output}");
     assert_eq!(count_before(&output, "acknowledged never"), 0, "{output}");
 
-    // HTTP telemetry: every request answered 202 is read back as an event, by id
+    // every request the endpoints acknowledge is read back as an event, by id
+    let by_id = [
+        "--by-id",
+        &mqtt,
+        "--subscriber",
+        &admin,
+        "--filter",
+        "app/bench",
+    ];
+    let read_back = async |args: &[&str]| {
+        let output = loadgen(&[args, &by_id[..]].concat()).await;
+        assert!(count_before(&output, "acknowledged,") > 0, "{output}");
+        assert_eq!(count_before(&output, "acknowledged never"), 0, "{output}");
+        output
+    };
+
+    // HTTP telemetry: every request answered 202
     let url = format!("{}/v1/telemetry", server.base);
-    let output = loadgen(&[
+    read_back(&[
         "run",
         &url,
         "--connections",
@@ -109,26 +124,18 @@ async fn load_generators_lose_nothing_on_a_short_run() {
         "device1@bench:secret1",
         "--body",
         r#"{"temp":21.5}"#,
-        "--by-id",
-        &mqtt,
-        "--subscriber",
-        &admin,
-        "--filter",
-        "app/bench",
     ])
     .await;
-    assert!(count_before(&output, "acknowledged,") > 0, "{output}");
-    assert_eq!(count_before(&output, "acknowledged never"), 0, "{output}");
 
     // CoAP, plain and over DTLS: every request answered 2.04
     let coap = server.coap.to_string();
     // one client first, so that the password is checked (slowly, once) before the load
     loadgen(&["coap", &coap, "--seconds", "1", "--clients", "1"]).await;
-    let output = loadgen(&["coap", &coap, "--seconds", "1", "--clients", "4"]).await;
+    let output = read_back(&["coap", &coap, "--seconds", "1", "--clients", "4"]).await;
     assert!(count_before(&output, "answered 2.04") > 0, "{output}");
     assert!(output.contains("other answers 0, timeouts 0)"), "{output}");
     let coaps = server.coaps.to_string();
-    let output = loadgen(&[
+    let output = read_back(&[
         "coap",
         &coaps,
         "--seconds",
