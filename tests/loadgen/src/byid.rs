@@ -101,8 +101,7 @@ impl Verifier {
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     if let Some((connection, n)) = message_id(&p.payload) {
-                        let new = !received.has(connection, n);
-                        received.record(connection, n);
+                        let new = received.record(connection, n);
                         found += u64::from(new && wanted.has(connection, n));
                     }
                 }

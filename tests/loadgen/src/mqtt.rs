@@ -87,7 +87,8 @@ pub(crate) struct Received {
 }
 
 impl Received {
-    pub fn record(&mut self, device: usize, n: u64) {
+    /// Records a message; whether it is the first with its id.
+    pub fn record(&mut self, device: usize, n: u64) -> bool {
         if self.seen.len() <= device {
             self.seen.resize_with(device + 1, Vec::new);
         }
@@ -98,9 +99,11 @@ impl Received {
         }
         if bits[word] & (1 << bit) != 0 {
             self.duplicates += 1;
+            false
         } else {
             bits[word] |= 1 << bit;
             self.unique += 1;
+            true
         }
     }
 

@@ -402,6 +402,7 @@ where
             // (PATCHED.md)
             if let Poll::Ready(res) = Pin::new(&mut fut).poll(cx) {
                 drop(queue);
+                // (no need to notify the dispatcher when the queue empties: it is running)
                 let _ = self.state.handle_result(res, response_idx, self.io.as_ref(), &self.codec);
                 return;
             }
