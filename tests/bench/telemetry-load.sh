@@ -6,6 +6,8 @@
 # subscribed before it, reads back every event it missed from the event log, and every
 # request answered 202 must be among them by id ("by id: ... acknowledged never
 # received"; the load generator fails otherwise). The broker is idle during the run.
+# With DROGUE_BENCH_LIVE=1 a last run keeps the application's session connected and
+# receiving through it ("live: N events received by the application during the run").
 #
 #   tests/bench/telemetry-load.sh [seconds] [connections] [devices]
 set -euo pipefail
@@ -58,6 +60,12 @@ for i in $(seq 1 "$devices"); do credentials+=(--basic "device$i@bench:secret$i"
   --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
   --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench | tee "$data/local"
 after=$(checks); commits_after=$(commits)
+if [ -n "${DROGUE_BENCH_LIVE:-}" ]; then
+  # once more with the application's session connected through the run, receiving
+  "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
+    --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
+    --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench --live | tee "$data/live"
+fi
 total=$(sed -nE 's/.*: ([0-9]+) requests in.*/\1/p' "$data/local")
 bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
 python3 - <<PY

@@ -9,13 +9,20 @@
 //! missed from the event log until every acknowledged request's event came or nothing
 //! came for a while; then "by id: A acknowledged, R received (D duplicates), L
 //! acknowledged never received", and any such loss is an error.
+//!
+//! With `--live` the session stays connected through the run instead and receives the
+//! events as they come ("live: E events received during the run, R/s"); the check after
+//! the run is the same.
 
 use crate::mqtt::{Received, message_id};
 use anyhow::Context;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// `body` (a JSON object) with the connection's index and the request's number first.
 pub fn numbered(body: &[u8], index: usize, n: u64) -> String {
@@ -30,13 +37,41 @@ const QUIET: Duration = Duration::from_secs(10);
 
 /// The application's session that checks a run.
 pub struct Verifier {
-    options: MqttOptions,
+    session: Session,
+}
+
+enum Session {
+    /// Left, persistent, until the check.
+    Away(Box<MqttOptions>),
+    /// Connected through the run, receiving.
+    Live {
+        /// New events of this run received so far.
+        received: Arc<AtomicU64>,
+        /// The acknowledged numbers, once the run is over.
+        wanted: oneshot::Sender<Received>,
+        receiver: tokio::task::JoinHandle<anyhow::Result<Outcome>>,
+    },
+}
+
+/// What the checking session received of the acknowledged requests.
+struct Outcome {
+    expected: u64,
+    found: u64,
+    received: Received,
+    /// Since the run ended.
+    took: Duration,
 }
 
 impl Verifier {
     /// Subscribes a new session (`{user}/by-id-{pid}-{time}` on `broker`, `host:port`)
-    /// to `filter` and leaves it, persistent, until [`Verifier::check`].
-    pub async fn subscribe(broker: &str, subscriber: &str, filter: &str) -> anyhow::Result<Self> {
+    /// to `filter`; without `live` it leaves it, persistent, until [`Verifier::check`],
+    /// with `live` it stays and receives the events as they come.
+    pub async fn subscribe(
+        broker: &str,
+        subscriber: &str,
+        filter: &str,
+        live: bool,
+    ) -> anyhow::Result<Self> {
         let (user, token) = subscriber
             .split_once(':')
             .context("--subscriber takes user:token")?;
@@ -73,9 +108,32 @@ impl Verifier {
                 break;
             }
         }
+        if live {
+            let received = Arc::new(AtomicU64::new(0));
+            let (wanted, wanted_later) = oneshot::channel();
+            let receiver =
+                tokio::spawn(receive_live(client, events, received.clone(), wanted_later));
+            return Ok(Self {
+                session: Session::Live {
+                    received,
+                    wanted,
+                    receiver,
+                },
+            });
+        }
         client.disconnect().await?;
         while events.poll().await.is_ok() {}
-        Ok(Self { options })
+        Ok(Self {
+            session: Session::Away(Box::new(options)),
+        })
+    }
+
+    /// How many events of this run a live session received so far.
+    pub fn received_live(&self) -> Option<u64> {
+        match &self.session {
+            Session::Live { received, .. } => Some(received.load(Ordering::Relaxed)),
+            Session::Away(_) => None,
+        }
     }
 
     /// Receives what the session missed; `acknowledged[c]` holds the numbers of
@@ -88,35 +146,33 @@ impl Verifier {
                 wanted.record(connection, *n);
             }
         }
-        let expected = wanted.unique;
-        let (_client, mut events) = AsyncClient::new(self.options, 10_000);
-        let mut received = Received::default();
-        // acknowledged ones received (others, a request whose answer was lost, may come too)
-        let mut found = 0;
-        let started = Instant::now();
-        while found < expected {
-            match tokio::time::timeout(QUIET, events.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                    anyhow::ensure!(ack.session_present, "the session was not kept");
-                }
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    if let Some((connection, n)) = message_id(&p.payload) {
-                        let new = received.record(connection, n);
-                        found += u64::from(new && wanted.has(connection, n));
-                    }
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => anyhow::bail!("the checking session failed: {e}"),
-                // nothing for a while: the rest are counted as missing
-                Err(_) => break,
+        let (outcome, how) = match self.session {
+            Session::Away(options) => {
+                let (_client, events) = AsyncClient::new(*options, 10_000);
+                let outcome = receive_missed(events, wanted).await?;
+                (outcome, "read back from the event log")
             }
-        }
+            Session::Live {
+                wanted: to_receiver,
+                receiver,
+                ..
+            } => {
+                let _ = to_receiver.send(wanted);
+                (receiver.await??, "the last received")
+            }
+        };
+        let Outcome {
+            expected,
+            found,
+            received,
+            took,
+        } = outcome;
         let lost = expected - found;
         println!(
-            "by id: {expected} acknowledged, {} received ({} duplicates), {lost} acknowledged never received (read back from the event log in {:.1} s)",
+            "by id: {expected} acknowledged, {} received ({} duplicates), {lost} acknowledged never received ({how} {:.1} s after the run)",
             received.unique,
             received.duplicates,
-            started.elapsed().as_secs_f64()
+            took.as_secs_f64()
         );
         anyhow::ensure!(
             lost == 0,
@@ -124,4 +180,87 @@ impl Verifier {
         );
         Ok(())
     }
+}
+
+/// A returning session: what it missed, until every wanted event came or nothing came
+/// for [`QUIET`].
+async fn receive_missed(
+    mut events: rumqttc::v5::EventLoop,
+    wanted: Received,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let mut received = Received::default();
+    // acknowledged ones received (others, a request whose answer was lost, may come too)
+    let mut found = 0;
+    while found < wanted.unique {
+        match tokio::time::timeout(QUIET, events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                anyhow::ensure!(ack.session_present, "the session was not kept");
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if let Some((connection, n)) = message_id(&p.payload) {
+                    let new = received.record(connection, n);
+                    found += u64::from(new && wanted.has(connection, n));
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("the checking session failed: {e}"),
+            // nothing for a while: the rest are counted as missing
+            Err(_) => break,
+        }
+    }
+    Ok(Outcome {
+        expected: wanted.unique,
+        found,
+        received,
+        took: started.elapsed(),
+    })
+}
+
+/// A live session: records what comes during the run, then, given the acknowledged
+/// numbers, goes on until every one of them came or nothing came for [`QUIET`].
+async fn receive_live(
+    _client: AsyncClient,
+    mut events: rumqttc::v5::EventLoop,
+    count: Arc<AtomicU64>,
+    mut wanted: oneshot::Receiver<Received>,
+) -> anyhow::Result<Outcome> {
+    let mut received = Received::default();
+    let record = |received: &mut Received, event| -> anyhow::Result<Option<(usize, u64)>> {
+        match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => match message_id(&p.payload) {
+                Some((connection, n)) if received.record(connection, n) => {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    Ok(Some((connection, n)))
+                }
+                _ => Ok(None),
+            },
+            Ok(_) => Ok(None),
+            Err(e) => anyhow::bail!("the live session failed: {e}"),
+        }
+    };
+    let wanted = loop {
+        tokio::select! {
+            wanted = &mut wanted => break wanted?,
+            event = events.poll() => { record(&mut received, event)?; }
+        }
+    };
+    let started = Instant::now();
+    let mut found = received.common(&wanted);
+    while found < wanted.unique {
+        match tokio::time::timeout(QUIET, events.poll()).await {
+            Ok(event) => {
+                if let Some((connection, n)) = record(&mut received, event)? {
+                    found += u64::from(wanted.has(connection, n));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(Outcome {
+        expected: wanted.unique,
+        found,
+        received,
+        took: started.elapsed(),
+    })
 }

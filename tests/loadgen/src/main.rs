@@ -64,6 +64,11 @@ enum Mode {
         /// What the application subscribes to (with `--by-id`).
         #[arg(long, default_value = "app/bench")]
         filter: String,
+        /// With `--by-id`: the application's session stays connected through the run
+        /// and receives the events as they come; the events it received by the run's
+        /// end are reported as a rate.
+        #[arg(long, requires = "by_id")]
+        live: bool,
     },
     /// Measure the time from a command's drop-off to its arrival at a device that
     /// long-polls over HTTP.
@@ -185,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             by_id,
             subscriber,
             filter,
+            live,
         } => {
             if let Some(body) = &body {
                 anyhow::ensure!(
@@ -210,11 +216,17 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let verifier = match (&by_id, &subscriber) {
                     (Some(broker), Some(subscriber)) => {
-                        Some(byid::Verifier::subscribe(broker, subscriber, &filter).await?)
+                        Some(byid::Verifier::subscribe(broker, subscriber, &filter, live).await?)
                     }
                     _ => None,
                 };
                 let acknowledged = run(std::sync::Arc::new(load), connections, seconds).await?;
+                if let Some(received) = verifier.as_ref().and_then(byid::Verifier::received_live) {
+                    println!(
+                        "live: {received} events received by the application during the run, {:.0}/s",
+                        received as f64 / seconds as f64
+                    );
+                }
                 match verifier {
                     Some(verifier) => verifier.check(&acknowledged).await,
                     None => Ok(()),
@@ -262,9 +274,9 @@ fn main() -> anyhow::Result<()> {
                 "--by-id takes a JSON object as --payload"
             );
             let verifier = match (&by_id, &subscriber) {
-                (Some(broker), Some(subscriber)) => {
-                    Some(rt.block_on(byid::Verifier::subscribe(broker, subscriber, &filter))?)
-                }
+                (Some(broker), Some(subscriber)) => Some(rt.block_on(
+                    byid::Verifier::subscribe(broker, subscriber, &filter, false),
+                )?),
                 _ => None,
             };
             let acknowledged = match psk {

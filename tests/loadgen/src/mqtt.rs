@@ -114,6 +114,20 @@ impl Received {
             .is_some_and(|word| word & (1 << (n % 64)) != 0)
     }
 
+    /// How many ids both hold.
+    pub fn common(&self, other: &Received) -> u64 {
+        self.seen
+            .iter()
+            .zip(&other.seen)
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| u64::from((a & b).count_ones()))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Of a device's messages `0..count`, those never received.
     fn missing(&self, device: usize, count: u64) -> u64 {
         (0..count).filter(|n| !self.has(device, *n)).count() as u64

@@ -3,7 +3,8 @@
 //! counting by message id. Every MQTT message the broker acknowledged reaches the
 //! application's subscriber (`--require-all` fails otherwise); every HTTP telemetry
 //! request answered 202, and every CoAP request, plain and over DTLS, answered 2.04, is
-//! among the events an application reads back after the run (`--by-id`). At a small
+//! among the events an application reads back after the run (`--by-id`), or receives
+//! during it (`--live`). At a small
 //! scale, many device connections and many subscribers of one application: every
 //! connection accepted, every subscriber receiving every acknowledged message.
 
@@ -126,6 +127,25 @@ async fn load_generators_lose_nothing_on_a_short_run() {
         r#"{"temp":21.5}"#,
     ])
     .await;
+    // the same with the application's session connected through the run
+    let output = read_back(&[
+        "run",
+        &url,
+        "--connections",
+        "4",
+        "--seconds",
+        "1",
+        "--basic",
+        "device1@bench:secret1",
+        "--body",
+        r#"{"temp":21.5}"#,
+        "--live",
+    ])
+    .await;
+    assert!(
+        count_before(&output, "events received by the application during the run") > 0,
+        "{output}"
+    );
 
     // CoAP, plain and over DTLS: every request answered 2.04
     let coap = server.coap.to_string();
