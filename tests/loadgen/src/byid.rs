@@ -182,31 +182,44 @@ impl Verifier {
     }
 }
 
-/// A returning session: what it missed, until every wanted event came or nothing came
-/// for [`QUIET`].
-async fn receive_missed(
-    mut events: rumqttc::v5::EventLoop,
+/// A new id among `received`, from one event of the checking session. A returning
+/// session's CONNACK must say its session was kept.
+fn new_id(
+    received: &mut Received,
+    event: Result<Event, rumqttc::v5::ConnectionError>,
+) -> anyhow::Result<Option<(usize, u64)>> {
+    match event {
+        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            anyhow::ensure!(ack.session_present, "the session was not kept");
+            Ok(None)
+        }
+        Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(message_id(&p.payload).filter(|&(connection, n)| received.record(connection, n)))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => anyhow::bail!("the checking session failed: {e}"),
+    }
+}
+
+/// Goes on receiving, after what came before (`received`), until every wanted event
+/// came or nothing came for [`QUIET`]; `on_new` is told of each new id.
+async fn receive_rest(
+    events: &mut rumqttc::v5::EventLoop,
     wanted: Received,
+    mut received: Received,
+    on_new: impl Fn(),
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let mut received = Received::default();
     // acknowledged ones received (others, a request whose answer was lost, may come too)
-    let mut found = 0;
+    let mut found = received.common(&wanted);
     while found < wanted.unique {
-        match tokio::time::timeout(QUIET, events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                anyhow::ensure!(ack.session_present, "the session was not kept");
-            }
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                if let Some((connection, n)) = message_id(&p.payload) {
-                    let new = received.record(connection, n);
-                    found += u64::from(new && wanted.has(connection, n));
-                }
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => anyhow::bail!("the checking session failed: {e}"),
-            // nothing for a while: the rest are counted as missing
-            Err(_) => break,
+        // nothing for a while: the rest are counted as missing
+        let Ok(event) = tokio::time::timeout(QUIET, events.poll()).await else {
+            break;
+        };
+        if let Some((connection, n)) = new_id(&mut received, event)? {
+            on_new();
+            found += u64::from(wanted.has(connection, n));
         }
     }
     Ok(Outcome {
@@ -217,8 +230,16 @@ async fn receive_missed(
     })
 }
 
+/// A returning session: what it missed.
+async fn receive_missed(
+    mut events: rumqttc::v5::EventLoop,
+    wanted: Received,
+) -> anyhow::Result<Outcome> {
+    receive_rest(&mut events, wanted, Received::default(), || {}).await
+}
+
 /// A live session: records what comes during the run, then, given the acknowledged
-/// numbers, goes on until every one of them came or nothing came for [`QUIET`].
+/// numbers, goes on as a returning session does.
 async fn receive_live(
     _client: AsyncClient,
     mut events: rumqttc::v5::EventLoop,
@@ -226,41 +247,18 @@ async fn receive_live(
     mut wanted: oneshot::Receiver<Received>,
 ) -> anyhow::Result<Outcome> {
     let mut received = Received::default();
-    let record = |received: &mut Received, event| -> anyhow::Result<Option<(usize, u64)>> {
-        match event {
-            Ok(Event::Incoming(Packet::Publish(p))) => match message_id(&p.payload) {
-                Some((connection, n)) if received.record(connection, n) => {
-                    count.fetch_add(1, Ordering::Relaxed);
-                    Ok(Some((connection, n)))
-                }
-                _ => Ok(None),
-            },
-            Ok(_) => Ok(None),
-            Err(e) => anyhow::bail!("the live session failed: {e}"),
-        }
+    let on_new = || {
+        count.fetch_add(1, Ordering::Relaxed);
     };
     let wanted = loop {
         tokio::select! {
             wanted = &mut wanted => break wanted?,
-            event = events.poll() => { record(&mut received, event)?; }
-        }
-    };
-    let started = Instant::now();
-    let mut found = received.common(&wanted);
-    while found < wanted.unique {
-        match tokio::time::timeout(QUIET, events.poll()).await {
-            Ok(event) => {
-                if let Some((connection, n)) = record(&mut received, event)? {
-                    found += u64::from(wanted.has(connection, n));
+            event = events.poll() => {
+                if new_id(&mut received, event)?.is_some() {
+                    on_new();
                 }
             }
-            Err(_) => break,
         }
-    }
-    Ok(Outcome {
-        expected: wanted.unique,
-        found,
-        received,
-        took: started.elapsed(),
-    })
+    };
+    receive_rest(&mut events, wanted, received, on_new).await
 }

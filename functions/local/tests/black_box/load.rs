@@ -114,7 +114,7 @@ async fn load_generators_lose_nothing_on_a_short_run() {
 
     // HTTP telemetry: every request answered 202
     let url = format!("{}/v1/telemetry", server.base);
-    read_back(&[
+    let http = [
         "run",
         &url,
         "--connections",
@@ -125,23 +125,10 @@ async fn load_generators_lose_nothing_on_a_short_run() {
         "device1@bench:secret1",
         "--body",
         r#"{"temp":21.5}"#,
-    ])
-    .await;
+    ];
+    read_back(&http).await;
     // the same with the application's session connected through the run
-    let output = read_back(&[
-        "run",
-        &url,
-        "--connections",
-        "4",
-        "--seconds",
-        "1",
-        "--basic",
-        "device1@bench:secret1",
-        "--body",
-        r#"{"temp":21.5}"#,
-        "--live",
-    ])
-    .await;
+    let output = read_back(&[&http[..], &["--live"]].concat()).await;
     assert!(
         count_before(&output, "events received by the application during the run") > 0,
         "{output}"
