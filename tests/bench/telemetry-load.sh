@@ -8,6 +8,9 @@
 # received"; the load generator fails otherwise). The broker is idle during the run.
 # With DROGUE_BENCH_LIVE=1 a last run keeps the application's session connected and
 # receiving through it ("live: N events received by the application during the run").
+# With DROGUE_BENCH_ROUNDS=N (default 1) bare hyper and drogue-local take turns N times,
+# each round's ratio printed, and the ratio of the medians last: the anchor's own rate
+# moves by a fifth from one run to the next on this shared machine.
 #
 #   tests/bench/telemetry-load.sh [seconds] [connections] [devices]
 set -euo pipefail
@@ -46,19 +49,22 @@ done
 checks() { curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_device_password_checks_total/ {print $2}'; }
 commits() { curl -fs http://127.0.0.1:18080/metrics | awk '/^drogue_event_commits_total/ {print $2}'; }
 
-echo "machine: $(nproc) cores, $(uname -m); $connections connections; $devices devices"
-"$bin/drogue-loadgen" run http://127.0.0.1:18081/v1/telemetry --body '{"temp":21.5}' --numbered --seconds "$seconds" --connections "$connections" | tee "$data/bare"
+rounds=${DROGUE_BENCH_ROUNDS:-1}
+echo "machine: $(nproc) cores, $(uname -m); $connections connections; $devices devices; $rounds round(s)"
 # one warm-up request per device fills the verification cache
 for i in $(seq 1 "$devices"); do
   curl -fs -u "device$i@bench:secret$i" -X POST http://127.0.0.1:18080/v1/telemetry -d '{}' >/dev/null
 done
-before=$(checks); commits_before=$(commits)
 # the connections authenticate as the devices, round robin
 credentials=()
 for i in $(seq 1 "$devices"); do credentials+=(--basic "device$i@bench:secret$i"); done
-"$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
-  --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
-  --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench | tee "$data/local"
+before=$(checks); commits_before=$(commits)
+for round in $(seq 1 "$rounds"); do
+  "$bin/drogue-loadgen" run http://127.0.0.1:18081/v1/telemetry --body '{"temp":21.5}' --numbered --seconds "$seconds" --connections "$connections" | tee "$data/bare-$round"
+  "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
+    --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
+    --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench | tee "$data/local-$round"
+done
 after=$(checks); commits_after=$(commits)
 if [ -n "${DROGUE_BENCH_LIVE:-}" ]; then
   # once more with the application's session connected through the run, receiving
@@ -66,15 +72,27 @@ if [ -n "${DROGUE_BENCH_LIVE:-}" ]; then
     --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
     --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench --live | tee "$data/live"
 fi
-total=$(sed -nE 's/.*: ([0-9]+) requests in.*/\1/p' "$data/local")
-bare=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' "$data/bare")
-python3 - <<PY
-total, seconds, bare = $total, $seconds, $bare
-rate = total / seconds
-print(f"drogue-local telemetry: {total} requests, {rate:.0f} req/s over $connections connections")
-print(f"ratio to bare hyper 202: {rate / bare:.2f}")
+python3 - "$data" "$rounds" <<PY
+import re, statistics, sys
+data, rounds = sys.argv[1], int(sys.argv[2])
+def rate(name):
+    text = open(f"{data}/{name}").read()
+    total = int(re.search(r": (\d+) requests in", text).group(1))
+    return total, total / $seconds
+bare = [rate(f"bare-{r}")[1] for r in range(1, rounds + 1)]
+local = [rate(f"local-{r}") for r in range(1, rounds + 1)]
+for r, (b, (total, l)) in enumerate(zip(bare, local), 1):
+    print(f"round {r}: bare hyper {b:.0f} req/s, drogue-local {l:.0f} req/s ({total} requests over $connections connections), ratio {l / b:.2f}")
+if rounds > 1:
+    ratios = [l / b for b, (_, l) in zip(bare, local)]
+    bare_median = statistics.median(bare)
+    local_median = statistics.median(l for _, l in local)
+    print(f"ratio to bare hyper 202, of the medians over {rounds} rounds: {local_median / bare_median:.2f} (drogue-local {local_median:.0f} req/s, bare {bare_median:.0f}; rounds {min(ratios):.2f}-{max(ratios):.2f})")
+else:
+    print(f"ratio to bare hyper 202: {local[0][1] / bare[0]:.2f}")
+total = sum(t for t, _ in local)
 slow = $after - $before
-print(f"slow password hashes during the run: {slow} of {total} requests ({slow / max(total, 1):.6%})")
+print(f"slow password hashes during the run(s): {slow} of {total} requests ({slow / max(total, 1):.6%})")
 commits = $commits_after - $commits_before
 print(f"event log commits: {commits}, {total / max(commits, 1):.1f} events per commit")
 PY
