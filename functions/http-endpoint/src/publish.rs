@@ -55,6 +55,13 @@ pub(crate) fn parse_query(query: Option<&str>) -> Result<DeviceQuery, EndpointEr
     Ok(parsed)
 }
 
+/// The path of a publish: `/v1/{channel}[/{suffix...}]`.
+#[derive(serde::Deserialize)]
+pub struct Target {
+    channel: String,
+    suffix: Option<String>,
+}
+
 pub(crate) async fn read_payload(body: Body) -> Result<Bytes, EndpointError> {
     read_limited(body, MAX_PAYLOAD).await.map_err(|e| match e {
         BodyError::TooLarge(limit) => EndpointError::PayloadTooLarge(limit),
@@ -95,7 +102,7 @@ pub(crate) async fn authenticate(
 
 pub async fn publish(
     State(state): State<Arc<EndpointState>>,
-    Path(path): Path<HashMap<String, String>>,
+    Path(target): Path<Target>,
     request: Request,
 ) -> Result<Response, EndpointError> {
     let received = chrono::Utc::now();
@@ -112,14 +119,14 @@ pub async fn publish(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let channel = path.get("channel").map(String::as_str).unwrap_or_default();
+
     let event = events::telemetry(
         &Publish {
             application: &authenticated.application,
             device: &authenticated.device,
             sender: &authenticated.sender,
-            channel,
-            suffix: path.get("suffix").map(String::as_str),
+            channel: &target.channel,
+            suffix: target.suffix.as_deref(),
             content_type,
             data_schema: query.data_schema.as_deref(),
             instance: &state.settings.instance,

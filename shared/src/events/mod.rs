@@ -59,21 +59,74 @@ pub fn is_json(content_type: &str) -> bool {
 
 /// `{app}/{device}`, each percent-encoded (everything but ASCII letters and digits).
 pub fn device_path(app: &str, device: &str) -> String {
-    format!(
-        "{}/{}",
-        utf8_percent_encode(app, NON_ALPHANUMERIC),
-        utf8_percent_encode(device, NON_ALPHANUMERIC)
-    )
+    let mut path = String::with_capacity(app.len() + device.len() + 1);
+    push_encoded(&mut path, app);
+    path.push('/');
+    push_encoded(&mut path, device);
+    path
 }
 
 /// The `source` of a device's events, as Drogue Cloud 0.11 builds it:
 /// `drogue://{app}/{device}`, the application as is (a DNS label needs no encoding) and
 /// the device percent-encoded (everything but ASCII letters and digits).
 pub fn source(app: &str, device: &str) -> String {
-    format!(
-        "drogue://{app}/{}",
-        utf8_percent_encode(device, NON_ALPHANUMERIC)
-    )
+    let mut source = String::with_capacity(app.len() + device.len() + 10);
+    source.push_str("drogue://");
+    source.push_str(app);
+    source.push('/');
+    push_encoded(&mut source, device);
+    source
+}
+
+/// `name` percent-encoded (everything but ASCII letters and digits) after `out`; most
+/// names need none, and are copied as they are.
+fn push_encoded(out: &mut String, name: &str) {
+    if name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        out.push_str(name);
+    } else {
+        out.extend(utf8_percent_encode(name, NON_ALPHANUMERIC));
+    }
+}
+
+/// `time` in RFC 3339 as chrono serializes a `DateTime<Utc>` (what a
+/// `cloudevents::Event`'s `time` becomes): `2026-12-05T17:31:56.123456789Z`, the fraction
+/// in 3, 6 or 9 digits as it needs, none when it is zero; written digit by digit into
+/// `buf`, without the formatting machinery. `None` for what chrono writes otherwise
+/// (years outside 0 to 9999, a leap second).
+fn rfc3339<'b>(time: &DateTime<Utc>, buf: &'b mut [u8; 30]) -> Option<&'b str> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(time.year()).ok().filter(|y| *y <= 9999)?;
+    let nanos = time.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    fn digits(buf: &mut [u8], mut value: u32) {
+        for b in buf.iter_mut().rev() {
+            *b = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    buf[..19].copy_from_slice(b"0000-00-00T00:00:00");
+    digits(&mut buf[0..4], year);
+    digits(&mut buf[5..7], time.month());
+    digits(&mut buf[8..10], time.day());
+    digits(&mut buf[11..13], time.hour());
+    digits(&mut buf[14..16], time.minute());
+    digits(&mut buf[17..19], time.second());
+    let mut end = 19;
+    let (fraction, places) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
+    };
+    if places > 0 {
+        buf[end] = b'.';
+        digits(&mut buf[end + 1..end + 1 + places], fraction);
+        end += 1 + places;
+    }
+    buf[end] = b'Z';
+    std::str::from_utf8(&buf[..=end]).ok()
 }
 
 /// A CloudEvent in structured JSON mode, with the attributes the event streams route
@@ -228,7 +281,7 @@ fn event(
     let topic = publish
         .suffix
         .filter(|s| !s.is_empty())
-        .map(|suffix| format!("{}/{suffix}", publish.channel));
+        .map(|suffix| [publish.channel, suffix].join("/"));
     let mut id = uuid::Uuid::encode_buffer();
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
 
@@ -242,7 +295,10 @@ fn event(
         map.serialize_entry("source", &source(app, device))?;
         map.serialize_entry("datacontenttype", content_type)?;
         map.serialize_entry("subject", publish.channel)?;
-        map.serialize_entry("time", &publish.received)?;
+        match rfc3339(&publish.received, &mut [0; 30]) {
+            Some(time) => map.serialize_entry("time", time)?,
+            None => map.serialize_entry("time", &publish.received)?,
+        }
         if is_json_body {
             map.serialize_entry("data", &JsonData(body))?;
         } else {
@@ -496,6 +552,72 @@ mod tests {
             },
         };
         builder.build().unwrap()
+    }
+
+    #[test]
+    fn names_are_percent_encoded_as_the_encoder_does() {
+        for (app, device) in [
+            ("my-app", "dev1"),
+            ("app1", "dev \"1\"/ü"),
+            ("a", "x%41+y"),
+            ("ABC09", ""),
+        ] {
+            let encoded = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+            assert_eq!(
+                device_path(app, device),
+                format!("{}/{}", encoded(app), encoded(device))
+            );
+            assert_eq!(
+                source(app, device),
+                format!("drogue://{app}/{}", encoded(device))
+            );
+        }
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_serializes_them() {
+        let mut times: Vec<DateTime<Utc>> = [
+            "2026-11-24T10:00:00Z",
+            "2026-11-24T10:00:00.5Z",
+            "2026-11-24T10:00:00.120Z",
+            "2026-11-24T10:00:00.000120Z",
+            "2026-11-24T10:00:00.000000001Z",
+            "2026-11-24T10:00:00.999999999Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999Z",
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T23:59:59.100200300Z",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        // a spread of instants, and the clock's own
+        times.extend((0..2_000).map(|i: i64| {
+            DateTime::from_timestamp(
+                i * 7_919_777 % 4_102_444_800,
+                (i * 104_729 % 1_000_000_000) as u32,
+            )
+            .unwrap()
+        }));
+        times.push(Utc::now());
+        let mut buf = [0; 30];
+        for time in &times {
+            let expected = serde_json::to_value(time).unwrap();
+            let written = rfc3339(time, &mut buf).unwrap();
+            assert_eq!(written, expected.as_str().unwrap(), "{time:?}");
+        }
+        // outside 0 to 9999 and a leap second: chrono's own serialization is used
+        let at = |year, nanos| {
+            chrono::NaiveDate::from_ymd_opt(year, 12, 31)
+                .unwrap()
+                .and_hms_nano_opt(23, 59, 59, nanos)
+                .unwrap()
+                .and_utc()
+        };
+        let odd = [at(10_000, 0), at(-1, 0), at(2016, 1_500_000_000)];
+        for time in odd {
+            assert_eq!(rfc3339(&time, &mut [0; 30]), None, "{time:?}");
+        }
     }
 
     /// An event's JSON without its `id`, which is new for every event.
