@@ -9,6 +9,7 @@
 
 use super::credentials::Presented;
 use crate::model::{Application, Device};
+use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
 /// A bounded set of verified (device, password) pairs.
@@ -22,9 +23,16 @@ impl VerifiedPasswords {
     pub const DEFAULT_CAPACITY: usize = 100_000;
 
     pub fn new(capacity: usize) -> Self {
+        // from the operating system: `rand::random` would seed a thread's generator, and
+        // its CPU feature detection (`cpuid`, slow in a virtual machine) is a function's
+        // start too
+        let mut secret = [0; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut secret)
+            .expect("the operating system's random number generator");
         Self {
             entries: quick_cache::sync::Cache::new(capacity),
-            secret: rand::random(),
+            secret,
             slow_checks: Default::default(),
         }
     }
@@ -78,5 +86,42 @@ impl VerifiedPasswords {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(name: &str) -> crate::model::Resource {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "uid": format!("{name}-uid"),
+                "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 1,
+                "resourceVersion": "1"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_are_keyed_by_a_secret_of_each_cache() {
+        let (app, device) = (resource("app1"), resource("dev1"));
+        let presented = Presented::Password {
+            id: "dev1",
+            password: "secret",
+        };
+        let (one, other) = (VerifiedPasswords::new(10), VerifiedPasswords::new(10));
+        // the same pair: the same key within a cache, another in another cache
+        assert_eq!(
+            one.key(&app, &device, &presented),
+            one.key(&app, &device, &presented)
+        );
+        assert_ne!(
+            one.key(&app, &device, &presented),
+            other.key(&app, &device, &presented)
+        );
+        assert_ne!(one.secret, [0; 32]);
+        one.insert(one.key(&app, &device, &presented));
+        assert!(one.contains(&one.key(&app, &device, &presented)));
+        assert!(!one.contains(&other.key(&app, &device, &presented)));
     }
 }
