@@ -226,3 +226,35 @@ async fn a_misconfigured_function_fails_at_start() {
     }
     assert_eq!(aws.connections(), 0);
 }
+
+/// The short version of `tests/bench/first-poll-time.py` (BENCHMARKS.md, cold starts):
+/// two functions, a few starts each, every start reaching its first poll.
+#[test]
+fn the_first_poll_benchmark_runs() {
+    let binaries = binaries();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/first-poll-time.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg("3")
+        .arg(&binaries["hello-lambda"])
+        .arg(format!(
+            "{}:DROGUE_TABLE=other",
+            binaries["http-endpoint"].display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in lines {
+        assert!(
+            line.contains(": p50 ") && line.ends_with("(3 starts)"),
+            "{line}"
+        );
+    }
+}
