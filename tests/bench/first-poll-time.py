@@ -6,6 +6,9 @@ Each start runs the binary with Lambda's environment and a Runtime API address w
 listener takes the first `GET /invocation/next` and holds it; the time is from spawn to
 that request. The binaries take turns, so a busy moment of the machine falls on all of
 them alike. No AWS endpoint is reached: a function builds its clients on first use.
+Compare builds made by the same command and copied the same way at the same time:
+byte-identical copies of one binary made at different times have differed by 0.1-0.2 ms
+here (how each file sits in the page cache, probably).
 
     tests/bench/first-poll-time.py RUNS BINARY[:NAME=VALUE...] ...
 
