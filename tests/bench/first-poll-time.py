@@ -79,5 +79,5 @@ for _ in range(runs):
         times[arg].append(once(binary, extra))
 for arg, _, _ in cases:
     sorted_times = sorted(times[arg])
-    p90 = sorted_times[int((len(sorted_times) - 1) * 0.9)]
+    p90 = sorted_times[round((len(sorted_times) - 1) * 0.9)]
     print(f"{arg}: p50 {statistics.median(sorted_times) * 1000:.2f} ms, p90 {p90 * 1000:.2f} ms ({runs} starts)")
