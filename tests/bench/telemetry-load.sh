@@ -58,19 +58,21 @@ done
 # the connections authenticate as the devices, round robin
 credentials=()
 for i in $(seq 1 "$devices"); do credentials+=(--basic "device$i@bench:secret$i"); done
+# a run against drogue-local, every 202 checked by id; more arguments after the rest
+local_run() {
+  "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
+    --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
+    --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench "$@"
+}
 before=$(checks); commits_before=$(commits)
 for round in $(seq 1 "$rounds"); do
   "$bin/drogue-loadgen" run http://127.0.0.1:18081/v1/telemetry --body '{"temp":21.5}' --numbered --seconds "$seconds" --connections "$connections" | tee "$data/bare-$round"
-  "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
-    --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
-    --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench | tee "$data/local-$round"
+  local_run | tee "$data/local-$round"
 done
 after=$(checks); commits_after=$(commits)
 if [ -n "${DROGUE_BENCH_LIVE:-}" ]; then
   # once more with the application's session connected through the run, receiving
-  "$bin/drogue-loadgen" run http://127.0.0.1:18080/v1/telemetry "${credentials[@]}" \
-    --body '{"temp":21.5}' --seconds "$seconds" --connections "$connections" \
-    --by-id 127.0.0.1:18083 --subscriber "$token" --filter app/bench --live | tee "$data/live"
+  local_run --live | tee "$data/live"
 fi
 python3 - "$data" "$rounds" <<PY
 import re, statistics, sys

@@ -119,7 +119,6 @@ pub async fn publish(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-
     let event = events::telemetry(
         &Publish {
             application: &authenticated.application,
