@@ -588,6 +588,7 @@ pub fn mqtt_publish(cloud: &Cloud, data: &[u8]) -> bool {
         payload,
         content_type,
         received: chrono::Utc::now(),
+        sequenced: None,
     };
     cloud.sink.take();
     let result = cloud

@@ -167,6 +167,7 @@ impl Ingest {
                 payload: &payload,
                 content_type: message.content_type(),
                 received: message.received(),
+                sequenced: None,
             })
             .await?;
         Ok(match outcome {

@@ -8,7 +8,10 @@
 //! while each `publish` still returns only after its event is on disk. Each application
 //! keeps its last `retention` events. Format and rules: docs/event-log.md.
 
+mod relay;
 mod segments;
+
+pub use relay::relay_acknowledgements;
 
 use super::{EventSink, SinkError, StructuredEvent};
 use async_trait::async_trait;
@@ -54,7 +57,29 @@ struct Pending {
     application_uid: Option<String>,
     subject: Option<String>,
     json: String,
-    ack: oneshot::Sender<Result<(), String>>,
+    ack: relay::Ack,
+    /// The relay of the thread it was published from, if that thread has one.
+    relay: Option<Arc<relay::Relay>>,
+}
+
+/// Acknowledges an event, through its thread's relay if it has one; the relay to wake
+/// once the group is acknowledged is added to `relays`.
+fn acknowledge(
+    ack: relay::Ack,
+    relay: Option<Arc<relay::Relay>>,
+    result: Result<(), String>,
+    relays: &mut Vec<Arc<relay::Relay>>,
+) {
+    match relay {
+        Some(relay) => {
+            if relay.leave(ack, result) && !relays.iter().any(|r| Arc::ptr_eq(r, &relay)) {
+                relays.push(relay);
+            }
+        }
+        None => {
+            let _ = ack.send(result);
+        }
+    }
 }
 
 /// The local event log; cheap to clone.
@@ -387,6 +412,16 @@ impl Follower {
 #[async_trait]
 impl EventSink for EventLog {
     async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
+        self.publish_in_order(event, &|| {}).await
+    }
+
+    /// The writer takes events in the order they are queued, so an event's place is
+    /// fixed once it is in the writer's queue, before its group's sync.
+    async fn publish_in_order(
+        &self,
+        event: StructuredEvent,
+        sequenced: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), SinkError> {
         let (ack, done) = oneshot::channel();
         let pending = Pending {
             application: event.application,
@@ -394,10 +429,12 @@ impl EventSink for EventLog {
             subject: event.subject,
             json: event.json,
             ack,
+            relay: relay::here(),
         };
         let stopped =
             || SinkError::unavailable(std::io::Error::other("the event log is not running"));
         self.writer.send(pending).await.map_err(|_| stopped())?;
+        sequenced();
         match done.await.map_err(|_| stopped())? {
             Ok(()) => Ok(()),
             Err(e) => Err(SinkError::unavailable(std::io::Error::other(e))),
@@ -418,6 +455,7 @@ fn write_loop(
     counters: &Counters,
 ) {
     let mut committed = Vec::new();
+    let mut relays = Vec::new();
     while let Some(first) = pending.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -451,7 +489,10 @@ fn write_loop(
                         committed.push(event.clone());
                     }
                     let _ = outlets.live.send(event);
-                    let _ = p.ack.send(Ok(()));
+                    acknowledge(p.ack, p.relay, Ok(()), &mut relays);
+                }
+                for relay in relays.drain(..) {
+                    relay.wake();
                 }
                 if let Some(listener) = listener {
                     for event in committed.drain(..) {
@@ -462,7 +503,10 @@ fn write_loop(
             Err(e) => {
                 tracing::error!(error = %e, "the event log cannot write");
                 for p in group {
-                    let _ = p.ack.send(Err(e.to_string()));
+                    acknowledge(p.ack, p.relay, Err(e.to_string()), &mut relays);
+                }
+                for relay in relays.drain(..) {
+                    relay.wake();
                 }
             }
         }
@@ -571,6 +615,121 @@ mod tests {
         assert_eq!(events, 201);
         assert!(commits < 200, "{commits} commits: no group held two events");
     }
+    /// A chain of publishes, each started once the one before has its place in the log
+    /// (as a connection's publishes are kept in order), from a task per publish.
+    async fn chain(log: &EventLog, app: &'static str, in_order: bool) -> Vec<String> {
+        let mut previous: Option<oneshot::Receiver<()>> = None;
+        let mut tasks = Vec::new();
+        for n in 1..=100 {
+            let (placed, next) = oneshot::channel::<()>();
+            let wait = previous.replace(next);
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Some(wait) = wait {
+                    let _ = wait.await;
+                }
+                let event = StructuredEvent::from(&event(app, "u1", n));
+                if in_order {
+                    let placed = std::sync::Mutex::new(Some(placed));
+                    let pass = || drop(placed.lock().unwrap().take());
+                    log.publish_in_order(event, &pass).await
+                } else {
+                    let result = log.publish_structured(event).await;
+                    drop(placed);
+                    result
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        ids(&log.read(app, 0, 1000).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_in_order_go_on_before_the_one_before_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 1000).unwrap();
+        let expected = |app: &str| {
+            (1..=100)
+                .map(|n| format!("{app}-u1-{n}"))
+                .collect::<Vec<_>>()
+        };
+        // waiting for each to be durable: one commit each
+        assert_eq!(chain(&log, "a", false).await, expected("a"));
+        assert_eq!(log.counters(), (100, 100));
+        // going on once each has its place: in the same order, several in a commit
+        assert_eq!(chain(&log, "b", true).await, expected("b"));
+        let (events, commits) = log.counters();
+        assert_eq!(events, 200);
+        assert!(
+            commits - 100 < 100,
+            "{} commits for 100 events: none went on before the one before was durable",
+            commits - 100
+        );
+    }
+
+    /// With a relay on their thread, the publishers of one commit are woken together:
+    /// all are queued on the thread before any of them runs, so what the first one
+    /// schedules (as the broker's first PUBACK schedules the connection's write) runs
+    /// after all of them. Once the relay is gone, they are acknowledged directly.
+    #[tokio::test]
+    async fn a_relay_wakes_the_publishers_of_a_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 1000).unwrap();
+        // the writer waits in the listener after the first commit, until released
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(held);
+        assert!(log.on_commit(Box::new(move |e: &LoggedEvent| {
+            if e.application == "first" {
+                let _ = held.lock().unwrap().recv();
+            }
+        })));
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                tokio::task::spawn_local(relay_acknowledgements());
+                tokio::task::yield_now().await;
+                log.publish(&event("first", "u1", 1)).await.unwrap();
+                // 50 publishers queue their events while the writer is held
+                let queued = Arc::new(AtomicU64::new(0));
+                let done = std::rc::Rc::new(std::cell::Cell::new(0));
+                let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+                let tasks: Vec<_> = (1..=50)
+                    .map(|n| {
+                        let (log, queued) = (log.clone(), queued.clone());
+                        let (done, seen) = (done.clone(), seen.clone());
+                        tokio::task::spawn_local(async move {
+                            let count = || {
+                                queued.fetch_add(1, Ordering::SeqCst);
+                            };
+                            let event = StructuredEvent::from(&event("a", "u1", n));
+                            log.publish_in_order(event, &count).await.unwrap();
+                            done.set(done.get() + 1);
+                            if done.get() == 1 {
+                                // what the first one schedules sees how many ran
+                                tokio::task::spawn_local(async move { seen.set(Some(done.get())) });
+                            }
+                        })
+                    })
+                    .collect();
+                while queued.load(Ordering::SeqCst) < 50 {
+                    tokio::task::yield_now().await;
+                }
+                hold.send(()).unwrap();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                assert_eq!(log.counters(), (51, 2), "the 50 in one commit");
+                assert_eq!(seen.get(), Some(50), "all woken before any ran on");
+            })
+            .await;
+        // the relay task is gone with its task set: acknowledged directly
+        drop(local);
+        log.publish(&event("a", "u1", 51)).await.unwrap();
+        assert_eq!(log.read("a", 0, 100).unwrap().len(), 51);
+    }
+
     #[tokio::test]
     async fn state_is_kept_by_key_and_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();

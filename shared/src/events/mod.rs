@@ -459,6 +459,23 @@ pub trait EventSink: Send + Sync {
     async fn publish(&self, event: &Event) -> Result<(), SinkError> {
         self.publish_structured(StructuredEvent::from(event)).await
     }
+
+    /// Publishes an event as [`publish_structured`](Self::publish_structured) does, and
+    /// calls `sequenced` once the event's place in the stream is fixed: an event the
+    /// caller publishes after that call lands after this one. A caller that keeps its
+    /// events in order (a connection's publishes) may start the next one then, and
+    /// need not wait for this one to be durable. Streams that cannot tell call it when
+    /// the event is accepted or refused; a publish that fails before its place is fixed
+    /// may not call it at all.
+    async fn publish_in_order(
+        &self,
+        event: StructuredEvent,
+        sequenced: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), SinkError> {
+        let result = self.publish_structured(event).await;
+        sequenced();
+        result
+    }
 }
 
 #[cfg(test)]

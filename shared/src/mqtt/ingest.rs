@@ -16,13 +16,17 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 /// A message a device published.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeviceMessage<'a> {
     pub topic: &'a str,
     pub client_id: &'a str,
     pub payload: &'a [u8],
     pub content_type: Option<&'a str>,
     pub received: DateTime<Utc>,
+    /// Called once a telemetry event's place in the stream is fixed, before it is
+    /// durable (see [`EventSink::publish_in_order`]): a broker that keeps a connection's
+    /// publishes in order may handle the next one from then on.
+    pub sequenced: Option<&'a (dyn Fn() + Send + Sync)>,
 }
 
 /// What became of a message.
@@ -174,7 +178,10 @@ impl MqttIngest {
                         "the payload is declared as JSON but is not",
                     )));
                 };
-                self.sink.publish_structured(event).await?;
+                match message.sequenced {
+                    Some(sequenced) => self.sink.publish_in_order(event, sequenced).await?,
+                    None => self.sink.publish_structured(event).await?,
+                }
                 Ok(Ingested::Accepted)
             }
             Published::CommandResponse {

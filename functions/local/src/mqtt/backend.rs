@@ -72,6 +72,9 @@ pub struct Message<'a> {
     pub topic: &'a str,
     pub payload: &'a [u8],
     pub content_type: Option<&'a str>,
+    /// Called once a device's telemetry has its place in the stream, before it is
+    /// durable: the connection's next publish may go on from then.
+    pub sequenced: Option<&'a (dyn Fn() + Send + Sync)>,
 }
 
 /// The broker's decisions; `Send + Sync`, cheap to clone.
@@ -242,6 +245,7 @@ impl Backend {
                         payload: message.payload,
                         content_type: message.content_type,
                         received: Utc::now(),
+                        sequenced: message.sequenced,
                     })
                     .await
             }
@@ -281,6 +285,7 @@ impl Backend {
                         topic: &will.topic,
                         payload: &will.payload,
                         content_type: will.content_type.as_deref(),
+                        sequenced: None,
                     },
                 )
                 .await;

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod sessions;
 
 use backend::Backend;
+use drogue_shared::events::log::relay_acknowledgements;
 use ntex_mqtt::QoS;
 use ntex_service::cfg::{SharedCfg, SharedCfgBuilder};
 use ntex_util::time::Seconds;
@@ -120,6 +121,8 @@ impl Broker {
                             builder = builder
                                 .listen("mqtt", listener, async move |_| {
                                     let _ = built.send(());
+                                    // (once per worker thread, whatever its listeners)
+                                    ntex_rt::spawn(relay_acknowledgements());
                                     broker::service(backend.clone(), main.clone())
                                 })?
                                 .config("mqtt", mqtt_config());
@@ -128,6 +131,7 @@ impl Broker {
                             builder = builder
                                 .listen("mqtts", listener, async move |_| {
                                     let _ = built_tls.send(());
+                                    ntex_rt::spawn(relay_acknowledgements());
                                     ntex_service::chain_factory(ntex_tls::rustls::TlsAcceptor::new(
                                         config.clone(),
                                     ))

@@ -12,6 +12,10 @@
 //! handles at most 16 publishes of a connection at once, however many one read brings,
 //! and stops reading from it meanwhile. Those waiting on the device's rate limit when
 //! its access ends (its password changed) are dropped, not taken.
+//!
+//! A connection's QoS 1 publishes written at once share the event log's commits (each
+//! goes on once the one before is queued for the log, not once it is durable), and
+//! still reach the device's PUBACKs and the application in the order sent.
 
 use super::mqtt_client::{Options, connect};
 use super::runner::LocalRunner;
@@ -270,6 +274,77 @@ async fn a_client_faster_than_the_broker_is_not_read_ahead_of() {
         assert_eq!(
             in_flight, 16,
             "MQTT {version}: publishes in flight of a client sending 200 at once"
+        );
+        drop(socket);
+    }
+}
+
+/// A QoS 1 PUBLISH of dev1 on `dt/app1/dev1/burst` with packet id `id`.
+fn publish_qos1(version: u8, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = string("dt/app1/dev1/burst");
+    body.extend_from_slice(&id.to_be_bytes());
+    if version == 5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(payload);
+    packet(0x32, &body)
+}
+
+/// A connection's QoS 1 publishes are kept in order without each waiting for the one
+/// before to be durable: several of them share the event log's commits (its group
+/// sync), and still reach the log, the application and the device's PUBACKs in the
+/// order sent.
+#[tokio::test]
+async fn a_connections_qos1_publishes_share_commits_and_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
+    let mut app = application(&server).await;
+    const COUNT: u16 = 500;
+    for version in [4, 5] {
+        let mut socket = device(&server, version).await;
+        let commits = server.metric("drogue_event_commits_total").await;
+        let data: Vec<u8> = (1..=COUNT)
+            .flat_map(|n| {
+                publish_qos1(
+                    version,
+                    n,
+                    format!(r#"{{"burst":{version},"n":{n}}}"#).as_bytes(),
+                )
+            })
+            .collect();
+        socket.write_all(&data).await.unwrap();
+        for id in 1..=COUNT {
+            let ack = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut socket))
+                .await
+                .unwrap_or_else(|_| panic!("MQTT {version}: no PUBACK for {id}"));
+            assert_eq!(ack[0], 0x40, "MQTT {version}: a PUBACK: {ack:?}");
+            assert_eq!(
+                u16::from_be_bytes([ack[1], ack[2]]),
+                id,
+                "MQTT {version}: PUBACKs in the order of the publishes"
+            );
+            // (MQTT 5: a reason code may follow, success)
+            assert!(ack.len() == 3 || ack[3] == 0, "MQTT {version}: {ack:?}");
+        }
+        let grouped = server.metric("drogue_event_commits_total").await - commits;
+        assert!(
+            grouped < u64::from(COUNT) * 9 / 10,
+            "MQTT {version}: {grouped} commits for {COUNT} publishes of one connection"
+        );
+        let mut order = Vec::new();
+        while order.len() < usize::from(COUNT) {
+            let event = tokio::time::timeout(Duration::from_secs(10), app.event())
+                .await
+                .unwrap_or_else(|_| panic!("MQTT {version}: {} of {COUNT} came", order.len()));
+            let data = &event.json()["data"];
+            if data["burst"] == u64::from(version) {
+                order.push(data["n"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(
+            order,
+            (1..=u64::from(COUNT)).collect::<Vec<_>>(),
+            "MQTT {version}: the application receives them in the order sent"
         );
         drop(socket);
     }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Publishes of one connection handled at once (each waits for the one before it to
-/// reach the stream); beyond, the broker stops reading from the client, which slows it
-/// down rather than the broker filling its memory.
+/// have its place in the stream, and they are made durable together); beyond, the
+/// broker stops reading from the client, which slows it down rather than the broker
+/// filling its memory.
 pub const PUBLISHES_IN_FLIGHT: usize = 16;
 
 /// A publish, whichever the version.
@@ -41,10 +42,12 @@ pub(super) enum Published {
 }
 
 /// A publish's place in its connection's order: wait for the one before, and let the
-/// next one go when dropped.
+/// next one go once this one's event has its place in the stream (its telemetry is
+/// queued for the log's writer, not yet durable), or when dropped (refused, failed, or
+/// done otherwise).
 pub(super) struct Turn {
     previous: Option<oneshot::Receiver<()>>,
-    _done: oneshot::Sender<()>,
+    done: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Turn {
@@ -52,6 +55,13 @@ impl Turn {
         if let Some(previous) = self.previous.take() {
             // an error only means the one before is gone: it is done either way
             let _ = previous.await;
+        }
+    }
+
+    /// Lets the next publish of the connection go.
+    fn pass(&self) {
+        if let Ok(mut done) = self.done.lock() {
+            done.take();
         }
     }
 }
@@ -62,7 +72,7 @@ impl ConnInner {
         let (done, next) = oneshot::channel();
         Turn {
             previous: self.previous.replace(Some(next)),
-            _done: done,
+            done: std::sync::Mutex::new(Some(done)),
         }
     }
 
@@ -86,7 +96,12 @@ impl ConnInner {
             return Published::TooFast(wait);
         }
         let outcome = self
-            .ingest(publish.topic, publish.payload, publish.content_type)
+            .ingest(
+                publish.topic,
+                publish.payload,
+                publish.content_type,
+                &|| turn.pass(),
+            )
             .await;
         let reason = match outcome {
             Outcome::Accepted => return Published::Accepted,
@@ -125,8 +140,16 @@ impl ConnInner {
 
     /// Handles a publish on this worker: the ingest needs nothing of the main runtime
     /// (the store, the event log and the caches work from any thread), and each hop to
-    /// it would cost two thread switches per message.
-    async fn ingest(&self, topic: &str, payload: Bytes, content_type: Option<&str>) -> Outcome {
+    /// it would cost two thread switches per message. `sequenced` is called once a
+    /// device's telemetry has its place in the stream: the publishes of one connection
+    /// in one group of the log are acknowledged together.
+    async fn ingest(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        content_type: Option<&str>,
+        sequenced: &(dyn Fn() + Send + Sync),
+    ) -> Outcome {
         self.backend
             .publish(
                 &self.client,
@@ -134,6 +157,7 @@ impl ConnInner {
                     topic,
                     payload: &payload,
                     content_type,
+                    sequenced: Some(sequenced),
                 },
             )
             .await
