@@ -21,8 +21,8 @@
 # subscriber that lags further misses the oldest (logged), and the load generator
 # reports them as acknowledged and never received. Unpaced publishers outrun the one
 # subscriber (about 170,000 msg/s acknowledged against 25,000 delivered), so a 10 s run
-# lags by well over a million events; the log then takes up to about 2 GB in a
-# temporary directory.
+# lags by well over a million events; the log then takes up to about 3 GB (about 580
+# bytes an event) in a temporary directory.
 #
 #   tests/bench/mqtt-load.sh [seconds] [devices]
 set -euo pipefail
