@@ -40,35 +40,62 @@ enum Stream {
 struct ControlledSink {
     state: watch::Receiver<Stream>,
     accepted: AtomicUsize,
-    /// The data of accepted events, in the order accepted.
+    /// The data of events, in the order they took their place in the stream (accepted,
+    /// or taken in order).
     data: std::sync::Mutex<Vec<String>>,
+}
+
+impl ControlledSink {
+    /// Holds the event back while told to; fails it when told to.
+    async fn released(&self) -> Result<(), SinkError> {
+        let mut state = self.state.clone();
+        let now = *state
+            .wait_for(|s| *s != Stream::Holding)
+            .await
+            .expect("the test holds the sender");
+        if now == Stream::Failing {
+            return Err(SinkError::unavailable(std::io::Error::other(
+                "the stream is down",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Notes the event's data in order, after an uneven latency: later events would
+    /// overtake earlier ones if a connection's publishes were handled at the same time.
+    async fn take(&self, event: &cloudevents::Event) {
+        if let Some(cloudevents::Data::Json(value)) = event.data() {
+            let wait = value.as_u64().map_or(0, |n| (n * 7) % 5);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            self.data.lock().unwrap().push(value.to_string());
+        }
+    }
 }
 
 #[async_trait]
 impl EventSink for ControlledSink {
     async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
         let event = event.to_event().expect("a structured event reads back");
-        let mut state = self.state.clone();
-        let now = *state
-            .wait_for(|s| *s != Stream::Holding)
-            .await
-            .expect("the test holds the sender");
-        match now {
-            Stream::Failing => Err(SinkError::unavailable(std::io::Error::other(
-                "the stream is down",
-            ))),
-            _ => {
-                if let Some(cloudevents::Data::Json(value)) = event.data() {
-                    // uneven latencies: later events would overtake earlier ones if
-                    // a connection's publishes were handled at the same time
-                    let wait = value.as_u64().map_or(0, |n| (n * 7) % 5);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                    self.data.lock().unwrap().push(value.to_string());
-                }
-                self.accepted.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        }
+        self.released().await?;
+        self.take(&event).await;
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// As the local log does: the event's place is fixed as it is taken, and the
+    /// connection's next publish may go on, before it is accepted (held back, failed or
+    /// accepted as told).
+    async fn publish_in_order(
+        &self,
+        event: StructuredEvent,
+        sequenced: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), SinkError> {
+        let event = event.to_event().expect("a structured event reads back");
+        self.take(&event).await;
+        sequenced();
+        self.released().await?;
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }
 
