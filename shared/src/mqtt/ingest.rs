@@ -178,10 +178,8 @@ impl MqttIngest {
                         "the payload is declared as JSON but is not",
                     )));
                 };
-                match message.sequenced {
-                    Some(sequenced) => self.sink.publish_in_order(event, sequenced).await?,
-                    None => self.sink.publish_structured(event).await?,
-                }
+                let sequenced = message.sequenced.unwrap_or(&|| {});
+                self.sink.publish_in_order(event, sequenced).await?;
                 Ok(Ingested::Accepted)
             }
             Published::CommandResponse {
