@@ -167,19 +167,24 @@ async fn start() -> Fixture {
     }
 }
 
+/// dev1 connected over MQTT 5 or 3.1.1.
+async fn device(addr: std::net::SocketAddr, v5: bool) -> mqtt_client::Client {
+    let options = if v5 {
+        Options::v5("dev1@app1")
+    } else {
+        Options::v3("dev1@app1")
+    };
+    connect(addr, options.login("dev1@app1", "p1"))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos1_publish_is_acknowledged_only_once_the_event_is_in_the_stream() {
     let f = start().await;
     let addr = f.broker.tcp_addr().unwrap();
     for v5 in [false, true] {
-        let options = if v5 {
-            Options::v5("dev1@app1")
-        } else {
-            Options::v3("dev1@app1")
-        };
-        let mut device = connect(addr, options.login("dev1@app1", "p1"))
-            .await
-            .unwrap();
+        let mut device = device(addr, v5).await;
         let before = f.sink.accepted.load(Ordering::SeqCst);
         f.control.send(Stream::Holding).unwrap();
         device.publish("dt/app1/dev1/temp", true, b"1", None).await;
@@ -239,6 +244,45 @@ async fn publishes_of_one_connection_reach_the_stream_in_order() {
     let expected: Vec<String> = (0..50).map(|i| i.to_string()).collect();
     assert_eq!(*f.sink.data.lock().unwrap(), expected);
     device.disconnect().await;
+    f.broker.stop().await;
+}
+
+/// A publish refused by closing the connection (any refusal over MQTT 3.1.1, a QoS 0
+/// one over MQTT 5) does not overtake the acknowledgements of the connection's earlier
+/// publishes still being made durable: the client hears of every event that was kept
+/// and sends nothing twice. The publishes after the refused one are not handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_closes_the_connection_waits_for_the_earlier_acknowledgements() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+    for v5 in [false, true] {
+        let mut device = device(addr, v5).await;
+        f.sink.data.lock().unwrap().clear();
+        f.control.send(Stream::Holding).unwrap();
+        device.publish("dt/app1/dev1/temp", true, b"1", None).await;
+        device.publish("dt/app1/dev1/temp", true, b"2", None).await;
+        // another application's topic: refused, which closes the connection (QoS 1 over
+        // MQTT 3.1.1, QoS 0 over MQTT 5)
+        device.publish("dt/app2/dev1/temp", !v5, b"3", None).await;
+        device.publish("dt/app1/dev1/temp", true, b"4", None).await;
+        // the first two are held back: no PUBACK, and no close before them
+        device.quiet(Duration::from_millis(700)).await;
+        f.control.send(Stream::Accepting).unwrap();
+        assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
+        assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
+        assert!(matches!(device.next_ack().await, In::Closed(_)));
+        // (the device's connection events aside)
+        let published: Vec<String> = f
+            .sink
+            .data
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| !d.starts_with('{'))
+            .cloned()
+            .collect();
+        assert_eq!(published, ["1", "2"], "v5: {v5}");
+    }
     f.broker.stop().await;
 }
 

@@ -186,7 +186,7 @@ where
         io: &IoRef,
         codec: &U,
     ) -> bool {
-        let err = item.is_err();
+        let mut err = item.is_err();
         let mut queue = self.queue.borrow_mut();
         let idx = response_idx.wrapping_sub(self.base.get());
 
@@ -211,8 +211,12 @@ where
                 let _ = queue.pop_front();
                 self.base.set(self.base.get().wrapping_add(1));
                 match item {
-                    Err(err) => {
-                        self.error.set(Some(IoDispatcherError::Service(err)));
+                    Err(e) => {
+                        // an error held in order: the dispatcher is told, and the first
+                        // error is the one it stops for (PATCHED.md)
+                        err = true;
+                        let first = self.error.take();
+                        self.error.set(first.or(Some(IoDispatcherError::Service(e))));
                     }
                     Ok(Some(item)) => {
                         if let Err(err) = io.encode(item, codec) {
@@ -225,12 +229,11 @@ where
 
             err || queue.is_empty()
         } else {
-            if let Err(err) = item {
-                self.error.set(Some(IoDispatcherError::Service(err)));
-            } else {
-                queue[idx] = ServiceResult::Ready(item);
-            }
-            err
+            // an error waits for the responses before it as a response does: the
+            // connection ends once they are written, where 8.2.1 ended it at once and
+            // dropped the answers to earlier requests still in flight (PATCHED.md)
+            queue[idx] = ServiceResult::Ready(item);
+            false
         }
     }
 }

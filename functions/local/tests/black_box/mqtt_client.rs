@@ -149,36 +149,51 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
             Ok(Err(e)) => return Err(format!("{e:?}")),
             Err(_) => return Err("no CONNACK".into()),
         };
+        let translate = |event| {
+            Some(match event {
+                Event::Incoming(Packet::Publish(p)) => {
+                    let props = p.properties.unwrap_or_default();
+                    In::Publish(Received {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload.to_vec(),
+                        content_type: props.content_type,
+                        correlation_data: props.correlation_data.map(|c| c.to_vec()),
+                        user_properties: props.user_properties,
+                    })
+                }
+                Event::Incoming(Packet::PubAck(a)) => In::PubAck(format!("{:?}", a.reason)),
+                Event::Incoming(Packet::SubAck(s)) => In::SubAck(
+                    s.return_codes
+                        .iter()
+                        .map(|c| match c {
+                            rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_) => {
+                                "Success".to_owned()
+                            }
+                            refused => format!("{refused:?}"),
+                        })
+                        .collect(),
+                ),
+                Event::Incoming(Packet::Disconnect(d)) => {
+                    In::Closed(format!("{:?}", d.reason_code))
+                }
+                _ => return None,
+            })
+        };
         let task = tokio::spawn(async move {
             loop {
                 let got = match events.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let props = p.properties.unwrap_or_default();
-                        In::Publish(Received {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload.to_vec(),
-                            content_type: props.content_type,
-                            correlation_data: props.correlation_data.map(|c| c.to_vec()),
-                            user_properties: props.user_properties,
-                        })
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => In::PubAck(format!("{:?}", a.reason)),
-                    Ok(Event::Incoming(Packet::SubAck(s))) => In::SubAck(
-                        s.return_codes
-                            .iter()
-                            .map(|c| match c {
-                                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_) => {
-                                    "Success".to_owned()
-                                }
-                                refused => format!("{refused:?}"),
-                            })
-                            .collect(),
-                    ),
-                    Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                        In::Closed(format!("{:?}", d.reason_code))
-                    }
-                    Ok(_) => continue,
+                    Ok(event) => match translate(event) {
+                        Some(got) => got,
+                        None => continue,
+                    },
                     Err(e) => {
+                        // what was read with the packet that ended the connection
+                        // (acknowledgements before a DISCONNECT) is still queued
+                        for event in events.state.events.drain(..) {
+                            if let Some(got) = translate(event) {
+                                let _ = tx.send(got);
+                            }
+                        }
                         let _ = tx.send(In::Closed(format!("{e:?}")));
                         break;
                     }
@@ -222,26 +237,40 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
             Ok(Err(e)) => return Err(format!("{e:?}")),
             Err(_) => return Err("no CONNACK".into()),
         };
+        let translate = |event| {
+            Some(match event {
+                Event::Incoming(Packet::Publish(p)) => In::Publish(Received {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                    ..Default::default()
+                }),
+                Event::Incoming(Packet::PubAck(_)) => In::PubAck("Success".into()),
+                Event::Incoming(Packet::SubAck(s)) => In::SubAck(
+                    s.return_codes
+                        .iter()
+                        .map(|c| match c {
+                            rumqttc::SubscribeReasonCode::Success(_) => "Success".to_owned(),
+                            refused => format!("{refused:?}"),
+                        })
+                        .collect(),
+                ),
+                _ => return None,
+            })
+        };
         let task = tokio::spawn(async move {
             loop {
                 let got = match events.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => In::Publish(Received {
-                        topic: p.topic,
-                        payload: p.payload.to_vec(),
-                        ..Default::default()
-                    }),
-                    Ok(Event::Incoming(Packet::PubAck(_))) => In::PubAck("Success".into()),
-                    Ok(Event::Incoming(Packet::SubAck(s))) => In::SubAck(
-                        s.return_codes
-                            .iter()
-                            .map(|c| match c {
-                                rumqttc::SubscribeReasonCode::Success(_) => "Success".to_owned(),
-                                refused => format!("{refused:?}"),
-                            })
-                            .collect(),
-                    ),
-                    Ok(_) => continue,
+                    Ok(event) => match translate(event) {
+                        Some(got) => got,
+                        None => continue,
+                    },
                     Err(e) => {
+                        // what was read with the end of the connection is still queued
+                        for event in events.state.events.drain(..) {
+                            if let Some(got) = translate(event) {
+                                let _ = tx.send(got);
+                            }
+                        }
                         let _ = tx.send(In::Closed(format!("{e:?}")));
                         break;
                     }
@@ -261,7 +290,8 @@ pub async fn connect(addr: SocketAddr, options: Options) -> Result<Client, Strin
 }
 
 impl Client {
-    /// Publishes at QoS 1 (or 0), with a content type on MQTT 5.
+    /// Publishes at QoS 1 (or 0), with a content type on MQTT 5. Once the connection has
+    /// ended (`In::Closed` is queued), the publish is dropped.
     pub async fn publish(
         &self,
         topic: &str,
@@ -276,9 +306,8 @@ impl Client {
                 } else {
                     rumqttc::QoS::AtMostOnce
                 };
-                c.publish(topic, qos, false, payload.to_vec())
-                    .await
-                    .unwrap();
+                // (an error only means the connection has ended)
+                let _ = c.publish(topic, qos, false, payload.to_vec()).await;
             }
             Handle::V5(c) => {
                 use rumqttc::v5::mqttbytes::QoS;
@@ -291,9 +320,9 @@ impl Client {
                     content_type: content_type.map(str::to_owned),
                     ..Default::default()
                 };
-                c.publish_with_properties(topic, qos, false, payload.to_vec(), props)
-                    .await
-                    .unwrap();
+                let _ = c
+                    .publish_with_properties(topic, qos, false, payload.to_vec(), props)
+                    .await;
             }
         }
     }

@@ -102,6 +102,10 @@ pub struct ConnInner {
     pub(super) will: RefCell<Option<Will>>,
     /// Completes when the publish before the newest one is handled.
     pub(super) previous: RefCell<Option<oneshot::Receiver<()>>>,
+    /// Set when a publish was refused in a way that closes the connection: the
+    /// publishes after it are not handled (their client sends them again after it
+    /// reconnects, as for any publish it has no acknowledgement for).
+    pub(super) closing: std::cell::Cell<bool>,
     /// Set when the client's access ended: what it sent before is not handled.
     pub(super) revoked: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -280,6 +284,7 @@ pub(super) async fn connect(
         expiry,
         will: RefCell::new(will),
         previous: RefCell::new(None),
+        closing: std::cell::Cell::new(false),
         revoked: revoked.clone(),
     }));
     let session_present = earlier.is_some();

@@ -2,6 +2,7 @@
 //! limit, the client's policy, then the ingest. A QoS 1 publish is acknowledged once the
 //! event is in the stream.
 
+use super::BrokerError;
 use super::connect::ConnInner;
 use crate::mqtt::backend::{Message, Outcome};
 use ntex_bytes::Bytes;
@@ -39,6 +40,14 @@ pub(super) enum Published {
         outcome: Outcome,
         reason: &'static str,
     },
+    /// Not handled: a publish before it was refused in a way that closes the connection.
+    /// It is not answered either, so that the client sends it again.
+    Dropped,
+}
+
+/// The error a publish dropped while its connection closes ends its call with.
+pub(super) fn closing() -> BrokerError {
+    BrokerError("publish dropped: the connection is closing".into())
 }
 
 /// A publish's place in its connection's order: wait for the one before, and let the
@@ -79,8 +88,26 @@ impl ConnInner {
     /// Decides a publish whose payload is read, in its turn: a refusable one over the
     /// rate limit is refused, another waits until the device may publish again; then the
     /// client's policy and the ingest.
+    ///
+    /// A refusal that cannot be told in an acknowledgement closes the connection: the
+    /// publishes after it are then dropped unhandled, and the close waits for the
+    /// answers to those before it (the dispatcher answers a connection's packets in
+    /// order, errors included), so that no event the client hears nothing of is kept.
     pub(super) async fn publish(&self, mut turn: Turn, publish: PublishIn<'_>) -> Published {
         turn.wait().await;
+        if self.closing.get() {
+            return Published::Dropped;
+        }
+        let refusable = publish.refusable;
+        let published = self.decide(&turn, publish).await;
+        if !refusable && matches!(published, Published::Refused { .. }) {
+            // (set before the turn passes to the next publish)
+            self.closing.set(true);
+        }
+        published
+    }
+
+    async fn decide(&self, turn: &Turn, publish: PublishIn<'_>) -> Published {
         if let Some(refused) = self.refused_if_revoked() {
             return refused;
         }

@@ -5,7 +5,7 @@
 use super::BrokerError;
 use super::connect::{self, Conn, Connect, Connection};
 use super::deliver::Outlet;
-use super::publish::{PublishIn, Published, Turn};
+use super::publish::{PublishIn, Published, Turn, closing};
 use super::subscribe::Subscribed;
 use crate::mqtt::backend::{Backend, Will};
 use crate::mqtt::hub::{ContentMode, Delivery};
@@ -102,6 +102,7 @@ pub(super) async fn publish(conn: Conn, turn: Turn, p: v3::Publish) -> Result<()
         Published::Refused { outcome, .. } => {
             Err(BrokerError(format!("publish refused: {outcome:?}")))
         }
+        Published::Dropped => Err(closing()),
         // (not for its rate: one that cannot be refused waits)
         Published::TooFast(wait) => Err(BrokerError(format!(
             "publish refused: message rate too high: retry after {} ms",

@@ -4,7 +4,7 @@
 use super::BrokerError;
 use super::connect::{self, Conn, Connect, Connection};
 use super::deliver::Outlet;
-use super::publish::{PublishIn, Published, Turn};
+use super::publish::{PublishIn, Published, Turn, closing};
 use super::subscribe::Subscribed;
 use crate::mqtt::backend::{Backend, Outcome, Will};
 use crate::mqtt::hub::{ContentMode, Delivery};
@@ -151,6 +151,8 @@ pub(super) async fn publish(
                     wait.as_millis().max(1)
                 ))));
         }
+        // not answered: the connection is closing
+        Published::Dropped => return Err(closing()),
         Published::Refused { outcome, reason } => (
             match outcome {
                 Outcome::NotAuthorized => Reason::NotAuthorized,
