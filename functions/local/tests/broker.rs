@@ -5,6 +5,8 @@
 #[path = "black_box/mqtt_client.rs"]
 #[allow(dead_code)]
 mod mqtt_client;
+#[path = "black_box/mqtt_raw.rs"]
+mod mqtt_raw;
 
 use async_trait::async_trait;
 use drogue_local::mqtt::backend::Backend;
@@ -27,6 +29,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,16 @@ impl ControlledSink {
             )));
         }
         Ok(())
+    }
+
+    /// The data of the events published, in order: the device's connection events (JSON
+    /// objects) aside.
+    fn published(&self) -> Vec<String> {
+        let data = self.data.lock().unwrap();
+        data.iter()
+            .filter(|d| !d.starts_with('{'))
+            .cloned()
+            .collect()
     }
 
     /// Notes the event's data in order, after an uneven latency: later events would
@@ -271,18 +284,44 @@ async fn a_refusal_that_closes_the_connection_waits_for_the_earlier_acknowledgem
         assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
         assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
         assert!(matches!(device.next_ack().await, In::Closed(_)));
-        // (the device's connection events aside)
-        let published: Vec<String> = f
-            .sink
-            .data
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| !d.starts_with('{'))
-            .cloned()
-            .collect();
-        assert_eq!(published, ["1", "2"], "v5: {v5}");
+        assert_eq!(f.sink.published(), ["1", "2"], "v5: {v5}");
     }
+    f.broker.stop().await;
+}
+
+/// A packet the broker refuses before handling it (here a PUBLISH to a wildcard topic,
+/// which MQTT forbids) ends the connection only after the PUBACKs of the publishes
+/// before it, and nothing after it is read: the publish that follows is not handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_waits_for_the_earlier_acknowledgements_and_ends_reading() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+    let mut socket = mqtt_raw::connect(addr, 4, ("dev1@app1", "dev1@app1", "p1")).await;
+    f.sink.data.lock().unwrap().clear();
+    f.control.send(Stream::Holding).unwrap();
+    let publishes = [
+        mqtt_raw::publish_qos1(4, "dt/app1/dev1/temp", 1, b"1"),
+        mqtt_raw::publish_qos1(4, "dt/app1/#", 2, b"2"),
+        mqtt_raw::publish_qos1(4, "dt/app1/dev1/temp", 3, b"3"),
+    ]
+    .concat();
+    socket.write_all(&publishes).await.unwrap();
+    // the first is held back: no PUBACK, and no close before it
+    let early = tokio::time::timeout(
+        Duration::from_millis(700),
+        mqtt_raw::read_packet(&mut socket),
+    )
+    .await;
+    assert!(early.is_err(), "nothing before the first PUBACK: {early:?}");
+    f.control.send(Stream::Accepting).unwrap();
+    assert_eq!(mqtt_raw::read_packet(&mut socket).await, [0x40, 0, 1]);
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection ends, with nothing more: {end:?} {rest:?}"
+    );
+    assert_eq!(f.sink.published(), ["1"]);
     f.broker.stop().await;
 }
 

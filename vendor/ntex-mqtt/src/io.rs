@@ -77,6 +77,9 @@ where
     waker: LocalWaker,
     response: Cell<Option<PipelineCall<P, Request<U>>>>,
     response_idx: Cell<usize>,
+    /// An error waits in the queue behind earlier answers: no packet is decoded until it
+    /// is acted on (PATCHED.md)
+    error_held: Cell<bool>,
 }
 
 enum ServiceResult<T> {
@@ -132,6 +135,7 @@ where
             waker: LocalWaker::default(),
             response: Cell::new(None),
             response_idx: Cell::new(0),
+            error_held: Cell::new(false),
         });
         let keepalive_timeout = io.cfg().keepalive_timeout();
 
@@ -195,8 +199,9 @@ where
             let _ = queue.pop_front();
             self.base.set(self.base.get().wrapping_add(1));
             match item {
-                Err(err) => {
-                    self.error.set(Some(IoDispatcherError::Service(err)));
+                Err(e) => {
+                    // (the first error is the one the dispatcher stops for, PATCHED.md)
+                    self.keep_first_error(e);
                 }
                 Ok(Some(item)) => {
                     if let Err(err) = io.encode(item, codec) {
@@ -212,11 +217,9 @@ where
                 self.base.set(self.base.get().wrapping_add(1));
                 match item {
                     Err(e) => {
-                        // an error held in order: the dispatcher is told, and the first
-                        // error is the one it stops for (PATCHED.md)
+                        // an error held in order: the dispatcher is told (PATCHED.md)
                         err = true;
-                        let first = self.error.take();
-                        self.error.set(first.or(Some(IoDispatcherError::Service(e))));
+                        self.keep_first_error(e);
                     }
                     Ok(Some(item)) => {
                         if let Err(err) = io.encode(item, codec) {
@@ -231,10 +234,21 @@ where
         } else {
             // an error waits for the responses before it as a response does: the
             // connection ends once they are written, where 8.2.1 ended it at once and
-            // dropped the answers to earlier requests still in flight (PATCHED.md)
+            // dropped the answers to earlier requests still in flight; meanwhile no
+            // packet is decoded (PATCHED.md)
+            if err {
+                self.error_held.set(true);
+            }
             queue[idx] = ServiceResult::Ready(item);
             false
         }
+    }
+
+    /// An error to stop for, unless there is one already.
+    fn keep_first_error(&self, e: P::Error) {
+        self.error_held.set(false);
+        let first = self.error.take();
+        self.error.set(first.or(Some(IoDispatcherError::Service(e))));
     }
 }
 
@@ -466,8 +480,14 @@ where
             return Poll::Ready(PollService::Continue);
         }
 
-        // check readiness
-        match self.service.poll_ready(cx) {
+        // check readiness; an error waiting behind earlier answers pauses reading as an
+        // unready service does (PATCHED.md)
+        let ready = if self.state.error_held.get() {
+            Poll::Pending
+        } else {
+            self.service.poll_ready(cx)
+        };
+        match ready {
             Poll::Ready(Ok(())) => Poll::Ready(PollService::Ready),
             // pause io read task
             Poll::Pending => {
@@ -674,6 +694,7 @@ mod tests {
                 queue: RefCell::new(VecDeque::new()),
                 response: Cell::new(None),
                 response_idx: Cell::new(0),
+                error_held: Cell::new(false),
             });
 
             (

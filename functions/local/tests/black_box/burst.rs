@@ -18,6 +18,7 @@
 //! still reach the device's PUBACKs and the application in the order sent.
 
 use super::mqtt_client::{Options, connect};
+use super::mqtt_raw::{self, packet, read_packet, string};
 use super::runner::LocalRunner;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -26,49 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BURST: u64 = 2_000;
-
-fn string(s: &str) -> Vec<u8> {
-    let mut out = u16::try_from(s.len()).unwrap().to_be_bytes().to_vec();
-    out.extend_from_slice(s.as_bytes());
-    out
-}
-
-/// A packet: its first byte, remaining length and body.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut length = body.len();
-    loop {
-        let digit = (length % 128) as u8;
-        length /= 128;
-        out.push(if length > 0 { digit | 0x80 } else { digit });
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// Reads one whole packet (a CONNACK): its first byte and body. Closing with unread
-/// bytes would reset the connection, and a reset discards what the broker has not
-/// read yet.
-async fn read_packet(socket: &mut TcpStream) -> Vec<u8> {
-    let mut first = [0; 1];
-    socket.read_exact(&mut first).await.unwrap();
-    let (mut length, mut shift) = (0usize, 0);
-    loop {
-        let mut digit = [0; 1];
-        socket.read_exact(&mut digit).await.unwrap();
-        length += usize::from(digit[0] & 0x7F) << shift;
-        shift += 7;
-        if digit[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut rest = vec![0; length];
-    socket.read_exact(&mut rest).await.unwrap();
-    [first.to_vec(), rest].concat()
-}
 
 /// Connects as dev1 (MQTT `version` 4 or 5), writes the burst `burst` of `count`
 /// publishes (then DISCONNECT if asked) in one write and closes the socket.
@@ -100,23 +58,7 @@ fn publish(version: u8, payload: &[u8]) -> Vec<u8> {
 
 /// dev1's connection, accepted.
 async fn device(server: &LocalRunner, version: u8) -> TcpStream {
-    let mut socket = TcpStream::connect(server.mqtt).await.unwrap();
-    let mut connect = string("MQTT");
-    connect.push(version);
-    connect.push(0xC2); // user name, password, clean session
-    connect.extend_from_slice(&60u16.to_be_bytes());
-    if version == 5 {
-        connect.push(0); // no properties
-    }
-    for s in ["dev1@app1", "dev1@app1", "secret"] {
-        connect.extend(string(s));
-    }
-    socket.write_all(&packet(0x10, &connect)).await.unwrap();
-    let connack = read_packet(&mut socket).await;
-    assert_eq!(connack[0], 0x20, "CONNACK: {connack:?}");
-    // (the return code, or the MQTT 5 reason code, follows the flags)
-    assert_eq!(connack[2], 0, "the device is accepted: {connack:?}");
-    socket
+    mqtt_raw::connect(server.mqtt, version, ("dev1@app1", "dev1@app1", "secret")).await
 }
 
 /// Registers dev1 (password "secret") in app1.
@@ -281,13 +223,7 @@ async fn a_client_faster_than_the_broker_is_not_read_ahead_of() {
 
 /// A QoS 1 PUBLISH of dev1 on `dt/app1/dev1/burst` with packet id `id`.
 fn publish_qos1(version: u8, id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = string("dt/app1/dev1/burst");
-    body.extend_from_slice(&id.to_be_bytes());
-    if version == 5 {
-        body.push(0); // no properties
-    }
-    body.extend_from_slice(payload);
-    packet(0x32, &body)
+    mqtt_raw::publish_qos1(version, "dt/app1/dev1/burst", id, payload)
 }
 
 /// A connection's QoS 1 publishes are kept in order without each waiting for the one

@@ -12,6 +12,7 @@ mod limits;
 mod load;
 mod mqtt;
 mod mqtt_client;
+mod mqtt_raw;
 mod paging;
 mod restart;
 mod resume;

@@ -101,7 +101,8 @@ impl ConnInner {
         let refusable = publish.refusable;
         let published = self.decide(&turn, publish).await;
         if !refusable && matches!(published, Published::Refused { .. }) {
-            // (set before the turn passes to the next publish)
+            // (set before the turn passes to the next publish, but for an event the
+            // log fails after it had its place: a publish after it may be handled then)
             self.closing.set(true);
         }
         published
