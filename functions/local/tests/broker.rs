@@ -64,6 +64,24 @@ impl ControlledSink {
         Ok(())
     }
 
+    /// Events the test marks, once released: `"fail"` is failed (as by a log that cannot
+    /// write), `"slow"` is accepted 300 ms after the others.
+    async fn marked(&self, event: &cloudevents::Event) -> Result<(), SinkError> {
+        let Some(cloudevents::Data::Json(serde_json::Value::String(mark))) = event.data() else {
+            return Ok(());
+        };
+        match mark.as_str() {
+            "fail" => Err(SinkError::unavailable(std::io::Error::other(
+                "the stream failed this event",
+            ))),
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The data of the events published, in order: the device's connection events (JSON
     /// objects) aside.
     fn published(&self) -> Vec<String> {
@@ -107,6 +125,7 @@ impl EventSink for ControlledSink {
         self.take(&event).await;
         sequenced();
         self.released().await?;
+        self.marked(&event).await?;
         self.accepted.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -285,6 +304,36 @@ async fn a_refusal_that_closes_the_connection_waits_for_the_earlier_acknowledgem
         assert_eq!(device.next_ack().await, In::PubAck("Success".into()));
         assert!(matches!(device.next_ack().await, In::Closed(_)));
         assert_eq!(f.sink.published(), ["1", "2"], "v5: {v5}");
+    }
+    f.broker.stop().await;
+}
+
+/// When the stream fails an event after its place was fixed (so the connection's next
+/// publish already went on), the failure closes the connection only once that next
+/// publish is answered too: no event the broker kept goes unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_event_closes_the_connection_after_the_publishes_already_handled() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+    for v5 in [false, true] {
+        let mut device = device(addr, v5).await;
+        f.control.send(Stream::Holding).unwrap();
+        // (QoS 1 over MQTT 3.1.1, QoS 0 over MQTT 5: its failure closes the connection)
+        device
+            .publish("dt/app1/dev1/temp", !v5, br#""fail""#, None)
+            .await;
+        device
+            .publish("dt/app1/dev1/temp", true, br#""slow""#, None)
+            .await;
+        // both have their place in the stream, held back
+        device.quiet(Duration::from_millis(300)).await;
+        f.control.send(Stream::Accepting).unwrap();
+        assert_eq!(
+            device.next_ack().await,
+            In::PubAck("Success".into()),
+            "v5: {v5}"
+        );
+        assert!(matches!(device.next_ack().await, In::Closed(_)));
     }
     f.broker.stop().await;
 }

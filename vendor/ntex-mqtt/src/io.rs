@@ -466,18 +466,31 @@ where
     }
 
     fn poll_service(&mut self, cx: &mut Context<'_>) -> Poll<PollService> {
-        // check for errors
+        // check for errors; a service's error also waits for the answers to the packets
+        // read after it, with reading paused, so that nothing handled goes unanswered
+        // (PATCHED.md)
         if let Some(err) = self.state.error.take() {
-            log::trace!("{}: Error occurred, stopping dispatcher", self.io.tag());
-            let item = match err {
-                IoDispatcherError::Encoder(err) => Control::proto(ProtocolError::Encode(err)),
-                IoDispatcherError::Service(DispatcherError::Service(err)) => Control::err(err),
-                IoDispatcherError::Service(DispatcherError::Protocol(err)) => {
-                    Control::proto(err)
-                }
-            };
-            self.stop(self.control.call(item));
-            return Poll::Ready(PollService::Continue);
+            if matches!(err, IoDispatcherError::Service(_))
+                && !self.state.queue.borrow().is_empty()
+            {
+                self.state.error.set(Some(err));
+                self.state.error_held.set(true);
+            } else {
+                log::trace!("{}: Error occurred, stopping dispatcher", self.io.tag());
+                let item = match err {
+                    IoDispatcherError::Encoder(err) => {
+                        Control::proto(ProtocolError::Encode(err))
+                    }
+                    IoDispatcherError::Service(DispatcherError::Service(err)) => {
+                        Control::err(err)
+                    }
+                    IoDispatcherError::Service(DispatcherError::Protocol(err)) => {
+                        Control::proto(err)
+                    }
+                };
+                self.stop(self.control.call(item));
+                return Poll::Ready(PollService::Continue);
+            }
         }
 
         // check readiness; an error waiting behind earlier answers pauses reading as an

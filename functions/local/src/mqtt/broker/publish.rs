@@ -91,8 +91,9 @@ impl ConnInner {
     ///
     /// A refusal that cannot be told in an acknowledgement closes the connection: the
     /// publishes after it are then dropped unhandled, and the close waits for the
-    /// answers to those before it (the dispatcher answers a connection's packets in
-    /// order, errors included), so that no event the client hears nothing of is kept.
+    /// answers to every packet read (the dispatcher answers a connection's packets in
+    /// order, errors included, and reads no more meanwhile), so that no event the
+    /// client hears nothing of is kept.
     pub(super) async fn publish(&self, mut turn: Turn, publish: PublishIn<'_>) -> Published {
         turn.wait().await;
         if self.closing.get() {
@@ -102,7 +103,8 @@ impl ConnInner {
         let published = self.decide(&turn, publish).await;
         if !refusable && matches!(published, Published::Refused { .. }) {
             // (set before the turn passes to the next publish, but for an event the
-            // log fails after it had its place: a publish after it may be handled then)
+            // log fails after it had its place: the publish after it is then handled,
+            // and the connection closes once it is answered)
             self.closing.set(true);
         }
         published
