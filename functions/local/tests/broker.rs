@@ -326,7 +326,7 @@ async fn a_failed_event_closes_the_connection_after_the_publishes_already_handle
             .publish("dt/app1/dev1/temp", true, br#""slow""#, None)
             .await;
         // both have their place in the stream, held back
-        device.quiet(Duration::from_millis(300)).await;
+        device.quiet(Duration::from_millis(700)).await;
         f.control.send(Stream::Accepting).unwrap();
         assert_eq!(
             device.next_ack().await,

@@ -455,6 +455,11 @@ where
                     Ok(None) => (),
                 }
             } else {
+                // an error behind answers still to come waits for them, and pauses
+                // reading meanwhile (PATCHED.md)
+                if res.is_err() {
+                    self.state.error_held.set(true);
+                }
                 queue.push_back(ServiceResult::Ready(res));
                 self.state.response_idx.set(self.state.base.get().wrapping_add(queue.len()));
             }

@@ -103,8 +103,8 @@ impl ConnInner {
         let published = self.decide(&turn, publish).await;
         if !refusable && matches!(published, Published::Refused { .. }) {
             // (set before the turn passes to the next publish, but for an event the
-            // log fails after it had its place: the publish after it is then handled,
-            // and the connection closes once it is answered)
+            // log fails after it had its place: the publishes after it are then
+            // handled, and the connection closes once they are answered)
             self.closing.set(true);
         }
         published
@@ -117,9 +117,12 @@ impl ConnInner {
         if !publish.refusable {
             // nothing to refuse it with: one over the device's rate waits for its turn
             self.shaped(publish.topic).await;
-            // (access may have ended while it waited)
+            // (access may have ended while it waited, or the connection be closing)
             if let Some(refused) = self.refused_if_revoked() {
                 return refused;
+            }
+            if self.closing.get() {
+                return Published::Dropped;
             }
         } else if let Err(wait) = self.backend.admit(&self.client, publish.topic) {
             tracing::debug!(client_id = %self.client.client_id, ?wait, "MQTT publish over the rate limit refused");
