@@ -374,6 +374,76 @@ async fn a_protocol_error_waits_for_the_earlier_acknowledgements_and_ends_readin
     f.broker.stop().await;
 }
 
+/// Control packets written in one burst go through the control stream (its buffer,
+/// its limit of one control message at a time and their readiness: vendor/ntex-mqtt,
+/// PATCHED.md item 7) and are answered in the order they came, for MQTT 3.1.1 and 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_packets_in_one_burst_are_answered_in_order() {
+    let f = start().await;
+    let addr = f.broker.tcp_addr().unwrap();
+    for version in [4u8, 5] {
+        let mut socket = mqtt_raw::connect(addr, version, ("dev1@app1", "dev1@app1", "p1")).await;
+        let filter = "command/inbox/#";
+        let burst = [
+            subscribe_qos1(version, 1, filter),
+            mqtt_raw::packet(0xC0, &[]),
+            unsubscribe(version, 2, filter),
+            mqtt_raw::packet(0xC0, &[]),
+            subscribe_qos1(version, 3, filter),
+        ]
+        .concat();
+        socket.write_all(&burst).await.unwrap();
+        assert_eq!(
+            answers(&mut socket, 5).await,
+            [
+                (0x90, Some(1)),
+                (0xD0, None),
+                (0xB0, Some(2)),
+                (0xD0, None),
+                (0x90, Some(3)),
+            ],
+            "MQTT version {version}"
+        );
+    }
+    f.broker.stop().await;
+}
+
+/// A SUBSCRIBE with packet id `id` to `filter` at QoS 1.
+fn subscribe_qos1(version: u8, id: u16, filter: &str) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    if version == 5 {
+        body.push(0); // no properties
+    }
+    body.extend(mqtt_raw::string(filter));
+    body.push(1);
+    mqtt_raw::packet(0x82, &body)
+}
+
+/// An UNSUBSCRIBE with packet id `id` from `filter`.
+fn unsubscribe(version: u8, id: u16, filter: &str) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    if version == 5 {
+        body.push(0); // no properties
+    }
+    body.extend(mqtt_raw::string(filter));
+    mqtt_raw::packet(0xA2, &body)
+}
+
+/// The next `n` packets as (packet type, packet id): the id of a SUBACK or UNSUBACK,
+/// none for a PINGRESP. Each within 5 s.
+async fn answers(socket: &mut tokio::net::TcpStream, n: usize) -> Vec<(u8, Option<u16>)> {
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        let answer = tokio::time::timeout(Duration::from_secs(5), mqtt_raw::read_packet(socket))
+            .await
+            .expect("every packet is answered");
+        // (read_packet keeps the type and the body, not the remaining length)
+        let id = (answer[0] != 0xD0).then(|| u16::from_be_bytes([answer[1], answer[2]]));
+        answers.push((answer[0], id));
+    }
+    answers
+}
+
 /// Waits up to 5 s for `done`.
 async fn eventually(mut done: impl FnMut() -> bool) -> bool {
     for _ in 0..50 {

@@ -2,7 +2,9 @@
 use std::{cell::Cell, fmt, future::poll_fn, rc::Rc, task::Context, task::Poll};
 
 use ntex_service::{Service, ServiceCtx};
-use ntex_util::{future::join, task::LocalWaker};
+use ntex_util::task::LocalWaker;
+
+use crate::utils::join;
 
 /// Trait for types that could be sized
 pub trait SizedRequest {
@@ -67,6 +69,48 @@ where
         let result = ctx.call(&self.service, req).await;
         drop(task_guard);
         result
+    }
+
+    ntex_service::forward_poll!(service);
+    ntex_service::forward_shutdown!(service);
+}
+
+/// `ntex_util`'s `InFlightService`, the limit on the control messages handled at once,
+/// with the same limit, order and readiness, joined with [`join`] instead of that
+/// crate's `async fn`: the control stream's readiness future, kept for the connection's
+/// life, is not twice the size of what it waits for (PATCHED.md).
+pub(crate) struct ControlInFlight<S> {
+    count: ntex_util::services::Counter,
+    service: S,
+}
+
+impl<S> ControlInFlight<S> {
+    pub(crate) fn new(max: usize, service: S) -> Self {
+        Self { count: ntex_util::services::Counter::new(max), service }
+    }
+}
+
+impl<S, R> Service<R> for ControlInFlight<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+
+    #[inline]
+    async fn ready(&self, ctx: ServiceCtx<'_, Self>) -> Result<(), Self::Error> {
+        if self.count.is_available() {
+            ctx.ready(&self.service).await
+        } else {
+            join(self.count.available(), ctx.ready(&self.service)).await.1
+        }
+    }
+
+    #[inline]
+    async fn call(&self, req: R, ctx: ServiceCtx<'_, Self>) -> Result<S::Response, S::Error> {
+        ctx.ready(self).await?;
+        let _guard = self.count.get();
+        ctx.call(&self.service, req).await
     }
 
     ntex_service::forward_poll!(service);

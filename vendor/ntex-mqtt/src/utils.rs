@@ -347,3 +347,61 @@ mod tests {
         // assert!(v.write_variable_length(MAX_VARIABLE_LENGTH + 1).is_err())
     }
 }
+
+pin_project_lite::pin_project! {
+    /// Two futures polled together until both are done (see [`join`]).
+    pub(crate) struct Join<A: std::future::Future, B: std::future::Future> {
+        #[pin]
+        a: A,
+        #[pin]
+        b: B,
+        out_a: Option<A::Output>,
+        out_b: Option<B::Output>,
+    }
+}
+
+/// Polls `a` and `b` together until both are done, as `ntex_util::future::join` does,
+/// in a state of the two futures and their outputs only. That one is an `async fn`
+/// whose state holds each future twice (its argument, then its combinator's copy),
+/// which doubles the readiness future a connection's dispatcher keeps for its whole
+/// life at every level that joins (PATCHED.md).
+pub(crate) fn join<A, B>(a: A, b: B) -> Join<A, B>
+where
+    A: std::future::Future,
+    B: std::future::Future,
+{
+    Join { a, b, out_a: None, out_b: None }
+}
+
+impl<A, B> std::future::Future for Join<A, B>
+where
+    A: std::future::Future,
+    B: std::future::Future,
+{
+    type Output = (A::Output, B::Output);
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if this.out_a.is_none()
+            && let std::task::Poll::Ready(out) = this.a.poll(cx)
+        {
+            *this.out_a = Some(out);
+        }
+        if this.out_b.is_none()
+            && let std::task::Poll::Ready(out) = this.b.poll(cx)
+        {
+            *this.out_b = Some(out);
+        }
+        match (this.out_a.take(), this.out_b.take()) {
+            (Some(a), Some(b)) => std::task::Poll::Ready((a, b)),
+            (a, b) => {
+                *this.out_a = a;
+                *this.out_b = b;
+                std::task::Poll::Pending
+            }
+        }
+    }
+}

@@ -4,13 +4,13 @@ use std::{marker::PhantomData, num::NonZeroU16, rc::Rc, task::Context};
 use ntex_service::cfg::{Cfg, SharedCfg};
 use ntex_service::{Pipeline, PipelineSvc, Service, ServiceCtx, ServiceFactory};
 use ntex_util::services::buffer::{BufferService, BufferServiceError};
-use ntex_util::{HashSet, future::join, services::inflight::InFlightService};
+use ntex_util::HashSet;
 
 use crate::error::{
     DecodeError, DispatcherError, MqttError, PayloadError, ProtocolError, SpecViolation,
 };
 use crate::payload::{Payload, PayloadStatus};
-use crate::{MqttServiceConfig, types::QoS, types::packet_type};
+use crate::{MqttServiceConfig, inflight::ControlInFlight, types::QoS, types::packet_type, utils::join};
 
 use super::codec::{Decoded, Encoded, Packet};
 use super::control::{
@@ -56,7 +56,7 @@ where
                 BufferService::new(
                     16,
                     // limit number of in-flight messages
-                    InFlightService::new(1, PipelineSvc::new(control.clone())),
+                    ControlInFlight::new(1, PipelineSvc::new(control.clone())),
                 )
                 .map_err(|err| match err {
                     BufferServiceError::Service(e) => e,

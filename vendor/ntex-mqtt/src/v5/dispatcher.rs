@@ -4,14 +4,13 @@ use ntex_bytes::ByteString;
 use ntex_service::cfg::{Cfg, SharedCfg};
 use ntex_service::{self as service, Pipeline, Service, ServiceCtx, ServiceFactory};
 use ntex_util::services::buffer::{BufferService, BufferServiceError};
-use ntex_util::services::inflight::InFlightService;
-use ntex_util::{HashMap, HashSet, future::join};
+use ntex_util::{HashMap, HashSet};
 
 use crate::error::{
     DecodeError, DispatcherError, MqttError, PayloadError, ProtocolError, SpecViolation,
 };
 use crate::payload::{Payload, PayloadStatus};
-use crate::{MqttServiceConfig, types::QoS};
+use crate::{MqttServiceConfig, inflight::ControlInFlight, types::QoS, utils::join};
 
 use super::codec::{self, Decoded, DisconnectReasonCode, Encoded, Packet};
 use super::control::{Pkt, ProtocolMessage, ProtocolMessageAck};
@@ -56,7 +55,7 @@ where
             BufferService::new(
                 16,
                 // limit number of in-flight messages
-                InFlightService::new(1, control),
+                ControlInFlight::new(1, control),
             )
             .map_err(|err| match err {
                 BufferServiceError::Service(e) => e,
