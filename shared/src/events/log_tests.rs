@@ -90,16 +90,17 @@ async fn written(opts: LogOptions, count: u32) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// The segment files, oldest first: (id, path, size).
+/// The segment files, oldest first: (id, path, size). A file the log's background work
+/// removes between the listing and its size (compaction, retention) is left out.
 fn segment_files(path: &Path) -> Vec<(u64, PathBuf, u64)> {
     let mut files: Vec<_> = std::fs::read_dir(segments_dir(path))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .map(|p| {
+        .filter_map(|p| {
             let id = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-            let size = std::fs::metadata(&p).unwrap().len();
-            (id, p, size)
+            let size = std::fs::metadata(&p).ok()?.len();
+            Some((id, p, size))
         })
         .collect();
     files.sort();
