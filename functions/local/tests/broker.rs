@@ -374,9 +374,10 @@ async fn a_protocol_error_waits_for_the_earlier_acknowledgements_and_ends_readin
     f.broker.stop().await;
 }
 
-/// Control packets written in one burst go through the control stream (its buffer,
-/// its limit of one control message at a time and their readiness: vendor/ntex-mqtt,
-/// PATCHED.md item 7) and are answered in the order they came, for MQTT 3.1.1 and 5.
+/// Control packets written in one burst are answered in the order they came, for MQTT
+/// 3.1.1 and 5: the readiness of the dispatcher and of its control stream between them
+/// (vendor/ntex-mqtt, PATCHED.md item 7). Each is answered at its first poll, so the
+/// control stream's buffer is not reached here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_packets_in_one_burst_are_answered_in_order() {
     let f = start().await;

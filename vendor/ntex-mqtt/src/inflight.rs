@@ -50,6 +50,8 @@ where
         if self.publish.get() || self.count.is_available() {
             ctx.ready(&self.service).await
         } else {
+            // the crate's own join: this future is kept for the connection's life
+            // (PATCHED.md)
             join(self.count.available(), ctx.ready(&self.service)).await.1
         }
     }

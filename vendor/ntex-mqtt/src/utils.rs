@@ -296,58 +296,6 @@ pub(crate) fn write_variable_length(len: u32, dst: &mut BytePages) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_decode_variable_length() {
-        fn assert_variable_length<B: AsRef<[u8]> + 'static>(bytes: B, res: (u32, usize)) {
-            assert_eq!(decode_variable_length(bytes.as_ref()), Ok(Some(res)));
-        }
-
-        assert_variable_length(b"\x7f\x7f", (127, 1));
-
-        assert_eq!(decode_variable_length(b"\xff\xff\xff"), Ok(None));
-
-        assert_eq!(
-            decode_variable_length(b"\xff\xff\xff\xff\xff\xff"),
-            Err(DecodeError::InvalidLength)
-        );
-
-        assert_variable_length(b"\x00", (0, 1));
-        assert_variable_length(b"\x7f", (127, 1));
-        assert_variable_length(b"\x80\x01", (128, 2));
-        assert_variable_length(b"\xff\x7f", (16383, 2));
-        assert_variable_length(b"\x80\x80\x01", (16384, 3));
-        assert_variable_length(b"\xff\xff\x7f", (2_097_151, 3));
-        assert_variable_length(b"\x80\x80\x80\x01", (2_097_152, 4));
-        assert_variable_length(b"\xff\xff\xff\x7f", (268_435_455, 4));
-    }
-
-    #[test]
-    fn test_encode_variable_length() {
-        let mut v = BytePages::default();
-
-        write_variable_length(123, &mut v);
-        assert_eq!(v.take().unwrap().freeze(), [123].as_ref());
-
-        write_variable_length(129, &mut v);
-        assert_eq!(v.take().unwrap().freeze(), b"\x81\x01".as_ref());
-
-        write_variable_length(16_383, &mut v);
-        assert_eq!(v.take().unwrap().freeze(), b"\xff\x7f".as_ref());
-
-        write_variable_length(2_097_151, &mut v);
-        assert_eq!(v.take().unwrap().freeze(), b"\xff\xff\x7f".as_ref());
-
-        write_variable_length(268_435_455, &mut v);
-        assert_eq!(v.take().unwrap().freeze(), b"\xff\xff\xff\x7f".as_ref());
-
-        // assert!(v.write_variable_length(MAX_VARIABLE_LENGTH + 1).is_err())
-    }
-}
-
 pin_project_lite::pin_project! {
     /// Two futures polled together until both are done (see [`join`]).
     pub(crate) struct Join<A: std::future::Future, B: std::future::Future> {
@@ -403,5 +351,57 @@ where
                 std::task::Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_decode_variable_length() {
+        fn assert_variable_length<B: AsRef<[u8]> + 'static>(bytes: B, res: (u32, usize)) {
+            assert_eq!(decode_variable_length(bytes.as_ref()), Ok(Some(res)));
+        }
+
+        assert_variable_length(b"\x7f\x7f", (127, 1));
+
+        assert_eq!(decode_variable_length(b"\xff\xff\xff"), Ok(None));
+
+        assert_eq!(
+            decode_variable_length(b"\xff\xff\xff\xff\xff\xff"),
+            Err(DecodeError::InvalidLength)
+        );
+
+        assert_variable_length(b"\x00", (0, 1));
+        assert_variable_length(b"\x7f", (127, 1));
+        assert_variable_length(b"\x80\x01", (128, 2));
+        assert_variable_length(b"\xff\x7f", (16383, 2));
+        assert_variable_length(b"\x80\x80\x01", (16384, 3));
+        assert_variable_length(b"\xff\xff\x7f", (2_097_151, 3));
+        assert_variable_length(b"\x80\x80\x80\x01", (2_097_152, 4));
+        assert_variable_length(b"\xff\xff\xff\x7f", (268_435_455, 4));
+    }
+
+    #[test]
+    fn test_encode_variable_length() {
+        let mut v = BytePages::default();
+
+        write_variable_length(123, &mut v);
+        assert_eq!(v.take().unwrap().freeze(), [123].as_ref());
+
+        write_variable_length(129, &mut v);
+        assert_eq!(v.take().unwrap().freeze(), b"\x81\x01".as_ref());
+
+        write_variable_length(16_383, &mut v);
+        assert_eq!(v.take().unwrap().freeze(), b"\xff\x7f".as_ref());
+
+        write_variable_length(2_097_151, &mut v);
+        assert_eq!(v.take().unwrap().freeze(), b"\xff\xff\x7f".as_ref());
+
+        write_variable_length(268_435_455, &mut v);
+        assert_eq!(v.take().unwrap().freeze(), b"\xff\xff\xff\x7f".as_ref());
+
+        // assert!(v.write_variable_length(MAX_VARIABLE_LENGTH + 1).is_err())
     }
 }

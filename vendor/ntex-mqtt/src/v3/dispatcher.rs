@@ -3,14 +3,16 @@ use std::{marker::PhantomData, num::NonZeroU16, rc::Rc, task::Context};
 
 use ntex_service::cfg::{Cfg, SharedCfg};
 use ntex_service::{Pipeline, PipelineSvc, Service, ServiceCtx, ServiceFactory};
-use ntex_util::services::buffer::{BufferService, BufferServiceError};
 use ntex_util::HashSet;
+use ntex_util::services::buffer::{BufferService, BufferServiceError};
 
 use crate::error::{
     DecodeError, DispatcherError, MqttError, PayloadError, ProtocolError, SpecViolation,
 };
 use crate::payload::{Payload, PayloadStatus};
-use crate::{MqttServiceConfig, inflight::ControlInFlight, types::QoS, types::packet_type, utils::join};
+use crate::{
+    MqttServiceConfig, inflight::ControlInFlight, types::QoS, types::packet_type, utils::join,
+};
 
 use super::codec::{Decoded, Encoded, Packet};
 use super::control::{
@@ -56,6 +58,7 @@ where
                 BufferService::new(
                     16,
                     // limit number of in-flight messages
+                    // ntex-util's limit over the crate's own join (PATCHED.md)
                     ControlInFlight::new(1, PipelineSvc::new(control.clone())),
                 )
                 .map_err(|err| match err {
@@ -143,6 +146,7 @@ where
 
     #[inline]
     async fn ready(&self, ctx: ServiceCtx<'_, Self>) -> Result<(), Self::Error> {
+        // the crate's own join: this future is kept for the connection's life (PATCHED.md)
         let (res1, res2) = join(ctx.ready(&self.publish), self.inner.control.ready()).await;
         if (res1.is_err() || res2.is_err())
             && let Some(pl) = self.inner.sink.payload.take()

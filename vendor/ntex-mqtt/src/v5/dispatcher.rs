@@ -55,6 +55,7 @@ where
             BufferService::new(
                 16,
                 // limit number of in-flight messages
+                // ntex-util's limit over the crate's own join (PATCHED.md)
                 ControlInFlight::new(1, control),
             )
             .map_err(|err| match err {
@@ -151,6 +152,7 @@ where
     type Error = DispatcherError<E>;
 
     async fn ready(&self, ctx: ServiceCtx<'_, Self>) -> Result<(), Self::Error> {
+        // the crate's own join: this future is kept for the connection's life (PATCHED.md)
         let (res1, res2) = join(ctx.ready(&self.publish), self.inner.control.ready()).await;
         if (res1.is_err() || res2.is_err())
             && let Some(pl) = self.inner.sink.payload.take()
