@@ -412,12 +412,25 @@ impl Follower {
 #[async_trait]
 impl EventSink for EventLog {
     async fn publish_structured(&self, event: StructuredEvent) -> Result<(), SinkError> {
-        self.publish_in_order(event, &|| {}).await
+        self.append(event, &|| {}).await
     }
 
     /// The writer takes events in the order they are queued, so an event's place is
     /// fixed once it is in the writer's queue, before its group's sync.
     async fn publish_in_order(
+        &self,
+        event: StructuredEvent,
+        sequenced: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), SinkError> {
+        self.append(event, sequenced).await
+    }
+}
+
+impl EventLog {
+    /// Queues `event` for the writer, calls `sequenced` once it is queued, and waits
+    /// until its group is durable. Both publishes of [`EventSink`] share it, so each is
+    /// one boxed future (`async_trait`'s), not one boxing the other's.
+    async fn append(
         &self,
         event: StructuredEvent,
         sequenced: &(dyn Fn() + Send + Sync),

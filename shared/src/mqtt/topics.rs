@@ -137,7 +137,12 @@ pub mod drogue {
 
 /// The topic an application's events are delivered on.
 pub fn application_events(app: &str) -> String {
-    format!("app/{app}")
+    // one allocation of the exact size (`format!` guesses a capacity, then grows it):
+    // the log's writer routes every event through this
+    let mut topic = String::with_capacity("app/".len() + app.len());
+    topic.push_str("app/");
+    topic.push_str(app);
+    topic
 }
 
 /// The application a subscription filter asks the events of: `app/{app}` or
@@ -251,6 +256,16 @@ mod tests {
             "dt",
         ] {
             assert_eq!(parse(nothing), None, "{nothing}");
+        }
+    }
+
+    #[test]
+    fn an_applications_events_topic_is_app_and_its_name_in_one_exact_allocation() {
+        for app in ["app1", "a", "my-app-with-a-long-name-0123456789", "ü-app"] {
+            let topic = application_events(app);
+            assert_eq!(topic, format!("app/{app}"));
+            assert_eq!(topic.capacity(), topic.len());
+            assert_eq!(subscribed_application(&topic), Some(app));
         }
     }
 
