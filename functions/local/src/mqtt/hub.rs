@@ -235,7 +235,9 @@ struct Entry {
     client_id: String,
     policy: Arc<Policy>,
     subscriptions: Vec<Subscription>,
-    queue: mpsc::Sender<Push>,
+    /// The session's queue; `None` until its first subscription (see
+    /// [`Hub::attach_queue`]): a client that only publishes never gets one.
+    queue: Option<mpsc::Sender<Push>>,
     close: Arc<Notify>,
     revoked: Arc<AtomicBool>,
     /// Seconds a persistent session outlives its connection; `None` for a clean one.
@@ -373,7 +375,7 @@ impl Hub {
         owner: Option<&str>,
         device: Option<&str>,
         policy: Arc<Policy>,
-        queue: mpsc::Sender<Push>,
+        queue: Option<mpsc::Sender<Push>>,
         expiry: Option<u32>,
     ) -> Result<(SessionHandle, Option<SessionState>), OverQuota> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -574,6 +576,20 @@ impl Hub {
         sessions.by_client.remove(&entry.client_id);
         let state = entry.snapshot()?;
         Some((entry.client_id.clone(), state))
+    }
+
+    /// Gives a session its queue, before its first subscription: routing sends nothing
+    /// to a session without one. A session keeps the first queue it is given.
+    pub fn attach_queue(&self, id: u64, queue: mpsc::Sender<Push>) {
+        if let Some(entry) = self
+            .sessions
+            .write()
+            .expect("not poisoned")
+            .by_id
+            .get_mut(&id)
+        {
+            entry.queue.get_or_insert(queue);
+        }
     }
 
     /// Adds (or replaces) a subscription of a session; `false` when the session holds
@@ -782,6 +798,9 @@ impl Hub {
             let Some(sub) = entry.subscriptions.iter_mut().find(|s| s.key == key) else {
                 continue;
             };
+            let Some(queue) = entry.queue.clone() else {
+                continue;
+            };
             let position = *sub.behind.get_mut();
             if sub.resume.is_some() || position == 0 {
                 continue;
@@ -794,12 +813,7 @@ impl Hub {
             let handoff = Arc::new(Handoff::new());
             // (a feed of an earlier fall, if any, has stopped: routing took it back)
             sub.fed = Some(Feeding {
-                _feed: Feed(feeder(
-                    &cursor,
-                    sub.mode,
-                    entry.queue.clone(),
-                    handoff.clone(),
-                )),
+                _feed: Feed(feeder(&cursor, sub.mode, queue, handoff.clone())),
                 handoff,
             });
             self.fell_behind.fetch_add(1, Ordering::Relaxed);
@@ -955,7 +969,11 @@ impl Hub {
                 "a subscriber caught up with the event log: its events are routed live again"
             );
         }
-        match entry.queue.try_send(Push {
+        // (a subscription is added only once its session has a queue)
+        let Some(queue) = &entry.queue else {
+            return false;
+        };
+        match queue.try_send(Push {
             delivery,
             qos1: sub.qos1,
             track: None,
@@ -1238,7 +1256,10 @@ mod tests {
     fn session(hub: &Hub, client: &str, p: Arc<Policy>) -> (u64, mpsc::Receiver<Push>) {
         let (tx, rx) = mpsc::channel(8);
         (
-            hub.register(client, None, None, p, tx, None).unwrap().0.id,
+            hub.register(client, None, None, p, Some(tx), None)
+                .unwrap()
+                .0
+                .id,
             rx,
         )
     }
@@ -1261,6 +1282,31 @@ mod tests {
         assert_eq!(json["data"]["t"], 21);
         assert!(rx_b.try_recv().is_err());
         assert!(hub.unsubscribe(a, "app/app1"));
+        assert_eq!(hub.event(&logged("app1")), 0);
+    }
+
+    #[test]
+    fn a_session_gets_its_queue_before_its_first_subscription_and_keeps_the_first() {
+        let hub = Hub::default();
+        let reader = policy(&[(Action::Receive, "app/app1")]);
+        let (id, _) = hub.register("a", None, None, reader, None, None).unwrap();
+        // no queue: a subscription added anyway is routed nothing, and nothing fails
+        hub.subscribe(id.id, "app/app1", false, ContentMode::Structured);
+        assert_eq!(hub.event(&logged("app1")), 0);
+        let (tx, mut rx) = mpsc::channel(8);
+        hub.attach_queue(id.id, tx);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        assert!(rx.try_recv().is_ok());
+        // a second queue does not replace the first
+        let (other, mut rx_other) = mpsc::channel(8);
+        hub.attach_queue(id.id, other);
+        assert_eq!(hub.event(&logged("app1")), 1);
+        assert!(rx.try_recv().is_ok());
+        assert!(rx_other.try_recv().is_err());
+        // a session gone: nothing to attach to
+        hub.remove(id.id);
+        let (late, _rx_late) = mpsc::channel(8);
+        hub.attach_queue(id.id, late);
         assert_eq!(hub.event(&logged("app1")), 0);
     }
 
@@ -1345,14 +1391,16 @@ mod tests {
         let hub = Hub::default();
         let p = policy(&[(Action::Receive, "app/app1")]);
         let (tx, _rx) = mpsc::channel(1);
-        let (first, _) = hub.register("a", None, None, p.clone(), tx, None).unwrap();
+        let (first, _) = hub
+            .register("a", None, None, p.clone(), Some(tx), None)
+            .unwrap();
         hub.subscribe(first.id, "app/app1", false, ContentMode::Structured);
         assert_eq!(hub.event(&logged("app1")), 1);
         assert_eq!(hub.event(&logged("app1")), 0);
         assert_eq!(hub.dropped(), 1);
 
         let (tx, _rx2) = mpsc::channel(1);
-        let (second, _) = hub.register("a", None, None, p, tx, None).unwrap();
+        let (second, _) = hub.register("a", None, None, p, Some(tx), None).unwrap();
         // the first session is told to close; its removal leaves the second in place
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -1375,13 +1423,15 @@ mod tests {
         let p = policy(&[(Action::Receive, "app/app1")]);
         let (tx, _rx) = mpsc::channel(1);
         let (first, _) = hub
-            .register("a", None, None, p.clone(), tx, Some(3600))
+            .register("a", None, None, p.clone(), Some(tx), Some(3600))
             .unwrap();
         hub.subscribe(first.id, "app/app1", true, ContentMode::Structured);
         assert_eq!(hub.snapshot(first.id).unwrap().subscriptions.len(), 1);
 
         let (tx, _rx2) = mpsc::channel(1);
-        let (second, inherited) = hub.register("a", None, None, p, tx, Some(3600)).unwrap();
+        let (second, inherited) = hub
+            .register("a", None, None, p, Some(tx), Some(3600))
+            .unwrap();
         assert_eq!(
             inherited.unwrap().subscriptions.len(),
             1,
@@ -1442,7 +1492,7 @@ mod tests {
         let p = policy(&[(Action::Receive, "cmd/app1/dev1/*")]);
         let connect = |client: &str, device: &str| {
             let (tx, _rx) = mpsc::channel(8);
-            hub.register(client, None, Some(device), p.clone(), tx, None)
+            hub.register(client, None, Some(device), p.clone(), Some(tx), None)
                 .unwrap()
                 .0
         };
@@ -1480,7 +1530,14 @@ mod tests {
             .map(|i| {
                 let (tx, _rx) = mpsc::channel(8);
                 unlimited
-                    .register(&format!("c{i}@app1"), None, Some("u1"), p.clone(), tx, None)
+                    .register(
+                        &format!("c{i}@app1"),
+                        None,
+                        Some("u1"),
+                        p.clone(),
+                        Some(tx),
+                        None,
+                    )
                     .unwrap()
                     .0
             })
@@ -1497,7 +1554,7 @@ mod tests {
         let p = policy(&[(Action::Receive, "cmd/app1/dev1/*")]);
         let connect = |client: &str, owner: &str, device: Option<&str>| {
             let (tx, _rx) = mpsc::channel(8);
-            hub.register(client, Some(owner), device, p.clone(), tx, None)
+            hub.register(client, Some(owner), device, p.clone(), Some(tx), None)
                 .map(|(handle, _)| handle)
         };
         let alice: Vec<_> = [
@@ -1538,7 +1595,7 @@ mod tests {
         for i in 0..10 {
             let (tx, _rx) = mpsc::channel(8);
             assert!(
-                hub.register(&format!("free{i}"), None, None, p.clone(), tx, None)
+                hub.register(&format!("free{i}"), None, None, p.clone(), Some(tx), None)
                     .is_ok()
             );
         }
@@ -1785,13 +1842,13 @@ mod tests {
         // taken over as the device's oldest connection
         let (tx, mut rx_first) = mpsc::channel(8);
         let first = hub
-            .register("dev1@app1", None, Some("u1"), p.clone(), tx, None)
+            .register("dev1@app1", None, Some("u1"), p.clone(), Some(tx), None)
             .unwrap()
             .0;
         subscribe_all(first.id);
         let (tx, mut rx_second) = mpsc::channel(8);
         let second = hub
-            .register("alias@app1", None, Some("u1"), p.clone(), tx, None)
+            .register("alias@app1", None, Some("u1"), p.clone(), Some(tx), None)
             .unwrap()
             .0;
         assert_eq!(hub.indexed(), 0);
@@ -1875,10 +1932,12 @@ mod tests {
         }));
         let p = policy(&[(Action::Receive, "app/app1")]);
         let (tx, mut slow) = mpsc::channel(2);
-        let (a, _) = hub.register("a", None, None, p.clone(), tx, None).unwrap();
+        let (a, _) = hub
+            .register("a", None, None, p.clone(), Some(tx), None)
+            .unwrap();
         assert!(hub.subscribe(a.id, "app/app1", true, ContentMode::Structured));
         let (tx, mut lossy) = mpsc::channel(2);
-        let (b, _) = hub.register("b", None, None, p, tx, None).unwrap();
+        let (b, _) = hub.register("b", None, None, p, Some(tx), None).unwrap();
         assert!(hub.subscribe(b.id, "app/app1", false, ContentMode::Structured));
         // (the broker routes what the log hands out live)
         let mut live = log.subscribe();

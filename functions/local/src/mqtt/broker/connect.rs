@@ -3,7 +3,7 @@
 //! access is decided again every [`RECHECK_INTERVAL`].
 
 use super::BrokerError;
-use super::deliver::{Outgoing, Outlet};
+use super::deliver::{Outgoing, Outlet, Slot};
 use crate::mqtt::backend::{Backend, Client, Connected, Will};
 use crate::mqtt::hub::{ContentMode, OverQuota, Push, SessionHandle};
 use crate::mqtt::sessions::{self, SessionState};
@@ -52,7 +52,6 @@ pub(super) enum Connection {
 /// What the handshake hands over once the client is allowed.
 pub(super) struct Accepted {
     pub conn: Conn,
-    queue: mpsc::Receiver<Push>,
     close: Arc<tokio::sync::Notify>,
     revoked: Arc<std::sync::atomic::AtomicBool>,
     /// Whether an earlier session was taken up again.
@@ -67,7 +66,6 @@ impl Accepted {
     pub fn deliver(self, outlet: impl Outlet) -> Conn {
         let Self {
             conn,
-            queue,
             close,
             revoked,
             ..
@@ -79,7 +77,13 @@ impl Accepted {
                 hub.acked(session, &track);
             }
         });
-        ntex_rt::spawn(super::deliver::run(outlet, outgoing, queue, close, revoked));
+        ntex_rt::spawn(super::deliver::run(
+            outlet,
+            outgoing,
+            conn.slot.clone(),
+            close,
+            revoked,
+        ));
         conn
     }
 }
@@ -95,8 +99,10 @@ pub struct ConnInner {
     pub(super) client: Arc<Client>,
     pub(super) backend: Arc<Backend>,
     pub(super) main: Handle,
-    /// The session's queue, for the feeds of resuming subscriptions.
-    pub(super) queue: mpsc::Sender<Push>,
+    /// The session's queue, made with its first subscription ([`ConnInner::queue`]).
+    queue: RefCell<Option<mpsc::Sender<Push>>>,
+    /// Where the queue, once made, reaches the session's delivery task.
+    slot: Rc<Slot>,
     /// Seconds the session outlives the connection; `None` for a clean session.
     pub(super) expiry: Option<u32>,
     pub(super) will: RefCell<Option<Will>>,
@@ -135,6 +141,21 @@ impl Drop for ConnInner {
 }
 
 impl ConnInner {
+    /// The session's queue, for its subscriptions and the feeds of resuming ones: made
+    /// on first use, and given to the hub (before the subscription that needs it) and
+    /// to the session's delivery task.
+    pub(super) fn queue(&self) -> mpsc::Sender<Push> {
+        self.queue
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(crate::mqtt::hub::SESSION_QUEUE);
+                self.backend.hub.attach_queue(self.session, tx.clone());
+                self.slot.put(rx);
+                tx
+            })
+            .clone()
+    }
+
     /// Restores the subscriptions of a session taken up again, as far as the client's
     /// policy still allows them.
     async fn restore(&self, state: SessionState) {
@@ -225,7 +246,6 @@ pub(super) async fn connect(
             return Ok(Connection::Unavailable);
         }
     };
-    let (tx, queue) = mpsc::channel(crate::mqtt::hub::SESSION_QUEUE);
     let device = match &client.identity {
         MqttIdentity::Device { device, .. } => Some(device.metadata.uid.as_str()),
         MqttIdentity::Application { .. } => None,
@@ -235,7 +255,7 @@ pub(super) async fn connect(
         Some(&client.owner),
         device,
         client.policy.clone(),
-        tx.clone(),
+        None,
         expiry,
     );
     let (SessionHandle { id, close, revoked }, inherited) = match registered {
@@ -280,7 +300,8 @@ pub(super) async fn connect(
         client,
         backend: backend.clone(),
         main: main.clone(),
-        queue: tx,
+        queue: RefCell::new(None),
+        slot: Rc::new(Slot::default()),
         expiry,
         will: RefCell::new(will),
         previous: RefCell::new(None),
@@ -293,7 +314,6 @@ pub(super) async fn connect(
     }
     Ok(Connection::Accepted(Accepted {
         conn,
-        queue,
         close,
         revoked,
         session_present,

@@ -1,6 +1,7 @@
 //! The messages of a session to its client, for both versions: the session's queue is
 //! drained into the connection, as fast as the client takes them; the connection is
-//! closed when the session is taken over or loses its access.
+//! closed when the session is taken over or loses its access. The queue is made with the
+//! session's first subscription ([`Slot`]): a client that only publishes has none.
 
 use crate::mqtt::hub::{Delivery, Push, Track};
 use std::cell::{Cell, RefCell};
@@ -25,6 +26,49 @@ pub(super) trait Outlet: 'static {
     /// Closes the connection: its session was taken over, or (`revoked`) its client
     /// lost its access.
     fn close(&self, revoked: bool);
+}
+
+/// Where a session's queue reaches its delivery task. The queue is made with the
+/// session's first subscription, which may come before the task starts (a session
+/// taken up again) or long after, or never (a device that only publishes: tokio's
+/// channel allocates its first block of messages with the channel, about 1.8 KB a
+/// session).
+#[derive(Default)]
+pub(super) struct Slot {
+    receiver: RefCell<Option<mpsc::Receiver<Push>>>,
+    made: Notify,
+    /// The delivery task ended: a queue made after it is closed at once.
+    ended: Cell<bool>,
+}
+
+impl Slot {
+    /// Hands the session's new queue to its delivery task.
+    pub fn put(&self, receiver: mpsc::Receiver<Push>) {
+        if !self.ended.get() {
+            *self.receiver.borrow_mut() = Some(receiver);
+            self.made.notify_one();
+        }
+    }
+
+    /// The session's queue, once it is made.
+    async fn receiver(&self) -> mpsc::Receiver<Push> {
+        loop {
+            if let Some(receiver) = self.receiver.borrow_mut().take() {
+                return receiver;
+            }
+            self.made.notified().await;
+        }
+    }
+}
+
+/// Marks the slot's task ended however it ends (the worker's stop drops it too).
+struct Ended(Rc<Slot>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.ended.set(true);
+        self.0.receiver.borrow_mut().take();
+    }
 }
 
 /// The packet ids of QoS 1 messages sent to a client, and what each acknowledgement
@@ -72,10 +116,18 @@ const DRAIN_TURN: u32 = 128;
 pub(super) async fn run(
     outlet: impl Outlet,
     outgoing: Rc<Outgoing>,
-    mut queue: mpsc::Receiver<Push>,
+    slot: Rc<Slot>,
     close: Arc<Notify>,
     revoked: Arc<AtomicBool>,
 ) {
+    let _ended = Ended(slot.clone());
+    let mut queue = tokio::select! {
+        queue = slot.receiver() => queue,
+        () = close.notified() => {
+            outlet.close(revoked.load(Ordering::SeqCst));
+            return;
+        }
+    };
     let mut sent = 0u32;
     loop {
         let push = tokio::select! {
@@ -100,6 +152,58 @@ pub(super) async fn run(
         sent = sent.wrapping_add(1);
         if sent.is_multiple_of(DRAIN_TURN) {
             tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_queue_reaches_the_delivery_task_whenever_it_is_made_and_never_after_its_end() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                // made before the task waits for it (a session taken up again)
+                let slot = Rc::new(Slot::default());
+                let (tx, rx) = mpsc::channel(1);
+                slot.put(rx);
+                let mut received = slot.receiver().await;
+                tx.try_send(push()).unwrap();
+                assert!(received.try_recv().is_ok());
+                // made while the task waits (a first subscription later on)
+                let slot = Rc::new(Slot::default());
+                let task = tokio::task::spawn_local({
+                    let slot = slot.clone();
+                    async move { slot.receiver().await }
+                });
+                tokio::task::yield_now().await;
+                assert!(!task.is_finished());
+                let (tx, rx) = mpsc::channel(1);
+                slot.put(rx);
+                let mut received = task.await.unwrap();
+                tx.try_send(push()).unwrap();
+                assert!(received.try_recv().is_ok());
+                // made after the task ended: closed at once
+                drop(Ended(slot.clone()));
+                let (tx, rx) = mpsc::channel(1);
+                slot.put(rx);
+                assert!(tx.is_closed(), "a queue made after the task ended");
+            })
+            .await;
+    }
+
+    fn push() -> Push {
+        Push {
+            delivery: Arc::new(Delivery {
+                topic: "app/app1".into(),
+                payload: Default::default(),
+                content_type: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+            }),
+            qos1: false,
+            track: None,
         }
     }
 }

@@ -66,7 +66,8 @@ impl ConnInner {
             },
             _ => None,
         };
-        let (backend, main, queue) = (&self.backend, &self.main, &self.queue);
+        let queue = self.queue();
+        let (backend, main) = (&self.backend, &self.main);
         backend
             .hub
             .subscribe_resuming(self.session, filter, qos1, mode, cursor, |c| {
