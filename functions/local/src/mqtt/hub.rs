@@ -799,6 +799,9 @@ impl Hub {
                 continue;
             };
             let Some(queue) = entry.queue.clone() else {
+                // (not reached: a subscription falls behind only when its session's
+                // queue is full) routing must not wait for a feed that never starts
+                sub.behind.store(0, Ordering::Relaxed);
                 continue;
             };
             let position = *sub.behind.get_mut();
@@ -1286,7 +1289,7 @@ mod tests {
     }
 
     #[test]
-    fn a_session_gets_its_queue_before_its_first_subscription_and_keeps_the_first() {
+    fn a_session_without_a_queue_is_routed_nothing_and_keeps_its_first_queue() {
         let hub = Hub::default();
         let reader = policy(&[(Action::Receive, "app/app1")]);
         let (id, _) = hub.register("a", None, None, reader, None, None).unwrap();
@@ -1303,11 +1306,6 @@ mod tests {
         assert_eq!(hub.event(&logged("app1")), 1);
         assert!(rx.try_recv().is_ok());
         assert!(rx_other.try_recv().is_err());
-        // a session gone: nothing to attach to
-        hub.remove(id.id);
-        let (late, _rx_late) = mpsc::channel(8);
-        hub.attach_queue(id.id, late);
-        assert_eq!(hub.event(&logged("app1")), 0);
     }
 
     #[test]

@@ -126,6 +126,8 @@ impl std::ops::Deref for Conn {
 impl Drop for ConnInner {
     fn drop(&mut self) {
         self.recheck.abort();
+        // a delivery task without a queue has no sender to outlive: it ends here
+        self.slot.end();
         // a persistent session's state, saved before a later connection of its client
         // id reads it
         let (hub, session) = (&self.backend.hub, self.session);

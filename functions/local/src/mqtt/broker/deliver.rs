@@ -31,13 +31,15 @@ pub(super) trait Outlet: 'static {
 /// Where a session's queue reaches its delivery task. The queue is made with the
 /// session's first subscription, which may come before the task starts (a session
 /// taken up again) or long after, or never (a device that only publishes: tokio's
-/// channel allocates its first block of messages with the channel, about 1.8 KB a
-/// session).
+/// channel and the first block of messages it allocates with it take about 1.8 KB a
+/// session). A task with a queue ends when the queue's senders are gone, with the
+/// connection; one without ends when the connection tells the slot it ended.
 #[derive(Default)]
 pub(super) struct Slot {
     receiver: RefCell<Option<mpsc::Receiver<Push>>>,
     made: Notify,
-    /// The delivery task ended: a queue made after it is closed at once.
+    /// The delivery task or the connection ended: a queue made after it is closed at
+    /// once, and a task still waiting for one ends.
     ended: Cell<bool>,
 }
 
@@ -50,11 +52,20 @@ impl Slot {
         }
     }
 
-    /// The session's queue, once it is made.
-    async fn receiver(&self) -> mpsc::Receiver<Push> {
+    /// The connection ended: a delivery task still waiting for a queue ends.
+    pub fn end(&self) {
+        self.ended.set(true);
+        self.made.notify_one();
+    }
+
+    /// The session's queue, once it is made; `None` when the connection ended first.
+    async fn receiver(&self) -> Option<mpsc::Receiver<Push>> {
         loop {
             if let Some(receiver) = self.receiver.borrow_mut().take() {
-                return receiver;
+                return Some(receiver);
+            }
+            if self.ended.get() {
+                return None;
             }
             self.made.notified().await;
         }
@@ -122,7 +133,11 @@ pub(super) async fn run(
 ) {
     let _ended = Ended(slot.clone());
     let mut queue = tokio::select! {
-        queue = slot.receiver() => queue,
+        queue = slot.receiver() => match queue {
+            Some(queue) => queue,
+            // the connection ended (its client left) before the session subscribed
+            None => return,
+        },
         () = close.notified() => {
             outlet.close(revoked.load(Ordering::SeqCst));
             return;
@@ -168,7 +183,7 @@ mod tests {
                 let slot = Rc::new(Slot::default());
                 let (tx, rx) = mpsc::channel(1);
                 slot.put(rx);
-                let mut received = slot.receiver().await;
+                let mut received = slot.receiver().await.expect("the queue");
                 tx.try_send(push()).unwrap();
                 assert!(received.try_recv().is_ok());
                 // made while the task waits (a first subscription later on)
@@ -181,7 +196,7 @@ mod tests {
                 assert!(!task.is_finished());
                 let (tx, rx) = mpsc::channel(1);
                 slot.put(rx);
-                let mut received = task.await.unwrap();
+                let mut received = task.await.unwrap().expect("the queue");
                 tx.try_send(push()).unwrap();
                 assert!(received.try_recv().is_ok());
                 // made after the task ended: closed at once
@@ -189,6 +204,78 @@ mod tests {
                 let (tx, rx) = mpsc::channel(1);
                 slot.put(rx);
                 assert!(tx.is_closed(), "a queue made after the task ended");
+            })
+            .await;
+    }
+
+    /// A connection as the delivery task sees it: what it was sent, whether it was
+    /// closed (and as revoked).
+    #[derive(Clone, Default)]
+    struct Recorder {
+        sent: Rc<Cell<usize>>,
+        closed: Rc<Cell<Option<bool>>>,
+    }
+
+    impl Outlet for Recorder {
+        fn on_ack(&self, _acked: impl Fn(u16, bool) + 'static) {}
+        fn ready(&self) -> impl Future<Output = bool> {
+            std::future::ready(true)
+        }
+        fn send(&self, _delivery: &Delivery, _packet_id: Option<u16>) -> bool {
+            self.sent.set(self.sent.get() + 1);
+            true
+        }
+        fn close(&self, revoked: bool) {
+            self.closed.set(Some(revoked));
+        }
+    }
+
+    /// Starts a delivery task as a connection does: its outlet, slot and close signal.
+    fn start() -> (Recorder, Rc<Slot>, Arc<Notify>, tokio::task::JoinHandle<()>) {
+        let (outlet, slot, close) = (
+            Recorder::default(),
+            Rc::new(Slot::default()),
+            Arc::new(Notify::new()),
+        );
+        let task = tokio::task::spawn_local(run(
+            outlet.clone(),
+            Outgoing::new(),
+            slot.clone(),
+            close.clone(),
+            Arc::new(AtomicBool::new(false)),
+        ));
+        (outlet, slot, close, task)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_task_ends_with_its_connection_queue_or_not() {
+        let ended = |task| tokio::time::timeout(std::time::Duration::from_secs(5), task);
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                // no queue, and the client leaves: the task ends, closing nothing
+                let (outlet, slot, _close, task) = start();
+                tokio::task::yield_now().await;
+                assert!(!task.is_finished());
+                slot.end();
+                ended(task).await.expect("the task ends").unwrap();
+                assert_eq!(outlet.closed.get(), None);
+                // no queue, and the session is taken over: the connection is closed
+                let (outlet, _slot, close, task) = start();
+                close.notify_one();
+                ended(task).await.expect("the task ends").unwrap();
+                assert_eq!(outlet.closed.get(), Some(false));
+                // a queue made later: its messages are sent, and the task ends with
+                // its senders, though the connection's slot was told nothing
+                let (outlet, slot, _close, task) = start();
+                tokio::task::yield_now().await;
+                let (tx, rx) = mpsc::channel(8);
+                slot.put(rx);
+                tx.send(push()).await.unwrap();
+                tx.send(push()).await.unwrap();
+                drop(tx);
+                ended(task).await.expect("the task ends").unwrap();
+                assert_eq!(outlet.sent.get(), 2);
+                assert_eq!(outlet.closed.get(), None);
             })
             .await;
     }
