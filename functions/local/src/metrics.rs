@@ -27,6 +27,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let verified = m.device_auth.verified_passwords();
     let (events, commits) = m.events.counters();
     let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.rechecks_waiting());
+    let delivery = m.mqtt.delivery_tasks();
     let text = format!(
         "# HELP drogue_device_password_checks_total Password checks that ran the stored hashes (cache misses).\n\
          # TYPE drogue_device_password_checks_total counter\n\
@@ -60,7 +61,10 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          drogue_mqtt_rechecks_total {rechecks}\n\
          # HELP drogue_mqtt_rechecks_waiting Live MQTT sessions of devices whose recheck waits for a registry write (or their certificate's expiry).\n\
          # TYPE drogue_mqtt_rechecks_waiting gauge\n\
-         drogue_mqtt_rechecks_waiting {waiting}\n",
+         drogue_mqtt_rechecks_waiting {waiting}\n\
+         # HELP drogue_mqtt_delivery_tasks MQTT sessions' delivery tasks running (one per connection, ended with it).\n\
+         # TYPE drogue_mqtt_delivery_tasks gauge\n\
+         drogue_mqtt_delivery_tasks {delivery}\n",
         verified.slow_checks(),
         verified.len(),
         m.mqtt.sessions(),

@@ -329,6 +329,15 @@ impl Drop for WaitingForChange<'_> {
     }
 }
 
+/// A session's delivery task, counted while it runs (see [`Hub::delivery_task`]).
+pub struct DeliveryTask(Arc<Hub>);
+
+impl Drop for DeliveryTask {
+    fn drop(&mut self) {
+        self.0.delivery_tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The live sessions.
 #[derive(Default)]
 pub struct Hub {
@@ -340,6 +349,7 @@ pub struct Hub {
     rechecks: AtomicU64,
     waiting_for_change: AtomicU64,
     publishes_in_flight: AtomicU64,
+    delivery_tasks: AtomicU64,
     sessions: RwLock<Sessions>,
     limits: ConnectionLimits,
     /// Feeds the subscriptions that fell behind from the log; without one, they drop.
@@ -733,6 +743,17 @@ impl Hub {
     /// Sessions whose recheck waits for a registry change.
     pub fn rechecks_waiting(&self) -> u64 {
         self.waiting_for_change.load(Ordering::Relaxed)
+    }
+
+    /// Counts a session's delivery task until the guard is dropped (the task's end).
+    pub fn delivery_task(self: &Arc<Self>) -> DeliveryTask {
+        self.delivery_tasks.fetch_add(1, Ordering::Relaxed);
+        DeliveryTask(self.clone())
+    }
+
+    /// Sessions' delivery tasks running: one per connection, none left after it.
+    pub fn delivery_tasks(&self) -> u64 {
+        self.delivery_tasks.load(Ordering::Relaxed)
     }
 
     /// Counts a publish of a connection as being handled, until [`Hub::publish_ended`].

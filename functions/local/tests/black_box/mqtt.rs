@@ -811,19 +811,7 @@ async fn live_sessions_lose_what_their_client_loses() {
 async fn idle_devices_are_decided_again_after_registry_writes_only() {
     let dir = tempfile::tempdir().unwrap();
     let s = setup(dir.path()).await;
-    let until = |name: &'static str, value: u64| {
-        let server = &s.server;
-        async move {
-            let reached = async {
-                while server.metric(name).await != value {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(8), reached)
-                .await
-                .unwrap_or_else(|_| panic!("{name} reaches {value}"));
-        }
-    };
+    let until = |name: &'static str, value: u64| s.server.metric_reaches(name, value);
     let mut dev1 = connect(
         s.server.mqtt,
         Options::v5("dev1@app1").login("dev1@app1", "p1"),
@@ -859,6 +847,39 @@ async fn idle_devices_are_decided_again_after_registry_writes_only() {
     );
     until("drogue_mqtt_rechecks_waiting", 0).await;
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 2);
+}
+
+/// A session's delivery task (which sends its messages and closes its connection when
+/// it is taken over) ends with its connection, whether the session subscribed (and has
+/// a queue) or only published (and has none), however the client leaves.
+#[tokio::test]
+async fn every_connections_delivery_task_ends_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+    let tasks = |value: u64| s.server.metric_reaches("drogue_mqtt_delivery_tasks", value);
+    let mut app = connect(addr, s.app_login(false, "app", &s.admin))
+        .await
+        .unwrap();
+    assert!(app.subscribed("app/app1", false).await);
+    let mut dev1 = connect(addr, Options::v5("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    dev1.publish("dt/app1/dev1/temp", true, b"1", None).await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+    assert_eq!(app.event().await.json()["data"], json!(1));
+    let dev2 = connect(addr, Options::v3("dev2@app1").login("dev2@app1", "p2"))
+        .await
+        .unwrap();
+    tasks(3).await;
+    // a clean DISCONNECT, and a socket closed without one: sessions without a queue
+    dev1.disconnect().await;
+    dev2.kill();
+    tasks(1).await;
+    // a subscriber's session, with its queue
+    app.disconnect().await;
+    tasks(0).await;
+    assert_eq!(s.server.metric("drogue_mqtt_sessions").await, 0);
 }
 
 /// A device with a certificate is decided again when a certificate of its chain

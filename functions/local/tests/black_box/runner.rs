@@ -129,6 +129,18 @@ impl LocalRunner {
             .unwrap_or_else(|| panic!("{name} in {text}"))
     }
 
+    /// Waits (at most 8 s) until a counter of `/metrics` is `value`; panics otherwise.
+    pub async fn metric_reaches(&self, name: &str, value: u64) {
+        let reached = async {
+            while self.metric(name).await != value {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(8), reached)
+            .await
+            .unwrap_or_else(|_| panic!("{name} reaches {value}"));
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let token = self.admin_token();
         let (user, token) = token.split_once(':').unwrap();

@@ -77,13 +77,11 @@ impl Accepted {
                 hub.acked(session, &track);
             }
         });
-        ntex_rt::spawn(super::deliver::run(
-            outlet,
-            outgoing,
-            conn.slot.clone(),
-            close,
-            revoked,
-        ));
+        let (slot, counted) = (conn.slot.clone(), conn.backend.hub.delivery_task());
+        ntex_rt::spawn(async move {
+            let _counted = counted;
+            super::deliver::run(outlet, outgoing, slot, close, revoked).await;
+        });
         conn
     }
 }
