@@ -29,7 +29,75 @@ pub const CASES: &[Case<Fixture>] = &[
         "the slow hash runs once per device and password until the device changes",
         |f| Box::pin(cache(f)),
     ),
+    (
+        "what authentication keeps: credentials parsed, one application object for its devices",
+        |f| Box::pin(kept(f)),
+    ),
 ];
+
+/// The allowed authentication of `credential` in app1.
+async fn authenticated(
+    f: &Fixture,
+    credential: drogue_shared::device_auth::DeviceCredential,
+) -> drogue_shared::device_auth::Authenticated {
+    match f.authenticate(Some("app1"), credential, None).await {
+        drogue_shared::device_auth::DeviceAuthentication::Allow(a) => *a,
+        drogue_shared::device_auth::DeviceAuthentication::Deny { reason } => panic!("{reason}"),
+    }
+}
+
+async fn kept(f: Fixture) {
+    use drogue_shared::model::device_spec::Credential;
+    use std::sync::Arc;
+    let pass = authenticated(&f, password("pass-dev", "secret")).await;
+    // the device's credentials parsed, out of its spec; the rest of the spec kept
+    assert!(matches!(&pass.credentials[..], [Credential::Password(_)]));
+    assert!(!pass.sender.spec.contains_key("authentication"));
+    let users = authenticated(&f, user("alice", "pw", None)).await;
+    assert_eq!(users.sender.metadata.name, "user-dev");
+    assert_eq!(users.credentials.len(), 3);
+    // its names as the stored device's: a unique username is one, another username not
+    let names: Vec<String> = users
+        .sender_claims()
+        .iter()
+        .map(|claim| claim.key().to_owned())
+        .collect();
+    assert_eq!(names, ["alice", "user-dev"]);
+    let bcrypt = authenticated(&f, password("bcrypt-dev", "secret")).await;
+    assert!(!bcrypt.sender.spec.contains_key("credentials"));
+    // a gateway's device: its own spec's gateways still there
+    let gateway = f
+        .authenticate(
+            Some("app1"),
+            password("gateway", "gw-secret"),
+            Some("behind"),
+        )
+        .await;
+    let drogue_shared::device_auth::DeviceAuthentication::Allow(gateway) = gateway else {
+        panic!("the gateway acts for its device");
+    };
+    assert!(gateway.device.spec.contains_key("gatewaySelector"));
+    assert_eq!(gateway.credentials.len(), 1, "the sender's (the gateway's)");
+
+    // devices looked up apart share their application's object
+    for other in [&users, &bcrypt, &gateway] {
+        assert!(Arc::ptr_eq(&pass.application, &other.application));
+    }
+    // a new version of the application is a new object, shared from then on
+    let name = AppName::parse("app1").unwrap();
+    let app = f.registry.get_application(&f.admin, &name).await.unwrap();
+    let mut changed = serde_json::to_value(&app).unwrap();
+    changed["metadata"]["labels"] = serde_json::json!({"changed": "yes"});
+    f.registry
+        .update_application(&f.admin, &name, serde_json::from_value(changed).unwrap())
+        .await
+        .unwrap();
+    let after = authenticated(&f, password("pass-dev", "secret")).await;
+    assert!(!Arc::ptr_eq(&pass.application, &after.application));
+    assert_eq!(after.application.metadata.labels["changed"], "yes");
+    let after_bcrypt = authenticated(&f, password("bcrypt-dev", "secret")).await;
+    assert!(Arc::ptr_eq(&after.application, &after_bcrypt.application));
+}
 
 async fn passwords(f: Fixture) {
     let app = Some("app1");

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use drogue_coap_dtls::{DtlsSender, DtlsServer, DtlsSession, PeerIdentity, PskIdentity, PskLookup};
 use drogue_shared::device_auth::{Authenticated, DeviceAuthentication, DeviceAuthenticator};
-use drogue_shared::model::device_spec::{self, Credential};
+use drogue_shared::model::device_spec::Credential;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -59,12 +59,14 @@ impl RegistryPsk {
                 return None;
             }
         };
-        let credentials = device_spec::credentials(&authenticated.sender.spec).ok()?;
         let now = chrono::Utc::now();
-        let key = credentials.iter().find_map(|credential| match credential {
-            Credential::PreSharedKey(psk) => usable_key(psk, now),
-            _ => None,
-        });
+        let key = authenticated
+            .credentials
+            .iter()
+            .find_map(|credential| match credential {
+                Credential::PreSharedKey(psk) => usable_key(psk, now),
+                _ => None,
+            });
         if key.is_none() {
             tracing::info!(%identity, "DTLS PSK identity refused: no valid psk credential");
         }

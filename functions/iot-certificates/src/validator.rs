@@ -32,7 +32,7 @@ use drogue_shared::model::{AppName, NameError};
 use drogue_shared::mqtt::{MqttAuthError, MqttAuthorizer};
 use drogue_shared::registry::Registry;
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
-use drogue_shared::store::{Conflict, DeviceStore, StoreError, device_claims};
+use drogue_shared::store::{Conflict, DeviceStore, StoreError};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
@@ -340,7 +340,8 @@ impl CertificateValidator {
             DeviceAuthentication::Deny { reason } => return Ok(Err(reason)),
         };
         let device = &authenticated.sender.metadata.name;
-        let client_ids: Vec<String> = device_claims(&authenticated.sender)
+        let client_ids: Vec<String> = authenticated
+            .sender_claims()
             .iter()
             .map(|claim| format!("{}@{app}", claim.key()))
             .collect();

@@ -88,6 +88,7 @@ impl Setup {
         Authenticated {
             application: self.app.clone(),
             sender: self.device(sender),
+            credentials: Arc::new([]),
             device: self.device(device),
         }
     }

@@ -16,12 +16,11 @@
 //! pre-shared keys does not authenticate with a certificate.
 
 use super::DeviceAuthenticator;
-use crate::model::device_spec::{self, Credential};
+use crate::model::device_spec::Credential;
 use crate::model::trust_anchors::anchor_certificates;
-use crate::model::{AppName, Application, Claim, Device};
+use crate::model::{AppName, Claim, Device};
 use crate::store::StoreError;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -46,7 +45,7 @@ impl Clock for SystemTime {
     }
 }
 
-type Found = Result<(Arc<Application>, Arc<Device>), &'static str>;
+type Found = Result<super::Found, &'static str>;
 
 /// The denial of a certificate that no application was given for and that several
 /// applications accept.
@@ -133,7 +132,7 @@ async fn candidates(
             // the one application that claims the device, or none: a disabled device of
             // its owner never falls through to a stranger's device of the same name
             match claimant.unusable {
-                None => Ok(Ok((claimant.application, claimant.device))),
+                None => Ok(Ok(claimant.found)),
                 Some(reason) => Ok(Err(reason)),
             }
         }
@@ -144,8 +143,7 @@ async fn candidates(
 /// An application that claims a certificate: it trusts the issuer, the chain verifies
 /// against its anchors, and one of its devices matches the certificate and may use it.
 struct Claimant {
-    application: Arc<Application>,
-    device: Arc<Device>,
+    found: super::Found,
     /// Why the application or the device cannot be used now (disabled, being deleted).
     unusable: Option<&'static str>,
 }
@@ -172,11 +170,11 @@ async fn accepting(
     let mut furthest = (Stage::Issuer, no_issuer);
     for app in &apps {
         match application(auth, presented, app, false).await? {
-            Ok((application, device)) => {
-                let unusable = super::unusable(&application).or_else(|| super::unusable(&device));
+            Ok(claimed) => {
+                let unusable = super::unusable(&claimed.application)
+                    .or_else(|| super::unusable(&claimed.device));
                 found.push(Claimant {
-                    application,
-                    device,
+                    found: claimed,
                     unusable,
                 });
             }
@@ -197,7 +195,7 @@ async fn application(
     presented: &Presented<'_>,
     app: &AppName,
     given: bool,
-) -> Result<Result<(Arc<Application>, Arc<Device>), (Stage, &'static str)>, StoreError> {
+) -> Result<Result<super::Found, (Stage, &'static str)>, StoreError> {
     let untrusted = if given {
         "the application does not trust the certificate's issuer"
     } else {
@@ -236,11 +234,11 @@ async fn application(
             "no device matches the certificate's subject",
         )));
     };
-    let stored = device_spec::credentials(&device.spec).unwrap_or_default();
-    if let Err(reason) = may_use(&stored, &presented.chain[0]) {
+    let found = super::found(application.app, device);
+    if let Err(reason) = may_use(&found.credentials, &presented.chain[0]) {
         return Ok(Err((Stage::Credentials, reason)));
     }
-    Ok(Ok(super::found(application.app, device)))
+    Ok(Ok(found))
 }
 
 /// The applications (by name) that accept a certificate chain (DER, end entity first)
@@ -259,7 +257,7 @@ pub(super) async fn accepting_applications(
         let usable: Vec<String> = found
             .iter()
             .filter(|c| c.unusable.is_none())
-            .map(|c| c.application.metadata.name.clone())
+            .map(|c| c.found.application.metadata.name.clone())
             .collect();
         match (usable.is_empty(), found.first()) {
             (true, Some(claimant)) => Err(claimant.unusable.unwrap_or("not usable")),

@@ -251,6 +251,19 @@ pub fn credentials(spec: &Map<String, Value>) -> Result<Vec<Credential>, SpecErr
     Ok(all)
 }
 
+/// Every credential of a device, as [`credentials`] reads them, and the spec without the
+/// sections that held them (`authentication`, `credentials`): the form authentication
+/// keeps a device in, where the sections' JSON objects would take about ten times the
+/// room of the credentials themselves. An unreadable section gives no credentials (and
+/// is taken out all the same), as [`credentials`]' error does for its callers.
+pub fn take_credentials(spec: &mut Map<String, Value>) -> Vec<Credential> {
+    let all = credentials(spec).unwrap_or_default();
+    for section in CREDENTIAL_SECTIONS {
+        spec.remove(section);
+    }
+    all
+}
+
 /// The aliases of a device (`spec.alias.aliases`).
 pub fn aliases(spec: &Map<String, Value>) -> Result<Vec<String>, SpecError> {
     match spec.get("alias").filter(|v| !v.is_null()) {
@@ -277,15 +290,24 @@ pub fn gateways(spec: &Map<String, Value>) -> Result<Vec<String>, SpecError> {
 /// The names, besides its own, that a device holds within its application: its aliases
 /// and unique usernames, without repeats.
 pub fn claims(spec: &Map<String, Value>) -> Result<Vec<Claim>, SpecError> {
+    claims_with(spec, &credentials(spec)?)
+}
+
+/// As [`claims`], with the device's credentials given apart (for a spec they were taken
+/// out of, see [`take_credentials`]).
+pub fn claims_with(
+    spec: &Map<String, Value>,
+    credentials: &[Credential],
+) -> Result<Vec<Claim>, SpecError> {
     let mut claims: Vec<Claim> = aliases(spec)?.into_iter().map(Claim::Alias).collect();
-    for credential in credentials(spec)? {
+    for credential in credentials {
         if let Credential::UsernamePassword {
             username,
             unique: true,
             ..
         } = credential
         {
-            claims.push(Claim::Username(username));
+            claims.push(Claim::Username(username.clone()));
         }
     }
     Ok(super::claims::without_repeats(claims))

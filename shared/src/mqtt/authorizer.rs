@@ -24,7 +24,7 @@ use crate::device_auth::{
 };
 use crate::model::{AppName, Application, Device};
 use crate::registry::{ListOptions, Registry};
-use crate::store::{StoreError, device_claims};
+use crate::store::StoreError;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -279,7 +279,11 @@ impl MqttAuthorizer {
         );
         // the client id names the device: its name, an alias or a unique username
         let names_device = connect.client_id.rsplit_once('@').is_some_and(|(id, a)| {
-            a == app && device_claims(device).iter().any(|claim| claim.key() == id)
+            a == app
+                && authenticated
+                    .sender_claims()
+                    .iter()
+                    .any(|claim| claim.key() == id)
         });
         if !names_device {
             return deny(
@@ -321,7 +325,8 @@ impl MqttAuthorizer {
             DeviceAuthentication::Deny { reason } => return Ok(Err(reason)),
         };
         let app = authenticated.application.metadata.name.clone();
-        let client_ids: Vec<String> = device_claims(&authenticated.sender)
+        let client_ids: Vec<String> = authenticated
+            .sender_claims()
             .iter()
             .map(|claim| format!("{}@{app}", claim.key()))
             .collect();
