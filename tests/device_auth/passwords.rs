@@ -57,11 +57,20 @@ async fn kept(f: Fixture) {
     assert_eq!(users.sender.metadata.name, "user-dev");
     assert_eq!(users.credentials.len(), 3);
     // its names as the stored device's: a unique username is one, another username not
-    let names: Vec<String> = users
-        .sender_claims()
-        .iter()
-        .map(|claim| claim.key().to_owned())
-        .collect();
+    let app1 = AppName::parse("app1").unwrap();
+    let stored = f
+        .store
+        .store
+        .get_device(&app1, &DeviceName::parse("user-dev").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        users.sender_claims(),
+        drogue_shared::store::device_claims(&stored)
+    );
+    let claims = users.sender_claims();
+    let names: Vec<&str> = claims.iter().map(|c| c.key()).collect();
     assert_eq!(names, ["alice", "user-dev"]);
     let bcrypt = authenticated(&f, password("bcrypt-dev", "secret")).await;
     assert!(!bcrypt.sender.spec.contains_key("credentials"));
@@ -78,9 +87,36 @@ async fn kept(f: Fixture) {
     };
     assert!(gateway.device.spec.contains_key("gatewaySelector"));
     assert_eq!(gateway.credentials.len(), 1, "the sender's (the gateway's)");
+    // a pre-shared key (as DTLS reads it) and a pinned certificate
+    let psk =
+        serde_json::json!({"authentication": {"credentials": [{"psk": {"key": "c2VjcmV0"}}]}});
+    f.device("app1", "psk-dev", psk).await;
+    let drogue_shared::device_auth::DeviceAuthentication::Allow(psk) =
+        f.auth.resolve("app1", "psk-dev", None).await.unwrap()
+    else {
+        panic!("the device resolves");
+    };
+    assert!(matches!(
+        &psk.credentials[..],
+        [Credential::PreSharedKey(_)]
+    ));
+    assert!(psk.sender.spec.is_empty());
+    let held = f.ca1.issue("app1", "kept-pinned", 2025, 2030);
+    let pinned = serde_json::json!({"authentication": {"credentials": [{"cert": held.cert_pem}]}});
+    f.device("app1", "kept-pinned", pinned).await;
+    let chain = drogue_shared::device_auth::DeviceCredential::Certificate {
+        chain: vec![held.der.to_vec()],
+    };
+    let certified = authenticated(&f, chain).await;
+    assert_eq!(certified.sender.metadata.name, "kept-pinned");
+    assert!(matches!(
+        &certified.credentials[..],
+        [Credential::Certificate(_)]
+    ));
+    assert!(certified.sender.spec.is_empty());
 
-    // devices looked up apart share their application's object
-    for other in [&users, &bcrypt, &gateway] {
+    // devices looked up apart share their application's object, whatever their credential
+    for other in [&users, &bcrypt, &gateway, &psk, &certified] {
         assert!(Arc::ptr_eq(&pass.application, &other.application));
     }
     // a new version of the application is a new object, shared from then on

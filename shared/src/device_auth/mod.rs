@@ -117,9 +117,9 @@ fn same_version(a: &Application, b: &Application) -> bool {
 /// held by every live connection): without their `status`, the registry's readiness
 /// conditions and trust anchor evaluation, which nothing after authentication reads and
 /// which would take about half their room; and the device's credentials parsed, out of
-/// its spec. Their JSON (a password's hash is four nested objects of one key, each a
-/// B-tree node of about 630 bytes) took about 2.5 KB per device, where parsed they take
-/// about 200 bytes.
+/// its spec. Their JSON (a password's hash in a spec of nothing else is four nested
+/// objects of one key, each a B-tree node of about 630 bytes) took about 2.5 KB per
+/// device, where a parsed password takes about 200 bytes.
 fn found(mut application: Application, mut device: Device) -> Found {
     application.status = serde_json::Map::new();
     device.status = serde_json::Map::new();

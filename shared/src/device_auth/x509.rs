@@ -234,10 +234,11 @@ async fn application(
             "no device matches the certificate's subject",
         )));
     };
-    let found = super::found(application.app, device);
+    let mut found = super::found(application.app, device);
     if let Err(reason) = may_use(&found.credentials, &presented.chain[0]) {
         return Ok(Err((Stage::Credentials, reason)));
     }
+    auth.share_application(app.as_str(), &mut found.application);
     Ok(Ok(found))
 }
 

@@ -254,12 +254,17 @@ pub fn credentials(spec: &Map<String, Value>) -> Result<Vec<Credential>, SpecErr
 /// Every credential of a device, as [`credentials`] reads them, and the spec without the
 /// sections that held them (`authentication`, `credentials`): the form authentication
 /// keeps a device in, where the sections' JSON objects would take about ten times the
-/// room of the credentials themselves. An unreadable section gives no credentials (and
-/// is taken out all the same), as [`credentials`]' error does for its callers.
+/// room of the credentials themselves. One unreadable section gives no credentials at
+/// all, from either section (both are taken out all the same), as [`credentials`]'
+/// error does for its callers. A spec left empty is a new empty map: a map emptied by
+/// removals keeps its first node (about 630 bytes), a new one has none.
 pub fn take_credentials(spec: &mut Map<String, Value>) -> Vec<Credential> {
     let all = credentials(spec).unwrap_or_default();
     for section in CREDENTIAL_SECTIONS {
         spec.remove(section);
+    }
+    if spec.is_empty() {
+        *spec = Map::new();
     }
     all
 }
