@@ -441,18 +441,22 @@ impl DeviceAuthenticator {
         let Some(device) = device else {
             return Ok(None);
         };
-        let mut found = found(application.app, device);
         // unchanged since the lookup remembered before (expired, or of an older change
         // count): its objects again, which every live connection of the device holds,
-        // rather than a second copy of each
-        if let Some(before) = self.lookups.peek(&LookupKey(app, id))
-            && same_version(&before.found.application, &found.application)
-            && same_version(&before.found.device, &found.device)
-        {
-            found = before.found;
-        } else {
-            self.share_application(app, &mut found.application);
-        }
+        // rather than a second copy of each (and its credentials not parsed again)
+        let found = match self.lookups.peek(&LookupKey(app, id)) {
+            Some(before)
+                if same_version(&before.found.application, &application.app)
+                    && same_version(&before.found.device, &device) =>
+            {
+                before.found
+            }
+            _ => {
+                let mut found = found(application.app, device);
+                self.share_application(app, &mut found.application);
+                found
+            }
+        };
         if !self.lookup_ttl.is_zero() {
             let lookup = Lookup {
                 at: Instant::now(),

@@ -131,14 +131,26 @@ impl LocalRunner {
 
     /// Waits (at most 8 s) until a counter of `/metrics` is `value`; panics otherwise.
     pub async fn metric_reaches(&self, name: &str, value: u64) {
+        self.metric_until(name, |v| v == value, &format!("reaches {value}"))
+            .await;
+    }
+
+    /// Waits (at most 8 s) until a counter of `/metrics` is at least `value`; panics
+    /// otherwise.
+    pub async fn metric_reaches_at_least(&self, name: &str, value: u64) {
+        self.metric_until(name, |v| v >= value, &format!("reaches at least {value}"))
+            .await;
+    }
+
+    async fn metric_until(&self, name: &str, done: impl Fn(u64) -> bool, what: &str) {
         let reached = async {
-            while self.metric(name).await != value {
+            while !done(self.metric(name).await) {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         };
         tokio::time::timeout(std::time::Duration::from_secs(8), reached)
             .await
-            .unwrap_or_else(|_| panic!("{name} reaches {value}"));
+            .unwrap_or_else(|_| panic!("{name} {what}"));
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
