@@ -91,11 +91,10 @@ impl Authenticated {
     /// the stored device (which reads the credentials from the spec, where the sender
     /// has none).
     pub fn sender_claims(&self) -> Vec<Claim> {
-        let mut claims = vec![Claim::Name(self.sender.metadata.name.clone())];
-        claims.extend(
-            device_spec::claims_with(&self.sender.spec, &self.credentials).unwrap_or_default(),
-        );
-        crate::model::claims::without_repeats(claims)
+        crate::store::named_claims(
+            &self.sender,
+            device_spec::claims_with(&self.sender.spec, &self.credentials),
+        )
     }
 }
 

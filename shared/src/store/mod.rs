@@ -259,8 +259,17 @@ pub trait TokenStore: Send + Sync {
 /// The names a stored device holds within its application: its own name, its aliases
 /// and unique usernames. Stored specs were checked on write.
 pub fn device_claims(device: &Device) -> Vec<Claim> {
+    named_claims(device, crate::model::device_spec::claims(&device.spec))
+}
+
+/// A device's own name and the other names its spec gives it (`spec_claims`: none when
+/// the spec could not be read), without repeats.
+pub(crate) fn named_claims(
+    device: &Device,
+    spec_claims: Result<Vec<Claim>, crate::model::device_spec::SpecError>,
+) -> Vec<Claim> {
     let mut claims = vec![Claim::Name(device.metadata.name.clone())];
-    claims.extend(crate::model::device_spec::claims(&device.spec).unwrap_or_default());
+    claims.extend(spec_claims.unwrap_or_default());
     crate::model::claims::without_repeats(claims)
 }
 
