@@ -153,8 +153,17 @@ pub(super) async fn run(
             }
         };
         // the client's receive window (QoS 1) and the connection's write buffer
-        // (both): a slow subscriber holds its queue back, not the broker's memory
-        if !outlet.ready().await {
+        // (both): a slow subscriber holds its queue back, not the broker's memory; one
+        // that stopped acknowledging is still closed when its session is taken over or
+        // its access ends
+        let ready = tokio::select! {
+            ready = outlet.ready() => ready,
+            () = close.notified() => {
+                outlet.close(revoked.load(Ordering::SeqCst));
+                break;
+            }
+        };
+        if !ready {
             break;
         }
         let packet_id = push.qos1.then(|| outgoing.send(push.track));
@@ -214,12 +223,20 @@ mod tests {
     struct Recorder {
         sent: Rc<Cell<usize>>,
         closed: Rc<Cell<Option<bool>>>,
+        /// A client that stopped acknowledging: the connection takes nothing more.
+        stalled: Rc<Cell<bool>>,
     }
 
     impl Outlet for Recorder {
         fn on_ack(&self, _acked: impl Fn(u16, bool) + 'static) {}
         fn ready(&self) -> impl Future<Output = bool> {
-            std::future::ready(true)
+            let stalled = self.stalled.get();
+            async move {
+                if stalled {
+                    std::future::pending::<()>().await;
+                }
+                true
+            }
         }
         fn send(&self, _delivery: &Delivery, _packet_id: Option<u16>) -> bool {
             self.sent.set(self.sent.get() + 1);
@@ -232,18 +249,7 @@ mod tests {
 
     /// Starts a delivery task as a connection does: its outlet, slot and close signal.
     fn start() -> (Recorder, Rc<Slot>, Arc<Notify>, tokio::task::JoinHandle<()>) {
-        let (outlet, slot, close) = (
-            Recorder::default(),
-            Rc::new(Slot::default()),
-            Arc::new(Notify::new()),
-        );
-        let task = tokio::task::spawn_local(run(
-            outlet.clone(),
-            Outgoing::new(),
-            slot.clone(),
-            close.clone(),
-            Arc::new(AtomicBool::new(false)),
-        ));
+        let (outlet, slot, close, _revoked, task) = start_with_revoked();
         (outlet, slot, close, task)
     }
 
@@ -276,8 +282,49 @@ mod tests {
                 ended(task).await.expect("the task ends").unwrap();
                 assert_eq!(outlet.sent.get(), 2);
                 assert_eq!(outlet.closed.get(), None);
+                // a client that stopped acknowledging, its session taken over or its
+                // access ended while a message waits for its receive window: the
+                // connection is closed all the same
+                for revoke in [false, true] {
+                    let (outlet, slot, close, revoked, task) = start_with_revoked();
+                    outlet.stalled.set(true);
+                    let (tx, rx) = mpsc::channel(8);
+                    slot.put(rx);
+                    tx.send(push()).await.unwrap();
+                    tokio::task::yield_now().await;
+                    assert!(!task.is_finished());
+                    revoked.store(revoke, Ordering::SeqCst);
+                    close.notify_one();
+                    ended(task).await.expect("the task ends").unwrap();
+                    assert_eq!(outlet.sent.get(), 0);
+                    assert_eq!(outlet.closed.get(), Some(revoke));
+                }
             })
             .await;
+    }
+
+    /// [`start`], with the session's revoked flag.
+    fn start_with_revoked() -> (
+        Recorder,
+        Rc<Slot>,
+        Arc<Notify>,
+        Arc<AtomicBool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (outlet, slot, close, revoked) = (
+            Recorder::default(),
+            Rc::new(Slot::default()),
+            Arc::new(Notify::new()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let task = tokio::task::spawn_local(run(
+            outlet.clone(),
+            Outgoing::new(),
+            slot.clone(),
+            close.clone(),
+            revoked.clone(),
+        ));
+        (outlet, slot, close, revoked, task)
     }
 
     fn push() -> Push {
