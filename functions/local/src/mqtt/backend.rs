@@ -26,13 +26,26 @@ use std::time::Duration;
 pub struct Client {
     pub client_id: String,
     pub identity: MqttIdentity,
-    pub policy: Arc<Policy>,
+    /// The policy its client holds now: the CONNECT's, replaced by each recheck's
+    /// (`broker::connect::recheck`), so that a client that loses access to an
+    /// application can no longer publish to it or subscribe to it on a live connection.
+    policy: std::sync::RwLock<Arc<Policy>>,
     /// The user whose connections it counts against: a device's application's owner,
     /// an application client's own user.
     pub owner: String,
 }
 
 impl Client {
+    /// The policy the client holds now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().expect("not poisoned").clone()
+    }
+
+    /// Gives the client the policy a recheck decided.
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        *self.policy.write().expect("not poisoned") = policy;
+    }
+
     fn describe(&self) -> String {
         match &self.identity {
             MqttIdentity::Device {
@@ -128,7 +141,7 @@ impl Backend {
                 let client = Arc::new(Client {
                     client_id: connect.client_id,
                     identity: authorized.identity,
-                    policy: Arc::new(authorized.policy),
+                    policy: std::sync::RwLock::new(Arc::new(authorized.policy)),
                     owner,
                 });
                 tracing::info!(client_id = %client.client_id, who = %client.describe(), "MQTT client connected");
@@ -181,7 +194,7 @@ impl Backend {
                 let Some(Published::Command { app, .. }) = topics::parse(topic) else {
                     return Ok(());
                 };
-                if !client.policy.allows(Action::Publish, topic) {
+                if !client.policy().allows(Action::Publish, topic) {
                     return Ok(());
                 }
                 match self.commands.admit(app) {
@@ -198,7 +211,7 @@ impl Backend {
     pub fn may_subscribe(&self, client: &Client, filter: &str) -> bool {
         let device = matches!(client.identity, MqttIdentity::Device { .. });
         let allowed = (device && topics::drogue::inbox(filter).is_some())
-            || client.policy.allows(Action::Subscribe, filter);
+            || client.policy().allows(Action::Subscribe, filter);
         if !allowed {
             tracing::info!(client_id = %client.client_id, filter, "MQTT subscription refused by policy");
         }
@@ -232,7 +245,7 @@ impl Backend {
             }
             _ => message,
         };
-        if !client.policy.allows(Action::Publish, message.topic) {
+        if !client.policy().allows(Action::Publish, message.topic) {
             tracing::info!(client_id = %client.client_id, topic = message.topic, "MQTT publish refused by policy");
             return Outcome::NotAuthorized;
         }

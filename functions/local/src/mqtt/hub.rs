@@ -171,6 +171,8 @@ impl Handoff {
 /// The feed of a subscription that fell behind, and how it hands the subscription back.
 struct Feeding {
     handoff: Arc<Handoff>,
+    /// The application whose events it feeds.
+    application: String,
     _feed: Feed,
 }
 
@@ -530,8 +532,30 @@ impl Hub {
             }
         }
         let mut sessions = self.sessions.write().expect("not poisoned");
+        let sessions = &mut *sessions;
         match sessions.by_id.get_mut(&id) {
             Some(entry) => {
+                // routing checks the policy at every event; a feed from the log does
+                // not: one of an application the client may no longer receive stops
+                // (a resuming subscription, its cursor forgotten, is routed from then on)
+                for sub in &mut entry.subscriptions {
+                    let forbidden = |application: &str| {
+                        !policy.allows(Action::Receive, &application_events(application))
+                    };
+                    if sub
+                        .resume
+                        .as_ref()
+                        .is_some_and(|r| forbidden(&r.cursor.application))
+                    {
+                        sub.resume = None;
+                        sessions.index.insert(id, sub);
+                    }
+                    if sub.fed.as_ref().is_some_and(|f| forbidden(&f.application)) {
+                        // routing takes the subscription back, and checks each event
+                        sub.fed = None;
+                        sub.behind.store(0, Ordering::Relaxed);
+                    }
+                }
                 entry.policy = policy;
                 true
             }
@@ -839,6 +863,7 @@ impl Hub {
             sub.fed = Some(Feeding {
                 _feed: Feed(feeder(&cursor, sub.mode, queue, handoff.clone())),
                 handoff,
+                application: cursor.application,
             });
             self.fell_behind.fetch_add(1, Ordering::Relaxed);
             tracing::info!(

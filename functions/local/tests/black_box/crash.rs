@@ -177,3 +177,34 @@ async fn nothing_acknowledged_is_lost_when_the_runner_is_killed() {
         "crash test: {rounds} rounds, {acknowledged} acknowledged, {received} received, 0 lost"
     );
 }
+
+/// A persistent session taken up again survives a SIGKILL right after: its
+/// subscriptions are restored before the session is saved again, so no save in between
+/// holds it without them.
+#[tokio::test]
+async fn a_session_taken_up_again_keeps_its_subscriptions_through_a_crash_right_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let who = setup(&server).await;
+    let mut first = consumer(&server, &who).await;
+    assert!(first.subscribed("app/app1", false).await);
+    first.disconnect().await;
+    // taken up again, and the runner killed well within a save interval
+    let again = consumer(&server, &who).await;
+    assert!(again.session_present);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.stop("KILL").await, None, "killed by a signal");
+    drop(again);
+
+    let server = LocalRunner::start(dir.path()).await;
+    let mut after = consumer(&server, &who).await;
+    assert!(after.session_present, "the session survived");
+    super::resume::publish(&server, [7]).await;
+    let e = tokio::time::timeout(Duration::from_secs(5), after.event())
+        .await
+        .expect("the restored subscription delivers")
+        .json();
+    assert_eq!(e["data"], json!({"n": 7}));
+    after.disconnect().await;
+    server.stop("TERM").await;
+}

@@ -86,6 +86,21 @@ impl Setup {
         assert_eq!(deleted.status().as_u16(), 204, "{name}");
     }
 
+    /// Sets app1's members as the administrator.
+    async fn set_members(&self, members: Value) {
+        let set = reqwest::Client::new()
+            .put(format!(
+                "{}/api/admin/v1alpha1/apps/app1/members",
+                self.server.base
+            ))
+            .basic_auth(&self.admin.0, Some(&self.admin.1))
+            .json(&json!({ "members": members }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status().as_u16(), 204);
+    }
+
     /// An application login with client id `{user}/{name}`, in the user's own namespace.
     fn app_login(&self, v5: bool, name: &str, who: &(String, String)) -> Options {
         let client_id = format!("{}/{name}", who.0);
@@ -715,17 +730,7 @@ async fn live_sessions_lose_what_their_client_loses() {
     let s = setup(dir.path()).await;
     let addr = s.server.mqtt;
     let http = reqwest::Client::new();
-    let members = format!("{}/api/admin/v1alpha1/apps/app1/members", s.server.base);
-    let put_members = |body: Value| {
-        http.put(&members)
-            .basic_auth(&s.admin.0, Some(&s.admin.1))
-            .json(&body)
-            .send()
-    };
-    let made = put_members(json!({"members": {"eve": {"role": "reader"}}}))
-        .await
-        .unwrap();
-    assert_eq!(made.status().as_u16(), 204);
+    s.set_members(json!({"eve": {"role": "reader"}})).await;
     let second: Value = http
         .post(format!("{}/api/tokens/v1alpha1", s.server.base))
         .basic_auth(&s.eve.0, Some(&s.eve.1))
@@ -767,8 +772,7 @@ async fn live_sessions_lose_what_their_client_loses() {
     assert_eq!(owner.event().await.json()["data"], json!(1));
 
     // eve is no member any more, her second token is deleted, dev2 is deleted
-    let removed = put_members(json!({"members": {}})).await.unwrap();
-    assert_eq!(removed.status().as_u16(), 204);
+    s.set_members(json!({})).await;
     let revoked = http
         .delete(format!(
             "{}/api/tokens/v1alpha1/{}",
@@ -801,6 +805,66 @@ async fn live_sessions_lose_what_their_client_loses() {
     assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
     assert_eq!(owner.event().await.json()["data"], json!(2));
     member.quiet(Duration::from_millis(500)).await;
+}
+
+/// A member removed from an application, whose token stays valid (so its connection
+/// lives on), loses on that live connection what the recheck takes from its policy:
+/// commands to the application are refused, a new subscription to its events is
+/// refused, and a persistent session's subscription fed from the event log stops.
+#[tokio::test]
+async fn a_removed_member_can_no_longer_command_subscribe_or_be_fed_on_a_live_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let addr = s.server.mqtt;
+    s.set_members(json!({"eve": {"role": "manager"}})).await;
+
+    // a persistent session: its QoS 1 subscription to app1 resumes from the log
+    let mut eve = connect(addr, s.app_login(true, "eve", &s.eve).persistent(600))
+        .await
+        .unwrap();
+    assert!(eve.subscribed("app/app1", false).await);
+    let mut dev1 = connect(addr, Options::v5("dev1@app1").login("dev1@app1", "p1"))
+        .await
+        .unwrap();
+    assert!(dev1.subscribed("cmd/app1/dev1/#", false).await);
+    dev1.publish("dt/app1/dev1/temp", true, b"1", None).await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+    assert_eq!(eve.event().await.json()["data"], json!(1), "a member reads");
+    eve.publish("command/app1/dev1/blink", true, b"1", None)
+        .await;
+    assert_eq!(eve.next_ack().await, In::PubAck("Success".into()));
+    assert_eq!(dev1.message().await.topic, "cmd/app1/dev1/blink");
+
+    s.set_members(json!({})).await;
+    // within the recheck's period (and some slack), her commands are refused
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        eve.publish("command/app1/dev1/blink", true, b"2", None)
+            .await;
+        match eve.next_ack().await {
+            In::PubAck(reason) if reason == "NotAuthorized" => break,
+            In::PubAck(reason) if reason == "Success" => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a removed member still sends commands to app1"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // (what she sent before the recheck reached dev1)
+    dev1.drain(Duration::from_millis(300)).await;
+    // the subscriptions she may no longer make
+    for filter in ["app/app1", "$share/g/app/app1"] {
+        assert!(!eve.subscribed(filter, false).await, "{filter}");
+    }
+    // and the resuming subscription she made as a member is fed no more
+    eve.drain(Duration::from_millis(300)).await;
+    dev1.publish("dt/app1/dev1/temp", true, b"3", None).await;
+    assert_eq!(dev1.next_ack().await, In::PubAck("Success".into()));
+    eve.quiet(Duration::from_millis(500)).await;
+    dev1.quiet(Duration::from_millis(300)).await;
 }
 
 /// A device that logged in with a password depends on the registry alone: idle, its

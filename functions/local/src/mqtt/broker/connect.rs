@@ -254,7 +254,7 @@ pub(super) async fn connect(
         &client.client_id,
         Some(&client.owner),
         device,
-        client.policy.clone(),
+        client.policy(),
         None,
         expiry,
     );
@@ -283,16 +283,8 @@ pub(super) async fn connect(
     })
     .await?
     .filter(|_| !clean);
-    if expiry.is_some() {
-        main.spawn(sessions::keep(
-            backend.hub.clone(),
-            backend.sessions.clone(),
-            client.client_id.clone(),
-            id,
-        ));
-    }
     let recheck = main
-        .spawn(recheck(backend.clone(), again, id, seen))
+        .spawn(recheck(backend.clone(), again, client.clone(), id, seen))
         .abort_handle();
     let conn = Conn(Rc::new(ConnInner {
         session: id,
@@ -311,6 +303,16 @@ pub(super) async fn connect(
     let session_present = earlier.is_some();
     if let Some(state) = earlier {
         conn.restore(state).await;
+    }
+    // kept from here on: saved before the restore, the session would be saved without
+    // its subscriptions, and a crash before the next save would lose them
+    if expiry.is_some() {
+        main.spawn(sessions::keep(
+            backend.hub.clone(),
+            backend.sessions.clone(),
+            conn.client.client_id.clone(),
+            id,
+        ));
     }
     Ok(Connection::Accepted(Accepted {
         conn,
@@ -356,7 +358,8 @@ async fn news_for_device(
 
 /// Decides a live session's CONNECT again every [`RECHECK_INTERVAL`], as IoT Core
 /// refreshes a custom authorizer's policy: the session gets the policy its client holds
-/// now (an application the user may no longer read stops reaching it), or is ended when
+/// now (an application the user may no longer read stops reaching it, from the log too,
+/// and the client can no longer publish to it or subscribe to it), or is ended when
 /// the client would be refused now (a deleted or disabled device, a deleted or expired
 /// token, an application's uid changed). An unreachable registry changes nothing.
 ///
@@ -367,7 +370,13 @@ async fn news_for_device(
 /// (no periodic timer, no decision: 10,000 idle devices cost no wake-ups), then decides
 /// at the session's next tick (the sessions' decisions after a write stay spread over
 /// the period). The connection's end aborts the task.
-async fn recheck(backend: Arc<Backend>, connect: MqttConnect, id: u64, mut seen: Option<u64>) {
+async fn recheck(
+    backend: Arc<Backend>,
+    connect: MqttConnect,
+    client: Arc<Client>,
+    id: u64,
+    mut seen: Option<u64>,
+) {
     let mut next = tokio::time::Instant::now() + RECHECK_INTERVAL;
     loop {
         if let (Some(changes), Some(decided)) = (&backend.registry_changes, seen) {
@@ -388,7 +397,10 @@ async fn recheck(backend: Arc<Backend>, connect: MqttConnect, id: u64, mut seen:
         // lives as long as its connection)
         match Box::pin(backend.authorizer.connect(&connect)).await {
             Ok(ConnectDecision::Allow(allowed)) => {
-                if !backend.hub.set_policy(id, Arc::new(allowed.policy)) {
+                // what it may publish and subscribe to, and what reaches it
+                let policy = Arc::new(allowed.policy);
+                client.set_policy(policy.clone());
+                if !backend.hub.set_policy(id, policy) {
                     return;
                 }
                 seen = seen.and(now);
