@@ -538,10 +538,10 @@ impl Hub {
                 // routing checks the policy at every event; a feed from the log does
                 // not: one of an application the client may no longer receive stops
                 // (a resuming subscription, its cursor forgotten, is routed from then on)
+                let forbidden = |application: &str| {
+                    !policy.allows(Action::Receive, &application_events(application))
+                };
                 for sub in &mut entry.subscriptions {
-                    let forbidden = |application: &str| {
-                        !policy.allows(Action::Receive, &application_events(application))
-                    };
                     if sub
                         .resume
                         .as_ref()
