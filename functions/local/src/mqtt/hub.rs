@@ -248,10 +248,17 @@ struct Entry {
     device: Option<String>,
     /// The user the connection counts against, if any.
     owner: Option<String>,
+    /// The state of a persistent session closed by its device's connection limit, as
+    /// it was then: the session is kept for its client's next connection, though its
+    /// connection feeds nothing more.
+    closed: Option<SessionState>,
 }
 
 impl Entry {
     fn snapshot(&self) -> Option<SessionState> {
+        if let Some(state) = &self.closed {
+            return Some(state.clone());
+        }
         Some(SessionState {
             expiry: self.expiry?,
             saved: chrono::Utc::now(),
@@ -430,6 +437,9 @@ impl Hub {
                         "a device's new connection takes over its oldest one"
                     );
                     entry.close.notify_one();
+                    if entry.closed.is_none() {
+                        entry.closed = entry.snapshot();
+                    }
                     sessions.clear_subscriptions(old);
                 }
             }
@@ -446,6 +456,7 @@ impl Hub {
                 expiry,
                 device: device.map(str::to_owned),
                 owner: owner.map(str::to_owned),
+                closed: None,
             },
         );
         if let Some(owner) = owner {

@@ -542,6 +542,58 @@ async fn a_device_holds_at_most_its_connections() {
     }
 }
 
+#[tokio::test]
+async fn a_persistent_session_closed_by_its_devices_limit_keeps_its_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--max-connections-per-device", "1"]).await;
+    setup(&server).await;
+    // dev1, with an alias: a second client id of its own
+    let dev1 = json!({"metadata": {"name": "dev1"}, "spec": {"alias": ["a1"], "authentication": {"credentials": [{"pass": "secret"}]}}});
+    assert_eq!(
+        server
+            .put(&format!("{APPS}/app1/devices/dev1"), &dev1)
+            .await,
+        204
+    );
+    let admin = server.admin_token();
+    let admin = admin.split_once(':').unwrap();
+    let persistent = |client_id: &str| {
+        Options::v5(client_id)
+            .login("dev1@app1", "secret")
+            .persistent(600)
+    };
+    let mut first = mqtt_client::connect(server.mqtt, persistent("dev1@app1"))
+        .await
+        .unwrap();
+    assert!(first.subscribed("command/inbox/#", false).await);
+
+    // a second connection of dev1, under another client id, closes the first
+    let second = mqtt_client::connect(
+        server.mqtt,
+        Options::v5("a1@app1").login("dev1@app1", "secret"),
+    )
+    .await
+    .unwrap();
+    match first.next().await {
+        In::Closed(why) => assert!(why.contains("SessionTakenOver"), "{why}"),
+        other => panic!("the first connection should close, got {other:?}"),
+    }
+    second.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // the first session comes back with its subscription, and gets a command
+    let mut again = mqtt_client::connect(server.mqtt, persistent("dev1@app1"))
+        .await
+        .unwrap();
+    assert!(again.session_present, "the session was kept");
+    again.quiet(Duration::from_millis(300)).await;
+    let (status, _, _) = http_command(&server, admin, "app1", 1).await;
+    assert_eq!(status, 202);
+    let command = again.message().await;
+    assert_eq!(command.topic, "command/inbox//set");
+    assert_eq!(command.json(), json!({ "i": 1 }));
+}
+
 /// A command over the command API: its status, `Retry-After` and body.
 async fn http_command(
     server: &LocalRunner,
