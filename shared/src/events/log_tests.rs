@@ -347,6 +347,41 @@ async fn retention_spans_segments_and_dead_segments_are_deleted() {
 }
 
 #[tokio::test]
+async fn a_roll_over_that_failed_is_done_again_at_the_next_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(100, SMALL)).unwrap();
+    let mut n = 1;
+    log.publish(&event("a", n)).await.unwrap();
+    // the next segment's file is made, and its directory's sync fails: the publish
+    // that needs it fails (the ones that fit the head before it go on)
+    let failing = segments_dir(&path);
+    segments::FAILING_SYNCS
+        .lock()
+        .unwrap()
+        .push(failing.clone());
+    loop {
+        n += 1;
+        assert!(n < 20, "a publish should have needed a new segment");
+        if log.publish(&event("a", n)).await.is_err() {
+            break;
+        }
+    }
+    segments::FAILING_SYNCS
+        .lock()
+        .unwrap()
+        .retain(|dir| *dir != failing);
+    // once the disk is well again, the roll-over is done and publishes go on
+    log.publish(&event("a", n)).await.unwrap();
+    log.publish(&event("a", n + 1)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 1..=n + 1));
+    assert_eq!(segment_files(&path).len(), 2);
+    close(log, &path).await;
+    let log = reopen(&path, options(100, SMALL)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 1..=n + 1));
+}
+
+#[tokio::test]
 async fn sequences_go_on_after_a_reopen_when_old_events_are_trimmed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.redb");

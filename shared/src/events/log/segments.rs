@@ -397,16 +397,32 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
 
+/// Directories whose syncs fail: how tests make a roll-over fail once its file exists.
+#[cfg(test)]
+pub static FAILING_SYNCS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if FAILING_SYNCS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .any(|failing| failing == dir)
+    {
+        return Err(io::Error::other("a sync failing in a test"));
+    }
     File::open(dir)?.sync_all()
 }
 
-/// A new, empty segment, durably in its directory.
+/// A new, empty segment, durably in its directory. A file of that name can only be
+/// left by an earlier try that failed (the new head's id is one past every segment's),
+/// and holds no record: it is made empty again.
 fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .open(segment_path(dir, id))?;
     file.write_all_at(MAGIC, 0)?;
     file.sync_data()?;
