@@ -220,7 +220,9 @@ impl EventLog {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, SinkError> {
-        Ok(self.segments.read(application, after, limit))
+        self.segments
+            .read(application, after, limit)
+            .map_err(SinkError::unavailable)
     }
 
     /// The sequence number of an application's newest event (0 before the first).

@@ -321,6 +321,47 @@ async fn a_corrupt_record_stops_the_reading_of_its_segment_there() {
 }
 
 #[tokio::test]
+async fn a_segment_that_cannot_be_read_stops_its_readers_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(100, SMALL)).unwrap();
+    for n in 1..=20 {
+        log.publish(&event("a", n)).await.unwrap();
+    }
+    let segments = segment_files(&path);
+    assert!(segments.len() >= 3, "small segments: {segments:?}");
+    let in_first = frames(&segments[0].1).len() as u32;
+
+    // the second segment cannot be read (as on a disk error): a reader gets what comes
+    // before it, and an error rather than what comes after it
+    let second = &segments[1].1;
+    let kept_bytes = std::fs::read(second).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(second)
+        .unwrap()
+        .set_len(4)
+        .unwrap();
+    let mut follower = log.follow("a", None, 0);
+    let read = follower.next(100).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (1..=u64::from(in_first)).collect::<Vec<_>>()
+    );
+    assert!(follower.next(100).await.is_err());
+    assert!(log.read("a", u64::from(in_first), 100).is_err());
+    assert_eq!(follower.position(), u64::from(in_first));
+
+    // once it can be read again, the follower goes on where it stopped: nothing missed
+    std::fs::write(second, &kept_bytes).unwrap();
+    let rest = follower.next(100).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (u64::from(in_first) + 1..=20).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn retention_spans_segments_and_dead_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.redb");

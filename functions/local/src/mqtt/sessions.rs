@@ -297,8 +297,10 @@ async fn feed(
         let events = match follower.next(BATCH).await {
             Ok(events) => events,
             Err(e) => {
-                tracing::warn!(application = %application, error = %e, "a subscription cannot read the event log");
-                return;
+                // (the follower stays where it was: tried again, nothing is skipped)
+                tracing::warn!(application = %application, error = %e, "a subscription cannot read the event log; tried again in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
             }
         };
         if let Fed::Behind(handoff) = &fed

@@ -95,18 +95,27 @@ pub struct Segments {
 
 impl Segments {
     /// The records of an application after `after`, oldest first, at most `limit`.
-    pub fn read(&self, application: &str, after: u64, limit: usize) -> Vec<LoggedEvent> {
+    /// Records that cannot be read (an I/O error) end the batch before them, so that a
+    /// reader going on from its last record misses none of them: an error when the
+    /// first cannot. A record read whole that no longer matches its checksum (damaged
+    /// on disk, and so for good) is skipped and logged.
+    pub fn read(
+        &self,
+        application: &str,
+        after: u64,
+        limit: usize,
+    ) -> io::Result<Vec<LoggedEvent>> {
         let mut wanted: Vec<Loc> = Vec::new();
         let mut files: Vec<(u64, Arc<File>)> = Vec::new();
         {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
             let Some(log) = index.apps.get(application) else {
-                return Vec::new();
+                return Ok(Vec::new());
             };
             let start = after.saturating_add(1).max(log.first);
             let skip = usize::try_from(start - log.first).unwrap_or(usize::MAX);
             if skip >= log.locs.len() {
-                return Vec::new();
+                return Ok(Vec::new());
             }
             for loc in log.locs.range(skip..) {
                 if wanted.len() >= limit {
@@ -160,16 +169,22 @@ impl Segments {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(
-                    application,
-                    segment = first.segment,
-                    error = %e,
-                    "cannot read event log records; skipped"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        application,
+                        segment = first.segment,
+                        error = %e,
+                        "cannot read event log records"
+                    );
+                    if found.is_empty() {
+                        return Err(e);
+                    }
+                    break;
+                }
             }
             i = j;
         }
-        found
+        Ok(found)
     }
 
     /// The sequence number of an application's newest record (0 before the first).
