@@ -271,3 +271,37 @@ async fn an_mqtt_5_session_resumes_after_a_disconnect() {
 async fn an_mqtt_3_session_resumes_after_the_connection_is_lost() {
     an_mqtt_session_resumes(false, 100).await;
 }
+
+/// MQTT 5: a connection without a clean start takes the session up, and with a session
+/// expiry of 0 ends it with itself; it gets what was missed all the same.
+#[tokio::test]
+async fn an_mqtt_5_session_taken_up_for_one_connection_gets_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let (user, key) = setup(&server).await;
+    let client_id = format!("{user}/consumer");
+    let options = || Options::v5(&client_id).login(&user, &key);
+    let mut consumer = connect(server.mqtt, options().persistent(3600))
+        .await
+        .unwrap();
+    assert!(consumer.subscribed("app/app1", false).await);
+    publish(&server, [0]).await;
+    assert_eq!(mqtt_numbers(&mut consumer, 1).await, [0]);
+    consumer.disconnect().await;
+
+    publish(&server, 1..=5).await;
+    let mut once = connect(server.mqtt, options().persistent(0)).await.unwrap();
+    assert!(once.session_present, "the session is taken up");
+    assert_eq!(mqtt_numbers(&mut once, 5).await, [1, 2, 3, 4, 5]);
+    publish(&server, [6]).await;
+    assert_eq!(mqtt_numbers(&mut once, 1).await, [6], "then live");
+    once.disconnect().await;
+
+    // and it ended with that connection
+    publish(&server, [7]).await;
+    let mut again = connect(server.mqtt, options().persistent(3600))
+        .await
+        .unwrap();
+    assert!(!again.session_present, "nothing was kept");
+    again.quiet(Duration::from_millis(500)).await;
+}

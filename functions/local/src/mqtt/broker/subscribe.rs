@@ -49,9 +49,11 @@ impl ConnInner {
         self.backend.hub.unsubscribe(self.session, filter)
     }
 
-    /// Subscribes; a QoS 1 subscription of a persistent session to one application's
-    /// events resumes (from `cursor`, or a new one at the newest event). `false` when
-    /// the session holds too many subscriptions.
+    /// Subscribes; a QoS 1 subscription to one application's events resumes from
+    /// `cursor` (a session taken up again; MQTT 5 may take up a persistent session for
+    /// one connection, with a session expiry of 0), or, in a persistent session, from a
+    /// new cursor at the newest event. `false` when the session holds too many
+    /// subscriptions.
     pub(super) async fn subscribe(
         &self,
         filter: &str,
@@ -59,11 +61,9 @@ impl ConnInner {
         mode: ContentMode,
         cursor: Option<Cursor>,
     ) -> bool {
-        let cursor = match (self.expiry, qos1, sessions::resumable_application(filter)) {
-            (Some(_), true, Some(app)) => match cursor {
-                Some(cursor) => self.backend.current_cursor(cursor).await,
-                None => self.backend.new_cursor(app).await,
-            },
+        let cursor = match (cursor, qos1, sessions::resumable_application(filter)) {
+            (Some(cursor), true, Some(_)) => self.backend.current_cursor(cursor).await,
+            (None, true, Some(app)) if self.expiry.is_some() => self.backend.new_cursor(app).await,
             _ => None,
         };
         let queue = self.queue();
