@@ -191,6 +191,26 @@ struct Resume {
     _feed: Feed,
 }
 
+/// How a connection takes up its session (see [`Hub::register`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Taking {
+    /// Seconds a persistent session outlives its connection; `None` for a clean one.
+    pub expiry: Option<u32>,
+    /// The connection restores a state saved or taken over (it has no clean start)
+    /// after it registers: until it is done ([`Hub::restored`]), a connection taking
+    /// its session over inherits nothing from it and reads the saved state itself.
+    pub restoring: bool,
+}
+
+impl From<Option<u32>> for Taking {
+    fn from(expiry: Option<u32>) -> Self {
+        Self {
+            expiry,
+            restoring: false,
+        }
+    }
+}
+
 /// The sending side of a session, as its connection registered it.
 pub struct SessionHandle {
     pub id: u64,
@@ -252,6 +272,8 @@ struct Entry {
     /// it was then: the session is kept for its client's next connection, though its
     /// connection feeds nothing more.
     closed: Option<SessionState>,
+    /// Its connection is still restoring the session's earlier state (see [`Taking`]).
+    restoring: bool,
 }
 
 impl Entry {
@@ -385,9 +407,11 @@ impl Hub {
     /// Adds a session (persistent when `expiry` is given), of a device (its `uid`) or
     /// not, counted against its `owner`'s connections, if any. An earlier session with
     /// the same client id is closed, as MQTT wants; a persistent session taking over a
-    /// persistent one gets its state. Beyond the device's connection limit its oldest
-    /// other session is taken over (closed) too. Refused when the owner holds its limit
-    /// of live sessions and this one takes over none of them; nothing changes then.
+    /// persistent one gets its state (unless that one is still restoring its own: then
+    /// nothing, and the new connection reads the saved state). Beyond the device's
+    /// connection limit its oldest other session is taken over (closed) too. Refused
+    /// when the owner holds its limit of live sessions and this one takes over none of
+    /// them; nothing changes then.
     pub fn register(
         &self,
         client_id: &str,
@@ -395,8 +419,9 @@ impl Hub {
         device: Option<&str>,
         policy: Arc<Policy>,
         queue: Option<mpsc::Sender<Push>>,
-        expiry: Option<u32>,
+        taking: impl Into<Taking>,
     ) -> Result<(SessionHandle, Option<SessionState>), OverQuota> {
+        let Taking { expiry, restoring } = taking.into();
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         let revoked = Arc::new(AtomicBool::new(false));
@@ -409,7 +434,8 @@ impl Hub {
             && let Some(entry) = sessions.by_id.get_mut(&old)
         {
             tracing::info!(client_id, "a new connection takes over the session");
-            if expiry.is_some() {
+            // (a session still being restored has only part of its state yet)
+            if expiry.is_some() && !entry.restoring {
                 inherited = entry.snapshot();
             }
             entry.close.notify_one();
@@ -457,6 +483,7 @@ impl Hub {
                 device: device.map(str::to_owned),
                 owner: owner.map(str::to_owned),
                 closed: None,
+                restoring,
             },
         );
         if let Some(owner) = owner {
@@ -513,6 +540,20 @@ impl Hub {
             return None;
         }
         entry.snapshot()
+    }
+
+    /// A session's connection restored its earlier state: a connection taking it over
+    /// from now on inherits it.
+    pub fn restored(&self, id: u64) {
+        if let Some(entry) = self
+            .sessions
+            .write()
+            .expect("not poisoned")
+            .by_id
+            .get_mut(&id)
+        {
+            entry.restoring = false;
+        }
     }
 
     /// The client acknowledged an event of a resuming subscription.
@@ -1498,6 +1539,32 @@ mod tests {
         assert!(hub.remove(first.id).is_none());
         assert!(hub.snapshot(second.id).is_some());
         assert!(hub.remove(second.id).is_some());
+    }
+
+    #[test]
+    fn a_session_taken_over_while_it_is_restored_leaves_its_state_to_be_read() {
+        let hub = Hub::default();
+        let p = policy(&[(Action::Receive, "app/app1"), (Action::Receive, "app/app2")]);
+        let restoring = Taking {
+            expiry: Some(3600),
+            restoring: true,
+        };
+        let (first, _) = hub
+            .register("a", None, None, p.clone(), None, restoring)
+            .unwrap();
+        // one of its two saved subscriptions is restored so far
+        hub.subscribe(first.id, "app/app1", true, ContentMode::Structured);
+        let (second, inherited) = hub
+            .register("a", None, None, p.clone(), None, restoring)
+            .unwrap();
+        assert_eq!(inherited, None, "part of a state is not inherited");
+        assert!(hub.remove(first.id).is_none(), "nor saved");
+        // restored, the session is inherited whole
+        hub.subscribe(second.id, "app/app1", true, ContentMode::Structured);
+        hub.subscribe(second.id, "app/app2", true, ContentMode::Structured);
+        hub.restored(second.id);
+        let (_, inherited) = hub.register("a", None, None, p, None, restoring).unwrap();
+        assert_eq!(inherited.unwrap().subscriptions.len(), 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::BrokerError;
 use super::deliver::{Outgoing, Outlet, Slot};
 use crate::mqtt::backend::{Backend, Client, Connected, Will};
-use crate::mqtt::hub::{ContentMode, OverQuota, Push, SessionHandle};
+use crate::mqtt::hub::{ContentMode, OverQuota, Push, SessionHandle, Taking};
 use crate::mqtt::sessions::{self, SessionState};
 use drogue_shared::device_auth::valid_until;
 use drogue_shared::mqtt::authorizer::ConnectDecision;
@@ -256,7 +256,10 @@ pub(super) async fn connect(
         device,
         client.policy(),
         None,
-        expiry,
+        Taking {
+            expiry,
+            restoring: !clean,
+        },
     );
     let (SessionHandle { id, close, revoked }, inherited) = match registered {
         Ok(registered) => registered,
@@ -304,6 +307,7 @@ pub(super) async fn connect(
     if let Some(state) = earlier {
         conn.restore(state).await;
     }
+    backend.hub.restored(id);
     // kept from here on: saved before the restore, the session would be saved without
     // its subscriptions, and a crash before the next save would lose them
     if expiry.is_some() {
