@@ -365,6 +365,36 @@ fn scan(
     }
 }
 
+/// Adds to `newest` the sequence number of each application's newest whole record
+/// among the bytes of `file` from `from` to `to`, a damaged stretch that is not read
+/// (each offset is tried as a frame's start), so that the sequence numbers of records
+/// lost to damage are not given again.
+fn salvage_sequences(
+    file: &File,
+    from: u64,
+    to: u64,
+    newest: &mut HashMap<String, u64>,
+) -> io::Result<()> {
+    let mut bytes = vec![0; usize::try_from(to - from).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut bytes, from)?;
+    let mut at = 0;
+    while at + PREFIX <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let end = at + PREFIX + len;
+        if (MIN_BODY..=MAX_BODY).contains(&len)
+            && end <= bytes.len()
+            && let Some(record) = decode(&bytes[at..end])
+        {
+            let seen = newest.entry(record.application.to_owned()).or_default();
+            *seen = (*seen).max(record.sequence);
+            at = end;
+        } else {
+            at += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Whether the bytes of `file` from `from` to `to` are all zero.
 fn zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
     let mut chunk = vec![0; 64 << 10];
@@ -490,6 +520,8 @@ impl SegmentWriter {
         }
         ids.sort_unstable();
         let mut found: HashMap<String, Vec<(u64, Loc)>> = HashMap::new();
+        // the newest sequence number of each application in stretches not read
+        let mut damaged: HashMap<String, u64> = HashMap::new();
         let mut stats = BTreeMap::new();
         for (n, &id) in ids.iter().enumerate() {
             let is_last = n + 1 == ids.len();
@@ -526,7 +558,11 @@ impl SegmentWriter {
                 }
             })?;
             let mut allocated = size;
-            if damage.is_some() && zeros(&file, valid, size)? {
+            let zeros_only = damage.is_some() && zeros(&file, valid, size)?;
+            if damage.is_some() && !zeros_only {
+                salvage_sequences(&file, valid, size, &mut damaged)?;
+            }
+            if zeros_only {
                 // zeros written ahead of the records (PREALLOCATE): no damage; the head
                 // keeps them, a sealed segment lets go of them
                 if !is_last && cut_back(&file, valid, id) {
@@ -612,6 +648,18 @@ impl SegmentWriter {
                     locs,
                 },
             );
+        }
+        for (application, sequence) in damaged {
+            let newest = last.entry(application.clone()).or_default();
+            if sequence > *newest {
+                tracing::warn!(
+                    application = %application,
+                    from = *newest + 1,
+                    to = sequence,
+                    "events of the event log were lost to corruption; their sequence numbers are not given again"
+                );
+                *newest = sequence;
+            }
         }
         index.files = stats
             .iter()
