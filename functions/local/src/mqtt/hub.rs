@@ -268,21 +268,33 @@ struct Entry {
     device: Option<String>,
     /// The user the connection counts against, if any.
     owner: Option<String>,
-    /// The state of a persistent session closed by its device's connection limit, as
-    /// it was then: the session is kept for its client's next connection, though its
-    /// connection feeds nothing more.
-    closed: Option<SessionState>,
-    /// Its connection is still restoring the session's earlier state (see [`Taking`]).
-    restoring: bool,
+    /// Whether the session's state is its live subscriptions.
+    held: Held,
+}
+
+/// What a session's state is, to save or to hand to a connection taking it over.
+enum Held {
+    /// Its live subscriptions.
+    Live,
+    /// Its connection is still restoring its earlier state (see [`Taking`]): that state
+    /// once read ([`Hub::restoring`]); nothing before (the saved state stays as it is).
+    Restoring(Option<SessionState>),
+    /// Closed by its device's connection limit: its state then (the session is kept
+    /// for its client's next connection, though its connection feeds nothing more).
+    Closed(Option<SessionState>),
 }
 
 impl Entry {
     fn snapshot(&self) -> Option<SessionState> {
-        if let Some(state) = &self.closed {
-            return Some(state.clone());
+        let expiry = self.expiry?;
+        if let Held::Restoring(state) | Held::Closed(state) = &self.held {
+            return state.as_ref().map(|state| SessionState {
+                expiry,
+                ..state.clone()
+            });
         }
         Some(SessionState {
-            expiry: self.expiry?,
+            expiry,
             saved: chrono::Utc::now(),
             subscriptions: self.subscriptions.iter().map(Subscription::saved).collect(),
         })
@@ -434,8 +446,7 @@ impl Hub {
             && let Some(entry) = sessions.by_id.get_mut(&old)
         {
             tracing::info!(client_id, "a new connection takes over the session");
-            // (a session still being restored has only part of its state yet)
-            if expiry.is_some() && !entry.restoring {
+            if expiry.is_some() {
                 inherited = entry.snapshot();
             }
             entry.close.notify_one();
@@ -463,8 +474,8 @@ impl Hub {
                         "a device's new connection takes over its oldest one"
                     );
                     entry.close.notify_one();
-                    if entry.closed.is_none() {
-                        entry.closed = entry.snapshot();
+                    if !matches!(entry.held, Held::Closed(_)) {
+                        entry.held = Held::Closed(entry.snapshot());
                     }
                     sessions.clear_subscriptions(old);
                 }
@@ -482,8 +493,11 @@ impl Hub {
                 expiry,
                 device: device.map(str::to_owned),
                 owner: owner.map(str::to_owned),
-                closed: None,
-                restoring,
+                held: if restoring {
+                    Held::Restoring(None)
+                } else {
+                    Held::Live
+                },
             },
         );
         if let Some(owner) = owner {
@@ -542,8 +556,23 @@ impl Hub {
         entry.snapshot()
     }
 
-    /// A session's connection restored its earlier state: a connection taking it over
-    /// from now on inherits it.
+    /// The earlier state a session's connection is restoring: until it is done, what a
+    /// connection taking the session over inherits, and what is saved if it ends.
+    pub fn restoring(&self, id: u64, state: &SessionState) {
+        if let Some(entry) = self
+            .sessions
+            .write()
+            .expect("not poisoned")
+            .by_id
+            .get_mut(&id)
+            && let Held::Restoring(held) = &mut entry.held
+        {
+            *held = Some(state.clone());
+        }
+    }
+
+    /// A session's connection restored its earlier state: its live subscriptions are
+    /// its state from now on.
     pub fn restored(&self, id: u64) {
         if let Some(entry) = self
             .sessions
@@ -551,8 +580,9 @@ impl Hub {
             .expect("not poisoned")
             .by_id
             .get_mut(&id)
+            && let Held::Restoring(_) = entry.held
         {
-            entry.restoring = false;
+            entry.held = Held::Live;
         }
     }
 
@@ -565,6 +595,19 @@ impl Hub {
                     && *resume.cursor.application == *track.application
                 {
                     resume.cursor.position = resume.cursor.position.max(track.position);
+                }
+            }
+            // and the state held for the session, which is saved rather than its
+            // subscriptions
+            if let Held::Restoring(Some(state)) | Held::Closed(Some(state)) = &mut entry.held {
+                for cursor in state
+                    .subscriptions
+                    .iter_mut()
+                    .filter_map(|s| s.cursor.as_mut())
+                {
+                    if *cursor.application == *track.application {
+                        cursor.position = cursor.position.max(track.position);
+                    }
                 }
             }
         }
@@ -1552,19 +1595,81 @@ mod tests {
         let (first, _) = hub
             .register("a", None, None, p.clone(), None, restoring)
             .unwrap();
-        // one of its two saved subscriptions is restored so far
-        hub.subscribe(first.id, "app/app1", true, ContentMode::Structured);
+        // taken over before it read its saved state: nothing is inherited (the next
+        // connection reads the saved state), nor saved
         let (second, inherited) = hub
             .register("a", None, None, p.clone(), None, restoring)
             .unwrap();
-        assert_eq!(inherited, None, "part of a state is not inherited");
-        assert!(hub.remove(first.id).is_none(), "nor saved");
+        assert_eq!(inherited, None);
+        assert!(hub.remove(first.id).is_none());
+        // taken over with one of its two saved subscriptions restored: the state it
+        // read is inherited whole, not the part restored
+        let saved = SessionState {
+            expiry: 60,
+            saved: chrono::Utc::now(),
+            subscriptions: ["app/app1", "app/app2"]
+                .map(|filter| SavedSubscription {
+                    filter: filter.into(),
+                    qos1: true,
+                    binary: false,
+                    cursor: None,
+                })
+                .to_vec(),
+        };
+        hub.restoring(second.id, &saved);
+        hub.subscribe(second.id, "app/app1", true, ContentMode::Structured);
+        let (third, inherited) = hub
+            .register("a", None, None, p.clone(), None, restoring)
+            .unwrap();
+        let inherited = inherited.unwrap();
+        assert_eq!(inherited.subscriptions, saved.subscriptions);
+        assert_eq!(inherited.expiry, 3600, "with the new connection's expiry");
+        assert!(hub.remove(second.id).is_none());
+        // a connection that ends while it restores saves the state it read
+        hub.restoring(third.id, &saved);
+        assert_eq!(hub.remove(third.id).unwrap().1.subscriptions.len(), 2);
+        let (second, _) = hub
+            .register("a", None, None, p.clone(), None, restoring)
+            .unwrap();
         // restored, the session is inherited whole
         hub.subscribe(second.id, "app/app1", true, ContentMode::Structured);
         hub.subscribe(second.id, "app/app2", true, ContentMode::Structured);
         hub.restored(second.id);
-        let (_, inherited) = hub.register("a", None, None, p, None, restoring).unwrap();
+        let (_, inherited) = hub
+            .register("a", None, None, p.clone(), None, restoring)
+            .unwrap();
         assert_eq!(inherited.unwrap().subscriptions.len(), 2);
+
+        // closed by its device's connection limit while it restores: the state it read
+        // is kept, with what was acknowledged since
+        let limited = Hub::with_limits(ConnectionLimits {
+            per_device: 1,
+            ..ConnectionLimits::default()
+        });
+        let cursor = Cursor {
+            application: "app1".into(),
+            uid: "u-app1".into(),
+            position: 10,
+        };
+        let mut saved = saved;
+        saved.subscriptions[0].cursor = Some(cursor);
+        let (first, _) = limited
+            .register("dev1@app1", None, Some("d1"), p.clone(), None, restoring)
+            .unwrap();
+        limited.restoring(first.id, &saved);
+        limited.subscribe(first.id, "app/app2", true, ContentMode::Structured);
+        limited
+            .register("alias@app1", None, Some("d1"), p, None, None)
+            .unwrap();
+        limited.restored(first.id);
+        let track = Track {
+            application: "app1".into(),
+            position: 12,
+        };
+        limited.acked(first.id, &track);
+        let (_, kept) = limited.remove(first.id).unwrap();
+        assert_eq!(kept.subscriptions.len(), 2);
+        assert_eq!(kept.subscriptions[0].cursor.as_ref().unwrap().position, 12);
     }
 
     #[test]

@@ -305,6 +305,9 @@ pub(super) async fn connect(
     }));
     let session_present = earlier.is_some();
     if let Some(state) = earlier {
+        // what a connection taking the session over meanwhile inherits, and what is
+        // saved should this one end first: the state whole, not the part restored yet
+        backend.hub.restoring(id, &state);
         conn.restore(state).await;
     }
     backend.hub.restored(id);
