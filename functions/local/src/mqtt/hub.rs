@@ -765,7 +765,16 @@ impl Hub {
             }
             let resume = match cursor {
                 None => None,
-                Some(_) if kept.is_some() => kept,
+                // a resuming subscription subscribed again goes on where it is (unless
+                // its application was made anew since)
+                Some(cursor)
+                    if kept.as_ref().is_some_and(|kept| {
+                        kept.cursor.application == cursor.application
+                            && kept.cursor.uid == cursor.uid
+                    }) =>
+                {
+                    kept
+                }
                 Some(cursor) => Some(Resume {
                     _feed: Feed(feed(&cursor)),
                     cursor,
@@ -793,6 +802,22 @@ impl Hub {
             sessions.list_inbox(id);
         }
         true
+    }
+
+    /// The cursor of a session's resuming subscription to `filter`, if it has one.
+    pub fn resuming(&self, id: u64, filter: &str) -> Option<Cursor> {
+        let sessions = self.sessions.read().expect("not poisoned");
+        sessions
+            .by_id
+            .get(&id)?
+            .subscriptions
+            .iter()
+            .find_map(|sub| {
+                sub.resume
+                    .as_ref()
+                    .filter(|_| sub.group.is_none() && sub.filter == filter)
+                    .map(|resume| resume.cursor.clone())
+            })
     }
 
     /// Removes a subscription; whether there was one.

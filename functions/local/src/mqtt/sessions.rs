@@ -252,8 +252,9 @@ pub fn resumable_application(filter: &str) -> Option<&str> {
 
 /// Which subscription a feed serves.
 pub enum Fed {
-    /// A resuming subscription of a persistent session: each event's acknowledgement
-    /// moves its cursor; fed for as long as it lives.
+    /// A resuming subscription (of a persistent session, or of one taken up for a
+    /// single connection): each event's acknowledgement moves its cursor; fed for as
+    /// long as it lives.
     Tracked,
     /// A clean session's subscription that fell behind (it keeps no cursor): fed until
     /// it has caught up with the log and routing takes it back through the handoff.

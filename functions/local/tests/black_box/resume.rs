@@ -44,6 +44,26 @@ pub async fn publish(server: &LocalRunner, numbers: impl IntoIterator<Item = u64
     }
 }
 
+/// [`publish`], 32 at a time (in no set order).
+async fn publish_concurrently(server: &LocalRunner, numbers: Vec<u64>) {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/telemetry", server.base);
+    futures_util::stream::iter(numbers)
+        .map(|n| {
+            let request = http
+                .post(&url)
+                .basic_auth("device1@app1", Some("secret"))
+                .json(&json!({ "n": n }));
+            async move {
+                let answer = request.send().await.unwrap();
+                assert_eq!(answer.status().as_u16(), 202);
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
 /// The `n` of the next `count` telemetry events on the stream (other events skipped).
 async fn numbers(socket: &mut Socket, count: usize) -> Vec<u64> {
     let mut found = Vec::new();
@@ -277,7 +297,9 @@ async fn an_mqtt_3_session_resumes_after_the_connection_is_lost() {
 #[tokio::test]
 async fn an_mqtt_5_session_taken_up_for_one_connection_gets_what_it_missed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = LocalRunner::start(dir.path()).await;
+    // (one device publishes thousands of events at once)
+    let unlimited = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
+    let server = LocalRunner::start_with(dir.path(), &unlimited).await;
     let (user, key) = setup(&server).await;
     let client_id = format!("{user}/consumer");
     let options = || Options::v5(&client_id).login(&user, &key);
@@ -297,7 +319,27 @@ async fn an_mqtt_5_session_taken_up_for_one_connection_gets_what_it_missed() {
     assert_eq!(mqtt_numbers(&mut once, 1).await, [6], "then live");
     once.disconnect().await;
 
-    // and it ended with that connection
+    // subscribed again, as many clients do after a CONNACK, the subscription goes on
+    // where it was: far more than the session's queue holds comes, all of it
+    let mut consumer = connect(server.mqtt, options().persistent(3600))
+        .await
+        .unwrap();
+    assert!(
+        !consumer.session_present,
+        "the last one ended with its connection"
+    );
+    assert!(consumer.subscribed("app/app1", false).await);
+    consumer.disconnect().await;
+    let many: Vec<u64> = (100..5100).collect();
+    publish_concurrently(&server, many.clone()).await;
+    let mut once = connect(server.mqtt, options().persistent(0)).await.unwrap();
+    assert!(once.subscribed("app/app1", false).await);
+    let mut got = mqtt_numbers(&mut once, many.len()).await;
+    got.sort_unstable();
+    assert_eq!(got, many, "everything missed");
+    once.disconnect().await;
+
+    // and it ended with that connection too
     publish(&server, [7]).await;
     let mut again = connect(server.mqtt, options().persistent(3600))
         .await

@@ -52,8 +52,8 @@ impl ConnInner {
     /// Subscribes; a QoS 1 subscription to one application's events resumes from
     /// `cursor` (a session taken up again; MQTT 5 may take up a persistent session for
     /// one connection, with a session expiry of 0), or, in a persistent session, from a
-    /// new cursor at the newest event. `false` when the session holds too many
-    /// subscriptions.
+    /// new cursor at the newest event; subscribed again, it goes on from where it is.
+    /// `false` when the session holds too many subscriptions.
     pub(super) async fn subscribe(
         &self,
         filter: &str,
@@ -64,6 +64,12 @@ impl ConnInner {
         let cursor = match (cursor, qos1, sessions::resumable_application(filter)) {
             (Some(cursor), true, Some(_)) => self.backend.current_cursor(cursor).await,
             (None, true, Some(app)) if self.expiry.is_some() => self.backend.new_cursor(app).await,
+            // a session taken up for one connection: a subscription that resumes goes
+            // on when it is subscribed again
+            (None, true, Some(_)) => match self.backend.hub.resuming(self.session, filter) {
+                Some(cursor) => self.backend.current_cursor(cursor).await,
+                None => None,
+            },
             _ => None,
         };
         let queue = self.queue();
