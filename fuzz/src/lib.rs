@@ -589,6 +589,7 @@ pub fn mqtt_publish(cloud: &Cloud, data: &[u8]) -> bool {
         content_type,
         received: chrono::Utc::now(),
         sequenced: None,
+        sender_uid: None,
     };
     cloud.sink.take();
     let result = cloud

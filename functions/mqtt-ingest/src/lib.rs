@@ -168,6 +168,8 @@ impl Ingest {
                 content_type: message.content_type(),
                 received: message.received(),
                 sequenced: None,
+                // (IoT Core's rule tells the client id alone)
+                sender_uid: None,
             })
             .await?;
         Ok(match outcome {

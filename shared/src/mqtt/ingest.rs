@@ -27,6 +27,11 @@ pub struct DeviceMessage<'a> {
     /// durable (see [`EventSink::publish_in_order`]): a broker that keeps a connection's
     /// publishes in order may handle the next one from then on.
     pub sequenced: Option<&'a (dyn Fn() + Send + Sync)>,
+    /// The `uid` of the device its connection authenticated as, when the broker knows
+    /// it: a message of a connection whose device has since been deleted and made anew
+    /// under the same names (by its owner or, with its application, by a stranger) is
+    /// refused, not taken as the new device's.
+    pub sender_uid: Option<&'a str>,
 }
 
 /// What became of a message.
@@ -157,6 +162,14 @@ impl MqttIngest {
             DeviceAuthentication::Allow(a) => a,
             DeviceAuthentication::Deny { reason } => return Ok(refused(reason)),
         };
+        if message
+            .sender_uid
+            .is_some_and(|uid| uid != authenticated.sender.metadata.uid)
+        {
+            return Ok(refused(
+                "the device connected is no longer: it was deleted, and its names are another's",
+            ));
+        }
         let publish = |channel, suffix| Publish {
             application: &authenticated.application,
             device: &authenticated.device,

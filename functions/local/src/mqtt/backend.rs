@@ -259,7 +259,7 @@ impl Backend {
             return Outcome::NotAuthorized;
         }
         let result = match &client.identity {
-            MqttIdentity::Device { .. } => {
+            MqttIdentity::Device { device, .. } => {
                 self.ingest
                     .device_message(&DeviceMessage {
                         topic: message.topic,
@@ -268,6 +268,7 @@ impl Backend {
                         content_type: message.content_type,
                         received: Utc::now(),
                         sequenced: message.sequenced,
+                        sender_uid: Some(&device.metadata.uid),
                     })
                     .await
             }

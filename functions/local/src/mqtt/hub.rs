@@ -290,6 +290,7 @@ impl Entry {
         if let Held::Restoring(state) | Held::Closed(state) = &self.held {
             return state.as_ref().map(|state| SessionState {
                 expiry,
+                device: self.device.clone(),
                 ..state.clone()
             });
         }
@@ -297,6 +298,7 @@ impl Entry {
             expiry,
             saved: chrono::Utc::now(),
             subscriptions: self.subscriptions.iter().map(Subscription::saved).collect(),
+            device: self.device.clone(),
         })
     }
 }
@@ -418,9 +420,10 @@ impl Hub {
 
     /// Adds a session (persistent when `expiry` is given), of a device (its `uid`) or
     /// not, counted against its `owner`'s connections, if any. An earlier session with
-    /// the same client id is closed, as MQTT wants; a persistent session taking over a
-    /// persistent one gets its state (unless that one is still restoring its own: then
-    /// nothing, and the new connection reads the saved state). Beyond the device's
+    /// the same client id is closed, as MQTT wants; a session that is persistent or
+    /// restoring, taking over a persistent one, gets its state (while that one is still
+    /// restoring its own: the state it restores, or nothing before it read it, and the
+    /// new connection reads the saved state). Beyond the device's
     /// connection limit its oldest other session is taken over (closed) too. Refused
     /// when the owner holds its limit of live sessions and this one takes over none of
     /// them; nothing changes then.
@@ -446,7 +449,9 @@ impl Hub {
             && let Some(entry) = sessions.by_id.get_mut(&old)
         {
             tracing::info!(client_id, "a new connection takes over the session");
-            if expiry.is_some() {
+            // (a connection without a clean start takes the session up, persistent or
+            // for itself only: MQTT 5's session expiry of 0)
+            if expiry.is_some() || restoring {
                 inherited = entry.snapshot();
             }
             entry.close.notify_one();
@@ -1640,6 +1645,7 @@ mod tests {
                     cursor: None,
                 })
                 .to_vec(),
+            device: None,
         };
         hub.restoring(second.id, &saved);
         hub.subscribe(second.id, "app/app1", true, ContentMode::Structured);

@@ -37,6 +37,10 @@ pub struct SessionState {
     pub expiry: u32,
     pub saved: DateTime<Utc>,
     pub subscriptions: Vec<SavedSubscription>,
+    /// The `uid` of the device whose session it is (a device's): a device made anew
+    /// under the same names (whose client ids they are then) does not take it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// A subscription as saved.
@@ -365,6 +369,7 @@ mod tests {
                 binary: false,
                 cursor: None,
             }],
+            device: None,
         }
     }
 
@@ -411,6 +416,7 @@ mod tests {
             expiry,
             saved,
             subscriptions: vec![],
+            device: None,
         };
         assert!(state(99).expired(Utc::now()));
         assert!(!state(3600).expired(Utc::now()));

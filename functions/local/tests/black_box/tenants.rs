@@ -287,6 +287,93 @@ async fn a_recreated_name_sees_nothing_of_its_predecessor() {
     assert_eq!(polled.headers()["command"], "hello");
 }
 
+#[tokio::test]
+async fn a_devices_live_connection_and_session_do_not_pass_to_a_stranger_taking_its_names() {
+    use super::mqtt_client::{self, In, Options};
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let eve = eve(&server).await;
+    let device = json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "p1"}]}}});
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), &device).await,
+        201
+    );
+    // the administrator's device, connected with a persistent session
+    let options = || {
+        Options::v5("dev1@app1")
+            .login("dev1@app1", "p1")
+            .persistent(600)
+    };
+    let mut old = mqtt_client::connect(server.mqtt, options()).await.unwrap();
+    assert!(old.subscribed("command/inbox/#", false).await);
+    old.publish("dt/app1/dev1/t", true, b"{}", None).await;
+    assert_eq!(old.next_ack().await, In::PubAck("Success".into()));
+
+    // app1 goes, and eve makes it again at once, with a device of the same name and
+    // password, and watches its events
+    let token = server.admin_token();
+    let (user, token) = token.split_once(':').unwrap();
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}{APPS}/app1", server.base))
+        .basic_auth(user, Some(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert_eq!(
+        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app1"}})).await,
+        201
+    );
+    assert_eq!(
+        post_as(&server, &eve, &format!("{APPS}/app1/devices"), device).await,
+        201
+    );
+    let mut watched = stream(&server, "app1", (&eve.0, &eve.1)).await;
+
+    // the old connection's publishes are not the new device's, and it is closed
+    old.publish("dt/app1/dev1/t", true, br#"{"old":true}"#, None)
+        .await;
+    match old.next_ack().await {
+        In::PubAck(reason) => assert_ne!(reason, "Success"),
+        In::Closed(_) => {}
+        other => panic!("{other:?}"),
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            if let In::Closed(why) = old.next().await {
+                return why;
+            }
+        }
+    })
+    .await
+    .expect("the old connection is closed within a recheck");
+    assert!(closed.contains("NotAuthorized"), "{closed}");
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), watched.next()).await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message.unwrap() {
+            assert!(
+                !text.contains("old"),
+                "eve got the old device's event: {text}"
+            );
+        }
+    }
+
+    // eve's device, connecting under the same client id, has no session of the old one
+    let new = mqtt_client::connect(server.mqtt, options()).await.unwrap();
+    assert!(
+        !new.session_present,
+        "the old device's session is not eve's"
+    );
+}
+
 /// A WebSocket stream of `app` as `user:token`.
 async fn stream(server: &LocalRunner, app: &str, who: (&str, &str)) -> Socket {
     server.websocket(&format!("/stream/{app}"), who).await

@@ -272,14 +272,27 @@ pub(super) async fn connect(
     let client_id = client.client_id.clone();
     let (b, taken_over) = (backend.clone(), inherited.clone());
     let announced = client.clone();
+    let device_uid = device.map(str::to_owned);
     let earlier = on_main(main, async move {
         b.announce(&announced).await;
-        let saved = match taken_over {
+        let mut saved = match taken_over {
             Some(state) => Some(state),
             None => b.sessions.load(&client_id).await,
         };
+        // the session of a device deleted since, whose names are this one's now, is
+        // not this one's (a stranger's, perhaps)
+        let another = saved
+            .as_ref()
+            .is_some_and(|state| state.device.is_some() && state.device != device_uid);
+        if another {
+            tracing::info!(
+                client_id,
+                "the session of a device deleted since is dropped"
+            );
+            saved = None;
+        }
         // a session that is not kept has no saved state
-        if saved.is_some() && (clean || expiry.is_none()) {
+        if another || (saved.is_some() && (clean || expiry.is_none())) {
             b.sessions.forget(&client_id).await;
         }
         saved
@@ -328,6 +341,26 @@ pub(super) async fn connect(
         session_present,
         capped_expiry,
     }))
+}
+
+/// Whether a device's decision is for the device and application (by `uid`) that it
+/// was first decided for; always for an application client (its user is its client
+/// id's).
+fn same_device(first: &MqttIdentity, now: &MqttIdentity) -> bool {
+    match (first, now) {
+        (
+            MqttIdentity::Device {
+                application: a1,
+                device: d1,
+            },
+            MqttIdentity::Device {
+                application: a2,
+                device: d2,
+            },
+        ) => a1.metadata.uid == a2.metadata.uid && d1.metadata.uid == d2.metadata.uid,
+        (MqttIdentity::Application { .. }, MqttIdentity::Application { .. }) => true,
+        _ => false,
+    }
 }
 
 /// Waits until a device's access may have changed since its decision at the registry's
@@ -403,6 +436,15 @@ async fn recheck(
         // (boxed while it runs: the decision's future is kilobytes, and this task
         // lives as long as its connection)
         match Box::pin(backend.authorizer.connect(&connect)).await {
+            Ok(ConnectDecision::Allow(allowed))
+                if !same_device(&client.identity, &allowed.identity) =>
+            {
+                // its device (or the device's application) was deleted and made anew
+                // under the same names, perhaps by a stranger: not the one it connected as
+                tracing::info!(client_id = %connect.client_id, "an MQTT client's device was made anew: disconnecting it");
+                backend.hub.revoke(id);
+                return;
+            }
             Ok(ConnectDecision::Allow(allowed)) => {
                 // what it may publish and subscribe to, and what reaches it
                 let policy = Arc::new(allowed.policy);
