@@ -15,8 +15,9 @@
 //! Routing does not scan the sessions: every live subscription (but the resuming ones,
 //! fed from the log) is kept in an [`Index`], a trie over the filters' levels, which
 //! gives the subscriptions matching a topic; only their sessions' policies are checked.
-//! The sessions with a Drogue `command/inbox/...` subscription are kept in a set of
-//! their own for [`Hub::command`]. Routing takes a read lock: subscribing, ending and
+//! The sessions with a Drogue `command/inbox/...` subscription are kept apart for
+//! [`Hub::command`], by their device's application: a command looks at its own
+//! application's only (another tenant's many sessions cost it nothing). Routing takes a read lock: subscribing, ending and
 //! taking over sessions take the write lock.
 
 use super::sessions::{Cursor, SavedSubscription, SessionState, resumable_application};
@@ -314,7 +315,7 @@ struct Sessions {
     /// The subscriptions routed live, by their filters.
     index: Index,
     /// The sessions holding a Drogue `command/inbox/...` subscription.
-    inbox: HashSet<u64>,
+    inbox: Inboxes,
     /// The key of the next subscription.
     next_key: u64,
 }
@@ -326,23 +327,24 @@ impl Sessions {
             for sub in entry.subscriptions.drain(..) {
                 self.index.remove(id, &sub);
             }
+            self.inbox.remove(&entry.client_id, id);
         }
-        self.inbox.remove(&id);
     }
 
     /// Keeps the set of inbox sessions up to date after a session's subscriptions
     /// changed.
     fn list_inbox(&mut self, id: u64) {
-        let listed = self.by_id.get(&id).is_some_and(|entry| {
-            entry
-                .subscriptions
-                .iter()
-                .any(|sub| drogue::inbox(&sub.filter).is_some())
-        });
+        let Some(entry) = self.by_id.get(&id) else {
+            return;
+        };
+        let listed = entry
+            .subscriptions
+            .iter()
+            .any(|sub| drogue::inbox(&sub.filter).is_some());
         if listed {
-            self.inbox.insert(id);
+            self.inbox.insert(&entry.client_id, id);
         } else {
-            self.inbox.remove(&id);
+            self.inbox.remove(&entry.client_id, id);
         }
     }
 
@@ -354,6 +356,51 @@ impl Sessions {
                 self.by_device.remove(device);
             }
         }
+    }
+}
+
+/// The sessions holding a Drogue `command/inbox/...` subscription, by their device's
+/// application (of their client id, `{device}@{application}`; only a device's session
+/// can hold one).
+#[derive(Default)]
+struct Inboxes(HashMap<String, HashSet<u64>>);
+
+impl Inboxes {
+    fn application(client_id: &str) -> &str {
+        client_id
+            .rsplit_once('@')
+            .map_or("", |(_, application)| application)
+    }
+
+    fn insert(&mut self, client_id: &str, id: u64) {
+        let application = Self::application(client_id);
+        match self.0.get_mut(application) {
+            Some(ids) => {
+                ids.insert(id);
+            }
+            None => {
+                self.0.insert(application.to_owned(), HashSet::from([id]));
+            }
+        }
+    }
+
+    fn remove(&mut self, client_id: &str, id: u64) {
+        let application = Self::application(client_id);
+        if let Some(ids) = self.0.get_mut(application) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.0.remove(application);
+            }
+        }
+    }
+
+    /// The sessions of an application's devices.
+    fn of(&self, application: &str) -> impl Iterator<Item = &u64> {
+        self.0.get(application).into_iter().flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.0.values().map(HashSet::len).sum()
     }
 }
 
@@ -692,7 +739,7 @@ impl Hub {
         for sub in &entry.subscriptions {
             sessions.index.remove(id, sub);
         }
-        sessions.inbox.remove(&id);
+        sessions.inbox.remove(&entry.client_id, id);
         if let Some(device) = &entry.device {
             sessions.unlist_device(device, id);
         }
@@ -1027,7 +1074,7 @@ impl Hub {
         let mut sent = 0;
         for entry in sessions
             .inbox
-            .iter()
+            .of(&command.application)
             .filter_map(|id| sessions.by_id.get(id))
         {
             if !entry.policy.allows(Action::Receive, &published.topic) {
@@ -2141,6 +2188,51 @@ mod tests {
         hub.remove(first.id);
         hub.remove(second.id);
         assert_eq!((hub.sessions(), hub.indexed()), (0, 0));
+    }
+
+    #[test]
+    fn a_command_looks_at_its_own_applications_inbox_sessions_only() {
+        let hub = Hub::default();
+        // eve's many devices in her application, each subscribed to its inbox (with a
+        // policy that would even let them receive app1's: not looked at all the same)
+        let wide = policy(&[(Action::Receive, "cmd/*")]);
+        let mut eves: Vec<_> = (0..100)
+            .map(|i| session(&hub, &format!("d{i}@eve-app"), wide.clone()))
+            .collect();
+        for (id, _) in &eves {
+            hub.subscribe(*id, "command/inbox/#", true, ContentMode::Structured);
+        }
+        let (own, mut rx) = session(
+            &hub,
+            "dev1@app1",
+            policy(&[(Action::Receive, "cmd/app1/dev1/*")]),
+        );
+        hub.subscribe(own, "command/inbox/#", true, ContentMode::Structured);
+        assert_eq!(hub.sessions.read().unwrap().inbox.of("app1").count(), 1);
+        let command = drogue_shared::commands::Command {
+            id: "r1".into(),
+            application: "app1".into(),
+            device: "dev1".into(),
+            device_uid: "u1".into(),
+            name: "open".into(),
+            content_type: None,
+            payload: b"1".to_vec(),
+            created: chrono::Utc::now(),
+            expires: chrono::Utc::now(),
+        };
+        let published = PublishedCommand {
+            topic: drogue_shared::commands::topic(&command),
+            command,
+        };
+        assert_eq!(hub.command(&published), 1);
+        assert_eq!(drain(&mut rx).len(), 1);
+        assert!(eves.iter_mut().all(|(_, rx)| drain(rx).is_empty()));
+        // and the lists go with their sessions
+        for (id, _) in &eves {
+            hub.remove(*id);
+        }
+        hub.remove(own);
+        assert_eq!(hub.indexed(), 0);
     }
 
     /// Binary mode: the data as the payload, the attributes as user properties, a
