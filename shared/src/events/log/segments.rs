@@ -395,6 +395,35 @@ fn salvage_sequences(
     Ok(())
 }
 
+/// The file, beside the segments, of the sequence numbers lost to damage: each
+/// application's newest found in bytes that are not read (see [`salvage_sequences`]),
+/// kept once the bytes themselves are cut or deleted.
+const LOST: &str = "lost-sequences.json";
+
+fn read_lost(dir: &Path) -> io::Result<HashMap<String, u64>> {
+    match fs::read(dir.join(LOST)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", dir.join(LOST).display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the lost sequence numbers durably (a new file renamed over the old one).
+fn write_lost(dir: &Path, lost: &HashMap<String, u64>) -> io::Result<()> {
+    let path = dir.join(LOST);
+    let new = dir.join(format!("{LOST}.new"));
+    let file = File::create(&new)?;
+    file.write_all_at(&serde_json::to_vec(lost).map_err(io::Error::other)?, 0)?;
+    file.sync_all()?;
+    fs::rename(&new, &path)?;
+    sync_dir(dir)
+}
+
 /// Whether the bytes of `file` from `from` to `to` are all zero.
 fn zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
     let mut chunk = vec![0; 64 << 10];
@@ -520,8 +549,9 @@ impl SegmentWriter {
         }
         ids.sort_unstable();
         let mut found: HashMap<String, Vec<(u64, Loc)>> = HashMap::new();
-        // the newest sequence number of each application in stretches not read
-        let mut damaged: HashMap<String, u64> = HashMap::new();
+        // the newest sequence number of each application in stretches not read (now
+        // and at earlier starts)
+        let mut damaged = read_lost(dir)?;
         let mut stats = BTreeMap::new();
         for (n, &id) in ids.iter().enumerate() {
             let is_last = n + 1 == ids.len();
@@ -560,7 +590,12 @@ impl SegmentWriter {
             let mut allocated = size;
             let zeros_only = damage.is_some() && zeros(&file, valid, size)?;
             if damage.is_some() && !zeros_only {
+                // kept before the bytes are cut (or, in a sealed segment, deleted later)
+                let before = damaged.clone();
                 salvage_sequences(&file, valid, size, &mut damaged)?;
+                if damaged != before {
+                    write_lost(dir, &damaged)?;
+                }
             }
             if zeros_only {
                 // zeros written ahead of the records (PREALLOCATE): no damage; the head
