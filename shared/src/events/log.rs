@@ -17,10 +17,11 @@ use super::{EventSink, SinkError, StructuredEvent};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use segments::{Draft, SegmentWriter, Segments};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 /// The previous format's events, (application, sequence number) -> structured JSON
 /// CloudEvent: moved to the segments at open, then dropped.
@@ -91,6 +92,64 @@ pub struct EventLog {
     live: broadcast::Sender<Arc<LoggedEvent>>,
     listener: Arc<OnceLock<Listener>>,
     counters: Arc<Counters>,
+    wakers: Arc<Wakers>,
+}
+
+/// Wakes the followers of an application when its events are committed: a follower is
+/// woken by its own application's events only, so another tenant's many idle followers
+/// cost a commit nothing (a channel of every event woke every follower at every event,
+/// on the writer's thread).
+#[derive(Default)]
+struct Wakers(std::sync::Mutex<HashMap<String, Arc<Notify>>>);
+
+impl Wakers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The waker of an application's followers, for one more of them.
+    fn register(&self, application: &str) -> Arc<Notify> {
+        let mut wakers = self.lock();
+        match wakers.get(application) {
+            Some(notify) => notify.clone(),
+            None => {
+                let notify = Arc::new(Notify::new());
+                wakers.insert(application.to_owned(), notify.clone());
+                notify
+            }
+        }
+    }
+
+    /// A follower ended: its application's waker goes with the last one.
+    fn release(&self, application: &str, notify: &Arc<Notify>) {
+        let mut wakers = self.lock();
+        // (held by the map and by this follower alone)
+        if wakers
+            .get(application)
+            .is_some_and(|held| Arc::ptr_eq(held, notify) && Arc::strong_count(notify) == 2)
+        {
+            wakers.remove(application);
+        }
+    }
+
+    /// Wakes the followers of the applications of committed events.
+    fn wake<'a>(&self, applications: impl Iterator<Item = &'a str>) {
+        let wakers = self.lock();
+        if wakers.is_empty() {
+            return;
+        }
+        let mut last = None;
+        for application in applications {
+            if last != Some(application) {
+                if let Some(notify) = wakers.get(application) {
+                    notify.notify_waiters();
+                }
+                last = Some(application);
+            }
+        }
+    }
 }
 
 /// What the writer did since the log was opened.
@@ -167,9 +226,11 @@ impl EventLog {
         let listener = Arc::new(OnceLock::new());
         let store = segments.store();
         let (thread_db, thread_counters) = (db.clone(), counters.clone());
+        let wakers = Arc::new(Wakers::default());
         let outlets = Outlets {
             live: live.clone(),
             listener: listener.clone(),
+            wakers: wakers.clone(),
         };
         std::thread::Builder::new()
             .name("event-log".into())
@@ -186,6 +247,7 @@ impl EventLog {
             live,
             listener,
             counters,
+            wakers,
         })
     }
 
@@ -235,7 +297,7 @@ impl EventLog {
     /// application's events are not its successor's).
     pub fn follow(&self, application: &str, uid: Option<&str>, after: u64) -> Follower {
         Follower {
-            wake: self.live.subscribe(),
+            wake: self.wakers.register(application),
             log: self.clone(),
             application: application.to_owned(),
             uid: uid.map(str::to_owned),
@@ -356,7 +418,8 @@ fn migrate(db: &mut Database, segments: &mut SegmentWriter) -> Result<(), redb::
 /// Nothing is missed however slow the reader, within the log's retention.
 pub struct Follower {
     log: EventLog,
-    wake: broadcast::Receiver<Arc<LoggedEvent>>,
+    /// Woken by its application's committed events.
+    wake: Arc<Notify>,
     application: String,
     uid: Option<String>,
     after: u64,
@@ -371,6 +434,11 @@ impl Follower {
     /// The next events, oldest first, at most `limit`; waits while there are none.
     pub async fn next(&mut self, limit: usize) -> Result<Vec<LoggedEvent>, SinkError> {
         loop {
+            // waiting from before the read: an event committed after it wakes this
+            let woken = self.wake.clone();
+            let woken = woken.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let batch = self.log.read(&self.application, self.after, limit.max(1))?;
             if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
                 if self.after > 0 && first.sequence > self.after + 1 {
@@ -394,20 +462,14 @@ impl Follower {
                 }
                 continue;
             }
-            loop {
-                match self.wake.recv().await {
-                    Ok(event) if event.application == self.application => break,
-                    Ok(_) => {}
-                    // behind the live events: the log has them
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(SinkError::unavailable(std::io::Error::other(
-                            "the event log is not running",
-                        )));
-                    }
-                }
-            }
+            woken.await;
         }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.log.wakers.release(&self.application, &self.wake);
     }
 }
 
@@ -461,6 +523,7 @@ impl EventLog {
 struct Outlets {
     live: broadcast::Sender<Arc<LoggedEvent>>,
     listener: Arc<OnceLock<Listener>>,
+    wakers: Arc<Wakers>,
 }
 
 fn write_loop(
@@ -492,6 +555,10 @@ fn write_loop(
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 let listener = outlets.listener.get();
+                // (readable now: a follower woken reads them)
+                outlets
+                    .wakers
+                    .wake(group.iter().map(|p| p.application.as_str()));
                 for (p, sequence) in group.into_iter().zip(sequences) {
                     let event = Arc::new(LoggedEvent {
                         application: p.application,
@@ -584,6 +651,65 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&next), ["a-u1-5"]);
         assert_eq!(follower.position(), 5);
+    }
+
+    /// Counts its wake-ups.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_is_woken_by_its_own_applications_events_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 100).unwrap();
+        // another tenant's many idle followers, and one of app "a"
+        let mut others: Vec<Follower> = (0..100).map(|_| log.follow("eve", None, 0)).collect();
+        let mut follower = log.follow("a", None, 0);
+        let counting = Arc::new(Counting(Default::default()));
+        let waker = std::task::Waker::from(counting.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut waiting = Box::pin(follower.next(10));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        let other_counts: Vec<_> = others
+            .iter_mut()
+            .map(|other| {
+                let counting = Arc::new(Counting(Default::default()));
+                let waker = std::task::Waker::from(counting.clone());
+                let mut waiting = Box::pin(other.next(10));
+                let pending = waiting
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&waker))
+                    .is_pending();
+                assert!(pending);
+                (waiting, counting)
+            })
+            .collect();
+        // events of "b" wake neither the follower of "a" nor eve's
+        for n in 1..=3 {
+            log.publish(&event("b", "u9", n)).await.unwrap();
+        }
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0);
+        assert!(
+            other_counts
+                .iter()
+                .all(|(_, c)| c.0.load(Ordering::SeqCst) == 0)
+        );
+        // one of "a" wakes its follower, which reads it
+        log.publish(&event("a", "u1", 1)).await.unwrap();
+        assert!(counting.0.load(Ordering::SeqCst) >= 1);
+        match waiting.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(events) => assert_eq!(ids(&events.unwrap()), ["a-u1-1"]),
+            std::task::Poll::Pending => panic!("woken, but nothing to read"),
+        }
+        assert!(
+            other_counts
+                .iter()
+                .all(|(_, c)| c.0.load(Ordering::SeqCst) == 0)
+        );
     }
 
     #[tokio::test]
