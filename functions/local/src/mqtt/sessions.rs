@@ -298,13 +298,19 @@ async fn feed(
     let track = matches!(fed, Fed::Tracked);
     let topic = application_events(&application);
     let application: Arc<str> = application.into();
+    // after a failed read: 1 s, doubled at each failure in a row up to 30 s
+    let mut retry = std::time::Duration::from_secs(1);
     loop {
         let events = match follower.next(BATCH).await {
-            Ok(events) => events,
+            Ok(events) => {
+                retry = std::time::Duration::from_secs(1);
+                events
+            }
             Err(e) => {
                 // (the follower stays where it was: tried again, nothing is skipped)
-                tracing::warn!(application = %application, error = %e, "a subscription cannot read the event log; tried again in 1 s");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tracing::warn!(application = %application, error = %e, retry_in = ?retry, "a subscription cannot read the event log");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(std::time::Duration::from_secs(30));
                 continue;
             }
         };
