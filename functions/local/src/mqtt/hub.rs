@@ -1906,6 +1906,25 @@ mod tests {
         }
     }
 
+    /// A command `name` for app1's dev1 (uid `u1`), request id `r1`.
+    fn inbox_command(name: &str) -> PublishedCommand {
+        let command = drogue_shared::commands::Command {
+            id: "r1".into(),
+            application: "app1".into(),
+            device: "dev1".into(),
+            device_uid: "u1".into(),
+            name: name.into(),
+            content_type: None,
+            payload: b"now".to_vec(),
+            created: chrono::Utc::now(),
+            expires: chrono::Utc::now(),
+        };
+        PublishedCommand {
+            topic: drogue_shared::commands::topic(&command),
+            command,
+        }
+    }
+
     fn drain(rx: &mut mpsc::Receiver<Push>) -> Vec<Push> {
         std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
@@ -2158,21 +2177,7 @@ mod tests {
             .0;
         assert_eq!(hub.indexed(), 0);
         hub.subscribe(second.id, "command/inbox/#", true, ContentMode::Structured);
-        let command = drogue_shared::commands::Command {
-            id: "r1".into(),
-            application: "app1".into(),
-            device: "dev1".into(),
-            device_uid: "u1".into(),
-            name: "reboot".into(),
-            content_type: None,
-            payload: b"now".to_vec(),
-            created: chrono::Utc::now(),
-            expires: chrono::Utc::now(),
-        };
-        let published = PublishedCommand {
-            topic: drogue_shared::commands::topic(&command),
-            command,
-        };
+        let published = inbox_command("reboot");
         assert_eq!(hub.command(&published), 1);
         assert!(drain(&mut rx_first).is_empty());
         let got = drain(&mut rx_second);
@@ -2209,22 +2214,7 @@ mod tests {
         );
         hub.subscribe(own, "command/inbox/#", true, ContentMode::Structured);
         assert_eq!(hub.sessions.read().unwrap().inbox.of("app1").count(), 1);
-        let command = drogue_shared::commands::Command {
-            id: "r1".into(),
-            application: "app1".into(),
-            device: "dev1".into(),
-            device_uid: "u1".into(),
-            name: "open".into(),
-            content_type: None,
-            payload: b"1".to_vec(),
-            created: chrono::Utc::now(),
-            expires: chrono::Utc::now(),
-        };
-        let published = PublishedCommand {
-            topic: drogue_shared::commands::topic(&command),
-            command,
-        };
-        assert_eq!(hub.command(&published), 1);
+        assert_eq!(hub.command(&inbox_command("open")), 1);
         assert_eq!(drain(&mut rx).len(), 1);
         assert!(eves.iter_mut().all(|(_, rx)| drain(rx).is_empty()));
         // and the lists go with their sessions

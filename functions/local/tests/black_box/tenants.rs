@@ -199,6 +199,31 @@ async fn a_wrong_password_flood_on_a_costly_hash_does_not_slow_another_tenant() 
 /// State is bound to identities: commands left for a device of a deleted application
 /// never reach a device of the same name in an application made again under the name,
 /// by another tenant.
+/// The administrator deletes app1; `who` makes it again at once, with `device` in it.
+async fn app1_made_anew_by(
+    server: &LocalRunner,
+    who: &(String, String),
+    device: serde_json::Value,
+) {
+    let token = server.admin_token();
+    let (user, token) = token.split_once(':').unwrap();
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}{APPS}/app1", server.base))
+        .basic_auth(user, Some(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert_eq!(
+        post_as(server, who, APPS, json!({"metadata": {"name": "app1"}})).await,
+        201
+    );
+    assert_eq!(
+        post_as(server, who, &format!("{APPS}/app1/devices"), device).await,
+        201
+    );
+}
+
 #[tokio::test]
 async fn a_recreated_name_sees_nothing_of_its_predecessor() {
     let dir = tempfile::tempdir().unwrap();
@@ -231,23 +256,8 @@ async fn a_recreated_name_sees_nothing_of_its_predecessor() {
         .await
         .unwrap();
     assert_eq!(dropped.status().as_u16(), 202);
-    let deleted = http
-        .delete(format!("{}{APPS}/app1", server.base))
-        .basic_auth(user, Some(token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
-
     // eve takes the name, and a device of the same name and password
-    assert_eq!(
-        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app1"}})).await,
-        201
-    );
-    assert_eq!(
-        post_as(&server, &eve, &format!("{APPS}/app1/devices"), device).await,
-        201
-    );
+    app1_made_anew_by(&server, &eve, device).await;
     let polled = http
         .post(format!("{}/v1/telemetry?ct=2", server.base))
         .basic_auth("dev1@app1", Some("p1"))
@@ -318,23 +328,7 @@ async fn a_devices_live_connection_and_session_do_not_pass_to_a_stranger_taking_
 
     // app1 goes, and eve makes it again at once, with a device of the same name and
     // password, and watches its events
-    let token = server.admin_token();
-    let (user, token) = token.split_once(':').unwrap();
-    let deleted = reqwest::Client::new()
-        .delete(format!("{}{APPS}/app1", server.base))
-        .basic_auth(user, Some(token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
-    assert_eq!(
-        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app1"}})).await,
-        201
-    );
-    assert_eq!(
-        post_as(&server, &eve, &format!("{APPS}/app1/devices"), device).await,
-        201
-    );
+    app1_made_anew_by(&server, &eve, device).await;
     let mut watched = stream(&server, "app1", (&eve.0, &eve.1)).await;
 
     // the old connection's publishes are not the new device's, and it is closed
