@@ -611,30 +611,33 @@ impl Hub {
     /// The earlier state a session's connection is restoring: until it is done, what a
     /// connection taking the session over inherits, and what is saved if it ends.
     pub fn restoring(&self, id: u64, state: &SessionState) {
-        if let Some(entry) = self
-            .sessions
-            .write()
-            .expect("not poisoned")
-            .by_id
-            .get_mut(&id)
-            && let Held::Restoring(held) = &mut entry.held
-        {
-            *held = Some(state.clone());
-        }
+        self.with_entry(id, |entry| {
+            if let Held::Restoring(held) = &mut entry.held {
+                *held = Some(state.clone());
+            }
+        });
     }
 
     /// A session's connection restored its earlier state: its live subscriptions are
     /// its state from now on.
     pub fn restored(&self, id: u64) {
+        self.with_entry(id, |entry| {
+            if let Held::Restoring(_) = entry.held {
+                entry.held = Held::Live;
+            }
+        });
+    }
+
+    /// Changes a live session's entry (under the write lock).
+    fn with_entry(&self, id: u64, change: impl FnOnce(&mut Entry)) {
         if let Some(entry) = self
             .sessions
             .write()
             .expect("not poisoned")
             .by_id
             .get_mut(&id)
-            && let Held::Restoring(_) = entry.held
         {
-            entry.held = Held::Live;
+            change(entry);
         }
     }
 
@@ -762,15 +765,9 @@ impl Hub {
     /// Gives a session its queue, before its first subscription: routing sends nothing
     /// to a session without one. A session keeps the first queue it is given.
     pub fn attach_queue(&self, id: u64, queue: mpsc::Sender<Push>) {
-        if let Some(entry) = self
-            .sessions
-            .write()
-            .expect("not poisoned")
-            .by_id
-            .get_mut(&id)
-        {
+        self.with_entry(id, |entry| {
             entry.queue.get_or_insert(queue);
-        }
+        });
     }
 
     /// Adds (or replaces) a subscription of a session; `false` when the session holds
