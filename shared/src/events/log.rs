@@ -100,10 +100,10 @@ pub struct EventLog {
 /// cost a commit nothing (a channel of every event woke every follower at every event,
 /// on the writer's thread).
 #[derive(Default)]
-struct Wakers(std::sync::Mutex<HashMap<String, Arc<Notify>>>);
+struct Wakers(std::sync::Mutex<HashMap<String, (Arc<Notify>, usize)>>);
 
 impl Wakers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Notify>, usize)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -112,26 +112,33 @@ impl Wakers {
     /// The waker of an application's followers, for one more of them.
     fn register(&self, application: &str) -> Arc<Notify> {
         let mut wakers = self.lock();
-        match wakers.get(application) {
-            Some(notify) => notify.clone(),
+        match wakers.get_mut(application) {
+            Some((notify, followers)) => {
+                *followers += 1;
+                notify.clone()
+            }
             None => {
                 let notify = Arc::new(Notify::new());
-                wakers.insert(application.to_owned(), notify.clone());
+                wakers.insert(application.to_owned(), (notify.clone(), 1));
                 notify
             }
         }
     }
 
     /// A follower ended: its application's waker goes with the last one.
-    fn release(&self, application: &str, notify: &Arc<Notify>) {
+    fn release(&self, application: &str) {
         let mut wakers = self.lock();
-        // (held by the map and by this follower alone)
-        if wakers
-            .get(application)
-            .is_some_and(|held| Arc::ptr_eq(held, notify) && Arc::strong_count(notify) == 2)
-        {
-            wakers.remove(application);
+        if let Some((_, followers)) = wakers.get_mut(application) {
+            *followers -= 1;
+            if *followers == 0 {
+                wakers.remove(application);
+            }
         }
+    }
+
+    /// Whether any application is followed.
+    fn any(&self) -> bool {
+        !self.lock().is_empty()
     }
 
     /// Wakes the followers of the applications of committed events.
@@ -143,7 +150,7 @@ impl Wakers {
         let mut last = None;
         for application in applications {
             if last != Some(application) {
-                if let Some(notify) = wakers.get(application) {
+                if let Some((notify, _)) = wakers.get(application) {
                     notify.notify_waiters();
                 }
                 last = Some(application);
@@ -469,7 +476,7 @@ impl Follower {
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        self.log.wakers.release(&self.application, &self.wake);
+        self.log.wakers.release(&self.application);
     }
 }
 
@@ -555,10 +562,9 @@ fn write_loop(
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 let listener = outlets.listener.get();
-                // (readable now: a follower woken reads them)
-                outlets
-                    .wakers
-                    .wake(group.iter().map(|p| p.application.as_str()));
+                // (a follower that starts waiting after this reads them: they are
+                // readable now)
+                let followed = outlets.wakers.any();
                 for (p, sequence) in group.into_iter().zip(sequences) {
                     let event = Arc::new(LoggedEvent {
                         application: p.application,
@@ -567,7 +573,7 @@ fn write_loop(
                         sequence,
                         json: p.json,
                     });
-                    if listener.is_some() {
+                    if listener.is_some() || followed {
                         committed.push(event.clone());
                     }
                     let _ = outlets.live.send(event);
@@ -576,11 +582,18 @@ fn write_loop(
                 for relay in relays.drain(..) {
                     relay.wake();
                 }
+                // after the acknowledgements: however many follow, no publish waits
+                if followed {
+                    outlets
+                        .wakers
+                        .wake(committed.iter().map(|e| e.application.as_str()));
+                }
                 if let Some(listener) = listener {
-                    for event in committed.drain(..) {
-                        listener(&event);
+                    for event in &committed {
+                        listener(event);
                     }
                 }
+                committed.clear();
             }
             Err(e) => {
                 tracing::error!(error = %e, "the event log cannot write");
