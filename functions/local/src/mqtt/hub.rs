@@ -17,8 +17,8 @@
 //! gives the subscriptions matching a topic; only their sessions' policies are checked.
 //! The sessions with a Drogue `command/inbox/...` subscription are kept apart for
 //! [`Hub::command`], by their device's application: a command looks at its own
-//! application's only (another tenant's many sessions cost it nothing). Routing takes a read lock: subscribing, ending and
-//! taking over sessions take the write lock.
+//! application's only (another tenant's many sessions cost it nothing). Routing takes a
+//! read lock: subscribing, ending and taking over sessions take the write lock.
 
 use super::sessions::{Cursor, SavedSubscription, SessionState, resumable_application};
 use drogue_shared::commands::PublishedCommand;
@@ -470,10 +470,9 @@ impl Hub {
     /// the same client id is closed, as MQTT wants; a session that is persistent or
     /// restoring, taking over a persistent one, gets its state (while that one is still
     /// restoring its own: the state it restores, or nothing before it read it, and the
-    /// new connection reads the saved state). Beyond the device's
-    /// connection limit its oldest other session is taken over (closed) too. Refused
-    /// when the owner holds its limit of live sessions and this one takes over none of
-    /// them; nothing changes then.
+    /// new connection reads the saved state). Beyond the device's connection limit its
+    /// oldest other session is taken over (closed) too. Refused when the owner holds its
+    /// limit of live sessions and this one takes over none of them; nothing changes then.
     pub fn register(
         &self,
         client_id: &str,

@@ -199,6 +199,20 @@ async fn a_wrong_password_flood_on_a_costly_hash_does_not_slow_another_tenant() 
 /// State is bound to identities: commands left for a device of a deleted application
 /// never reach a device of the same name in an application made again under the name,
 /// by another tenant.
+/// The administrator's app1, with `device` in it.
+async fn app1_with(server: &LocalRunner, device: &serde_json::Value) {
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), device).await,
+        201
+    );
+}
+
 /// The administrator deletes app1; `who` makes it again at once, with `device` in it.
 async fn app1_made_anew_by(
     server: &LocalRunner,
@@ -233,16 +247,7 @@ async fn a_recreated_name_sees_nothing_of_its_predecessor() {
     let device = json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "p1"}]}}});
 
     // the administrator's app1/dev1 gets a command that waits an hour, then app1 goes
-    assert_eq!(
-        server
-            .post(APPS, &json!({"metadata": {"name": "app1"}}))
-            .await,
-        201
-    );
-    assert_eq!(
-        server.post(&format!("{APPS}/app1/devices"), &device).await,
-        201
-    );
+    app1_with(&server, &device).await;
     let token = server.admin_token();
     let (user, token) = token.split_once(':').unwrap();
     let dropped = http
@@ -305,16 +310,7 @@ async fn a_devices_live_connection_and_session_do_not_pass_to_a_stranger_taking_
     let server = LocalRunner::start(dir.path()).await;
     let eve = eve(&server).await;
     let device = json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "p1"}]}}});
-    assert_eq!(
-        server
-            .post(APPS, &json!({"metadata": {"name": "app1"}}))
-            .await,
-        201
-    );
-    assert_eq!(
-        server.post(&format!("{APPS}/app1/devices"), &device).await,
-        201
-    );
+    app1_with(&server, &device).await;
     // the administrator's device, connected with a persistent session
     let options = || {
         Options::v5("dev1@app1")
