@@ -39,6 +39,7 @@ pub fn command(device: &str, name: &str, created_ago_ms: i64, ttl_s: i64) -> Com
     Command {
         id: uuid::Uuid::new_v4().to_string(),
         application: "app1".into(),
+        application_uid: String::new(),
         device: device.into(),
         device_uid: format!("uid-of-{device}"),
         name: name.into(),

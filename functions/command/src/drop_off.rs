@@ -60,7 +60,7 @@ pub async fn drop_off(
     let raw_app = path.get("app").map(String::as_str).unwrap_or_default();
     let app = AppName::parse(raw_app)
         .map_err(|_| ApiError::NotFound(format!("the application '{raw_app}' does not exist")))?;
-    state
+    let application = state
         .registry
         .application_for(&principal, &app, Permission::Read)
         .await?;
@@ -82,6 +82,7 @@ pub async fn drop_off(
         .commands
         .submit(DropOff {
             application: app.as_str(),
+            application_uid: Some(&application.app.metadata.uid),
             device: path.get("device").map(String::as_str).unwrap_or_default(),
             name: &name,
             content_type,

@@ -48,8 +48,14 @@ pub async fn handle(
     let Some(payload) = message.payload() else {
         return Ok(RuleOutcome::NOT_BASE64);
     };
-    let outcome =
-        application_command(&commands, &message.topic, &payload, message.content_type()).await?;
+    let outcome = application_command(
+        &commands,
+        &message.topic,
+        None,
+        &payload,
+        message.content_type(),
+    )
+    .await?;
     Ok(match outcome {
         Ingested::Accepted => RuleOutcome::Accepted,
         Ingested::Refused(reason) => {

@@ -3,6 +3,7 @@
 //! log under a data directory, and bootstraps an administrator.
 
 mod bootstrap;
+mod housekeeping;
 mod metrics;
 pub mod mqtt;
 mod stream;
@@ -216,6 +217,8 @@ pub struct Server {
     /// The MQTT broker, unless both its listeners are off.
     broker: Option<mqtt::Broker>,
     routing: tokio::task::JoinHandle<()>,
+    /// The sweeps of expired sessions and deleted applications' groups.
+    housekeeping: tokio::task::JoinHandle<()>,
     mqtt_hub: Arc<mqtt::hub::Hub>,
     /// The CoAP endpoint's socket and message layer, unless it is off.
     coap: Option<(tokio::net::UdpSocket, Arc<drogue_coap_endpoint::CoapCore>)>,
@@ -369,6 +372,7 @@ impl Server {
             limiter: limiter.clone(),
             registry_changes: Some(changes),
         };
+        let swept = Arc::new(housekeeping::Swept::default());
         // a message layer per transport: exchanges are kept per peer address, and a
         // spoofed plain UDP datagram must never reach a DTLS peer's exchanges (its
         // cached answers, its block-wise uploads)
@@ -433,6 +437,7 @@ impl Server {
                 device_auth,
                 events: events.clone(),
                 mqtt: mqtt_backend.hub.clone(),
+                swept: swept.clone(),
             }));
         let router = match sso {
             Some(sso) => router.merge(drogue_shared::access::issuer::router(
@@ -483,6 +488,14 @@ impl Server {
         let mqtt_addr = broker.as_ref().and_then(mqtt::Broker::tcp_addr);
         let mqtts_addr = broker.as_ref().and_then(mqtt::Broker::tls_addr);
         let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus)?;
+        let housekeeping = housekeeping::Sweeper {
+            sessions: mqtt_backend.sessions.clone(),
+            hub: mqtt_backend.hub.clone(),
+            log: events.clone(),
+            applications: store.clone(),
+            swept,
+        }
+        .start();
         log_listeners(
             http.local_addr()?,
             https_addr,
@@ -515,6 +528,7 @@ impl Server {
             events,
             broker,
             routing,
+            housekeeping,
             mqtt_hub: mqtt_backend.hub,
             coap,
             coaps,
@@ -615,6 +629,7 @@ impl Server {
         };
         let (served, ()) = tokio::join!(http, signal);
         self.routing.abort();
+        self.housekeeping.abort();
         if let Some(broker) = self.broker {
             broker.stop().await;
         }

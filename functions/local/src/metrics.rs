@@ -15,6 +15,7 @@ pub struct Metrics {
     pub device_auth: DeviceAuthenticator,
     pub events: EventLog,
     pub mqtt: Arc<crate::mqtt::hub::Hub>,
+    pub swept: Arc<crate::housekeeping::Swept>,
 }
 
 pub fn router(metrics: Metrics) -> Router {
@@ -28,6 +29,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let (events, commits) = m.events.counters();
     let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.rechecks_waiting());
     let delivery = m.mqtt.delivery_tasks();
+    let (sweeps, swept_sessions, swept_groups) = m.swept.counts();
     let text = format!(
         "# HELP drogue_device_password_checks_total Password checks that ran the stored hashes (cache misses).\n\
          # TYPE drogue_device_password_checks_total counter\n\
@@ -64,7 +66,14 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          drogue_mqtt_rechecks_waiting {waiting}\n\
          # HELP drogue_mqtt_delivery_tasks MQTT sessions' delivery tasks running (one per connection, ended with it).\n\
          # TYPE drogue_mqtt_delivery_tasks gauge\n\
-         drogue_mqtt_delivery_tasks {delivery}\n",
+         drogue_mqtt_delivery_tasks {delivery}\n\
+         # HELP drogue_housekeeping_sweeps_total Housekeeping sweeps done (at start, then hourly).\n\
+         # TYPE drogue_housekeeping_sweeps_total counter\n\
+         drogue_housekeeping_sweeps_total {sweeps}\n\
+         # HELP drogue_housekeeping_removed_total Saved MQTT sessions (expired) and WebSocket groups (of deleted applications) removed.\n\
+         # TYPE drogue_housekeeping_removed_total counter\n\
+         drogue_housekeeping_removed_total{{kind=\"mqtt_session\"}} {swept_sessions}\n\
+         drogue_housekeeping_removed_total{{kind=\"websocket_group\"}} {swept_groups}\n",
         verified.slow_checks(),
         verified.len(),
         m.mqtt.sessions(),

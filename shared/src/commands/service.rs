@@ -118,6 +118,9 @@ impl<S: DeviceStore + CommandStore + 'static> From<Arc<S>> for CommandPorts {
 #[derive(Debug, Clone)]
 pub struct DropOff<'a> {
     pub application: &'a str,
+    /// The `uid` of the application the sender was authorized for, if known: the
+    /// command carries it (see [`Command::application_uid`]).
+    pub application_uid: Option<&'a str>,
     pub device: &'a str,
     pub name: &'a str,
     pub content_type: Option<String>,
@@ -231,7 +234,7 @@ impl CommandService {
             return Err(CommandError::NotTakingCommands(request.device.to_owned()));
         }
         let external = self.external_endpoint(&app, &device).await?;
-        let command = Command::new(
+        let mut command = Command::new(
             app.as_str(),
             &device,
             request.name,
@@ -240,6 +243,7 @@ impl CommandService {
             request.ttl_seconds,
             Utc::now(),
         );
+        command.application_uid = request.application_uid.unwrap_or_default().to_owned();
         match external {
             Some(endpoint) => {
                 static CLOUD: LazyLock<ExternalSender> = LazyLock::new(ExternalSender::default);

@@ -70,6 +70,7 @@ async fn setup() -> Setup {
 fn drop_off<'a>(device: &'a str, name: &'a str) -> DropOff<'a> {
     DropOff {
         application: "app1",
+        application_uid: None,
         device,
         name,
         content_type: None,
@@ -169,6 +170,7 @@ async fn drop_offs_break_no_rule() {
     }
     let other_app = DropOff {
         application: "app2",
+        application_uid: None,
         ..drop_off("d1", "x")
     };
     assert!(matches!(

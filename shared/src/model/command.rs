@@ -13,6 +13,12 @@ pub struct Command {
     /// The request id (a UUID).
     pub id: String,
     pub application: String,
+    /// The `uid` of that application, when the one sending it was authorized for it:
+    /// a client whose access was decided for another application of the same name
+    /// does not receive it. Empty when not known (commands kept before it was recorded,
+    /// or dropped off by IoT Core's rule).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub application_uid: String,
     /// The device the command is for.
     pub device: String,
     /// The `uid` of that device when the command was dropped off: only this very device
@@ -45,6 +51,7 @@ impl Command {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             application: application.to_owned(),
+            application_uid: String::new(),
             device: device.metadata.name.clone(),
             device_uid: device.metadata.uid.clone(),
             name: name.into(),

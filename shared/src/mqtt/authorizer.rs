@@ -290,13 +290,17 @@ impl MqttAuthorizer {
                 "the client id must be <device>@<application> of the authenticated device",
             );
         }
-        let policy = self
+        let mut policy = self
             .device_policy(
                 app,
                 &device.metadata.name,
                 std::slice::from_ref(&connect.client_id),
             )
             .await?;
+        policy.decided_for(
+            app.as_str(),
+            authenticated.application.metadata.uid.as_str(),
+        );
         Ok(ConnectDecision::Allow(Box::new(Authorized {
             principal_id: principal_id("d", &format!("{app}/{}", device.metadata.name)),
             identity: MqttIdentity::Device {
@@ -330,9 +334,10 @@ impl MqttAuthorizer {
             .iter()
             .map(|claim| format!("{}@{app}", claim.key()))
             .collect();
-        let policy = self
+        let mut policy = self
             .device_policy(&app, &authenticated.sender.metadata.name, &client_ids)
             .await?;
+        policy.decided_for(app, authenticated.application.metadata.uid.as_str());
         Ok(Ok((authenticated, policy)))
     }
 
@@ -378,17 +383,25 @@ impl MqttAuthorizer {
         if let Err(reason) = application_client_id(&principal.user, &connect.client_id) {
             return deny(reason);
         }
-        let apps: Vec<String> = if self.registry.authorizer().is_admin(&principal) {
-            vec!["*".into()]
+        // (an administrator's is for every application, whatever its uid)
+        let apps: Vec<(String, Option<String>)> = if self.registry.authorizer().is_admin(&principal)
+        {
+            vec![("*".into(), None)]
         } else {
             self.registry
                 .list_applications(&principal, &ListOptions::default())
                 .await?
                 .into_iter()
-                .map(|a| a.metadata.name)
+                .map(|a| (a.metadata.name, Some(a.metadata.uid)))
                 .collect()
         };
-        let policy = application_policy(&connect.client_id, &apps);
+        let names: Vec<String> = apps.iter().map(|(name, _)| name.clone()).collect();
+        let mut policy = application_policy(&connect.client_id, &names);
+        for (name, uid) in apps {
+            if let Some(uid) = uid {
+                policy.decided_for(name, uid);
+            }
+        }
         Ok(ConnectDecision::Allow(Box::new(Authorized {
             principal_id: principal_id("u", &principal.user),
             identity: MqttIdentity::Application { principal },

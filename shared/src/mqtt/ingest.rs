@@ -263,10 +263,12 @@ impl MqttIngest {
 
 /// A command an application published on `command/{app}/{device}/{command}`: dropped
 /// off like one from the API (the client's policy allowed publishing it only for
-/// applications it may read), with the default time to live.
+/// applications it may read; `application_uid` is the application's it was decided for,
+/// if known), with the default time to live.
 pub async fn application_command(
     commands: &CommandService,
     topic: &str,
+    application_uid: Option<&str>,
     payload: &[u8],
     content_type: Option<&str>,
 ) -> Result<Ingested, IngestError> {
@@ -281,6 +283,7 @@ pub async fn application_command(
     let dropped = commands
         .submit(DropOff {
             application: app,
+            application_uid,
             device,
             name: command,
             content_type: content_type.map(str::to_owned),
@@ -343,7 +346,7 @@ mod tests {
         let outcome = |topic: &'static str| {
             let commands = commands.clone();
             async move {
-                application_command(&commands, topic, b"1", None)
+                application_command(&commands, topic, None, b"1", None)
                     .await
                     .unwrap()
             }

@@ -51,6 +51,10 @@ impl Action {
 pub struct Policy {
     allowed: Vec<(Action, String)>,
     denied: Vec<(Action, String)>,
+    /// The applications (name, `uid`) the policy was decided for: its patterns name
+    /// applications, and a later application of the same name (deleted and made again,
+    /// perhaps by a stranger) is not one of them. Not part of an IoT document.
+    decided_for: Vec<(String, String)>,
 }
 
 impl Policy {
@@ -70,6 +74,39 @@ impl Policy {
             self.denied.push((action, pattern));
         }
         self
+    }
+
+    /// Records that the policy's patterns naming `application` were decided for the
+    /// application of that name with this `uid`.
+    pub fn decided_for(
+        &mut self,
+        application: impl Into<String>,
+        uid: impl Into<String>,
+    ) -> &mut Self {
+        let application = application.into();
+        self.decided_for.retain(|(name, _)| *name != application);
+        self.decided_for.push((application, uid.into()));
+        self
+    }
+
+    /// The `uid` of the application of that name the policy was decided for, if it was
+    /// decided for one (not for a wildcard, as an administrator's is).
+    pub fn application_uid(&self, application: &str) -> Option<&str> {
+        self.decided_for
+            .iter()
+            .find(|(name, _)| name == application)
+            .map(|(_, uid)| uid.as_str())
+    }
+
+    /// Whether what belongs to the application `application` with `uid` (an event, a
+    /// command) may reach the client, as far as the application's identity goes: not
+    /// when the policy was decided for another application of that name. (Something
+    /// with no `uid` recorded is told by its name alone.)
+    pub fn admits_application(&self, application: &str, uid: Option<&str>) -> bool {
+        match (self.application_uid(application), uid) {
+            (Some(decided), Some(uid)) if !uid.is_empty() => decided == uid,
+            _ => true,
+        }
     }
 
     /// Whether `action` on `resource` (a client id, topic or topic filter) is allowed.
@@ -247,6 +284,32 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_decided_for_an_application_admits_only_that_one_of_its_name() {
+        let mut policy = Policy::default();
+        policy
+            .allow(Action::Receive, "app/app1")
+            .decided_for("app1", "u1");
+        assert!(policy.admits_application("app1", Some("u1")));
+        assert!(!policy.admits_application("app1", Some("u2")));
+        // not known: by the name alone
+        assert!(policy.admits_application("app1", None));
+        assert!(policy.admits_application("app1", Some("")));
+        // decided for no application of that name (a wildcard)
+        assert!(policy.admits_application("app2", Some("u2")));
+        // decided again
+        policy.decided_for("app1", "u2");
+        assert!(policy.admits_application("app1", Some("u2")));
+        assert!(!policy.admits_application("app1", Some("u1")));
+        // not part of what IoT Core is given
+        let mut plain = Policy::default();
+        plain.allow(Action::Receive, "app/app1");
+        assert_eq!(
+            policy.to_iot_documents("aws", "eu-west-1", "1"),
+            plain.to_iot_documents("aws", "eu-west-1", "1")
+        );
+    }
 
     #[test]
     fn globs_match_as_iot_policies_do() {

@@ -274,15 +274,23 @@ impl Backend {
             }
             // (boxed: commands are rarer than telemetry, which need not carry the room
             // for one in its future)
-            MqttIdentity::Application { .. } => {
-                Box::pin(application_command(
-                    &self.commands,
-                    message.topic,
-                    message.payload,
-                    message.content_type,
-                ))
-                .await
-            }
+            MqttIdentity::Application { .. } => match self.commanded(client, message.topic).await {
+                Ok(Some(uid)) => {
+                    Box::pin(application_command(
+                        &self.commands,
+                        message.topic,
+                        uid.as_deref(),
+                        message.payload,
+                        message.content_type,
+                    ))
+                    .await
+                }
+                Ok(None) => {
+                    tracing::info!(client_id = %client.client_id, topic = message.topic, "MQTT command refused: its application was made anew since the client's access was decided");
+                    return Outcome::NotAuthorized;
+                }
+                Err(e) => Err(e.into()),
+            },
         };
         match result {
             Ok(Ingested::Accepted) => Outcome::Accepted,
@@ -294,6 +302,32 @@ impl Backend {
                 tracing::warn!(client_id = %client.client_id, topic = message.topic, error = %e, "MQTT publish not kept");
                 Outcome::Unavailable
             }
+        }
+    }
+
+    /// The `uid` of the application an application client's command on `topic` is for
+    /// (`Some(None)` when there is no such application: the drop-off tells), or `None`
+    /// when the client's policy was decided for another application of that name (made
+    /// anew since; the next recheck gives the client the policy it holds now).
+    async fn commanded(
+        &self,
+        client: &Client,
+        topic: &str,
+    ) -> Result<Option<Option<String>>, drogue_shared::store::StoreError> {
+        let Some(Published::Command { app, .. }) = topics::parse(topic) else {
+            return Ok(Some(None));
+        };
+        let Ok(name) = AppName::parse(app) else {
+            return Ok(Some(None));
+        };
+        let uid = self
+            .applications
+            .get_application(&name)
+            .await?
+            .map(|stored| stored.app.metadata.uid);
+        match &uid {
+            Some(uid) if !client.policy().admits_application(app, Some(uid)) => Ok(None),
+            _ => Ok(Some(uid)),
         }
     }
 

@@ -963,6 +963,15 @@ impl Hub {
         self.publishes_in_flight.load(Ordering::Relaxed)
     }
 
+    /// Whether a client id has a live session.
+    pub fn has_client(&self, client_id: &str) -> bool {
+        self.sessions
+            .read()
+            .expect("not poisoned")
+            .by_client
+            .contains_key(client_id)
+    }
+
     /// Live sessions.
     pub fn sessions(&self) -> usize {
         self.sessions.read().expect("not poisoned").by_id.len()
@@ -979,6 +988,7 @@ impl Hub {
         };
         let sent = self.route(
             &topic,
+            (&event.application, event.application_uid.as_deref()),
             |mode| match mode {
                 ContentMode::Structured => structured
                     .get_or_insert_with(|| Arc::new(delivery_for(mode, &topic, &event.json)))
@@ -1057,7 +1067,12 @@ impl Hub {
             correlation_data: Some(Bytes::copy_from_slice(published.command.id.as_bytes())),
             user_properties: Vec::new(),
         });
-        self.route(&published.topic, |_| delivery.clone(), None)
+        let command = &published.command;
+        let application = (
+            command.application.as_str(),
+            Some(command.application_uid.as_str()),
+        );
+        self.route(&published.topic, application, |_| delivery.clone(), None)
             + self.route_inbox(published, &delivery)
     }
 
@@ -1073,7 +1088,11 @@ impl Hub {
             .of(&command.application)
             .filter_map(|id| sessions.by_id.get(id))
         {
-            if !entry.policy.allows(Action::Receive, &published.topic) {
+            if !entry.policy.allows(Action::Receive, &published.topic)
+                || !entry
+                    .policy
+                    .admits_application(&command.application, Some(&command.application_uid))
+            {
                 continue;
             }
             let own = entry.device.as_deref() == Some(command.device_uid.as_str())
@@ -1095,11 +1114,14 @@ impl Hub {
         sent
     }
 
-    /// Routes a message to the sessions whose subscriptions match `topic`; for an event
-    /// of the log, the subscriptions that fall behind at it are added to its list.
+    /// Routes a message of `application` (its name and `uid`, if known) to the sessions
+    /// whose subscriptions match `topic` and whose policies were decided for that very
+    /// application; for an event of the log, the subscriptions that fall behind at it
+    /// are added to its list.
     fn route(
         &self,
         topic: &str,
+        (application, uid): (&str, Option<&str>),
         mut delivery: impl FnMut(ContentMode) -> Arc<Delivery>,
         mut from_log: Option<&mut FromLog<'_>>,
     ) -> usize {
@@ -1118,7 +1140,9 @@ impl Hub {
             let Some(entry) = sessions.by_id.get(&run[0].session) else {
                 continue;
             };
-            if !entry.policy.allows(Action::Receive, topic) {
+            if !entry.policy.allows(Action::Receive, topic)
+                || !entry.policy.admits_application(application, uid)
+            {
                 continue;
             }
             let mut direct: Option<&Subscription> = None;
@@ -1758,6 +1782,7 @@ mod tests {
         let command = drogue_shared::commands::Command {
             id: "r1".into(),
             application: "app1".into(),
+            application_uid: String::new(),
             device: "dev1".into(),
             device_uid: "u1".into(),
             name: "reboot".into(),
@@ -1907,6 +1932,7 @@ mod tests {
         let command = drogue_shared::commands::Command {
             id: "r1".into(),
             application: "app1".into(),
+            application_uid: String::new(),
             device: "dev1".into(),
             device_uid: "u1".into(),
             name: name.into(),
@@ -1934,7 +1960,7 @@ mod tests {
             correlation_data: None,
             user_properties: Vec::new(),
         });
-        hub.route(topic, |_| delivery.clone(), None)
+        hub.route(topic, ("app1", None), |_| delivery.clone(), None)
     }
 
     #[test]
@@ -2219,6 +2245,57 @@ mod tests {
         }
         hub.remove(own);
         assert_eq!(hub.indexed(), 0);
+    }
+
+    /// A session whose policy was decided for app1 with uid `old` receives nothing of a
+    /// later app1 (deleted and made anew, perhaps by a stranger): neither its events
+    /// nor its commands, on `cmd/` or in the inbox, until a recheck decides again.
+    #[test]
+    fn what_belongs_to_an_application_made_anew_reaches_no_session_decided_for_the_old_one() {
+        let hub = Hub::default();
+        let decided = |rules: &[(Action, &str)], uid: &str| {
+            let mut p = (*policy(rules)).clone();
+            p.decided_for("app1", uid);
+            Arc::new(p)
+        };
+        let reader = [(Action::Receive, "app/app1")];
+        let device = [(Action::Receive, "cmd/app1/dev1/*")];
+        let (old_reader, mut old_events) = session(&hub, "alice/c", decided(&reader, "old"));
+        let (new_reader, mut new_events) = session(&hub, "eve/c", decided(&reader, "new"));
+        let (old_device, mut old_commands) = session(&hub, "dev1@app1", decided(&device, "old"));
+        hub.subscribe(old_reader, "app/app1", true, ContentMode::Structured);
+        hub.subscribe(new_reader, "app/app1", false, ContentMode::Binary);
+        hub.subscribe(old_device, "cmd/app1/dev1/#", true, ContentMode::Structured);
+        hub.subscribe(old_device, "command/inbox/#", true, ContentMode::Structured);
+
+        let event = |uid: &str| LoggedEvent {
+            application_uid: Some(uid.into()),
+            ..logged("app1")
+        };
+        assert_eq!(hub.event(&event("new")), 1);
+        assert_eq!(drain(&mut new_events).len(), 1);
+        assert!(drain(&mut old_events).is_empty());
+        assert_eq!(hub.event(&event("old")), 1);
+        assert_eq!(drain(&mut old_events).len(), 1);
+        assert!(drain(&mut new_events).is_empty());
+
+        let command = |uid: &str| {
+            let mut published = inbox_command("open");
+            published.command.application_uid = uid.into();
+            published
+        };
+        assert_eq!(hub.command(&command("new")), 0);
+        assert!(drain(&mut old_commands).is_empty());
+        // its own application's command, and one whose application is not known (as
+        // IoT Core's rule drops them off), by the names alone
+        assert_eq!(hub.command(&command("old")), 2);
+        assert_eq!(hub.command(&command("")), 2);
+        assert_eq!(drain(&mut old_commands).len(), 4);
+        // an administrator's policy is decided for every application
+        let (admin, mut all) = session(&hub, "admin/c", policy(&reader));
+        hub.subscribe(admin, "app/app1", true, ContentMode::Structured);
+        assert_eq!(hub.event(&event("new")), 2);
+        assert_eq!(drain(&mut all).len(), 1);
     }
 
     /// Binary mode: the data as the payload, the attributes as user properties, a

@@ -95,6 +95,10 @@ enum Op {
         client_id: String,
         found: oneshot::Sender<Option<String>>,
     },
+    Sweep {
+        connected: Box<dyn Fn(&str) -> bool + Send>,
+        done: oneshot::Sender<Result<usize, String>>,
+    },
 }
 
 impl SessionStore {
@@ -143,6 +147,23 @@ impl SessionStore {
             done,
         });
         let _ = written.await;
+    }
+
+    /// Removes the saved sessions that expired or do not read back, except those of the
+    /// clients `connected` tells (whose state is saved again as they end), after every
+    /// read and write asked for before; how many.
+    pub async fn sweep(
+        &self,
+        connected: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<usize, String> {
+        let (done, swept) = oneshot::channel();
+        self.queue(Op::Sweep {
+            connected: Box::new(connected),
+            done,
+        });
+        swept
+            .await
+            .unwrap_or_else(|_| Err("the sessions' store has stopped".into()))
     }
 
     /// Saves the state `take` gives (a client id and its session), if any: `take` runs
@@ -206,10 +227,37 @@ fn serve(log: &EventLog, ops: &std::sync::mpsc::Receiver<Op>) {
                     });
                     let _ = found.send(text);
                 }
+                Op::Sweep { connected, done } => {
+                    write(&mut saves);
+                    let _ = done.send(sweep(log, &*connected));
+                }
             }
         }
         write(&mut saves);
     }
+}
+
+/// Removes the sessions that expired or do not read back, except connected clients'.
+fn sweep(log: &EventLog, connected: &dyn Fn(&str) -> bool) -> Result<usize, String> {
+    let now = Utc::now();
+    let prefix = key("");
+    let states = log.states(&prefix).map_err(|e| e.to_string())?;
+    let gone: Vec<&str> = states
+        .iter()
+        .filter(|(key, text)| {
+            let client_id = key.strip_prefix(&prefix).unwrap_or(key);
+            !connected(client_id)
+                && serde_json::from_str::<SessionState>(text)
+                    .ok()
+                    .is_none_or(|s| s.expired(now))
+        })
+        .map(|(key, _)| key.as_str())
+        .collect();
+    if !gone.is_empty() {
+        log.set_states(gone.iter().map(|key| (*key, None)))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(gone.len())
 }
 
 /// Saves a connected session's state every [`SAVE_INTERVAL`] while it changes; ends
@@ -413,6 +461,42 @@ mod tests {
             .unwrap();
         written.await.unwrap();
         assert!(log.state("mqtt/c2").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_sweep_removes_expired_sessions_but_not_connected_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 100).unwrap();
+        let store = SessionStore::start(log.clone()).unwrap();
+        let left_ago = |expiry| SessionState {
+            expiry,
+            saved: Utc::now() - chrono::Duration::seconds(100),
+            ..state("app/app1")
+        };
+        for (client_id, expiry) in [("expired", 10), ("kept", 3600), ("connected", 10)] {
+            let _ = store.save_with(|| Some((client_id.into(), left_ago(expiry))));
+        }
+        log.set_state("mqtt/garbled", Some("not a session"))
+            .unwrap();
+        log.set_state("ws/u1/g1", Some("12")).unwrap();
+
+        assert_eq!(
+            store.sweep(|client_id| client_id == "connected").await,
+            Ok(2)
+        );
+        for (key, kept) in [
+            ("mqtt/expired", false),
+            ("mqtt/garbled", false),
+            ("mqtt/kept", true),
+            ("mqtt/connected", true),
+            ("ws/u1/g1", true),
+        ] {
+            assert_eq!(log.state(key).unwrap().is_some(), kept, "{key}");
+        }
+        // a save asked for before a sweep is written before it
+        let _ = store.save_with(|| Some(("late".into(), left_ago(10))));
+        assert_eq!(store.sweep(|_| false).await, Ok(2));
+        assert_eq!(log.states("mqtt/").unwrap().len(), 1);
     }
 
     #[test]

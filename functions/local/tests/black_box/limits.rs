@@ -726,17 +726,6 @@ async fn commands_beyond_an_applications_rate_are_refused_and_other_applications
     assert_eq!(delivered, accepted);
 }
 
-/// A user made by the administrator, with an access token: (user, token).
-async fn user(server: &LocalRunner, name: &str) -> (String, String) {
-    let made = server
-        .post_json(
-            &format!("/api/admin/v1alpha1/users/{name}/tokens"),
-            &json!({}),
-        )
-        .await;
-    (name.to_owned(), made["token"].as_str().unwrap().to_owned())
-}
-
 /// `who` makes an application and devices `d0..`, with the password "secret".
 async fn tenancy(server: &LocalRunner, who: &(String, String), app: &str, devices: usize) {
     let http = reqwest::Client::new();
@@ -764,7 +753,7 @@ async fn tenancy(server: &LocalRunner, who: &(String, String), app: &str, device
 async fn a_tenant_holds_at_most_its_connections_and_strangers_connect_as_ever() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalRunner::start_with(dir.path(), &["--max-connections-per-user", "3"]).await;
-    let (eve, bob) = (user(&server, "eve").await, user(&server, "bob").await);
+    let (eve, bob) = (server.user("eve").await, server.user("bob").await);
     // eve's devices are in two applications: they count together
     tenancy(&server, &eve, "eve1", 3).await;
     tenancy(&server, &eve, "eve2", 2).await;

@@ -193,6 +193,17 @@ impl LocalRunner {
             .as_u16()
     }
 
+    /// A user made by the administrator, with an access token: (user, token).
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let made = self
+            .post_json(
+                &format!("/api/admin/v1alpha1/users/{name}/tokens"),
+                &serde_json::json!({}),
+            )
+            .await;
+        (name.to_owned(), made["token"].as_str().unwrap().to_owned())
+    }
+
     /// A POST as the administrator; the JSON answer (which must be a success).
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
         let token = self.admin_token();

@@ -12,10 +12,7 @@ const APPS: &str = "/api/registry/v1alpha1/apps";
 
 /// Eve's token, made by the administrator; eve owns nothing yet.
 async fn eve(server: &LocalRunner) -> (String, String) {
-    let made = server
-        .post_json("/api/admin/v1alpha1/users/eve/tokens", &json!({}))
-        .await;
-    ("eve".to_owned(), made["token"].as_str().unwrap().to_owned())
+    server.user("eve").await
 }
 
 /// Posts `body` to `path` as `who` (user, access token): the status.
@@ -335,16 +332,7 @@ async fn a_devices_live_connection_and_session_do_not_pass_to_a_stranger_taking_
         In::Closed(_) => {}
         other => panic!("{other:?}"),
     }
-    let closed = tokio::time::timeout(Duration::from_secs(12), async {
-        loop {
-            if let In::Closed(why) = old.next().await {
-                return why;
-            }
-        }
-    })
-    .await
-    .expect("the old connection is closed within a recheck");
-    assert!(closed.contains("NotAuthorized"), "{closed}");
+    closed_by_recheck(&mut old).await;
     while let Ok(Some(message)) =
         tokio::time::timeout(Duration::from_millis(500), watched.next()).await
     {
@@ -362,6 +350,249 @@ async fn a_devices_live_connection_and_session_do_not_pass_to_a_stranger_taking_
         !new.session_present,
         "the old device's session is not eve's"
     );
+}
+
+/// Between an application's deletion and the next recheck of its clients' access (5 s),
+/// nothing of the application a stranger makes anew under its name reaches the old
+/// owner's live clients, nor the other way round: not her subscribers the stranger's
+/// events, not her device the stranger's commands, not the stranger's subscribers her
+/// device's events; and her application client cannot command the new application.
+#[tokio::test]
+async fn an_application_made_anew_by_a_stranger_shares_nothing_with_the_old_ones_live_clients() {
+    use super::mqtt_client::{self, In, Options};
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let alice = server.user("alice").await;
+    let eve = eve(&server).await;
+    let device = json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "p1"}]}}});
+    assert_eq!(
+        post_as(&server, &alice, APPS, json!({"metadata": {"name": "app1"}})).await,
+        201
+    );
+    let devices = format!("{APPS}/app1/devices");
+    assert_eq!(
+        post_as(&server, &alice, &devices, device.clone()).await,
+        201
+    );
+    let alices = uid_of(&server, &alice, "app1").await;
+
+    // alice's device, waiting for commands, and alice's application client, following
+    // app1 (their accesses are decided again 5 s after they connect: what follows
+    // happens before)
+    let started = Instant::now();
+    let mut old_device = mqtt_client::connect(
+        server.mqtt,
+        Options::v5("dev1@app1").login("dev1@app1", "p1"),
+    )
+    .await
+    .unwrap();
+    assert!(old_device.subscribed("command/inbox/#", false).await);
+    assert!(old_device.subscribed("cmd/app1/dev1/#", false).await);
+    let mut old_reader = mqtt_client::connect(
+        server.mqtt,
+        Options::v5("alice/reader").login("alice", &alice.1),
+    )
+    .await
+    .unwrap();
+    assert!(old_reader.subscribed("app/app1", false).await);
+    // and one with a persistent session, yet to subscribe
+    let mut old_late = mqtt_client::connect(
+        server.mqtt,
+        Options::v5("alice/late")
+            .login("alice", &alice.1)
+            .persistent(600),
+    )
+    .await
+    .unwrap();
+
+    // alice deletes app1; eve makes it anew at once, with a device of the same name and
+    // password, and follows it
+    let deleted = http
+        .delete(format!("{}{APPS}/app1", server.base))
+        .basic_auth(&alice.0, Some(&alice.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert_eq!(
+        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app1"}})).await,
+        201
+    );
+    assert_eq!(post_as(&server, &eve, &devices, device).await, 201);
+    let eves = uid_of(&server, &eve, "app1").await;
+    let mut new_reader =
+        mqtt_client::connect(server.mqtt, Options::v5("eve/reader").login("eve", &eve.1))
+            .await
+            .unwrap();
+    assert!(new_reader.subscribed("app/app1", false).await);
+    // (its subscription, QoS 1 in a persistent session, would follow app1 in the
+    // event log from its newest event: not the app1 eve made)
+    assert!(old_late.subscribed("app/app1", false).await);
+
+    // eve's device publishes, and eve sends it a command
+    let published = http
+        .post(format!("{}/v1/t", server.base))
+        .basic_auth("dev1@app1", Some("p1"))
+        .json(&json!({"eve": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 202);
+    let event = new_reader.event().await;
+    assert!(String::from_utf8_lossy(&event.payload).contains("eve"));
+    let commanded = http
+        .post(format!(
+            "{}/api/command/v1alpha1/apps/app1/devices/dev1?command=secret",
+            server.base
+        ))
+        .basic_auth(&eve.0, Some(&eve.1))
+        .json(&json!({"for": "eve's device"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(commanded.status().as_u16(), 202);
+
+    // alice's clients get nothing of eve's, while still connected (the readers only
+    // the deletion of alice's app1)
+    nothing_of(&mut old_reader, &eves, Duration::from_millis(300)).await;
+    nothing_of(&mut old_late, &eves, Duration::from_millis(300)).await;
+    old_device.quiet(Duration::from_millis(300)).await;
+    // and alice's client may not command the application eve made
+    old_reader
+        .publish("command/app1/dev1/x", true, b"{}", None)
+        .await;
+    assert_eq!(old_reader.next().await, In::PubAck("NotAuthorized".into()));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the test ran past the first recheck ({:?}): it would show nothing",
+        started.elapsed()
+    );
+
+    // the recheck then closes alice's device; its disconnect event is not eve's
+    closed_by_recheck(&mut old_device).await;
+    nothing_of(&mut new_reader, &alices, Duration::from_millis(500)).await;
+}
+
+/// Waits (at most 12 s) for a recheck to close an MQTT connection as not authorized.
+async fn closed_by_recheck(client: &mut super::mqtt_client::Client) {
+    let closed = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            if let super::mqtt_client::In::Closed(why) = client.next().await {
+                return why;
+            }
+        }
+    })
+    .await
+    .expect("the connection is closed within a recheck");
+    assert!(closed.contains("NotAuthorized"), "{closed}");
+}
+
+/// The `uid` of an application, as `who` reads it.
+async fn uid_of(server: &LocalRunner, who: &(String, String), app: &str) -> String {
+    let read: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}{APPS}/{app}", server.base))
+        .basic_auth(&who.0, Some(&who.1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    read["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+/// Asserts that nothing of the application with `uid` reaches `client` for `wait`.
+async fn nothing_of(client: &mut super::mqtt_client::Client, uid: &str, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(got) = tokio::time::timeout_at(deadline, client.next()).await {
+        if let super::mqtt_client::In::Publish(p) = got {
+            let payload = String::from_utf8_lossy(&p.payload);
+            assert!(!payload.contains(uid), "a stranger's message: {payload}");
+        }
+    }
+}
+
+/// What clients leave behind is swept at start (and hourly): the saved MQTT sessions
+/// that expired and the WebSocket groups of deleted applications; what is still to be
+/// taken up stays.
+#[tokio::test]
+async fn expired_sessions_and_deleted_applications_groups_are_swept() {
+    use super::mqtt_client::{self, Options};
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let admin = server.admin_token();
+    let (user, token) = admin.split_once(':').unwrap();
+    for app in ["app1", "app2"] {
+        assert_eq!(
+            server.post(APPS, &json!({"metadata": {"name": app}})).await,
+            201
+        );
+    }
+    // a group of each application
+    for app in ["app1", "app2"] {
+        let socket = server
+            .websocket(&format!("/stream/{app}?group_id=g1"), (user, token))
+            .await;
+        drop(socket);
+    }
+    // a session expiring a second after its client left, one kept for ten minutes
+    for (name, expiry) in [("brief", 1), ("kept", 600)] {
+        let mut client = mqtt_client::connect(
+            server.mqtt,
+            Options::v5(&format!("{user}/{name}"))
+                .login(user, token)
+                .persistent(expiry),
+        )
+        .await
+        .unwrap();
+        assert!(client.subscribed("app/app2", false).await);
+        client.disconnect().await;
+    }
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}{APPS}/app1", server.base))
+        .basic_auth(user, Some(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.stop("TERM").await;
+
+    let server = LocalRunner::start(dir.path()).await;
+    server
+        .metric_reaches("drogue_housekeeping_sweeps_total", 1)
+        .await;
+    assert_eq!(
+        server
+            .metric("drogue_housekeeping_removed_total{kind=\"mqtt_session\"}")
+            .await,
+        1
+    );
+    assert_eq!(
+        server
+            .metric("drogue_housekeeping_removed_total{kind=\"websocket_group\"}")
+            .await,
+        1
+    );
+    let kept = mqtt_client::connect(
+        server.mqtt,
+        Options::v5(&format!("{user}/kept"))
+            .login(user, token)
+            .persistent(600),
+    )
+    .await
+    .unwrap();
+    assert!(kept.session_present);
+    let brief = mqtt_client::connect(
+        server.mqtt,
+        Options::v5(&format!("{user}/brief"))
+            .login(user, token)
+            .persistent(600),
+    )
+    .await
+    .unwrap();
+    assert!(!brief.session_present);
 }
 
 /// A WebSocket stream of `app` as `user:token`.

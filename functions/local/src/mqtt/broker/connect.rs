@@ -272,7 +272,13 @@ pub(super) async fn connect(
     let client_id = client.client_id.clone();
     let (b, taken_over) = (backend.clone(), inherited.clone());
     let announced = client.clone();
-    let device_uid = device.map(str::to_owned);
+    let device_of = match &client.identity {
+        MqttIdentity::Device { device, .. } => Some((
+            device.metadata.uid.clone(),
+            device.metadata.creation_timestamp,
+        )),
+        MqttIdentity::Application { .. } => None,
+    };
     let earlier = on_main(main, async move {
         b.announce(&announced).await;
         let mut saved = match taken_over {
@@ -283,7 +289,7 @@ pub(super) async fn connect(
         // not this one's (a stranger's, perhaps)
         let another = saved
             .as_ref()
-            .is_some_and(|state| state.device.is_some() && state.device != device_uid);
+            .is_some_and(|state| another_devices(state, device_of.as_ref()));
         if another {
             tracing::info!(
                 client_id,
@@ -341,6 +347,21 @@ pub(super) async fn connect(
         session_present,
         capped_expiry,
     }))
+}
+
+/// Whether a saved session is another device's than `device` (its `uid` and creation
+/// time), whose names it has now: saved with another `uid`, or, saved before sessions
+/// recorded their device, saved before `device` was made.
+fn another_devices(
+    state: &SessionState,
+    device: Option<&(String, chrono::DateTime<chrono::Utc>)>,
+) -> bool {
+    match (&state.device, device) {
+        (Some(saved), Some((uid, _))) => saved != uid,
+        (Some(_), None) => true,
+        (None, Some((_, created))) => state.saved < *created,
+        (None, None) => false,
+    }
 }
 
 /// Whether a device's decision is for the device and application (by `uid`) that it
@@ -463,5 +484,38 @@ async fn recheck(
                 tracing::warn!(client_id = %connect.client_id, error = %e, "cannot check an MQTT client's access now");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    #[test]
+    fn a_saved_session_is_taken_up_by_its_own_device_only() {
+        let now = Utc::now();
+        let saved = |device: Option<&str>, ago: i64| SessionState {
+            expiry: 600,
+            saved: now - Duration::seconds(ago),
+            subscriptions: Vec::new(),
+            device: device.map(str::to_owned),
+        };
+        let device = |uid: &str, ago: i64| (uid.to_owned(), now - Duration::seconds(ago));
+        // recorded with its device: by the uid
+        assert!(!another_devices(
+            &saved(Some("u1"), 0),
+            Some(&device("u1", 60))
+        ));
+        assert!(another_devices(
+            &saved(Some("u1"), 60),
+            Some(&device("u2", 0))
+        ));
+        // saved before sessions recorded their device: by the time
+        assert!(!another_devices(&saved(None, 10), Some(&device("u1", 60))));
+        assert!(another_devices(&saved(None, 60), Some(&device("u2", 10))));
+        // an application client's
+        assert!(!another_devices(&saved(None, 60), None));
+        assert!(another_devices(&saved(Some("u1"), 60), None));
     }
 }

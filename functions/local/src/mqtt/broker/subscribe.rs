@@ -71,7 +71,15 @@ impl ConnInner {
                 None => None,
             },
             _ => None,
-        };
+        }
+        // not from another application of the name than the one the client's access was
+        // decided for (made anew since; its subscription is then routed live, where
+        // that application's events do not reach it either)
+        .filter(|c| {
+            self.client
+                .policy()
+                .admits_application(&c.application, Some(&c.uid))
+        });
         let queue = self.queue();
         let (backend, main) = (&self.backend, &self.main);
         backend

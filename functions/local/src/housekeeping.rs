@@ -1,0 +1,164 @@
+//! Housekeeping: what clients leave behind in the event log's state that nothing else
+//! removes. At start and then every [`INTERVAL`], a sweep removes
+//!
+//! - the saved MQTT sessions that expired (their client left more than their session
+//!   expiry ago) and those that no longer read back, unless their client is connected;
+//! - the WebSocket consumer groups' positions of applications that no longer exist (by
+//!   `uid`: an application made anew under the name starts its groups afresh anyway).
+//!
+//! So a tenant that cycles client ids or application names does not grow the disk for
+//! ever. (A deleted application's events leave the log with its retention.)
+
+use crate::mqtt::hub::Hub;
+use crate::mqtt::sessions::SessionStore;
+use drogue_shared::events::log::EventLog;
+use drogue_shared::store::ApplicationStore;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How often the sweep runs.
+pub const INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The WebSocket groups' positions: `ws/{application uid}/{group}`.
+const GROUPS: &str = "ws/";
+
+/// What the sweeps removed, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Swept {
+    sweeps: AtomicU64,
+    sessions: AtomicU64,
+    groups: AtomicU64,
+}
+
+impl Swept {
+    /// Sweeps done, saved MQTT sessions removed, WebSocket groups removed.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.sweeps.load(Ordering::Relaxed),
+            self.sessions.load(Ordering::Relaxed),
+            self.groups.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct Sweeper {
+    pub sessions: SessionStore,
+    pub hub: Arc<Hub>,
+    pub log: EventLog,
+    pub applications: Arc<dyn ApplicationStore>,
+    pub swept: Arc<Swept>,
+}
+
+impl Sweeper {
+    /// Sweeps now, and then every [`INTERVAL`], until aborted.
+    pub fn start(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                self.sweep().await;
+                tokio::time::sleep(INTERVAL).await;
+            }
+        })
+    }
+
+    /// One sweep; what cannot be read or removed now is logged and left for the next.
+    pub async fn sweep(&self) {
+        let hub = self.hub.clone();
+        let sessions = self
+            .sessions
+            .sweep(move |client_id| hub.has_client(client_id))
+            .await;
+        let groups = self.sweep_groups().await;
+        match (sessions, groups) {
+            (Ok(sessions), Ok(groups)) => {
+                self.swept.sweeps.fetch_add(1, Ordering::Relaxed);
+                self.swept
+                    .sessions
+                    .fetch_add(sessions as u64, Ordering::Relaxed);
+                self.swept
+                    .groups
+                    .fetch_add(groups as u64, Ordering::Relaxed);
+                if sessions + groups > 0 {
+                    tracing::info!(
+                        sessions,
+                        groups,
+                        "housekeeping removed expired MQTT sessions and the WebSocket groups of deleted applications"
+                    );
+                }
+            }
+            (sessions, groups) => {
+                tracing::warn!(?sessions, ?groups, "housekeeping could not sweep now");
+            }
+        }
+    }
+
+    /// Removes the groups of applications that no longer exist; how many.
+    async fn sweep_groups(&self) -> Result<usize, String> {
+        let log = self.log.clone();
+        let states = tokio::task::spawn_blocking(move || log.states(GROUPS))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if states.is_empty() {
+            return Ok(0);
+        }
+        // listed after the groups were read: a group read whose application is not
+        // listed now belongs to one that is gone (a uid never comes back)
+        let existing: HashSet<String> = self
+            .applications
+            .list_applications()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|stored| stored.app.metadata.uid)
+            .collect();
+        let stale = stale_groups(states.iter().map(|(key, _)| key.as_str()), &existing);
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let (log, removed) = (self.log.clone(), stale.len());
+        tokio::task::spawn_blocking(move || {
+            log.set_states(stale.iter().map(|key| (key.as_str(), None)))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        Ok(removed)
+    }
+}
+
+/// The group keys (`ws/{uid}/{group}`) whose application `uid` is not among `existing`.
+fn stale_groups<'a>(
+    keys: impl Iterator<Item = &'a str>,
+    existing: &HashSet<String>,
+) -> Vec<String> {
+    keys.filter(|key| {
+        key.strip_prefix(GROUPS)
+            .and_then(|rest| rest.split_once('/'))
+            .is_none_or(|(uid, _)| !existing.contains(uid))
+    })
+    .map(str::to_owned)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_of_applications_that_are_gone_are_stale() {
+        let existing: HashSet<String> = ["u1".to_owned()].into();
+        let keys = [
+            "ws/u1/g1",
+            "ws/u1/g/with/slashes",
+            "ws/u2/g1",
+            "ws/malformed",
+        ];
+        assert_eq!(
+            stale_groups(keys.into_iter(), &existing),
+            ["ws/u2/g1", "ws/malformed"]
+        );
+    }
+}
