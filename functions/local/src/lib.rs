@@ -16,7 +16,7 @@ use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::issuer::{Issuer, IssuerConfig, UserAdmin};
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::commands::external::ExternalSender;
-use drogue_shared::commands::{CommandService, LocalCommandBus, Signals};
+use drogue_shared::commands::{CommandService, Signals};
 use drogue_shared::config::AdminRole;
 use drogue_shared::device_auth::DeviceAuthenticator;
 use drogue_shared::events::DEFAULT_INSTANCE;
@@ -216,7 +216,6 @@ pub struct Server {
     events: EventLog,
     /// The MQTT broker, unless both its listeners are off.
     broker: Option<mqtt::Broker>,
-    routing: tokio::task::JoinHandle<()>,
     /// The sweeps of expired sessions and deleted applications' groups.
     housekeeping: tokio::task::JoinHandle<()>,
     mqtt_hub: Arc<mqtt::hub::Hub>,
@@ -317,11 +316,19 @@ impl Server {
             log: events.clone(),
             groups: stream::Groups::default(),
         };
-        // commands: MQTT subscribers get them from the local bus, HTTP devices from the
-        // store, woken in-process when one arrives
-        let command_bus = LocalCommandBus::default();
+        let hub = Arc::new(
+            mqtt::hub::Hub::with_limits(mqtt::hub::ConnectionLimits {
+                per_device: config.max_connections_per_device,
+                per_user: config.max_connections_per_user,
+            })
+            .with_feeder(subscribers_behind_from(events.clone())),
+        );
+        // commands: MQTT subscribers get them from the broker's hub, routed as they are
+        // dropped off (in the sender's task, through no queue shared with other
+        // applications' commands), HTTP devices from the store, woken in-process when
+        // one arrives
         let commands = CommandService::new(store.clone())
-            .with_publisher(Arc::new(command_bus.clone()))
+            .with_publisher(hub.clone())
             .with_signals(Signals::default())
             .with_rate_limit(config.command_rate.limit());
         let commands = if config.allow_private_command_targets {
@@ -358,13 +365,7 @@ impl Server {
             applications: store.clone(),
             commands: commands.clone(),
             sink: Arc::new(events.clone()),
-            hub: Arc::new(
-                mqtt::hub::Hub::with_limits(mqtt::hub::ConnectionLimits {
-                    per_device: config.max_connections_per_device,
-                    per_user: config.max_connections_per_user,
-                })
-                .with_feeder(subscribers_behind_from(events.clone())),
-            ),
+            hub,
             instance: DEFAULT_INSTANCE.into(),
             log: events.clone(),
             sessions: mqtt::sessions::SessionStore::start(events.clone())
@@ -487,7 +488,7 @@ impl Server {
         };
         let mqtt_addr = broker.as_ref().and_then(mqtt::Broker::tcp_addr);
         let mqtts_addr = broker.as_ref().and_then(mqtt::Broker::tls_addr);
-        let routing = mqtt_routing(mqtt_backend.hub.clone(), &events, &command_bus)?;
+        mqtt_routing(mqtt_backend.hub.clone(), &events)?;
         let housekeeping = housekeeping::Sweeper {
             sessions: mqtt_backend.sessions.clone(),
             hub: mqtt_backend.hub.clone(),
@@ -527,7 +528,6 @@ impl Server {
             admin,
             events,
             broker,
-            routing,
             housekeeping,
             mqtt_hub: mqtt_backend.hub,
             coap,
@@ -628,7 +628,6 @@ impl Server {
             let _ = stop.send(true);
         };
         let (served, ()) = tokio::join!(http, signal);
-        self.routing.abort();
         self.housekeeping.abort();
         if let Some(broker) = self.broker {
             broker.stop().await;
@@ -745,40 +744,17 @@ fn subscribers_behind_from(events: EventLog) -> mqtt::hub::Feeder {
     })
 }
 
-/// Hands the event log's events and the command bus's commands to the broker's
-/// sessions: the events on the log's writer thread as each group is committed (routing
-/// takes a read lock and fills the sessions' queues without waiting, and a hop to
-/// another thread would wake it for every group), the commands from a task.
-fn mqtt_routing(
-    hub: Arc<mqtt::hub::Hub>,
-    events: &EventLog,
-    commands: &LocalCommandBus,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use tokio::sync::broadcast::error::RecvError;
-    let router = hub.clone();
+/// Hands the event log's events to the broker's sessions on the log's writer thread as
+/// each group is committed (routing takes a read lock and fills the sessions' queues
+/// without waiting, and a hop to another thread would wake it for every group).
+fn mqtt_routing(hub: Arc<mqtt::hub::Hub>, events: &EventLog) -> anyhow::Result<()> {
     anyhow::ensure!(
         events.on_commit(Box::new(move |event| {
-            router.event(event);
+            hub.event(event);
         })),
         "the event log already routes its events elsewhere"
     );
-    let mut commands = commands.subscribe();
-    Ok(tokio::spawn(async move {
-        loop {
-            match commands.recv().await {
-                Ok(command) => {
-                    hub.command(&command);
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        missed,
-                        "MQTT command delivery fell behind and missed commands"
-                    );
-                }
-                Err(RecvError::Closed) => break,
-            }
-        }
-    }))
+    Ok(())
 }
 
 #[cfg(test)]

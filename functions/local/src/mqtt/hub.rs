@@ -21,7 +21,7 @@
 //! read lock: subscribing, ending and taking over sessions take the write lock.
 
 use super::sessions::{Cursor, SavedSubscription, SessionState, resumable_application};
-use drogue_shared::commands::PublishedCommand;
+use drogue_shared::commands::{Command, CommandPublisher, PublishError, PublishedCommand};
 use drogue_shared::events::log::LoggedEvent;
 use drogue_shared::mqtt::filter::TopicFilter;
 use drogue_shared::mqtt::topics::{application_events, drogue};
@@ -1252,6 +1252,20 @@ impl Hub {
     }
 }
 
+/// The local broker's side of command delivery: a command dropped off is routed to the
+/// sessions that may receive it before the drop-off goes on (without waiting: a session
+/// whose queue is full misses it, as a live QoS 0 message).
+#[async_trait::async_trait]
+impl CommandPublisher for Hub {
+    async fn publish(&self, command: &Command) -> Result<(), PublishError> {
+        self.command(&PublishedCommand {
+            topic: drogue_shared::commands::topic(command),
+            command: command.clone(),
+        });
+        Ok(())
+    }
+}
+
 /// An event as a subscription in `mode` receives it.
 pub fn delivery_for(mode: ContentMode, topic: &str, json: &str) -> Delivery {
     match mode {
@@ -1807,6 +1821,29 @@ mod tests {
         assert_eq!(delivery.content_type.as_deref(), Some("text/plain"));
         assert_eq!(delivery.correlation_data.as_deref(), Some(&b"r1"[..]));
         assert!(rx.try_recv().is_err());
+    }
+
+    /// The command service publishes to the hub itself: once a drop-off's publish
+    /// returns, the command is in its subscribers' queues (no queue in between, shared
+    /// with other applications' commands, that could lag and lose it).
+    #[tokio::test]
+    async fn a_published_command_is_queued_for_its_subscribers_when_publish_returns() {
+        let hub = Arc::new(Hub::default());
+        let (a, mut rx) = session(
+            &hub,
+            "dev1@app1",
+            policy(&[(Action::Receive, "cmd/app1/dev1/*")]),
+        );
+        hub.subscribe(a, "cmd/app1/dev1/#", true, ContentMode::Structured);
+        let publisher: Arc<dyn CommandPublisher> = hub.clone();
+        for name in ["a", "b", "c"] {
+            publisher
+                .publish(&inbox_command(name).command)
+                .await
+                .unwrap();
+            let delivery = rx.try_recv().expect("queued at once").delivery;
+            assert_eq!(delivery.topic, format!("cmd/app1/dev1/{name}"));
+        }
     }
 
     #[test]
