@@ -188,8 +188,30 @@ impl Drop for Feed {
 
 /// A resuming subscription's cursor and feed.
 struct Resume {
+    /// Its application (the position it started at).
     cursor: Cursor,
+    /// The newest position the client acknowledged (moved under the hub's read lock:
+    /// acknowledgements do not hold up routing).
+    position: AtomicU64,
     _feed: Feed,
+}
+
+impl Resume {
+    fn new(cursor: Cursor, feed: Feed) -> Self {
+        Self {
+            position: AtomicU64::new(cursor.position),
+            cursor,
+            _feed: feed,
+        }
+    }
+
+    /// The cursor as it stands.
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            position: self.position.load(Ordering::Relaxed),
+            ..self.cursor.clone()
+        }
+    }
 }
 
 /// How a connection takes up its session (see [`Hub::register`]).
@@ -249,7 +271,7 @@ impl Subscription {
             },
             qos1: self.qos1,
             binary: self.mode == ContentMode::Binary,
-            cursor: self.resume.as_ref().map(|r| r.cursor.clone()),
+            cursor: self.resume.as_ref().map(Resume::cursor),
         }
     }
 }
@@ -642,26 +664,36 @@ impl Hub {
 
     /// The client acknowledged an event of a resuming subscription.
     pub fn acked(&self, id: u64, track: &Track) {
-        let mut sessions = self.sessions.write().expect("not poisoned");
-        if let Some(entry) = sessions.by_id.get_mut(&id) {
-            for sub in &mut entry.subscriptions {
-                if let Some(resume) = &mut sub.resume
+        {
+            // (a read lock: every PUBACK of a resuming subscription comes here)
+            let sessions = self.sessions.read().expect("not poisoned");
+            let Some(entry) = sessions.by_id.get(&id) else {
+                return;
+            };
+            for sub in &entry.subscriptions {
+                if let Some(resume) = &sub.resume
                     && *resume.cursor.application == *track.application
                 {
-                    resume.cursor.position = resume.cursor.position.max(track.position);
+                    resume.position.fetch_max(track.position, Ordering::Relaxed);
                 }
             }
-            // and the state held for the session, which is saved rather than its
-            // subscriptions
-            if let Held::Restoring(Some(state)) | Held::Closed(Some(state)) = &mut entry.held {
-                for cursor in state
-                    .subscriptions
-                    .iter_mut()
-                    .filter_map(|s| s.cursor.as_mut())
-                {
-                    if *cursor.application == *track.application {
-                        cursor.position = cursor.position.max(track.position);
-                    }
+            if !matches!(entry.held, Held::Restoring(Some(_)) | Held::Closed(Some(_))) {
+                return;
+            }
+        }
+        // and the state held for the session, which is saved rather than its
+        // subscriptions (while it restores, or once closed by its device's limit)
+        let mut sessions = self.sessions.write().expect("not poisoned");
+        if let Some(entry) = sessions.by_id.get_mut(&id)
+            && let Held::Restoring(Some(state)) | Held::Closed(Some(state)) = &mut entry.held
+        {
+            for cursor in state
+                .subscriptions
+                .iter_mut()
+                .filter_map(|s| s.cursor.as_mut())
+            {
+                if *cursor.application == *track.application {
+                    cursor.position = cursor.position.max(track.position);
                 }
             }
         }
@@ -823,10 +855,7 @@ impl Hub {
                 {
                     kept
                 }
-                Some(cursor) => Some(Resume {
-                    _feed: Feed(feed(&cursor)),
-                    cursor,
-                }),
+                Some(cursor) => Some(Resume::new(cursor.clone(), Feed(feed(&cursor)))),
             };
             let key = sessions.next_key;
             sessions.next_key += 1;
@@ -864,7 +893,7 @@ impl Hub {
                 sub.resume
                     .as_ref()
                     .filter(|_| sub.group.is_none() && sub.filter == filter)
-                    .map(|resume| resume.cursor.clone())
+                    .map(Resume::cursor)
             })
     }
 
