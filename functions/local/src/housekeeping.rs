@@ -71,26 +71,31 @@ impl Sweeper {
             .sweep(move |client_id| hub.has_client(client_id))
             .await;
         let groups = self.sweep_groups().await;
-        match (sessions, groups) {
-            (Ok(sessions), Ok(groups)) => {
-                self.swept.sweeps.fetch_add(1, Ordering::Relaxed);
-                self.swept
-                    .sessions
-                    .fetch_add(sessions as u64, Ordering::Relaxed);
-                self.swept
-                    .groups
-                    .fetch_add(groups as u64, Ordering::Relaxed);
-                if sessions + groups > 0 {
-                    tracing::info!(
-                        sessions,
-                        groups,
-                        "housekeeping removed expired MQTT sessions and the WebSocket groups of deleted applications"
-                    );
-                }
-            }
-            (sessions, groups) => {
-                tracing::warn!(?sessions, ?groups, "housekeeping could not sweep now");
-            }
+        let (removed_sessions, removed_groups) = (
+            *sessions.as_ref().unwrap_or(&0),
+            *groups.as_ref().unwrap_or(&0),
+        );
+        self.swept
+            .sessions
+            .fetch_add(removed_sessions as u64, Ordering::Relaxed);
+        self.swept
+            .groups
+            .fetch_add(removed_groups as u64, Ordering::Relaxed);
+        if removed_sessions + removed_groups > 0 {
+            tracing::info!(
+                sessions = removed_sessions,
+                groups = removed_groups,
+                "housekeeping removed expired MQTT sessions and the WebSocket groups of deleted applications"
+            );
+        }
+        if sessions.is_ok() && groups.is_ok() {
+            self.swept.sweeps.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::warn!(
+                ?sessions,
+                ?groups,
+                "housekeeping could not sweep everything now"
+            );
         }
     }
 

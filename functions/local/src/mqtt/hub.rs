@@ -172,8 +172,9 @@ impl Handoff {
 /// The feed of a subscription that fell behind, and how it hands the subscription back.
 struct Feeding {
     handoff: Arc<Handoff>,
-    /// The application whose events it feeds.
+    /// The application whose events it feeds (its name and `uid`).
     application: String,
+    uid: String,
     _feed: Feed,
 }
 
@@ -719,19 +720,24 @@ impl Hub {
                 // routing checks the policy at every event; a feed from the log does
                 // not: one of an application the client may no longer receive stops
                 // (a resuming subscription, its cursor forgotten, is routed from then on)
-                let forbidden = |application: &str| {
-                    !policy.allows(Action::Receive, &application_events(application))
-                };
+                // (or another application of its name than the one it follows: routing
+                // then takes the one the policy was decided for now)
+                let forbidden =
+                    |application: &str, uid: &str| !receives_application(&policy, application, uid);
                 for sub in &mut entry.subscriptions {
                     if sub
                         .resume
                         .as_ref()
-                        .is_some_and(|r| forbidden(&r.cursor.application))
+                        .is_some_and(|r| forbidden(&r.cursor.application, &r.cursor.uid))
                     {
                         sub.resume = None;
                         sessions.index.insert(id, sub);
                     }
-                    if sub.fed.as_ref().is_some_and(|f| forbidden(&f.application)) {
+                    if sub
+                        .fed
+                        .as_ref()
+                        .is_some_and(|f| forbidden(&f.application, &f.uid))
+                    {
                         // routing takes the subscription back, and checks each event
                         sub.fed = None;
                         sub.behind.store(0, Ordering::Relaxed);
@@ -843,6 +849,10 @@ impl Hub {
                 sessions.list_inbox(id);
                 return false;
             }
+            // (the client's policy was read before; the entry's is the one a recheck
+            // changes, and it sees only the subscriptions made when it does)
+            let cursor =
+                cursor.filter(|c| receives_application(&entry.policy, &c.application, &c.uid));
             let resume = match cursor {
                 None => None,
                 // a resuming subscription subscribed again goes on where it is (unless
@@ -1060,9 +1070,23 @@ impl Hub {
             if sub.resume.is_some() || position == 0 {
                 continue;
             }
+            let uid = match &event.application_uid {
+                Some(uid) => uid.clone(),
+                None => entry
+                    .policy
+                    .application_uid(&event.application)
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            if !receives_application(&entry.policy, &event.application, &uid) {
+                // its policy changed since routing read it: it drops what it missed,
+                // as a subscription routed live
+                sub.behind.store(0, Ordering::Relaxed);
+                continue;
+            }
             let cursor = Cursor {
                 application: event.application.clone(),
-                uid: event.application_uid.clone().unwrap_or_default(),
+                uid,
                 position: position - 1,
             };
             let handoff = Arc::new(Handoff::new());
@@ -1071,6 +1095,7 @@ impl Hub {
                 _feed: Feed(feeder(&cursor, sub.mode, queue, handoff.clone())),
                 handoff,
                 application: cursor.application,
+                uid: cursor.uid,
             });
             self.fell_behind.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -1279,6 +1304,13 @@ impl Hub {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
+}
+
+/// Whether a policy lets its client receive the events of the application `application`
+/// with `uid` (from the log, where routing does not check each event).
+fn receives_application(policy: &Policy, application: &str, uid: &str) -> bool {
+    policy.allows(Action::Receive, &application_events(application))
+        && policy.admits_application(application, Some(uid))
 }
 
 /// The local broker's side of command delivery: a command dropped off is routed to the
@@ -2542,5 +2574,65 @@ mod tests {
         assert!(got[1].qos1, "one copy, at the highest QoS");
         hub.remove(a);
         assert_eq!(hub.indexed(), 0);
+    }
+
+    /// A feed from the log follows one application (by `uid`), which routing does not
+    /// check event by event: it starts only for the application the session's policy
+    /// was decided for, and a recheck deciding for another one (made anew under the
+    /// name, which the client may read) routes the subscription live again.
+    #[test]
+    fn a_resuming_subscription_follows_only_the_application_its_policy_is_for() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let hub = Hub::default();
+        let decided = |uid: &str| {
+            let mut p = (*policy(&[(Action::Receive, "app/app1")])).clone();
+            p.decided_for("app1", uid);
+            Arc::new(p)
+        };
+        let (a, mut rx) = session(&hub, "alice/c", decided("old"));
+        let cursor = |uid: &str| Cursor {
+            application: "app1".into(),
+            uid: uid.into(),
+            position: 0,
+        };
+        let feeds = Arc::new(AtomicUsize::new(0));
+        let subscribe = |uid: &str| {
+            let feeds = feeds.clone();
+            hub.subscribe_resuming(
+                a,
+                "app/app1",
+                true,
+                ContentMode::Structured,
+                Some(cursor(uid)),
+                move |_| {
+                    feeds.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(std::future::pending::<()>()).abort_handle()
+                },
+            )
+        };
+        // a cursor of app1 made anew: no feed, routed live (and that app1's events do
+        // not reach it)
+        assert!(subscribe("new"));
+        assert_eq!(feeds.load(Ordering::Relaxed), 0);
+        assert_ne!(hub.indexed(), 0, "routed live");
+        let event = |uid: &str| LoggedEvent {
+            application_uid: Some(uid.into()),
+            ..logged("app1")
+        };
+        assert_eq!(hub.event(&event("new")), 0);
+        // its own application's: fed
+        assert!(subscribe("old"));
+        assert_eq!(feeds.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.indexed(), 0);
+        // decided again for the new app1 (the client may read it now): routed live
+        assert!(hub.set_policy(a, decided("new")));
+        assert_ne!(hub.indexed(), 0, "routed live");
+        assert_eq!(hub.snapshot(a), None, "a clean session");
+        assert_eq!(hub.event(&event("new")), 1);
+        assert_eq!(hub.event(&event("old")), 0);
+        assert_eq!(drain(&mut rx).len(), 1);
     }
 }

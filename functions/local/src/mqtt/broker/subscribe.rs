@@ -71,15 +71,9 @@ impl ConnInner {
                 None => None,
             },
             _ => None,
-        }
-        // not from another application of the name than the one the client's access was
-        // decided for (made anew since; its subscription is then routed live, where
-        // that application's events do not reach it either)
-        .filter(|c| {
-            self.client
-                .policy()
-                .admits_application(&c.application, Some(&c.uid))
-        });
+        };
+        // (the hub feeds it only from an application the session's policy was decided
+        // for: a cursor of one made anew since is routed live instead)
         let queue = self.queue();
         let (backend, main) = (&self.backend, &self.main);
         backend
