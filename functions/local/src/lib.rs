@@ -165,6 +165,10 @@ pub struct Config {
     /// no limit.
     #[arg(long, env = "DROGUE_MAX_CONNECTIONS_PER_USER", default_value_t = mqtt::hub::DEFAULT_CONNECTIONS_PER_USER)]
     pub max_connections_per_user: usize,
+    /// Open WebSocket event streams (`/stream/...`) of one user; a further one is refused
+    /// (429 `QuotaExceeded`). 0 for no limit.
+    #[arg(long, env = "DROGUE_MAX_STREAMS_PER_USER", default_value_t = stream::DEFAULT_STREAMS_PER_USER)]
+    pub max_streams_per_user: usize,
     /// Lets devices' external command endpoints (`spec.commands`) be on loopback and
     /// private addresses, for a test bed standing in for The Things Network; never where
     /// tenants are strangers (their URLs would reach into this machine's network).
@@ -315,6 +319,7 @@ impl Server {
             oidc: verifier.clone(),
             log: events.clone(),
             groups: stream::Groups::default(),
+            open: stream::OpenStreams::with_limit(config.max_streams_per_user),
         };
         let hub = Arc::new(
             mqtt::hub::Hub::with_limits(mqtt::hub::ConnectionLimits {

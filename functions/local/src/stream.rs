@@ -63,6 +63,60 @@ pub struct StreamState {
     pub oidc: Option<Arc<OidcVerifier>>,
     pub log: EventLog,
     pub groups: Groups,
+    pub open: OpenStreams,
+}
+
+/// The default of `--max-streams-per-user`.
+pub const DEFAULT_STREAMS_PER_USER: usize = 1000;
+
+/// The open streams of each user, at most `limit` (0 for no limit): one user's streams
+/// (each a task and a follower of the log) cannot take the memory other users need.
+#[derive(Clone, Default)]
+pub struct OpenStreams {
+    limit: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl OpenStreams {
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Counts a stream of `user`, for as long as the returned count lives; `None` when
+    /// the user holds `limit` open streams already.
+    fn open(&self, user: &str) -> Option<StreamCount> {
+        let mut open = self.open.lock().expect("not poisoned");
+        let count = open.entry(user.to_owned()).or_default();
+        if self.limit > 0 && *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(StreamCount {
+            streams: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+/// One open stream of a user (see [`OpenStreams`]).
+struct StreamCount {
+    streams: OpenStreams,
+    user: String,
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().expect("not poisoned");
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// The groups with an open stream: a new stream of a group closes the older one and
@@ -161,6 +215,12 @@ async fn stream(
         .app
         .metadata
         .uid;
+    let count = state.open.open(&principal.user).ok_or_else(|| {
+        ApiError::QuotaExceeded(format!(
+            "a user may hold at most {} open streams",
+            state.open.limit
+        ))
+    })?;
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await
         .map_err(|e| ApiError::InvalidRequest(format!("not a WebSocket request: {e}")))?
@@ -184,7 +244,10 @@ async fn stream(
         uid,
     };
     Ok(upgrade
-        .on_upgrade(move |socket| forward(socket, follower, group, access, channel))
+        .on_upgrade(move |socket| async move {
+            let _count = count;
+            forward(socket, follower, group, access, channel).await;
+        })
         .into_response())
 }
 

@@ -474,6 +474,58 @@ async fn an_application_made_anew_by_a_stranger_shares_nothing_with_the_old_ones
     nothing_of(&mut new_reader, &alices, Duration::from_millis(500)).await;
 }
 
+/// One user's open event streams are bounded (`--max-streams-per-user`): a further one
+/// is refused with 429 `QuotaExceeded`, until one of them ends; another user's are not.
+#[tokio::test]
+async fn a_users_open_streams_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--max-streams-per-user", "2"]).await;
+    let eve = eve(&server).await;
+    assert_eq!(
+        post_as(&server, &eve, APPS, json!({"metadata": {"name": "app2"}})).await,
+        201
+    );
+    assert_eq!(
+        server
+            .post(APPS, &json!({"metadata": {"name": "app1"}}))
+            .await,
+        201
+    );
+    let first = stream(&server, "app2", (&eve.0, &eve.1)).await;
+    let _second = stream(&server, "app2", (&eve.0, &eve.1)).await;
+    // (a plain GET past the quota is refused as no WebSocket request: 400)
+    let open_another = || async {
+        let response = reqwest::Client::new()
+            .get(format!("{}/stream/app2", server.base))
+            .basic_auth(&eve.0, Some(&eve.1))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    let (status, body) = open_another().await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"], "QuotaExceeded", "{body}");
+    // the administrator's streams are not eve's
+    let admin = server.admin_token();
+    let admin = admin.split_once(':').unwrap();
+    let _admins = stream(&server, "app1", admin).await;
+    let _admins_too = stream(&server, "app1", admin).await;
+    // one of eve's ends: she may open another
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = open_another().await;
+        if status == 400 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(Instant::now() < deadline, "the ended stream still counts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (at most 12 s) for a recheck to close an MQTT connection as not authorized.
 async fn closed_by_recheck(client: &mut super::mqtt_client::Client) {
     let closed = tokio::time::timeout(Duration::from_secs(12), async {
