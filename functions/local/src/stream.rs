@@ -66,6 +66,11 @@ pub struct StreamState {
     pub open: OpenStreams,
 }
 
+/// The consumer groups (`group_id`) whose positions the log keeps for one application;
+/// a stream of a further new group is refused (429). A deleted application's groups
+/// are swept (see `housekeeping`).
+pub const MAX_GROUPS_PER_APPLICATION: usize = 1000;
+
 /// The default of `--max-streams-per-user`.
 pub const DEFAULT_STREAMS_PER_USER: usize = 1000;
 
@@ -273,26 +278,37 @@ async fn follow(
         None => None,
     };
     let saved_key = group.as_ref().map(|g| g.key.clone());
-    let start =
-        tokio::task::spawn_blocking(move || -> Result<u64, drogue_shared::events::SinkError> {
+    let groups_of_app = format!("ws/{uid}/");
+    let start = tokio::task::spawn_blocking(
+        move || -> Result<Option<u64>, drogue_shared::events::SinkError> {
             let saved = match &saved_key {
                 Some(key) => log.state(key)?.and_then(|v| v.parse().ok()),
                 None => None,
             };
             match saved {
-                Some(position) => Ok(position),
+                Some(position) => Ok(Some(position)),
                 None => {
                     let newest = log.last_sequence(&name)?;
                     if let Some(key) = &saved_key {
+                        // a new group: within the application's quota
+                        if log.states(&groups_of_app)?.len() >= MAX_GROUPS_PER_APPLICATION {
+                            return Ok(None);
+                        }
                         log.set_state(key, Some(&newest.to_string()))?;
                     }
-                    Ok(newest)
+                    Ok(Some(newest))
                 }
             }
-        })
-        .await
-        .map_err(|e| ApiError::Unavailable(Box::new(e)))?
-        .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+        },
+    )
+    .await
+    .map_err(|e| ApiError::Unavailable(Box::new(e)))?
+    .map_err(|e| ApiError::Unavailable(Box::new(e)))?
+    .ok_or_else(|| {
+        ApiError::QuotaExceeded(format!(
+            "an application holds at most {MAX_GROUPS_PER_APPLICATION} stream groups"
+        ))
+    })?;
     let follower = state.log.follow(app.as_str(), Some(&uid_owned), start);
     Ok((follower, group))
 }

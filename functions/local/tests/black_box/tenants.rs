@@ -526,6 +526,56 @@ async fn a_users_open_streams_are_bounded() {
     }
 }
 
+/// An application keeps at most 1,000 stream groups' positions: a stream of a further
+/// new group is refused with 429, the existing groups and other applications' go on.
+#[tokio::test]
+async fn an_applications_stream_groups_are_bounded() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    for app in ["app1", "app2"] {
+        assert_eq!(
+            server.post(APPS, &json!({"metadata": {"name": app}})).await,
+            201
+        );
+    }
+    let admin = server.admin_token();
+    let admin = admin.split_once(':').unwrap();
+    // (16 at a time)
+    let server = &server;
+    futures_util::stream::iter(0..1000)
+        .for_each_concurrent(16, |n| async move {
+            assert_eq!(
+                open_status(server, "app1", &format!("g{n}"), admin).await,
+                101
+            );
+        })
+        .await;
+    assert_eq!(open_status(server, "app1", "g1000", admin).await, 429);
+    assert_eq!(open_status(server, "app1", "g7", admin).await, 101);
+    assert_eq!(open_status(server, "app2", "g1000", admin).await, 101);
+}
+
+/// The status of opening a stream of `app` in `group` as `who`: 101 when it opened.
+async fn open_status(server: &LocalRunner, app: &str, group: &str, who: (&str, &str)) -> u16 {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::{Error, client::IntoClientRequest};
+    let url = format!(
+        "{}/stream/{app}?group_id={group}",
+        server.base.replacen("http://", "ws://", 1)
+    );
+    let mut request = url.into_client_request().unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", who.0, who.1));
+    request
+        .headers_mut()
+        .insert("authorization", format!("Basic {basic}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Waits (at most 12 s) for a recheck to close an MQTT connection as not authorized.
 async fn closed_by_recheck(client: &mut super::mqtt_client::Client) {
     let closed = tokio::time::timeout(Duration::from_secs(12), async {
