@@ -320,6 +320,8 @@ impl Server {
             log: events.clone(),
             groups: stream::Groups::default(),
             open: stream::OpenStreams::with_limit(config.max_streams_per_user),
+            positions: stream::Positions::start(events.clone())
+                .context("cannot start the stream groups' writer")?,
         };
         let hub = Arc::new(
             mqtt::hub::Hub::with_limits(mqtt::hub::ConnectionLimits {
@@ -435,6 +437,7 @@ impl Server {
             settings: Arc::new(drogue_http_endpoint::Settings::default()),
             limiter,
         });
+        let positions = stream_state.positions.clone();
         let router = drogue_registry::router_for(registry, settings, verifier.clone())
             .merge(endpoint)
             .merge(command)
@@ -444,6 +447,7 @@ impl Server {
                 events: events.clone(),
                 mqtt: mqtt_backend.hub.clone(),
                 swept: swept.clone(),
+                positions,
             }));
         let router = match sso {
             Some(sso) => router.merge(drogue_shared::access::issuer::router(

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub events: EventLog,
     pub mqtt: Arc<crate::mqtt::hub::Hub>,
     pub swept: Arc<crate::housekeeping::Swept>,
+    pub positions: crate::stream::Positions,
 }
 
 pub fn router(metrics: Metrics) -> Router {
@@ -30,6 +31,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.rechecks_waiting());
     let delivery = m.mqtt.delivery_tasks();
     let (sweeps, swept_sessions, swept_groups) = m.swept.counts();
+    let position_writes = m.positions.writes();
     let text = format!(
         "# HELP drogue_device_password_checks_total Password checks that ran the stored hashes (cache misses).\n\
          # TYPE drogue_device_password_checks_total counter\n\
@@ -67,6 +69,9 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_mqtt_delivery_tasks MQTT sessions' delivery tasks running (one per connection, ended with it).\n\
          # TYPE drogue_mqtt_delivery_tasks gauge\n\
          drogue_mqtt_delivery_tasks {delivery}\n\
+         # HELP drogue_stream_position_writes_total Durable writes of WebSocket stream groups' positions (each holds the saves waiting together).\n\
+         # TYPE drogue_stream_position_writes_total counter\n\
+         drogue_stream_position_writes_total {position_writes}\n\
          # HELP drogue_housekeeping_sweeps_total Housekeeping sweeps done (at start, then hourly).\n\
          # TYPE drogue_housekeeping_sweeps_total counter\n\
          drogue_housekeeping_sweeps_total {sweeps}\n\

@@ -64,6 +64,7 @@ pub struct StreamState {
     pub log: EventLog,
     pub groups: Groups,
     pub open: OpenStreams,
+    pub positions: Positions,
 }
 
 /// The consumer groups (`group_id`) whose positions the log keeps for one application;
@@ -405,7 +406,7 @@ async fn forward(
             _ = save.tick() => {
                 if let Some(group) = &group && follower.position() != saved {
                     saved = follower.position();
-                    save_position(&access.state.log, &group.key, saved).await;
+                    save_position(&access.state.positions, &group.key, saved).await;
                 }
             }
             () = async { taken_over.as_ref().expect("a group").notified().await }, if taken_over.is_some() => {
@@ -425,7 +426,7 @@ async fn forward(
     if let Some(group) = &group
         && follower.position() != saved
     {
-        save_position(&access.state.log, &group.key, follower.position()).await;
+        save_position(&access.state.positions, &group.key, follower.position()).await;
     }
     drop(group);
     if let Some((code, reason)) = close {
@@ -449,11 +450,95 @@ async fn forward(
 }
 
 /// Saves a group's position; a failure is logged (the group sees events again).
-async fn save_position(log: &EventLog, key: &str, position: u64) {
-    let (log, key) = (log.clone(), key.to_owned());
-    let saved =
-        tokio::task::spawn_blocking(move || log.set_state(&key, Some(&position.to_string()))).await;
-    if !matches!(saved, Ok(Ok(()))) {
+async fn save_position(positions: &Positions, key: &str, position: u64) {
+    if !positions.save(key, position).await {
         tracing::warn!(position, "a stream group's position could not be saved");
+    }
+}
+
+/// A group's position to save, and who waits for it to be durable.
+type Save = (String, u64, tokio::sync::oneshot::Sender<bool>);
+
+/// Saves the groups' positions on one thread: the saves waiting together (every open
+/// stream saves each second) go into one durable write, so many streams cost few disk
+/// syncs, which the event log's commits would otherwise wait behind.
+#[derive(Clone)]
+pub struct Positions {
+    queue: std::sync::mpsc::Sender<Save>,
+    /// Durable writes made.
+    writes: Arc<AtomicU64>,
+}
+
+impl Positions {
+    /// Starts the thread that writes into `log`'s state; it ends with the last clone.
+    pub fn start(log: EventLog) -> std::io::Result<Self> {
+        let (queue, saves) = std::sync::mpsc::channel::<Save>();
+        let writes = Arc::new(AtomicU64::new(0));
+        let counted = writes.clone();
+        std::thread::Builder::new()
+            .name("stream-groups".into())
+            .spawn(move || {
+                while let Ok(first) = saves.recv() {
+                    let batch: Vec<Save> = std::iter::once(first).chain(saves.try_iter()).collect();
+                    // each group's last position asked for, in one write
+                    let mut newest: HashMap<&str, String> = HashMap::new();
+                    for (key, position, _) in &batch {
+                        newest.insert(key, position.to_string());
+                    }
+                    let written = log
+                        .set_states(newest.iter().map(|(key, text)| (*key, Some(text.as_str()))))
+                        .is_ok();
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    drop(newest);
+                    for (_, _, done) in batch {
+                        let _ = done.send(written);
+                    }
+                }
+            })?;
+        Ok(Self { queue, writes })
+    }
+
+    /// Durable writes made of groups' positions.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Saves a group's position; whether it is durable.
+    async fn save(&self, key: &str, position: u64) -> bool {
+        let (done, saved) = tokio::sync::oneshot::channel();
+        if self.queue.send((key.to_owned(), position, done)).is_err() {
+            return false;
+        }
+        saved.await.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_positions_saved_together_go_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 100).unwrap();
+        let positions = Positions::start(log.clone()).unwrap();
+        // 200 streams' saves at once, and one group saved twice in a row
+        let saves = (0..200).map(|n| {
+            let positions = positions.clone();
+            async move { positions.save(&format!("ws/u1/g{n}"), n).await }
+        });
+        let saved = futures_util::future::join_all(saves).await;
+        assert!(saved.iter().all(|ok| *ok));
+        let writes = positions.writes();
+        assert!(writes < 50, "{writes} writes for 200 saves");
+        assert!(positions.save("ws/u1/g7", 1000).await);
+        assert!(positions.save("ws/u1/g7", 1001).await);
+        for n in 0..200 {
+            let expected = if n == 7 { 1001 } else { n };
+            assert_eq!(
+                log.state(&format!("ws/u1/g{n}")).unwrap(),
+                Some(expected.to_string())
+            );
+        }
     }
 }
