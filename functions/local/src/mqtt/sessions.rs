@@ -260,9 +260,30 @@ fn sweep(log: &EventLog, connected: &dyn Fn(&str) -> bool) -> Result<usize, Stri
     Ok(gone.len())
 }
 
-/// Saves a connected session's state every [`SAVE_INTERVAL`] while it changes; ends
-/// with the connection (whose end saves the last state) or when another connection
-/// takes the session over.
+/// How often a connected session's state is saved when it does not change: its time of
+/// saving is when its expiry counts from should the process end without saving it (a
+/// crash), so it stays at most this old while the client is connected.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether a session's state need not be saved now: it is the one saved last (but for
+/// its time of saving), and that was less than [`REFRESH_INTERVAL`] ago.
+fn saved_already(
+    last: Option<&(SessionState, tokio::time::Instant)>,
+    state: &SessionState,
+    now: tokio::time::Instant,
+) -> bool {
+    last.is_some_and(|(last, at)| {
+        now.duration_since(*at) < REFRESH_INTERVAL
+            && SessionState {
+                saved: state.saved,
+                ..last.clone()
+            } == *state
+    })
+}
+
+/// Saves a connected session's state every [`SAVE_INTERVAL`] while it changes, and every
+/// [`REFRESH_INTERVAL`] while it does not; ends with the connection (whose end saves the
+/// last state) or when another connection takes the session over.
 pub async fn keep(hub: Arc<Hub>, store: SessionStore, client_id: String, session: u64) {
     let mut last = None;
     let mut interval = tokio::time::interval(SAVE_INTERVAL);
@@ -270,17 +291,15 @@ pub async fn keep(hub: Arc<Hub>, store: SessionStore, client_id: String, session
         interval.tick().await;
         let mut ended = false;
         let written = store.save_with(|| {
-            let Some(mut state) = hub.snapshot(session) else {
+            let Some(state) = hub.snapshot(session) else {
                 ended = true;
                 return None;
             };
-            // the time of saving is no change
-            let saved = std::mem::replace(&mut state.saved, DateTime::<Utc>::MIN_UTC);
-            if last.as_ref() == Some(&state) {
+            let now = tokio::time::Instant::now();
+            if saved_already(last.as_ref(), &state, now) {
                 return None;
             }
-            last = Some(state.clone());
-            state.saved = saved;
+            last = Some((state.clone(), now));
             Some((client_id.clone(), state))
         });
         if ended {
@@ -497,6 +516,28 @@ mod tests {
         let _ = store.save_with(|| Some(("late".into(), left_ago(10))));
         assert_eq!(store.sweep(|_| false).await, Ok(2));
         assert_eq!(log.states("mqtt/").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unchanged_session_is_saved_again_every_refresh_interval() {
+        let now = tokio::time::Instant::now();
+        let at = |state: &SessionState, ago: u64| {
+            Some((state.clone(), now - std::time::Duration::from_secs(ago)))
+        };
+        let saved = state("app/app1");
+        let later = SessionState {
+            saved: saved.saved + chrono::Duration::seconds(5),
+            ..saved.clone()
+        };
+        // the time of saving is no change
+        assert!(saved_already(at(&saved, 1).as_ref(), &later, now));
+        assert!(saved_already(at(&saved, 59).as_ref(), &later, now));
+        // but it is saved again once a minute
+        assert!(!saved_already(at(&saved, 60).as_ref(), &later, now));
+        // a change is saved at once; the first state too
+        let changed = state("app/app2");
+        assert!(!saved_already(at(&saved, 1).as_ref(), &changed, now));
+        assert!(!saved_already(None, &saved, now));
     }
 
     #[test]
