@@ -131,6 +131,9 @@ impl Drop for StreamCount {
 pub struct Groups {
     next: Arc<AtomicU64>,
     open: Arc<Mutex<HashMap<String, Member>>>,
+    /// Held while a new group is counted and saved (the count of an application's
+    /// groups and the new one's position, as one step).
+    creating: Arc<Mutex<()>>,
 }
 
 /// The open stream of a group.
@@ -146,6 +149,11 @@ struct Member {
 const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
 impl Groups {
+    /// Whether a group has an open stream.
+    fn is_open(&self, key: &str) -> bool {
+        self.open.lock().expect("not poisoned").contains_key(key)
+    }
+
     /// Registers a stream of a group; an older stream, if any, is closed and waited for.
     async fn join(&self, key: &str) -> Group {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -221,19 +229,28 @@ async fn stream(
         .app
         .metadata
         .uid;
-    let count = state.open.open(&principal.user).ok_or_else(|| {
+    let quota = || {
         ApiError::QuotaExceeded(format!(
             "a user may hold at most {} open streams",
             state.open.limit
         ))
-    })?;
+    };
+    let count = state.open.open(&principal.user);
+    let group_id = query_value(&parts, "group_id");
+    // at the quota, a stream taking over a group's open stream (its own, after a lost
+    // connection) goes on once the older one has left, whose count it takes
+    let taking_over = group_id
+        .as_ref()
+        .is_some_and(|g| state.groups.is_open(&format!("ws/{uid}/{g}")));
+    if count.is_none() && !taking_over {
+        return Err(quota());
+    }
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await
         .map_err(|e| ApiError::InvalidRequest(format!("not a WebSocket request: {e}")))?
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .max_message_size(MAX_CLIENT_MESSAGE);
     let channel = params.get("channel").cloned();
-    let group_id = query_value(&parts, "group_id");
     if let Some(group) = &group_id
         && (group.is_empty() || group.len() > MAX_GROUP_ID || group.chars().any(char::is_control))
     {
@@ -242,6 +259,10 @@ async fn stream(
         )));
     }
     let (follower, group) = follow(&state, &app, &uid, group_id.as_deref()).await?;
+    let count = match count {
+        Some(count) => count,
+        None => state.open.open(&principal.user).ok_or_else(quota)?,
+    };
     tracing::info!(application = %app, user = %principal.user, ?channel, group = ?group_id, "stream opened");
     let access = Access {
         state,
@@ -250,10 +271,7 @@ async fn stream(
         uid,
     };
     Ok(upgrade
-        .on_upgrade(move |socket| async move {
-            let _count = count;
-            forward(socket, follower, group, access, channel).await;
-        })
+        .on_upgrade(move |socket| forward(socket, follower, (group, count), access, channel))
         .into_response())
 }
 
@@ -280,6 +298,7 @@ async fn follow(
     };
     let saved_key = group.as_ref().map(|g| g.key.clone());
     let groups_of_app = format!("ws/{uid}/");
+    let creating = state.groups.creating.clone();
     let start = tokio::task::spawn_blocking(
         move || -> Result<Option<u64>, drogue_shared::events::SinkError> {
             let saved = match &saved_key {
@@ -292,6 +311,7 @@ async fn follow(
                     let newest = log.last_sequence(&name)?;
                     if let Some(key) = &saved_key {
                         // a new group: within the application's quota
+                        let _one = creating.lock().expect("not poisoned");
                         if log.states(&groups_of_app)?.len() >= MAX_GROUPS_PER_APPLICATION {
                             return Ok(None);
                         }
@@ -358,10 +378,13 @@ impl Access {
     }
 }
 
+/// Sends the events to the socket until the stream ends; `count` counts the stream
+/// against its user until then (released before the group is left: a stream taking the
+/// group over at the user's quota takes its place).
 async fn forward(
     mut socket: WebSocket,
     mut follower: Follower,
-    group: Option<Group>,
+    (group, count): (Option<Group>, StreamCount),
     access: Access,
     channel: Option<String>,
 ) {
@@ -405,8 +428,11 @@ async fn forward(
             }
             _ = save.tick() => {
                 if let Some(group) = &group && follower.position() != saved {
-                    saved = follower.position();
-                    save_position(&access.state.positions, &group.key, saved).await;
+                    let position = follower.position();
+                    // (not saved: tried again at the next tick)
+                    if save_position(&access.state.positions, &group.key, position).await {
+                        saved = position;
+                    }
                 }
             }
             () = async { taken_over.as_ref().expect("a group").notified().await }, if taken_over.is_some() => {
@@ -428,6 +454,7 @@ async fn forward(
     {
         save_position(&access.state.positions, &group.key, follower.position()).await;
     }
+    drop(count);
     drop(group);
     if let Some((code, reason)) = close {
         let close = CloseFrame {
@@ -449,11 +476,14 @@ async fn forward(
     tracing::info!(application = %app, "stream closed");
 }
 
-/// Saves a group's position; a failure is logged (the group sees events again).
-async fn save_position(positions: &Positions, key: &str, position: u64) {
-    if !positions.save(key, position).await {
+/// Saves a group's position; a failure is logged (the group sees events again);
+/// whether it was saved.
+async fn save_position(positions: &Positions, key: &str, position: u64) -> bool {
+    let saved = positions.save(key, position).await;
+    if !saved {
         tracing::warn!(position, "a stream group's position could not be saved");
     }
+    saved
 }
 
 /// A group's position to save, and who waits for it to be durable.
@@ -488,7 +518,9 @@ impl Positions {
                     let written = log
                         .set_states(newest.iter().map(|(key, text)| (*key, Some(text.as_str()))))
                         .is_ok();
-                    counted.fetch_add(1, Ordering::Relaxed);
+                    if written {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
                     drop(newest);
                     for (_, _, done) in batch {
                         let _ = done.send(written);

@@ -294,14 +294,16 @@ impl CommandService {
     /// MQTT publish fails, nothing is kept; if keeping fails after the publish, MQTT
     /// devices may have it already (a retry may reach them twice).
     pub async fn drop_off(&self, command: &Command) -> Result<(), CommandError> {
-        if let Some(publisher) = &self.publisher {
-            publisher.publish(command).await?;
-        }
+        // stored first: a device that gets it over MQTT may answer at once, and an
+        // answer is taken only for a command that is stored
         self.store.enqueue(command).await?;
         self.signal(Signal::Inbox {
             application: command.application.clone(),
             device: command.device.clone(),
         });
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(command).await?;
+        }
         tracing::info!(
             application = %command.application,
             device = %command.device,

@@ -262,18 +262,21 @@ fn sweep(log: &EventLog, connected: &dyn Fn(&str) -> bool) -> Result<usize, Stri
 
 /// How often a connected session's state is saved when it does not change: its time of
 /// saving is when its expiry counts from should the process end without saving it (a
-/// crash), so it stays at most this old while the client is connected.
+/// crash), so it stays at most this old (or half its expiry, if shorter) while the
+/// client is connected.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Whether a session's state need not be saved now: it is the one saved last (but for
-/// its time of saving), and that was less than [`REFRESH_INTERVAL`] ago.
+/// its time of saving), and that was less than [`REFRESH_INTERVAL`] (or half its
+/// expiry) ago.
 fn saved_already(
     last: Option<&(SessionState, tokio::time::Instant)>,
     state: &SessionState,
     now: tokio::time::Instant,
 ) -> bool {
+    let refresh = REFRESH_INTERVAL.min(Duration::from_secs(u64::from(state.expiry) / 2));
     last.is_some_and(|(last, at)| {
-        now.duration_since(*at) < REFRESH_INTERVAL
+        now.duration_since(*at) < refresh
             && SessionState {
                 saved: state.saved,
                 ..last.clone()
@@ -534,6 +537,13 @@ mod tests {
         assert!(saved_already(at(&saved, 59).as_ref(), &later, now));
         // but it is saved again once a minute
         assert!(!saved_already(at(&saved, 60).as_ref(), &later, now));
+        // a session expiring sooner, at half its expiry
+        let brief = |expiry| SessionState {
+            expiry,
+            ..later.clone()
+        };
+        assert!(saved_already(at(&brief(30), 14).as_ref(), &brief(30), now));
+        assert!(!saved_already(at(&brief(30), 15).as_ref(), &brief(30), now));
         // a change is saved at once; the first state too
         let changed = state("app/app2");
         assert!(!saved_already(at(&saved, 1).as_ref(), &changed, now));

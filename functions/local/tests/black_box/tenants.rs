@@ -492,7 +492,7 @@ async fn a_users_open_streams_are_bounded() {
         201
     );
     let first = stream(&server, "app2", (&eve.0, &eve.1)).await;
-    let _second = stream(&server, "app2", (&eve.0, &eve.1)).await;
+    let mut second = stream(&server, "app2?group_id=g1", (&eve.0, &eve.1)).await;
     // (a plain GET past the quota is refused as no WebSocket request: 400)
     let open_another = || async {
         let response = reqwest::Client::new()
@@ -507,6 +507,16 @@ async fn a_users_open_streams_are_bounded() {
     let (status, body) = open_another().await;
     assert_eq!(status, 429);
     assert_eq!(body["error"], "QuotaExceeded", "{body}");
+    // but a stream taking over her group's (as after a lost connection) goes on, once
+    // the older one has ended
+    assert_eq!(
+        open_status(&server, "app2", "g1", (&eve.0, &eve.1)).await,
+        101
+    );
+    assert_eq!(
+        closed_within(&mut second, Duration::from_secs(5)).await,
+        Some(4000)
+    );
     // the administrator's streams are not eve's
     let admin = server.admin_token();
     let admin = admin.split_once(':').unwrap();

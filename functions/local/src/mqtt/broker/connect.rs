@@ -468,11 +468,13 @@ async fn recheck(
             }
             Ok(ConnectDecision::Allow(allowed)) => {
                 // what it may publish and subscribe to, and what reaches it
+                // (the hub's first: a subscription made in between, checked by the
+                // client's, is fed by the hub only within the hub's)
                 let policy = Arc::new(allowed.policy);
-                client.set_policy(policy.clone());
-                if !backend.hub.set_policy(id, policy) {
+                if !backend.hub.set_policy(id, policy.clone()) {
                     return;
                 }
+                client.set_policy(policy);
                 seen = seen.and(now);
             }
             Ok(ConnectDecision::Deny { reason }) => {
