@@ -11,6 +11,7 @@
 
 use crate::mqtt::hub::Hub;
 use crate::mqtt::sessions::SessionStore;
+use crate::stream::GROUP_KEYS;
 use drogue_shared::events::log::EventLog;
 use drogue_shared::store::ApplicationStore;
 use std::collections::HashSet;
@@ -20,9 +21,6 @@ use std::time::Duration;
 
 /// How often the sweep runs.
 pub const INTERVAL: Duration = Duration::from_secs(3600);
-
-/// The WebSocket groups' positions: `ws/{application uid}/{group}`.
-const GROUPS: &str = "ws/";
 
 /// What the sweeps removed, for `/metrics`.
 #[derive(Debug, Default)]
@@ -102,7 +100,7 @@ impl Sweeper {
     /// Removes the groups of applications that no longer exist; how many.
     async fn sweep_groups(&self) -> Result<usize, String> {
         let log = self.log.clone();
-        let states = tokio::task::spawn_blocking(move || log.states(GROUPS))
+        let states = tokio::task::spawn_blocking(move || log.states(GROUP_KEYS))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
@@ -140,7 +138,7 @@ fn stale_groups<'a>(
     existing: &HashSet<String>,
 ) -> Vec<String> {
     keys.filter(|key| {
-        key.strip_prefix(GROUPS)
+        key.strip_prefix(GROUP_KEYS)
             .and_then(|rest| rest.split_once('/'))
             .is_none_or(|(uid, _)| !existing.contains(uid))
     })

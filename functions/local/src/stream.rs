@@ -72,6 +72,14 @@ pub struct StreamState {
 /// are swept (see `housekeeping`).
 pub const MAX_GROUPS_PER_APPLICATION: usize = 1000;
 
+/// Where the groups' positions are kept in the log's state: `ws/{application uid}/{group}`.
+pub const GROUP_KEYS: &str = "ws/";
+
+/// The key of a group's position (see [`GROUP_KEYS`]).
+fn group_key(uid: &str, group: &str) -> String {
+    format!("{GROUP_KEYS}{uid}/{group}")
+}
+
 /// The default of `--max-streams-per-user`.
 pub const DEFAULT_STREAMS_PER_USER: usize = 1000;
 
@@ -241,7 +249,7 @@ async fn stream(
     // connection) goes on once the older one has left, whose count it takes
     let taking_over = group_id
         .as_ref()
-        .is_some_and(|g| state.groups.is_open(&format!("ws/{uid}/{g}")));
+        .is_some_and(|g| state.groups.is_open(&group_key(&uid, g)));
     if count.is_none() && !taking_over {
         return Err(quota());
     }
@@ -293,11 +301,11 @@ async fn follow(
     let log = state.log.clone();
     let (name, uid_owned) = (app.to_string(), uid.to_owned());
     let group = match group_id {
-        Some(g) => Some(state.groups.join(&format!("ws/{uid}/{g}")).await),
+        Some(g) => Some(state.groups.join(&group_key(uid, g)).await),
         None => None,
     };
     let saved_key = group.as_ref().map(|g| g.key.clone());
-    let groups_of_app = format!("ws/{uid}/");
+    let groups_of_app = group_key(uid, "");
     let creating = state.groups.creating.clone();
     let start = tokio::task::spawn_blocking(
         move || -> Result<Option<u64>, drogue_shared::events::SinkError> {

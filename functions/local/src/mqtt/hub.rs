@@ -1855,16 +1855,8 @@ mod tests {
         );
         hub.subscribe(a, "cmd/app1/dev1/#", true, ContentMode::Structured);
         let command = drogue_shared::commands::Command {
-            id: "r1".into(),
-            application: "app1".into(),
-            application_uid: String::new(),
-            device: "dev1".into(),
-            device_uid: "u1".into(),
-            name: "reboot".into(),
             content_type: Some("text/plain".into()),
-            payload: b"now".to_vec(),
-            created: chrono::Utc::now(),
-            expires: chrono::Utc::now(),
+            ..inbox_command("reboot").command
         };
         let other = drogue_shared::commands::Command {
             device: "dev2".into(),

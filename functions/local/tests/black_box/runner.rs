@@ -100,8 +100,16 @@ impl LocalRunner {
     /// A GET as the administrator: status and JSON body.
     /// Opens a WebSocket on `path` (with its query) as `user:token`; panics if refused.
     pub async fn websocket(&self, path: &str, who: (&str, &str)) -> Socket {
+        self.try_websocket(path, who)
+            .await
+            .unwrap_or_else(|status| panic!("the stream opens: {status}"))
+    }
+
+    /// Opens a WebSocket on `path` (with its query) as `user:token`; the HTTP status if
+    /// the server refused the upgrade.
+    pub async fn try_websocket(&self, path: &str, who: (&str, &str)) -> Result<Socket, u16> {
         use base64::Engine;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::{Error, client::IntoClientRequest};
         let url = format!("{}{path}", self.base.replacen("http://", "ws://", 1));
         let mut request = url.into_client_request().unwrap();
         let basic =
@@ -109,10 +117,11 @@ impl LocalRunner {
         request
             .headers_mut()
             .insert("authorization", format!("Basic {basic}").parse().unwrap());
-        tokio_tungstenite::connect_async(request)
-            .await
-            .expect("the stream opens")
-            .0
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(Error::Http(response)) => Err(response.status().as_u16()),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// A counter of `/metrics`.

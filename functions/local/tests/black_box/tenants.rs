@@ -568,21 +568,12 @@ async fn an_applications_stream_groups_are_bounded() {
 
 /// The status of opening a stream of `app` in `group` as `who`: 101 when it opened.
 async fn open_status(server: &LocalRunner, app: &str, group: &str, who: (&str, &str)) -> u16 {
-    use base64::Engine;
-    use tokio_tungstenite::tungstenite::{Error, client::IntoClientRequest};
-    let url = format!(
-        "{}/stream/{app}?group_id={group}",
-        server.base.replacen("http://", "ws://", 1)
-    );
-    let mut request = url.into_client_request().unwrap();
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", who.0, who.1));
-    request
-        .headers_mut()
-        .insert("authorization", format!("Basic {basic}").parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((_, response)) => response.status().as_u16(),
-        Err(Error::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("{e}"),
+    match server
+        .try_websocket(&format!("/stream/{app}?group_id={group}"), who)
+        .await
+    {
+        Ok(_) => 101,
+        Err(status) => status,
     }
 }
 
@@ -687,24 +678,16 @@ async fn expired_sessions_and_deleted_applications_groups_are_swept() {
             .await,
         1
     );
-    let kept = mqtt_client::connect(
-        server.mqtt,
-        Options::v5(&format!("{user}/kept"))
-            .login(user, token)
-            .persistent(600),
-    )
-    .await
-    .unwrap();
-    assert!(kept.session_present);
-    let brief = mqtt_client::connect(
-        server.mqtt,
-        Options::v5(&format!("{user}/brief"))
-            .login(user, token)
-            .persistent(600),
-    )
-    .await
-    .unwrap();
-    assert!(!brief.session_present);
+    let present = |name: &'static str| {
+        mqtt_client::connect(
+            server.mqtt,
+            Options::v5(&format!("{user}/{name}"))
+                .login(user, token)
+                .persistent(600),
+        )
+    };
+    assert!(present("kept").await.unwrap().session_present);
+    assert!(!present("brief").await.unwrap().session_present);
 }
 
 /// A WebSocket stream of `app` as `user:token`.
