@@ -169,6 +169,11 @@ pub struct Config {
     /// (429 `QuotaExceeded`). 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_STREAMS_PER_USER", default_value_t = stream::DEFAULT_STREAMS_PER_USER)]
     pub max_streams_per_user: usize,
+    /// Seconds a WebSocket stream's client may stay silent (it is pinged every half of
+    /// that, and a pong answers once the client has read what was sent before the ping)
+    /// or leave the server waiting to send, before its stream is closed.
+    #[arg(long, env = "DROGUE_STREAM_CLIENT_TIMEOUT", default_value_t = stream::DEFAULT_CLIENT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_client_timeout: u64,
     /// Lets devices' external command endpoints (`spec.commands`) be on loopback and
     /// private addresses, for a test bed standing in for The Things Network; never where
     /// tenants are strangers (their URLs would reach into this machine's network).
@@ -322,6 +327,7 @@ impl Server {
             open: stream::OpenStreams::with_limit(config.max_streams_per_user),
             positions: stream::Positions::start(events.clone())
                 .context("cannot start the stream groups' writer")?,
+            client_timeout: std::time::Duration::from_secs(config.stream_client_timeout),
         };
         let hub = Arc::new(
             mqtt::hub::Hub::with_limits(mqtt::hub::ConnectionLimits {

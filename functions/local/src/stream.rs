@@ -5,17 +5,20 @@
 //! WebSocket that receives one text frame per event, the structured JSON CloudEvent.
 //! Callers authenticate as on the management API (Basic access token, bearer token,
 //! `?token=`, `?username=&api_key=`) and need read access to the application. The
-//! server pings every 5 seconds; frames from the client are ignored.
+//! server pings every half of the client timeout (5 seconds), every second while events
+//! flow; a client silent for the timeout (10 seconds), or whose socket takes no send for
+//! that long, is closed. Frames from the client other than pongs are ignored.
 //!
 //! `?group_id=NAME` (as Drogue Cloud's integration takes it) makes the stream resume:
 //! the group's position in the application's events is kept in the event log, so a
 //! stream that reconnects with the same group gets, in order, everything published
 //! since the group's last stream ended (within the log's retention), then live events.
 //! A new group starts at the newest event. A group has one stream at a time: a new one
-//! takes over and the older is closed (code 4000). Positions are saved every second
-//! and when a stream ends, so after a crash a group may see up to a second of events
-//! again (at least once). The position belongs to the application's `uid`: a later
-//! application of the same name starts afresh.
+//! takes over and the older is closed (code 4000). A group's position is what its
+//! client acknowledged with pongs (see [`Delivery`]), saved every second and when a
+//! stream ends, so after a crash or a lost connection a group may see a second or two
+//! of events again (at least once). The position belongs to the application's `uid`: a
+//! later application of the same name starts afresh.
 //!
 //! Access is checked again every [`RECHECK_INTERVAL`]: when the caller's credentials no
 //! longer hold (a deleted token), it may no longer read the application (a removed
@@ -52,6 +55,9 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 const MAX_GROUP_ID: usize = 128;
 /// Events read from the log at once.
 const BATCH: usize = 256;
+/// The default of `--stream-client-timeout`: as Drogue Cloud's integration, which pings
+/// every 5 seconds and closes a client silent for 10.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a group's position is saved while its stream is open.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// The close code of a stream whose group another stream took over.
@@ -65,6 +71,9 @@ pub struct StreamState {
     pub groups: Groups,
     pub open: OpenStreams,
     pub positions: Positions,
+    /// How long a client may stay silent (no pong, no frame) or leave a send waiting
+    /// before its stream is closed (`--stream-client-timeout`).
+    pub client_timeout: Duration,
 }
 
 /// The consumer groups (`group_id`) whose positions the log keeps for one application;
@@ -386,6 +395,71 @@ impl Access {
     }
 }
 
+/// How far a stream's client has got: the events sent, and the events it has shown it
+/// read. A ping carries the sequence number of the last event sent before it; the
+/// client's pong echoes it (RFC 6455 5.5.3) once it has read everything sent before the
+/// ping, so a group's saved position is one the client reached, not one lost in a
+/// connection that broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Delivery {
+    /// The last event handed to the socket (or skipped: another channel's).
+    sent: u64,
+    /// The position the last ping carried.
+    pinged: u64,
+    /// The last position a pong acknowledged.
+    acked: u64,
+}
+
+impl Delivery {
+    fn starting_at(position: u64) -> Self {
+        Self {
+            sent: position,
+            pinged: position,
+            acked: position,
+        }
+    }
+
+    /// A ping's payload: the position sent so far.
+    fn ping(&mut self) -> Vec<u8> {
+        self.pinged = self.sent;
+        self.sent.to_string().into_bytes()
+    }
+
+    /// A pong from the client: it acknowledges the position its payload names, when that
+    /// is one sent (an unsolicited or foreign pong acknowledges nothing).
+    fn pong(&mut self, payload: &[u8]) {
+        let named = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok());
+        if let Some(position) = named
+            && position > self.acked
+            && position <= self.pinged
+        {
+            self.acked = position;
+        }
+    }
+}
+
+/// How a stream ended, for what its group keeps.
+enum Ending {
+    /// The client closed it: it has had everything sent before its Close.
+    ClientClosed,
+    /// The connection broke, or the client stopped answering or reading: only what it
+    /// acknowledged counts.
+    Lost,
+    /// The server closes it with this code and reason (after a last ping, so what the
+    /// client read before the Close counts).
+    Closing(u16, &'static str),
+}
+
+/// Sends a message, waiting at most `within` for a client that does not read.
+async fn send(socket: &mut WebSocket, message: Message, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Sends the events to the socket until the stream ends; `count` counts the stream
 /// against its user until then (released before the group is left: a stream taking the
 /// group over at the user's quota takes its place).
@@ -397,90 +471,119 @@ async fn forward(
     channel: Option<String>,
 ) {
     let app = access.app.clone();
-    let mut ping = tokio::time::interval(Duration::from_secs(5));
+    let timeout = access.state.client_timeout;
+    let keepalive = timeout / 2;
+    let mut tick = tokio::time::interval(SAVE_INTERVAL.min(keepalive));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
     let mut recheck = tokio::time::interval_at(start, RECHECK_INTERVAL);
-    let mut save =
-        tokio::time::interval_at(tokio::time::Instant::now() + SAVE_INTERVAL, SAVE_INTERVAL);
+    let mut delivery = Delivery::starting_at(follower.position());
     let mut saved = follower.position();
+    let (mut heard, mut pinged_at) = (tokio::time::Instant::now(), tokio::time::Instant::now());
     let taken_over = group.as_ref().map(|g| g.taken_over.clone());
-    let close = loop {
+    let ending = loop {
+        // the client's frames first: a pong waiting to be read is not a silent client
         tokio::select! {
-            events = follower.next(BATCH) => match events {
-                Ok(events) => {
-                    let mut failed = false;
-                    for event in events {
-                        let wanted = channel.as_deref().is_none_or(|c| event.subject.as_deref() == Some(c));
-                        if wanted && socket.send(Message::Text(event.json.into())).await.is_err() {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    if failed {
-                        break None;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(application = %app, error = %e, "a stream cannot read the event log");
-                    break Some((close_code::ERROR, "the event stream is unavailable"));
-                }
-            },
+            biased;
             received = socket.recv() => match received {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
-                Some(Ok(_)) => {}
-            },
-            _ = ping.tick() => {
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break None;
-                }
-            }
-            _ = save.tick() => {
-                if let Some(group) = &group && follower.position() != saved {
-                    let position = follower.position();
-                    // (not saved: tried again at the next tick)
-                    if save_position(&access.state.positions, &group.key, position).await {
-                        saved = position;
+                Some(Ok(Message::Close(_))) => break Ending::ClientClosed,
+                None | Some(Err(_)) => break Ending::Lost,
+                Some(Ok(message)) => {
+                    heard = tokio::time::Instant::now();
+                    if let Message::Pong(payload) = message {
+                        delivery.pong(&payload);
                     }
                 }
-            }
+            },
             () = async { taken_over.as_ref().expect("a group").notified().await }, if taken_over.is_some() => {
                 tracing::info!(application = %app, "another stream of the group took over: closing this one");
-                break Some((TAKEN_OVER, "another stream of the group took over"));
+                break Ending::Closing(TAKEN_OVER, "another stream of the group took over");
+            }
+            _ = tick.tick() => {
+                if heard.elapsed() >= timeout {
+                    tracing::info!(application = %app, ?timeout, "a stream's client did not answer: closing it");
+                    break Ending::Lost;
+                }
+                if delivery.sent != delivery.pinged || pinged_at.elapsed() >= keepalive {
+                    pinged_at = tokio::time::Instant::now();
+                    if !send(&mut socket, Message::Ping(delivery.ping().into()), timeout).await {
+                        break Ending::Lost;
+                    }
+                }
+                if let Some(group) = &group && delivery.acked != saved {
+                    // (not saved: tried again at the next tick)
+                    if save_position(&access.state.positions, &group.key, delivery.acked).await {
+                        saved = delivery.acked;
+                    }
+                }
             }
             _ = recheck.tick() => match access.still_allowed().await {
                 Some(true) => {}
                 Some(false) => {
                     tracing::info!(application = %app, "access to a stream's application ended: closing it");
-                    break Some((close_code::POLICY, "access to the application ended"));
+                    break Ending::Closing(close_code::POLICY, "access to the application ended");
                 }
                 None => tracing::warn!(application = %app, "cannot check a stream's access now; it stays open"),
             },
+            events = follower.next(BATCH) => match events {
+                Ok(events) => {
+                    let mut failed = false;
+                    for event in events {
+                        let wanted = channel.as_deref().is_none_or(|c| event.subject.as_deref() == Some(c));
+                        if wanted && !send(&mut socket, Message::Text(event.json.into()), timeout).await {
+                            failed = true;
+                            break;
+                        }
+                        delivery.sent = event.sequence;
+                    }
+                    if failed {
+                        tracing::info!(application = %app, ?timeout, "a stream's client stopped reading: closing it");
+                        break Ending::Lost;
+                    }
+                    // (the events another application of the name had are passed too)
+                    delivery.sent = follower.position();
+                }
+                Err(e) => {
+                    tracing::warn!(application = %app, error = %e, "a stream cannot read the event log");
+                    break Ending::Closing(close_code::ERROR, "the event stream is unavailable");
+                }
+            },
         }
     };
-    if let Some(group) = &group
-        && follower.position() != saved
-    {
-        save_position(&access.state.positions, &group.key, follower.position()).await;
-    }
-    drop(count);
-    drop(group);
-    if let Some((code, reason)) = close {
+    if let Ending::Closing(code, reason) = ending {
         let close = CloseFrame {
             code,
             reason: reason.into(),
         };
-        if socket.send(Message::Close(Some(close))).await.is_ok() {
-            // the closing handshake: the client's Close, for a short while
+        let ping = Message::Ping(delivery.ping().into());
+        if send(&mut socket, ping, CLOSING_HANDSHAKE).await
+            && send(&mut socket, Message::Close(Some(close)), CLOSING_HANDSHAKE).await
+        {
+            // the closing handshake: the client's Close, for a short while, and the pong
+            // of the last ping before it
             let _ = tokio::time::timeout(CLOSING_HANDSHAKE, async {
                 while let Some(Ok(message)) = socket.recv().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
+                    match message {
+                        Message::Pong(payload) => delivery.pong(&payload),
+                        Message::Close(_) => break,
+                        _ => {}
                     }
                 }
             })
             .await;
         }
     }
+    let reached = match ending {
+        Ending::ClientClosed => delivery.sent,
+        Ending::Lost | Ending::Closing(..) => delivery.acked,
+    };
+    if let Some(group) = &group
+        && reached != saved
+    {
+        save_position(&access.state.positions, &group.key, reached).await;
+    }
+    drop(count);
+    drop(group);
     tracing::info!(application = %app, "stream closed");
 }
 
@@ -556,6 +659,29 @@ impl Positions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pong_acknowledges_only_a_position_pinged() {
+        let mut delivery = Delivery::starting_at(10);
+        delivery.sent = 15;
+        // a pong before any ping with events in it, or naming what was not sent
+        delivery.pong(b"15");
+        delivery.pong(b"99");
+        assert_eq!(delivery.acked, 10);
+        assert_eq!(delivery.ping(), b"15");
+        delivery.sent = 20;
+        for foreign in [&b""[..], b"x", b"-1", b"16", b"20", b"\xff"] {
+            delivery.pong(foreign);
+        }
+        assert_eq!(delivery.acked, 10, "nothing above the ping's 15");
+        delivery.pong(b"12");
+        assert_eq!(delivery.acked, 12);
+        delivery.pong(b"15");
+        assert_eq!(delivery.acked, 15);
+        // an older pong, late, takes nothing back
+        delivery.pong(b"12");
+        assert_eq!(delivery.acked, 15);
+    }
 
     #[tokio::test]
     async fn the_positions_saved_together_go_in_one_write() {

@@ -64,11 +64,13 @@ async fn publish_concurrently(server: &LocalRunner, numbers: Vec<u64>) {
         .await;
 }
 
-/// The `n` of the next `count` telemetry events on the stream (other events skipped).
+/// The `n` of the next `count` telemetry events on the stream (other events skipped),
+/// within 30 seconds.
 async fn numbers(socket: &mut Socket, count: usize) -> Vec<u64> {
     let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while found.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        let message = tokio::time::timeout_at(deadline, socket.next())
             .await
             .unwrap_or_else(|_| panic!("only {} of {count} events came: {found:?}", found.len()))
             .expect("the stream stays open")
@@ -129,20 +131,26 @@ async fn a_websocket_group_resumes_where_it_left_off() {
     publish(&server, [101]).await;
     assert_eq!(numbers(&mut socket, 1).await, [101], "then live events");
 
-    // a second stream of the group takes over; a stream without a group is live only
+    // a second stream of the group takes over (the older one's client reads on: what it
+    // read counts); a stream without a group is live only
     let mut plain = server.websocket("/stream/app1", who).await;
-    let mut second = server.websocket(group, who).await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                _ => return None,
+    let older = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => {}
+                    _ => return None,
+                }
             }
-        }
-    })
-    .await
-    .expect("the older stream of the group is closed");
+        })
+        .await
+    });
+    let mut second = server.websocket(group, who).await;
+    let closed = older
+        .await
+        .unwrap()
+        .expect("the older stream of the group is closed");
     assert_eq!(closed, Some(4000));
     publish(&server, [102]).await;
     assert_eq!(numbers(&mut second, 1).await, [102]);
@@ -186,6 +194,120 @@ async fn a_group_of_a_deleted_application_does_not_resume_into_its_successor() {
     );
     publish(&server, [4]).await;
     assert_eq!(numbers(&mut socket, 1).await, [4]);
+}
+
+/// A group's position is what its client read (its pongs say so), not what the server
+/// sent: a connection lost with events unread leaves them to the group's next stream.
+#[tokio::test]
+async fn a_websocket_group_keeps_what_a_lost_connection_left_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start(dir.path()).await;
+    let (user, key) = setup(&server).await;
+    let who = (user.as_str(), key.as_str());
+    let group = "/stream/app1?group_id=g1";
+    let unread = server.websocket(group, who).await;
+    // sent to a client that reads none of it, past a save of the group's position
+    publish(&server, 1..=50).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drop(unread); // the connection breaks, no Close
+    let mut socket = server.websocket(group, who).await;
+    let expected: Vec<u64> = (1..=50).collect();
+    assert_eq!(numbers(&mut socket, 50).await, expected);
+    assert!(quiet(&mut socket).await, "and nothing twice");
+}
+
+/// Opens a stream once the user's quota has room again, within `within`.
+async fn open_when_free(
+    server: &LocalRunner,
+    path: &str,
+    who: (&str, &str),
+    within: Duration,
+) -> Socket {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match server.try_websocket(path, who).await {
+            Ok(socket) => return socket,
+            Err(429) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("the stream did not open in {within:?}: {status}"),
+        }
+    }
+}
+
+/// A server with a stream client timeout of 1 s and one stream per user, set up as by
+/// [`setup`].
+async fn impatient(dir: &std::path::Path) -> (LocalRunner, String, String) {
+    let options = [
+        "--stream-client-timeout",
+        "1",
+        "--max-streams-per-user",
+        "1",
+    ];
+    let server = LocalRunner::start_with(dir, &options).await;
+    let (user, key) = setup(&server).await;
+    (server, user, key)
+}
+
+/// A client that neither reads nor answers pings is closed after the client timeout,
+/// which frees its place in its user's quota.
+#[tokio::test]
+async fn a_silent_stream_client_is_closed_and_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, user, key) = impatient(dir.path()).await;
+    let who = (user.as_str(), key.as_str());
+    let silent = server.websocket("/stream/app1", who).await;
+    assert_eq!(
+        server.try_websocket("/stream/app1", who).await.err(),
+        Some(429)
+    );
+    let started = tokio::time::Instant::now();
+    let _next = open_when_free(&server, "/stream/app1", who, Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+/// A client that stops reading leaves the server's sends waiting once the connection's
+/// buffers are full; such a send waits at most the client timeout, then the stream is
+/// closed, and its group's next stream gets everything the client did not read.
+#[tokio::test]
+async fn a_stream_client_that_stops_reading_is_closed_and_its_group_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, user, key) = impatient(dir.path()).await;
+    let who = (user.as_str(), key.as_str());
+    let group = "/stream/app1?group_id=g1";
+    let mut socket = server.websocket(group, who).await;
+    socket.close(None).await.unwrap();
+    drop(socket);
+    // 200 events of 60 KB, more than a loopback connection buffers, for the group
+    let http = reqwest::Client::new();
+    let pad = "x".repeat(60_000);
+    for n in 1..=200u64 {
+        let answer = http
+            .post(format!("{}/v1/telemetry", server.base))
+            .basic_auth("device1@app1", Some("secret"))
+            .json(&json!({ "n": n, "pad": pad }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 202);
+    }
+    let stuck = open_when_free(&server, group, who, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.try_websocket("/stream/app1", who).await.err(),
+        Some(429)
+    );
+    let probe = open_when_free(&server, "/stream/app1", who, Duration::from_secs(10)).await;
+    drop(probe);
+    let mut socket = open_when_free(&server, group, who, Duration::from_secs(10)).await;
+    let expected: Vec<u64> = (1..=200).collect();
+    assert_eq!(numbers(&mut socket, 200).await, expected);
+    drop(stuck);
 }
 
 #[tokio::test]
