@@ -4,14 +4,15 @@
 //! - the saved MQTT sessions that expired (their client left more than their session
 //!   expiry ago) and those that no longer read back, unless their client is connected;
 //! - the WebSocket consumer groups' positions of applications that no longer exist (by
-//!   `uid`: an application made anew under the name starts its groups afresh anyway).
+//!   `uid`: an application made anew under the name starts its groups afresh anyway),
+//!   and those of groups none of whose streams was open for the group expiry (a week).
 //!
 //! So a tenant that cycles client ids or application names does not grow the disk for
 //! ever. (A deleted application's events leave the log with its retention.)
 
 use crate::mqtt::hub::Hub;
 use crate::mqtt::sessions::SessionStore;
-use crate::stream::GROUP_KEYS;
+use crate::stream::{GROUP_KEYS, GroupState, Groups, unix_now};
 use drogue_shared::events::log::EventLog;
 use drogue_shared::store::ApplicationStore;
 use std::collections::HashSet;
@@ -48,6 +49,10 @@ pub struct Sweeper {
     pub log: EventLog,
     pub applications: Arc<dyn ApplicationStore>,
     pub swept: Arc<Swept>,
+    /// The WebSocket groups with an open stream (kept however old their save).
+    pub groups: Groups,
+    /// How long a group is kept after its last stream ended (`--stream-group-expiry`).
+    pub group_expiry: Duration,
 }
 
 impl Sweeper {
@@ -83,7 +88,7 @@ impl Sweeper {
             tracing::info!(
                 sessions = removed_sessions,
                 groups = removed_groups,
-                "housekeeping removed expired MQTT sessions and the WebSocket groups of deleted applications"
+                "housekeeping removed expired MQTT sessions and WebSocket groups"
             );
         }
         if sessions.is_ok() && groups.is_ok() {
@@ -97,7 +102,9 @@ impl Sweeper {
         }
     }
 
-    /// Removes the groups of applications that no longer exist; how many.
+    /// Removes the groups of applications that no longer exist and the groups unused for
+    /// the group expiry (a group saved before the time was kept gets the time now); how
+    /// many were removed.
     async fn sweep_groups(&self) -> Result<usize, String> {
         let log = self.log.clone();
         let states = tokio::task::spawn_blocking(move || log.states(GROUP_KEYS))
@@ -117,13 +124,24 @@ impl Sweeper {
             .into_iter()
             .map(|stored| stored.app.metadata.uid)
             .collect();
-        let stale = stale_groups(states.iter().map(|(key, _)| key.as_str()), &existing);
-        if stale.is_empty() {
+        let now = unix_now();
+        let mut stale = stale_groups(states.iter().map(|(key, _)| key.as_str()), &existing);
+        let (expired, dated) = expired_groups(&states, now, self.group_expiry.as_secs());
+        let expired: Vec<String> = expired
+            .into_iter()
+            .filter(|key| !self.groups.is_open(key) && !stale.contains(key))
+            .collect();
+        stale.extend(expired);
+        if stale.is_empty() && dated.is_empty() {
             return Ok(0);
         }
         let (log, removed) = (self.log.clone(), stale.len());
         tokio::task::spawn_blocking(move || {
-            log.set_states(stale.iter().map(|key| (key.as_str(), None)))
+            let removals = stale.iter().map(|key| (key.as_str(), None));
+            let dates = dated
+                .iter()
+                .map(|(key, text)| (key.as_str(), Some(text.as_str())));
+            log.set_states(removals.chain(dates))
         })
         .await
         .map_err(|e| e.to_string())?
@@ -146,6 +164,41 @@ fn stale_groups<'a>(
     .collect()
 }
 
+/// Of the groups' saved states, the keys of those last saved more than `expiry` seconds
+/// before `now`, and the states to save again with the time `now` (those saved before
+/// the time was kept).
+fn expired_groups(
+    states: &[(String, String)],
+    now: u64,
+    expiry: u64,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let (mut expired, mut dated) = (Vec::new(), Vec::new());
+    for (key, text) in states {
+        match GroupState::parse(text) {
+            Some(GroupState {
+                saved_at: Some(at), ..
+            }) => {
+                if now.saturating_sub(at) > expiry {
+                    expired.push(key.clone());
+                }
+            }
+            Some(GroupState {
+                position,
+                saved_at: None,
+            }) => {
+                let state = GroupState {
+                    position,
+                    saved_at: Some(now),
+                };
+                dated.push((key.clone(), state.to_text()));
+            }
+            // unreadable: no stream can resume from it
+            None => expired.push(key.clone()),
+        }
+    }
+    (expired, dated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +216,39 @@ mod tests {
             stale_groups(keys.into_iter(), &existing),
             ["ws/u2/g1", "ws/malformed"]
         );
+    }
+
+    #[test]
+    fn groups_unused_for_the_expiry_expire_and_old_states_get_a_time() {
+        let states: Vec<(String, String)> = [
+            ("ws/u1/old", "17 1000"),
+            ("ws/u1/recent", "18 1950"),
+            ("ws/u1/edge", "19 1900"),
+            ("ws/u1/untimed", "20"),
+            ("ws/u1/garbled", "x 1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let (expired, dated) = expired_groups(&states, 2000, 100);
+        assert_eq!(expired, ["ws/u1/old", "ws/u1/garbled"]);
+        assert_eq!(dated, [("ws/u1/untimed".to_owned(), "20 2000".to_owned())]);
+    }
+
+    #[test]
+    fn a_group_state_reads_back() {
+        for state in [
+            GroupState::now(7),
+            GroupState {
+                position: 3,
+                saved_at: None,
+            },
+        ] {
+            assert_eq!(GroupState::parse(&state.to_text()), Some(state));
+        }
+        assert_eq!(GroupState::parse("5").map(|s| s.position), Some(5));
+        for bad in ["", "x", "5 y", "5 6 7", "-1 3"] {
+            assert_eq!(GroupState::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -174,6 +174,10 @@ pub struct Config {
     /// or leave the server waiting to send, before its stream is closed.
     #[arg(long, env = "DROGUE_STREAM_CLIENT_TIMEOUT", default_value_t = stream::DEFAULT_CLIENT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub stream_client_timeout: u64,
+    /// Seconds a WebSocket stream group's position is kept after its last stream ended
+    /// (removed at the hourly housekeeping sweep); default a week.
+    #[arg(long, env = "DROGUE_STREAM_GROUP_EXPIRY", default_value_t = stream::DEFAULT_GROUP_EXPIRY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_group_expiry: u64,
     /// Lets devices' external command endpoints (`spec.commands`) be on loopback and
     /// private addresses, for a test bed standing in for The Things Network; never where
     /// tenants are strangers (their URLs would reach into this machine's network).
@@ -319,11 +323,12 @@ impl Server {
         .with_changes(changes.clone())
         .with_quotas(settings.quotas)
         .with_change_events(Arc::new(events.clone()), DEFAULT_INSTANCE);
+        let stream_groups = stream::Groups::default();
         let stream_state = stream::StreamState {
             registry: registry.clone(),
             oidc: verifier.clone(),
             log: events.clone(),
-            groups: stream::Groups::default(),
+            groups: stream_groups.clone(),
             open: stream::OpenStreams::with_limit(config.max_streams_per_user),
             positions: stream::Positions::start(events.clone())
                 .context("cannot start the stream groups' writer")?,
@@ -510,6 +515,8 @@ impl Server {
             log: events.clone(),
             applications: store.clone(),
             swept,
+            groups: stream_groups,
+            group_expiry: std::time::Duration::from_secs(config.stream_group_expiry),
         }
         .start();
         log_listeners(

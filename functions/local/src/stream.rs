@@ -89,6 +89,55 @@ fn group_key(uid: &str, group: &str) -> String {
     format!("{GROUP_KEYS}{uid}/{group}")
 }
 
+/// The default of `--stream-group-expiry`: a group none of whose streams was open for a
+/// week is removed (as Kafka keeps a consumer group's offsets 7 days after it empties).
+pub const DEFAULT_GROUP_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A group's saved state: its position, and when a stream of it last saved (seconds
+/// since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupState {
+    pub position: u64,
+    /// `None` for a state saved before the time was kept.
+    pub saved_at: Option<u64>,
+}
+
+impl GroupState {
+    /// A position saved now.
+    pub fn now(position: u64) -> Self {
+        Self {
+            position,
+            saved_at: Some(unix_now()),
+        }
+    }
+
+    /// The stored text: `{position} {saved_at}` (a position alone before the time was kept).
+    pub fn to_text(self) -> String {
+        match self.saved_at {
+            Some(at) => format!("{} {at}", self.position),
+            None => self.position.to_string(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let (position, saved_at) = match text.split_once(' ') {
+            Some((position, at)) => (position, Some(at.parse().ok()?)),
+            None => (text, None),
+        };
+        Some(Self {
+            position: position.parse().ok()?,
+            saved_at,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The default of `--max-streams-per-user`.
 pub const DEFAULT_STREAMS_PER_USER: usize = 1000;
 
@@ -167,7 +216,7 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
 impl Groups {
     /// Whether a group has an open stream.
-    fn is_open(&self, key: &str) -> bool {
+    pub fn is_open(&self, key: &str) -> bool {
         self.open.lock().expect("not poisoned").contains_key(key)
     }
 
@@ -319,7 +368,10 @@ async fn follow(
     let start = tokio::task::spawn_blocking(
         move || -> Result<Option<u64>, drogue_shared::events::SinkError> {
             let saved = match &saved_key {
-                Some(key) => log.state(key)?.and_then(|v| v.parse().ok()),
+                Some(key) => log
+                    .state(key)?
+                    .and_then(|v| GroupState::parse(&v))
+                    .map(|state| state.position),
                 None => None,
             };
             match saved {
@@ -332,7 +384,7 @@ async fn follow(
                         if log.states(&groups_of_app)?.len() >= MAX_GROUPS_PER_APPLICATION {
                             return Ok(None);
                         }
-                        log.set_state(key, Some(&newest.to_string()))?;
+                        log.set_state(key, Some(&GroupState::now(newest).to_text()))?;
                     }
                     Ok(Some(newest))
                 }
@@ -577,9 +629,8 @@ async fn forward(
         Ending::ClientClosed => delivery.sent,
         Ending::Lost | Ending::Closing(..) => delivery.acked,
     };
-    if let Some(group) = &group
-        && reached != saved
-    {
+    if let Some(group) = &group {
+        // saved even when unchanged: the time of the save is when the group was last used
         save_position(&access.state.positions, &group.key, reached).await;
     }
     drop(count);
@@ -624,7 +675,7 @@ impl Positions {
                     // each group's last position asked for, in one write
                     let mut newest: HashMap<&str, String> = HashMap::new();
                     for (key, position, _) in &batch {
-                        newest.insert(key, position.to_string());
+                        newest.insert(key, GroupState::now(*position).to_text());
                     }
                     let written = log
                         .set_states(newest.iter().map(|(key, text)| (*key, Some(text.as_str()))))
@@ -701,9 +752,13 @@ mod tests {
         assert!(positions.save("ws/u1/g7", 1001).await);
         for n in 0..200 {
             let expected = if n == 7 { 1001 } else { n };
-            assert_eq!(
-                log.state(&format!("ws/u1/g{n}")).unwrap(),
-                Some(expected.to_string())
+            let text = log.state(&format!("ws/u1/g{n}")).unwrap().unwrap();
+            let state = GroupState::parse(&text).unwrap();
+            assert_eq!(state.position, expected);
+            assert!(
+                state
+                    .saved_at
+                    .is_some_and(|at| at.abs_diff(unix_now()) < 60)
             );
         }
     }

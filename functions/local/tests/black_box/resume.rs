@@ -310,6 +310,49 @@ async fn a_stream_client_that_stops_reading_is_closed_and_its_group_loses_nothin
     drop(stuck);
 }
 
+/// A group none of whose streams was open for the group expiry is removed by the
+/// housekeeping sweep (here the one at start): a stream of it starts afresh, at the
+/// newest event. A group used since is kept.
+#[tokio::test]
+async fn a_group_unused_for_its_expiry_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ["--stream-group-expiry", "2"];
+    let server = LocalRunner::start_with(dir.path(), &options).await;
+    let (user, key) = setup(&server).await;
+    let who = (user.as_str(), key.as_str());
+    for group in ["old", "used"] {
+        let mut socket = server
+            .websocket(&format!("/stream/app1?group_id={group}"), who)
+            .await;
+        socket.close(None).await.unwrap();
+    }
+    publish(&server, [1]).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut used = server.websocket("/stream/app1?group_id=used", who).await;
+    assert_eq!(numbers(&mut used, 1).await, [1]);
+    used.close(None).await.unwrap();
+    drop(used);
+    publish(&server, [2]).await;
+    server.stop("TERM").await;
+
+    let server = LocalRunner::start_with(dir.path(), &options).await;
+    server
+        .metric_reaches("drogue_housekeeping_sweeps_total", 1)
+        .await;
+    assert_eq!(
+        server
+            .metric("drogue_housekeeping_removed_total{kind=\"websocket_group\"}")
+            .await,
+        1
+    );
+    let mut used = server.websocket("/stream/app1?group_id=used", who).await;
+    assert_eq!(numbers(&mut used, 1).await, [2], "the group used resumes");
+    let mut old = server.websocket("/stream/app1?group_id=old", who).await;
+    assert!(quiet(&mut old).await, "the expired group starts afresh");
+    publish(&server, [3]).await;
+    assert_eq!(numbers(&mut old, 1).await, [3]);
+}
+
 #[tokio::test]
 async fn a_bad_group_id_is_refused() {
     let dir = tempfile::tempdir().unwrap();
