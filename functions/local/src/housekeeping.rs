@@ -5,10 +5,12 @@
 //!   expiry ago) and those that no longer read back, unless their client is connected;
 //! - the WebSocket consumer groups' positions of applications that no longer exist (by
 //!   `uid`: an application made anew under the name starts its groups afresh anyway),
-//!   and those of groups none of whose streams was open for the group expiry (a week).
+//!   and those of groups none of whose streams was open for the group expiry (a week);
+//! - the events of applications that no longer exist, but each name's newest (it keeps
+//!   the name's sequence numbers going).
 //!
 //! So a tenant that cycles client ids or application names does not grow the disk for
-//! ever. (A deleted application's events leave the log with its retention.)
+//! ever, and a deleted application's events do not stay for good.
 
 use crate::mqtt::hub::Hub;
 use crate::mqtt::sessions::SessionStore;
@@ -29,15 +31,17 @@ pub struct Swept {
     sweeps: AtomicU64,
     sessions: AtomicU64,
     groups: AtomicU64,
+    events: AtomicU64,
 }
 
 impl Swept {
-    /// Sweeps done, saved MQTT sessions removed, WebSocket groups removed.
-    pub fn counts(&self) -> (u64, u64, u64) {
+    /// Sweeps done, saved MQTT sessions removed, WebSocket groups removed, events removed.
+    pub fn counts(&self) -> (u64, u64, u64, u64) {
         (
             self.sweeps.load(Ordering::Relaxed),
             self.sessions.load(Ordering::Relaxed),
             self.groups.load(Ordering::Relaxed),
+            self.events.load(Ordering::Relaxed),
         )
     }
 }
@@ -74,6 +78,21 @@ impl Sweeper {
             .sweep(move |client_id| hub.has_client(client_id))
             .await;
         let groups = self.sweep_groups().await;
+        match self.sweep_events().await {
+            Ok(0) => {}
+            Ok(events) => {
+                self.swept
+                    .events
+                    .fetch_add(events as u64, Ordering::Relaxed);
+                tracing::info!(
+                    events,
+                    "housekeeping removed the events of deleted applications"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "housekeeping could not sweep the events of deleted applications now")
+            }
+        }
         let (removed_sessions, removed_groups) = (
             *sessions.as_ref().unwrap_or(&0),
             *groups.as_ref().unwrap_or(&0),
@@ -102,6 +121,35 @@ impl Sweeper {
         }
     }
 
+    /// The `uid`s of the applications that exist now.
+    async fn existing_uids(&self) -> Result<HashSet<String>, String> {
+        Ok(self
+            .applications
+            .list_applications()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|stored| stored.app.metadata.uid)
+            .collect())
+    }
+
+    /// Drops from the event log the events of applications that no longer exist (all but
+    /// each name's newest); how many.
+    async fn sweep_events(&self) -> Result<usize, String> {
+        let present = self.log.application_uids();
+        if present.is_empty() {
+            return Ok(0);
+        }
+        // listed after the log's were read: an application read there and not listed
+        // now is gone (a uid never comes back)
+        let existing = self.existing_uids().await?;
+        Ok(present
+            .iter()
+            .filter(|(_, uid)| !existing.contains(uid))
+            .map(|(name, uid)| self.log.forget(name, uid))
+            .sum())
+    }
+
     /// Removes the groups of applications that no longer exist and the groups unused for
     /// the group expiry (a group saved before the time was kept gets the time now); how
     /// many were removed.
@@ -116,14 +164,7 @@ impl Sweeper {
         }
         // listed after the groups were read: a group read whose application is not
         // listed now belongs to one that is gone (a uid never comes back)
-        let existing: HashSet<String> = self
-            .applications
-            .list_applications()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|stored| stored.app.metadata.uid)
-            .collect();
+        let existing = self.existing_uids().await?;
         let now = unix_now();
         let mut stale = stale_groups(states.iter().map(|(key, _)| key.as_str()), &existing);
         let (expired, dated) = expired_groups(&states, now, self.group_expiry.as_secs());

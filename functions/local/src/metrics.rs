@@ -30,7 +30,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let (events, commits) = m.events.counters();
     let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.rechecks_waiting());
     let delivery = m.mqtt.delivery_tasks();
-    let (sweeps, swept_sessions, swept_groups) = m.swept.counts();
+    let (sweeps, swept_sessions, swept_groups, swept_events) = m.swept.counts();
     let position_writes = m.positions.writes();
     let text = format!(
         "# HELP drogue_device_password_checks_total Password checks that ran the stored hashes (cache misses).\n\
@@ -75,10 +75,11 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_housekeeping_sweeps_total Housekeeping sweeps done (at start, then hourly).\n\
          # TYPE drogue_housekeeping_sweeps_total counter\n\
          drogue_housekeeping_sweeps_total {sweeps}\n\
-         # HELP drogue_housekeeping_removed_total Saved MQTT sessions (expired) and WebSocket groups (of deleted applications) removed.\n\
+         # HELP drogue_housekeeping_removed_total Saved MQTT sessions (expired), WebSocket groups (of deleted applications, or unused) and events (of deleted applications) removed.\n\
          # TYPE drogue_housekeeping_removed_total counter\n\
          drogue_housekeeping_removed_total{{kind=\"mqtt_session\"}} {swept_sessions}\n\
-         drogue_housekeeping_removed_total{{kind=\"websocket_group\"}} {swept_groups}\n",
+         drogue_housekeeping_removed_total{{kind=\"websocket_group\"}} {swept_groups}\n\
+         drogue_housekeeping_removed_total{{kind=\"event\"}} {swept_events}\n",
         verified.slow_checks(),
         verified.len(),
         m.mqtt.sessions(),

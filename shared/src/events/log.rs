@@ -299,6 +299,18 @@ impl EventLog {
         Ok(self.segments.last_sequence(application))
     }
 
+    /// The applications (`uid`s) of which the log keeps events, with their names.
+    pub fn application_uids(&self) -> Vec<(String, String)> {
+        self.segments.application_uids()
+    }
+
+    /// Drops the events of a deleted application (`uid`) of the name `application`, all
+    /// but the name's newest event, which keeps the name's sequence numbers going; how
+    /// many. Its segments are deleted or compacted with the next commits.
+    pub fn forget(&self, application: &str, uid: &str) -> usize {
+        self.segments.forget(application, uid)
+    }
+
     /// Follows an application's events after `after`, from the log first and then as
     /// they come; only those of the application with `uid`, when given (a deleted
     /// application's events are not its successor's).

@@ -587,3 +587,66 @@ async fn a_migration_cut_short_is_finished_without_duplicates() {
     let log = reopen(&path, options(100, DEFAULT_SEGMENT_SIZE)).await;
     assert_eq!(kept(&log, "a"), expected("a", 1..=5));
 }
+
+/// An event of application `app` whose `uid` is `uid`.
+fn event_of(app: &str, uid: &str, n: u32) -> Event {
+    let mut event = event(app, n);
+    event.set_extension("applicationuid", uid.to_owned());
+    event
+}
+
+#[tokio::test]
+async fn a_deleted_applications_events_are_forgotten_but_the_names_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
+    // the application "a" (uid-a), then another of the name (uid-b), then a late event of
+    // the first, the name's newest
+    for n in 1..=30 {
+        log.publish(&event_of("a", "uid-a", n)).await.unwrap();
+    }
+    for n in 31..=35 {
+        log.publish(&event_of("a", "uid-b", n)).await.unwrap();
+    }
+    log.publish(&event_of("a", "uid-a", 36)).await.unwrap();
+    log.publish(&event_of("c", "uid-c", 1)).await.unwrap();
+    let mut uids = log.application_uids();
+    uids.sort();
+    let pair = |a: &str, u: &str| (a.to_owned(), u.to_owned());
+    assert_eq!(
+        uids,
+        [pair("a", "uid-a"), pair("a", "uid-b"), pair("c", "uid-c")]
+    );
+    let files_before = segment_files(&path).len();
+
+    assert_eq!(log.forget("a", "uid-a"), 30, "all but the newest");
+    assert_eq!(kept(&log, "a"), expected("a", 31..=36));
+    assert_eq!(log.forget("a", "uid-b"), 5);
+    assert_eq!(kept(&log, "a"), expected("a", 36..=36));
+    assert_eq!(log.forget("a", "uid-a"), 0, "the newest stays");
+    assert_eq!(log.forget("nobody", "uid-x"), 0);
+    assert_eq!(kept(&log, "c"), expected("c", 1..=1), "another's are kept");
+    let mut uids = log.application_uids();
+    uids.sort();
+    assert_eq!(uids, [pair("a", "uid-a"), pair("c", "uid-c")]);
+
+    // their segments go with the next commits; the name's numbers go on
+    log.publish(&event_of("a", "uid-d", 37)).await.unwrap();
+    assert!(
+        eventually(|| segment_files(&path).len() < files_before / 2).await,
+        "{files_before} segments before, now {:?}",
+        segment_files(&path)
+    );
+    assert_eq!(kept(&log, "a"), expected("a", 36..=37));
+    assert_eq!(kept(&log, "c"), expected("c", 1..=1));
+    close(log, &path).await;
+    // what is still on disk is read again at a reopen (until its segment goes): the
+    // housekeeping at start forgets it again
+    let log = reopen(&path, options(1000, SMALL)).await;
+    // (and 36 goes now: it is no longer the name's newest)
+    log.forget("a", "uid-a");
+    log.forget("a", "uid-b");
+    assert_eq!(kept(&log, "a"), expected("a", 37..=37));
+    log.publish(&event_of("a", "uid-d", 38)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 37..=38));
+}

@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// The first bytes of every segment file: the format and its version.
 pub const MAGIC: &[u8; 8] = b"drgseg\x00\x01";
@@ -73,11 +73,40 @@ impl Loc {
 struct AppLog {
     first: u64,
     locs: VecDeque<Loc>,
+    /// Which application of the name (`uid`) the records are of, in runs: each from its
+    /// sequence number to the next run's (the first may start before `first`).
+    uids: Vec<(u64, Option<Arc<str>>)>,
 }
 
 impl AppLog {
+    fn new(first: u64) -> Self {
+        Self {
+            first,
+            locs: VecDeque::new(),
+            uids: Vec::new(),
+        }
+    }
+
     fn last(&self) -> u64 {
         self.first + self.locs.len() as u64 - 1
+    }
+
+    /// Notes the `uid` of the record `sequence`, the newest so far.
+    fn note_uid(&mut self, sequence: u64, uid: Option<&str>) {
+        if self.uids.last().is_none_or(|(_, u)| u.as_deref() != uid) {
+            self.uids.push((sequence, uid.map(Arc::from)));
+        }
+    }
+
+    /// Drops the runs of records no longer kept.
+    fn prune_uids(&mut self) {
+        let gone = self
+            .uids
+            .iter()
+            .skip(1)
+            .take_while(|(start, _)| *start <= self.first)
+            .count();
+        self.uids.drain(..gone);
     }
 }
 
@@ -91,6 +120,8 @@ struct Index {
 /// What readers share with the writer.
 pub struct Segments {
     index: RwLock<Index>,
+    /// Records [forgotten](Segments::forget), for the writer to take off its books.
+    released: Mutex<Vec<Loc>>,
 }
 
 impl Segments {
@@ -191,6 +222,63 @@ impl Segments {
     pub fn last_sequence(&self, application: &str) -> u64 {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         index.apps.get(application).map_or(0, AppLog::last)
+    }
+
+    /// The applications (`uid`s) whose records are kept, with their names.
+    pub fn application_uids(&self) -> Vec<(String, String)> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let mut found = Vec::new();
+        for (application, log) in &index.apps {
+            for (_, uid) in &log.uids {
+                if let Some(uid) = uid
+                    && !found
+                        .iter()
+                        .any(|(a, u): &(String, String)| a == application && **u == **uid)
+                {
+                    found.push((application.clone(), uid.to_string()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Drops the records of the application `uid` of the name `application` (a deleted
+    /// one), all but the name's newest record, which keeps its sequence numbers going;
+    /// how many. Readers no longer see them; their segments are deleted or compacted
+    /// as the writer's housekeeping goes on.
+    pub fn forget(&self, application: &str, uid: &str) -> usize {
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(log) = index.apps.get_mut(application) else {
+            return 0;
+        };
+        let (first, last) = (log.first, log.last());
+        let mut released = Vec::new();
+        for (n, (start, of)) in log.uids.iter().enumerate() {
+            if of.as_deref() != Some(uid) {
+                continue;
+            }
+            let end = log.uids.get(n + 1).map_or(last, |(next, _)| *next);
+            // up to the name's newest, kept
+            for sequence in (*start).max(first)..end.min(last) {
+                let slot = &mut log.locs[(sequence - first) as usize];
+                if !slot.is_missing() {
+                    released.push(*slot);
+                    *slot = Loc::MISSING;
+                }
+            }
+        }
+        while log.locs.front().is_some_and(Loc::is_missing) {
+            log.locs.pop_front();
+            log.first += 1;
+        }
+        log.prune_uids();
+        drop(index);
+        let forgotten = released.len();
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(released);
+        forgotten
     }
 
     /// The sequence numbers an application keeps: (first, last), `None` before its first.
@@ -531,6 +619,31 @@ pub struct SegmentWriter {
     buf: Vec<u8>,
     /// Records placed by the current append: (application, sequence, location).
     placed: Vec<(String, u64, Loc)>,
+    /// The `uid`s of the records [migrated](Self::migrate) and not yet placed.
+    migrated_uids: Vec<Option<String>>,
+}
+
+/// An application's records found by the scan at open: (sequence, location, index of
+/// its `uid` in `uids`).
+#[derive(Default)]
+struct Found {
+    records: Vec<(u64, Loc, u32)>,
+    uids: Vec<Option<Arc<str>>>,
+}
+
+impl Found {
+    fn push(&mut self, sequence: u64, loc: Loc, uid: Option<&str>) {
+        // most names have one application, or a few in turn: the last one first
+        let known = self
+            .uids
+            .iter()
+            .rposition(|u| u.as_deref() == uid)
+            .unwrap_or_else(|| {
+                self.uids.push(uid.map(Arc::from));
+                self.uids.len() - 1
+            });
+        self.records.push((sequence, loc, known as u32));
+    }
 }
 
 impl SegmentWriter {
@@ -548,7 +661,7 @@ impl SegmentWriter {
             }
         }
         ids.sort_unstable();
-        let mut found: HashMap<String, Vec<(u64, Loc)>> = HashMap::new();
+        let mut found: HashMap<String, Found> = HashMap::new();
         // the newest sequence number of each application in stretches not read (now
         // and at earlier starts)
         let mut damaged = read_lost(dir)?;
@@ -581,9 +694,11 @@ impl SegmentWriter {
                     len,
                 };
                 match found.get_mut(record.application) {
-                    Some(records) => records.push((record.sequence, loc)),
+                    Some(records) => records.push(record.sequence, loc, record.application_uid),
                     None => {
-                        found.insert(record.application.to_owned(), vec![(record.sequence, loc)]);
+                        let mut records = Found::default();
+                        records.push(record.sequence, loc, record.application_uid);
+                        found.insert(record.application.to_owned(), records);
                     }
                 }
             })?;
@@ -653,36 +768,32 @@ impl SegmentWriter {
         let retention = retention.max(1);
         let mut index = Index::default();
         let mut last = HashMap::new();
-        for (application, mut records) in found {
+        for (application, Found { mut records, uids }) in found {
             // a record copied by a compaction that was cut short is there twice: the
             // later copy counts
-            records.sort_unstable_by_key(|(sequence, loc)| (*sequence, u64::MAX - loc.segment));
-            records.dedup_by_key(|(sequence, _)| *sequence);
+            records.sort_unstable_by_key(|(sequence, loc, _)| (*sequence, u64::MAX - loc.segment));
+            records.dedup_by_key(|(sequence, _, _)| *sequence);
             let newest = records.last().expect("one record at least").0;
             let keep_from = newest.saturating_sub(retention - 1).max(records[0].0);
-            let mut locs = VecDeque::with_capacity((newest - keep_from + 1) as usize);
+            let mut log = AppLog::new(keep_from);
+            log.locs.reserve((newest - keep_from + 1) as usize);
             let mut missing = 0;
-            for (sequence, loc) in records.into_iter().filter(|(s, _)| *s >= keep_from) {
-                while keep_from + (locs.len() as u64) < sequence {
-                    locs.push_back(Loc::MISSING);
+            for (sequence, loc, uid) in records.into_iter().filter(|(s, _, _)| *s >= keep_from) {
+                while keep_from + (log.locs.len() as u64) < sequence {
+                    log.locs.push_back(Loc::MISSING);
                     missing += 1;
                 }
                 let stat = stats.get_mut(&loc.segment).expect("scanned");
                 stat.live += 1;
                 stat.live_bytes += u64::from(loc.len);
-                locs.push_back(loc);
+                log.locs.push_back(loc);
+                log.note_uid(sequence, uids[uid as usize].as_deref());
             }
             if missing > 0 {
                 tracing::warn!(application = %application, missing, "events of the event log were lost to corruption");
             }
             last.insert(application.clone(), newest);
-            index.apps.insert(
-                application,
-                AppLog {
-                    first: keep_from,
-                    locs,
-                },
-            );
+            index.apps.insert(application, log);
         }
         for (application, sequence) in damaged {
             let newest = last.entry(application.clone()).or_default();
@@ -706,12 +817,14 @@ impl SegmentWriter {
             retention,
             store: Arc::new(Segments {
                 index: RwLock::new(index),
+                released: Mutex::new(Vec::new()),
             }),
             stats,
             roll_next: false,
             last,
             buf: Vec::new(),
             placed: Vec::new(),
+            migrated_uids: Vec::new(),
         })
     }
 
@@ -798,7 +911,7 @@ impl SegmentWriter {
     }
 
     /// Makes the records in `self.placed` visible to readers and applies the retention.
-    fn publish_placed(&mut self) {
+    fn publish_placed(&mut self, uids: &[Option<&str>]) {
         let mut trimmed = Vec::new();
         {
             let mut index = self
@@ -806,21 +919,19 @@ impl SegmentWriter {
                 .index
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (application, sequence, loc) in &self.placed {
+            for ((application, sequence, loc), uid) in self.placed.iter().zip(uids) {
                 let log = match index.apps.get_mut(application.as_str()) {
                     Some(log) => log,
                     None => index
                         .apps
                         .entry(application.clone())
-                        .or_insert_with(|| AppLog {
-                            first: *sequence,
-                            locs: VecDeque::new(),
-                        }),
+                        .or_insert_with(|| AppLog::new(*sequence)),
                 };
                 while log.first + (log.locs.len() as u64) < *sequence {
                     log.locs.push_back(Loc::MISSING);
                 }
                 log.locs.push_back(*loc);
+                log.note_uid(*sequence, *uid);
                 while log.locs.len() as u64 > self.retention
                     || log.locs.front().is_some_and(Loc::is_missing)
                 {
@@ -830,6 +941,7 @@ impl SegmentWriter {
                         trimmed.push(old);
                     }
                 }
+                log.prune_uids();
             }
         }
         for (_, _, loc) in self.placed.drain(..) {
@@ -855,7 +967,9 @@ impl SegmentWriter {
         buf.clear();
         let mut next: HashMap<&str, u64> = HashMap::new();
         let mut framed = Vec::new();
+        let mut uids = Vec::new();
         for draft in group {
+            uids.push(draft.application_uid);
             let sequence = next
                 .entry(draft.application)
                 .or_insert_with(|| self.last.get(draft.application).copied().unwrap_or(0));
@@ -888,13 +1002,14 @@ impl SegmentWriter {
                     (application.to_owned(), sequence, loc)
                 }),
         );
-        self.publish_placed();
+        self.publish_placed(&uids);
         Ok(sequences)
     }
 
     /// Deletes the sealed segments no record is kept in, and compacts one segment when
     /// the sealed segments are mostly dead.
     pub fn housekeeping(&mut self) {
+        self.take_released();
         self.delete_dead();
         if let Err(e) = self.compact_one() {
             tracing::warn!(error = %e, "the event log could not compact a segment");
@@ -902,6 +1017,23 @@ impl SegmentWriter {
         // a group of large events (or a compaction) leaves no large buffer behind
         if self.buf.capacity() > KEPT_BUFFER {
             self.buf = Vec::new();
+        }
+    }
+
+    /// Takes the records readers no longer see ([`Segments::forget`]) off the books.
+    fn take_released(&mut self) {
+        let released = std::mem::take(
+            &mut *self
+                .store
+                .released
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for loc in released {
+            if let Some(stat) = self.stats.get_mut(&loc.segment) {
+                stat.live -= 1;
+                stat.live_bytes -= u64::from(loc.len);
+            }
         }
     }
 
@@ -1085,6 +1217,8 @@ impl SegmentWriter {
                 len,
             },
         ));
+        self.migrated_uids
+            .push(draft.application_uid.map(str::to_owned));
         match self.last.get_mut(draft.application) {
             Some(last) => *last = sequence,
             None => {
@@ -1111,7 +1245,9 @@ impl SegmentWriter {
             loc.segment = segment;
             loc.offset += base;
         }
-        self.publish_placed();
+        let migrated = std::mem::take(&mut self.migrated_uids);
+        let uids: Vec<Option<&str>> = migrated.iter().map(Option::as_deref).collect();
+        self.publish_placed(&uids);
         Ok(())
     }
 }
