@@ -9,15 +9,16 @@
 //! - the events of applications that no longer exist, but each name's newest (it keeps
 //!   the name's sequence numbers going).
 //!
-//! So a tenant that cycles client ids or application names does not grow the disk for
-//! ever, and a deleted application's events do not stay for good.
+//! So a tenant that cycles client ids or application names leaves behind one event per
+//! application name (and the name in the log's index), not its sessions, groups and
+//! events; a deleted application's events do not stay for good.
 
 use crate::mqtt::hub::Hub;
 use crate::mqtt::sessions::SessionStore;
 use crate::stream::{GROUP_KEYS, GroupState, Groups, unix_now};
 use drogue_shared::events::log::EventLog;
 use drogue_shared::store::ApplicationStore;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -136,7 +137,10 @@ impl Sweeper {
     /// Drops from the event log the events of applications that no longer exist (all but
     /// each name's newest); how many.
     async fn sweep_events(&self) -> Result<usize, String> {
-        let present = self.log.application_uids();
+        let log = self.log.clone();
+        let present = tokio::task::spawn_blocking(move || log.application_uids())
+            .await
+            .map_err(|e| e.to_string())?;
         if present.is_empty() {
             return Ok(0);
         }
@@ -170,24 +174,30 @@ impl Sweeper {
         let (expired, dated) = expired_groups(&states, now, self.group_expiry.as_secs());
         let expired: Vec<String> = expired
             .into_iter()
-            .filter(|key| !self.groups.is_open(key) && !stale.contains(key))
+            .filter(|key| !stale.contains(key))
             .collect();
         stale.extend(expired);
         if stale.is_empty() && dated.is_empty() {
             return Ok(0);
         }
-        let (log, removed) = (self.log.clone(), stale.len());
+        let read: HashMap<String, String> = states.into_iter().collect();
+        let (log, groups) = (self.log.clone(), self.groups.clone());
         tokio::task::spawn_blocking(move || {
-            let removals = stale.iter().map(|key| (key.as_str(), None));
+            // each as it was read (a stream that saved since keeps its group), and none
+            // with an open stream (checked at the write)
+            let removals = stale
+                .iter()
+                .map(|key| (key.as_str(), read[key].as_str(), None));
+            let changed = log.change_states_if(removals, |key| !groups.is_open(key))?;
             let dates = dated
                 .iter()
-                .map(|(key, text)| (key.as_str(), Some(text.as_str())));
-            log.set_states(removals.chain(dates))
+                .map(|(key, text)| (key.as_str(), read[key].as_str(), Some(text.as_str())));
+            log.change_states_if(dates, |_| true)?;
+            Ok::<usize, drogue_shared::events::SinkError>(changed)
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        Ok(removed)
+        .map_err(|e| e.to_string())
     }
 }
 

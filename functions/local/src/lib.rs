@@ -333,6 +333,9 @@ impl Server {
             positions: stream::Positions::start(events.clone())
                 .context("cannot start the stream groups' writer")?,
             client_timeout: std::time::Duration::from_secs(config.stream_client_timeout),
+            group_refresh: std::time::Duration::from_secs(
+                (config.stream_group_expiry / 4).clamp(1, 3600),
+            ),
         };
         let hub = Arc::new(
             mqtt::hub::Hub::with_limits(mqtt::hub::ConnectionLimits {

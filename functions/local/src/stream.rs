@@ -37,6 +37,7 @@ use drogue_shared::events::log::{EventLog, Follower};
 use drogue_shared::http::{ApiError, authenticate_user};
 use drogue_shared::model::AppName;
 use drogue_shared::registry::Registry;
+use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,9 +72,13 @@ pub struct StreamState {
     pub groups: Groups,
     pub open: OpenStreams,
     pub positions: Positions,
-    /// How long a client may stay silent (no pong, no frame) or leave a send waiting
-    /// before its stream is closed (`--stream-client-timeout`).
+    /// How long a client may leave a ping unanswered or a send waiting before its
+    /// stream is closed (`--stream-client-timeout`).
     pub client_timeout: Duration,
+    /// How often an open stream saves its group's position even when unchanged, so that
+    /// its group is not taken for unused (a quarter of `--stream-group-expiry`, at most
+    /// an hour).
+    pub group_refresh: Duration,
 }
 
 /// The consumer groups (`group_id`) whose positions the log keeps for one application;
@@ -492,15 +497,13 @@ impl Delivery {
     }
 }
 
-/// How a stream ended, for what its group keeps.
+/// How a stream ended. Either way its group keeps what the client acknowledged.
 enum Ending {
-    /// The client closed it: it has had everything sent before its Close.
-    ClientClosed,
-    /// The connection broke, or the client stopped answering or reading: only what it
-    /// acknowledged counts.
-    Lost,
-    /// The server closes it with this code and reason (after a last ping, so what the
-    /// client read before the Close counts).
+    /// The client closed it, the connection broke, or the client stopped answering or
+    /// reading.
+    Gone,
+    /// The server closes it with this code and reason, after a last ping whose pong in
+    /// the closing handshake counts.
     Closing(u16, &'static str),
 }
 
@@ -512,11 +515,144 @@ async fn send(socket: &mut WebSocket, message: Message, within: Duration) -> boo
     )
 }
 
+/// A stream's socket and what its client has shown it read.
+struct Link {
+    socket: WebSocket,
+    delivery: Delivery,
+    /// The client timeout: how long a ping may wait for its pong, or a send for the socket.
+    timeout: Duration,
+    pinged_at: tokio::time::Instant,
+    /// Since when a ping has waited for its pong; each pong starts it again (the client
+    /// reads on, if slowly), the pong of the last ping ends it.
+    unanswered_since: Option<tokio::time::Instant>,
+}
+
+impl Link {
+    fn new(socket: WebSocket, position: u64, timeout: Duration) -> Self {
+        Self {
+            socket,
+            delivery: Delivery::starting_at(position),
+            timeout,
+            pinged_at: tokio::time::Instant::now(),
+            unanswered_since: None,
+        }
+    }
+
+    /// Takes a frame from the client; whether the stream is over (its Close, or the
+    /// connection broke). Other frames than pongs are ignored.
+    fn heard(&mut self, received: Option<Result<Message, axum::Error>>) -> bool {
+        match received {
+            Some(Ok(Message::Pong(payload))) => {
+                self.delivery.pong(&payload);
+                self.unanswered_since =
+                    (self.delivery.acked != self.delivery.pinged).then(tokio::time::Instant::now);
+                false
+            }
+            Some(Ok(Message::Close(_)) | Err(_)) | None => true,
+            Some(Ok(_)) => false,
+        }
+    }
+
+    /// Takes the frames the client sent that are there already; whether the stream is over.
+    fn take_waiting(&mut self) -> bool {
+        while let Some(received) = self.socket.recv().now_or_never() {
+            if self.heard(received) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a ping has waited the client timeout for its pong.
+    fn silent(&self) -> bool {
+        self.unanswered_since
+            .is_some_and(|since| since.elapsed() >= self.timeout)
+    }
+
+    /// Pings when due: a second after the last ping if events went out since, else half
+    /// the client timeout after it; whether the socket took it.
+    async fn ping_when_due(&mut self) -> bool {
+        let keepalive = self.timeout / 2;
+        let every = if self.delivery.sent != self.delivery.pinged {
+            SAVE_INTERVAL.min(keepalive)
+        } else {
+            keepalive
+        };
+        if self.pinged_at.elapsed() < every {
+            return true;
+        }
+        self.pinged_at = tokio::time::Instant::now();
+        self.unanswered_since.get_or_insert(self.pinged_at);
+        let ping = Message::Ping(self.delivery.ping().into());
+        send(&mut self.socket, ping, self.timeout).await
+    }
+
+    /// Sends a batch of events (those of `channel`, if given), reading the client's
+    /// frames and pinging as it goes; why the stream ends, if it does.
+    async fn send_events(
+        &mut self,
+        events: Vec<drogue_shared::events::log::LoggedEvent>,
+        channel: Option<&str>,
+        taken_over: Option<&Notify>,
+    ) -> Result<(), Ending> {
+        for event in events {
+            if channel.is_none_or(|c| event.subject.as_deref() == Some(c)) {
+                let text = Message::Text(event.json.into());
+                let sent = match taken_over {
+                    // a send waiting for a slow client gives way to a stream taking over
+                    Some(taken_over) => tokio::select! {
+                        biased;
+                        () = taken_over.notified() => return Err(TAKEOVER),
+                        sent = send(&mut self.socket, text, self.timeout) => sent,
+                    },
+                    None => send(&mut self.socket, text, self.timeout).await,
+                };
+                if !sent {
+                    return Err(Ending::Gone);
+                }
+            }
+            self.delivery.sent = event.sequence;
+            if self.take_waiting() || self.silent() || !self.ping_when_due().await {
+                return Err(Ending::Gone);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the stream with `code` and `reason`, after a last ping; the closing
+    /// handshake (the client's Close, and the pong before it) within [`CLOSING_HANDSHAKE`].
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let close = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let ping = Message::Ping(self.delivery.ping().into());
+        let _ = tokio::time::timeout(CLOSING_HANDSHAKE, async {
+            if self.socket.send(ping).await.is_err()
+                || self.socket.send(Message::Close(Some(close))).await.is_err()
+            {
+                return;
+            }
+            while let Some(Ok(message)) = self.socket.recv().await {
+                match message {
+                    Message::Pong(payload) => self.delivery.pong(&payload),
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// How a stream taken over by another of its group ends.
+const TAKEOVER: Ending = Ending::Closing(TAKEN_OVER, "another stream of the group took over");
+
 /// Sends the events to the socket until the stream ends; `count` counts the stream
 /// against its user until then (released before the group is left: a stream taking the
 /// group over at the user's quota takes its place).
 async fn forward(
-    mut socket: WebSocket,
+    socket: WebSocket,
     mut follower: Follower,
     (group, count): (Option<Group>, StreamCount),
     access: Access,
@@ -524,50 +660,20 @@ async fn forward(
 ) {
     let app = access.app.clone();
     let timeout = access.state.client_timeout;
-    let keepalive = timeout / 2;
-    let mut tick = tokio::time::interval(SAVE_INTERVAL.min(keepalive));
+    let mut link = Link::new(socket, follower.position(), timeout);
+    let mut tick = tokio::time::interval(SAVE_INTERVAL.min(timeout / 2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
     let mut recheck = tokio::time::interval_at(start, RECHECK_INTERVAL);
-    let mut delivery = Delivery::starting_at(follower.position());
-    let mut saved = follower.position();
-    let (mut heard, mut pinged_at) = (tokio::time::Instant::now(), tokio::time::Instant::now());
+    let (mut saved, mut saved_at) = (follower.position(), tokio::time::Instant::now());
     let taken_over = group.as_ref().map(|g| g.taken_over.clone());
     let ending = loop {
-        // the client's frames first: a pong waiting to be read is not a silent client
+        // the server's own work first: a client sending frames without pause cannot
+        // hold off the checks of its access, its silence or a takeover
         tokio::select! {
             biased;
-            received = socket.recv() => match received {
-                Some(Ok(Message::Close(_))) => break Ending::ClientClosed,
-                None | Some(Err(_)) => break Ending::Lost,
-                Some(Ok(message)) => {
-                    heard = tokio::time::Instant::now();
-                    if let Message::Pong(payload) = message {
-                        delivery.pong(&payload);
-                    }
-                }
-            },
             () = async { taken_over.as_ref().expect("a group").notified().await }, if taken_over.is_some() => {
-                tracing::info!(application = %app, "another stream of the group took over: closing this one");
-                break Ending::Closing(TAKEN_OVER, "another stream of the group took over");
-            }
-            _ = tick.tick() => {
-                if heard.elapsed() >= timeout {
-                    tracing::info!(application = %app, ?timeout, "a stream's client did not answer: closing it");
-                    break Ending::Lost;
-                }
-                if delivery.sent != delivery.pinged || pinged_at.elapsed() >= keepalive {
-                    pinged_at = tokio::time::Instant::now();
-                    if !send(&mut socket, Message::Ping(delivery.ping().into()), timeout).await {
-                        break Ending::Lost;
-                    }
-                }
-                if let Some(group) = &group && delivery.acked != saved {
-                    // (not saved: tried again at the next tick)
-                    if save_position(&access.state.positions, &group.key, delivery.acked).await {
-                        saved = delivery.acked;
-                    }
-                }
+                break TAKEOVER;
             }
             _ = recheck.tick() => match access.still_allowed().await {
                 Some(true) => {}
@@ -577,23 +683,42 @@ async fn forward(
                 }
                 None => tracing::warn!(application = %app, "cannot check a stream's access now; it stays open"),
             },
+            _ = tick.tick() => {
+                // (a pong already there is not silence)
+                if link.take_waiting() {
+                    break Ending::Gone;
+                }
+                if link.silent() {
+                    tracing::info!(application = %app, ?timeout, "a stream's client did not answer a ping: closing it");
+                    break Ending::Gone;
+                }
+                if !link.ping_when_due().await {
+                    break Ending::Gone;
+                }
+                // saved when it moved, and now and then when not: the time of the save
+                // tells the group is in use (see `--stream-group-expiry`)
+                let acked = link.delivery.acked;
+                if let Some(group) = &group
+                    && (acked != saved || saved_at.elapsed() >= access.state.group_refresh)
+                    && save_position(&access.state.positions, &group.key, acked).await
+                {
+                    // (not saved: tried again at the next tick)
+                    (saved, saved_at) = (acked, tokio::time::Instant::now());
+                }
+            }
+            received = link.socket.recv() => if link.heard(received) {
+                break Ending::Gone;
+            },
             events = follower.next(BATCH) => match events {
                 Ok(events) => {
-                    let mut failed = false;
-                    for event in events {
-                        let wanted = channel.as_deref().is_none_or(|c| event.subject.as_deref() == Some(c));
-                        if wanted && !send(&mut socket, Message::Text(event.json.into()), timeout).await {
-                            failed = true;
-                            break;
+                    if let Err(ending) = link.send_events(events, channel.as_deref(), taken_over.as_deref()).await {
+                        if matches!(ending, Ending::Gone) {
+                            tracing::info!(application = %app, ?timeout, "a stream's client left, stopped reading or did not answer: closing it");
                         }
-                        delivery.sent = event.sequence;
-                    }
-                    if failed {
-                        tracing::info!(application = %app, ?timeout, "a stream's client stopped reading: closing it");
-                        break Ending::Lost;
+                        break ending;
                     }
                     // (the events another application of the name had are passed too)
-                    delivery.sent = follower.position();
+                    link.delivery.sent = follower.position();
                 }
                 Err(e) => {
                     tracing::warn!(application = %app, error = %e, "a stream cannot read the event log");
@@ -603,35 +728,14 @@ async fn forward(
         }
     };
     if let Ending::Closing(code, reason) = ending {
-        let close = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let ping = Message::Ping(delivery.ping().into());
-        if send(&mut socket, ping, CLOSING_HANDSHAKE).await
-            && send(&mut socket, Message::Close(Some(close)), CLOSING_HANDSHAKE).await
-        {
-            // the closing handshake: the client's Close, for a short while, and the pong
-            // of the last ping before it
-            let _ = tokio::time::timeout(CLOSING_HANDSHAKE, async {
-                while let Some(Ok(message)) = socket.recv().await {
-                    match message {
-                        Message::Pong(payload) => delivery.pong(&payload),
-                        Message::Close(_) => break,
-                        _ => {}
-                    }
-                }
-            })
-            .await;
+        if code == TAKEN_OVER {
+            tracing::info!(application = %app, "another stream of the group took over: closing this one");
         }
+        link.close(code, reason).await;
     }
-    let reached = match ending {
-        Ending::ClientClosed => delivery.sent,
-        Ending::Lost | Ending::Closing(..) => delivery.acked,
-    };
     if let Some(group) = &group {
         // saved even when unchanged: the time of the save is when the group was last used
-        save_position(&access.state.positions, &group.key, reached).await;
+        save_position(&access.state.positions, &group.key, link.delivery.acked).await;
     }
     drop(count);
     drop(group);

@@ -359,6 +359,37 @@ impl EventLog {
         txn.commit().map_err(SinkError::unavailable)
     }
 
+    /// Changes states read earlier, in one durable write: each `(key, expected, value)`
+    /// only while the key's state is still `expected` and `still(key)` holds at the
+    /// write (so a state saved since, or a consumer that came back, is left); how many
+    /// changed. It waits for the disk, as [`Self::set_states`].
+    pub fn change_states_if<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>,
+        still: impl Fn(&str) -> bool,
+    ) -> Result<usize, SinkError> {
+        let txn = self.db.begin_write().map_err(SinkError::unavailable)?;
+        let mut changed = 0;
+        {
+            let mut table = txn.open_table(STATE).map_err(SinkError::unavailable)?;
+            for (key, expected, value) in changes {
+                let current = table.get(key).map_err(SinkError::unavailable)?;
+                if current.as_ref().map(|v| v.value()) != Some(expected) || !still(key) {
+                    continue;
+                }
+                drop(current);
+                match value {
+                    Some(value) => table.insert(key, value).map(drop),
+                    None => table.remove(key).map(drop),
+                }
+                .map_err(SinkError::unavailable)?;
+                changed += 1;
+            }
+        }
+        txn.commit().map_err(SinkError::unavailable)?;
+        Ok(changed)
+    }
+
     /// The saved states whose key starts with `prefix`.
     pub fn states(&self, prefix: &str) -> Result<Vec<(String, String)>, SinkError> {
         let txn = self.db.begin_read().map_err(SinkError::unavailable)?;

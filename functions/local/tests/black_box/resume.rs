@@ -115,6 +115,13 @@ async fn numbers_within(socket: &mut Socket, within: Duration) -> Vec<u64> {
     found
 }
 
+/// Reads on for a while (no telemetry events coming), so that the client answers the
+/// server's ping of what it read: its group's position moves there.
+async fn acknowledge(socket: &mut Socket) {
+    let more = numbers_within(socket, Duration::from_millis(2500)).await;
+    assert!(more.is_empty(), "{more:?}");
+}
+
 #[tokio::test]
 async fn a_websocket_group_resumes_where_it_left_off() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +135,7 @@ async fn a_websocket_group_resumes_where_it_left_off() {
     let mut socket = server.websocket(group, who).await;
     publish(&server, [0]).await;
     assert_eq!(numbers(&mut socket, 1).await, [0]);
+    acknowledge(&mut socket).await;
     socket.close(None).await.unwrap();
     drop(socket);
 
@@ -213,16 +221,78 @@ async fn a_websocket_group_keeps_what_a_lost_connection_left_unread() {
     let server = LocalRunner::start(dir.path()).await;
     let (user, key) = setup(&server).await;
     let who = (user.as_str(), key.as_str());
-    let group = "/stream/app1?group_id=g1";
-    let unread = server.websocket(group, who).await;
-    // sent to a client that reads none of it, past a save of the group's position
+    // one client's connection breaks (no Close), the other's Close comes before it
+    // read what was sent
+    let (lost, closed) = ("/stream/app1?group_id=lost", "/stream/app1?group_id=closed");
+    let unread = server.websocket(lost, who).await;
+    let mut closing = server.websocket(closed, who).await;
+    // sent to clients that read none of it, past a save of the groups' positions
     publish(&server, 1..=50).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    drop(unread); // the connection breaks, no Close
-    let mut socket = server.websocket(group, who).await;
+    drop(unread);
+    closing.close(None).await.unwrap();
+    drop(closing);
     let expected: Vec<u64> = (1..=50).collect();
-    assert_eq!(numbers(&mut socket, 50).await, expected);
-    assert!(quiet(&mut socket).await, "and nothing twice");
+    for group in [lost, closed] {
+        let mut socket = server.websocket(group, who).await;
+        assert_eq!(numbers(&mut socket, 50).await, expected, "{group}");
+        assert!(quiet(&mut socket).await, "and nothing twice");
+    }
+}
+
+/// A client that reads on, if slowly, through more than the client timeout's worth of
+/// events is not taken for a silent one: each pong it sends as it gets to the pings sent
+/// among the events shows it.
+#[tokio::test]
+async fn a_slow_reader_behind_a_backlog_is_not_closed() {
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let options = ["--stream-client-timeout", "3"];
+    let server = LocalRunner::start_with(dir.path(), &options).await;
+    let (user, key) = setup(&server).await;
+    let who = (user.as_str(), key.as_str());
+    let group = "/stream/app1?group_id=g1";
+    let mut socket = server.websocket(group, who).await;
+    socket.close(None).await.unwrap();
+    drop(socket);
+    // 24 MB, read at about 4 MB a second: twice the timeout, though a ping waits behind
+    // what the connection buffers (a few MB) well within it
+    publish_large(&server, 1..=400).await;
+    let mut socket = server.websocket(group, who).await;
+    let started = tokio::time::Instant::now();
+    let mut read = Vec::new();
+    while read.len() < 400 {
+        read.extend(numbers(&mut socket, 10).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(
+        started.elapsed() > TIMEOUT * 3 / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(read, (1..=400).collect::<Vec<u64>>());
+    publish(&server, [401]).await;
+    assert_eq!(
+        numbers(&mut socket, 1).await,
+        [401],
+        "the same stream goes on"
+    );
+}
+
+/// [`publish`], each event 60 KB.
+async fn publish_large(server: &LocalRunner, numbers: impl IntoIterator<Item = u64>) {
+    let http = reqwest::Client::new();
+    let pad = "x".repeat(60_000);
+    for n in numbers {
+        let answer = http
+            .post(format!("{}/v1/telemetry", server.base))
+            .basic_auth("device1@app1", Some("secret"))
+            .json(&json!({ "n": n, "pad": pad }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 202);
+    }
 }
 
 /// Opens a stream once the user's quota has room again, within `within`.
@@ -305,19 +375,8 @@ async fn a_stream_client_that_stops_reading_is_closed_and_its_group_loses_nothin
     let mut socket = server.websocket(group, who).await;
     socket.close(None).await.unwrap();
     drop(socket);
-    // 200 events of 60 KB, more than a loopback connection buffers, for the group
-    let http = reqwest::Client::new();
-    let pad = "x".repeat(60_000);
-    for n in 1..=200u64 {
-        let answer = http
-            .post(format!("{}/v1/telemetry", server.base))
-            .basic_auth("device1@app1", Some("secret"))
-            .json(&json!({ "n": n, "pad": pad }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status().as_u16(), 202);
-    }
+    // more than a loopback connection buffers, for the group
+    publish_large(&server, 1..=200).await;
     let started = tokio::time::Instant::now();
     let stuck = open_when_free(&server, group, who, Duration::from_secs(10)).await;
     held_for_the_timeout(&server, started, who).await;
@@ -346,14 +405,18 @@ async fn a_group_unused_for_its_expiry_is_removed() {
             .await;
         socket.close(None).await.unwrap();
     }
+    // a group whose stream stays open (idle) through the expiry and to the restart
+    let held = server.websocket("/stream/app1?group_id=held", who).await;
     publish(&server, [1]).await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let mut used = server.websocket("/stream/app1?group_id=used", who).await;
     assert_eq!(numbers(&mut used, 1).await, [1]);
+    acknowledge(&mut used).await;
     used.close(None).await.unwrap();
     drop(used);
     publish(&server, [2]).await;
     server.stop("TERM").await;
+    drop(held);
 
     let server = LocalRunner::start_with(dir.path(), &options).await;
     server
@@ -363,7 +426,8 @@ async fn a_group_unused_for_its_expiry_is_removed() {
         server
             .metric("drogue_housekeeping_removed_total{kind=\"websocket_group\"}")
             .await,
-        1
+        1,
+        "the old group alone: the held one saved its position now and then"
     );
     let mut used = server.websocket("/stream/app1?group_id=used", who).await;
     assert_eq!(numbers(&mut used, 1).await, [2], "the group used resumes");

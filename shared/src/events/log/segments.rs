@@ -224,20 +224,32 @@ impl Segments {
         index.apps.get(application).map_or(0, AppLog::last)
     }
 
-    /// The applications (`uid`s) whose records are kept, with their names.
+    /// The applications (`uid`s) whose records are kept, with their names; but those
+    /// whose only record is their name's newest (which [`Self::forget`] keeps).
     pub fn application_uids(&self) -> Vec<(String, String)> {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         let mut found = Vec::new();
         for (application, log) in &index.apps {
-            for (_, uid) in &log.uids {
-                if let Some(uid) = uid
-                    && !found
-                        .iter()
-                        .any(|(a, u): &(String, String)| a == application && **u == **uid)
+            let (first, last) = (log.first, log.last());
+            let mut of_this: Vec<&str> = Vec::new();
+            for (n, (start, uid)) in log.uids.iter().enumerate() {
+                let end = log
+                    .uids
+                    .get(n + 1)
+                    .map_or(last, |(next, _)| (*next).min(last));
+                // only those with records to forget: not the name's newest alone
+                if let Some(uid) = uid.as_deref()
+                    && (*start).max(first) < end
+                    && !of_this.contains(&uid)
                 {
-                    found.push((application.clone(), uid.to_string()));
+                    of_this.push(uid);
                 }
             }
+            found.extend(
+                of_this
+                    .into_iter()
+                    .map(|uid| (application.clone(), uid.to_owned())),
+            );
         }
         found
     }
