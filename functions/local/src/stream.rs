@@ -483,8 +483,9 @@ impl Delivery {
     }
 
     /// A pong from the client: it acknowledges the position its payload names, when that
-    /// is one sent (an unsolicited or foreign pong acknowledges nothing).
-    fn pong(&mut self, payload: &[u8]) {
+    /// is one sent (an unsolicited or foreign pong acknowledges nothing); whether it
+    /// acknowledged more.
+    fn pong(&mut self, payload: &[u8]) -> bool {
         let named = std::str::from_utf8(payload)
             .ok()
             .and_then(|text| text.parse::<u64>().ok());
@@ -493,7 +494,9 @@ impl Delivery {
             && position <= self.pinged
         {
             self.acked = position;
+            return true;
         }
+        false
     }
 }
 
@@ -522,20 +525,42 @@ struct Link {
     /// The client timeout: how long a ping may wait for its pong, or a send for the socket.
     timeout: Duration,
     pinged_at: tokio::time::Instant,
-    /// Since when a ping has waited for its pong; each pong starts it again (the client
-    /// reads on, if slowly), the pong of the last ping ends it.
+    /// Since when a ping has waited for its pong; each pong that acknowledges more
+    /// starts it again (the client reads on, if slowly), the pong of the last ping ends it.
     unanswered_since: Option<tokio::time::Instant>,
+    /// Told when another stream of the group takes over (a stream with a group).
+    taken_over: Option<Arc<Notify>>,
 }
 
 impl Link {
-    fn new(socket: WebSocket, position: u64, timeout: Duration) -> Self {
+    fn new(
+        socket: WebSocket,
+        position: u64,
+        timeout: Duration,
+        taken_over: Option<Arc<Notify>>,
+    ) -> Self {
         Self {
             socket,
             delivery: Delivery::starting_at(position),
             timeout,
             pinged_at: tokio::time::Instant::now(),
             unanswered_since: None,
+            taken_over,
         }
+    }
+
+    /// Sends a message within the client timeout; a send waiting for a slow client gives
+    /// way to a stream taking the group over.
+    async fn put(&mut self, message: Message) -> Result<(), Ending> {
+        let sent = match &self.taken_over {
+            Some(taken_over) => tokio::select! {
+                biased;
+                () = taken_over.notified() => return Err(TAKEOVER),
+                sent = send(&mut self.socket, message, self.timeout) => sent,
+            },
+            None => send(&mut self.socket, message, self.timeout).await,
+        };
+        if sent { Ok(()) } else { Err(Ending::Gone) }
     }
 
     /// Takes a frame from the client; whether the stream is over (its Close, or the
@@ -543,9 +568,12 @@ impl Link {
     fn heard(&mut self, received: Option<Result<Message, axum::Error>>) -> bool {
         match received {
             Some(Ok(Message::Pong(payload))) => {
-                self.delivery.pong(&payload);
-                self.unanswered_since =
-                    (self.delivery.acked != self.delivery.pinged).then(tokio::time::Instant::now);
+                let advanced = self.delivery.pong(&payload);
+                if self.delivery.acked == self.delivery.pinged {
+                    self.unanswered_since = None;
+                } else if advanced {
+                    self.unanswered_since = Some(tokio::time::Instant::now());
+                }
                 false
             }
             Some(Ok(Message::Close(_)) | Err(_)) | None => true,
@@ -570,8 +598,8 @@ impl Link {
     }
 
     /// Pings when due: a second after the last ping if events went out since, else half
-    /// the client timeout after it; whether the socket took it.
-    async fn ping_when_due(&mut self) -> bool {
+    /// the client timeout after it.
+    async fn ping_when_due(&mut self) -> Result<(), Ending> {
         let keepalive = self.timeout / 2;
         let every = if self.delivery.sent != self.delivery.pinged {
             SAVE_INTERVAL.min(keepalive)
@@ -579,12 +607,12 @@ impl Link {
             keepalive
         };
         if self.pinged_at.elapsed() < every {
-            return true;
+            return Ok(());
         }
         self.pinged_at = tokio::time::Instant::now();
         self.unanswered_since.get_or_insert(self.pinged_at);
         let ping = Message::Ping(self.delivery.ping().into());
-        send(&mut self.socket, ping, self.timeout).await
+        self.put(ping).await
     }
 
     /// Sends a batch of events (those of `channel`, if given), reading the client's
@@ -593,28 +621,16 @@ impl Link {
         &mut self,
         events: Vec<drogue_shared::events::log::LoggedEvent>,
         channel: Option<&str>,
-        taken_over: Option<&Notify>,
     ) -> Result<(), Ending> {
         for event in events {
             if channel.is_none_or(|c| event.subject.as_deref() == Some(c)) {
-                let text = Message::Text(event.json.into());
-                let sent = match taken_over {
-                    // a send waiting for a slow client gives way to a stream taking over
-                    Some(taken_over) => tokio::select! {
-                        biased;
-                        () = taken_over.notified() => return Err(TAKEOVER),
-                        sent = send(&mut self.socket, text, self.timeout) => sent,
-                    },
-                    None => send(&mut self.socket, text, self.timeout).await,
-                };
-                if !sent {
-                    return Err(Ending::Gone);
-                }
+                self.put(Message::Text(event.json.into())).await?;
             }
             self.delivery.sent = event.sequence;
-            if self.take_waiting() || self.silent() || !self.ping_when_due().await {
+            if self.take_waiting() || self.silent() {
                 return Err(Ending::Gone);
             }
+            self.ping_when_due().await?;
         }
         Ok(())
     }
@@ -635,7 +651,9 @@ impl Link {
             }
             while let Some(Ok(message)) = self.socket.recv().await {
                 match message {
-                    Message::Pong(payload) => self.delivery.pong(&payload),
+                    Message::Pong(payload) => {
+                        self.delivery.pong(&payload);
+                    }
                     Message::Close(_) => break,
                     _ => {}
                 }
@@ -660,13 +678,15 @@ async fn forward(
 ) {
     let app = access.app.clone();
     let timeout = access.state.client_timeout;
-    let mut link = Link::new(socket, follower.position(), timeout);
+    let taken_over = group.as_ref().map(|g| g.taken_over.clone());
+    let mut link = Link::new(socket, follower.position(), timeout, taken_over.clone());
     let mut tick = tokio::time::interval(SAVE_INTERVAL.min(timeout / 2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = tokio::time::Instant::now() + RECHECK_INTERVAL;
     let mut recheck = tokio::time::interval_at(start, RECHECK_INTERVAL);
-    let (mut saved, mut saved_at) = (follower.position(), tokio::time::Instant::now());
-    let taken_over = group.as_ref().map(|g| g.taken_over.clone());
+    // (saved at the first tick: a sweep that took the group for unused just before this
+    // stream joined it sees it again)
+    let (mut saved, mut saved_at) = (follower.position(), None::<tokio::time::Instant>);
     let ending = loop {
         // the server's own work first: a client sending frames without pause cannot
         // hold off the checks of its access, its silence or a takeover
@@ -692,18 +712,19 @@ async fn forward(
                     tracing::info!(application = %app, ?timeout, "a stream's client did not answer a ping: closing it");
                     break Ending::Gone;
                 }
-                if !link.ping_when_due().await {
-                    break Ending::Gone;
+                if let Err(ending) = link.ping_when_due().await {
+                    break ending;
                 }
                 // saved when it moved, and now and then when not: the time of the save
                 // tells the group is in use (see `--stream-group-expiry`)
                 let acked = link.delivery.acked;
                 if let Some(group) = &group
-                    && (acked != saved || saved_at.elapsed() >= access.state.group_refresh)
+                    && (acked != saved
+                        || saved_at.is_none_or(|at| at.elapsed() >= access.state.group_refresh))
                     && save_position(&access.state.positions, &group.key, acked).await
                 {
                     // (not saved: tried again at the next tick)
-                    (saved, saved_at) = (acked, tokio::time::Instant::now());
+                    (saved, saved_at) = (acked, Some(tokio::time::Instant::now()));
                 }
             }
             received = link.socket.recv() => if link.heard(received) {
@@ -711,7 +732,7 @@ async fn forward(
             },
             events = follower.next(BATCH) => match events {
                 Ok(events) => {
-                    if let Err(ending) = link.send_events(events, channel.as_deref(), taken_over.as_deref()).await {
+                    if let Err(ending) = link.send_events(events, channel.as_deref()).await {
                         if matches!(ending, Ending::Gone) {
                             tracing::info!(application = %app, ?timeout, "a stream's client left, stopped reading or did not answer: closing it");
                         }

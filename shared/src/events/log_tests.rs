@@ -620,6 +620,7 @@ async fn a_deleted_applications_events_are_forgotten_but_the_names_newest() {
     assert_eq!(log.forget("a", "uid-a"), 30, "all but the newest");
     assert_eq!(kept(&log, "a"), expected("a", 31..=36));
     assert_eq!(log.forget("a", "uid-b"), 5);
+    assert_eq!(log.forget("a", "uid-b"), 0, "once");
     assert_eq!(kept(&log, "a"), expected("a", 36..=36));
     assert_eq!(log.forget("a", "uid-a"), 0, "the newest stays");
     assert_eq!(log.forget("nobody", "uid-x"), 0);

@@ -283,6 +283,14 @@ impl Segments {
             log.locs.pop_front();
             log.first += 1;
         }
+        // its runs are gone but the last (the name's newest): the run before one takes
+        // over its slots, all missing now
+        let runs = log.uids.len();
+        let mut n = 0;
+        log.uids.retain(|(_, of)| {
+            n += 1;
+            n == runs || of.as_deref() != Some(uid)
+        });
         log.prune_uids();
         drop(index);
         let forgotten = released.len();
