@@ -18,7 +18,7 @@ use crate::mqtt::sessions::SessionStore;
 use crate::stream::{GROUP_KEYS, GroupState, Groups, unix_now};
 use drogue_shared::events::log::EventLog;
 use drogue_shared::store::ApplicationStore;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -170,12 +170,12 @@ impl Sweeper {
         // listed now belongs to one that is gone (a uid never comes back)
         let existing = self.existing_uids().await?;
         let now = unix_now();
-        let mut stale = stale_groups(states.iter().map(|(key, _)| key.as_str()), &existing);
+        // (a group may be both: counted once)
+        let mut stale: BTreeSet<String> =
+            stale_groups(states.iter().map(|(key, _)| key.as_str()), &existing)
+                .into_iter()
+                .collect();
         let (expired, dated) = expired_groups(&states, now, self.group_expiry.as_secs());
-        let expired: Vec<String> = expired
-            .into_iter()
-            .filter(|key| !stale.contains(key))
-            .collect();
         stale.extend(expired);
         if stale.is_empty() && dated.is_empty() {
             return Ok(0);
