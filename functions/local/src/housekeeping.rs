@@ -134,8 +134,8 @@ impl Sweeper {
             .collect())
     }
 
-    /// Drops from the event log the events of applications that no longer exist (all but
-    /// each name's newest); how many.
+    /// Drops from the event log the events of applications that no longer exist, for its
+    /// writer to erase them from its files; how many.
     async fn sweep_events(&self) -> Result<usize, String> {
         let log = self.log.clone();
         let present = tokio::task::spawn_blocking(move || log.application_uids())
@@ -147,11 +147,18 @@ impl Sweeper {
         // listed after the log's were read: an application read there and not listed
         // now is gone (a uid never comes back)
         let existing = self.existing_uids().await?;
-        Ok(present
-            .iter()
-            .filter(|(_, uid)| !existing.contains(uid))
-            .map(|(name, uid)| self.log.forget(name, uid))
-            .sum())
+        let log = self.log.clone();
+        // (the log's index lock is taken: off the runtime's threads)
+        tokio::task::spawn_blocking(move || {
+            log.forget_all(
+                present
+                    .iter()
+                    .filter(|(_, uid)| !existing.contains(uid))
+                    .map(|(name, uid)| (name.as_str(), uid.as_str())),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())
     }
 
     /// Removes the groups of applications that no longer exist and the groups unused for

@@ -53,6 +53,14 @@ pub struct LoggedEvent {
 /// What the writer thread calls with each committed event (see [`EventLog::on_commit`]).
 pub type Listener = Box<dyn Fn(&LoggedEvent) + Send + Sync>;
 
+/// What the writer thread is given to do.
+enum Work {
+    /// An event to commit.
+    Event(Pending),
+    /// Its housekeeping, now: records were forgotten ([`EventLog::forget`]).
+    Housekeeping,
+}
+
 struct Pending {
     application: String,
     application_uid: Option<String>,
@@ -88,7 +96,7 @@ fn acknowledge(
 pub struct EventLog {
     db: Arc<Database>,
     segments: Arc<Segments>,
-    writer: mpsc::Sender<Pending>,
+    writer: mpsc::Sender<Work>,
     live: broadcast::Sender<Arc<LoggedEvent>>,
     listener: Arc<OnceLock<Listener>>,
     counters: Arc<Counters>,
@@ -304,11 +312,28 @@ impl EventLog {
         self.segments.application_uids()
     }
 
-    /// Drops the events of a deleted application (`uid`) of the name `application`, all
-    /// but the name's newest event, which keeps the name's sequence numbers going; how
-    /// many. Its segments are deleted or compacted with the next commits.
+    /// Drops the events of a deleted application (`uid`) of the name `application`; how
+    /// many (see [`Self::forget_all`]).
     pub fn forget(&self, application: &str, uid: &str) -> usize {
-        self.segments.forget(application, uid)
+        self.forget_all([(application, uid)])
+    }
+
+    /// Drops the events of deleted applications, (name, `uid`) each; how many. Readers
+    /// no longer see them, and the writer erases them from disk at once, those
+    /// retention dropped too, one segment between two groups (the name's newest event
+    /// becomes a tombstone that keeps the name's sequence numbers going).
+    pub fn forget_all<'a>(&self, deleted: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+        let (mut removed, mut any) = (0, false);
+        for (application, uid) in deleted {
+            removed += self.segments.forget(application, uid);
+            any = true;
+        }
+        // once all are forgotten, so that no segment is rewritten twice for them (a
+        // full queue: the writer is busy, and its housekeeping comes after each group)
+        if any {
+            let _ = self.writer.try_send(Work::Housekeeping);
+        }
+        removed
     }
 
     /// Follows an application's events after `after`, from the log first and then as
@@ -560,7 +585,10 @@ impl EventLog {
         };
         let stopped =
             || SinkError::unavailable(std::io::Error::other("the event log is not running"));
-        self.writer.send(pending).await.map_err(|_| stopped())?;
+        self.writer
+            .send(Work::Event(pending))
+            .await
+            .map_err(|_| stopped())?;
         sequenced();
         match done.await.map_err(|_| stopped())? {
             Ok(()) => Ok(()),
@@ -578,19 +606,41 @@ struct Outlets {
 
 fn write_loop(
     mut segments: SegmentWriter,
-    mut pending: mpsc::Receiver<Pending>,
+    mut pending: mpsc::Receiver<Work>,
     outlets: &Outlets,
     counters: &Counters,
 ) {
     let mut committed = Vec::new();
     let mut relays = Vec::new();
-    while let Some(first) = pending.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+    let mut group = Vec::new();
+    loop {
+        // while records of deleted applications are being erased, one segment at a time
+        // between groups, the writer does not wait for work
+        let first = if segments.erasing() {
             match pending.try_recv() {
-                Ok(more) => group.push(more),
-                Err(_) => break,
+                Ok(work) => Some(work),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
+        } else {
+            match pending.blocking_recv() {
+                Some(work) => Some(work),
+                None => break,
+            }
+        };
+        if let Some(Work::Event(first)) = first {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match pending.try_recv() {
+                    Ok(Work::Event(more)) => group.push(more),
+                    Ok(Work::Housekeeping) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if group.is_empty() {
+            segments.housekeeping();
+            continue;
         }
         let drafts = group.iter().map(|p| Draft {
             application: &p.application,
@@ -608,7 +658,7 @@ fn write_loop(
                 // (a follower that starts waiting after this reads them: they are
                 // readable now)
                 let followed = outlets.wakers.any();
-                for (p, sequence) in group.into_iter().zip(sequences) {
+                for (p, sequence) in group.drain(..).zip(sequences) {
                     let event = Arc::new(LoggedEvent {
                         application: p.application,
                         application_uid: p.application_uid,
@@ -640,7 +690,7 @@ fn write_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, "the event log cannot write");
-                for p in group {
+                for p in group.drain(..) {
                     acknowledge(p.ack, p.relay, Err(e.to_string()), &mut relays);
                 }
                 for relay in relays.drain(..) {
@@ -756,6 +806,13 @@ mod tests {
         );
         // one of "a" wakes its follower, which reads it
         log.publish(&event("a", "u1", 1)).await.unwrap();
+        // (the writer wakes followers after it acknowledged the group)
+        for _ in 0..200 {
+            if counting.0.load(Ordering::SeqCst) >= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert!(counting.0.load(Ordering::SeqCst) >= 1);
         match waiting.as_mut().poll(&mut cx) {
             std::task::Poll::Ready(events) => assert_eq!(ids(&events.unwrap()), ["a-u1-1"]),

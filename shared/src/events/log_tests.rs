@@ -595,8 +595,17 @@ fn event_of(app: &str, uid: &str, n: u32) -> Event {
     event
 }
 
+/// Whether any segment file holds `bytes`.
+fn on_disk(path: &Path, bytes: &[u8]) -> bool {
+    segment_files(path).iter().any(|(_, file, _)| {
+        std::fs::read(file)
+            .map(|data| data.windows(bytes.len()).any(|w| w == bytes))
+            .unwrap_or(false)
+    })
+}
+
 #[tokio::test]
-async fn a_deleted_applications_events_are_forgotten_but_the_names_newest() {
+async fn a_deleted_applications_events_are_erased_from_disk_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.redb");
     let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
@@ -613,37 +622,103 @@ async fn a_deleted_applications_events_are_forgotten_but_the_names_newest() {
     let mut uids = log.application_uids();
     uids.sort();
     let pair = |a: &str, u: &str| (a.to_owned(), u.to_owned());
-    // (not c's: its one record is its name's newest, kept)
-    assert_eq!(uids, [pair("a", "uid-a"), pair("a", "uid-b")]);
-    let files_before = segment_files(&path).len();
+    assert_eq!(
+        uids,
+        [pair("a", "uid-a"), pair("a", "uid-b"), pair("c", "uid-c")]
+    );
+    assert!(on_disk(&path, b"uid-a") && on_disk(&path, b"uid-b"));
 
-    assert_eq!(log.forget("a", "uid-a"), 30, "all but the newest");
-    assert_eq!(kept(&log, "a"), expected("a", 31..=36));
+    // the name's newest (36) is not counted: it stays, as a tombstone
+    assert_eq!(log.forget("a", "uid-a"), 30);
+    assert_eq!(kept(&log, "a"), expected("a", 31..=35), "none of uid-a's");
     assert_eq!(log.forget("a", "uid-b"), 5);
     assert_eq!(log.forget("a", "uid-b"), 0, "once");
-    assert_eq!(kept(&log, "a"), expected("a", 36..=36));
-    assert_eq!(log.forget("a", "uid-a"), 0, "the newest stays");
+    assert_eq!(kept(&log, "a"), []);
+    assert_eq!(log.forget("a", "uid-a"), 0);
     assert_eq!(log.forget("nobody", "uid-x"), 0);
     assert_eq!(kept(&log, "c"), expected("c", 1..=1), "another's are kept");
-    assert_eq!(log.application_uids(), [], "nothing more to forget");
 
-    // their segments go with the next commits; the name's numbers go on
-    log.publish(&event_of("a", "uid-d", 37)).await.unwrap();
+    // erased from disk without waiting for another event, the name's newest included
     assert!(
-        eventually(|| segment_files(&path).len() < files_before / 2).await,
-        "{files_before} segments before, now {:?}",
+        eventually(|| !on_disk(&path, b"uid-a") && !on_disk(&path, b"uid-b")).await,
+        "still on disk: {:?}",
         segment_files(&path)
     );
-    assert_eq!(kept(&log, "a"), expected("a", 36..=37));
+    assert_eq!(log.application_uids(), [pair("c", "uid-c")]);
+    assert!(on_disk(&path, b"uid-c"));
+    assert_eq!(kept(&log, "c"), expected("c", 1..=1));
+    assert_eq!(log.last_sequence("a").unwrap(), 36);
+    close(log, &path).await;
+
+    // the tombstone keeps the name's numbers through a restart, and is never read
+    let log = reopen(&path, options(1000, SMALL)).await;
+    assert_eq!(log.last_sequence("a").unwrap(), 36);
+    assert_eq!(kept(&log, "a"), []);
+    assert_eq!(log.application_uids(), [pair("c", "uid-c")]);
+    log.publish(&event_of("a", "uid-d", 37)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 37..=37));
     assert_eq!(kept(&log, "c"), expected("c", 1..=1));
     close(log, &path).await;
-    // what is still on disk is read again at a reopen (until its segment goes): the
-    // housekeeping at start forgets it again
     let log = reopen(&path, options(1000, SMALL)).await;
-    // (and 36 goes now: it is no longer the name's newest)
-    log.forget("a", "uid-a");
-    log.forget("a", "uid-b");
     assert_eq!(kept(&log, "a"), expected("a", 37..=37));
     log.publish(&event_of("a", "uid-d", 38)).await.unwrap();
     assert_eq!(kept(&log, "a"), expected("a", 37..=38));
+    assert_eq!(kept(&log, "c"), expected("c", 1..=1));
+}
+
+#[tokio::test]
+async fn what_a_restart_finds_of_a_deleted_application_is_erased_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
+    for n in 1..=10 {
+        log.publish(&event_of("a", "uid-a", n)).await.unwrap();
+        log.publish(&event_of("c", "uid-c", n)).await.unwrap();
+    }
+    close(log, &path).await;
+    // (the sweep at start: what was not erased before a stop is found again)
+    let log = reopen(&path, options(1000, SMALL)).await;
+    assert_eq!(log.forget("a", "uid-a"), 9);
+    // publishes while the segments are rewritten are neither lost nor erased
+    for n in 11..=20 {
+        log.publish(&event_of("c", "uid-c", n)).await.unwrap();
+    }
+    assert!(eventually(|| !on_disk(&path, b"uid-a")).await);
+    assert_eq!(kept(&log, "c"), expected("c", 1..=20));
+    close(log, &path).await;
+    let log = reopen(&path, options(1000, SMALL)).await;
+    assert_eq!(kept(&log, "c"), expected("c", 1..=20));
+    assert_eq!(kept(&log, "a"), []);
+    assert_eq!(log.last_sequence("a").unwrap(), 10);
+}
+
+#[tokio::test]
+async fn what_retention_dropped_of_a_deleted_application_is_erased_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(5, SMALL)).unwrap();
+    // c's one event pins the first segment, where a's first events stay on disk after
+    // retention dropped them from the index
+    log.publish(&event_of("c", "uid-c", 1)).await.unwrap();
+    for n in 1..=20 {
+        log.publish(&event_of("a", "uid-a", n)).await.unwrap();
+    }
+    assert_eq!(kept(&log, "a"), expected("a", 16..=20));
+    assert!(on_disk(&path, br#""a-1""#), "{:?}", segment_files(&path));
+    let pair = |a: &str, u: &str| (a.to_owned(), u.to_owned());
+    let mut uids = log.application_uids();
+    uids.sort();
+    assert_eq!(uids, [pair("a", "uid-a"), pair("c", "uid-c")]);
+    assert_eq!(log.forget("a", "uid-a"), 4);
+    assert!(
+        eventually(|| !on_disk(&path, b"uid-a")).await,
+        "still on disk: {:?}",
+        segment_files(&path)
+    );
+    assert_eq!(log.application_uids(), [pair("c", "uid-c")]);
+    assert_eq!(kept(&log, "c"), expected("c", 1..=1));
+    close(log, &path).await;
+    let log = reopen(&path, options(5, SMALL)).await;
+    assert_eq!(kept(&log, "c"), expected("c", 1..=1));
+    assert_eq!(log.last_sequence("a").unwrap(), 20);
 }

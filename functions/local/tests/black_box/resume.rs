@@ -3,6 +3,7 @@
 
 use super::mqtt_client::{Client, In, Options, connect};
 use super::runner::{LocalRunner, Socket};
+use super::tenants::uid_of;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -437,9 +438,24 @@ async fn a_group_unused_for_its_expiry_is_removed() {
     assert_eq!(numbers(&mut old, 1).await, [3]);
 }
 
+/// Whether a file under `dir` with the extension `seg` (the event log's segments)
+/// holds `bytes`.
+fn in_segments(dir: &std::path::Path, bytes: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            in_segments(&path, bytes)
+        } else {
+            path.extension().is_some_and(|x| x == "seg")
+                && std::fs::read(&path)
+                    .is_ok_and(|data| data.windows(bytes.len()).any(|w| w == bytes))
+        }
+    })
+}
+
 /// The events of a deleted application leave the log at the housekeeping sweep (here
-/// the one at start), all but its name's newest; another application's stay, and a
-/// group of it resumes over the restart.
+/// the one at start), and are erased from its files without waiting for another
+/// event; another application's stay, and a group of it resumes over the restart.
 #[tokio::test]
 async fn a_deleted_applications_events_are_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -451,6 +467,12 @@ async fn a_deleted_applications_events_are_removed() {
     group.close(None).await.unwrap();
     publish(&server, 1..=50).await;
     publish_to(&server, "app2", 1..=5).await;
+    let owner = (user.clone(), key.clone());
+    let (uid1, uid2) = (
+        uid_of(&server, &owner, "app1").await,
+        uid_of(&server, &owner, "app2").await,
+    );
+    assert!(in_segments(dir.path(), uid1.as_bytes()));
     let deleted = reqwest::Client::new()
         .delete(format!("{}{APPS}/app1", server.base))
         .basic_auth(&user, Some(&key))
@@ -468,6 +490,17 @@ async fn a_deleted_applications_events_are_removed() {
         .metric("drogue_housekeeping_removed_total{kind=\"event\"}")
         .await;
     assert!(removed >= 50, "{removed} events removed");
+    // (the newest of them too: a tombstone keeps its number, nothing of the event)
+    let mut erased = false;
+    for _ in 0..100 {
+        if !in_segments(dir.path(), uid1.as_bytes()) {
+            erased = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(erased, "the deleted application's events are still on disk");
+    assert!(in_segments(dir.path(), uid2.as_bytes()));
     let mut group = server.websocket("/stream/app2?group_id=g1", who).await;
     assert_eq!(numbers(&mut group, 5).await, [1, 2, 3, 4, 5]);
 }

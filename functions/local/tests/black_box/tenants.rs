@@ -592,7 +592,7 @@ async fn closed_by_recheck(client: &mut super::mqtt_client::Client) {
 }
 
 /// The `uid` of an application, as `who` reads it.
-async fn uid_of(server: &LocalRunner, who: &(String, String), app: &str) -> String {
+pub(super) async fn uid_of(server: &LocalRunner, who: &(String, String), app: &str) -> String {
     let read: serde_json::Value = reqwest::Client::new()
         .get(format!("{}{APPS}/{app}", server.base))
         .basic_auth(&who.0, Some(&who.1))

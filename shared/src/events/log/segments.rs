@@ -8,7 +8,7 @@
 //! reader never waits for a `fdatasync`.
 
 use super::LoggedEvent;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -48,12 +48,14 @@ pub struct Draft<'a> {
 }
 
 /// Where a record is: segment id, offset of its frame, frame length (0: the record is
-/// missing, lost to corruption).
+/// missing, lost to corruption); and whether it is an erased record's
+/// [tombstone](encode_tombstone), kept for its sequence number and never read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Loc {
     segment: u64,
     offset: u64,
     len: u32,
+    erased: bool,
 }
 
 impl Loc {
@@ -61,10 +63,16 @@ impl Loc {
         segment: 0,
         offset: 0,
         len: 0,
+        erased: false,
     };
 
     fn is_missing(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether a reader gets a record here.
+    fn is_readable(&self) -> bool {
+        !self.is_missing() && !self.erased
     }
 }
 
@@ -117,11 +125,29 @@ struct Index {
     files: HashMap<u64, Arc<File>>,
 }
 
+/// What [`Segments::forget`] leaves the writer to do.
+#[derive(Default)]
+struct Forgotten {
+    /// Records readers no longer see, to take off the writer's books.
+    released: Vec<Loc>,
+    /// Segments that hold forgotten records, or a name's newest record of a deleted
+    /// application (marked erased in the index): to rewrite without them.
+    segments: BTreeSet<u64>,
+    /// The deleted applications: every segment with records of theirs, kept or not, is
+    /// rewritten.
+    uids: Vec<Arc<str>>,
+}
+
+/// Which applications have records in a segment, kept or not (retention leaves the
+/// bytes of the records it drops until their segment goes): `uid` -> name.
+type Residents = HashMap<Arc<str>, Arc<str>>;
+
 /// What readers share with the writer.
 pub struct Segments {
     index: RwLock<Index>,
-    /// Records [forgotten](Segments::forget), for the writer to take off its books.
-    released: Mutex<Vec<Loc>>,
+    forgotten: Mutex<Forgotten>,
+    /// Each segment's [`Residents`]; the writer keeps it, the sweep reads it.
+    residents: Mutex<BTreeMap<u64, Residents>>,
 }
 
 impl Segments {
@@ -152,7 +178,7 @@ impl Segments {
                 if wanted.len() >= limit {
                     break;
                 }
-                if loc.is_missing() {
+                if !loc.is_readable() {
                     continue;
                 }
                 wanted.push(*loc);
@@ -224,56 +250,60 @@ impl Segments {
         index.apps.get(application).map_or(0, AppLog::last)
     }
 
-    /// The applications (`uid`s) whose records are kept, with their names; but those
-    /// whose only record is their name's newest (which [`Self::forget`] keeps).
+    /// The applications (`uid`s) that have records in the segments, kept or not, with
+    /// their names.
     pub fn application_uids(&self) -> Vec<(String, String)> {
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        let mut found = Vec::new();
-        for (application, log) in &index.apps {
-            let (first, last) = (log.first, log.last());
-            let mut of_this: Vec<&str> = Vec::new();
-            for (n, (start, uid)) in log.uids.iter().enumerate() {
-                let end = log
-                    .uids
-                    .get(n + 1)
-                    .map_or(last, |(next, _)| (*next).min(last));
-                // only those with records to forget: not the name's newest alone
-                if let Some(uid) = uid.as_deref()
-                    && (*start).max(first) < end
-                    && !of_this.contains(&uid)
-                {
-                    of_this.push(uid);
-                }
+        let residents = self
+            .residents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut found: HashMap<&str, &str> = HashMap::new();
+        for of_segment in residents.values() {
+            for (uid, name) in of_segment {
+                found.entry(uid).or_insert(name);
             }
-            found.extend(
-                of_this
-                    .into_iter()
-                    .map(|uid| (application.clone(), uid.to_owned())),
-            );
         }
         found
+            .into_iter()
+            .map(|(uid, name)| (name.to_owned(), uid.to_owned()))
+            .collect()
     }
 
     /// Drops the records of the application `uid` of the name `application` (a deleted
-    /// one), all but the name's newest record, which keeps its sequence numbers going;
-    /// how many. Readers no longer see them; their segments are deleted or compacted
-    /// as the writer's housekeeping goes on.
+    /// one); how many. Readers no longer see them. When the name's newest record is one
+    /// of them, its place stays in the index, marked erased, to keep the name's sequence
+    /// numbers going, and the writer rewrites it as a tombstone. The writer erases every
+    /// record of the application from disk, those retention dropped too, as its
+    /// housekeeping goes on ([`SegmentWriter::housekeeping`]).
     pub fn forget(&self, application: &str, uid: &str) -> usize {
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         let Some(log) = index.apps.get_mut(application) else {
+            drop(index);
+            // (records retention dropped may still be on disk)
+            self.forgotten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .uids
+                .push(Arc::from(uid));
             return 0;
         };
         let (first, last) = (log.first, log.last());
         let mut released = Vec::new();
+        let mut segments = BTreeSet::new();
         for (n, (start, of)) in log.uids.iter().enumerate() {
             if of.as_deref() != Some(uid) {
                 continue;
             }
-            let end = log.uids.get(n + 1).map_or(last, |(next, _)| *next);
-            // up to the name's newest, kept
-            for sequence in (*start).max(first)..end.min(last) {
+            let end = log.uids.get(n + 1).map_or(last + 1, |(next, _)| *next);
+            for sequence in (*start).max(first)..end.min(last + 1) {
                 let slot = &mut log.locs[(sequence - first) as usize];
-                if !slot.is_missing() {
+                if !slot.is_readable() {
+                    continue;
+                }
+                segments.insert(slot.segment);
+                if sequence == last {
+                    slot.erased = true;
+                } else {
                     released.push(*slot);
                     *slot = Loc::MISSING;
                 }
@@ -293,12 +323,15 @@ impl Segments {
         });
         log.prune_uids();
         drop(index);
-        let forgotten = released.len();
-        self.released
+        let removed = released.len();
+        let mut forgotten = self
+            .forgotten
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(released);
-        forgotten
+            .unwrap_or_else(PoisonError::into_inner);
+        forgotten.released.extend(released);
+        forgotten.segments.extend(segments);
+        forgotten.uids.push(Arc::from(uid));
+        removed
     }
 
     /// The sequence numbers an application keeps: (first, last), `None` before its first.
@@ -322,6 +355,12 @@ struct Record<'a> {
 }
 
 impl Record<'_> {
+    /// Whether this is an erased record's tombstone ([`encode_tombstone`]); an event's
+    /// JSON is never empty.
+    fn is_tombstone(&self) -> bool {
+        self.json.is_empty()
+    }
+
     fn to_event(&self) -> LoggedEvent {
         LoggedEvent {
             application: self.application.to_owned(),
@@ -364,6 +403,21 @@ fn encode(buf: &mut Vec<u8>, sequence: u64, draft: &Draft<'_>) -> u32 {
     let crc = checksum(&buf[start..start + 4], &buf[start + PREFIX..]);
     buf[start + 4..start + PREFIX].copy_from_slice(&crc.to_le_bytes());
     (buf.len() - start) as u32
+}
+
+/// Appends the frame of a tombstone, what is left of an erased record: its sequence
+/// number and its application's name, nothing of its event; its length.
+fn encode_tombstone(buf: &mut Vec<u8>, sequence: u64, application: &str) -> u32 {
+    encode(
+        buf,
+        sequence,
+        &Draft {
+            application,
+            application_uid: None,
+            subject: None,
+            json: "",
+        },
+    )
 }
 
 fn take_str<'a>(body: &mut &'a [u8]) -> Option<Option<&'a str>> {
@@ -641,6 +695,15 @@ pub struct SegmentWriter {
     placed: Vec<(String, u64, Loc)>,
     /// The `uid`s of the records [migrated](Self::migrate) and not yet placed.
     migrated_uids: Vec<Option<String>>,
+    /// Segments that hold records of deleted applications, to rewrite without them.
+    erasing: BTreeSet<u64>,
+}
+
+/// Notes that `uid` (of the application `name`) has records in `residents`.
+fn note_resident(residents: &mut Residents, uid: &str, name: &str) {
+    if !residents.contains_key(uid) {
+        residents.insert(Arc::from(uid), Arc::from(name));
+    }
 }
 
 /// An application's records found by the scan at open: (sequence, location, index of
@@ -686,6 +749,7 @@ impl SegmentWriter {
         // and at earlier starts)
         let mut damaged = read_lost(dir)?;
         let mut stats = BTreeMap::new();
+        let mut residents: BTreeMap<u64, Residents> = BTreeMap::new();
         for (n, &id) in ids.iter().enumerate() {
             let is_last = n + 1 == ids.len();
             let path = segment_path(dir, id);
@@ -712,7 +776,11 @@ impl SegmentWriter {
                     segment: id,
                     offset,
                     len,
+                    erased: record.is_tombstone(),
                 };
+                if let Some(uid) = record.application_uid {
+                    note_resident(residents.entry(id).or_default(), uid, record.application);
+                }
                 match found.get_mut(record.application) {
                     Some(records) => records.push(record.sequence, loc, record.application_uid),
                     None => {
@@ -837,7 +905,8 @@ impl SegmentWriter {
             retention,
             store: Arc::new(Segments {
                 index: RwLock::new(index),
-                released: Mutex::new(Vec::new()),
+                forgotten: Mutex::new(Forgotten::default()),
+                residents: Mutex::new(residents),
             }),
             stats,
             roll_next: false,
@@ -845,6 +914,7 @@ impl SegmentWriter {
             buf: Vec::new(),
             placed: Vec::new(),
             migrated_uids: Vec::new(),
+            erasing: BTreeSet::new(),
         })
     }
 
@@ -964,6 +1034,22 @@ impl SegmentWriter {
                 log.prune_uids();
             }
         }
+        {
+            let mut residents = self
+                .store
+                .residents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // (one append: one segment)
+            if let Some((_, _, loc)) = self.placed.first() {
+                let of = residents.entry(loc.segment).or_default();
+                for ((application, _, _), uid) in self.placed.iter().zip(uids) {
+                    if let Some(uid) = uid {
+                        note_resident(of, uid, application);
+                    }
+                }
+            }
+        }
         for (_, _, loc) in self.placed.drain(..) {
             let stat = self.stats.get_mut(&loc.segment).expect("a segment");
             stat.live += 1;
@@ -1018,6 +1104,7 @@ impl SegmentWriter {
                         segment,
                         offset: base + start,
                         len,
+                        erased: false,
                     };
                     (application.to_owned(), sequence, loc)
                 }),
@@ -1026,13 +1113,22 @@ impl SegmentWriter {
         Ok(sequences)
     }
 
-    /// Deletes the sealed segments no record is kept in, and compacts one segment when
-    /// the sealed segments are mostly dead.
+    /// Deletes the sealed segments no record is kept in, and rewrites one segment: one
+    /// that holds records of a deleted application ([`Segments::forget`]) or else,
+    /// when the sealed segments are mostly dead, the deadest.
     pub fn housekeeping(&mut self) {
-        self.take_released();
+        self.take_forgotten();
         self.delete_dead();
-        if let Err(e) = self.compact_one() {
-            tracing::warn!(error = %e, "the event log could not compact a segment");
+        match self.erase_one() {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(e) = self.compact_one() {
+                    tracing::warn!(error = %e, "the event log could not compact a segment");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the event log could not erase a deleted application's records");
+            }
         }
         // a group of large events (or a compaction) leaves no large buffer behind
         if self.buf.capacity() > KEPT_BUFFER {
@@ -1040,12 +1136,23 @@ impl SegmentWriter {
         }
     }
 
-    /// Takes the records readers no longer see ([`Segments::forget`]) off the books.
-    fn take_released(&mut self) {
-        let released = std::mem::take(
+    /// Whether segments holding records of deleted applications are still to be
+    /// rewritten: the writer goes on with them between groups without waiting.
+    pub fn erasing(&self) -> bool {
+        !self.erasing.is_empty()
+    }
+
+    /// Takes the records readers no longer see ([`Segments::forget`]) off the books, and
+    /// their segments into those to rewrite.
+    fn take_forgotten(&mut self) {
+        let Forgotten {
+            released,
+            segments,
+            uids,
+        } = std::mem::take(
             &mut *self
                 .store
-                .released
+                .forgotten
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
@@ -1055,6 +1162,50 @@ impl SegmentWriter {
                 stat.live_bytes -= u64::from(loc.len);
             }
         }
+        self.erasing.extend(
+            segments
+                .into_iter()
+                .filter(|id| self.stats.contains_key(id)),
+        );
+        if !uids.is_empty() {
+            let residents = self
+                .store
+                .residents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.erasing.extend(
+                residents
+                    .iter()
+                    .filter(|(_, of)| uids.iter().any(|uid| of.contains_key(uid)))
+                    .map(|(id, _)| *id),
+            );
+        }
+    }
+
+    /// Rewrites one segment that holds records of deleted applications, sealing it
+    /// first when it is the head: its kept records are copied to the head (the erased
+    /// newest of a name as a tombstone) and it is deleted. Whether there was one.
+    fn erase_one(&mut self) -> io::Result<bool> {
+        let head = self.head();
+        if self.erasing.contains(&head) {
+            // sealed first, so that what the rewrites copy goes to a head not to be
+            // rewritten again
+            if let Err(e) = self.roll() {
+                self.erasing.remove(&head);
+                return Err(e);
+            }
+        }
+        let Some(&id) = self.erasing.first() else {
+            return Ok(false);
+        };
+        // (a segment that fails is not tried again and again; the next sweep finds what
+        // is left of it)
+        self.erasing.remove(&id);
+        if !self.stats.contains_key(&id) {
+            return Ok(true);
+        }
+        self.compact(id)?;
+        Ok(true)
     }
 
     fn delete_dead(&mut self) {
@@ -1072,6 +1223,12 @@ impl SegmentWriter {
 
     fn delete(&mut self, id: u64) {
         self.stats.remove(&id);
+        self.erasing.remove(&id);
+        self.store
+            .residents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
         self.store
             .index
             .write()
@@ -1110,6 +1267,14 @@ impl SegmentWriter {
             })
             .map(|(id, _)| *id)
             .expect("sealed segments");
+        self.compact(victim)?;
+        Ok(true)
+    }
+
+    /// Copies the kept records of the sealed segment `victim` to the head, keeping their
+    /// sequence numbers (a record marked erased as its tombstone), and deletes it.
+    fn compact(&mut self, victim: u64) -> io::Result<()> {
+        let head = self.head();
         let mut moving: Vec<(String, u64, Loc)> = {
             let index = self
                 .store
@@ -1134,11 +1299,22 @@ impl SegmentWriter {
         buf.clear();
         let mut copies = Vec::with_capacity(moving.len());
         let mut frame = Vec::new();
+        // the applications whose records go to the head
+        let mut copied = Residents::new();
         for (application, sequence, loc) in moving {
+            let start = buf.len() as u64;
+            if loc.erased {
+                // nothing of the event goes along
+                let len = encode_tombstone(&mut buf, sequence, &application);
+                copies.push((application, sequence, loc, Some((start, len))));
+                continue;
+            }
             frame.resize(loc.len as usize, 0);
             file.read_exact_at(&mut frame, loc.offset)?;
-            let start = buf.len() as u64;
-            if decode(&frame).is_some() {
+            if let Some(record) = decode(&frame) {
+                if let Some(uid) = record.application_uid {
+                    note_resident(&mut copied, uid, record.application);
+                }
                 buf.extend_from_slice(&frame);
                 copies.push((application, sequence, loc, Some((start, loc.len))));
             } else {
@@ -1146,7 +1322,8 @@ impl SegmentWriter {
                 copies.push((application, sequence, loc, None));
             }
         }
-        let written = if buf.is_empty() {
+        let buf_was_empty = buf.is_empty();
+        let written = if buf_was_empty {
             Ok((head, 0))
         } else {
             self.append(&buf)
@@ -1154,6 +1331,8 @@ impl SegmentWriter {
         self.buf = buf;
         let (segment, base) = written?;
         let mut moved = (0, 0);
+        // a record forgotten while it was copied: its copy is to be erased in turn
+        let mut forgotten_meanwhile = false;
         {
             let mut index = self
                 .store
@@ -1161,26 +1340,36 @@ impl SegmentWriter {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             for (application, sequence, old, new) in &copies {
-                let Some(log) = index.apps.get_mut(application.as_str()) else {
+                // (a record gone from the index meanwhile: forgotten, for retention
+                // drops none but on this thread)
+                let Some(slot) = index.apps.get_mut(application.as_str()).and_then(|log| {
+                    sequence
+                        .checked_sub(log.first)
+                        .and_then(|i| log.locs.get_mut(i as usize))
+                }) else {
+                    forgotten_meanwhile |= new.is_some();
                     continue;
                 };
-                let Some(slot) = sequence
-                    .checked_sub(log.first)
-                    .and_then(|i| log.locs.get_mut(i as usize))
-                else {
-                    continue;
-                };
-                if slot != old {
+                let erased_meanwhile = slot.erased
+                    && !old.erased
+                    && Loc {
+                        erased: true,
+                        ..*old
+                    } == *slot;
+                if slot != old && !erased_meanwhile {
+                    forgotten_meanwhile |= new.is_some();
                     continue;
                 }
                 *slot = match new {
                     Some((start, len)) => {
                         moved.0 += 1;
                         moved.1 += u64::from(*len);
+                        forgotten_meanwhile |= erased_meanwhile;
                         Loc {
                             segment,
                             offset: base + start,
                             len: *len,
+                            erased: slot.erased,
                         }
                     }
                     None => Loc::MISSING,
@@ -1191,6 +1380,20 @@ impl SegmentWriter {
             stat.live += moved.0;
             stat.live_bytes += moved.1;
         }
+        if !buf_was_empty {
+            let mut residents = self
+                .store
+                .residents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let of_head = residents.entry(segment).or_default();
+            for (uid, name) in copied {
+                of_head.entry(uid).or_insert(name);
+            }
+        }
+        if forgotten_meanwhile {
+            self.erasing.insert(segment);
+        }
         tracing::debug!(
             segment = victim,
             records = moved.0,
@@ -1198,7 +1401,7 @@ impl SegmentWriter {
             "event log segment compacted"
         );
         self.delete(victim);
-        Ok(true)
+        Ok(())
     }
 
     /// Housekeeping until there is nothing left to do (at open).
@@ -1235,6 +1438,7 @@ impl SegmentWriter {
                 segment: 0,
                 offset: start,
                 len,
+                erased: false,
             },
         ));
         self.migrated_uids
