@@ -323,13 +323,11 @@ impl EventLog {
     /// retention dropped too, one segment between two groups (the name's newest event
     /// becomes a tombstone that keeps the name's sequence numbers going).
     pub fn forget_all<'a>(&self, deleted: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
-        let (mut removed, mut any) = (0, false);
-        for (application, uid) in deleted {
-            removed += self.segments.forget(application, uid);
-            any = true;
-        }
-        // once all are forgotten, so that no segment is rewritten twice for them (a
-        // full queue: the writer is busy, and its housekeeping comes after each group)
+        let mut any = false;
+        let removed = self
+            .segments
+            .forget_all(deleted.into_iter().inspect(|_| any = true));
+        // (a full queue: the writer is busy, and its housekeeping comes after each group)
         if any {
             let _ = self.writer.try_send(Work::Housekeeping);
         }

@@ -667,7 +667,38 @@ async fn a_deleted_applications_events_are_erased_from_disk_at_once() {
 }
 
 #[tokio::test]
-async fn what_a_restart_finds_of_a_deleted_application_is_erased_again() {
+async fn records_forgotten_while_their_segment_is_copied_are_erased_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
+    for n in 1..=10 {
+        for (app, uid) in [("a", "uid-a"), ("b", "uid-b"), ("c", "uid-c")] {
+            log.publish(&event_of(app, uid, n)).await.unwrap();
+        }
+    }
+    // b's erasure copies a's records, and a is forgotten in the middle of a copy
+    let racing = log.clone();
+    *segments::WHILE_COPYING.lock().unwrap() = Some(Box::new(move || {
+        assert_eq!(racing.forget("a", "uid-a"), 9);
+    }));
+    assert_eq!(log.forget("b", "uid-b"), 9);
+    assert!(
+        eventually(|| !on_disk(&path, b"uid-a") && !on_disk(&path, b"uid-b")).await,
+        "still on disk: {:?}",
+        segment_files(&path)
+    );
+    assert!(segments::WHILE_COPYING.lock().unwrap().is_none(), "raced");
+    assert_eq!(kept(&log, "a"), []);
+    assert_eq!(kept(&log, "c"), expected("c", 1..=10));
+    close(log, &path).await;
+    let log = reopen(&path, options(1000, SMALL)).await;
+    assert_eq!(kept(&log, "a"), []);
+    assert_eq!(kept(&log, "b"), []);
+    assert_eq!(kept(&log, "c"), expected("c", 1..=10));
+}
+
+#[tokio::test]
+async fn an_erasure_cut_short_by_a_crash_is_done_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.redb");
     let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
@@ -675,9 +706,15 @@ async fn what_a_restart_finds_of_a_deleted_application_is_erased_again() {
         log.publish(&event_of("a", "uid-a", n)).await.unwrap();
         log.publish(&event_of("c", "uid-c", n)).await.unwrap();
     }
-    close(log, &path).await;
-    // (the sweep at start: what was not erased before a stop is found again)
-    let log = reopen(&path, options(1000, SMALL)).await;
+    // the files before the erasure: a crash between a rewrite's copies and the old
+    // segment's deletion leaves the old one beside the copies
+    let before: Vec<(PathBuf, Vec<u8>)> = segment_files(&path)
+        .into_iter()
+        .map(|(_, file, _)| {
+            let data = std::fs::read(&file).unwrap();
+            (file, data)
+        })
+        .collect();
     assert_eq!(log.forget("a", "uid-a"), 9);
     // publishes while the segments are rewritten are neither lost nor erased
     for n in 11..=20 {
@@ -686,10 +723,31 @@ async fn what_a_restart_finds_of_a_deleted_application_is_erased_again() {
     assert!(eventually(|| !on_disk(&path, b"uid-a")).await);
     assert_eq!(kept(&log, "c"), expected("c", 1..=20));
     close(log, &path).await;
+    for (file, data) in before {
+        if !file.exists() {
+            std::fs::write(file, data).unwrap();
+        }
+    }
+
+    // the copies count, the tombstone too; what came back is listed, and erased again
+    let log = reopen(&path, options(1000, SMALL)).await;
+    assert_eq!(kept(&log, "c"), expected("c", 1..=20));
+    assert_eq!(kept(&log, "a"), expected("a", 1..=9));
+    assert_eq!(log.last_sequence("a").unwrap(), 10);
+    assert!(
+        log.application_uids()
+            .contains(&("a".to_owned(), "uid-a".to_owned()))
+    );
+    assert_eq!(log.forget("a", "uid-a"), 9);
+    assert!(eventually(|| !on_disk(&path, b"uid-a")).await);
+    assert_eq!(kept(&log, "a"), []);
+    close(log, &path).await;
     let log = reopen(&path, options(1000, SMALL)).await;
     assert_eq!(kept(&log, "c"), expected("c", 1..=20));
     assert_eq!(kept(&log, "a"), []);
     assert_eq!(log.last_sequence("a").unwrap(), 10);
+    log.publish(&event_of("a", "uid-d", 11)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 11..=11));
 }
 
 #[tokio::test]

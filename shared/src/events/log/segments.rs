@@ -253,38 +253,55 @@ impl Segments {
     /// The applications (`uid`s) that have records in the segments, kept or not, with
     /// their names.
     pub fn application_uids(&self) -> Vec<(String, String)> {
-        let residents = self
-            .residents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut found: HashMap<&str, &str> = HashMap::new();
-        for of_segment in residents.values() {
-            for (uid, name) in of_segment {
-                found.entry(uid).or_insert(name);
+        let mut found: HashMap<Arc<str>, Arc<str>> = HashMap::new();
+        {
+            // (the writer takes this lock with each commit: only reference counts here)
+            let residents = self
+                .residents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for of_segment in residents.values() {
+                for (uid, name) in of_segment {
+                    if !found.contains_key(uid) {
+                        found.insert(uid.clone(), name.clone());
+                    }
+                }
             }
         }
         found
             .into_iter()
-            .map(|(uid, name)| (name.to_owned(), uid.to_owned()))
+            .map(|(uid, name)| (name.to_string(), uid.to_string()))
             .collect()
     }
 
-    /// Drops the records of the application `uid` of the name `application` (a deleted
-    /// one); how many. Readers no longer see them. When the name's newest record is one
-    /// of them, its place stays in the index, marked erased, to keep the name's sequence
-    /// numbers going, and the writer rewrites it as a tombstone. The writer erases every
-    /// record of the application from disk, those retention dropped too, as its
-    /// housekeeping goes on ([`SegmentWriter::housekeeping`]).
-    pub fn forget(&self, application: &str, uid: &str) -> usize {
+    /// Drops the records of deleted applications, (name, `uid`) each; how many. Readers
+    /// no longer see them. When a name's newest record is one of them, its place stays
+    /// in the index, marked erased, to keep the name's sequence numbers going, and the
+    /// writer rewrites it as a tombstone. The writer erases every record of these
+    /// applications from disk, those retention dropped too, as its housekeeping goes on
+    /// ([`SegmentWriter::housekeeping`]), each segment once for them all.
+    pub fn forget_all<'a>(&self, deleted: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+        let mut batch = Forgotten::default();
+        let removed = deleted
+            .into_iter()
+            .map(|(application, uid)| self.forget_into(application, uid, &mut batch))
+            .sum();
+        // handed over at once: the writer rewrites each segment once for them all
+        let mut forgotten = self
+            .forgotten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        forgotten.released.extend(batch.released);
+        forgotten.segments.extend(batch.segments);
+        forgotten.uids.extend(batch.uids);
+        removed
+    }
+
+    fn forget_into(&self, application: &str, uid: &str, batch: &mut Forgotten) -> usize {
+        batch.uids.push(Arc::from(uid));
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         let Some(log) = index.apps.get_mut(application) else {
-            drop(index);
             // (records retention dropped may still be on disk)
-            self.forgotten
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .uids
-                .push(Arc::from(uid));
             return 0;
         };
         let (first, last) = (log.first, log.last());
@@ -324,13 +341,8 @@ impl Segments {
         log.prune_uids();
         drop(index);
         let removed = released.len();
-        let mut forgotten = self
-            .forgotten
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        forgotten.released.extend(released);
-        forgotten.segments.extend(segments);
-        forgotten.uids.push(Arc::from(uid));
+        batch.released.extend(released);
+        batch.segments.extend(segments);
         removed
     }
 
@@ -536,6 +548,7 @@ fn salvage_sequences(
     from: u64,
     to: u64,
     newest: &mut HashMap<String, u64>,
+    residents: &mut Residents,
 ) -> io::Result<()> {
     let mut bytes = vec![0; usize::try_from(to - from).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut bytes, from)?;
@@ -549,6 +562,10 @@ fn salvage_sequences(
         {
             let seen = newest.entry(record.application.to_owned()).or_default();
             *seen = (*seen).max(record.sequence);
+            // (what a sealed segment keeps past its damage is on disk until it goes)
+            if let Some(uid) = record.application_uid {
+                note_resident(residents, uid, record.application);
+            }
             at = end;
         } else {
             at += 1;
@@ -633,6 +650,12 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
 
+/// What a test runs inside a segment's rewrite, between the copies' sync and the index's
+/// update: how tests forget records while they are being copied.
+#[cfg(test)]
+pub static WHILE_COPYING: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>> =
+    std::sync::Mutex::new(None);
+
 /// Directories whose syncs fail: how tests make a roll-over fail once its file exists.
 #[cfg(test)]
 pub static FAILING_SYNCS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
@@ -697,6 +720,8 @@ pub struct SegmentWriter {
     migrated_uids: Vec<Option<String>>,
     /// Segments that hold records of deleted applications, to rewrite without them.
     erasing: BTreeSet<u64>,
+    /// Deleted segments whose files could not be removed, to try again.
+    unlink_later: Vec<u64>,
 }
 
 /// Notes that `uid` (of the application `name`) has records in `residents`.
@@ -795,7 +820,19 @@ impl SegmentWriter {
             if damage.is_some() && !zeros_only {
                 // kept before the bytes are cut (or, in a sealed segment, deleted later)
                 let before = damaged.clone();
-                salvage_sequences(&file, valid, size, &mut damaged)?;
+                // (the last segment's damaged bytes are cut below: none stay resident)
+                let mut cut = Residents::new();
+                salvage_sequences(
+                    &file,
+                    valid,
+                    size,
+                    &mut damaged,
+                    if is_last {
+                        &mut cut
+                    } else {
+                        residents.entry(id).or_default()
+                    },
+                )?;
                 if damaged != before {
                     write_lost(dir, &damaged)?;
                 }
@@ -915,6 +952,7 @@ impl SegmentWriter {
             placed: Vec::new(),
             migrated_uids: Vec::new(),
             erasing: BTreeSet::new(),
+            unlink_later: Vec::new(),
         })
     }
 
@@ -1117,6 +1155,11 @@ impl SegmentWriter {
     /// that holds records of a deleted application ([`Segments::forget`]) or else,
     /// when the sealed segments are mostly dead, the deadest.
     pub fn housekeeping(&mut self) {
+        if !self.unlink_later.is_empty() {
+            let mut later = std::mem::take(&mut self.unlink_later);
+            later.retain(|id| !self.unlink(*id, false));
+            self.unlink_later = later;
+        }
         self.take_forgotten();
         self.delete_dead();
         match self.erase_one() {
@@ -1225,19 +1268,34 @@ impl SegmentWriter {
         self.stats.remove(&id);
         self.erasing.remove(&id);
         self.store
-            .residents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        self.store
             .index
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .files
             .remove(&id);
+        if !self.unlink(id, true) {
+            self.unlink_later.push(id);
+        }
+    }
+
+    /// Removes a deleted segment's file; whether it is gone. Its residents go with it.
+    fn unlink(&self, id: u64, first: bool) -> bool {
         let path = segment_path(&self.dir, id);
-        if let Err(e) = fs::remove_file(&path) {
-            tracing::warn!(segment = %path.display(), error = %e, "cannot delete an event log segment");
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                if first {
+                    tracing::warn!(segment = %path.display(), error = %e, "cannot delete an event log segment; tried again after the next groups");
+                }
+                false
+            }
+            _ => {
+                self.store
+                    .residents
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+                true
+            }
         }
     }
 
@@ -1330,6 +1388,14 @@ impl SegmentWriter {
         };
         self.buf = buf;
         let (segment, base) = written?;
+        #[cfg(test)]
+        if let Some(hook) = WHILE_COPYING
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            hook();
+        }
         let mut moved = (0, 0);
         // a record forgotten while it was copied: its copy is to be erased in turn
         let mut forgotten_meanwhile = false;
