@@ -1081,9 +1081,14 @@ impl SegmentWriter {
             // (one append: one segment)
             if let Some((_, _, loc)) = self.placed.first() {
                 let of = residents.entry(loc.segment).or_default();
+                // (a group is mostly of a few applications in runs: one lookup a run)
+                let mut noted: Option<&str> = None;
                 for ((application, _, _), uid) in self.placed.iter().zip(uids) {
-                    if let Some(uid) = uid {
+                    if let Some(uid) = uid
+                        && noted != Some(uid)
+                    {
                         note_resident(of, uid, application);
+                        noted = Some(uid);
                     }
                 }
             }
