@@ -130,11 +130,8 @@ struct Index {
 struct Forgotten {
     /// Records readers no longer see, to take off the writer's books.
     released: Vec<Loc>,
-    /// Segments that hold forgotten records, or a name's newest record of a deleted
-    /// application (marked erased in the index): to rewrite without them.
-    segments: BTreeSet<u64>,
-    /// The deleted applications: every segment with records of theirs, kept or not, is
-    /// rewritten.
+    /// The deleted applications: every segment with records of theirs (its
+    /// [`Residents`]), kept or not, is rewritten.
     uids: Vec<Arc<str>>,
 }
 
@@ -292,7 +289,6 @@ impl Segments {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         forgotten.released.extend(batch.released);
-        forgotten.segments.extend(batch.segments);
         forgotten.uids.extend(batch.uids);
         removed
     }
@@ -306,7 +302,6 @@ impl Segments {
         };
         let (first, last) = (log.first, log.last());
         let mut released = Vec::new();
-        let mut segments = BTreeSet::new();
         for (n, (start, of)) in log.uids.iter().enumerate() {
             if of.as_deref() != Some(uid) {
                 continue;
@@ -317,7 +312,6 @@ impl Segments {
                 if !slot.is_readable() {
                     continue;
                 }
-                segments.insert(slot.segment);
                 if sequence == last {
                     slot.erased = true;
                 } else {
@@ -342,7 +336,6 @@ impl Segments {
         drop(index);
         let removed = released.len();
         batch.released.extend(released);
-        batch.segments.extend(segments);
         removed
     }
 
@@ -1193,11 +1186,7 @@ impl SegmentWriter {
     /// Takes the records readers no longer see ([`Segments::forget`]) off the books, and
     /// their segments into those to rewrite.
     fn take_forgotten(&mut self) {
-        let Forgotten {
-            released,
-            segments,
-            uids,
-        } = std::mem::take(
+        let Forgotten { released, uids } = std::mem::take(
             &mut *self
                 .store
                 .forgotten
@@ -1210,11 +1199,6 @@ impl SegmentWriter {
                 stat.live_bytes -= u64::from(loc.len);
             }
         }
-        self.erasing.extend(
-            segments
-                .into_iter()
-                .filter(|id| self.stats.contains_key(id)),
-        );
         if !uids.is_empty() {
             let residents = self
                 .store
@@ -1385,8 +1369,7 @@ impl SegmentWriter {
                 copies.push((application, sequence, loc, None));
             }
         }
-        let buf_was_empty = buf.is_empty();
-        let written = if buf_was_empty {
+        let written = if buf.is_empty() {
             Ok((head, 0))
         } else {
             self.append(&buf)
@@ -1402,8 +1385,6 @@ impl SegmentWriter {
             hook();
         }
         let mut moved = (0, 0);
-        // a record forgotten while it was copied: its copy is to be erased in turn
-        let mut forgotten_meanwhile = false;
         {
             let mut index = self
                 .store
@@ -1411,31 +1392,28 @@ impl SegmentWriter {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             for (application, sequence, old, new) in &copies {
-                // (a record gone from the index meanwhile: forgotten, for retention
-                // drops none but on this thread)
+                // (a record forgotten meanwhile is not pointed at: its copy, resident
+                // in the head, is erased with the head, since its uid is forgotten)
                 let Some(slot) = index.apps.get_mut(application.as_str()).and_then(|log| {
                     sequence
                         .checked_sub(log.first)
                         .and_then(|i| log.locs.get_mut(i as usize))
                 }) else {
-                    forgotten_meanwhile |= new.is_some();
                     continue;
                 };
-                let erased_meanwhile = slot.erased
-                    && !old.erased
-                    && Loc {
-                        erased: true,
+                // (the same record, perhaps marked erased meanwhile)
+                if *slot
+                    != (Loc {
+                        erased: slot.erased,
                         ..*old
-                    } == *slot;
-                if slot != old && !erased_meanwhile {
-                    forgotten_meanwhile |= new.is_some();
+                    })
+                {
                     continue;
                 }
                 *slot = match new {
                     Some((start, len)) => {
                         moved.0 += 1;
                         moved.1 += u64::from(*len);
-                        forgotten_meanwhile |= erased_meanwhile;
                         Loc {
                             segment,
                             offset: base + start,
@@ -1451,7 +1429,7 @@ impl SegmentWriter {
             stat.live += moved.0;
             stat.live_bytes += moved.1;
         }
-        if !buf_was_empty {
+        if !copied.is_empty() {
             let mut residents = self
                 .store
                 .residents
@@ -1461,9 +1439,6 @@ impl SegmentWriter {
             for (uid, name) in copied {
                 of_head.entry(uid).or_insert(name);
             }
-        }
-        if forgotten_meanwhile {
-            self.erasing.insert(segment);
         }
         tracing::debug!(
             segment = victim,
