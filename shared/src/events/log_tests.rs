@@ -667,6 +667,46 @@ async fn a_deleted_applications_events_are_erased_from_disk_at_once() {
 }
 
 #[tokio::test]
+async fn an_application_stays_listed_until_the_deletion_of_its_segments_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
+    for n in 1..=12 {
+        log.publish(&event_of("a", "uid-a", n)).await.unwrap();
+    }
+    for n in 1..=12 {
+        log.publish(&event_of("c", "uid-c", n)).await.unwrap();
+    }
+    // the segments' directory cannot be synced: the files holding uid-a's records go,
+    // but a crash could bring them back, so the application is still listed
+    let failing = segments_dir(&path);
+    segments::FAILING_SYNCS
+        .lock()
+        .unwrap()
+        .push(failing.clone());
+    assert_eq!(log.forget("a", "uid-a"), 11);
+    let gone = eventually(|| !on_disk(&path, b"uid-a")).await;
+    let listed = log.application_uids();
+    segments::FAILING_SYNCS
+        .lock()
+        .unwrap()
+        .retain(|dir| *dir != failing);
+    assert!(gone, "still on disk: {:?}", segment_files(&path));
+    let pair = |a: &str, u: &str| (a.to_owned(), u.to_owned());
+    assert!(listed.contains(&pair("a", "uid-a")), "{listed:?}");
+
+    // once the directory syncs, the deletion is retried after the next group and done
+    log.publish(&event_of("c", "uid-c", 13)).await.unwrap();
+    assert!(
+        eventually(|| log.application_uids() == [pair("c", "uid-c")]).await,
+        "{:?}",
+        log.application_uids()
+    );
+    assert_eq!(kept(&log, "c"), expected("c", 1..=13));
+    assert_eq!(kept(&log, "a"), []);
+}
+
+#[tokio::test]
 async fn records_forgotten_while_their_segment_is_copied_are_erased_too() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.redb");

@@ -1267,17 +1267,23 @@ impl SegmentWriter {
         }
     }
 
-    /// Removes a deleted segment's file; whether it is gone. Its residents go with it.
+    /// Removes a deleted segment's file, durably (its directory synced after); whether
+    /// it is gone. Its residents go with it: until then a crash could bring the file
+    /// back, and the applications it holds stay listed for the sweep to erase.
     fn unlink(&self, id: u64, first: bool) -> bool {
         let path = segment_path(&self.dir, id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+        let removed = match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => sync_dir(&self.dir),
+        };
+        match removed {
+            Err(e) => {
                 if first {
                     tracing::warn!(segment = %path.display(), error = %e, "cannot delete an event log segment; tried again after the next groups");
                 }
                 false
             }
-            _ => {
+            Ok(()) => {
                 self.store
                     .residents
                     .lock()
