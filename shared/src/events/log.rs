@@ -515,11 +515,15 @@ impl Follower {
             let batch = self.log.read(&self.application, self.after, limit.max(1))?;
             if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
                 if self.after > 0 && first.sequence > self.after + 1 {
-                    tracing::warn!(
-                        application = %self.application,
-                        missed = first.sequence - self.after - 1,
-                        "a consumer resumed behind the log's retention and missed events"
-                    );
+                    // (not the records of a deleted application erased in between)
+                    let kept = self.log.segments.retained_from(&self.application);
+                    if kept > self.after + 1 {
+                        tracing::warn!(
+                            application = %self.application,
+                            missed = kept.min(first.sequence) - self.after - 1,
+                            "a consumer resumed behind the log's retention and missed events"
+                        );
+                    }
                 }
                 self.after = last.sequence;
                 let wanted: Vec<LoggedEvent> = batch
@@ -764,6 +768,72 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// The "missed events" warnings logged on this thread while `run` runs.
+    async fn missed_warnings(run: impl std::future::Future<Output = ()>) -> Vec<String> {
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+        struct Missed(String);
+        impl tracing::field::Visit for Missed {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "missed" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let mut missed = Missed(String::new());
+                event.record(&mut missed);
+                if !missed.0.is_empty() {
+                    self.0.lock().unwrap().push(missed.0);
+                }
+            }
+        }
+        let warnings = Warnings::default();
+        let subscriber = tracing_subscriber::registry().with(warnings.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        run.await;
+        warnings.0.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn only_events_that_retention_dropped_are_reported_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path().join("events.redb"), 3).unwrap();
+        // a consumer of "a" (uid u2) read 2; 3 is of a deleted application of the name
+        log.publish(&event("a", "u2", 1)).await.unwrap();
+        log.publish(&event("a", "u2", 2)).await.unwrap();
+        log.publish(&event("a", "u1", 3)).await.unwrap();
+        log.publish(&event("a", "u2", 4)).await.unwrap();
+        assert_eq!(log.forget("a", "u1"), 1);
+        let mut follower = log.follow("a", Some("u2"), 2);
+        let warnings = missed_warnings(async {
+            let read = follower.next(10).await.unwrap();
+            assert_eq!(ids(&read), ["a-u2-4"]);
+        })
+        .await;
+        assert_eq!(
+            warnings,
+            Vec::<String>::new(),
+            "an erased event is not missed"
+        );
+
+        // one that read 1 missed 2, which retention dropped (3 was erased): one missed
+        log.publish(&event("a", "u2", 5)).await.unwrap();
+        let mut behind = log.follow("a", Some("u2"), 1);
+        let warnings = missed_warnings(async {
+            let read = behind.next(10).await.unwrap();
+            assert_eq!(ids(&read), ["a-u2-4", "a-u2-5"]);
+        })
+        .await;
+        assert_eq!(warnings, ["1"]);
     }
 
     #[tokio::test]

@@ -145,6 +145,8 @@ pub struct Segments {
     forgotten: Mutex<Forgotten>,
     /// Each segment's [`Residents`]; the writer keeps it, the sweep reads it.
     residents: Mutex<BTreeMap<u64, Residents>>,
+    /// How many records each application keeps.
+    retention: u64,
 }
 
 impl Segments {
@@ -245,6 +247,15 @@ impl Segments {
     pub fn last_sequence(&self, application: &str) -> u64 {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         index.apps.get(application).map_or(0, AppLog::last)
+    }
+
+    /// The oldest sequence number an application's retention keeps now (1 while it has
+    /// fewer records than that): a reader after a number below it lost records to
+    /// retention; a gap above it is records erased or lost to damage.
+    pub fn retained_from(&self, application: &str) -> u64 {
+        (self.last_sequence(application) + 1)
+            .saturating_sub(self.retention)
+            .max(1)
     }
 
     /// The applications (`uid`s) that have records in the segments, kept or not, with
@@ -937,6 +948,7 @@ impl SegmentWriter {
                 index: RwLock::new(index),
                 forgotten: Mutex::new(Forgotten::default()),
                 residents: Mutex::new(residents),
+                retention,
             }),
             stats,
             roll_next: false,
