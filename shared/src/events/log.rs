@@ -11,6 +11,8 @@
 mod relay;
 mod segments;
 
+pub use segments::REWRITE_STEP;
+
 pub use relay::relay_acknowledgements;
 
 use super::{EventSink, SinkError, StructuredEvent};
@@ -186,6 +188,9 @@ pub struct LogOptions {
     pub retention: u64,
     /// The size at which a new segment is started.
     pub segment_size: u64,
+    /// The bytes of records a segment's rewrite (a compaction, an erasure) copies
+    /// between two groups.
+    pub rewrite_step: usize,
 }
 
 impl Default for LogOptions {
@@ -193,6 +198,7 @@ impl Default for LogOptions {
         Self {
             retention: DEFAULT_RETENTION,
             segment_size: DEFAULT_SEGMENT_SIZE,
+            rewrite_step: REWRITE_STEP,
         }
     }
 }
@@ -232,6 +238,7 @@ impl EventLog {
         txn.commit().map_err(SinkError::unavailable)?;
         let mut segments = SegmentWriter::open(&dir, options.segment_size, options.retention)
             .map_err(SinkError::unavailable)?;
+        segments.set_rewrite_step(options.rewrite_step);
         migrate(&mut db, &mut segments).map_err(SinkError::unavailable)?;
         segments.settle().map_err(SinkError::unavailable)?;
         let db = Arc::new(db);
@@ -616,9 +623,10 @@ fn write_loop(
     let mut relays = Vec::new();
     let mut group = Vec::new();
     loop {
-        // while records of deleted applications are being erased, one segment at a time
-        // between groups, the writer does not wait for work
-        let first = if segments.erasing() {
+        // while a segment is being rewritten (compacted, or erased of a deleted
+        // application's records), a step at a time between groups, the writer does not
+        // wait for work
+        let first = if segments.rewriting() {
             match pending.try_recv() {
                 Ok(work) => Some(work),
                 Err(mpsc::error::TryRecvError::Empty) => None,

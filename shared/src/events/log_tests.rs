@@ -50,6 +50,7 @@ fn options(retention: u64, segment_size: u64) -> LogOptions {
     LogOptions {
         retention,
         segment_size,
+        ..LogOptions::default()
     }
 }
 
@@ -718,16 +719,19 @@ async fn records_forgotten_while_their_segment_is_copied_are_erased_too() {
     }
     // b's erasure copies a's records, and a is forgotten in the middle of a copy
     let racing = log.clone();
-    *segments::WHILE_COPYING.lock().unwrap() = Some(Box::new(move || {
-        assert_eq!(racing.forget("a", "uid-a"), 9);
-    }));
+    segments::WHILE_COPYING.lock().unwrap().push((
+        segments_dir(&path),
+        Box::new(move || {
+            assert_eq!(racing.forget("a", "uid-a"), 9);
+        }),
+    ));
     assert_eq!(log.forget("b", "uid-b"), 9);
     assert!(
         eventually(|| !on_disk(&path, b"uid-a") && !on_disk(&path, b"uid-b")).await,
         "still on disk: {:?}",
         segment_files(&path)
     );
-    assert!(segments::WHILE_COPYING.lock().unwrap().is_none(), "raced");
+    assert!(segments::WHILE_COPYING.lock().unwrap().is_empty(), "raced");
     assert_eq!(kept(&log, "a"), []);
     assert_eq!(kept(&log, "c"), expected("c", 1..=10));
     close(log, &path).await;
@@ -735,6 +739,75 @@ async fn records_forgotten_while_their_segment_is_copied_are_erased_too() {
     assert_eq!(kept(&log, "a"), []);
     assert_eq!(kept(&log, "b"), []);
     assert_eq!(kept(&log, "c"), expected("c", 1..=10));
+}
+
+#[tokio::test]
+async fn groups_are_committed_between_the_steps_of_a_segments_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(1000, 8 << 20)).unwrap();
+    // a segment of 6.4 MB: a's and b's events of 16 kB in turn
+    let large = |app: &str, n: u32| {
+        let mut event = event(app, n);
+        event.set_data(
+            "application/json",
+            serde_json::json!({"n": n, "pad": "x".repeat(16 << 10)}),
+        );
+        event
+    };
+    for n in 1..=200 {
+        log.publish(&large("a", n)).await.unwrap();
+        log.publish(&large("b", n)).await.unwrap();
+    }
+    // a's erasure copies b's 3.2 MB to a new head, in steps; while the first step is
+    // copying, an event of "x" is queued
+    let during = log.clone();
+    let hook = move || {
+        let (queued, waiting) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let event = crate::events::StructuredEvent::from(&event("x", 1));
+            runtime
+                .block_on(during.publish_in_order(event, &move || queued.send(()).unwrap()))
+                .unwrap();
+        });
+        waiting.recv().unwrap();
+    };
+    segments::WHILE_COPYING
+        .lock()
+        .unwrap()
+        .push((segments_dir(&path), Box::new(hook)));
+    assert_eq!(log.forget("a", "uid-a"), 199);
+    assert!(
+        eventually(|| !on_disk(&path, b"uid-a")).await,
+        "still on disk: {:?}",
+        segment_files(&path)
+    );
+    assert!(
+        segments::WHILE_COPYING.lock().unwrap().is_empty(),
+        "not copied"
+    );
+    assert_eq!(kept(&log, "x"), expected("x", 1..=1));
+    assert_eq!(kept(&log, "b"), expected("b", 1..=200));
+    // the event went in after the first step's copies and before the last step's
+    let files = segment_files(&path);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let head = std::fs::read(&files[0].1).unwrap();
+    let at = |id: &str| {
+        let needle = format!("\"id\":\"{id}\"");
+        head.windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .unwrap_or_else(|| panic!("{id} not in the head"))
+    };
+    assert!(at("b-1") < at("x-1"), "{} {}", at("b-1"), at("x-1"));
+    assert!(at("x-1") < at("b-200"), "{} {}", at("x-1"), at("b-200"));
+    close(log, &path).await;
+    let log = reopen(&path, options(1000, 8 << 20)).await;
+    assert_eq!(kept(&log, "b"), expected("b", 1..=200));
+    assert_eq!(kept(&log, "x"), expected("x", 1..=1));
+    assert_eq!(kept(&log, "a"), []);
 }
 
 #[tokio::test]

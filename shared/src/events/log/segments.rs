@@ -31,6 +31,10 @@ const ABSENT: u32 = u32::MAX;
 const MAX_SPAN: u64 = 4 << 20;
 /// Migration writes in chunks of about this size.
 const MIGRATION_CHUNK: usize = 4 << 20;
+/// A segment is rewritten (compacted, or erased) in steps of about this many bytes of
+/// records, one step between two groups: the commits waiting behind a step wait for
+/// this much copying, not for a whole segment's.
+pub const REWRITE_STEP: usize = 1 << 20;
 /// The largest write buffer kept between groups.
 const KEPT_BUFFER: usize = 8 << 20;
 /// Zeros written ahead of the head's last record (never past the segment size): a group
@@ -656,9 +660,13 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 /// What a test runs inside a segment's rewrite, between the copies' sync and the index's
 /// update: how tests forget records while they are being copied.
+/// Keyed by the segments' directory, each taken by the first step there.
 #[cfg(test)]
-pub static WHILE_COPYING: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>> =
-    std::sync::Mutex::new(None);
+pub static WHILE_COPYING: std::sync::Mutex<Vec<(PathBuf, Hook)>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+pub type Hook = Box<dyn FnOnce() + Send>;
 
 /// Directories whose syncs fail: how tests make a roll-over fail once its file exists.
 #[cfg(test)]
@@ -724,8 +732,23 @@ pub struct SegmentWriter {
     migrated_uids: Vec<Option<String>>,
     /// Segments that hold records of deleted applications, to rewrite without them.
     erasing: BTreeSet<u64>,
+    /// The segment being rewritten, step by step.
+    rewrite: Option<Rewrite>,
+    /// The bytes of records a rewrite copies in one step.
+    rewrite_step: usize,
+    /// The bytes appended by groups since the last step: a step copies at least as
+    /// much, so a compaction frees space faster than groups take it.
+    appended: usize,
     /// Deleted segments whose files could not be removed, to try again.
     unlink_later: Vec<u64>,
+}
+
+/// A sealed segment's rewrite under way: the records the index pointed into it when it
+/// started, in file order, that are still to be copied.
+struct Rewrite {
+    victim: u64,
+    file: Arc<File>,
+    moving: VecDeque<(String, u64, Loc)>,
 }
 
 /// Notes that `uid` (of the application `name`) has records in `residents`.
@@ -957,6 +980,9 @@ impl SegmentWriter {
             placed: Vec::new(),
             migrated_uids: Vec::new(),
             erasing: BTreeSet::new(),
+            rewrite: None,
+            rewrite_step: REWRITE_STEP,
+            appended: 0,
             unlink_later: Vec::new(),
         })
     }
@@ -1133,6 +1159,7 @@ impl SegmentWriter {
             framed.push((draft.application, *sequence, start, len));
         }
         let written = self.append(&buf);
+        self.appended = self.appended.saturating_add(buf.len());
         self.buf = buf;
         let (segment, base) = written?;
         for (application, sequence) in next {
@@ -1172,6 +1199,22 @@ impl SegmentWriter {
         }
         self.take_forgotten();
         self.delete_dead();
+        if self.rewrite.is_some() {
+            if let Err(e) = self.rewrite_step() {
+                tracing::warn!(error = %e, "the event log could not rewrite a segment");
+            }
+        } else {
+            self.start_one();
+        }
+        // a group of large events (or a compaction) leaves no large buffer behind
+        if self.buf.capacity() > KEPT_BUFFER {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Starts a segment's rewrite, and takes its first step: one that holds records of
+    /// deleted applications, or else the deadest when it is time to compact.
+    fn start_one(&mut self) {
         match self.erase_one() {
             Ok(true) => {}
             Ok(false) => {
@@ -1183,16 +1226,19 @@ impl SegmentWriter {
                 tracing::warn!(error = %e, "the event log could not erase a deleted application's records");
             }
         }
-        // a group of large events (or a compaction) leaves no large buffer behind
-        if self.buf.capacity() > KEPT_BUFFER {
-            self.buf = Vec::new();
-        }
     }
 
-    /// Whether segments holding records of deleted applications are still to be
-    /// rewritten: the writer goes on with them between groups without waiting.
-    pub fn erasing(&self) -> bool {
-        !self.erasing.is_empty()
+    /// Sets the bytes of records a rewrite copies in one step ([`REWRITE_STEP`] by
+    /// default).
+    pub fn set_rewrite_step(&mut self, bytes: usize) {
+        self.rewrite_step = bytes.max(1);
+    }
+
+    /// Whether a rewrite is under way, or segments holding records of deleted
+    /// applications are still to be rewritten: the writer goes on with them between
+    /// groups without waiting.
+    pub fn rewriting(&self) -> bool {
+        self.rewrite.is_some() || !self.erasing.is_empty()
     }
 
     /// Takes the records readers no longer see ([`Segments::forget`]) off the books, and
@@ -1248,16 +1294,19 @@ impl SegmentWriter {
         if !self.stats.contains_key(&id) {
             return Ok(true);
         }
-        self.compact(id)?;
+        self.start_rewrite(id);
+        self.rewrite_step()?;
         Ok(true)
     }
 
     fn delete_dead(&mut self) {
         let head = self.head();
+        // (a segment being rewritten is deleted by its last step)
+        let rewriting = self.rewrite.as_ref().map(|r| r.victim);
         let dead: Vec<u64> = self
             .stats
             .iter()
-            .filter(|(id, stat)| **id != head && stat.live == 0)
+            .filter(|(id, stat)| **id != head && Some(**id) != rewriting && stat.live == 0)
             .map(|(id, _)| *id)
             .collect();
         for id in dead {
@@ -1332,14 +1381,18 @@ impl SegmentWriter {
             })
             .map(|(id, _)| *id)
             .expect("sealed segments");
-        self.compact(victim)?;
+        self.start_rewrite(victim);
+        self.rewrite_step()?;
         Ok(true)
     }
 
-    /// Copies the kept records of the sealed segment `victim` to the head, keeping their
-    /// sequence numbers (a record marked erased as its tombstone), and deletes it.
-    fn compact(&mut self, victim: u64) -> io::Result<()> {
-        let head = self.head();
+    /// Starts copying the kept records of the sealed segment `victim` to the head,
+    /// keeping their sequence numbers (a record marked erased as its tombstone); the
+    /// segment is deleted after the last [step](Self::rewrite_step).
+    fn start_rewrite(&mut self, victim: u64) {
+        let Some(stat) = self.stats.get(&victim) else {
+            return;
+        };
         let mut moving: Vec<(String, u64, Loc)> = {
             let index = self
                 .store
@@ -1359,14 +1412,91 @@ impl SegmentWriter {
                 .collect()
         };
         moving.sort_unstable_by_key(|(_, _, loc)| loc.offset);
-        let file = self.stats[&victim].file.clone();
+        self.appended = 0;
+        self.rewrite = Some(Rewrite {
+            victim,
+            file: stat.file.clone(),
+            moving: moving.into(),
+        });
+    }
+
+    /// Copies the next bytes of records of the segment being rewritten to the head,
+    /// with one write and one sync, and points the index at the copies; after the last,
+    /// deletes the segment. A step takes [`REWRITE_STEP`] bytes (or as set), or as many
+    /// as the groups appended since the step before, if more. A rewrite that fails is given up: what it
+    /// copied counts, the rest stays where it is, and the segment goes once nothing in
+    /// it is kept (or with a later rewrite).
+    fn rewrite_step(&mut self) -> io::Result<()> {
+        let Some(rewrite) = self.rewrite.as_mut() else {
+            return Ok(());
+        };
+        let victim = rewrite.victim;
+        let mut step = Vec::new();
+        let mut bytes = 0;
+        let budget = self.rewrite_step.max(std::mem::take(&mut self.appended));
+        while bytes < budget
+            && let Some(record) = rewrite.moving.pop_front()
+        {
+            bytes += record.2.len as usize;
+            step.push(record);
+        }
+        let done = rewrite.moving.is_empty();
+        let file = rewrite.file.clone();
+        let result = self.copy_step(victim, &file, step);
+        if result.is_err() || done {
+            self.rewrite = None;
+        }
+        result?;
+        if done {
+            self.delete(victim);
+        }
+        Ok(())
+    }
+
+    /// One step of a rewrite: the records of `step` the index still points at in
+    /// `victim` (as they are now: forgotten meanwhile, they are not copied; marked
+    /// erased, as tombstones).
+    fn copy_step(
+        &mut self,
+        victim: u64,
+        file: &File,
+        mut step: Vec<(String, u64, Loc)>,
+    ) -> io::Result<()> {
+        let head = self.head();
+        {
+            let index = self
+                .store
+                .index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            step.retain_mut(|(application, sequence, loc)| {
+                let now = index.apps.get(application.as_str()).and_then(|log| {
+                    sequence
+                        .checked_sub(log.first)
+                        .and_then(|i| log.locs.get(i as usize))
+                });
+                match now {
+                    Some(now)
+                        if *now
+                            == Loc {
+                                erased: now.erased,
+                                ..*loc
+                            } =>
+                    {
+                        loc.erased = now.erased;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let mut copies = Vec::with_capacity(moving.len());
+        let mut copies = Vec::with_capacity(step.len());
         let mut frame = Vec::new();
         // the applications whose records go to the head
         let mut copied = Residents::new();
-        for (application, sequence, loc) in moving {
+        for (application, sequence, loc) in step {
             let start = buf.len() as u64;
             if loc.erased {
                 // nothing of the event goes along
@@ -1395,14 +1525,21 @@ impl SegmentWriter {
         self.buf = buf;
         let (segment, base) = written?;
         #[cfg(test)]
-        if let Some(hook) = WHILE_COPYING
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
         {
-            hook();
+            let hook = {
+                let mut hooks = WHILE_COPYING.lock().unwrap_or_else(PoisonError::into_inner);
+                hooks
+                    .iter()
+                    .position(|(dir, _)| *dir == self.dir)
+                    .map(|at| hooks.remove(at).1)
+            };
+            if let Some(hook) = hook {
+                hook();
+            }
         }
+        // (records and bytes) pointed at the head now, and no longer at the victim
         let mut moved = (0, 0);
+        let mut left = (0, 0);
         {
             let mut index = self
                 .store
@@ -1428,6 +1565,8 @@ impl SegmentWriter {
                 {
                     continue;
                 }
+                left.0 += 1;
+                left.1 += u64::from(old.len);
                 *slot = match new {
                     Some((start, len)) => {
                         moved.0 += 1;
@@ -1447,6 +1586,10 @@ impl SegmentWriter {
             stat.live += moved.0;
             stat.live_bytes += moved.1;
         }
+        if let Some(stat) = self.stats.get_mut(&victim) {
+            stat.live -= left.0;
+            stat.live_bytes -= left.1;
+        }
         if !copied.is_empty() {
             let mut residents = self
                 .store
@@ -1462,9 +1605,8 @@ impl SegmentWriter {
             segment = victim,
             records = moved.0,
             bytes = moved.1,
-            "event log segment compacted"
+            "event log records copied by a segment's rewrite"
         );
-        self.delete(victim);
         Ok(())
     }
 
@@ -1474,6 +1616,9 @@ impl SegmentWriter {
         for _ in 0..self.stats.len() {
             if !self.compact_one()? {
                 break;
+            }
+            while self.rewrite.is_some() {
+                self.rewrite_step()?;
             }
             self.delete_dead();
         }
@@ -1537,5 +1682,53 @@ impl SegmentWriter {
         let uids: Vec<Option<&str>> = migrated.iter().map(Option::as_deref).collect();
         self.publish_placed(&uids);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft<'a>(application: &'a str, uid: &'a str, json: &'a str) -> Draft<'a> {
+        Draft {
+            application,
+            application_uid: Some(uid),
+            subject: None,
+            json,
+        }
+    }
+
+    #[test]
+    fn a_step_copies_at_least_what_the_groups_since_the_last_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
+        // one record a step, when no group comes in between
+        writer.set_rewrite_step(1);
+        let json = format!("{{\"pad\":\"{}\"}}", "x".repeat(100));
+        let group: Vec<Draft<'_>> = (0..100)
+            .flat_map(|_| [draft("a", "uid-a", &json), draft("b", "uid-b", &json)])
+            .collect();
+        writer.commit(group).unwrap();
+        writer.store().forget_all([("a", "uid-a")]);
+        let left = |writer: &SegmentWriter| writer.rewrite.as_ref().map(|r| r.moving.len());
+        // the head is sealed, and the first step copies one of b's 100 (and a's newest,
+        // a tombstone, is among the 101 to copy)
+        writer.housekeeping();
+        assert_eq!(left(&writer), Some(100));
+        // a group of 30 records like b's: the next step copies 30, the one after one
+        let group: Vec<Draft<'_>> = (0..30).map(|_| draft("c", "uid-c", &json)).collect();
+        writer.commit(group).unwrap();
+        writer.housekeeping();
+        assert_eq!(left(&writer), Some(70));
+        writer.housekeeping();
+        assert_eq!(left(&writer), Some(69));
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+        assert_eq!(left(&writer), None);
+        let store = writer.store();
+        assert_eq!(store.read("b", 0, usize::MAX).unwrap().len(), 100);
+        assert_eq!(store.read("a", 0, usize::MAX).unwrap().len(), 0);
+        assert_eq!(store.read("c", 0, usize::MAX).unwrap().len(), 30);
     }
 }
