@@ -78,6 +78,15 @@ impl Loc {
     fn is_readable(&self) -> bool {
         !self.is_missing() && !self.erased
     }
+
+    /// Whether `other` is the same record, perhaps marked erased since (or not).
+    fn is_record_of(&self, other: &Loc) -> bool {
+        *self
+            == Loc {
+                erased: self.erased,
+                ..*other
+            }
+    }
 }
 
 /// One application's records: `locs[i]` holds sequence number `first + i`. The last is
@@ -101,6 +110,17 @@ impl AppLog {
 
     fn last(&self) -> u64 {
         self.first + self.locs.len() as u64 - 1
+    }
+
+    /// Where the record `sequence` is, while it is kept.
+    fn slot(&self, sequence: u64) -> Option<&Loc> {
+        let i = usize::try_from(sequence.checked_sub(self.first)?).ok()?;
+        self.locs.get(i)
+    }
+
+    fn slot_mut(&mut self, sequence: u64) -> Option<&mut Loc> {
+        let i = usize::try_from(sequence.checked_sub(self.first)?).ok()?;
+        self.locs.get_mut(i)
     }
 
     /// Notes the `uid` of the record `sequence`, the newest so far.
@@ -717,7 +737,6 @@ struct Stat {
 pub struct SegmentWriter {
     dir: PathBuf,
     segment_size: u64,
-    retention: u64,
     store: Arc<Segments>,
     /// Every segment, oldest first; the last is the head, where records are appended.
     stats: BTreeMap<u64, Stat>,
@@ -966,7 +985,6 @@ impl SegmentWriter {
         Ok(Self {
             dir: dir.to_owned(),
             segment_size: segment_size.max(HEADER + 1),
-            retention,
             store: Arc::new(Segments {
                 index: RwLock::new(index),
                 forgotten: Mutex::new(Forgotten::default()),
@@ -1091,7 +1109,7 @@ impl SegmentWriter {
                 }
                 log.locs.push_back(*loc);
                 log.note_uid(*sequence, *uid);
-                while log.locs.len() as u64 > self.retention
+                while log.locs.len() as u64 > self.store.retention
                     || log.locs.front().is_some_and(Loc::is_missing)
                 {
                     let old = log.locs.pop_front().expect("not empty");
@@ -1423,9 +1441,9 @@ impl SegmentWriter {
     /// Copies the next bytes of records of the segment being rewritten to the head,
     /// with one write and one sync, and points the index at the copies; after the last,
     /// deletes the segment. A step takes [`REWRITE_STEP`] bytes (or as set), or as many
-    /// as the groups appended since the step before, if more. A rewrite that fails is given up: what it
-    /// copied counts, the rest stays where it is, and the segment goes once nothing in
-    /// it is kept (or with a later rewrite).
+    /// as the groups appended since the step before, if more. A rewrite that fails is
+    /// given up: what it copied counts, the rest stays where it is, and the segment goes
+    /// once nothing in it is kept (or with a later rewrite).
     fn rewrite_step(&mut self) -> io::Result<()> {
         let Some(rewrite) = self.rewrite.as_mut() else {
             return Ok(());
@@ -1470,19 +1488,12 @@ impl SegmentWriter {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             step.retain_mut(|(application, sequence, loc)| {
-                let now = index.apps.get(application.as_str()).and_then(|log| {
-                    sequence
-                        .checked_sub(log.first)
-                        .and_then(|i| log.locs.get(i as usize))
-                });
+                let now = index
+                    .apps
+                    .get(application.as_str())
+                    .and_then(|log| log.slot(*sequence));
                 match now {
-                    Some(now)
-                        if *now
-                            == Loc {
-                                erased: now.erased,
-                                ..*loc
-                            } =>
-                    {
+                    Some(now) if now.is_record_of(loc) => {
                         loc.erased = now.erased;
                         true
                     }
@@ -1549,20 +1560,15 @@ impl SegmentWriter {
             for (application, sequence, old, new) in &copies {
                 // (a record forgotten meanwhile is not pointed at: its copy, resident
                 // in the head, is erased with the head, since its uid is forgotten)
-                let Some(slot) = index.apps.get_mut(application.as_str()).and_then(|log| {
-                    sequence
-                        .checked_sub(log.first)
-                        .and_then(|i| log.locs.get_mut(i as usize))
-                }) else {
+                let Some(slot) = index
+                    .apps
+                    .get_mut(application.as_str())
+                    .and_then(|log| log.slot_mut(*sequence))
+                else {
                     continue;
                 };
                 // (the same record, perhaps marked erased meanwhile)
-                if *slot
-                    != (Loc {
-                        erased: slot.erased,
-                        ..*old
-                    })
-                {
+                if !slot.is_record_of(old) {
                     continue;
                 }
                 left.0 += 1;
