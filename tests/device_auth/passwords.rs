@@ -30,6 +30,10 @@ pub const CASES: &[Case<Fixture>] = &[
         |f| Box::pin(cache(f)),
     ),
     (
+        "a lookup stays remembered through writes to other applications, not its own's",
+        |f| Box::pin(lookups_by_application(f)),
+    ),
+    (
         "what authentication keeps: credentials parsed, one application object for its devices",
         |f| Box::pin(kept(f)),
     ),
@@ -267,6 +271,28 @@ async fn cache(f: Fixture) {
     f.allowed(app, password("pass-dev", "changed"), None).await;
     f.allowed(app, password("pass-dev", "changed"), None).await;
     assert_eq!(f.auth.verified_passwords().slow_checks() - before, 4);
+}
+
+async fn lookups_by_application(f: Fixture) {
+    let app = Some("app1");
+    f.allowed(app, password("pass-dev", "secret"), None).await;
+    let read = f.auth.lookup_reads();
+    f.allowed(app, password("pass-dev", "secret"), None).await;
+    assert_eq!(f.auth.lookup_reads(), read, "remembered");
+    // another application made, a device made in it: app1's lookup is still current
+    f.app("other", serde_json::json!({})).await;
+    f.device("other", "d1", serde_json::json!({})).await;
+    f.allowed(app, password("pass-dev", "secret"), None).await;
+    assert_eq!(f.auth.lookup_reads(), read, "another application's writes");
+    // a write to app1 (another of its devices): read again, then remembered again
+    f.device("app1", "sibling", serde_json::json!({})).await;
+    f.allowed(app, password("pass-dev", "secret"), None).await;
+    f.allowed(app, password("pass-dev", "secret"), None).await;
+    assert_eq!(
+        f.auth.lookup_reads(),
+        read + 1,
+        "its own application's write"
+    );
 }
 
 /// The device `pass-dev` as authenticated now with the password "changed".

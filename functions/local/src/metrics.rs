@@ -39,6 +39,9 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_device_password_cache_entries Verified device passwords remembered.\n\
          # TYPE drogue_device_password_cache_entries gauge\n\
          drogue_device_password_cache_entries {}\n\
+         # HELP drogue_device_lookup_reads_total Device lookups that read the registry (not remembered, expired, or their application written to since).\n\
+         # TYPE drogue_device_lookup_reads_total counter\n\
+         drogue_device_lookup_reads_total {}\n\
          # HELP drogue_events_written_total Events written to the local event log.\n\
          # TYPE drogue_events_written_total counter\n\
          drogue_events_written_total {events}\n\
@@ -82,6 +85,7 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          drogue_housekeeping_removed_total{{kind=\"event\"}} {swept_events}\n",
         verified.slow_checks(),
         verified.len(),
+        m.device_auth.lookup_reads(),
         m.mqtt.sessions(),
         m.mqtt.publishes_in_flight(),
         m.mqtt.dropped(),

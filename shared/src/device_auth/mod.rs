@@ -22,7 +22,7 @@ pub use x509::{AMBIGUOUS, Clock, MAX_CANDIDATES, may_use_certificate, valid_unti
 
 use crate::model::device_spec::{self, Credential};
 use crate::model::{AppName, Application, Claim, Device, DeviceName};
-use crate::registry::Changes;
+use crate::registry::{AppChanges, Changes};
 use crate::store::{ApplicationStore, DeviceStore, Store, StoreError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -145,7 +145,9 @@ impl quick_cache::Equivalent<(String, String)> for LookupKey<'_> {
 #[derive(Clone)]
 struct Lookup {
     at: Instant,
-    changes: u64,
+    /// The application's write count, and its value before the store was read.
+    changes: AppChanges,
+    seen: u64,
     found: Found,
 }
 
@@ -180,6 +182,8 @@ pub struct DeviceAuthenticator {
     kept_applications: Arc<quick_cache::sync::Cache<String, Weak<Application>>>,
     lookup_ttl: Duration,
     changes: Changes,
+    /// Lookups that read the store (not remembered, or stale).
+    lookup_reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The storage ports device authentication uses: applications and devices.
@@ -234,6 +238,7 @@ impl DeviceAuthenticator {
             kept_applications: Arc::new(quick_cache::sync::Cache::new(DEFAULT_LOOKUP_CAPACITY)),
             lookup_ttl: DEFAULT_LOOKUP_TTL,
             changes: Changes::default(),
+            lookup_reads: Arc::default(),
         }
     }
 
@@ -257,10 +262,17 @@ impl DeviceAuthenticator {
         self
     }
 
-    /// Forgets every lookup when the registry's `changes` move on.
+    /// Forgets an application's lookups when its count in the registry's `changes`
+    /// moves on.
     pub fn with_changes(mut self, changes: Changes) -> Self {
         self.changes = changes;
         self
+    }
+
+    /// How many lookups read the store so far: those not remembered, expired, or made
+    /// stale by a write to their application (for tests and metrics).
+    pub fn lookup_reads(&self) -> u64 {
+        self.lookup_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The cache of successful password checks (for tests and metrics).
@@ -394,36 +406,36 @@ impl DeviceAuthenticator {
     /// The application and the device named `id` (its name, an alias or a unique
     /// username), remembered for a while.
     async fn lookup(&self, app: &str, id: &str) -> Result<Option<Found>, StoreError> {
-        let changes = self.changes.current();
-        if let Some(found) = self.remembered(app, id, changes) {
+        if let Some(found) = self.remembered(app, id) {
             return Ok(Some(found));
         }
         // the store's reads in a future of their own, allocated on a miss only: the
         // hit, once per message, keeps its callers' futures small
-        Box::pin(self.look_up_stored(app, id, changes)).await
+        Box::pin(self.look_up_stored(app, id)).await
     }
 
-    /// A lookup remembered and still current (no allocation: the key is borrowed).
-    fn remembered(&self, app: &str, id: &str, changes: u64) -> Option<Found> {
+    /// A lookup remembered and still current: its application written to since by no
+    /// one (no allocation: the key is borrowed).
+    fn remembered(&self, app: &str, id: &str) -> Option<Found> {
         if self.lookup_ttl.is_zero() {
             return None;
         }
         self.lookups
             .get(&LookupKey(app, id))
-            .filter(|hit| hit.changes == changes && hit.at.elapsed() < self.lookup_ttl)
+            .filter(|hit| hit.changes.current() == hit.seen && hit.at.elapsed() < self.lookup_ttl)
             .map(|hit| hit.found)
     }
 
     /// The application and the device read from the store, remembered when lookups are.
-    async fn look_up_stored(
-        &self,
-        app: &str,
-        id: &str,
-        changes: u64,
-    ) -> Result<Option<Found>, StoreError> {
+    async fn look_up_stored(&self, app: &str, id: &str) -> Result<Option<Found>, StoreError> {
         let Ok(name) = AppName::parse(app) else {
             return Ok(None);
         };
+        self.lookup_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // the application's count as the store is read (or later)
+        let changes = self.changes.of(app);
+        let seen = changes.current();
         let (application, device) = match DeviceName::parse(id) {
             // the application and the device by name in one read; a device it missed
             // (an alias, or created a moment ago) is found by its claim
@@ -460,6 +472,7 @@ impl DeviceAuthenticator {
             let lookup = Lookup {
                 at: Instant::now(),
                 changes,
+                seen,
                 found: found.clone(),
             };
             self.lookups.insert((app.to_owned(), id.to_owned()), lookup);

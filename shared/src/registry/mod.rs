@@ -96,11 +96,38 @@ impl Default for Quotas {
     }
 }
 
-/// Counts the registry's writes, so that caches in the same process (device
-/// authentication) can tell their entries are stale, and what depends on the registry
-/// alone (a device's MQTT session) can wait for a change.
+/// Counts the registry's writes by application, so that caches in the same process
+/// (device authentication) can tell their entries are stale, and what depends on the
+/// registry alone (a device's MQTT session) can wait for a change: a write to an
+/// application or one of its devices moves that application's count only, so one
+/// tenant's writes never make another's lookups stale nor wake another's sessions.
+///
+/// An application's count exists while someone holds it ([`Changes::of`]); one that no
+/// one holds has nothing to tell, and starts again at 0 when it is asked for next.
 #[derive(Debug, Clone, Default)]
-pub struct Changes(Arc<ChangeCount>);
+pub struct Changes(Arc<ChangeCounts>);
+
+#[derive(Debug, Default)]
+struct ChangeCounts {
+    /// By application name, while held; the dead ones are swept as the map grows.
+    apps: std::sync::Mutex<AppCounts>,
+}
+
+#[derive(Debug, Default)]
+struct AppCounts {
+    counts: std::collections::HashMap<String, std::sync::Weak<ChangeCount>>,
+    /// The size at which dead entries are swept next.
+    sweep_at: usize,
+}
+
+impl AppCounts {
+    /// Fewest entries before a sweep.
+    const SWEEP_AT_LEAST: usize = 1024;
+}
+
+/// The write count of one application (see [`Changes::of`]).
+#[derive(Debug, Clone)]
+pub struct AppChanges(Arc<ChangeCount>);
 
 #[derive(Debug, Default)]
 struct ChangeCount {
@@ -109,7 +136,54 @@ struct ChangeCount {
 }
 
 impl Changes {
-    pub fn bump(&self) {
+    /// Counts a write to the application `app` (or to one of its devices).
+    pub fn bump(&self, app: &str) {
+        // the write is in the store already: a count made for a lookup after this
+        // check is read with it, one made before (held) is moved on here
+        let held = self
+            .apps()
+            .counts
+            .get(app)
+            .and_then(std::sync::Weak::upgrade);
+        if let Some(held) = held {
+            AppChanges(held).bump();
+        }
+    }
+
+    /// The write count of the application `app`: read it before reading the
+    /// application from the store, and what was read is current while the count stays.
+    pub fn of(&self, app: &str) -> AppChanges {
+        let mut apps = self.apps();
+        if let Some(held) = apps.counts.get(app).and_then(std::sync::Weak::upgrade) {
+            return AppChanges(held);
+        }
+        if apps.counts.len() >= apps.sweep_at {
+            apps.counts.retain(|_, count| count.strong_count() > 0);
+            apps.sweep_at = (apps.counts.len() * 2).max(AppCounts::SWEEP_AT_LEAST);
+        }
+        let count = Arc::new(ChangeCount::default());
+        apps.counts.insert(app.to_owned(), Arc::downgrade(&count));
+        AppChanges(count)
+    }
+
+    fn apps(&self) -> std::sync::MutexGuard<'_, AppCounts> {
+        // a panic elsewhere while holding it leaves the map whole
+        self.0.apps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applications whose counts are held now (for tests).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.apps()
+            .counts
+            .values()
+            .filter(|count| count.strong_count() > 0)
+            .count()
+    }
+}
+
+impl AppChanges {
+    fn bump(&self) {
         self.0
             .count
             .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -216,7 +290,7 @@ impl Registry {
     /// the device that did. The change is made already: an event that cannot be
     /// written is logged, never turned into an error of the request.
     async fn changed(&self, app: &Resource, device: Option<&Resource>, change: Change) {
-        self.changes.bump();
+        self.changes.bump(&app.metadata.name);
         let Some(announcements) = &self.announcements else {
             return;
         };
@@ -346,23 +420,49 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn a_wait_for_a_change_ends_with_the_next_write() {
+    async fn a_wait_for_a_change_ends_with_the_next_write_to_its_application() {
         let changes = Changes::default();
-        let seen = changes.current();
+        let app1 = changes.of("app1");
+        let seen = app1.current();
         let waiting = tokio::spawn({
-            let changes = changes.clone();
-            async move { changes.changed_since(seen).await }
+            let app1 = app1.clone();
+            async move { app1.changed_since(seen).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "nothing changed yet");
-        changes.bump();
+        // another application's writes, one of a name that is a prefix of it
+        changes.bump("app2");
+        changes.bump("app");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "another application's writes");
+        assert_eq!(app1.current(), seen);
+        changes.bump("app1");
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("the write ends the wait")
             .unwrap();
         // a count already past what was seen: no wait at all
-        tokio::time::timeout(Duration::from_millis(50), changes.changed_since(seen))
+        tokio::time::timeout(Duration::from_millis(50), app1.changed_since(seen))
             .await
             .expect("already changed");
+        // every holder of the application's count sees the same one
+        assert_eq!(changes.of("app1").current(), app1.current());
+    }
+
+    #[test]
+    fn counts_no_one_holds_are_swept() {
+        let changes = Changes::default();
+        let kept = changes.of("kept");
+        changes.bump("kept");
+        for i in 0..5000 {
+            let _ = changes.of(&format!("app{i}"));
+        }
+        assert_eq!(changes.held(), 1);
+        assert!(changes.apps().counts.len() <= 2 * super::AppCounts::SWEEP_AT_LEAST);
+        assert_eq!(changes.of("kept").current(), 1);
+        drop(kept);
+        // one asked for again after no one held it starts afresh: no lookup held the
+        // old one, so none can take the new one's 0 for its own
+        assert_eq!(changes.of("kept").current(), 0);
     }
 }

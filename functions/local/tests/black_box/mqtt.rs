@@ -867,12 +867,13 @@ async fn a_removed_member_can_no_longer_command_subscribe_or_be_fed_on_a_live_co
     dev1.quiet(Duration::from_millis(300)).await;
 }
 
-/// A device that logged in with a password depends on the registry alone: idle, its
-/// recheck waits for a registry write instead of deciding every 5 s; any write wakes it
-/// for one decision at its next tick (it stays connected when nothing of it changed);
-/// deleting it disconnects it.
+/// A device that logged in with a password depends on its application's records alone:
+/// idle, its recheck waits for a write to its application or one of its devices
+/// instead of deciding every 5 s. Another tenant's writes wake it never; a write to its
+/// application wakes it for one decision at its next tick (it stays connected when
+/// nothing of it changed); deleting it disconnects it.
 #[tokio::test]
-async fn idle_devices_are_decided_again_after_registry_writes_only() {
+async fn idle_devices_are_decided_again_after_their_applications_writes_only() {
     let dir = tempfile::tempdir().unwrap();
     let s = setup(dir.path()).await;
     let until = |name: &'static str, value: u64| s.server.metric_reaches(name, value);
@@ -883,15 +884,28 @@ async fn idle_devices_are_decided_again_after_registry_writes_only() {
     .await
     .unwrap();
     until("drogue_mqtt_rechecks_waiting", 1).await;
-    // more than a period: no decision
+    // another tenant's writes to her own application, then more than a period: no
+    // decision
+    let http = reqwest::Client::new();
+    for name in ["y1", "y2", "y3"] {
+        let made = http
+            .post(format!("{}{APPS}/app2/devices", s.server.base))
+            .basic_auth(&s.eve.0, Some(&s.eve.1))
+            .json(&json!({"metadata": {"name": name}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status().as_u16(), 201);
+    }
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_total").await, 0);
     assert_eq!(s.server.metric("drogue_mqtt_rechecks_waiting").await, 1);
 
-    // another tenant's write: one decision, and the device goes on
-    let made = reqwest::Client::new()
-        .post(format!("{}{APPS}/app2/devices", s.server.base))
-        .basic_auth(&s.eve.0, Some(&s.eve.1))
+    // a write to its own application (another device of it): one decision, and the
+    // device goes on
+    let made = http
+        .post(format!("{}{APPS}/app1/devices", s.server.base))
+        .basic_auth(&s.admin.0, Some(&s.admin.1))
         .json(&json!({"metadata": {"name": "y"}}))
         .send()
         .await

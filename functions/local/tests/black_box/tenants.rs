@@ -899,3 +899,67 @@ async fn many_requests_of_one_device_at_once_cost_one_password_check() {
         "{hashed} of 32 guesses hashed: none refused at once"
     );
 }
+
+/// A stranger writing to the registry in a loop (devices made and changed in her own
+/// application) makes no lookup of another tenant's device stale: its publishes go on
+/// from the lookup remembered, with no registry read, where one change counter for the
+/// whole registry made every tenant's devices read it again after each of her writes.
+/// A write to the device's own application still makes its next publish read it.
+#[tokio::test]
+async fn a_strangers_registry_writes_make_no_lookup_of_another_tenant_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(dir.path(), &["--publish-rate", "0"]).await;
+    let eve = eve(&server).await;
+    let device = json!({"metadata": {"name": "healthy"}, "spec": {"authentication": {"credentials": [{"pass": "hey-rodney"}]}}});
+    app1_with(&server, &device).await;
+    assert_eq!(
+        post_as(&server, &eve, APPS, json!({"metadata": {"name": "eves"}})).await,
+        201
+    );
+    let reads = || server.metric("drogue_device_lookup_reads_total");
+    // a lookup is remembered for 5 s: a round that took longer decides nothing, and
+    // is made again
+    let mut decided = false;
+    for round in 0..3 {
+        assert_eq!(publish_rounds(&server, 1).await.len(), 1);
+        let (before, started) = (reads().await, Instant::now());
+        for i in 0..10 {
+            let name = format!("r{round}-{i}");
+            let made = json!({"metadata": {"name": name, "labels": {"n": "1"}}});
+            let path = format!("{APPS}/eves/devices");
+            assert_eq!(post_as(&server, &eve, &path, made).await, 201);
+            let changed = reqwest::Client::new()
+                .put(format!("{}{path}/{name}", server.base))
+                .basic_auth(&eve.0, Some(&eve.1))
+                .json(&json!({"metadata": {"name": name, "application": "eves", "labels": {"n": "2"}}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                changed.status().is_success(),
+                "eve's change of {name}: {}",
+                changed.status()
+            );
+        }
+        publish_rounds(&server, 3).await;
+        if started.elapsed() < Duration::from_secs(4) {
+            assert_eq!(
+                reads().await,
+                before,
+                "the stranger's 20 writes made the device read the registry again"
+            );
+            decided = true;
+            break;
+        }
+    }
+    assert!(decided, "no round within the lookup's 5 s");
+    // a write to its own application: read again, once
+    let before = reads().await;
+    let other = json!({"metadata": {"name": "sibling"}});
+    assert_eq!(
+        server.post(&format!("{APPS}/app1/devices"), &other).await,
+        201
+    );
+    publish_rounds(&server, 3).await;
+    assert_eq!(reads().await, before + 1);
+}

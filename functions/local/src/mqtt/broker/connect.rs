@@ -10,7 +10,7 @@ use crate::mqtt::sessions::{self, SessionState};
 use drogue_shared::device_auth::valid_until;
 use drogue_shared::mqtt::authorizer::ConnectDecision;
 use drogue_shared::mqtt::{MqttConnect, MqttIdentity};
-use drogue_shared::registry::Changes;
+use drogue_shared::registry::AppChanges;
 use ntex_io::IoBoxed;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -235,8 +235,14 @@ pub(super) async fn connect(
     let capped_expiry = (session_expiry > sessions::MAX_EXPIRY).then_some(sessions::MAX_EXPIRY);
     let b = backend.clone();
     let again = connect.clone();
-    // the registry as the decision reads it (or later)
-    let seen = backend.registry_changes.as_ref().map(Changes::current);
+    // the registry as the decision reads it (or later): a device's decision reads its
+    // application alone, the one its client id names (or it is refused)
+    let seen = backend.registry_changes.as_ref().and_then(|changes| {
+        let (_, app) = connect.client_id.rsplit_once('@')?;
+        let app = changes.of(app);
+        let seen = app.current();
+        Some((app, seen))
+    });
     let connected = on_main(main, async move { b.connect(connect).await }).await?;
     let client = match connected {
         Ok(Connected::Allowed(client)) => client,
@@ -265,9 +271,15 @@ pub(super) async fn connect(
         Ok(registered) => registered,
         Err(OverQuota { limit }) => return Ok(Connection::OverQuota(limit)),
     };
-    // a device's decision changes only with the registry (and, with a certificate,
-    // when it expires); an application client's also when its token expires
-    let seen = seen.filter(|_| device.is_some());
+    // a device's decision changes only with its application's records (and, with a
+    // certificate, when it expires); an application client's also when its token expires
+    let seen = seen.filter(|_| match &client.identity {
+        MqttIdentity::Device { application, .. } => {
+            again.client_id.rsplit_once('@').map(|(_, app)| app)
+                == Some(application.metadata.name.as_str())
+        }
+        MqttIdentity::Application { .. } => false,
+    });
     // an earlier session: the one just taken over, or the saved one
     let client_id = client.client_id.clone();
     let (b, taken_over) = (backend.clone(), inherited.clone());
@@ -384,14 +396,14 @@ fn same_device(first: &MqttIdentity, now: &MqttIdentity) -> bool {
     }
 }
 
-/// Waits until a device's access may have changed since its decision at the registry's
-/// change count `decided`: a registry write, or the expiry of a certificate of its
-/// `chain` (and at least once a day, should the system clock be set anew). A chain
-/// that cannot be read, or is expired all through, does not wait: it is decided at
-/// every tick.
+/// Waits until a device's access may have changed since its decision at its
+/// application's write count `decided`: a write to the application or its devices, or
+/// the expiry of a certificate of its `chain` (and at least once a day, should the
+/// system clock be set anew). A chain that cannot be read, or is expired all through,
+/// does not wait: it is decided at every tick.
 async fn news_for_device(
     backend: &Backend,
-    changes: &Changes,
+    changes: &AppChanges,
     decided: u64,
     chain: Option<&[Vec<u8>]>,
 ) {
@@ -424,24 +436,25 @@ async fn news_for_device(
 /// the client would be refused now (a deleted or disabled device, a deleted or expired
 /// token, an application's uid changed). An unreachable registry changes nothing.
 ///
-/// `seen` is the registry's change count read before the last decision, for a device,
-/// whose decision depends on the registry alone (and on time only through its
-/// certificate's validity): until the count moves on, or a certificate of its chain
-/// expires, there is nothing new to decide, so the task waits for a registry write
-/// (no periodic timer, no decision: 10,000 idle devices cost no wake-ups), then decides
-/// at the session's next tick (the sessions' decisions after a write stay spread over
-/// the period). The connection's end aborts the task.
+/// `seen` is, for a device, its application's write count and the value read before
+/// the last decision: a device's decision depends on its application's records alone
+/// (and on time only through its certificate's validity). Until the count moves on,
+/// or a certificate of its chain expires, there is nothing new to decide, so the task
+/// waits for a write to the application or one of its devices (no periodic timer, no
+/// decision: 10,000 idle devices cost no wake-ups, and another tenant's writes wake
+/// none of them), then decides at the session's next tick (the sessions' decisions
+/// after a write stay spread over the period). The connection's end aborts the task.
 async fn recheck(
     backend: Arc<Backend>,
     connect: MqttConnect,
     client: Arc<Client>,
     id: u64,
-    mut seen: Option<u64>,
+    mut seen: Option<(AppChanges, u64)>,
 ) {
     let mut next = tokio::time::Instant::now() + RECHECK_INTERVAL;
     loop {
-        if let (Some(changes), Some(decided)) = (&backend.registry_changes, seen) {
-            news_for_device(&backend, changes, decided, connect.certificates.as_deref()).await;
+        if let Some((changes, decided)) = &seen {
+            news_for_device(&backend, changes, *decided, connect.certificates.as_deref()).await;
             // the first of this session's ticks from now
             let late = tokio::time::Instant::now().saturating_duration_since(next);
             let periods = late.as_nanos().div_ceil(RECHECK_INTERVAL.as_nanos());
@@ -452,7 +465,7 @@ async fn recheck(
         if !backend.hub.is_live(id) {
             return;
         }
-        let now = backend.registry_changes.as_ref().map(Changes::current);
+        let now = seen.as_ref().map(|(changes, _)| changes.current());
         backend.hub.count_recheck();
         // (boxed while it runs: the decision's future is kilobytes, and this task
         // lives as long as its connection)
@@ -475,7 +488,9 @@ async fn recheck(
                     return;
                 }
                 client.set_policy(policy);
-                seen = seen.and(now);
+                if let (Some((_, decided)), Some(now)) = (&mut seen, now) {
+                    *decided = now;
+                }
             }
             Ok(ConnectDecision::Deny { reason }) => {
                 tracing::info!(client_id = %connect.client_id, reason, "an MQTT client lost its access: disconnecting it");
