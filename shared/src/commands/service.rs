@@ -13,7 +13,7 @@ use crate::device_auth::Authenticated;
 use crate::events::{self, EventSink, InvalidJson, Publish, SinkError};
 use crate::model::{AppName, Device, DeviceName, device_spec};
 use crate::rate_limit::{PublishLimiter, RateLimit};
-use crate::store::{CommandStore, DeviceStore, Store, StoreError};
+use crate::store::{ApplicationStore, CommandStore, DeviceStore, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -90,6 +90,7 @@ pub enum CommandError {
 /// commands.
 #[derive(Clone)]
 pub struct CommandPorts {
+    pub applications: Arc<dyn ApplicationStore>,
     pub devices: Arc<dyn DeviceStore>,
     pub commands: Arc<dyn CommandStore>,
 }
@@ -97,15 +98,17 @@ pub struct CommandPorts {
 impl From<Arc<dyn Store>> for CommandPorts {
     fn from(store: Arc<dyn Store>) -> Self {
         Self {
+            applications: store.clone(),
             devices: store.clone(),
             commands: store,
         }
     }
 }
 
-impl<S: DeviceStore + CommandStore + 'static> From<Arc<S>> for CommandPorts {
+impl<S: ApplicationStore + DeviceStore + CommandStore + 'static> From<Arc<S>> for CommandPorts {
     fn from(store: Arc<S>) -> Self {
         Self {
+            applications: store.clone(),
             devices: store.clone(),
             commands: store,
         }
@@ -119,7 +122,9 @@ impl<S: DeviceStore + CommandStore + 'static> From<Arc<S>> for CommandPorts {
 pub struct DropOff<'a> {
     pub application: &'a str,
     /// The `uid` of the application the sender was authorized for, if known: the
-    /// command carries it (see [`Command::application_uid`]).
+    /// command carries it (see [`Command::application_uid`]), and is refused as for an
+    /// unknown device when the application is another one by the time its device is
+    /// read (deleted and made anew in between).
     pub application_uid: Option<&'a str>,
     pub device: &'a str,
     pub name: &'a str,
@@ -146,6 +151,7 @@ pub struct Answer<'a> {
 /// Drop-off, delivery and responses.
 #[derive(Clone)]
 pub struct CommandService {
+    applications: Arc<dyn ApplicationStore>,
     devices: Arc<dyn DeviceStore>,
     store: Arc<dyn CommandStore>,
     publisher: Option<Arc<dyn CommandPublisher>>,
@@ -161,6 +167,7 @@ impl CommandService {
     pub fn new(ports: impl Into<CommandPorts>) -> Self {
         let ports = ports.into();
         Self {
+            applications: ports.applications,
             devices: ports.devices,
             store: ports.commands,
             publisher: None,
@@ -230,6 +237,16 @@ impl CommandService {
             .get_device(&app, &name)
             .await?
             .ok_or_else(no_such_device)?;
+        // the application the sender was authorized for, read again after the device:
+        // still that one (a uid is never used again), it stood when the device was read,
+        // so the device is its own, not one of the name that a stranger made in an
+        // application made anew in between (both reads strongly consistent)
+        if let Some(uid) = request.application_uid {
+            let current = self.applications.get_application(&app).await?;
+            if current.is_none_or(|current| current.app.metadata.uid != uid) {
+                return Err(no_such_device());
+            }
+        }
         if !takes_commands(&device) {
             return Err(CommandError::NotTakingCommands(request.device.to_owned()));
         }

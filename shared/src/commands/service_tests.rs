@@ -193,6 +193,54 @@ async fn drop_offs_break_no_rule() {
     }
 }
 
+/// The sender was authorized for app1 (its uid); app1 is then deleted and made anew by
+/// a stranger, with a device of the same name, before the command's device is read: the
+/// command is refused, and nothing is kept for the stranger's device.
+#[tokio::test]
+async fn a_command_for_an_application_made_anew_since_its_authorization_is_refused() {
+    let s = setup().await;
+    let name = AppName::parse("app1").unwrap();
+    let authorized = s.app.metadata.uid.clone();
+    let previous = s.store.get_application(&name).await.unwrap().unwrap();
+    s.store.delete_application(&previous).await.unwrap();
+    let mut anew = resource("app1", None, json!({}));
+    anew.metadata.uid = "uid-of-the-strangers-app1".into();
+    s.store
+        .create_application(&StoredApplication {
+            app: anew.clone(),
+            owner: "mallory".into(),
+            members: Default::default(),
+            transfer_owner: None,
+        })
+        .await
+        .unwrap();
+    let mut device = resource("d2", Some("app1"), json!({}));
+    device.metadata.uid = "uid-of-the-strangers-d2".into();
+    s.store.create_device(&name, &device).await.unwrap();
+    let late = DropOff {
+        application_uid: Some(&authorized),
+        ..drop_off("d2", "x")
+    };
+    assert!(matches!(
+        s.service.submit(late).await,
+        Err(CommandError::NoSuchDevice(_))
+    ));
+    assert!(
+        s.store
+            .take_command("app1", "d2", Utc::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing kept for the stranger's device"
+    );
+    // a sender authorized for the application made anew drops off to its device
+    let current = DropOff {
+        application_uid: Some(&anew.metadata.uid),
+        ..drop_off("d2", "x")
+    };
+    s.service.submit(current).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_device_being_deleted_takes_no_commands() {
     let s = setup().await;

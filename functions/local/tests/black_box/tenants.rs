@@ -921,8 +921,18 @@ async fn a_strangers_registry_writes_make_no_lookup_of_another_tenant_stale() {
     // is made again
     let mut decided = false;
     for round in 0..3 {
-        assert_eq!(publish_rounds(&server, 1).await.len(), 1);
-        let (before, started) = (reads().await, Instant::now());
+        // a write to app1 first: the next publish reads the registry, and what it read
+        // is remembered from then on
+        let fresh = json!({"metadata": {"name": format!("fresh{round}")}});
+        assert_eq!(
+            server.post(&format!("{APPS}/app1/devices"), &fresh).await,
+            201
+        );
+        let before = reads().await;
+        publish_rounds(&server, 1).await;
+        let started = Instant::now();
+        assert_eq!(reads().await, before + 1, "the write to app1 read again");
+        let before = before + 1;
         for i in 0..10 {
             let name = format!("r{round}-{i}");
             let made = json!({"metadata": {"name": name, "labels": {"n": "1"}}});

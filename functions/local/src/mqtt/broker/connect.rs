@@ -21,8 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 /// How often a live session's access is decided again (the device lookup cache's period).
 pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The longest a device's recheck waits without a registry write.
-const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// The longest a device's recheck waits without a write to its application (IoT
+/// Core's shortest policy refresh): a write whose count was lost (its request dropped
+/// between the commit and the count) is decided within it.
+const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A CONNECT, whichever the version.
 pub(super) struct Connect {
@@ -239,7 +241,8 @@ pub(super) async fn connect(
     // application alone, the one its client id names (or it is refused)
     let seen = backend.registry_changes.as_ref().and_then(|changes| {
         let (_, app) = connect.client_id.rsplit_once('@')?;
-        let app = changes.of(app);
+        // (a name that cannot be an application's is refused anyway, and kept nowhere)
+        let app = changes.of(drogue_shared::model::AppName::parse(app).ok()?.as_str());
         let seen = app.current();
         Some((app, seen))
     });
@@ -398,34 +401,32 @@ fn same_device(first: &MqttIdentity, now: &MqttIdentity) -> bool {
 
 /// Waits until a device's access may have changed since its decision at its
 /// application's write count `decided`: a write to the application or its devices, or
-/// the expiry of a certificate of its `chain` (and at least once a day, should the
-/// system clock be set anew). A chain that cannot be read, or is expired all through,
-/// does not wait: it is decided at every tick.
+/// the expiry of a certificate of its `chain`, or [`LONGEST_WAIT`] at most. A chain
+/// that cannot be read, or is expired all through, does not wait: it is decided at
+/// every tick.
 async fn news_for_device(
     backend: &Backend,
     changes: &AppChanges,
     decided: u64,
     chain: Option<&[Vec<u8>]>,
 ) {
-    let expires = match chain {
-        None => None,
+    let wait = match chain {
+        None => LONGEST_WAIT,
         Some(chain) => {
             let now = std::time::SystemTime::now();
             let Some(until) = valid_until(chain, now) else {
                 return;
             };
-            Some(until.duration_since(now).unwrap_or_default().min(DAY))
+            until
+                .duration_since(now)
+                .unwrap_or_default()
+                .min(LONGEST_WAIT)
         }
     };
     let _waiting = backend.hub.waiting_for_change();
-    match expires {
-        None => changes.changed_since(decided).await,
-        Some(expires) => {
-            tokio::select! {
-                _ = changes.changed_since(decided) => {}
-                _ = tokio::time::sleep(expires) => {}
-            }
-        }
+    tokio::select! {
+        _ = changes.changed_since(decided) => {}
+        _ = tokio::time::sleep(wait) => {}
     }
 }
 
@@ -441,8 +442,8 @@ async fn news_for_device(
 /// (and on time only through its certificate's validity). Until the count moves on,
 /// or a certificate of its chain expires, there is nothing new to decide, so the task
 /// waits for a write to the application or one of its devices (no periodic timer, no
-/// decision: 10,000 idle devices cost no wake-ups, and another tenant's writes wake
-/// none of them), then decides at the session's next tick (the sessions' decisions
+/// decision, for up to [`LONGEST_WAIT`]: 10,000 idle devices cost few wake-ups, and
+/// another tenant's writes wake none of them), then decides at the session's next tick (the sessions' decisions
 /// after a write stay spread over the period). The connection's end aborts the task.
 async fn recheck(
     backend: Arc<Backend>,
