@@ -3,7 +3,9 @@
 # the administrator's application `bench` with [devices] devices, all connected over
 # MQTT and idle, and eight of them publishing over HTTP (64 keep-alive connections);
 # eve, another user, changes a device of her own application in a loop (one PUT after
-# the other on a keep-alive connection) while they do. Each phase runs once quiet and
+# the other on a keep-alive connection, again at once after a 429) while they do; her
+# write rate is drogue-local's default unless DROGUE_BENCH_WRITE_RATE gives another
+# (0: none). Each phase runs once quiet and
 # once with eve's writes, and prints:
 #   - MQTT, idle: the broker's CPU while nothing is published (from the load generator's
 #     --idle-seconds), and the sessions' access decisions made again
@@ -39,6 +41,7 @@ echo "machine: $(nproc) cores, $(uname -m); $devices devices; $seconds s per run
 mqtt=127.0.0.1:$(port)
 RUST_LOG=warn "$bin/drogue-local" --coap-bind off --coaps-bind off --data-dir "$data/local" --http-bind 127.0.0.1:0 --https-bind off \
   --mqtt-bind "$mqtt" --mqtts-bind off --publish-rate 0 --max-connections-per-user 0 \
+  ${DROGUE_BENCH_WRITE_RATE:+--registry-write-rate "$DROGUE_BENCH_WRITE_RATE"} \
   --event-retention 1000000 --ready-file "$data/ready.json" >/dev/null &
 local_pid=$!
 for _ in $(seq 1 100); do [ -s "$data/ready.json" ] && break; sleep 0.1; done
@@ -84,16 +87,21 @@ url = urllib.parse.urlparse(base)
 headers = {"Authorization": "Basic " + base64.b64encode(who.encode()).decode(),
            "Content-Type": "application/json"}
 conn = http.client.HTTPConnection(url.hostname, url.port)
-n, start = 0, time.monotonic()
+n, refused, start = 0, 0, time.monotonic()
 while time.monotonic() - start < seconds:
     body = {"metadata": {"name": "w", "application": "eves", "labels": {"n": str(n)}}}
     conn.request("PUT", "/api/registry/v1alpha1/apps/eves/devices/w", json.dumps(body), headers)
     response = conn.getresponse()
     response.read()
+    if response.status == 429:
+        # over her write rate: she tries again at once
+        refused += 1
+        continue
     if response.status >= 300:
         raise SystemExit(f"PUT: {response.status}")
     n += 1
-print(f"  eve's writes: {n} in {time.monotonic() - start:.1f} s, {n / (time.monotonic() - start):.0f}/s")
+took = time.monotonic() - start
+print(f"  eve's writes: {n} in {took:.1f} s, {n / took:.0f}/s; {refused} refused (429), {refused / took:.0f}/s")
 EOF
 }
 

@@ -313,6 +313,7 @@ impl Server {
             coap: coap_announced,
             coaps: coaps_announced,
             quotas: config.quotas.quotas(),
+            write_rate: config.quotas.write_rate(),
         };
         // registry writes make device authentication look again at once
         let changes = Changes::default();
@@ -322,6 +323,7 @@ impl Server {
         )
         .with_changes(changes.clone())
         .with_quotas(settings.quotas)
+        .with_write_rate(settings.write_rate)
         .with_change_events(Arc::new(events.clone()), DEFAULT_INSTANCE);
         let stream_groups = stream::Groups::default();
         let stream_state = stream::StreamState {

@@ -18,6 +18,7 @@ use drogue_shared::access::authz::AccessControl;
 use drogue_shared::access::oidc::{OidcConfig, OidcVerifier};
 use drogue_shared::config::{AdminRole, Table, non_empty};
 use drogue_shared::http::ApiError;
+use drogue_shared::rate_limit::RateLimit;
 use drogue_shared::registry::{Quotas, Registry};
 use drogue_shared::store::Store;
 use std::sync::Arc;
@@ -59,6 +60,9 @@ pub struct Settings {
     /// and `DROGUE_MAX_DEVICES_PER_USER`: devices an application, and all applications a
     /// user owns together, may hold (default 10,000 each, 0 for no limit).
     pub quotas: Quotas,
+    /// `DROGUE_REGISTRY_WRITE_RATE` and `DROGUE_REGISTRY_WRITE_BURST`: how fast one user
+    /// may write (default 50 a second, 200 at once; administrators are not limited).
+    pub write_rate: RateLimit,
 }
 
 impl Default for Settings {
@@ -73,9 +77,16 @@ impl Default for Settings {
             coap: None,
             coaps: None,
             quotas: Quotas::default(),
+            write_rate: DEFAULT_WRITE_RATE,
         }
     }
 }
+
+/// How fast one user may write to the registry by default.
+pub const DEFAULT_WRITE_RATE: RateLimit = RateLimit {
+    per_second: 50.0,
+    burst: 200,
+};
 
 /// Where an MQTT broker listens, as Drogue Cloud announces it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -98,9 +109,10 @@ impl MqttEndpoint {
 }
 
 /// The quotas of the management API: `DROGUE_MAX_APPLICATIONS_PER_USER`,
-/// `DROGUE_MAX_DEVICES_PER_APPLICATION`, `DROGUE_MAX_DEVICES_PER_USER` (drogue-local
-/// flattens them too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+/// `DROGUE_MAX_DEVICES_PER_APPLICATION`, `DROGUE_MAX_DEVICES_PER_USER`, and a user's
+/// write rate, `DROGUE_REGISTRY_WRITE_RATE` and `DROGUE_REGISTRY_WRITE_BURST`
+/// (drogue-local flattens them too).
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct QuotaArgs {
     /// Applications a user may own (administrators are not limited); 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_APPLICATIONS_PER_USER", value_name = "DROGUE_MAX_APPLICATIONS_PER_USER", default_value_t = Quotas::DEFAULT_APPLICATIONS_PER_USER)]
@@ -112,9 +124,25 @@ pub struct QuotaArgs {
     /// (administrators are not limited, their devices count); 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_DEVICES_PER_USER", value_name = "DROGUE_MAX_DEVICES_PER_USER", default_value_t = Quotas::DEFAULT_DEVICES_PER_USER)]
     pub max_devices_per_user: usize,
+    /// Writes to the registry (applications, devices, members, ownership) one user may
+    /// make a second (429 with Retry-After beyond; administrators are not limited); 0 for
+    /// no limit.
+    #[arg(long, env = "DROGUE_REGISTRY_WRITE_RATE", value_name = "DROGUE_REGISTRY_WRITE_RATE", default_value_t = DEFAULT_WRITE_RATE.per_second, value_parser = drogue_shared::rate_limit::per_second)]
+    pub registry_write_rate: f64,
+    /// Writes one user may make at once after a pause (the write rate's burst).
+    #[arg(long, env = "DROGUE_REGISTRY_WRITE_BURST", value_name = "DROGUE_REGISTRY_WRITE_BURST", default_value_t = DEFAULT_WRITE_RATE.burst)]
+    pub registry_write_burst: u32,
 }
 
 impl QuotaArgs {
+    /// How fast one user may write.
+    pub fn write_rate(&self) -> RateLimit {
+        RateLimit {
+            per_second: self.registry_write_rate,
+            burst: self.registry_write_burst,
+        }
+    }
+
     pub fn quotas(&self) -> Quotas {
         Quotas {
             applications_per_user: self.max_applications_per_user,
@@ -180,6 +208,7 @@ impl Config {
             coap: self.coap_endpoint_url.clone(),
             coaps: self.coaps_endpoint_url.clone(),
             quotas: self.quotas.quotas(),
+            write_rate: self.quotas.write_rate(),
         }
     }
 }
@@ -277,8 +306,9 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
 
 /// The management API over a store.
 pub fn router(store: Arc<dyn Store>, settings: Settings) -> Router {
-    let registry =
-        Registry::new(store, AccessControl::new(&settings.admin_role)).with_quotas(settings.quotas);
+    let registry = Registry::new(store, AccessControl::new(&settings.admin_role))
+        .with_quotas(settings.quotas)
+        .with_write_rate(settings.write_rate);
     let oidc = settings
         .oidc
         .clone()
@@ -340,6 +370,7 @@ mod tests {
         assert_eq!(settings.admin_role, "drogue-admin");
         assert!(settings.oidc.is_none() && settings.mqtt.is_none() && settings.coap.is_none());
         assert_eq!(settings.quotas, drogue_shared::registry::Quotas::default());
+        assert_eq!(settings.write_rate, crate::DEFAULT_WRITE_RATE);
         let config = try_parse_flags::<Config>(&[
             "--table",
             "drogue",
@@ -367,6 +398,10 @@ mod tests {
             "0",
             "--max-devices-per-user",
             "7",
+            "--registry-write-rate",
+            "0.5",
+            "--registry-write-burst",
+            "3",
         ])
         .unwrap();
         let settings = config.settings();
@@ -400,6 +435,10 @@ mod tests {
                 settings.quotas.devices_per_user
             ),
             (3, 0, 7)
+        );
+        assert_eq!(
+            (settings.write_rate.per_second, settings.write_rate.burst),
+            (0.5, 3)
         );
     }
 

@@ -120,6 +120,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidRequest(m) => Self::InvalidRequest(m),
             RegistryError::Forbidden(m) => Self::NotAllowed(m),
             RegistryError::QuotaExceeded(m) => Self::QuotaExceeded(m),
+            RegistryError::TooManyRequests(m, wait) => Self::TooManyRequests(m, wait),
             RegistryError::Unavailable(e) => Self::Unavailable(Box::new(e)),
         }
     }

@@ -18,6 +18,7 @@ impl Registry {
         principal: &Principal,
         input: ResourceInput,
     ) -> RegistryResult<Application> {
+        self.admit_write(principal)?;
         let name = input
             .metadata
             .name
@@ -110,6 +111,7 @@ impl Registry {
         name: &AppName,
         input: ResourceInput,
     ) -> RegistryResult<()> {
+        self.admit_write(principal)?;
         if input.metadata.name.as_deref() != Some(name.as_str()) {
             return Err(RegistryError::InvalidRequest(format!(
                 "metadata.name must be the application of the path ('{name}')"
@@ -158,6 +160,7 @@ impl Registry {
         name: &AppName,
         options: DeleteOptions,
     ) -> RegistryResult<()> {
+        self.admit_write(principal)?;
         let current = self
             .application_for(principal, name, Permission::Admin)
             .await?;

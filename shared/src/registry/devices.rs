@@ -18,6 +18,7 @@ impl Registry {
         app: &AppName,
         input: ResourceInput,
     ) -> RegistryResult<Device> {
+        self.admit_write(principal)?;
         check_application(app, &input)?;
         let name = input
             .metadata
@@ -150,6 +151,7 @@ impl Registry {
         name: &DeviceName,
         input: ResourceInput,
     ) -> RegistryResult<()> {
+        self.admit_write(principal)?;
         check_application(app, &input)?;
         if input.metadata.name.as_deref() != Some(name.as_str()) {
             return Err(RegistryError::InvalidRequest(format!(
@@ -196,6 +198,7 @@ impl Registry {
         name: &DeviceName,
         options: DeleteOptions,
     ) -> RegistryResult<()> {
+        self.admit_write(principal)?;
         let (stored, current) = self.existing_device(principal, app, name).await?;
         if current.is_deleting() {
             return Err(not_found(app, name));

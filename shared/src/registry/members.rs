@@ -58,6 +58,7 @@ impl Registry {
         name: &AppName,
         members: Members,
     ) -> RegistryResult<()> {
+        self.admit_write(principal)?;
         if members.members.len() > MAX_MEMBERS {
             return Err(RegistryError::InvalidRequest(format!(
                 "an application has at most {MAX_MEMBERS} members"
@@ -118,6 +119,7 @@ impl Registry {
         name: &AppName,
         new_user: Option<String>,
     ) -> RegistryResult<()> {
+        self.admit_write(principal)?;
         if new_user.as_deref() == Some("") {
             return Err(RegistryError::InvalidRequest(
                 "newUser must not be empty".into(),
@@ -143,6 +145,7 @@ impl Registry {
         principal: &Principal,
         name: &AppName,
     ) -> RegistryResult<()> {
+        self.admit_write(principal)?;
         let found = self
             .applications
             .get_application(name)

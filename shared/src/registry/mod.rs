@@ -56,6 +56,8 @@ pub struct Registry {
     authz: AccessControl,
     changes: Changes,
     quotas: Quotas,
+    /// The writes each user may make (by user id), unless unlimited.
+    writes: Option<crate::rate_limit::PublishLimiter>,
     /// Where registry change events go (`drogue-local`); on AWS the table's DynamoDB
     /// stream makes them instead.
     announcements: Option<Announcements>,
@@ -230,6 +232,9 @@ pub enum RegistryError {
     /// The caller holds as much as its quota allows.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The caller writes faster than its rate allows; it may again after this long.
+    #[error("{0}")]
+    TooManyRequests(String, std::time::Duration),
     /// The store could not be reached; nothing was decided.
     #[error("the registry's store is unavailable")]
     Unavailable(#[source] StoreError),
@@ -272,6 +277,7 @@ impl Registry {
             authz,
             changes: Changes::default(),
             quotas: Quotas::default(),
+            writes: None,
             announcements: None,
         }
     }
@@ -317,6 +323,37 @@ impl Registry {
     pub fn with_quotas(mut self, quotas: Quotas) -> Self {
         self.quotas = quotas;
         self
+    }
+
+    /// Limits how fast each user writes (administrators are not limited): each write of
+    /// an application, a device, members or ownership takes one token of the user's
+    /// bucket, and one over it is refused ([`RegistryError::TooManyRequests`], 429 with
+    /// `Retry-After`) before anything is read. The buckets are this process's.
+    pub fn with_write_rate(mut self, limit: crate::rate_limit::RateLimit) -> Self {
+        self.writes = limit
+            .enabled()
+            .then(|| crate::rate_limit::PublishLimiter::new(limit));
+        self
+    }
+
+    /// Takes one write of `principal` from its rate.
+    fn admit_write(&self, principal: &Principal) -> RegistryResult<()> {
+        let Some(writes) = &self.writes else {
+            return Ok(());
+        };
+        if self.authz.is_admin(principal) {
+            return Ok(());
+        }
+        writes.check(&principal.user).map_err(|wait| {
+            RegistryError::TooManyRequests(
+                format!(
+                    "too many registry writes: a user may make {} a second (and {} at once)",
+                    writes.limit().per_second,
+                    writes.limit().burst
+                ),
+                wait,
+            )
+        })
     }
 
     /// Counts this registry's writes on `changes` (shared with caches of this process).

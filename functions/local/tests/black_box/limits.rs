@@ -1,6 +1,6 @@
 //! Limits per device and per connection: the publish rate limit over HTTP and MQTT, the
-//! quotas of devices per application and per user, the HTTP header read timeout, and
-//! connections per device.
+//! quotas of devices per application and per user, a user's registry write rate, the
+//! HTTP header read timeout, and connections per device.
 
 use super::mqtt_client::{self, In, Options};
 use super::runner::LocalRunner;
@@ -14,6 +14,20 @@ const APPS: &str = "/api/registry/v1alpha1/apps";
 
 /// A rate small enough to reach in a test: 5 publishes per second, 10 at once.
 const RATE: [&str; 4] = ["--publish-rate", "5", "--publish-burst", "10"];
+
+/// A 429 answer's `Retry-After` (1 or 2 s at the rates of these tests) and its JSON
+/// error, checked.
+async fn too_many(answer: reqwest::Response) -> (u64, Value) {
+    let retry: u64 = answer.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "TooManyRequests", "{body}");
+    (retry, body)
+}
 
 /// `app1` with password devices `dev1`, `dev2` and `dev3` (password `secret`).
 async fn setup(server: &LocalRunner) {
@@ -87,15 +101,8 @@ async fn http_publishes_beyond_the_rate_get_429_and_others_go_on() {
             }
             429 => {
                 limited += 1;
-                let retry: u64 = answer.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                assert!((1..=2).contains(&retry), "Retry-After {retry}");
-                let body: Value = answer.json().await.unwrap();
+                let (_, body) = too_many(answer).await;
                 assert_eq!(body["code"], 429);
-                assert_eq!(body["error"], "TooManyRequests");
             }
             other => panic!("publish {i}: {other}"),
         }
@@ -292,6 +299,84 @@ async fn an_application_holds_at_most_its_quota_of_devices() {
     assert_eq!(status(create("d3").send().await.unwrap()), 429);
     assert_eq!(status(delete("d2").await.unwrap()), 204);
     assert_eq!(status(create("d3").send().await.unwrap()), 201);
+}
+
+/// A user writing to the registry faster than its rate (here 2 a second, 5 at once)
+/// gets 429 with `Retry-After` and a JSON error, and nothing is made; another user's
+/// writes, and the administrator's, go on meanwhile; once the wait is over, the user
+/// writes again.
+#[tokio::test]
+async fn registry_writes_beyond_a_users_rate_get_429_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalRunner::start_with(
+        dir.path(),
+        &["--registry-write-rate", "2", "--registry-write-burst", "5"],
+    )
+    .await;
+    let eve = server.user("eve").await;
+    let bob = server.user("bob").await;
+    let http = reqwest::Client::new();
+    let write = |who: &(String, String), path: String, name: String| {
+        http.post(format!("{}{path}", server.base))
+            .basic_auth(&who.0, Some(&who.1))
+            .json(&json!({"metadata": {"name": name}}))
+            .send()
+    };
+    assert_eq!(
+        write(&eve, APPS.into(), "eves".into())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        write(&bob, APPS.into(), "bobs".into())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // eve's burst, then 429 (a few may pass as her bucket refills meanwhile)
+    let (mut made, mut refused) = (0, None);
+    for i in 0..20 {
+        let answer = write(&eve, format!("{APPS}/eves/devices"), format!("d{i}"))
+            .await
+            .unwrap();
+        match answer.status().as_u16() {
+            201 => made += 1,
+            429 => {
+                refused = Some((i, answer));
+                break;
+            }
+            other => panic!("eve's write {i}: {other}"),
+        }
+    }
+    let (i, answer) = refused.expect("eve was never refused");
+    assert!(
+        (4..=8).contains(&made),
+        "{made} writes before the first 429"
+    );
+    let (retry, _) = too_many(answer).await;
+    let (status, _) = server.get(&format!("{APPS}/eves/devices/d{i}")).await;
+    assert_eq!(status, 404, "the refused device was not made");
+    // bob and the administrator are not held by eve's rate
+    for n in 0..3 {
+        let answer = write(&bob, format!("{APPS}/bobs/devices"), format!("b{n}"));
+        assert_eq!(answer.await.unwrap().status(), 201, "bob's write {n}");
+    }
+    for n in 0..20 {
+        let device = json!({"metadata": {"name": format!("a{n}")}});
+        let path = format!("{APPS}/eves/devices");
+        assert_eq!(
+            server.post(&path, &device).await,
+            201,
+            "the administrator's {n}"
+        );
+    }
+    // after the wait, eve writes again
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let again = write(&eve, format!("{APPS}/eves/devices"), format!("d{i}"));
+    assert_eq!(again.await.unwrap().status(), 201);
 }
 
 /// The devices of all applications a user owns count against that owner, whoever made
