@@ -54,6 +54,7 @@ pub async fn create(
     RawQuery(query): RawQuery,
     OptionalJsonBody(body): OptionalJsonBody<CreateOptions>,
 ) -> Result<Json<CreatedToken>, ApiError> {
+    state.registry.admit_write(&caller)?;
     let body = body.unwrap_or_default();
     let description = query_param(query.as_deref(), "description")
         .or(body.description)
@@ -100,6 +101,7 @@ pub async fn delete(
     Caller(caller): Caller,
     Path(prefix): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    state.registry.admit_write(&caller)?;
     access::delete_token(state.registry.tokens(), &caller.user, &prefix).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -237,20 +237,20 @@ impl CommandService {
             .get_device(&app, &name)
             .await?
             .ok_or_else(no_such_device)?;
-        // the application the sender was authorized for, read again after the device:
-        // still that one (a uid is never used again), it stood when the device was read,
-        // so the device is its own, not one of the name that a stranger made in an
-        // application made anew in between (both reads strongly consistent)
+        if !takes_commands(&device) {
+            return Err(CommandError::NotTakingCommands(request.device.to_owned()));
+        }
+        let external = self.external_endpoint(&app, &device).await?;
+        // the application the sender was authorized for, read again after the device and
+        // its gateways: still that one (a uid is never used again), it stood when they
+        // were read, so they are its own, not ones of their names that a stranger made in
+        // an application made anew in between (every read strongly consistent)
         if let Some(uid) = request.application_uid {
             let current = self.applications.get_application(&app).await?;
             if current.is_none_or(|current| current.app.metadata.uid != uid) {
                 return Err(no_such_device());
             }
         }
-        if !takes_commands(&device) {
-            return Err(CommandError::NotTakingCommands(request.device.to_owned()));
-        }
-        let external = self.external_endpoint(&app, &device).await?;
         let mut command = Command::new(
             app.as_str(),
             &device,

@@ -336,8 +336,9 @@ impl Registry {
         self
     }
 
-    /// Takes one write of `principal` from its rate.
-    fn admit_write(&self, principal: &Principal) -> RegistryResult<()> {
+    /// Takes one write of `principal` from its rate (for the registry's writes, and
+    /// for those of users' access tokens, which the registry's HTTP API makes).
+    pub fn admit_write(&self, principal: &Principal) -> RegistryResult<()> {
         let Some(writes) = &self.writes else {
             return Ok(());
         };

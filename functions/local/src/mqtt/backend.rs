@@ -306,9 +306,11 @@ impl Backend {
     }
 
     /// The `uid` of the application an application client's command on `topic` is for
-    /// (`Some(None)` when there is no such application: the drop-off tells), or `None`
-    /// when the client's policy was decided for another application of that name (made
-    /// anew since; the next recheck gives the client the policy it holds now).
+    /// (when there is no such application now, the one the client's policy was decided
+    /// for, which an application made in the meantime does not have: the drop-off
+    /// refuses it), or `None` when the client's policy was decided for another
+    /// application of that name (made anew since; the next recheck gives the client the
+    /// policy it holds now).
     async fn commanded(
         &self,
         client: &Client,
@@ -325,9 +327,12 @@ impl Backend {
             .get_application(&name)
             .await?
             .map(|stored| stored.app.metadata.uid);
-        match &uid {
-            Some(uid) if !client.policy().admits_application(app, Some(uid)) => Ok(None),
-            _ => Ok(Some(uid)),
+        match uid {
+            Some(uid) if !client.policy().admits_application(app, Some(&uid)) => Ok(None),
+            Some(uid) => Ok(Some(Some(uid))),
+            None => Ok(Some(
+                client.policy().application_uid(app).map(str::to_owned),
+            )),
         }
     }
 

@@ -302,7 +302,8 @@ async fn an_application_holds_at_most_its_quota_of_devices() {
 }
 
 /// A user writing to the registry faster than its rate (here 2 a second, 5 at once)
-/// gets 429 with `Retry-After` and a JSON error, and nothing is made; another user's
+/// gets 429 with `Retry-After` and a JSON error, and nothing is made (an access token
+/// neither); another user's
 /// writes, and the administrator's, go on meanwhile; once the wait is over, the user
 /// writes again.
 #[tokio::test]
@@ -352,6 +353,15 @@ async fn registry_writes_beyond_a_users_rate_get_429_and_others_go_on() {
         }
     }
     let (i, answer) = refused.expect("eve was never refused");
+    // her access tokens are written under the same rate (at once: her next write is
+    // half a second away)
+    let token = http
+        .post(format!("{}/api/tokens/v1alpha1", server.base))
+        .basic_auth(&eve.0, Some(&eve.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 429, "eve's token while over her rate");
     assert!(
         (4..=8).contains(&made),
         "{made} writes before the first 429"

@@ -22,9 +22,20 @@ use tokio::sync::{mpsc, oneshot};
 pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The longest a device's recheck waits without a write to its application (IoT
-/// Core's shortest policy refresh): a write whose count was lost (its request dropped
-/// between the commit and the count) is decided within it.
+/// Core's shortest policy refresh), plus up to [`WAIT_SPREAD`] by session: a write
+/// whose count was lost (its request dropped between the commit and the count) is
+/// decided within it.
 const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How far the sessions' longest waits are spread, so that devices connected together
+/// are not all decided again in the same tick.
+const WAIT_SPREAD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Session `id`'s longest wait.
+fn longest_wait(id: u64) -> std::time::Duration {
+    let spread = WAIT_SPREAD.as_millis() as u64;
+    LONGEST_WAIT + std::time::Duration::from_millis(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % spread)
+}
 
 /// A CONNECT, whichever the version.
 pub(super) struct Connect {
@@ -401,7 +412,7 @@ fn same_device(first: &MqttIdentity, now: &MqttIdentity) -> bool {
 
 /// Waits until a device's access may have changed since its decision at its
 /// application's write count `decided`: a write to the application or its devices, or
-/// the expiry of a certificate of its `chain`, or [`LONGEST_WAIT`] at most. A chain
+/// the expiry of a certificate of its `chain`, or `longest` at most. A chain
 /// that cannot be read, or is expired all through, does not wait: it is decided at
 /// every tick.
 async fn news_for_device(
@@ -409,18 +420,16 @@ async fn news_for_device(
     changes: &AppChanges,
     decided: u64,
     chain: Option<&[Vec<u8>]>,
+    longest: std::time::Duration,
 ) {
     let wait = match chain {
-        None => LONGEST_WAIT,
+        None => longest,
         Some(chain) => {
             let now = std::time::SystemTime::now();
             let Some(until) = valid_until(chain, now) else {
                 return;
             };
-            until
-                .duration_since(now)
-                .unwrap_or_default()
-                .min(LONGEST_WAIT)
+            until.duration_since(now).unwrap_or_default().min(longest)
         }
     };
     let _waiting = backend.hub.waiting_for_change();
@@ -455,7 +464,8 @@ async fn recheck(
     let mut next = tokio::time::Instant::now() + RECHECK_INTERVAL;
     loop {
         if let Some((changes, decided)) = &seen {
-            news_for_device(&backend, changes, *decided, connect.certificates.as_deref()).await;
+            let chain = connect.certificates.as_deref();
+            news_for_device(&backend, changes, *decided, chain, longest_wait(id)).await;
             // the first of this session's ticks from now
             let late = tokio::time::Instant::now().saturating_duration_since(next);
             let periods = late.as_nanos().div_ceil(RECHECK_INTERVAL.as_nanos());
@@ -509,6 +519,21 @@ async fn recheck(
 mod tests {
     use super::*;
     use chrono::{Duration, Utc};
+
+    #[test]
+    fn longest_waits_are_spread_over_a_minute() {
+        let waits: Vec<_> = (0..1000).map(longest_wait).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| (LONGEST_WAIT..LONGEST_WAIT + WAIT_SPREAD).contains(w))
+        );
+        // sessions made one after the other land all over the minute
+        let early = waits
+            .iter()
+            .filter(|w| **w < LONGEST_WAIT + WAIT_SPREAD / 2);
+        assert!((400..600).contains(&early.count()));
+    }
 
     #[test]
     fn a_saved_session_is_taken_up_by_its_own_device_only() {
