@@ -3,6 +3,7 @@
 
 mod applications;
 mod bad_input;
+mod completion;
 mod devices;
 mod discovery;
 mod isolation;

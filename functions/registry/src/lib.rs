@@ -339,7 +339,41 @@ pub fn router_for(
         })
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(writes_to_completion))
         .with_state(state)
+}
+
+/// Runs a request that may write to completion once it has started, on a task of its
+/// own: a client that goes away (its connection closed) drops its request's future,
+/// and a write committed to the store but dropped before its change is counted and
+/// announced would leave the change uncounted (remembered device lookups and MQTT
+/// rechecks would not see it) and its change event unsent. Reads are served in place.
+async fn writes_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a management API request failed");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({
+                    "error": "InternalError",
+                    "message": "the request failed; it may or may not have been carried out",
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn openapi() -> impl axum::response::IntoResponse {
