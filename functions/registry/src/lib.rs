@@ -124,7 +124,7 @@ pub struct QuotaArgs {
     /// (administrators are not limited, their devices count); 0 for no limit.
     #[arg(long, env = "DROGUE_MAX_DEVICES_PER_USER", value_name = "DROGUE_MAX_DEVICES_PER_USER", default_value_t = Quotas::DEFAULT_DEVICES_PER_USER)]
     pub max_devices_per_user: usize,
-    /// Writes to the registry (applications, devices, members, ownership, access tokens) one user may
+    /// Writes to the registry (applications, devices, members, ownership, new access tokens) one user may
     /// make a second (429 with Retry-After beyond; administrators are not limited); 0 for
     /// no limit.
     #[arg(long, env = "DROGUE_REGISTRY_WRITE_RATE", value_name = "DROGUE_REGISTRY_WRITE_RATE", default_value_t = DEFAULT_WRITE_RATE.per_second, value_parser = drogue_shared::rate_limit::per_second)]

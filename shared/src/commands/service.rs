@@ -237,20 +237,27 @@ impl CommandService {
             .get_device(&app, &name)
             .await?
             .ok_or_else(no_such_device)?;
-        if !takes_commands(&device) {
-            return Err(CommandError::NotTakingCommands(request.device.to_owned()));
-        }
-        let external = self.external_endpoint(&app, &device).await?;
+        let takes = takes_commands(&device);
+        let external = match takes {
+            true => self.external_endpoint(&app, &device).await,
+            false => Ok(None),
+        };
         // the application the sender was authorized for, read again after the device and
         // its gateways: still that one (a uid is never used again), it stood when they
         // were read, so they are its own, not ones of their names that a stranger made in
-        // an application made anew in between (every read strongly consistent)
+        // an application made anew in between (every read strongly consistent); until
+        // then, nothing of what was read is told (a stranger's disabled device, its
+        // endpoint's faults)
         if let Some(uid) = request.application_uid {
             let current = self.applications.get_application(&app).await?;
             if current.is_none_or(|current| current.app.metadata.uid != uid) {
                 return Err(no_such_device());
             }
         }
+        if !takes {
+            return Err(CommandError::NotTakingCommands(request.device.to_owned()));
+        }
+        let external = external?;
         let mut command = Command::new(
             app.as_str(),
             &device,

@@ -217,14 +217,23 @@ async fn a_command_for_an_application_made_anew_since_its_authorization_is_refus
     let mut device = resource("d2", Some("app1"), json!({}));
     device.metadata.uid = "uid-of-the-strangers-d2".into();
     s.store.create_device(&name, &device).await.unwrap();
-    let late = DropOff {
-        application_uid: Some(&authorized),
-        ..drop_off("d2", "x")
-    };
-    assert!(matches!(
-        s.service.submit(late).await,
-        Err(CommandError::NoSuchDevice(_))
-    ));
+    // (and one that takes no commands: refused the same, nothing of it told)
+    let mut off = resource("off", Some("app1"), json!({"core": {"disabled": true}}));
+    off.metadata.uid = "uid-of-the-strangers-off".into();
+    s.store.create_device(&name, &off).await.unwrap();
+    for device in ["d2", "off"] {
+        let late = DropOff {
+            application_uid: Some(&authorized),
+            ..drop_off(device, "x")
+        };
+        assert!(
+            matches!(
+                s.service.submit(late).await,
+                Err(CommandError::NoSuchDevice(_))
+            ),
+            "{device}"
+        );
+    }
     assert!(
         s.store
             .take_command("app1", "d2", Utc::now())

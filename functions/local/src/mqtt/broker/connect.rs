@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The longest a device's recheck waits without a write to its application (IoT
-/// Core's shortest policy refresh), plus up to [`WAIT_SPREAD`] by session: a write
-/// whose count was lost (its request dropped between the commit and the count) is
+/// Core's shortest policy refresh), less up to [`WAIT_SPREAD`] by session: a write
+/// whose count was lost (its process stopped between the commit and the count) is
 /// decided within it.
 const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -34,7 +34,8 @@ const WAIT_SPREAD: std::time::Duration = std::time::Duration::from_secs(60);
 /// Session `id`'s longest wait.
 fn longest_wait(id: u64) -> std::time::Duration {
     let spread = WAIT_SPREAD.as_millis() as u64;
-    LONGEST_WAIT + std::time::Duration::from_millis(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % spread)
+    LONGEST_WAIT - WAIT_SPREAD
+        + std::time::Duration::from_millis(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % spread)
 }
 
 /// A CONNECT, whichever the version.
@@ -451,7 +452,7 @@ async fn news_for_device(
 /// (and on time only through its certificate's validity). Until the count moves on,
 /// or a certificate of its chain expires, there is nothing new to decide, so the task
 /// waits for a write to the application or one of its devices (no periodic timer, no
-/// decision, for up to [`LONGEST_WAIT`]: 10,000 idle devices cost few wake-ups, and
+/// decision, for up to [`LONGEST_WAIT`] at most: 10,000 idle devices cost few wake-ups, and
 /// another tenant's writes wake none of them), then decides at the session's next tick (the sessions' decisions
 /// after a write stay spread over the period). The connection's end aborts the task.
 async fn recheck(
@@ -526,12 +527,12 @@ mod tests {
         assert!(
             waits
                 .iter()
-                .all(|w| (LONGEST_WAIT..LONGEST_WAIT + WAIT_SPREAD).contains(w))
+                .all(|w| (LONGEST_WAIT - WAIT_SPREAD..LONGEST_WAIT).contains(w))
         );
         // sessions made one after the other land all over the minute
         let early = waits
             .iter()
-            .filter(|w| **w < LONGEST_WAIT + WAIT_SPREAD / 2);
+            .filter(|w| **w < LONGEST_WAIT - WAIT_SPREAD / 2);
         assert!((400..600).contains(&early.count()));
     }
 
