@@ -433,3 +433,182 @@ async fn commands_for_devices_behind_an_external_system_go_there() {
     // other devices' commands go on as before
     test_bed.submit(drop_off("d2", "reboot")).await.unwrap();
 }
+
+type Stranger = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The embedded store, with a stranger's move between two reads: the first read of the
+/// device `at` first runs `between` (once).
+struct Between {
+    store: Arc<EmbeddedStore>,
+    at: &'static str,
+    between: std::sync::Mutex<Option<Stranger>>,
+}
+
+#[async_trait::async_trait]
+impl DeviceStore for Between {
+    async fn get_device(
+        &self,
+        app: &AppName,
+        device: &DeviceName,
+    ) -> crate::store::StoreResult<Option<Device>> {
+        if device.as_str() == self.at {
+            let between = self.between.lock().unwrap().take();
+            if let Some(between) = between {
+                between.await;
+            }
+        }
+        self.store.get_device(app, device).await
+    }
+    async fn get_application_device(
+        &self,
+        app: &AppName,
+        device: &DeviceName,
+    ) -> crate::store::StoreResult<Option<(StoredApplication, Option<Device>)>> {
+        self.store.get_application_device(app, device).await
+    }
+    async fn list_devices(&self, app: &AppName) -> crate::store::StoreResult<Vec<Device>> {
+        self.store.list_devices(app).await
+    }
+    async fn devices_served_by(
+        &self,
+        app: &AppName,
+        gateway: &str,
+    ) -> crate::store::StoreResult<Vec<DeviceName>> {
+        self.store.devices_served_by(app, gateway).await
+    }
+    async fn find_device_by_claim(
+        &self,
+        app: &AppName,
+        claim: &crate::model::Claim,
+    ) -> crate::store::StoreResult<Option<DeviceName>> {
+        self.store.find_device_by_claim(app, claim).await
+    }
+    async fn create_device_limited(
+        &self,
+        app: &AppName,
+        device: &Device,
+        limits: crate::store::DeviceLimits,
+    ) -> crate::store::StoreResult<()> {
+        self.store.create_device_limited(app, device, limits).await
+    }
+    async fn count_devices(&self, app: &AppName) -> crate::store::StoreResult<u64> {
+        self.store.count_devices(app).await
+    }
+    async fn count_owned_devices(&self, user: &str) -> crate::store::StoreResult<u64> {
+        self.store.count_owned_devices(user).await
+    }
+    async fn update_device(
+        &self,
+        app: &AppName,
+        previous: &Device,
+        next: &Device,
+    ) -> crate::store::StoreResult<()> {
+        self.store.update_device(app, previous, next).await
+    }
+    async fn delete_device(
+        &self,
+        app: &AppName,
+        previous: &Device,
+    ) -> crate::store::StoreResult<()> {
+        self.store.delete_device(app, previous).await
+    }
+}
+
+/// The sender was authorized for app1 (its uid) and the command's device, behind the
+/// gateway `gw`, was read; app1 is then deleted and made anew by a stranger, whose own
+/// `gw` sends commands to an external endpoint of hers, before the gateway is read: the
+/// command is refused as for an unknown device and nothing of it reaches her endpoint.
+/// Without the stranger's move, the same command goes to the inbox.
+#[tokio::test]
+async fn a_command_is_not_sent_through_a_gateway_of_an_application_made_anew() {
+    use axum::routing::post;
+    let s = setup().await;
+    let (seen, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stand_in = axum::Router::new().route(
+        "/devices/{device}/down/replace",
+        post(
+            move |axum::extract::Path(device): axum::extract::Path<String>| async move {
+                seen.send(device).unwrap();
+                "{}"
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, stand_in).await });
+    let authorized = s.app.metadata.uid.clone();
+    let stranger = {
+        let store = s.store.clone();
+        async move {
+            let name = AppName::parse("app1").unwrap();
+            let previous = store.get_application(&name).await.unwrap().unwrap();
+            store.delete_application(&previous).await.unwrap();
+            let mut anew = resource("app1", None, json!({}));
+            anew.metadata.uid = "uid-of-the-strangers-app1".into();
+            store
+                .create_application(&StoredApplication {
+                    app: anew,
+                    owner: "mallory".into(),
+                    members: Default::default(),
+                    transfer_owner: None,
+                })
+                .await
+                .unwrap();
+            let spec = json!({"commands": [{"external": {"type": "ttnv3", "url": format!("http://{addr}/devices")}}]});
+            let mut gw = resource("gw", Some("app1"), spec);
+            gw.metadata.uid = "uid-of-the-strangers-gw".into();
+            store.create_device(&name, &gw).await.unwrap();
+        }
+    };
+    let service = |between: Option<Stranger>| {
+        CommandService::new(CommandPorts {
+            applications: s.store.clone(),
+            devices: Arc::new(Between {
+                store: s.store.clone(),
+                at: "gw",
+                between: std::sync::Mutex::new(between),
+            }),
+            commands: s.store.clone(),
+        })
+        .with_signals(Signals::default())
+        .with_external_sender(ExternalSender::allowing_private_addresses())
+    };
+    let command = || DropOff {
+        application_uid: Some(&authorized),
+        ..drop_off("d1", "open")
+    };
+
+    // without the stranger, through the gateway that takes commands from the inbox
+    let sent = service(None).submit(command()).await.unwrap();
+    assert_eq!(sent.device_uid, "uid-of-d1");
+    assert!(
+        s.store
+            .take_command("app1", "d1", Utc::now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let refused = service(Some(Box::pin(stranger))).submit(command()).await;
+    assert!(
+        matches!(refused, Err(CommandError::NoSuchDevice(ref d)) if d == "d1"),
+        "{refused:?}"
+    );
+    assert!(
+        s.store
+            .get_device(
+                &AppName::parse("app1").unwrap(),
+                &DeviceName::parse("gw").unwrap()
+            )
+            .await
+            .unwrap()
+            .is_some_and(|gw| gw.metadata.uid == "uid-of-the-strangers-gw"),
+        "the stranger's move was made between the reads"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), received.recv())
+            .await
+            .is_err(),
+        "nothing reached the stranger's endpoint"
+    );
+}

@@ -301,6 +301,11 @@ impl MqttAuthorizer {
             app.as_str(),
             authenticated.application.metadata.uid.as_str(),
         );
+        policy.decided_for_device(
+            app.as_str(),
+            device.metadata.name.as_str(),
+            device.metadata.uid.as_str(),
+        );
         Ok(ConnectDecision::Allow(Box::new(Authorized {
             principal_id: principal_id("d", &format!("{app}/{}", device.metadata.name)),
             identity: MqttIdentity::Device {
@@ -337,7 +342,12 @@ impl MqttAuthorizer {
         let mut policy = self
             .device_policy(&app, &authenticated.sender.metadata.name, &client_ids)
             .await?;
-        policy.decided_for(app, authenticated.application.metadata.uid.as_str());
+        policy.decided_for(&app, authenticated.application.metadata.uid.as_str());
+        policy.decided_for_device(
+            app,
+            authenticated.sender.metadata.name.as_str(),
+            authenticated.sender.metadata.uid.as_str(),
+        );
         Ok(Ok((authenticated, policy)))
     }
 

@@ -55,6 +55,10 @@ pub struct Policy {
     /// applications, and a later application of the same name (deleted and made again,
     /// perhaps by a stranger) is not one of them. Not part of an IoT document.
     decided_for: Vec<(String, String)>,
+    /// The device (application, name, `uid`) whose own connection the policy was decided
+    /// for: a later device of that name (deleted and made again) is another one. Not part
+    /// of an IoT document.
+    device: Option<(String, String, String)>,
 }
 
 impl Policy {
@@ -105,6 +109,33 @@ impl Policy {
     pub fn admits_application(&self, application: &str, uid: Option<&str>) -> bool {
         match (self.application_uid(application), uid) {
             (Some(decided), Some(uid)) if !uid.is_empty() => decided == uid,
+            _ => true,
+        }
+    }
+
+    /// Records that the policy was decided for the connection of the device `name` of
+    /// `application` with this `uid`.
+    pub fn decided_for_device(
+        &mut self,
+        application: impl Into<String>,
+        name: impl Into<String>,
+        uid: impl Into<String>,
+    ) -> &mut Self {
+        self.device = Some((application.into(), name.into(), uid.into()));
+        self
+    }
+
+    /// Whether a command for the device `name` of `application` with `uid` may reach the
+    /// client, as far as the device's identity goes: not when the policy was decided for
+    /// the connection of another device of that name (the one deleted before it was made
+    /// again). A command with no `uid` recorded is told by its names alone.
+    pub fn admits_device(&self, application: &str, name: &str, uid: &str) -> bool {
+        match &self.device {
+            Some((decided_app, decided_name, decided))
+                if decided_app == application && decided_name == name && !uid.is_empty() =>
+            {
+                decided == uid
+            }
             _ => true,
         }
     }
@@ -284,6 +315,23 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_decided_for_a_device_admits_only_that_ones_commands_of_its_name() {
+        let mut policy = Policy::default();
+        assert!(
+            policy.admits_device("app1", "d1", "u1"),
+            "decided for no device"
+        );
+        policy.decided_for_device("app1", "d1", "u1");
+        assert!(policy.admits_device("app1", "d1", "u1"));
+        assert!(!policy.admits_device("app1", "d1", "u2"));
+        // unknown uid: by the names alone
+        assert!(policy.admits_device("app1", "d1", ""));
+        // other devices (those a gateway serves), and devices of another application
+        assert!(policy.admits_device("app1", "d2", "u2"));
+        assert!(policy.admits_device("app2", "d1", "u2"));
+    }
 
     #[test]
     fn a_policy_decided_for_an_application_admits_only_that_one_of_its_name() {

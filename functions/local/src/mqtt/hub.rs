@@ -1028,6 +1028,7 @@ impl Hub {
         let sent = self.route(
             &topic,
             (&event.application, event.application_uid.as_deref()),
+            None,
             |mode| match mode {
                 ContentMode::Structured => structured
                     .get_or_insert_with(|| Arc::new(delivery_for(mode, &topic, &event.json)))
@@ -1126,8 +1127,15 @@ impl Hub {
             command.application.as_str(),
             Some(command.application_uid.as_str()),
         );
-        self.route(&published.topic, application, |_| delivery.clone(), None)
-            + self.route_inbox(published, &delivery)
+        // (and not to the connection of an earlier device of its name, deleted since)
+        let device = Some((command.device.as_str(), command.device_uid.as_str()));
+        self.route(
+            &published.topic,
+            application,
+            device,
+            |_| delivery.clone(),
+            None,
+        ) + self.route_inbox(published, &delivery)
     }
 
     /// Routes a command to the sessions subscribed to Drogue's `command/inbox/...` that
@@ -1146,6 +1154,11 @@ impl Hub {
                 || !entry
                     .policy
                     .admits_application(&command.application, Some(&command.application_uid))
+                || !entry.policy.admits_device(
+                    &command.application,
+                    &command.device,
+                    &command.device_uid,
+                )
             {
                 continue;
             }
@@ -1170,12 +1183,14 @@ impl Hub {
 
     /// Routes a message of `application` (its name and `uid`, if known) to the sessions
     /// whose subscriptions match `topic` and whose policies were decided for that very
-    /// application; for an event of the log, the subscriptions that fall behind at it
-    /// are added to its list.
+    /// application (and, for a command, not for the connection of another device of the
+    /// name of its `device`, a name and `uid`); for an event of the log, the
+    /// subscriptions that fall behind at it are added to its list.
     fn route(
         &self,
         topic: &str,
         (application, uid): (&str, Option<&str>),
+        device: Option<(&str, &str)>,
         mut delivery: impl FnMut(ContentMode) -> Arc<Delivery>,
         mut from_log: Option<&mut FromLog<'_>>,
     ) -> usize {
@@ -1196,6 +1211,8 @@ impl Hub {
             };
             if !entry.policy.allows(Action::Receive, topic)
                 || !entry.policy.admits_application(application, uid)
+                || device
+                    .is_some_and(|(name, uid)| !entry.policy.admits_device(application, name, uid))
             {
                 continue;
             }
@@ -2050,7 +2067,7 @@ mod tests {
             correlation_data: None,
             user_properties: Vec::new(),
         });
-        hub.route(topic, ("app1", None), |_| delivery.clone(), None)
+        hub.route(topic, ("app1", None), None, |_| delivery.clone(), None)
     }
 
     #[test]
@@ -2386,6 +2403,42 @@ mod tests {
         hub.subscribe(admin, "app/app1", true, ContentMode::Structured);
         assert_eq!(hub.event(&event("new")), 2);
         assert_eq!(drain(&mut all).len(), 1);
+    }
+
+    /// A device deleted and made again with its name is another device: the commands of
+    /// the new one reach neither `cmd/` nor the inbox of a connection decided for the old
+    /// one, while its gateway (decided for a device of another name) still gets them.
+    #[test]
+    fn a_devices_commands_reach_no_connection_of_an_earlier_device_of_its_name() {
+        let hub = Hub::default();
+        let device = |rules: &[(Action, &str)], name: &str, uid: &str| {
+            let mut p = (*policy(rules)).clone();
+            p.decided_for("app1", "a1");
+            p.decided_for_device("app1", name, uid);
+            Arc::new(p)
+        };
+        let own = [(Action::Receive, "cmd/app1/dev1/*")];
+        let (old, mut old_commands) = session(&hub, "dev1@app1", device(&own, "dev1", "u0"));
+        let (gateway, mut gateway_commands) = session(&hub, "gw@app1", device(&own, "gw", "g1"));
+        for id in [old, gateway] {
+            hub.subscribe(id, "cmd/app1/dev1/#", true, ContentMode::Structured);
+            hub.subscribe(id, "command/inbox/#", true, ContentMode::Structured);
+        }
+        let command = |device_uid: &str| {
+            let mut published = inbox_command("open");
+            published.command.application_uid = "a1".into();
+            published.command.device_uid = device_uid.into();
+            published
+        };
+        // the device made again (u1): its gateway only, on `cmd/` and in the inbox
+        assert_eq!(hub.command(&command("u1")), 2);
+        assert!(drain(&mut old_commands).is_empty());
+        assert_eq!(drain(&mut gateway_commands).len(), 2);
+        // the device the connection was decided for, and a command without a device uid
+        assert_eq!(hub.command(&command("u0")), 4);
+        assert_eq!(hub.command(&command("")), 4);
+        assert_eq!(drain(&mut old_commands).len(), 4);
+        assert_eq!(drain(&mut gateway_commands).len(), 4);
     }
 
     /// Binary mode: the data as the payload, the attributes as user properties, a
