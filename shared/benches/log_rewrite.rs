@@ -7,7 +7,8 @@
 //! for the rewrite in steps of [`REWRITE_STEP`] between groups (as the log does) and in
 //! one step (a whole segment at once, as it did before): how long the rewrite took, and
 //! the latency of the publishes acknowledged before it started and of those waiting at
-//! some time while it ran (median, 99th percentile, most).
+//! some time while it ran (median, 99th percentile, most). `REWRITE_STEPS_KIB` (e.g.
+//! "1024 256") compares other step sizes instead of [`REWRITE_STEP`].
 //!
 //! `cargo bench -p drogue-shared --bench log_rewrite`
 
@@ -144,13 +145,19 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
+    // REWRITE_STEPS_KIB: other step sizes to compare (KiB, separated by spaces)
+    let steps: Vec<usize> = std::env::var("REWRITE_STEPS_KIB")
+        .ok()
+        .map(|v| {
+            v.split_whitespace()
+                .map(|kib| kib.parse::<usize>().expect("a number of KiB") << 10)
+                .collect()
+        })
+        .unwrap_or_else(|| vec![REWRITE_STEP]);
     runtime.block_on(async {
-        run(
-            &format!("in steps of {} KiB", REWRITE_STEP >> 10),
-            REWRITE_STEP,
-            megabytes,
-        )
-        .await;
+        for step in steps {
+            run(&format!("in steps of {} KiB", step >> 10), step, megabytes).await;
+        }
         run("in one step", usize::MAX, megabytes).await;
     });
 }
