@@ -4,6 +4,7 @@
 
 use super::mqtt_client::{self, In, Options};
 use super::runner::LocalRunner;
+use super::tenants::post_as;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -323,20 +324,10 @@ async fn registry_writes_beyond_a_users_rate_get_429_and_others_go_on() {
             .json(&json!({"metadata": {"name": name}}))
             .send()
     };
-    assert_eq!(
-        write(&eve, APPS.into(), "eves".into())
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    assert_eq!(
-        write(&bob, APPS.into(), "bobs".into())
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    for (who, name) in [(&eve, "eves"), (&bob, "bobs")] {
+        let app = json!({"metadata": {"name": name}});
+        assert_eq!(post_as(&server, who, APPS, app).await, 201);
+    }
     // eve's burst, then 429 (a few may pass as her bucket refills meanwhile)
     let (mut made, mut refused) = (0, None);
     for i in 0..20 {
