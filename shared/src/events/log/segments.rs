@@ -38,6 +38,9 @@ const MIGRATION_CHUNK: usize = 4 << 20;
 /// for a rewrite taking 20-50 % longer, a sync per step (BENCHMARKS.md, "A segment's
 /// rewrite in steps").
 pub const REWRITE_STEP: usize = 128 << 10;
+/// How many places of the index [`Segments::forget_all`] goes through at a time, holding
+/// the index's lock: under 0.1 ms here (BENCHMARKS.md, "A segment's rewrite in steps").
+const FORGET_STEP: usize = 16_384;
 /// The largest write buffer kept between groups.
 const KEPT_BUFFER: usize = 8 << 20;
 /// Zeros written ahead of the head's last record (never past the segment size): a group
@@ -155,8 +158,9 @@ struct Index {
 /// What [`Segments::forget`] leaves the writer to do.
 #[derive(Default)]
 struct Forgotten {
-    /// Records readers no longer see, to take off the writer's books.
-    released: Vec<Loc>,
+    /// Records readers no longer see, to take off the writer's books: by segment,
+    /// how many and their bytes.
+    released: HashMap<u64, (u64, u64)>,
     /// The deleted applications: every segment with records of theirs (its
     /// [`Residents`]), kept or not, is rewritten.
     uids: Vec<Arc<str>>,
@@ -310,71 +314,155 @@ impl Segments {
     }
 
     /// Drops the records of deleted applications, (name, `uid`) each; how many. Readers
-    /// no longer see them. When a name's newest record is one of them, its place stays
+    /// no longer see them once it returns (some of them before: it goes a step at a
+    /// time). When a name's newest record is one of them, its place stays
     /// in the index, marked erased, to keep the name's sequence numbers going, and the
     /// writer rewrites it as a tombstone. The writer erases every record of these
     /// applications from disk, those retention dropped too, as its housekeeping goes on
     /// ([`SegmentWriter::housekeeping`]), each segment once for them all.
     pub fn forget_all<'a>(&self, deleted: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+        self.forget_in_steps(deleted, &mut || {})
+    }
+
+    /// [`Self::forget_all`], calling `between_steps` after each step, with the index's
+    /// lock let go.
+    fn forget_in_steps<'a>(
+        &self,
+        deleted: impl IntoIterator<Item = (&'a str, &'a str)>,
+        between_steps: &mut dyn FnMut(),
+    ) -> usize {
         let mut batch = Forgotten::default();
         let removed = deleted
             .into_iter()
-            .map(|(application, uid)| self.forget_into(application, uid, &mut batch))
+            .map(|(application, uid)| self.forget_into(application, uid, &mut batch, between_steps))
             .sum();
         // handed over at once: the writer rewrites each segment once for them all
         let mut forgotten = self
             .forgotten
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        forgotten.released.extend(batch.released);
+        for (segment, (records, bytes)) in batch.released {
+            let of = forgotten.released.entry(segment).or_default();
+            of.0 += records;
+            of.1 += bytes;
+        }
         forgotten.uids.extend(batch.uids);
         removed
     }
 
-    fn forget_into(&self, application: &str, uid: &str, batch: &mut Forgotten) -> usize {
+    /// Forgets the records of `uid` of the name `application` (see [`Self::forget_all`])
+    /// [`FORGET_STEP`] places at a time, so that appends and reads wait for a step, not
+    /// for the whole application: readers may see its records go in parts. Those
+    /// appended after the call began are left (the next sweep forgets them).
+    fn forget_into(
+        &self,
+        application: &str,
+        uid: &str,
+        batch: &mut Forgotten,
+        between_steps: &mut dyn FnMut(),
+    ) -> usize {
         batch.uids.push(Arc::from(uid));
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(log) = index.apps.get_mut(application) else {
-            // (records retention dropped may still be on disk)
-            return 0;
+        // the runs of the uid's records, each `start..end`, as they are now
+        let runs: Vec<(u64, u64)> = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(log) = index.apps.get(application) else {
+                // (records retention dropped may still be on disk)
+                return 0;
+            };
+            let last = log.last();
+            log.uids
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, of))| of.as_deref() == Some(uid))
+                .map(|(n, (start, _))| {
+                    let end = log.uids.get(n + 1).map_or(last + 1, |(next, _)| *next);
+                    (*start, end)
+                })
+                .collect()
         };
-        let (first, last) = (log.first, log.last());
+        // where the places forgotten end: what is appended after is left
+        let forgotten_end = runs.last().map_or(0, |(_, end)| *end);
+        let mut removed = 0;
         let mut released = Vec::new();
-        for (n, (start, of)) in log.uids.iter().enumerate() {
-            if of.as_deref() != Some(uid) {
-                continue;
-            }
-            let end = log.uids.get(n + 1).map_or(last + 1, |(next, _)| *next);
-            for sequence in (*start).max(first)..end.min(last + 1) {
-                let slot = &mut log.locs[(sequence - first) as usize];
-                if !slot.is_readable() {
-                    continue;
+        for (start, end) in runs {
+            let mut at = start;
+            while at < end {
+                {
+                    let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+                    let Some(log) = index.apps.get_mut(application) else {
+                        return removed;
+                    };
+                    let (first, last) = (log.first, log.last());
+                    let from = at.max(first);
+                    let to = end
+                        .min(last + 1)
+                        .min(from.saturating_add(FORGET_STEP as u64));
+                    for sequence in from..to {
+                        let slot = &mut log.locs[(sequence - first) as usize];
+                        if !slot.is_readable() {
+                            continue;
+                        }
+                        if sequence == last {
+                            slot.erased = true;
+                        } else {
+                            released.push(*slot);
+                            *slot = Loc::MISSING;
+                        }
+                    }
+                    at = if to > from { to } else { end };
                 }
-                if sequence == last {
-                    slot.erased = true;
-                } else {
-                    released.push(*slot);
-                    *slot = Loc::MISSING;
+                // counted by segment with the lock let go
+                removed += released.len();
+                for loc in released.drain(..) {
+                    let of = batch.released.entry(loc.segment).or_default();
+                    of.0 += 1;
+                    of.1 += u64::from(loc.len);
                 }
+                between_steps();
             }
         }
-        while log.locs.front().is_some_and(Loc::is_missing) {
-            log.locs.pop_front();
-            log.first += 1;
+        // the places now missing at the front go, a step at a time too
+        loop {
+            let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+            let Some(log) = index.apps.get_mut(application) else {
+                return removed;
+            };
+            let gone = log
+                .locs
+                .iter()
+                .take(FORGET_STEP)
+                .take_while(|loc| loc.is_missing())
+                .count();
+            log.locs.drain(..gone);
+            log.first += gone as u64;
+            if gone < FORGET_STEP {
+                // its runs forgotten are gone but the name's newest: the run before one
+                // takes over its places, all missing now. A run of it that goes on past
+                // them (records of it appended meanwhile) keeps those, for the next
+                // sweep to forget.
+                let last = log.last();
+                let ends: Vec<u64> = (0..log.uids.len())
+                    .map(|n| log.uids.get(n + 1).map_or(last + 1, |(next, _)| *next))
+                    .collect();
+                let mut ends = ends.into_iter();
+                let runs = log.uids.len();
+                let mut n = 0;
+                log.uids.retain_mut(|(start, of)| {
+                    n += 1;
+                    let end = ends.next().unwrap_or(last + 1);
+                    if n == runs || of.as_deref() != Some(uid) || *start >= forgotten_end {
+                        return true;
+                    }
+                    if end > forgotten_end {
+                        *start = forgotten_end;
+                        return true;
+                    }
+                    false
+                });
+                log.prune_uids();
+                return removed;
+            }
         }
-        // its runs are gone but the last (the name's newest): the run before one takes
-        // over its slots, all missing now
-        let runs = log.uids.len();
-        let mut n = 0;
-        log.uids.retain(|(_, of)| {
-            n += 1;
-            n == runs || of.as_deref() != Some(uid)
-        });
-        log.prune_uids();
-        drop(index);
-        let removed = released.len();
-        batch.released.extend(released);
-        removed
     }
 
     /// The sequence numbers an application keeps: (first, last), `None` before its first.
@@ -1296,10 +1384,10 @@ impl SegmentWriter {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        for loc in released {
-            if let Some(stat) = self.stats.get_mut(&loc.segment) {
-                stat.live -= 1;
-                stat.live_bytes -= u64::from(loc.len);
+        for (segment, (records, bytes)) in released {
+            if let Some(stat) = self.stats.get_mut(&segment) {
+                stat.live -= records;
+                stat.live_bytes -= bytes;
             }
         }
         if !uids.is_empty() {
@@ -1771,6 +1859,76 @@ mod tests {
         assert_eq!(store.read("b", 0, usize::MAX).unwrap().len(), 100);
         assert_eq!(store.read("a", 0, usize::MAX).unwrap().len(), 0);
         assert_eq!(store.read("c", 0, usize::MAX).unwrap().len(), 30);
+    }
+
+    /// A deleted application with many records is forgotten a step at a time: appends
+    /// and reads get the index's lock between the steps, what they append meanwhile is
+    /// kept, and the end is as if it went at once.
+    #[test]
+    fn a_large_forget_goes_in_steps_and_lets_appends_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 64 << 20, 1_000_000).unwrap();
+        let gone = 2 * FORGET_STEP + 100;
+        let group: Vec<Draft<'_>> = (0..gone)
+            .map(|_| draft("a", "uid-a", "{}"))
+            .chain((0..10).map(|_| draft("b", "uid-b", "{}")))
+            .collect();
+        writer.commit(group).unwrap();
+        let first_segment = writer.head();
+        let store = writer.store();
+        let mut steps = 0;
+        let removed = store.forget_in_steps([("a", "uid-a")], &mut || {
+            steps += 1;
+            assert!(
+                store.index.try_write().is_ok(),
+                "the index's lock is let go between steps"
+            );
+            // while it goes on: a late record of the deleted application, then the
+            // name made again, and another application's records
+            let late = match steps {
+                1 => draft("a", "uid-a", "{}"),
+                2 => draft("a", "uid-a2", "{}"),
+                _ => return,
+            };
+            writer
+                .commit(vec![late, draft("b", "uid-b", "{}")])
+                .unwrap();
+        });
+        assert_eq!(removed, gone);
+        assert_eq!(steps, gone.div_ceil(FORGET_STEP));
+        let sequences = |store: &Segments, application: &str| -> Vec<u64> {
+            store
+                .read(application, 0, usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence)
+                .collect()
+        };
+        let gone = gone as u64;
+        assert_eq!(store.kept("a"), Some((gone + 1, gone + 2)));
+        assert_eq!(sequences(&store, "a"), vec![gone + 1, gone + 2]);
+        assert_eq!(sequences(&store, "b"), (1..=12).collect::<Vec<_>>());
+        // the late record is still known as the deleted application's: the next sweep
+        // forgets it
+        assert_eq!(store.forget_all([("a", "uid-a")]), 1);
+        assert_eq!(store.kept("a"), Some((gone + 2, gone + 2)));
+        // erased from disk: the segment goes, and a reopened log has the same
+        writer.housekeeping();
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+        assert!(
+            store
+                .application_uids()
+                .iter()
+                .all(|(_, uid)| uid != "uid-a")
+        );
+        assert!(!segment_path(dir.path(), first_segment).exists());
+        drop((writer, store));
+        let writer = SegmentWriter::open(dir.path(), 64 << 20, 1_000_000).unwrap();
+        let store = writer.store();
+        assert_eq!(sequences(&store, "a"), vec![gone + 2]);
+        assert_eq!(sequences(&store, "b"), (1..=12).collect::<Vec<_>>());
     }
 
     /// The open files of this process under `dir`, removed ones too (Linux).
