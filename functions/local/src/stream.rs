@@ -6,8 +6,8 @@
 //! Callers authenticate as on the management API (Basic access token, bearer token,
 //! `?token=`, `?username=&api_key=`) and need read access to the application. The
 //! server pings every half of the client timeout (5 seconds), every second while events
-//! flow; a client silent for the timeout (10 seconds), or whose socket takes no send for
-//! that long, is closed. Frames from the client other than pongs are ignored.
+//! flow (and after every [`PING_BYTES`] of them); a client silent for the timeout (10
+//! seconds), or whose socket takes no send for that long, is closed. Frames from the client other than pongs are ignored.
 //!
 //! `?group_id=NAME` (as Drogue Cloud's integration takes it) makes the stream resume:
 //! the group's position in the application's events is kept in the event log, so a
@@ -61,6 +61,10 @@ const BATCH: usize = 256;
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a group's position is saved while its stream is open.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// While events flow, a ping also goes after every this many bytes of them: a client
+/// that reads on, however slowly, answers a ping after reading at most this much, even
+/// behind megabytes that the sockets' buffers hold between it and the server.
+const PING_BYTES: usize = 256 << 10;
 /// The close code of a stream whose group another stream took over.
 const TAKEN_OVER: u16 = 4000;
 
@@ -525,6 +529,8 @@ struct Link {
     /// The client timeout: how long a ping may wait for its pong, or a send for the socket.
     timeout: Duration,
     pinged_at: tokio::time::Instant,
+    /// The bytes of events sent since the last ping.
+    unpinged_bytes: usize,
     /// Since when a ping has waited for its pong; each pong that acknowledges more
     /// starts it again (the client reads on, if slowly), the pong of the last ping ends it.
     unanswered_since: Option<tokio::time::Instant>,
@@ -544,6 +550,7 @@ impl Link {
             delivery: Delivery::starting_at(position),
             timeout,
             pinged_at: tokio::time::Instant::now(),
+            unpinged_bytes: 0,
             unanswered_since: None,
             taken_over,
         }
@@ -597,8 +604,8 @@ impl Link {
             .is_some_and(|since| since.elapsed() >= self.timeout)
     }
 
-    /// Pings when due: a second after the last ping if events went out since, else half
-    /// the client timeout after it.
+    /// Pings when due: a second after the last ping if events went out since (or once
+    /// [`PING_BYTES`] of them did), else half the client timeout after it.
     async fn ping_when_due(&mut self) -> Result<(), Ending> {
         let keepalive = self.timeout / 2;
         let every = if self.delivery.sent != self.delivery.pinged {
@@ -606,10 +613,11 @@ impl Link {
         } else {
             keepalive
         };
-        if self.pinged_at.elapsed() < every {
+        if self.pinged_at.elapsed() < every && self.unpinged_bytes < PING_BYTES {
             return Ok(());
         }
         self.pinged_at = tokio::time::Instant::now();
+        self.unpinged_bytes = 0;
         self.unanswered_since.get_or_insert(self.pinged_at);
         let ping = Message::Ping(self.delivery.ping().into());
         self.put(ping).await
@@ -624,6 +632,7 @@ impl Link {
     ) -> Result<(), Ending> {
         for event in events {
             if channel.is_none_or(|c| event.subject.as_deref() == Some(c)) {
+                self.unpinged_bytes += event.json.len();
                 self.put(Message::Text(event.json.into())).await?;
             }
             self.delivery.sent = event.sequence;
