@@ -6,8 +6,10 @@
 //! Callers authenticate as on the management API (Basic access token, bearer token,
 //! `?token=`, `?username=&api_key=`) and need read access to the application. The
 //! server pings every half of the client timeout (5 seconds), every second while events
-//! flow (and after every [`PING_BYTES`] of them); a client silent for the timeout (10
-//! seconds), or whose socket takes no send for that long, is closed. Frames from the client other than pongs are ignored.
+//! flow, and after the event that brings those sent since the last ping to
+//! [`PING_BYTES`]; a client silent for the timeout (10 seconds), or whose socket takes
+//! no send for that long, is closed. Frames from the client other than pongs are
+//! ignored.
 //!
 //! `?group_id=NAME` (as Drogue Cloud's integration takes it) makes the stream resume:
 //! the group's position in the application's events is kept in the event log, so a
@@ -61,9 +63,10 @@ const BATCH: usize = 256;
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a group's position is saved while its stream is open.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
-/// While events flow, a ping also goes after every this many bytes of them: a client
-/// that reads on, however slowly, answers a ping after reading at most this much, even
-/// behind megabytes that the sockets' buffers hold between it and the server.
+/// While events flow, a ping also goes after the event that brings those sent since the
+/// last ping to this many bytes: a client that reads on answers a ping after reading
+/// about this much (or one larger event), however much the sockets' buffers hold
+/// between it and the server.
 const PING_BYTES: usize = 256 << 10;
 /// The close code of a stream whose group another stream took over.
 const TAKEN_OVER: u16 = 4000;
