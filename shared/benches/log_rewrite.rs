@@ -12,7 +12,9 @@
 //!
 //! `cargo bench -p drogue-shared --bench log_rewrite`
 
-use cloudevents::{Event, EventBuilder, EventBuilderV10};
+mod common;
+
+use cloudevents::Event;
 use drogue_shared::events::EventSink;
 use drogue_shared::events::log::{EventLog, LogOptions, REWRITE_STEP};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,19 +25,11 @@ const SEGMENT: u64 = 64 << 20;
 const EVENT: usize = 600;
 
 fn event(app: &str, n: u64) -> Event {
-    EventBuilderV10::new()
-        .id(format!("{app}-{n}"))
-        .ty("io.drogue.event.v1")
-        .source(format!("drogue://{app}/device"))
-        .subject("telemetry")
-        .extension("application", app)
-        .extension("applicationuid", format!("uid-{app}"))
-        .data(
-            "application/json",
-            serde_json::json!({"n": n, "pad": "x".repeat(EVENT - 300)}),
-        )
-        .build()
-        .expect("an event")
+    common::event(
+        app,
+        n,
+        serde_json::json!({"n": n, "pad": "x".repeat(EVENT - 300)}),
+    )
 }
 
 /// Latencies as (when it was published, how long it took to be acknowledged).
