@@ -122,7 +122,7 @@ fn main() {
             per(reopened, memory),
         );
         println!(
-            "  files: {:.1} MB before; with the events {:.1} MB ({:.0} bytes a name); after the erasure {:.1} MB ({:.0}), 1 MiB of it zeros written ahead",
+            "  files: {:.1} MB before; with the events {:.1} MB ({:.0} bytes a name); after the erasure {:.1} MB ({:.0}), up to 1 MiB of it zeros written ahead",
             mb(disk),
             mb(with_disk),
             per(with_disk, disk),
