@@ -118,6 +118,13 @@ impl AppLog {
         self.first + self.locs.len() as u64 - 1
     }
 
+    /// Where the run `n` of [`Self::uids`] ends (the sequence number after its last).
+    fn run_end(&self, n: usize) -> u64 {
+        self.uids
+            .get(n + 1)
+            .map_or(self.last() + 1, |(next, _)| *next)
+    }
+
     /// Where the record `sequence` is, while it is kept.
     fn slot(&self, sequence: u64) -> Option<&Loc> {
         let i = usize::try_from(sequence.checked_sub(self.first)?).ok()?;
@@ -369,15 +376,11 @@ impl Segments {
                 // (records retention dropped may still be on disk)
                 return 0;
             };
-            let last = log.last();
             log.uids
                 .iter()
                 .enumerate()
                 .filter(|(_, (_, of))| of.as_deref() == Some(uid))
-                .map(|(n, (start, _))| {
-                    let end = log.uids.get(n + 1).map_or(last + 1, |(next, _)| *next);
-                    (*start, end)
-                })
+                .map(|(n, (start, _))| (*start, log.run_end(n)))
                 .collect()
         };
         // where the places forgotten end: what is appended after is left
@@ -440,17 +443,12 @@ impl Segments {
                 // takes over its places, all missing now. A run of it that goes on past
                 // them (records of it appended meanwhile) keeps those, for the next
                 // sweep to forget.
-                let last = log.last();
-                let ends: Vec<u64> = (0..log.uids.len())
-                    .map(|n| log.uids.get(n + 1).map_or(last + 1, |(next, _)| *next))
-                    .collect();
-                let mut ends = ends.into_iter();
-                let runs = log.uids.len();
+                let ends: Vec<u64> = (0..log.uids.len()).map(|n| log.run_end(n)).collect();
                 let mut n = 0;
                 log.uids.retain_mut(|(start, of)| {
+                    let end = ends[n];
                     n += 1;
-                    let end = ends.next().unwrap_or(last + 1);
-                    if n == runs || of.as_deref() != Some(uid) || *start >= forgotten_end {
+                    if n == ends.len() || of.as_deref() != Some(uid) || *start >= forgotten_end {
                         return true;
                     }
                     if end > forgotten_end {
@@ -1862,8 +1860,8 @@ mod tests {
     }
 
     /// A deleted application with many records is forgotten a step at a time: appends
-    /// and reads get the index's lock between the steps, what they append meanwhile is
-    /// kept, and the end is as if it went at once.
+    /// and reads get the index's lock between the steps, and what they append meanwhile
+    /// is kept (a late record of the deleted application for the next forget).
     #[test]
     fn a_large_forget_goes_in_steps_and_lets_appends_in_between() {
         let dir = tempfile::tempdir().unwrap();
