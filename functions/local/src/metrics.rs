@@ -28,6 +28,7 @@ pub fn router(metrics: Metrics) -> Router {
 async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let verified = m.device_auth.verified_passwords();
     let (events, commits) = m.events.counters();
+    let names = m.events.names();
     let (rechecks, waiting) = (m.mqtt.rechecks(), m.mqtt.rechecks_waiting());
     let delivery = m.mqtt.delivery_tasks();
     let (sweeps, swept_sessions, swept_groups, swept_events) = m.swept.counts();
@@ -45,6 +46,9 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
          # HELP drogue_events_written_total Events written to the local event log.\n\
          # TYPE drogue_events_written_total counter\n\
          drogue_events_written_total {events}\n\
+         # HELP drogue_event_log_names Application names the local event log's index holds (a name goes once no application of it has events left).\n\
+         # TYPE drogue_event_log_names gauge\n\
+         drogue_event_log_names {names}\n\
          # HELP drogue_event_commits_total Commits of the local event log (each holds one or more events).\n\
          # TYPE drogue_event_commits_total counter\n\
          drogue_event_commits_total {commits}\n\

@@ -314,6 +314,12 @@ impl EventLog {
         Ok(self.segments.last_sequence(application))
     }
 
+    /// How many application names the log's index holds (a name goes once no
+    /// application of it has events left: see [`Self::forget_all`]).
+    pub fn names(&self) -> usize {
+        self.segments.names()
+    }
+
     /// The applications (`uid`s) of which the log keeps events, with their names.
     pub fn application_uids(&self) -> Vec<(String, String)> {
         self.segments.application_uids()
@@ -327,8 +333,11 @@ impl EventLog {
 
     /// Drops the events of deleted applications, (name, `uid`) each; how many. Readers
     /// no longer see them, and the writer erases them from disk at once, those
-    /// retention dropped too, one segment between two groups (the name's newest event
-    /// becomes a tombstone that keeps the name's sequence numbers going).
+    /// retention dropped too, one segment between two groups. A name left with no
+    /// events is forgotten for good, and a later application of it starts its sequence
+    /// numbers above every forgotten name's; a name that keeps events of another
+    /// application keeps the deleted one's newest as a tombstone, to keep its numbers
+    /// going.
     pub fn forget_all<'a>(&self, deleted: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
         let mut any = false;
         let removed = self
@@ -522,12 +531,15 @@ impl Follower {
             let batch = self.log.read(&self.application, self.after, limit.max(1))?;
             if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
                 if self.after > 0 && first.sequence > self.after + 1 {
-                    // (not the records of a deleted application erased in between)
+                    // (not the records of a deleted application erased in between, nor
+                    // the numbers skipped by a name forgotten for good and back since)
                     let kept = self.log.segments.retained_from(&self.application);
-                    if kept > self.after + 1 {
+                    let since = self.log.segments.since(&self.application);
+                    let from = self.after.max(since.saturating_sub(1));
+                    if kept > from + 1 {
                         tracing::warn!(
                             application = %self.application,
-                            missed = kept.min(first.sequence) - self.after - 1,
+                            missed = kept.min(first.sequence) - from - 1,
                             "a consumer resumed behind the log's retention and missed events"
                         );
                     }

@@ -648,13 +648,16 @@ async fn a_deleted_applications_events_are_erased_from_disk_at_once() {
     assert_eq!(log.application_uids(), [pair("c", "uid-c")]);
     assert!(on_disk(&path, b"uid-c"));
     assert_eq!(kept(&log, "c"), expected("c", 1..=1));
-    assert_eq!(log.last_sequence("a").unwrap(), 36);
+    // nothing of "a" is left to read: the name is forgotten for good
+    assert!(eventually(|| log.names() == 1).await, "{}", log.names());
+    assert_eq!(log.last_sequence("a").unwrap(), 0);
     close(log, &path).await;
 
-    // the tombstone keeps the name's numbers through a restart, and is never read
+    // the floor keeps the name's numbers from going back through a restart
     let log = reopen(&path, options(1000, SMALL)).await;
-    assert_eq!(log.last_sequence("a").unwrap(), 36);
+    assert_eq!(log.last_sequence("a").unwrap(), 0);
     assert_eq!(kept(&log, "a"), []);
+    assert_eq!(log.names(), 1);
     assert_eq!(log.application_uids(), [pair("c", "uid-c")]);
     log.publish(&event_of("a", "uid-d", 37)).await.unwrap();
     assert_eq!(kept(&log, "a"), expected("a", 37..=37));
@@ -858,9 +861,10 @@ async fn an_erasure_cut_short_by_a_crash_is_done_again() {
     let log = reopen(&path, options(1000, SMALL)).await;
     assert_eq!(kept(&log, "c"), expected("c", 1..=20));
     assert_eq!(kept(&log, "a"), []);
-    assert_eq!(log.last_sequence("a").unwrap(), 10);
+    assert_eq!(log.names(), 1);
+    // above the floor: the highest number given when "a" was forgotten, c's 20
     log.publish(&event_of("a", "uid-d", 11)).await.unwrap();
-    assert_eq!(kept(&log, "a"), expected("a", 11..=11));
+    assert_eq!(kept(&log, "a"), [(21, "a-11".to_owned())]);
 }
 
 #[tokio::test]
@@ -891,5 +895,107 @@ async fn what_retention_dropped_of_a_deleted_application_is_erased_too() {
     close(log, &path).await;
     let log = reopen(&path, options(5, SMALL)).await;
     assert_eq!(kept(&log, "c"), expected("c", 1..=1));
-    assert_eq!(log.last_sequence("a").unwrap(), 20);
+    assert_eq!(log.names(), 1);
+    log.publish(&event_of("a", "uid-d", 21)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 21..=21));
+}
+
+#[tokio::test]
+async fn a_name_no_application_has_is_forgotten_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
+    // applications made and deleted under new names, each two events (as the registry's
+    // change events of its making and its deletion)
+    let names: Vec<String> = (1..=200).map(|n| format!("gone-{n}")).collect();
+    for name in &names {
+        for n in 1..=2 {
+            log.publish(&event_of(name, &format!("uid-{name}"), n))
+                .await
+                .unwrap();
+        }
+    }
+    for n in 1..=5 {
+        log.publish(&event_of("c", "uid-c", n)).await.unwrap();
+    }
+    // a consumer of a later application of "gone-1" that started at the name's newest
+    // event, before the name was forgotten
+    let mut follower = log.follow("gone-1", Some("uid-later"), 2);
+    assert_eq!(log.names(), 201);
+
+    let uids: Vec<String> = names.iter().map(|name| format!("uid-{name}")).collect();
+    let removed = log.forget_all(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(uids.iter().map(String::as_str)),
+    );
+    assert_eq!(removed, 200, "the newest of each are not counted");
+    // once their events are erased from the files, the index forgets the names (only
+    // the tombstones of their newest are left, counted for nothing: they go with
+    // their segments)
+    assert!(
+        eventually(|| !on_disk(&path, b"uid-gone-1") && !on_disk(&path, b"uid-gone-200")).await
+    );
+    assert!(eventually(|| log.names() == 1).await, "{}", log.names());
+    assert_eq!(log.last_sequence("gone-1").unwrap(), 0);
+    assert_eq!(kept(&log, "c"), expected("c", 1..=5));
+
+    // a later application of a forgotten name starts above every number given before
+    // (c's 5, not the name's own 2): the consumer that started at the old newest gets
+    // its first event
+    log.publish(&event_of("gone-1", "uid-later", 1))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), follower.next(10))
+        .await
+        .expect("the event, not a wait")
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].sequence, 6, "above the floor: 5");
+    drop(follower);
+    close(log, &path).await;
+
+    // through a restart: the names stay forgotten (tombstones left in the files are
+    // dropped at open) and the floor stays
+    let log = reopen(&path, options(1000, SMALL)).await;
+    assert_eq!(log.names(), 2);
+    assert_eq!(kept(&log, "gone-1").len(), 1);
+    log.publish(&event_of("gone-2", "uid-later-2", 1))
+        .await
+        .unwrap();
+    assert_eq!(log.read("gone-2", 0, 10).unwrap()[0].sequence, 6);
+}
+
+#[tokio::test]
+async fn a_name_keeps_its_numbers_while_another_application_of_it_has_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = EventLog::open_with(&path, options(1000, SMALL)).unwrap();
+    for n in 1..=3 {
+        log.publish(&event_of("a", "uid-a", n)).await.unwrap();
+    }
+    for n in 4..=5 {
+        log.publish(&event_of("a", "uid-b", n)).await.unwrap();
+    }
+    // uid-a's late event is the name's newest: its tombstone stays while uid-b's are
+    // there to read
+    log.publish(&event_of("a", "uid-a", 6)).await.unwrap();
+    assert_eq!(log.forget("a", "uid-a"), 3);
+    assert!(eventually(|| !on_disk(&path, b"uid-a")).await);
+    assert_eq!(log.names(), 1);
+    assert_eq!(kept(&log, "a"), expected("a", 4..=5));
+    assert_eq!(log.last_sequence("a").unwrap(), 6);
+    close(log, &path).await;
+
+    // opened again with a retention of one, nothing but the tombstone is kept: the
+    // name is forgotten then, and its numbers go on above it all the same
+    let log = reopen(&path, options(1, SMALL)).await;
+    assert_eq!(log.names(), 0);
+    assert_eq!(log.last_sequence("a").unwrap(), 0);
+    log.publish(&event_of("a", "uid-b", 7)).await.unwrap();
+    assert_eq!(kept(&log, "a"), expected("a", 7..=7));
+    close(log, &path).await;
+    let log = reopen(&path, options(1, SMALL)).await;
+    assert_eq!(kept(&log, "a"), expected("a", 7..=7));
 }

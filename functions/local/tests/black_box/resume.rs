@@ -477,6 +477,7 @@ async fn a_deleted_applications_events_are_removed() {
         uid_of(&server, &owner, "app2").await,
     );
     assert!(in_segments(dir.path(), uid1.as_bytes()));
+    server.metric_reaches("drogue_event_log_names", 2).await;
     let deleted = reqwest::Client::new()
         .delete(format!("{}{APPS}/app1", server.base))
         .basic_auth(&user, Some(&key))
@@ -494,7 +495,7 @@ async fn a_deleted_applications_events_are_removed() {
         .metric("drogue_housekeeping_removed_total{kind=\"event\"}")
         .await;
     assert!(removed >= 50, "{removed} events removed");
-    // (the newest of them too: a tombstone keeps its number, nothing of the event)
+    // (the newest of them too: a tombstone of its number, nothing of the event)
     let mut erased = false;
     for _ in 0..100 {
         if !in_segments(dir.path(), uid1.as_bytes()) {
@@ -504,9 +505,26 @@ async fn a_deleted_applications_events_are_removed() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(erased, "the deleted application's events are still on disk");
+    // no application has the name any more: the log forgets it for good
+    server.metric_reaches("drogue_event_log_names", 1).await;
     assert!(in_segments(dir.path(), uid2.as_bytes()));
     let mut group = server.websocket("/stream/app2?group_id=g1", who).await;
     assert_eq!(numbers(&mut group, 5).await, [1, 2, 3, 4, 5]);
+    group.close(None).await.unwrap();
+
+    // a later application of the name: its group gets its events, through a restart too
+    app_with_device(&server, "app1").await;
+    let mut later = server.websocket("/stream/app1?group_id=g1", who).await;
+    publish(&server, 1..=3).await;
+    assert_eq!(numbers(&mut later, 3).await, [1, 2, 3]);
+    server.metric_reaches("drogue_event_log_names", 2).await;
+    acknowledge(&mut later).await;
+    later.close(None).await.unwrap();
+    server.stop("TERM").await;
+    let server = LocalRunner::start(dir.path()).await;
+    publish(&server, 4..=5).await;
+    let mut later = server.websocket("/stream/app1?group_id=g1", who).await;
+    assert_eq!(numbers(&mut later, 2).await, [4, 5]);
 }
 
 #[tokio::test]

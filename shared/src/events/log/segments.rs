@@ -13,6 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// The first bytes of every segment file: the format and its version.
@@ -41,6 +42,10 @@ pub const REWRITE_STEP: usize = 128 << 10;
 /// How many places of the index [`Segments::forget_all`] goes through at a time, holding
 /// the index's lock: under 0.1 ms here (BENCHMARKS.md, "A segment's rewrite in steps").
 const FORGET_STEP: usize = 16_384;
+/// How many names of deleted applications the writer forgets for good between two
+/// groups ([`SegmentWriter::forget_names_step`]): about 1 ms here (BENCHMARKS.md,
+/// "What a deleted application's name leaves").
+const NAMES_STEP: usize = 1024;
 /// The largest write buffer kept between groups.
 const KEPT_BUFFER: usize = 8 << 20;
 /// Zeros written ahead of the head's last record (never past the segment size): a group
@@ -99,6 +104,9 @@ impl Loc {
 /// always present (retention keeps at least one), so it tells the last sequence number.
 struct AppLog {
     first: u64,
+    /// Where the name's numbers start: its first sequence number since it was last
+    /// forgotten for good (what came before is another numbering, not missed events).
+    since: u64,
     locs: VecDeque<Loc>,
     /// Which application of the name (`uid`) the records are of, in runs: each from its
     /// sequence number to the next run's (the first may start before `first`).
@@ -109,6 +117,7 @@ impl AppLog {
     fn new(first: u64) -> Self {
         Self {
             first,
+            since: first,
             locs: VecDeque::new(),
             uids: Vec::new(),
         }
@@ -171,6 +180,9 @@ struct Forgotten {
     /// The deleted applications: every segment with records of theirs (its
     /// [`Residents`]), kept or not, is rewritten.
     uids: Vec<Arc<str>>,
+    /// Their names: each one left without a record to read is forgotten for good
+    /// (see [`SegmentWriter::forget_names_step`]).
+    names: Vec<String>,
 }
 
 /// Which applications have records in a segment, kept or not (retention leaves the
@@ -185,6 +197,9 @@ pub struct Segments {
     residents: Mutex<BTreeMap<u64, Residents>>,
     /// How many records each application keeps.
     retention: u64,
+    /// Every name forgotten for good had sequence numbers up to this at most, and a name
+    /// without records starts above it (see [`SegmentWriter::forget_names_step`]).
+    floor: AtomicU64,
 }
 
 impl Segments {
@@ -296,6 +311,31 @@ impl Segments {
             .max(1)
     }
 
+    /// Where an application's numbers start (0 for a name without records): its
+    /// first sequence number since its name was last forgotten for good, as far as
+    /// this process knows (at start, its oldest record found).
+    pub fn since(&self, application: &str) -> u64 {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        index.apps.get(application).map_or(0, |log| log.since)
+    }
+
+    /// The highest sequence number a name forgotten for good had: a name without
+    /// records starts above it, so a position taken in a forgotten name's numbers is
+    /// never passed by a later application's first events.
+    #[cfg(test)]
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// How many names the index holds.
+    pub fn names(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apps
+            .len()
+    }
+
     /// The applications (`uid`s) that have records in the segments, kept or not, with
     /// their names.
     pub fn application_uids(&self) -> Vec<(String, String)> {
@@ -324,7 +364,9 @@ impl Segments {
     /// no longer see them once it returns (some of them before: it goes a step at a
     /// time). When a name's newest record is one of them, its place stays
     /// in the index, marked erased, to keep the name's sequence numbers going, and the
-    /// writer rewrites it as a tombstone. The writer erases every record of these
+    /// writer rewrites it as a tombstone, unless the name is left with no record to
+    /// read: then the writer forgets the name for good ([`SegmentWriter::forget_names_step`]).
+    /// The writer erases every record of these
     /// applications from disk, those retention dropped too, as its housekeeping goes on
     /// ([`SegmentWriter::housekeeping`]), each segment once for them all.
     pub fn forget_all<'a>(&self, deleted: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
@@ -354,6 +396,7 @@ impl Segments {
             of.1 += bytes;
         }
         forgotten.uids.extend(batch.uids);
+        forgotten.names.extend(batch.names);
         removed
     }
 
@@ -376,6 +419,7 @@ impl Segments {
                 // (records retention dropped may still be on disk)
                 return 0;
             };
+            batch.names.push(application.to_owned());
             log.uids
                 .iter()
                 .enumerate()
@@ -709,12 +753,54 @@ fn read_lost(dir: &Path) -> io::Result<HashMap<String, u64>> {
     }
 }
 
-/// Writes the lost sequence numbers durably (a new file renamed over the old one).
+/// Writes the lost sequence numbers durably.
 fn write_lost(dir: &Path, lost: &HashMap<String, u64>) -> io::Result<()> {
-    let path = dir.join(LOST);
-    let new = dir.join(format!("{LOST}.new"));
+    write_durably(
+        dir,
+        LOST,
+        &serde_json::to_vec(lost).map_err(io::Error::other)?,
+    )
+}
+
+/// The file, beside the segments, of the [floor](Segments::floor) of the sequence
+/// numbers of names without records: `{"floor": N}`.
+const FLOOR: &str = "name-floor.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Floor {
+    floor: u64,
+}
+
+fn read_floor(dir: &Path) -> io::Result<u64> {
+    match fs::read(dir.join(FLOOR)) {
+        Ok(bytes) => serde_json::from_slice::<Floor>(&bytes)
+            .map(|f| f.floor)
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", dir.join(FLOOR).display()),
+                )
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_floor(dir: &Path, floor: u64) -> io::Result<()> {
+    write_durably(
+        dir,
+        FLOOR,
+        &serde_json::to_vec(&Floor { floor }).map_err(io::Error::other)?,
+    )
+}
+
+/// Writes the file `name` in `dir` durably: a new file, synced, renamed over the old
+/// one, the directory synced.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let path = dir.join(name);
+    let new = dir.join(format!("{name}.new"));
     let file = File::create(&new)?;
-    file.write_all_at(&serde_json::to_vec(lost).map_err(io::Error::other)?, 0)?;
+    file.write_all_at(bytes, 0)?;
     file.sync_all()?;
     fs::rename(&new, &path)?;
     sync_dir(dir)
@@ -850,6 +936,17 @@ pub struct SegmentWriter {
     roll_next: bool,
     /// Each application's last sequence number.
     last: HashMap<String, u64>,
+    /// A name not in `last` starts above this ([`Segments::floor`]).
+    floor: u64,
+    /// The highest sequence number given to any name.
+    high: u64,
+    /// Names of deleted applications to forget for good, if they have no record left
+    /// ([`Self::forget_names_step`]).
+    dropping: Vec<String>,
+    /// The floor is raised for the names being forgotten.
+    floor_raised: bool,
+    /// The floor could not be written: the names wait for the next group.
+    floor_failed: bool,
     buf: Vec<u8>,
     /// Records placed by the current append: (application, sequence, location).
     placed: Vec<(String, u64, Loc)>,
@@ -1046,6 +1143,8 @@ impl SegmentWriter {
         let retention = retention.max(1);
         let mut index = Index::default();
         let mut last = HashMap::new();
+        let mut floor = read_floor(dir)?;
+        let floor_before = floor;
         for (application, Found { mut records, uids }) in found {
             // a record copied by a compaction that was cut short is there twice: the
             // later copy counts
@@ -1053,14 +1152,33 @@ impl SegmentWriter {
             records.dedup_by_key(|(sequence, _, _)| *sequence);
             let newest = records.last().expect("one record at least").0;
             let keep_from = newest.saturating_sub(retention - 1).max(records[0].0);
+            if records
+                .iter()
+                .all(|(sequence, loc, _)| *sequence < keep_from || loc.erased)
+            {
+                // nothing to read: a name forgotten for good whose tombstone was not
+                // erased yet (or one an earlier version kept); forgotten again
+                floor = floor.max(newest);
+                continue;
+            }
             let mut log = AppLog::new(keep_from);
+            log.since = records[0].0;
             log.locs.reserve((newest - keep_from + 1) as usize);
             let mut missing = 0;
+            // (the numbers a name skipped when it came back after being forgotten, from
+            // its tombstone up to the floor, are no damage)
+            let mut after_tombstone = false;
             for (sequence, loc, uid) in records.into_iter().filter(|(s, _, _)| *s >= keep_from) {
-                while keep_from + (log.locs.len() as u64) < sequence {
-                    log.locs.push_back(Loc::MISSING);
-                    missing += 1;
+                if after_tombstone && keep_from + (log.locs.len() as u64) < sequence {
+                    log.since = sequence;
                 }
+                while keep_from + (log.locs.len() as u64) < sequence {
+                    if !after_tombstone {
+                        missing += 1;
+                    }
+                    log.locs.push_back(Loc::MISSING);
+                }
+                after_tombstone = loc.erased && sequence <= floor_before;
                 let stat = stats.get_mut(&loc.segment).expect("scanned");
                 stat.live += 1;
                 stat.live_bytes += u64::from(loc.len);
@@ -1085,6 +1203,15 @@ impl SegmentWriter {
                 *newest = sequence;
             }
         }
+        if floor > floor_before {
+            // before anything deletes their tombstones
+            write_floor(dir, floor)?;
+        }
+        // (a name known only by numbers lost to damage, forgotten since, starts above the floor)
+        last.retain(|application, sequence| {
+            index.apps.contains_key(application.as_str()) || *sequence > floor
+        });
+        let high = last.values().copied().fold(floor, u64::max);
         index.files = stats
             .iter()
             .map(|(id, stat)| (*id, stat.file.clone()))
@@ -1097,8 +1224,14 @@ impl SegmentWriter {
                 forgotten: Mutex::new(Forgotten::default()),
                 residents: Mutex::new(residents),
                 retention,
+                floor: AtomicU64::new(floor),
             }),
             stats,
+            floor,
+            high,
+            dropping: Vec::new(),
+            floor_raised: false,
+            floor_failed: false,
             roll_next: false,
             last,
             buf: Vec::new(),
@@ -1275,9 +1408,12 @@ impl SegmentWriter {
         let mut uids = Vec::new();
         for draft in group {
             uids.push(draft.application_uid);
-            let sequence = next
-                .entry(draft.application)
-                .or_insert_with(|| self.last.get(draft.application).copied().unwrap_or(0));
+            let sequence = next.entry(draft.application).or_insert_with(|| {
+                self.last
+                    .get(draft.application)
+                    .copied()
+                    .unwrap_or(self.floor)
+            });
             *sequence += 1;
             let start = buf.len() as u64;
             let len = encode(&mut buf, *sequence, &draft);
@@ -1287,7 +1423,9 @@ impl SegmentWriter {
         self.appended = self.appended.saturating_add(buf.len());
         self.buf = buf;
         let (segment, base) = written?;
+        self.floor_failed = false;
         for (application, sequence) in next {
+            self.high = self.high.max(sequence);
             match self.last.get_mut(application) {
                 Some(last) => *last = sequence,
                 None => {
@@ -1334,8 +1472,15 @@ impl SegmentWriter {
             if let Err(e) = self.rewrite_step() {
                 tracing::warn!(error = %e, "the event log could not rewrite a segment");
             }
-        } else {
+        } else if !self.erasing.is_empty()
+            || !self.unlink_later.is_empty()
+            || self.dropping.is_empty()
+            || self.floor_failed
+        {
             self.start_one();
+        } else {
+            // the names once their records are erased, a step at a time
+            self.forget_names_step();
         }
         // a group of large events (or a compaction) leaves no large buffer behind
         if self.buf.capacity() > KEPT_BUFFER {
@@ -1369,13 +1514,19 @@ impl SegmentWriter {
     /// applications are still to be rewritten: the writer goes on with them between
     /// groups without waiting.
     pub fn rewriting(&self) -> bool {
-        self.rewrite.is_some() || !self.erasing.is_empty()
+        self.rewrite.is_some()
+            || !self.erasing.is_empty()
+            || (!self.dropping.is_empty() && !self.floor_failed && self.unlink_later.is_empty())
     }
 
     /// Takes the records readers no longer see ([`Segments::forget`]) off the books, and
     /// their segments into those to rewrite.
     fn take_forgotten(&mut self) {
-        let Forgotten { released, uids } = std::mem::take(
+        let Forgotten {
+            released,
+            uids,
+            names,
+        } = std::mem::take(
             &mut *self
                 .store
                 .forgotten
@@ -1387,6 +1538,9 @@ impl SegmentWriter {
                 stat.live -= records;
                 stat.live_bytes -= bytes;
             }
+        }
+        if !names.is_empty() {
+            self.queue_names(names);
         }
         if !uids.is_empty() {
             let residents = self
@@ -1400,6 +1554,104 @@ impl SegmentWriter {
                     .filter(|(_, of)| uids.iter().any(|uid| of.contains_key(uid)))
                     .map(|(id, _)| *id),
             );
+        }
+    }
+
+    /// Takes the names of deleted applications ([`Forgotten::names`]) to forget for
+    /// good once their records are erased from the files ([`Self::forget_names_step`]).
+    fn queue_names(&mut self, names: Vec<String>) {
+        if self.dropping.is_empty() {
+            self.dropping = names;
+        } else {
+            self.dropping.extend(names);
+        }
+    }
+
+    /// Forgets for good the next [`NAMES_STEP`] names of those queued that have no
+    /// record left to read (only the erased newest): their entries in the index and in
+    /// `last` go. Called once no segment is left to erase: a name's newest has been
+    /// copied as a tombstone to a segment above every other record of the name, and the
+    /// tombstone now dies with that segment (never copied again; dropped at open if the
+    /// segment is still there). So that sequence numbers never go back for a consumer
+    /// holding a position in a forgotten name's numbers, the first step raises the
+    /// [floor](Segments::floor), durably, to the highest sequence number given so far:
+    /// a later application of any name without records starts above it. A name given a
+    /// number since (above the floor) is left. When the floor cannot be written, the
+    /// names wait, and it is tried again after the next group. Runs on the writer's
+    /// thread, between groups: no sequence number is being given meanwhile.
+    fn forget_names_step(&mut self) {
+        if !self.floor_raised {
+            if self.high > self.floor {
+                if let Err(e) = write_floor(&self.dir, self.high) {
+                    tracing::warn!(error = %e, names = self.dropping.len(), "the event log cannot write its floor of sequence numbers: deleted applications' names are kept for now; tried again after the next group");
+                    self.floor_failed = true;
+                    return;
+                }
+                self.floor = self.high;
+                self.store.floor.store(self.floor, Ordering::Release);
+            }
+            self.floor_raised = true;
+        }
+        let chunk = self
+            .dropping
+            .split_off(self.dropping.len().saturating_sub(NAMES_STEP));
+        let removed: Vec<(String, AppLog)> = {
+            let mut index = self
+                .store
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            chunk
+                .into_iter()
+                .filter_map(|name| {
+                    let log = index.apps.get(name.as_str())?;
+                    let last = self.last.get(name.as_str()).copied().unwrap_or(0);
+                    if last > self.floor || log.locs.iter().any(Loc::is_readable) {
+                        return None;
+                    }
+                    let log = index.apps.remove(name.as_str())?;
+                    Some((name, log))
+                })
+                .collect()
+        };
+        // (the entries are dropped with the index's lock let go)
+        for (name, log) in &removed {
+            for loc in log.locs.iter().filter(|loc| !loc.is_missing()) {
+                if let Some(stat) = self.stats.get_mut(&loc.segment) {
+                    stat.live -= 1;
+                    stat.live_bytes -= u64::from(loc.len);
+                }
+            }
+            self.last.remove(name.as_str());
+        }
+        if !removed.is_empty() {
+            tracing::debug!(
+                names = removed.len(),
+                floor = self.floor,
+                "names of deleted applications forgotten by the event log"
+            );
+        }
+        drop(removed);
+        if self.dropping.is_empty() {
+            self.dropping = Vec::new();
+            self.floor_raised = false;
+            // what a mass of deleted names grew goes back (once, after the last step)
+            if self.last.capacity() > 4 * self.last.len() + 4096 {
+                self.last.shrink_to_fit();
+            }
+            let mut index = self
+                .store
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if index.apps.capacity() > 4 * index.apps.len() + 4096 {
+                let mut smaller = HashMap::with_capacity(index.apps.len());
+                smaller.extend(index.apps.drain());
+                let larger = std::mem::replace(&mut index.apps, smaller);
+                drop(index);
+                // (its memory goes back with the lock let go)
+                drop(larger);
+            }
         }
     }
 
@@ -1779,6 +2031,7 @@ impl SegmentWriter {
         ));
         self.migrated_uids
             .push(draft.application_uid.map(str::to_owned));
+        self.high = self.high.max(sequence);
         match self.last.get_mut(draft.application) {
             Some(last) => *last = sequence,
             None => {
@@ -1853,7 +2106,10 @@ mod tests {
             writer.housekeeping();
         }
         assert_eq!(left(&writer), None);
+        // then "a", with nothing left to read, is forgotten for good
         let store = writer.store();
+        assert!(!writer.last.contains_key("a"));
+        assert_eq!((store.names(), store.floor()), (2, 100));
         assert_eq!(store.read("b", 0, usize::MAX).unwrap().len(), 100);
         assert_eq!(store.read("a", 0, usize::MAX).unwrap().len(), 0);
         assert_eq!(store.read("c", 0, usize::MAX).unwrap().len(), 30);
@@ -1927,6 +2183,65 @@ mod tests {
         let store = writer.store();
         assert_eq!(sequences(&store, "a"), vec![gone + 2]);
         assert_eq!(sequences(&store, "b"), (1..=12).collect::<Vec<_>>());
+    }
+
+    /// Many names of deleted applications are forgotten for good a step at a time,
+    /// once their records are erased; their tombstones are no longer counted, so
+    /// their segments go; a name given a record between two steps is kept.
+    #[test]
+    fn names_are_forgotten_for_good_a_step_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 64 << 10, 1000).unwrap();
+        let names: Vec<(String, String)> = (0..2 * NAMES_STEP + 10)
+            .map(|n| (format!("gone-{n}"), format!("uid-gone-{n}")))
+            .collect();
+        writer
+            .commit(names.iter().map(|(name, uid)| draft(name, uid, "{}")))
+            .unwrap();
+        writer.commit([draft("kept", "uid-kept", "{}")]).unwrap();
+        let store = writer.store();
+        let removed = store.forget_all(names.iter().map(|(n, u)| (n.as_str(), u.as_str())));
+        assert_eq!(removed, 0, "each name's one record is its newest");
+        assert_eq!(store.names(), names.len() + 1);
+
+        // their records are erased first (the newest copied as tombstones)
+        writer.housekeeping();
+        while writer.rewrite.is_some() || !writer.erasing.is_empty() {
+            assert_eq!(store.names(), names.len() + 1);
+            writer.housekeeping();
+        }
+        assert!(writer.rewriting(), "the names wait");
+        writer.housekeeping();
+        assert_eq!(store.names(), names.len() + 1 - NAMES_STEP, "one step");
+        assert_eq!(store.floor(), 1);
+        // a record of one not forgotten yet (the queue goes from its end) keeps it
+        assert_eq!(
+            writer.commit([draft("gone-0", "uid-new", "{}")]).unwrap(),
+            [2]
+        );
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+        assert_eq!(store.names(), 2);
+        assert_eq!(writer.last.len(), 2);
+        assert_eq!(store.read("gone-0", 0, 10).unwrap().len(), 1);
+        // the tombstones count for nothing: the sealed segments that held only them go
+        writer.housekeeping();
+        let live: u64 = writer.stats.values().map(|stat| stat.live).sum();
+        assert_eq!(live, 3, "kept's, gone-0's new one and its tombstone");
+        let head = writer.head();
+        assert!(
+            writer
+                .stats
+                .keys()
+                .all(|id| *id == head || writer.stats[id].live > 0)
+        );
+        drop(writer);
+        // dropped at open too (the head still holds tombstones), the floor kept
+        let writer = SegmentWriter::open(dir.path(), 64 << 10, 1000).unwrap();
+        assert_eq!(writer.store().names(), 2);
+        assert_eq!(writer.last.len(), 2);
+        assert_eq!(writer.store().floor(), 1);
     }
 
     /// The open files of this process under `dir`, removed ones too (Linux).
