@@ -539,7 +539,7 @@ impl Follower {
                     if kept > from + 1 {
                         tracing::warn!(
                             application = %self.application,
-                            missed = kept.min(first.sequence) - from - 1,
+                            missed = kept.min(first.sequence).saturating_sub(from + 1),
                             "a consumer resumed behind the log's retention and missed events"
                         );
                     }

@@ -986,16 +986,4 @@ async fn a_name_keeps_its_numbers_while_another_application_of_it_has_events() {
     assert_eq!(log.names(), 1);
     assert_eq!(kept(&log, "a"), expected("a", 4..=5));
     assert_eq!(log.last_sequence("a").unwrap(), 6);
-    close(log, &path).await;
-
-    // opened again with a retention of one, nothing but the tombstone is kept: the
-    // name is forgotten then, and its numbers go on above it all the same
-    let log = reopen(&path, options(1, SMALL)).await;
-    assert_eq!(log.names(), 0);
-    assert_eq!(log.last_sequence("a").unwrap(), 0);
-    log.publish(&event_of("a", "uid-b", 7)).await.unwrap();
-    assert_eq!(kept(&log, "a"), expected("a", 7..=7));
-    close(log, &path).await;
-    let log = reopen(&path, options(1, SMALL)).await;
-    assert_eq!(kept(&log, "a"), expected("a", 7..=7));
 }

@@ -46,6 +46,8 @@ const FORGET_STEP: usize = 16_384;
 /// groups ([`SegmentWriter::forget_names_step`]): about 1 ms here (BENCHMARKS.md,
 /// "What a deleted application's name leaves").
 const NAMES_STEP: usize = 1024;
+/// How long names wait to be forgotten after the floor could not be written.
+const FLOOR_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 /// The largest write buffer kept between groups.
 const KEPT_BUFFER: usize = 8 << 20;
 /// Zeros written ahead of the head's last record (never past the segment size): a group
@@ -943,10 +945,12 @@ pub struct SegmentWriter {
     /// Names of deleted applications to forget for good, if they have no record left
     /// ([`Self::forget_names_step`]).
     dropping: Vec<String>,
-    /// The floor is raised for the names being forgotten.
-    floor_raised: bool,
-    /// The floor could not be written: the names wait for the next group.
-    floor_failed: bool,
+    /// The floor is raised for the names being forgotten, and these are the names that
+    /// have records of an application (`uid`) in some segment, kept or not, as they
+    /// were then: such a name is not forgotten.
+    floor_raised: Option<std::collections::HashSet<Arc<str>>>,
+    /// The floor could not be written: the names wait until then (and the next group).
+    floor_retry: Option<std::time::Instant>,
     buf: Vec<u8>,
     /// Records placed by the current append: (application, sequence, location).
     placed: Vec<(String, u64, Loc)>,
@@ -1144,41 +1148,53 @@ impl SegmentWriter {
         let mut index = Index::default();
         let mut last = HashMap::new();
         let mut floor = read_floor(dir)?;
-        let floor_before = floor;
+        // a name with nothing but tombstones in the files (forgotten for good, its
+        // tombstone's segment not gone yet; or kept by an earlier version) is forgotten
+        // again, once the floor is above it
+        let tombstoned = found
+            .values()
+            .filter(|of| of.records.iter().all(|(_, loc, _)| loc.erased))
+            .flat_map(|of| of.records.iter().map(|(sequence, _, _)| *sequence))
+            .max()
+            .unwrap_or(0);
+        let forget_tombstoned = tombstoned <= floor
+            || match write_floor(dir, tombstoned) {
+                Ok(()) => {
+                    floor = tombstoned;
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the event log cannot write its floor of sequence numbers: names of deleted applications are kept until the next start");
+                    false
+                }
+            };
         for (application, Found { mut records, uids }) in found {
             // a record copied by a compaction that was cut short is there twice: the
             // later copy counts
             records.sort_unstable_by_key(|(sequence, loc, _)| (*sequence, u64::MAX - loc.segment));
             records.dedup_by_key(|(sequence, _, _)| *sequence);
+            let tombstones = records.iter().take_while(|(_, loc, _)| loc.erased).count();
+            if tombstones == records.len() {
+                if forget_tombstoned {
+                    continue;
+                }
+            } else if tombstones > 0 {
+                // a tombstone holds its name's number while nothing comes after it; one
+                // before the name's records is dead (the name came back after being
+                // forgotten, or later records of it were kept)
+                records.drain(..tombstones);
+            }
             let newest = records.last().expect("one record at least").0;
             let keep_from = newest.saturating_sub(retention - 1).max(records[0].0);
-            if records
-                .iter()
-                .all(|(sequence, loc, _)| *sequence < keep_from || loc.erased)
-            {
-                // nothing to read: a name forgotten for good whose tombstone was not
-                // erased yet (or one an earlier version kept); forgotten again
-                floor = floor.max(newest);
-                continue;
-            }
             let mut log = AppLog::new(keep_from);
             log.since = records[0].0;
             log.locs.reserve((newest - keep_from + 1) as usize);
             let mut missing = 0;
-            // (the numbers a name skipped when it came back after being forgotten, from
-            // its tombstone up to the floor, are no damage)
-            let mut after_tombstone = false;
             for (sequence, loc, uid) in records.into_iter().filter(|(s, _, _)| *s >= keep_from) {
-                if after_tombstone && keep_from + (log.locs.len() as u64) < sequence {
-                    log.since = sequence;
-                }
                 while keep_from + (log.locs.len() as u64) < sequence {
-                    if !after_tombstone {
-                        missing += 1;
-                    }
                     log.locs.push_back(Loc::MISSING);
+                    missing += 1;
                 }
-                after_tombstone = loc.erased && sequence <= floor_before;
                 let stat = stats.get_mut(&loc.segment).expect("scanned");
                 stat.live += 1;
                 stat.live_bytes += u64::from(loc.len);
@@ -1203,10 +1219,6 @@ impl SegmentWriter {
                 *newest = sequence;
             }
         }
-        if floor > floor_before {
-            // before anything deletes their tombstones
-            write_floor(dir, floor)?;
-        }
         // (a name known only by numbers lost to damage, forgotten since, starts above the floor)
         last.retain(|application, sequence| {
             index.apps.contains_key(application.as_str()) || *sequence > floor
@@ -1230,8 +1242,8 @@ impl SegmentWriter {
             floor,
             high,
             dropping: Vec::new(),
-            floor_raised: false,
-            floor_failed: false,
+            floor_raised: None,
+            floor_retry: None,
             roll_next: false,
             last,
             buf: Vec::new(),
@@ -1423,7 +1435,6 @@ impl SegmentWriter {
         self.appended = self.appended.saturating_add(buf.len());
         self.buf = buf;
         let (segment, base) = written?;
-        self.floor_failed = false;
         for (application, sequence) in next {
             self.high = self.high.max(sequence);
             match self.last.get_mut(application) {
@@ -1472,11 +1483,7 @@ impl SegmentWriter {
             if let Err(e) = self.rewrite_step() {
                 tracing::warn!(error = %e, "the event log could not rewrite a segment");
             }
-        } else if !self.erasing.is_empty()
-            || !self.unlink_later.is_empty()
-            || self.dropping.is_empty()
-            || self.floor_failed
-        {
+        } else if !self.erasing.is_empty() || !self.names_ready() {
             self.start_one();
         } else {
             // the names once their records are erased, a step at a time
@@ -1514,9 +1521,7 @@ impl SegmentWriter {
     /// applications are still to be rewritten: the writer goes on with them between
     /// groups without waiting.
     pub fn rewriting(&self) -> bool {
-        self.rewrite.is_some()
-            || !self.erasing.is_empty()
-            || (!self.dropping.is_empty() && !self.floor_failed && self.unlink_later.is_empty())
+        self.rewrite.is_some() || !self.erasing.is_empty() || self.names_ready()
     }
 
     /// Takes the records readers no longer see ([`Segments::forget`]) off the books, and
@@ -1557,9 +1562,21 @@ impl SegmentWriter {
         }
     }
 
+    /// Whether names wait to be forgotten and may be now: no deleted segment waits for
+    /// its removal, and no failed write of the floor waits for its retry.
+    fn names_ready(&self) -> bool {
+        !self.dropping.is_empty()
+            && self.unlink_later.is_empty()
+            && self
+                .floor_retry
+                .is_none_or(|at| std::time::Instant::now() >= at)
+    }
+
     /// Takes the names of deleted applications ([`Forgotten::names`]) to forget for
     /// good once their records are erased from the files ([`Self::forget_names_step`]).
     fn queue_names(&mut self, names: Vec<String>) {
+        // (the floor raised again, and the residents looked at again, for these too)
+        self.floor_raised = None;
         if self.dropping.is_empty() {
             self.dropping = names;
         } else {
@@ -1568,33 +1585,47 @@ impl SegmentWriter {
     }
 
     /// Forgets for good the next [`NAMES_STEP`] names of those queued that have no
-    /// record left to read (only the erased newest): their entries in the index and in
-    /// `last` go. Called once no segment is left to erase: a name's newest has been
-    /// copied as a tombstone to a segment above every other record of the name, and the
-    /// tombstone now dies with that segment (never copied again; dropped at open if the
-    /// segment is still there). So that sequence numbers never go back for a consumer
+    /// record left to read (only the erased newest), and no record of any application
+    /// left in the files (per the segments' [`Residents`]): their entries in the index
+    /// and in `last` go. Called once no segment is left to erase. The name's tombstone,
+    /// copied by the erasure, is then the only record of the name in the files; it is
+    /// never copied again and goes with its segment (a name with nothing but tombstones
+    /// is not indexed at open). So that sequence numbers never go back for a consumer
     /// holding a position in a forgotten name's numbers, the first step raises the
     /// [floor](Segments::floor), durably, to the highest sequence number given so far:
     /// a later application of any name without records starts above it. A name given a
-    /// number since (above the floor) is left. When the floor cannot be written, the
-    /// names wait, and it is tried again after the next group. Runs on the writer's
-    /// thread, between groups: no sequence number is being given meanwhile.
+    /// number since (above the floor), or with records left in the files (retention
+    /// dropped them, or an erasure failed), is left: the next sweep tries again. When
+    /// the floor cannot be written, the names wait a minute (and the next group). Runs
+    /// on the writer's thread, between groups: no sequence number is given meanwhile.
     fn forget_names_step(&mut self) {
-        if !self.floor_raised {
+        if self.floor_raised.is_none() {
             if self.high > self.floor {
                 if let Err(e) = write_floor(&self.dir, self.high) {
-                    tracing::warn!(error = %e, names = self.dropping.len(), "the event log cannot write its floor of sequence numbers: deleted applications' names are kept for now; tried again after the next group");
-                    self.floor_failed = true;
+                    tracing::warn!(error = %e, names = self.dropping.len(), "the event log cannot write its floor of sequence numbers: deleted applications' names are kept for now; tried again in a minute");
+                    self.floor_retry = Some(std::time::Instant::now() + FLOOR_RETRY);
                     return;
                 }
                 self.floor = self.high;
                 self.store.floor.store(self.floor, Ordering::Release);
             }
-            self.floor_raised = true;
+            self.floor_retry = None;
+            let residents = self
+                .store
+                .residents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.floor_raised = Some(
+                residents
+                    .values()
+                    .flat_map(|of_segment| of_segment.values().cloned())
+                    .collect(),
+            );
         }
         let chunk = self
             .dropping
             .split_off(self.dropping.len().saturating_sub(NAMES_STEP));
+        let resident = self.floor_raised.as_ref().expect("raised above");
         let removed: Vec<(String, AppLog)> = {
             let mut index = self
                 .store
@@ -1606,7 +1637,14 @@ impl SegmentWriter {
                 .filter_map(|name| {
                     let log = index.apps.get(name.as_str())?;
                     let last = self.last.get(name.as_str()).copied().unwrap_or(0);
-                    if last > self.floor || log.locs.iter().any(Loc::is_readable) {
+                    // (records of an application of the name left in the files, those
+                    // retention dropped or a failed erasure left, could come back at a
+                    // restart once the tombstone's segment is gone: the name is kept,
+                    // and the next sweep tries again)
+                    if last > self.floor
+                        || log.locs.iter().any(Loc::is_readable)
+                        || resident.contains(name.as_str())
+                    {
                         return None;
                     }
                     let log = index.apps.remove(name.as_str())?;
@@ -1634,7 +1672,7 @@ impl SegmentWriter {
         drop(removed);
         if self.dropping.is_empty() {
             self.dropping = Vec::new();
-            self.floor_raised = false;
+            self.floor_raised = None;
             // what a mass of deleted names grew goes back (once, after the last step)
             if self.last.capacity() > 4 * self.last.len() + 4096 {
                 self.last.shrink_to_fit();
@@ -2187,18 +2225,23 @@ mod tests {
 
     /// Many names of deleted applications are forgotten for good a step at a time,
     /// once their records are erased; their tombstones are no longer counted, so
-    /// their segments go; a name given a record between two steps is kept.
+    /// their segments go; a name given a record between two steps is kept; a name
+    /// that comes back numbers above the floor and, opened again, is indexed from its
+    /// new records only.
     #[test]
     fn names_are_forgotten_for_good_a_step_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = SegmentWriter::open(dir.path(), 64 << 10, 1000).unwrap();
+        // (another application's 5 make the floor 5)
+        writer
+            .commit((0..5).map(|_| draft("kept", "uid-kept", "{}")))
+            .unwrap();
         let names: Vec<(String, String)> = (0..2 * NAMES_STEP + 10)
             .map(|n| (format!("gone-{n}"), format!("uid-gone-{n}")))
             .collect();
         writer
             .commit(names.iter().map(|(name, uid)| draft(name, uid, "{}")))
             .unwrap();
-        writer.commit([draft("kept", "uid-kept", "{}")]).unwrap();
         let store = writer.store();
         let removed = store.forget_all(names.iter().map(|(n, u)| (n.as_str(), u.as_str())));
         assert_eq!(removed, 0, "each name's one record is its newest");
@@ -2213,7 +2256,7 @@ mod tests {
         assert!(writer.rewriting(), "the names wait");
         writer.housekeeping();
         assert_eq!(store.names(), names.len() + 1 - NAMES_STEP, "one step");
-        assert_eq!(store.floor(), 1);
+        assert_eq!(store.floor(), 5);
         // a record of one not forgotten yet (the queue goes from its end) keeps it
         assert_eq!(
             writer.commit([draft("gone-0", "uid-new", "{}")]).unwrap(),
@@ -2228,7 +2271,7 @@ mod tests {
         // the tombstones count for nothing: the sealed segments that held only them go
         writer.housekeeping();
         let live: u64 = writer.stats.values().map(|stat| stat.live).sum();
-        assert_eq!(live, 3, "kept's, gone-0's new one and its tombstone");
+        assert_eq!(live, 7, "kept's 5, gone-0's new one and its tombstone");
         let head = writer.head();
         assert!(
             writer
@@ -2236,12 +2279,98 @@ mod tests {
                 .keys()
                 .all(|id| *id == head || writer.stats[id].live > 0)
         );
+        // a forgotten name comes back above the floor
+        assert_eq!(
+            writer.commit([draft("gone-1", "uid-back", "{}")]).unwrap(),
+            [6]
+        );
         drop(writer);
-        // dropped at open too (the head still holds tombstones), the floor kept
+
+        // opened again: the names with only tombstones left are not indexed, and the
+        // one that came back holds its new record alone, from 6 (its tombstone, 1, in
+        // the files still, is no part of it)
         let writer = SegmentWriter::open(dir.path(), 64 << 10, 1000).unwrap();
-        assert_eq!(writer.store().names(), 2);
-        assert_eq!(writer.last.len(), 2);
-        assert_eq!(writer.store().floor(), 1);
+        let store = writer.store();
+        assert_eq!(store.names(), 3);
+        assert_eq!(writer.last.len(), 3);
+        assert_eq!(store.floor(), 5);
+        assert_eq!(store.kept("gone-1"), Some((6, 6)));
+        assert_eq!(store.since("gone-1"), 6);
+        let live: u64 = writer.stats.values().map(|stat| stat.live).sum();
+        assert_eq!(
+            live, 7,
+            "gone-0's tombstone, before its new record, is dead too"
+        );
+        let on_disk = |name: &str| {
+            let mut field = (name.len() as u32).to_le_bytes().to_vec();
+            field.extend_from_slice(name.as_bytes());
+            fs::read_dir(dir.path()).unwrap().any(|entry| {
+                let data = fs::read(entry.unwrap().path()).unwrap();
+                data.windows(field.len()).any(|w| w == field)
+            })
+        };
+        assert!(
+            names.iter().filter(|(name, _)| on_disk(name)).count() > 2,
+            "tombstones left in the files"
+        );
+    }
+
+    /// A name whose records of another application are left in the files (retention
+    /// dropped them from the index, and another application's record keeps their
+    /// segment) is not forgotten: once its tombstone's segment went, a restart would
+    /// index those records and give the numbers after them again.
+    #[test]
+    fn a_name_with_records_left_in_the_files_keeps_its_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
+        writer
+            .commit((0..3).map(|_| draft("a", "uid-a", "{}")))
+            .unwrap();
+        writer.roll().unwrap();
+        writer
+            .commit([
+                draft("c", "uid-c", "{}"),
+                draft("a", "uid-b", "{}"),
+                draft("a", "uid-b", "{}"),
+            ])
+            .unwrap();
+        writer.roll().unwrap();
+        // uid-a's late record: retention (one) drops uid-b's from the index
+        writer.commit([draft("a", "uid-a", "{}")]).unwrap();
+        let store = writer.store();
+        assert_eq!(store.kept("a"), Some((6, 6)));
+        store.forget_all([("a", "uid-a")]);
+        writer.housekeeping();
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+        assert!(
+            !writer
+                .store
+                .residents
+                .lock()
+                .unwrap()
+                .values()
+                .any(|of| of.contains_key("uid-a"))
+        );
+        assert_eq!(store.read("a", 0, 10).unwrap().len(), 0);
+        assert_eq!(
+            store.names(),
+            2,
+            "\"a\" kept: uid-b's records are in the files"
+        );
+        assert_eq!(writer.last_sequence("a"), 6);
+
+        // uid-b deleted too: its records go, and so does the name
+        store.forget_all([("a", "uid-b")]);
+        writer.housekeeping();
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+        assert_eq!(store.names(), 1);
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
+        assert_eq!(writer.store().names(), 1);
+        assert_eq!(writer.commit([draft("a", "uid-d", "{}")]).unwrap(), [7]);
     }
 
     /// The open files of this process under `dir`, removed ones too (Linux).
