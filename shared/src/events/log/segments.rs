@@ -1147,6 +1147,12 @@ impl SegmentWriter {
         let retention = retention.max(1);
         let mut index = Index::default();
         let mut last = HashMap::new();
+        for Found { records, .. } in found.values_mut() {
+            // a record copied by a compaction that was cut short is there twice: the
+            // later copy counts (a tombstone over the record an erasure cut short copied)
+            records.sort_unstable_by_key(|(sequence, loc, _)| (*sequence, u64::MAX - loc.segment));
+            records.dedup_by_key(|(sequence, _, _)| *sequence);
+        }
         let mut floor = read_floor(dir)?;
         // a name with nothing but tombstones in the files (forgotten for good, its
         // tombstone's segment not gone yet; or kept by an earlier version) is forgotten
@@ -1169,10 +1175,6 @@ impl SegmentWriter {
                 }
             };
         for (application, Found { mut records, uids }) in found {
-            // a record copied by a compaction that was cut short is there twice: the
-            // later copy counts
-            records.sort_unstable_by_key(|(sequence, loc, _)| (*sequence, u64::MAX - loc.segment));
-            records.dedup_by_key(|(sequence, _, _)| *sequence);
             let tombstones = records.iter().take_while(|(_, loc, _)| loc.erased).count();
             if tombstones == records.len() {
                 if forget_tombstoned {
@@ -2368,9 +2370,36 @@ mod tests {
             writer.housekeeping();
         }
         assert_eq!(store.names(), 1);
+        drop(writer);
         let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
         assert_eq!(writer.store().names(), 1);
         assert_eq!(writer.commit([draft("a", "uid-d", "{}")]).unwrap(), [7]);
+    }
+
+    /// A crash between an erasure's copy of a name's newest as a tombstone and the
+    /// removal of its segment leaves both; opened again, the tombstone counts, the name
+    /// is not indexed, and the floor is raised above it.
+    #[test]
+    fn a_tombstone_over_its_record_left_by_a_crash_raises_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
+        writer.commit([draft("a", "uid-a", "{}")]).unwrap();
+        writer.roll().unwrap();
+        writer.commit([draft("c", "uid-c", "{}")]).unwrap();
+        let victim = segment_path(dir.path(), 1);
+        let saved = fs::read(&victim).unwrap();
+        writer.store().forget_all([("a", "uid-a")]);
+        // the erasure: the tombstone copied to the head, the segment removed; the
+        // names wait for the next call
+        writer.housekeeping();
+        assert!(!victim.exists());
+        assert_eq!(writer.store().names(), 2);
+        drop(writer);
+        fs::write(&victim, saved).unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
+        assert_eq!(writer.store().names(), 1);
+        assert_eq!(writer.store().floor(), 1);
+        assert_eq!(writer.commit([draft("a", "uid-new", "{}")]).unwrap(), [2]);
     }
 
     /// The open files of this process under `dir`, removed ones too (Linux).
