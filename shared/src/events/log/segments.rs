@@ -2402,6 +2402,56 @@ mod tests {
         assert_eq!(writer.commit([draft("a", "uid-new", "{}")]).unwrap(), [2]);
     }
 
+    /// A floor that cannot be written keeps the names: at run time until its retry, at
+    /// open until the next start (the log opens all the same).
+    #[test]
+    fn names_wait_for_a_floor_that_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = || FAILING_SYNCS.lock().unwrap().push(dir.path().to_owned());
+        let healed = || {
+            FAILING_SYNCS
+                .lock()
+                .unwrap()
+                .retain(|failing| failing != dir.path())
+        };
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
+        writer.commit([draft("a", "uid-a", "{}")]).unwrap();
+        writer.roll().unwrap();
+        writer.commit([draft("c", "uid-c", "{}")]).unwrap();
+        let store = writer.store();
+        store.forget_all([("a", "uid-a")]);
+        // the erasure, then the names' first step, whose floor cannot be written
+        writer.housekeeping();
+        assert!(writer.names_ready());
+        failing();
+        writer.housekeeping();
+        healed();
+        assert_eq!(store.names(), 2);
+        assert!(!writer.rewriting(), "no retry before its time");
+        writer.housekeeping();
+        assert_eq!(store.names(), 2);
+        writer.floor_retry = Some(std::time::Instant::now());
+        assert!(writer.rewriting());
+        writer.housekeeping();
+        assert_eq!((store.names(), store.floor()), (1, 1));
+        drop(writer);
+
+        // at open: "b"'s tombstone is in the head, and the floor cannot be raised above it
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
+        writer.commit([draft("b", "uid-b", "{}")]).unwrap();
+        writer.commit([draft("b", "uid-b", "{}")]).unwrap();
+        writer.store().forget_all([("b", "uid-b")]);
+        writer.housekeeping();
+        drop(writer);
+        failing();
+        let opened = SegmentWriter::open(dir.path(), 1 << 20, 1000);
+        healed();
+        let mut writer = opened.unwrap();
+        assert_eq!(writer.store().names(), 2, "b kept");
+        // (b numbered 2 and 3, above the floor of 1: its numbers go on)
+        assert_eq!(writer.commit([draft("b", "uid-d", "{}")]).unwrap(), [4]);
+    }
+
     /// The open files of this process under `dir`, removed ones too (Linux).
     #[cfg(target_os = "linux")]
     fn open_under(dir: &Path) -> Vec<String> {
