@@ -100,7 +100,7 @@ fn main() {
         while log.names() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let forgotten = started.elapsed();
+        let names_gone = started.elapsed();
         assert_eq!(log.names(), 0, "every name forgotten");
         // (the maps the names grew are shrunk by the last step, just after)
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -122,7 +122,7 @@ fn main() {
         let per = |bytes: u64, base: u64| bytes.saturating_sub(base) as f64 / names as f64;
         let mb = |bytes: u64| bytes as f64 / 1e6;
         println!(
-            "{names} names, one event each, deleted; erased in {erased:.1?}, the names forgotten after {forgotten:.1?}"
+            "{names} names, one event each, deleted; erased in {erased:.1?}, the names forgotten after {names_gone:.1?}"
         );
         println!(
             "  heap in use: {:.1} MB before; with the events {:.1} MB ({:.0} bytes a name); after the erasure {:.1} MB ({:.0}); opened again {:.1} MB ({:.0})",

@@ -13,7 +13,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// The first bytes of every segment file: the format and its version.
@@ -199,9 +198,6 @@ pub struct Segments {
     residents: Mutex<BTreeMap<u64, Residents>>,
     /// How many records each application keeps.
     retention: u64,
-    /// Every name forgotten for good had sequence numbers up to this at most, and a name
-    /// without records starts above it (see [`SegmentWriter::forget_names_step`]).
-    floor: AtomicU64,
 }
 
 impl Segments {
@@ -319,14 +315,6 @@ impl Segments {
     pub fn since(&self, application: &str) -> u64 {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         index.apps.get(application).map_or(0, |log| log.since)
-    }
-
-    /// The highest sequence number a name forgotten for good had: a name without
-    /// records starts above it, so a position taken in a forgotten name's numbers is
-    /// never passed by a later application's first events.
-    #[cfg(test)]
-    pub fn floor(&self) -> u64 {
-        self.floor.load(Ordering::Acquire)
     }
 
     /// How many names the index holds.
@@ -764,7 +752,7 @@ fn write_lost(dir: &Path, lost: &HashMap<String, u64>) -> io::Result<()> {
     )
 }
 
-/// The file, beside the segments, of the [floor](Segments::floor) of the sequence
+/// The file, beside the segments, of the [floor](SegmentWriter::floor) of the sequence
 /// numbers of names without records: `{"floor": N}`.
 const FLOOR: &str = "name-floor.json";
 
@@ -938,7 +926,10 @@ pub struct SegmentWriter {
     roll_next: bool,
     /// Each application's last sequence number.
     last: HashMap<String, u64>,
-    /// A name not in `last` starts above this ([`Segments::floor`]).
+    /// The floor: every name forgotten for good had sequence numbers up to this at
+    /// most, and a name not in `last` starts above it, so that a position taken in a
+    /// forgotten name's numbers is never passed by a later application's first events
+    /// ([`Self::forget_names_step`]; kept in [`FLOOR`]).
     floor: u64,
     /// The highest sequence number given to any name.
     high: u64,
@@ -1238,7 +1229,6 @@ impl SegmentWriter {
                 forgotten: Mutex::new(Forgotten::default()),
                 residents: Mutex::new(residents),
                 retention,
-                floor: AtomicU64::new(floor),
             }),
             stats,
             floor,
@@ -1594,7 +1584,7 @@ impl SegmentWriter {
     /// never copied again and goes with its segment (a name with nothing but tombstones
     /// is not indexed at open). So that sequence numbers never go back for a consumer
     /// holding a position in a forgotten name's numbers, the first step raises the
-    /// [floor](Segments::floor), durably, to the highest sequence number given so far:
+    /// [floor](SegmentWriter::floor), durably, to the highest sequence number given so far:
     /// a later application of any name without records starts above it. A name given a
     /// number since (above the floor), or with records left in the files (retention
     /// dropped them, or an erasure failed), is left: the next sweep tries again. When
@@ -1609,7 +1599,6 @@ impl SegmentWriter {
                     return;
                 }
                 self.floor = self.high;
-                self.store.floor.store(self.floor, Ordering::Release);
             }
             self.floor_retry = None;
             let residents = self
@@ -2149,7 +2138,7 @@ mod tests {
         // then "a", with nothing left to read, is forgotten for good
         let store = writer.store();
         assert!(!writer.last.contains_key("a"));
-        assert_eq!((store.names(), store.floor()), (2, 100));
+        assert_eq!((store.names(), writer.floor), (2, 100));
         assert_eq!(store.read("b", 0, usize::MAX).unwrap().len(), 100);
         assert_eq!(store.read("a", 0, usize::MAX).unwrap().len(), 0);
         assert_eq!(store.read("c", 0, usize::MAX).unwrap().len(), 30);
@@ -2258,7 +2247,7 @@ mod tests {
         assert!(writer.rewriting(), "the names wait");
         writer.housekeeping();
         assert_eq!(store.names(), names.len() + 1 - NAMES_STEP, "one step");
-        assert_eq!(store.floor(), 5);
+        assert_eq!(writer.floor, 5);
         // a record of one not forgotten yet (the queue goes from its end) keeps it
         assert_eq!(
             writer.commit([draft("gone-0", "uid-new", "{}")]).unwrap(),
@@ -2295,7 +2284,7 @@ mod tests {
         let store = writer.store();
         assert_eq!(store.names(), 3);
         assert_eq!(writer.last.len(), 3);
-        assert_eq!(store.floor(), 5);
+        assert_eq!(writer.floor, 5);
         assert_eq!(store.kept("gone-1"), Some((6, 6)));
         assert_eq!(store.since("gone-1"), 6);
         let live: u64 = writer.stats.values().map(|stat| stat.live).sum();
@@ -2398,7 +2387,7 @@ mod tests {
         fs::write(&victim, saved).unwrap();
         let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
         assert_eq!(writer.store().names(), 1);
-        assert_eq!(writer.store().floor(), 1);
+        assert_eq!(writer.floor, 1);
         assert_eq!(writer.commit([draft("a", "uid-new", "{}")]).unwrap(), [2]);
     }
 
@@ -2433,7 +2422,7 @@ mod tests {
         writer.floor_retry = Some(std::time::Instant::now());
         assert!(writer.rewriting());
         writer.housekeeping();
-        assert_eq!((store.names(), store.floor()), (1, 1));
+        assert_eq!((store.names(), writer.floor), (1, 1));
         drop(writer);
 
         // at open: "b"'s tombstone is in the head, and the floor cannot be raised above it
