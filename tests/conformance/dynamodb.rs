@@ -145,3 +145,19 @@ async fn a_device_delete_while_its_application_is_deleted_counts_nothing() {
     assert!(stray.item().is_none(), "no count for the closed marker");
     assert_eq!(s.count_owned_devices("carol").await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn creating_a_table_that_is_there_already_keeps_it() {
+    // the SDK tries a create again when its first answer comes too late; the table is made
+    // by then, and the second try must not fail the caller
+    let s = fresh_dynamo_table().await;
+    s.create_application(&app("kept")).await.unwrap();
+    s.create_table().await.expect("a second create is no error");
+    assert!(
+        s.get_application(&app_name("kept"))
+            .await
+            .unwrap()
+            .is_some(),
+        "the table and its items are kept"
+    );
+}

@@ -92,14 +92,24 @@ pub fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
 /// A new one-shard Kinesis stream in moto; its name.
 pub async fn fresh_kinesis_stream(client: &aws_sdk_kinesis::Client) -> String {
     let name = format!("drogue-test-{}", uuid::Uuid::new_v4());
-    client
+    let created = client
         .create_stream()
         .stream_name(&name)
         .shard_count(1)
         .send()
-        .await
-        .expect("moto creates the stream");
-    name
+        .await;
+    match created {
+        Ok(_) => name,
+        // made by an attempt whose answer came too late, which the SDK then tried again
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|err| err.is_resource_in_use_exception()) =>
+        {
+            name
+        }
+        Err(err) => panic!("moto creates the stream: {err:?}"),
+    }
 }
 
 /// Every record of a one-shard stream, as Kinesis gives it.

@@ -79,8 +79,8 @@ impl DynamoStore {
         &self.table
     }
 
-    /// Creates the table (on-demand, with the index and TTL) as `template.yaml` does; for
-    /// tests and emulators.
+    /// Creates the table (on-demand, with the index and TTL) as `template.yaml` does, unless
+    /// a table of its name is there already; for tests and emulators.
     pub async fn create_table(&self) -> StoreResult<()> {
         let attr = |name: &str| {
             AttributeDefinition::builder()
@@ -105,7 +105,8 @@ impl DynamoStore {
             )
             .build()
             .map_err(build)?;
-        self.client
+        let created = self
+            .client
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
@@ -120,8 +121,17 @@ impl DynamoStore {
             .key_schema(key("sk", KeyType::Range).map_err(build)?)
             .global_secondary_indexes(index)
             .send()
-            .await
-            .map_err(StoreError::unavailable)?;
+            .await;
+        match created {
+            Ok(_) => {}
+            // made already: by an attempt whose answer came too late (the SDK then tries
+            // again), or by an earlier run
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|err| err.is_resource_in_use_exception()) => {}
+            Err(err) => return Err(StoreError::unavailable(err)),
+        }
         self.client
             .update_time_to_live()
             .table_name(&self.table)
