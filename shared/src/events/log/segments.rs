@@ -187,8 +187,14 @@ struct Forgotten {
 }
 
 /// Which applications have records in a segment, kept or not (retention leaves the
-/// bytes of the records it drops until their segment goes): `uid` -> name.
+/// bytes of the records it drops until their segment goes): `uid` -> name. Records that
+/// carry no `uid` are noted too, under a key of their own per name ([`UNOWNED`] and the
+/// name), so that their name is not forgotten while they are in the files.
 type Residents = HashMap<Arc<str>, Arc<str>>;
+
+/// What starts the [`Residents`] key of a name's records that carry no `uid`: no
+/// application's `uid` does (the registry makes them, as UUIDs).
+const UNOWNED: char = '\0';
 
 /// What readers share with the writer.
 pub struct Segments {
@@ -338,7 +344,7 @@ impl Segments {
                 .unwrap_or_else(PoisonError::into_inner);
             for of_segment in residents.values() {
                 for (uid, name) in of_segment {
-                    if !found.contains_key(uid) {
+                    if !uid.starts_with(UNOWNED) && !found.contains_key(uid) {
                         found.insert(uid.clone(), name.clone());
                     }
                 }
@@ -714,9 +720,7 @@ fn salvage_sequences(
             let seen = newest.entry(record.application.to_owned()).or_default();
             *seen = (*seen).max(record.sequence);
             // (what a sealed segment keeps past its damage is on disk until it goes)
-            if let Some(uid) = record.application_uid {
-                note_resident(residents, uid, record.application);
-            }
+            note_resident(residents, record.application_uid, record.application);
             at = end;
         } else {
             at += 1;
@@ -969,10 +973,21 @@ struct Rewrite {
     moving: VecDeque<(Arc<str>, u64, Loc)>,
 }
 
-/// Notes that `uid` (of the application `name`) has records in `residents`.
-fn note_resident(residents: &mut Residents, uid: &str, name: &str) {
-    if !residents.contains_key(uid) {
-        residents.insert(Arc::from(uid), Arc::from(name));
+/// Notes that `uid` (of the application `name`) has records in `residents`, or, with no
+/// `uid`, that `name` has records without one.
+fn note_resident(residents: &mut Residents, uid: Option<&str>, name: &str) {
+    match uid {
+        Some(uid) => {
+            if !residents.contains_key(uid) {
+                residents.insert(Arc::from(uid), Arc::from(name));
+            }
+        }
+        None => {
+            let key = format!("{UNOWNED}{name}");
+            if !residents.contains_key(key.as_str()) {
+                residents.insert(Arc::from(key), Arc::from(name));
+            }
+        }
     }
 }
 
@@ -1048,9 +1063,11 @@ impl SegmentWriter {
                     len,
                     erased: record.is_tombstone(),
                 };
-                if let Some(uid) = record.application_uid {
-                    note_resident(residents.entry(id).or_default(), uid, record.application);
-                }
+                note_resident(
+                    residents.entry(id).or_default(),
+                    record.application_uid,
+                    record.application,
+                );
                 match found.get_mut(record.application) {
                     Some(records) => records.push(record.sequence, loc, record.application_uid),
                     None => {
@@ -1375,13 +1392,11 @@ impl SegmentWriter {
             if let Some((_, _, loc)) = self.placed.first() {
                 let of = residents.entry(loc.segment).or_default();
                 // (a group is mostly of a few applications in runs: one lookup a run)
-                let mut noted: Option<&str> = None;
+                let mut noted: Option<(Option<&str>, &str)> = None;
                 for ((application, _, _), uid) in self.placed.iter().zip(uids) {
-                    if let Some(uid) = uid
-                        && noted != Some(uid)
-                    {
-                        note_resident(of, uid, application);
-                        noted = Some(uid);
+                    if noted != Some((*uid, application)) {
+                        note_resident(of, *uid, application);
+                        noted = Some((*uid, application));
                     }
                 }
             }
@@ -1920,9 +1935,7 @@ impl SegmentWriter {
             frame.resize(loc.len as usize, 0);
             file.read_exact_at(&mut frame, loc.offset)?;
             if let Some(record) = decode(&frame) {
-                if let Some(uid) = record.application_uid {
-                    note_resident(&mut copied, uid, record.application);
-                }
+                note_resident(&mut copied, record.application_uid, record.application);
                 buf.extend_from_slice(&frame);
                 copies.push((application, sequence, loc, Some((start, loc.len))));
             } else {
@@ -2363,6 +2376,61 @@ mod tests {
         let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
         assert_eq!(writer.store().names(), 1);
         assert_eq!(writer.commit([draft("a", "uid-d", "{}")]).unwrap(), [7]);
+    }
+
+    /// Records that carry no `uid` (an event without the `applicationuid` extension)
+    /// keep their name as records of an application do, at run time and at open, and are
+    /// never taken for an application the sweep could find deleted.
+    #[test]
+    fn a_name_with_records_without_a_uid_in_the_files_keeps_its_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
+        let unowned = Draft {
+            application_uid: None,
+            ..draft("a", "", "{}")
+        };
+        writer.commit([unowned, draft("c", "uid-c", "{}")]).unwrap();
+        writer.roll().unwrap();
+        // uid-a's record: retention (one) drops the record without a uid from the index
+        writer.commit([draft("a", "uid-a", "{}")]).unwrap();
+        let store = writer.store();
+        assert_eq!(store.kept("a"), Some((2, 2)));
+        let mut listed = store.application_uids();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                ("a".to_owned(), "uid-a".to_owned()),
+                ("c".to_owned(), "uid-c".to_owned())
+            ],
+            "only applications are listed to the sweep"
+        );
+        store.forget_all([("a", "uid-a")]);
+        writer.housekeeping();
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+        writer.housekeeping();
+        assert_eq!(store.read("a", 0, 10).unwrap().len(), 0);
+        assert_eq!(
+            store.names(),
+            2,
+            "\"a\" kept: its record without a uid is in the files"
+        );
+        assert_eq!(writer.commit([draft("a", "uid-d", "{}")]).unwrap(), [3]);
+        drop(writer);
+
+        // and so at open, from the scan
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
+        let store = writer.store();
+        store.forget_all([("a", "uid-d")]);
+        writer.housekeeping();
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+        writer.housekeeping();
+        assert_eq!(store.names(), 2);
+        assert_eq!(writer.commit([draft("a", "uid-e", "{}")]).unwrap(), [4]);
     }
 
     /// A crash between an erasure's copy of a name's newest as a tombstone and the
