@@ -961,6 +961,85 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
 }
 
 #[tokio::test]
+async fn a_certificate_is_revoked_when_its_device_loses_the_name_it_gives() {
+    let s = setup().await;
+    let validator =
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-names").unwrap();
+    let ca = TestCa::new("names", "Names CA");
+    s.create_app("names", &[&ca]).await;
+    s.create_device(
+        "names",
+        json!({"metadata": {"name": "sensor"}, "spec": {"alias": ["line-1", "line-2"]}}),
+    )
+    .await;
+    s.create_device("names", json!({"metadata": {"name": "plain"}, "spec": {}}))
+        .await;
+    let cas = s.register_anchors(&["names"]).await;
+    // one certificate names the device by an alias, one by its name, one another device
+    let by_alias = s
+        .activate(
+            &validator,
+            &cas["names"],
+            ca.issue("names", "line-1", 2025, 2099).cert_pem,
+        )
+        .await;
+    let by_name = s
+        .activate(
+            &validator,
+            &cas["names"],
+            ca.issue("names", "sensor", 2025, 2099).cert_pem,
+        )
+        .await;
+    let other = s
+        .activate(
+            &validator,
+            &cas["names"],
+            ca.issue("names", "plain", 2025, 2099).cert_pem,
+        )
+        .await;
+    assert_eq!(s.items("names", "IOTCERT#sensor#").await.len(), 2);
+    let status = |(id, arn): &(String, String)| {
+        let (id, arn) = (id.clone(), arn.clone());
+        let s = &s;
+        async move { s.state(&id, &arn).await.0 }
+    };
+    let change = async |spec: Value| {
+        let before = s.device_item("names", "sensor").await.unwrap();
+        s.update_device(
+            "names",
+            json!({"metadata": {"name": "sensor"}, "spec": spec}),
+        )
+        .await;
+        let after = s.device_item("names", "sensor").await.unwrap();
+        s.consumer
+            .handle_json(s.record(Some(&before), Some(&after)))
+            .await
+            .unwrap()
+    };
+
+    // another alias goes, the certificate's stays: nothing revoked
+    let out = change(json!({"alias": ["line-1", "line-3"]})).await;
+    assert_eq!(out["revoked"], json!([]), "{out}");
+    assert_eq!(status(&by_alias).await, CertificateStatus::Active);
+
+    // the certificate's alias goes: revoked; the one naming the device by its name and
+    // the other device's stay
+    let out = change(json!({"alias": ["line-3"]})).await;
+    assert_eq!(out["revoked"], json!([by_alias.0]), "{out}");
+    assert_eq!(status(&by_alias).await, CertificateStatus::Revoked);
+    assert_eq!(status(&by_name).await, CertificateStatus::Active);
+    assert_eq!(status(&other).await, CertificateStatus::Active);
+    assert_eq!(s.items("names", "IOTCERT#sensor#").await.len(), 1);
+
+    // the alias given back: the certificate stays revoked (the next certificate is
+    // validated just in time again); the same record again changes nothing
+    let out = change(json!({"alias": ["line-1"]})).await;
+    assert_eq!(out["revoked"], json!([]), "{out}");
+    assert_eq!(status(&by_alias).await, CertificateStatus::Revoked);
+    assert_eq!(status(&by_name).await, CertificateStatus::Active);
+}
+
+#[tokio::test]
 async fn disabling_an_application_revokes_its_certificates() {
     let s = setup().await;
     let validator =

@@ -14,6 +14,9 @@
 //! - the device's credentials no longer let it use the certificate: it holds `cert`
 //!   credentials and this certificate is not among them, or it holds credentials but no
 //!   `cert` one (see `drogue_shared::device_auth`);
+//! - the device no longer holds the name the certificate gives it: an alias (or unique
+//!   username) that the certificate's subject or common name is was removed from it
+//!   (read again from IoT Core when the device's names change);
 //! - the application is deleted, being deleted or disabled (every certificate of it);
 //! - the application dropped a trust anchor and the certificate no longer chains to one
 //!   of the trust anchors it still holds (checked at the time of the change);
@@ -30,10 +33,11 @@ use crate::anchors::fingerprint;
 use crate::error::{IotError, gone};
 use crate::stream::{Change, Item};
 use aws_sdk_iot::types::CertificateStatus;
-use drogue_shared::device_auth::{may_use_certificate, verify_chain};
+use drogue_shared::device_auth::{may_use_certificate, names_device, verify_chain};
 use drogue_shared::model::device_spec;
 use drogue_shared::model::trust_anchors::anchor_certificates;
 use drogue_shared::model::{Device, Resource};
+use drogue_shared::store::device_claims;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::time::SystemTime;
@@ -251,11 +255,30 @@ impl Revocation {
         new: Option<&Device>,
     ) -> Result<Vec<String>, RevocationError> {
         let mut revoked = Vec::new();
+        // the names a certificate may give the device by: when they changed, each of
+        // its certificates is read again to see whether it still names the device
+        let renamed = match (old, new) {
+            (Some(old), Some(new)) => device_claims(old) != device_claims(new),
+            _ => false,
+        };
         // its own certificates
         for cert in self.store.activated_certificates(app, Some(name)).await? {
-            if let Some(reason) = no_longer_authenticates(new, &cert)
-                && self.revoke(&cert, reason).await?
-            {
+            let reason = match no_longer_authenticates(new, &cert) {
+                Some(reason) => reason,
+                None if renamed => {
+                    let Some(der) = self.certificate_der(&cert).await? else {
+                        continue;
+                    };
+                    match new {
+                        Some(device) if !names_device(&der, device) => {
+                            "the device no longer holds the name its certificate gives"
+                        }
+                        _ => continue,
+                    }
+                }
+                None => continue,
+            };
+            if self.revoke(&cert, reason).await? {
                 revoked.push(cert.certificate_id);
             }
         }
