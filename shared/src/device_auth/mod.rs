@@ -18,9 +18,7 @@ pub use checks::{FAILURE_TTL, MAX_WAITING_PER_DEVICE, PasswordChecks};
 pub use lookup_cache::{
     DEFAULT_FUNCTION_LOOKUP_CAPACITY, LookupCache, MAX_LOOKUP_CAPACITY, MAX_LOOKUP_TTL,
 };
-pub use x509::{
-    AMBIGUOUS, Clock, MAX_CANDIDATES, may_use_certificate, names_device, valid_until, verify_chain,
-};
+pub use x509::{AMBIGUOUS, Clock, MAX_CANDIDATES, may_use_certificate, valid_until, verify_chain};
 
 use crate::model::device_spec::{self, Credential};
 use crate::model::{AppName, Application, Claim, Device, DeviceName};

@@ -81,40 +81,18 @@ impl<'a> Presented<'a> {
         let end_entity = chain.first().ok_or("no client certificate")?;
         let (_, cert) =
             X509Certificate::from_der(end_entity).map_err(|_| "unreadable client certificate")?;
-        let (subject, common_name) = subject_names(&cert);
         Ok(Self {
             chain,
             issuer: cert.issuer().to_string(),
-            subject,
-            common_name,
+            subject: cert.subject().to_string(),
+            common_name: cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned),
         })
     }
-}
-
-/// The names a certificate gives its device, in the order authentication looks them up
-/// (by name, alias or unique username): its subject DN, then its first common name.
-fn subject_names(cert: &X509Certificate) -> (String, Option<String>) {
-    (
-        cert.subject().to_string(),
-        cert.subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned),
-    )
-}
-
-/// Whether the certificate `der` names `device`: its subject DN or its common name is the
-/// device's name, one of its aliases or unique usernames (the names authentication finds
-/// a certificate's device by). `false` for an unreadable certificate.
-pub fn names_device(der: &[u8], device: &Device) -> bool {
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return false;
-    };
-    let (subject, common_name) = subject_names(&cert);
-    crate::store::device_claims(device)
-        .iter()
-        .any(|claim| claim.key() == subject || Some(claim.key()) == common_name.as_deref())
 }
 
 pub(super) async fn authenticate(

@@ -720,7 +720,10 @@ fn salvage_sequences(
             let seen = newest.entry(record.application.to_owned()).or_default();
             *seen = (*seen).max(record.sequence);
             // (what a sealed segment keeps past its damage is on disk until it goes)
-            note_resident(residents, record.application_uid, record.application);
+            // (a tombstone holds nothing of an application, and is counted for nothing)
+            if !record.is_tombstone() {
+                note_resident(residents, record.application_uid, record.application);
+            }
             at = end;
         } else {
             at += 1;
@@ -1063,11 +1066,14 @@ impl SegmentWriter {
                     len,
                     erased: record.is_tombstone(),
                 };
-                note_resident(
-                    residents.entry(id).or_default(),
-                    record.application_uid,
-                    record.application,
-                );
+                // (a tombstone holds nothing of an application: it keeps no name)
+                if !record.is_tombstone() {
+                    note_resident(
+                        residents.entry(id).or_default(),
+                        record.application_uid,
+                        record.application,
+                    );
+                }
                 match found.get_mut(record.application) {
                     Some(records) => records.push(record.sequence, loc, record.application_uid),
                     None => {
@@ -2379,10 +2385,12 @@ mod tests {
     }
 
     /// Records that carry no `uid` (an event without the `applicationuid` extension)
-    /// keep their name as records of an application do, at run time and at open, and are
-    /// never taken for an application the sweep could find deleted.
+    /// keep their name as records of an application do, at run time and at open (so a
+    /// restart after the erased newest's tombstone went could not index them again below
+    /// a number handed out), and are never taken for an application the sweep could find
+    /// deleted.
     #[test]
-    fn a_name_with_records_without_a_uid_in_the_files_keeps_its_numbers() {
+    fn a_name_with_records_without_a_uid_in_the_files_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
         let unowned = Draft {
@@ -2431,6 +2439,41 @@ mod tests {
         writer.housekeeping();
         assert_eq!(store.names(), 2);
         assert_eq!(writer.commit([draft("a", "uid-e", "{}")]).unwrap(), [4]);
+    }
+
+    /// A forgotten name's tombstone, read again at open, keeps nothing: the name's next
+    /// application, deleted in turn, lets the name go.
+    #[test]
+    fn a_tombstone_read_at_open_keeps_no_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
+        writer
+            .commit([draft("c", "uid-c", "{}"), draft("a", "uid-1", "{}")])
+            .unwrap();
+        let forget = |writer: &mut SegmentWriter, uid: &str| {
+            writer.store().forget_all([("a", uid)]);
+            writer.housekeeping();
+            while writer.rewriting() {
+                writer.housekeeping();
+            }
+            writer.housekeeping();
+        };
+        forget(&mut writer, "uid-1");
+        assert_eq!(writer.store().names(), 1);
+        drop(writer);
+
+        // the tombstone is in the files still, with c's record
+        let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1000).unwrap();
+        assert_eq!(writer.store().names(), 1);
+        writer.roll().unwrap();
+        writer.commit([draft("a", "uid-2", "{}")]).unwrap();
+        assert_eq!(writer.store().names(), 2);
+        forget(&mut writer, "uid-2");
+        assert_eq!(
+            writer.store().names(),
+            1,
+            "the old tombstone's segment keeps no name"
+        );
     }
 
     /// A crash between an erasure's copy of a name's newest as a tombstone and the
