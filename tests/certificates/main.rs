@@ -961,7 +961,7 @@ async fn certificates_are_revoked_when_their_device_goes_or_changes() {
 }
 
 #[tokio::test]
-async fn a_certificate_is_revoked_when_its_device_loses_the_name_it_gives() {
+async fn a_certificate_is_revoked_when_its_device_loses_a_name_it_held() {
     let s = setup().await;
     let validator =
         CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-names").unwrap();
@@ -969,35 +969,13 @@ async fn a_certificate_is_revoked_when_its_device_loses_the_name_it_gives() {
     s.create_app("names", &[&ca]).await;
     s.create_device(
         "names",
-        json!({"metadata": {"name": "sensor"}, "spec": {"alias": ["line-1", "line-2"]}}),
+        json!({"metadata": {"name": "sensor"}, "spec": {"alias": ["line-1"]}}),
     )
     .await;
     s.create_device("names", json!({"metadata": {"name": "plain"}, "spec": {}}))
         .await;
     let cas = s.register_anchors(&["names"]).await;
-    // one certificate names the device by an alias, one by its name, one another device
-    let by_alias = s
-        .activate(
-            &validator,
-            &cas["names"],
-            ca.issue("names", "line-1", 2025, 2099).cert_pem,
-        )
-        .await;
-    let by_name = s
-        .activate(
-            &validator,
-            &cas["names"],
-            ca.issue("names", "sensor", 2025, 2099).cert_pem,
-        )
-        .await;
-    let other = s
-        .activate(
-            &validator,
-            &cas["names"],
-            ca.issue("names", "plain", 2025, 2099).cert_pem,
-        )
-        .await;
-    assert_eq!(s.items("names", "IOTCERT#sensor#").await.len(), 2);
+    let issue = |cn: &str| ca.issue("names", cn, 2025, 2099).cert_pem;
     let status = |(id, arn): &(String, String)| {
         let (id, arn) = (id.clone(), arn.clone());
         let s = &s;
@@ -1011,32 +989,72 @@ async fn a_certificate_is_revoked_when_its_device_loses_the_name_it_gives() {
         )
         .await;
         let after = s.device_item("names", "sensor").await.unwrap();
-        s.consumer
-            .handle_json(s.record(Some(&before), Some(&after)))
-            .await
-            .unwrap()
+        let record = s.record(Some(&before), Some(&after));
+        let out = s.consumer.handle_json(record.clone()).await.unwrap();
+        (out, record)
     };
+    // one certificate names the device by its alias, one another device
+    let by_alias = s.activate(&validator, &cas["names"], issue("line-1")).await;
+    let other = s.activate(&validator, &cas["names"], issue("plain")).await;
 
-    // another alias goes, the certificate's stays: nothing revoked
-    let out = change(json!({"alias": ["line-1", "line-3"]})).await;
+    // a name gained: nothing revoked; a certificate validated now may connect under it
+    let (out, _) = change(json!({"alias": ["line-1", "line-2"]})).await;
     assert_eq!(out["revoked"], json!([]), "{out}");
+    let by_name = s.activate(&validator, &cas["names"], issue("sensor")).await;
+    let policy = validator.policy_name(&by_name.0, "names", 0);
+    let document = s
+        .iot
+        .get_policy()
+        .policy_name(&policy)
+        .send()
+        .await
+        .unwrap()
+        .policy_document
+        .unwrap();
+    assert!(document.contains("client/line-2@names"), "{document}");
+
+    // line-2 lost: the certificate whose policy lets it connect as line-2 is revoked,
+    // though it names the device by its name; the one validated before line-2 is kept
+    let (out, _) = change(json!({"alias": ["line-1"]})).await;
+    assert_eq!(out["revoked"], json!([by_name.0]), "{out}");
+    assert_eq!(status(&by_name).await, CertificateStatus::Revoked);
     assert_eq!(status(&by_alias).await, CertificateStatus::Active);
 
-    // the certificate's alias goes: revoked; the one naming the device by its name and
-    // the other device's stay
-    let out = change(json!({"alias": ["line-3"]})).await;
+    // an update that keeps the names revokes nothing
+    let (out, _) = change(json!({"alias": ["line-1"], "labels": {}})).await;
+    assert_eq!(out["revoked"], json!([]), "{out}");
+
+    // line-1 lost: the certificate naming the device by it goes; the same record again
+    // changes nothing
+    let (out, record) = change(json!({})).await;
     assert_eq!(out["revoked"], json!([by_alias.0]), "{out}");
     assert_eq!(status(&by_alias).await, CertificateStatus::Revoked);
-    assert_eq!(status(&by_name).await, CertificateStatus::Active);
-    assert_eq!(status(&other).await, CertificateStatus::Active);
-    assert_eq!(s.items("names", "IOTCERT#sensor#").await.len(), 1);
-
-    // the alias given back: the certificate stays revoked (the next certificate is
-    // validated just in time again); the same record again changes nothing
-    let out = change(json!({"alias": ["line-1"]})).await;
+    let out = s.consumer.handle_json(record).await.unwrap();
     assert_eq!(out["revoked"], json!([]), "{out}");
-    assert_eq!(status(&by_alias).await, CertificateStatus::Revoked);
-    assert_eq!(status(&by_name).await, CertificateStatus::Active);
+    assert!(s.items("names", "IOTCERT#sensor#").await.is_empty());
+    assert_eq!(status(&other).await, CertificateStatus::Active);
+
+    // a record written before the names were kept is taken to hold them all
+    s.update_device(
+        "names",
+        json!({"metadata": {"name": "sensor"}, "spec": {"alias": ["line-3"]}}),
+    )
+    .await;
+    let older = s.activate(&validator, &cas["names"], issue("sensor")).await;
+    let mut item = s.items("names", "IOTCERT#sensor#").await.remove(0);
+    let mut data: Value = serde_json::from_str(item["data"].as_s().unwrap()).unwrap();
+    assert_eq!(data["names"], json!(["line-3", "sensor"]));
+    data.as_object_mut().unwrap().remove("names");
+    item.insert("data".into(), AttributeValue::S(data.to_string()));
+    s.dynamo
+        .put_item()
+        .table_name(&s.table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    let (out, _) = change(json!({"alias": ["line-4"]})).await;
+    assert_eq!(out["revoked"], json!([older.0]), "{out}");
 }
 
 #[tokio::test]

@@ -14,9 +14,10 @@
 //! - the device's credentials no longer let it use the certificate: it holds `cert`
 //!   credentials and this certificate is not among them, or it holds credentials but no
 //!   `cert` one (see `drogue_shared::device_auth`);
-//! - the device no longer holds the name the certificate gives it: an alias (or unique
-//!   username) that the certificate's subject or common name is was removed from it
-//!   (read again from IoT Core when the device's names change);
+//! - the device lost a name (an alias or a unique username) it held when the certificate
+//!   was validated: the certificate's policy lets its holder connect under that name
+//!   (`{name}@{app}`), which another device may take next; a record written before the
+//!   names were kept is taken to hold them all;
 //! - the application is deleted, being deleted or disabled (every certificate of it);
 //! - the application dropped a trust anchor and the certificate no longer chains to one
 //!   of the trust anchors it still holds (checked at the time of the change);
@@ -33,7 +34,7 @@ use crate::anchors::fingerprint;
 use crate::error::{IotError, gone};
 use crate::stream::{Change, Item};
 use aws_sdk_iot::types::CertificateStatus;
-use drogue_shared::device_auth::{may_use_certificate, names_device, verify_chain};
+use drogue_shared::device_auth::{may_use_certificate, verify_chain};
 use drogue_shared::model::device_spec;
 use drogue_shared::model::trust_anchors::anchor_certificates;
 use drogue_shared::model::{Device, Resource};
@@ -255,30 +256,33 @@ impl Revocation {
         new: Option<&Device>,
     ) -> Result<Vec<String>, RevocationError> {
         let mut revoked = Vec::new();
-        // the names a certificate may give the device by: when they changed, each of
-        // its certificates is read again to see whether it still names the device
-        let renamed = match (old, new) {
-            (Some(old), Some(new)) => device_claims(old) != device_claims(new),
-            _ => false,
+        // the names it lost (an alias or a unique username removed): a certificate
+        // validated while it held one lets its holder connect under it (`{name}@{app}`),
+        // and so, once another device takes the name, as that device
+        let lost: Vec<String> = match (old, new) {
+            (Some(old), Some(new)) if old.metadata.uid == new.metadata.uid => {
+                let now = device_claims(new);
+                device_claims(old)
+                    .iter()
+                    .map(|claim| claim.key())
+                    .filter(|name| !now.iter().any(|claim| claim.key() == *name))
+                    .map(str::to_owned)
+                    .collect()
+            }
+            _ => Vec::new(),
         };
         // its own certificates
         for cert in self.store.activated_certificates(app, Some(name)).await? {
-            let reason = match no_longer_authenticates(new, &cert) {
-                Some(reason) => reason,
-                None if renamed => {
-                    let Some(der) = self.certificate_der(&cert).await? else {
-                        continue;
-                    };
-                    match new {
-                        Some(device) if !names_device(&der, device) => {
-                            "the device no longer holds the name its certificate gives"
-                        }
-                        _ => continue,
-                    }
-                }
-                None => continue,
-            };
-            if self.revoke(&cert, reason).await? {
+            let reason = no_longer_authenticates(new, &cert).or_else(|| {
+                // (a record without the names is taken to hold them all)
+                let held = |lost: &String| cert.names.as_ref().is_none_or(|n| n.contains(lost));
+                lost.iter().any(held).then_some(
+                    "the device no longer holds a name its certificate's policy lets it connect as",
+                )
+            });
+            if let Some(reason) = reason
+                && self.revoke(&cert, reason).await?
+            {
                 revoked.push(cert.certificate_id);
             }
         }

@@ -426,6 +426,13 @@ impl CertificateValidator {
             fingerprint: crate::anchors::fingerprint(&chain[0]),
             policies: policies.clone(),
             covers,
+            names: Some(
+                authenticated
+                    .sender_claims()
+                    .iter()
+                    .map(|claim| claim.key().to_owned())
+                    .collect(),
+            ),
         };
         let device_rv = &authenticated.sender.metadata.resource_version;
         match self

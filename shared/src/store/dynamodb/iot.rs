@@ -268,6 +268,11 @@ pub struct ActivatedCertificate {
     /// The devices its policy covers as their gateway (besides its own device).
     #[serde(default)]
     pub covers: Vec<String>,
+    /// The names its device held when it was validated (its name, aliases and unique
+    /// usernames): its policy lets it connect under each (`{name}@{app}`). `None` in a
+    /// record written before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
 }
 
 impl DynamoStore {

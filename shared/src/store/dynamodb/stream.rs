@@ -121,6 +121,7 @@ mod tests {
             fingerprint: "ab".into(),
             policies: vec![],
             covers: vec![],
+            names: Some(vec!["dev1".into()]),
         };
         let data = serde_json::to_string(&cert).unwrap();
         let item = item_of(&app_pk("app1"), &activated_sk("dev1", "c1"), Some(&data)).unwrap();
