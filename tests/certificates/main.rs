@@ -680,6 +680,14 @@ impl Setup {
         ca_id: &str,
         cert_pem: String,
     ) -> (String, String) {
+        let (id, arn) = self.register(ca_id, cert_pem).await;
+        self.validate(validator, ca_id, &id, &arn).await;
+        (id, arn)
+    }
+
+    /// Registers a device certificate issued by a trust anchor (`ca_id`) as IoT Core does
+    /// it for a device's first connection: pending activation.
+    async fn register(&self, ca_id: &str, cert_pem: String) -> (String, String) {
         let ca_pem = self
             .iot
             .describe_ca_certificate()
@@ -700,7 +708,11 @@ impl Setup {
             .send()
             .await
             .unwrap();
-        let (id, arn) = (out.certificate_id.unwrap(), out.certificate_arn.unwrap());
+        (out.certificate_id.unwrap(), out.certificate_arn.unwrap())
+    }
+
+    /// The validator's handling of a registered certificate: activated.
+    async fn validate(&self, validator: &CertificateValidator, ca_id: &str, id: &str, arn: &str) {
         let mut event = fixture("iot-certificate-registered.json");
         event["certificateId"] = json!(id);
         event["caCertificateId"] = json!(ca_id);
@@ -710,8 +722,7 @@ impl Setup {
         };
         let out = validator.handle_json(event, &location).await.unwrap();
         assert_eq!(out["outcome"], "activated", "{out}");
-        assert_eq!(self.state(&id, &arn).await.0, CertificateStatus::Active);
-        (id, arn)
+        assert_eq!(self.state(id, arn).await.0, CertificateStatus::Active);
     }
 
     /// A certificate's status and the names of the policies attached to it.
@@ -1055,6 +1066,136 @@ async fn a_certificate_is_revoked_when_its_device_loses_a_name_it_held() {
         .unwrap();
     let (out, _) = change(json!({"alias": ["line-4"]})).await;
     assert_eq!(out["revoked"], json!([older.0]), "{out}");
+}
+
+#[tokio::test]
+async fn a_name_that_iot_core_would_read_as_a_pattern_is_left_out_of_a_certificates_policy() {
+    let s = setup().await;
+    let validator =
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-wild").unwrap();
+    let ca = TestCa::new("wild", "Wild CA");
+    s.create_app("wild", &[&ca]).await;
+    s.create_device(
+        "wild",
+        json!({"metadata": {"name": "sensor"}, "spec": {"alias": ["line-*", "line-?", "${iot:ClientId}", "line-1"]}}),
+    )
+    .await;
+    let cas = s.register_anchors(&["wild"]).await;
+    let cert = s
+        .activate(
+            &validator,
+            &cas["wild"],
+            ca.issue("wild", "line-1", 2025, 2099).cert_pem,
+        )
+        .await;
+    let document = s
+        .iot
+        .get_policy()
+        .policy_name(validator.policy_name(&cert.0, "wild", 0))
+        .send()
+        .await
+        .unwrap()
+        .policy_document
+        .unwrap();
+    // in a policy, line-* would let the certificate connect as line-7@wild, another
+    // device's client id
+    assert!(document.contains("client/line-1@wild"), "{document}");
+    assert!(document.contains("client/sensor@wild"), "{document}");
+    for name in ["line-*", "line-?", "${iot:ClientId}"] {
+        assert!(
+            !document.contains(&format!("client/{name}@wild")),
+            "{document}"
+        );
+    }
+    let item = s.items("wild", "IOTCERT#sensor#").await.remove(0);
+    let data: Value = serde_json::from_str(item["data"].as_s().unwrap()).unwrap();
+    assert_eq!(data["names"], json!(["line-1", "sensor"]));
+}
+
+#[tokio::test]
+async fn a_retried_validation_replaces_what_an_earlier_attempt_granted() {
+    let s = setup().await;
+    let validator =
+        CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-retry").unwrap();
+    let ca = TestCa::new("retry", "Retry CA");
+    s.create_app("retry", &[&ca]).await;
+    s.create_device(
+        "retry",
+        json!({"metadata": {"name": "sensor"}, "spec": {"alias": ["line-1"]}}),
+    )
+    .await;
+    let cas = s.register_anchors(&["retry"]).await;
+    let (id, arn) = s
+        .register(
+            &cas["retry"],
+            ca.issue("retry", "sensor", 2025, 2099).cert_pem,
+        )
+        .await;
+    // an earlier attempt, for the device as it was before a change (an alias it lost
+    // since, more documents): its policies made and attached, its record refused
+    let stale = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": "iot:Connect",
+        "Resource": "arn:aws:iot:us-east-1:123456789012:client/line-9@retry"}]})
+    .to_string();
+    for n in 0..2 {
+        let policy = validator.policy_name(&id, "retry", n);
+        s.iot
+            .create_policy()
+            .policy_name(&policy)
+            .policy_document(&stale)
+            .send()
+            .await
+            .unwrap();
+        s.iot
+            .attach_policy()
+            .policy_name(&policy)
+            .target(&arn)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    s.validate(&validator, &cas["retry"], &id, &arn).await;
+    let first = validator.policy_name(&id, "retry", 0);
+    let document = s
+        .iot
+        .get_policy()
+        .policy_name(&first)
+        .send()
+        .await
+        .unwrap()
+        .policy_document
+        .unwrap();
+    assert!(document.contains("client/line-1@retry"), "{document}");
+    assert!(!document.contains("line-9"), "{document}");
+    assert_eq!(s.state(&id, &arn).await.1, std::slice::from_ref(&first));
+    assert!(
+        !s.policy_exists(&validator.policy_name(&id, "retry", 1))
+            .await,
+        "the leftover policy is deleted"
+    );
+
+    // the grant taken back leaves nothing that passes for another application's
+    let before = s.device_item("retry", "sensor").await.unwrap();
+    s.registry
+        .delete_device(
+            &s.admin,
+            &AppName::parse("retry").unwrap(),
+            &drogue_shared::model::DeviceName::parse("sensor").unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let out = s
+        .consumer
+        .handle_json(s.record(Some(&before), None))
+        .await
+        .unwrap();
+    assert_eq!(out["revoked"], json!([id]), "{out}");
+    assert_eq!(
+        s.state(&id, &arn).await,
+        (CertificateStatus::Revoked, Vec::new())
+    );
 }
 
 #[tokio::test]

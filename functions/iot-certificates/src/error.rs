@@ -48,6 +48,12 @@ pub enum IotError {
         #[source]
         source: Sdk<CreatePolicyError>,
     },
+    #[error("cannot replace the document of the policy {policy}")]
+    ReplacePolicy {
+        policy: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot attach the policy {policy}")]
     AttachPolicy {
         policy: String,

@@ -29,6 +29,7 @@ use drogue_shared::device_auth::{
     AMBIGUOUS, DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
 use drogue_shared::model::{AppName, NameError};
+use drogue_shared::mqtt::authorizer::certificate_client_names;
 use drogue_shared::mqtt::{MqttAuthError, MqttAuthorizer};
 use drogue_shared::registry::Registry;
 use drogue_shared::store::dynamodb::{ActivatedCertificate, DynamoStore};
@@ -203,8 +204,110 @@ impl CertificateValidator {
     /// of the 128 IoT Core allows). A certificate that several applications accept gets
     /// each one's policies under names of its own.
     pub fn policy_name(&self, certificate_id: &str, app: &str, n: usize) -> String {
+        format!("{}{n}", self.policy_prefix(certificate_id, app))
+    }
+
+    /// What the names of an application's policies on a certificate start with.
+    fn policy_prefix(&self, certificate_id: &str, app: &str) -> String {
         let tag = &crate::anchors::fingerprint(app.as_bytes())[..8];
-        format!("{}-cert-{certificate_id}-{tag}-{n}", self.prefix)
+        format!("{}-cert-{certificate_id}-{tag}-", self.prefix)
+    }
+
+    /// Makes `document` the default version of the policy `name`, an earlier attempt's,
+    /// unless it is that already (older versions go first: IoT Core keeps five at most).
+    async fn replace_policy(&self, name: &str, document: &str) -> Result<(), IotError> {
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| IotError::ReplacePolicy {
+            policy: name.to_owned(),
+            source: e,
+        };
+        let current = self
+            .iot
+            .get_policy()
+            .policy_name(name)
+            .send()
+            .await
+            .map_err(|e| failed(Box::new(e)))?;
+        let parsed = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        if current.policy_document.as_deref().and_then(parsed) == parsed(document) {
+            return Ok(());
+        }
+        let versions = self
+            .iot
+            .list_policy_versions()
+            .policy_name(name)
+            .send()
+            .await
+            .map_err(|e| failed(Box::new(e)))?;
+        for version in versions.policy_versions() {
+            if let Some(id) = version
+                .version_id()
+                .filter(|_| !version.is_default_version())
+            {
+                self.iot
+                    .delete_policy_version()
+                    .policy_name(name)
+                    .policy_version_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| failed(Box::new(e)))?;
+            }
+        }
+        self.iot
+            .create_policy_version()
+            .policy_name(name)
+            .policy_document(document)
+            .set_as_default(true)
+            .send()
+            .await
+            .map_err(|e| failed(Box::new(e)))?;
+        tracing::info!(policy = %name, "a retried validation replaced the policy an earlier attempt made");
+        Ok(())
+    }
+
+    /// Detaches and deletes the policies of `app` on the certificate beyond `kept`: an
+    /// earlier attempt, for a device that held more, may have made more documents. Left
+    /// attached, they would grant what the device no longer has, and keep the certificate
+    /// active after its grant is taken back (they would pass for another application's).
+    async fn drop_leftover_policies(
+        &self,
+        id: &str,
+        arn: &str,
+        app: &str,
+        kept: &[String],
+    ) -> Result<(), IotError> {
+        let prefix = self.policy_prefix(id, app);
+        let attached = self
+            .iot
+            .list_attached_policies()
+            .target(arn)
+            .page_size(100)
+            .send()
+            .await
+            .map_err(|e| IotError::ListAttachedPolicies {
+                id: id.to_owned(),
+                source: Box::new(e),
+            })?;
+        for policy in attached.policies().iter().filter_map(|p| p.policy_name()) {
+            if !policy.starts_with(&prefix) || kept.iter().any(|k| k == policy) {
+                continue;
+            }
+            self.iot
+                .detach_policy()
+                .policy_name(policy)
+                .target(arn)
+                .send()
+                .await
+                .map_err(|e| IotError::DetachPolicy {
+                    policy: policy.to_owned(),
+                    id: id.to_owned(),
+                    source: Box::new(e),
+                })?;
+            if let Err(e) = self.iot.delete_policy().policy_name(policy).send().await {
+                // (detached, it grants nothing; IoT Core may refuse its deletion for a while)
+                tracing::warn!(policy = %policy, error = %e, "a leftover policy was detached but not deleted");
+            }
+        }
+        Ok(())
     }
 
     /// Judges a registered certificate: activated with the policies of the applications
@@ -340,10 +443,9 @@ impl CertificateValidator {
             DeviceAuthentication::Deny { reason } => return Ok(Err(reason)),
         };
         let device = &authenticated.sender.metadata.name;
-        let client_ids: Vec<String> = authenticated
-            .sender_claims()
+        let client_ids: Vec<String> = certificate_client_names(&authenticated)
             .iter()
-            .map(|claim| format!("{}@{app}", claim.key()))
+            .map(|name| format!("{name}@{app}"))
             .collect();
         let policy = self
             .authorizer
@@ -386,7 +488,8 @@ impl CertificateValidator {
                 .send()
                 .await;
             if let Err(e) = created {
-                // a retried event finds its policies made already
+                // a retried event finds its policies made already, perhaps for what the
+                // device held before it changed (which is why the event was retried)
                 if !e
                     .as_service_error()
                     .is_some_and(|s| s.is_resource_already_exists_exception())
@@ -397,6 +500,7 @@ impl CertificateValidator {
                     }
                     .into());
                 }
+                self.replace_policy(&name, document).await?;
             }
             self.iot
                 .attach_policy()
@@ -410,6 +514,7 @@ impl CertificateValidator {
                 })?;
             policies.push(name);
         }
+        self.drop_leftover_policies(id, arn, app, &policies).await?;
         let covers = self
             .store
             .devices_served_by(&AppName::parse(app)?, device)
@@ -426,13 +531,7 @@ impl CertificateValidator {
             fingerprint: crate::anchors::fingerprint(&chain[0]),
             policies: policies.clone(),
             covers,
-            names: Some(
-                authenticated
-                    .sender_claims()
-                    .iter()
-                    .map(|claim| claim.key().to_owned())
-                    .collect(),
-            ),
+            names: Some(certificate_client_names(&authenticated)),
         };
         let device_rv = &authenticated.sender.metadata.resource_version;
         match self

@@ -150,6 +150,27 @@ pub fn application_client_id(user: &str, client_id: &str) -> Result<(), &'static
     Ok(())
 }
 
+/// Characters IoT Core's policies read in a resource as a wildcard (`*`, `?`) or as the
+/// start of a policy variable (`$`).
+const IOT_POLICY_SPECIAL: [char; 3] = ['*', '?', '$'];
+
+/// The names a device authenticated by a certificate may connect under on IoT Core
+/// (`{name}@{app}`), fixed in the certificate's policy when it is validated: its name,
+/// aliases and unique usernames, but for those holding a character IoT Core's policies
+/// read as a wildcard or a variable (`*`, `?`, `$`). In a policy such a name would be a
+/// pattern: an alias `line-*` would let the certificate connect as `line-7@{app}`, another
+/// device's client id. (A password login is decided for its own client id at each
+/// connection, compared as it is: it may use such a name.)
+pub fn certificate_client_names(authenticated: &Authenticated) -> Vec<String> {
+    authenticated
+        .sender_claims()
+        .iter()
+        .map(|claim| claim.key())
+        .filter(|name| !name.contains(IOT_POLICY_SPECIAL))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A device's policy: connecting with one of `client_ids`, the topics of `devices` (its
 /// own and those it serves as a gateway; `*` for all of the application's) in `app`.
 pub fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]) -> Policy {
@@ -318,7 +339,8 @@ impl MqttAuthorizer {
 
     /// A device certificate (DER, end entity first) checked as at CONNECT, without a
     /// client id yet: the device and the policy it gets, which allows every client id
-    /// that names it (`{name|alias|unique username}@{app}`). For the just-in-time
+    /// that names it (`{name|alias|unique username}@{app}`, see
+    /// [`certificate_client_names`]). For the just-in-time
     /// validation of certificates IoT Core registered.
     pub async fn certificate_policy(
         &self,
@@ -334,10 +356,9 @@ impl MqttAuthorizer {
             DeviceAuthentication::Deny { reason } => return Ok(Err(reason)),
         };
         let app = authenticated.application.metadata.name.clone();
-        let client_ids: Vec<String> = authenticated
-            .sender_claims()
+        let client_ids: Vec<String> = certificate_client_names(&authenticated)
             .iter()
-            .map(|claim| format!("{}@{app}", claim.key()))
+            .map(|name| format!("{name}@{app}"))
             .collect();
         let mut policy = self
             .device_policy(&app, &authenticated.sender.metadata.name, &client_ids)
