@@ -713,6 +713,13 @@ impl Setup {
 
     /// The validator's handling of a registered certificate: activated.
     async fn validate(&self, validator: &CertificateValidator, ca_id: &str, id: &str, arn: &str) {
+        let out = self.judged(validator, ca_id, id).await;
+        assert_eq!(out["outcome"], "activated", "{out}");
+        assert_eq!(self.state(id, arn).await.0, CertificateStatus::Active);
+    }
+
+    /// The validator's answer to a registered certificate's event.
+    async fn judged(&self, validator: &CertificateValidator, ca_id: &str, id: &str) -> Value {
         let mut event = fixture("iot-certificate-registered.json");
         event["certificateId"] = json!(id);
         event["caCertificateId"] = json!(ca_id);
@@ -720,9 +727,7 @@ impl Setup {
             partition: "aws".into(),
             region: "us-east-1".into(),
         };
-        let out = validator.handle_json(event, &location).await.unwrap();
-        assert_eq!(out["outcome"], "activated", "{out}");
-        assert_eq!(self.state(id, arn).await.0, CertificateStatus::Active);
+        validator.handle_json(event, &location).await.unwrap()
     }
 
     /// A certificate's status and the names of the policies attached to it.
@@ -1077,7 +1082,9 @@ async fn a_name_that_iot_core_would_read_as_a_pattern_is_left_out_of_a_certifica
     s.create_app("wild", &[&ca]).await;
     s.create_device(
         "wild",
-        json!({"metadata": {"name": "sensor"}, "spec": {"alias": ["line-*", "line-?", "${iot:ClientId}", "line-1"]}}),
+        json!({"metadata": {"name": "sensor"}, "spec": {"alias": [
+            "line-*", "line-?", "${iot:ClientId}", "line-1", "meter$2", "x".repeat(130)
+        ]}}),
     )
     .await;
     let cas = s.register_anchors(&["wild"]).await;
@@ -1101,7 +1108,10 @@ async fn a_name_that_iot_core_would_read_as_a_pattern_is_left_out_of_a_certifica
     // device's client id
     assert!(document.contains("client/line-1@wild"), "{document}");
     assert!(document.contains("client/sensor@wild"), "{document}");
-    for name in ["line-*", "line-?", "${iot:ClientId}"] {
+    // a $ without a brace is no variable
+    assert!(document.contains("client/meter$2@wild"), "{document}");
+    // nor is a name longer than a client id may be kept
+    for name in ["line-*", "line-?", "${iot:ClientId}", &"x".repeat(130)] {
         assert!(
             !document.contains(&format!("client/{name}@wild")),
             "{document}"
@@ -1109,7 +1119,27 @@ async fn a_name_that_iot_core_would_read_as_a_pattern_is_left_out_of_a_certifica
     }
     let item = s.items("wild", "IOTCERT#sensor#").await.remove(0);
     let data: Value = serde_json::from_str(item["data"].as_s().unwrap()).unwrap();
-    assert_eq!(data["names"], json!(["line-1", "sensor"]));
+    assert_eq!(data["names"], json!(["line-1", "meter$2", "sensor"]));
+
+    // a device left with no such name is refused: its certificate could connect under
+    // nothing
+    s.create_device(
+        "wild",
+        json!({"metadata": {"name": "v${iot:ClientId}"}, "spec": {}}),
+    )
+    .await;
+    let (id, arn) = s
+        .register(
+            &cas["wild"],
+            ca.issue("wild", "v${iot:ClientId}", 2025, 2099).cert_pem,
+        )
+        .await;
+    let out = s.judged(&validator, &cas["wild"], &id).await;
+    assert_eq!(out["outcome"], "revoked", "{out}");
+    assert_eq!(
+        s.state(&id, &arn).await,
+        (CertificateStatus::Revoked, Vec::new())
+    );
 }
 
 #[tokio::test]
@@ -1137,8 +1167,12 @@ async fn a_retried_validation_replaces_what_an_earlier_attempt_granted() {
         "Action": "iot:Connect",
         "Resource": "arn:aws:iot:us-east-1:123456789012:client/line-9@retry"}]})
     .to_string();
-    for n in 0..2 {
-        let policy = validator.policy_name(&id, "retry", n);
+    let earlier = [
+        validator.policy_name(&id, "retry", 0),
+        validator.policy_name(&id, "retry", 1),
+        validator.policy_name(&id, "gone", 0),
+    ];
+    for policy in earlier {
         s.iot
             .create_policy()
             .policy_name(&policy)
@@ -1174,6 +1208,12 @@ async fn a_retried_validation_replaces_what_an_earlier_attempt_granted() {
             .await,
         "the leftover policy is deleted"
     );
+    // and so is another application's, which refuses the certificate now (its owner
+    // disabled the device meanwhile)
+    assert!(
+        !s.policy_exists(&validator.policy_name(&id, "gone", 0))
+            .await
+    );
 
     // the grant taken back leaves nothing that passes for another application's
     let before = s.device_item("retry", "sensor").await.unwrap();
@@ -1196,6 +1236,8 @@ async fn a_retried_validation_replaces_what_an_earlier_attempt_granted() {
         s.state(&id, &arn).await,
         (CertificateStatus::Revoked, Vec::new())
     );
+    // the replaced policy keeps no old version, so revocation could delete it
+    assert!(!s.policy_exists(&first).await);
 }
 
 #[tokio::test]

@@ -39,6 +39,10 @@ use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+/// The refusal of a certificate whose device has no name a certificate's policy can hold
+/// (see [`certificate_client_names`]).
+pub const NO_CLIENT_ID: &str = "the device has no name a certificate's policy can let it connect under (none without '*', '?' or '${', nor short enough for a client id)";
+
 /// The longest policy name prefix (IoT policy names have at most 128 characters).
 pub const MAX_PREFIX: usize = 40;
 
@@ -199,22 +203,25 @@ impl CertificateValidator {
     }
 
     /// The names of the policies a certificate gets for an application:
-    /// `{prefix}-cert-{certificateId}-{tag}-{n}`, `tag` the first 8 hex digits of the
-    /// SHA-256 of the application's name (at most 40 + 6 + 64 + 1 + 8 + 1 + 2 characters
+    /// `{prefix}-cert-{certificateId}-{tag}-{n}`, `tag` the first 14 hex digits of the
+    /// SHA-256 of the application's name (at most 40 + 6 + 64 + 1 + 14 + 1 + 2 characters
     /// of the 128 IoT Core allows). A certificate that several applications accept gets
-    /// each one's policies under names of its own.
+    /// each one's policies under names of its own: a stranger's application name whose
+    /// tag is another's would share (and, at a retried validation, replace) its policies,
+    /// and 56 bits take far too many hashes to find one (8 hex digits, as before, took
+    /// seconds).
     pub fn policy_name(&self, certificate_id: &str, app: &str, n: usize) -> String {
         format!("{}{n}", self.policy_prefix(certificate_id, app))
     }
 
     /// What the names of an application's policies on a certificate start with.
     fn policy_prefix(&self, certificate_id: &str, app: &str) -> String {
-        let tag = &crate::anchors::fingerprint(app.as_bytes())[..8];
+        let tag = &crate::anchors::fingerprint(app.as_bytes())[..14];
         format!("{}-cert-{certificate_id}-{tag}-", self.prefix)
     }
 
     /// Makes `document` the default version of the policy `name`, an earlier attempt's,
-    /// unless it is that already (older versions go first: IoT Core keeps five at most).
+    /// unless it is that already; the policy keeps no other version.
     async fn replace_policy(&self, name: &str, document: &str) -> Result<(), IotError> {
         let failed = |e: Box<dyn std::error::Error + Send + Sync>| IotError::ReplacePolicy {
             policy: name.to_owned(),
@@ -238,19 +245,18 @@ impl CertificateValidator {
             .send()
             .await
             .map_err(|e| failed(Box::new(e)))?;
+        let mut superseded = None;
         for version in versions.policy_versions() {
-            if let Some(id) = version
-                .version_id()
-                .filter(|_| !version.is_default_version())
-            {
-                self.iot
-                    .delete_policy_version()
-                    .policy_name(name)
-                    .policy_version_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| failed(Box::new(e)))?;
+            let Some(id) = version.version_id() else {
+                continue;
+            };
+            if version.is_default_version() {
+                superseded = Some(id.to_owned());
+                continue;
             }
+            self.delete_policy_version(name, id)
+                .await
+                .map_err(|e| failed(Box::new(e)))?;
         }
         self.iot
             .create_policy_version()
@@ -260,22 +266,49 @@ impl CertificateValidator {
             .send()
             .await
             .map_err(|e| failed(Box::new(e)))?;
+        // (a policy with versions besides its default cannot be deleted, as revocation
+        // does: the superseded one goes too)
+        if let Some(id) = superseded {
+            self.delete_policy_version(name, &id)
+                .await
+                .map_err(|e| failed(Box::new(e)))?;
+        }
         tracing::info!(policy = %name, "a retried validation replaced the policy an earlier attempt made");
         Ok(())
     }
 
-    /// Detaches and deletes the policies of `app` on the certificate beyond `kept`: an
-    /// earlier attempt, for a device that held more, may have made more documents. Left
-    /// attached, they would grant what the device no longer has, and keep the certificate
-    /// active after its grant is taken back (they would pass for another application's).
+    async fn delete_policy_version(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> Result<
+        (),
+        aws_sdk_iot::error::SdkError<
+            aws_sdk_iot::operation::delete_policy_version::DeletePolicyVersionError,
+        >,
+    > {
+        self.iot
+            .delete_policy_version()
+            .policy_name(name)
+            .policy_version_id(id)
+            .send()
+            .await
+            .map(|_| ())
+    }
+
+    /// Detaches and deletes this validator's policies on the certificate but `kept`: an
+    /// earlier attempt of the event (retried because a device changed) may have attached
+    /// policies for an application that refuses the certificate now, or more documents
+    /// than a device needs now. Left attached, they would grant what no record holds, and
+    /// keep the certificate active after its grants are taken back (they would pass for
+    /// another application's).
     async fn drop_leftover_policies(
         &self,
         id: &str,
         arn: &str,
-        app: &str,
         kept: &[String],
     ) -> Result<(), IotError> {
-        let prefix = self.policy_prefix(id, app);
+        let prefix = format!("{}-cert-{id}-", self.prefix);
         let attached = self
             .iot
             .list_attached_policies()
@@ -384,7 +417,7 @@ impl CertificateValidator {
             let created = |g: &Grant| g.authenticated.application.metadata.creation_timestamp;
             created(a).cmp(&created(b)).then_with(|| a.app.cmp(&b.app))
         });
-        let mut activations = Vec::new();
+        let mut chosen = Vec::new();
         let mut room = MAX_POLICIES_PER_CERTIFICATE;
         for grant in accepted {
             if grant.documents.len() > room {
@@ -393,6 +426,19 @@ impl CertificateValidator {
                 continue;
             }
             room -= grant.documents.len();
+            chosen.push(grant);
+        }
+        // what an earlier attempt of this event attached and this one does not grant
+        // goes first (an application that refuses now, or needs fewer documents)
+        let kept: Vec<String> = chosen
+            .iter()
+            .flat_map(|g| (0..g.documents.len()).map(|n| self.policy_name(id, &g.app, n)))
+            .collect();
+        self.drop_leftover_policies(id, &arn, &kept)
+            .await
+            .map_err(ValidationError::IotCore)?;
+        let mut activations = Vec::new();
+        for grant in chosen {
             activations.push(
                 self.grant(&event, &arn, &chain, grant)
                     .await
@@ -447,6 +493,9 @@ impl CertificateValidator {
             .iter()
             .map(|name| format!("{name}@{app}"))
             .collect();
+        if client_ids.is_empty() {
+            return Ok(Err(NO_CLIENT_ID));
+        }
         let policy = self
             .authorizer
             .device_policy(app, device, &client_ids)
@@ -514,7 +563,6 @@ impl CertificateValidator {
                 })?;
             policies.push(name);
         }
-        self.drop_leftover_policies(id, arn, app, &policies).await?;
         let covers = self
             .store
             .devices_served_by(&AppName::parse(app)?, device)

@@ -150,23 +150,26 @@ pub fn application_client_id(user: &str, client_id: &str) -> Result<(), &'static
     Ok(())
 }
 
-/// Characters IoT Core's policies read in a resource as a wildcard (`*`, `?`) or as the
-/// start of a policy variable (`$`).
-const IOT_POLICY_SPECIAL: [char; 3] = ['*', '?', '$'];
-
 /// The names a device authenticated by a certificate may connect under on IoT Core
 /// (`{name}@{app}`), fixed in the certificate's policy when it is validated: its name,
-/// aliases and unique usernames, but for those holding a character IoT Core's policies
-/// read as a wildcard or a variable (`*`, `?`, `$`). In a policy such a name would be a
-/// pattern: an alias `line-*` would let the certificate connect as `line-7@{app}`, another
-/// device's client id. (A password login is decided for its own client id at each
-/// connection, compared as it is: it may use such a name.)
+/// aliases and unique usernames, but for those IoT Core's policies would read as a
+/// pattern (holding a wildcard, `*` or `?`, or a policy variable, `${`) and those that
+/// make no client id (longer than [`MAX_CLIENT_ID_LEN`] with the application, or holding
+/// control characters). As a pattern an alias `line-*` would let the certificate connect
+/// as `line-7@{app}`, another device's client id. (A password login is decided for its
+/// own client id at each connection, compared as it is.)
 pub fn certificate_client_names(authenticated: &Authenticated) -> Vec<String> {
+    let app = &authenticated.application.metadata.name;
     authenticated
         .sender_claims()
         .iter()
         .map(|claim| claim.key())
-        .filter(|name| !name.contains(IOT_POLICY_SPECIAL))
+        .filter(|name| {
+            !name.contains(['*', '?'])
+                && !name.contains("${")
+                && !name.chars().any(char::is_control)
+                && name.len() + 1 + app.len() <= MAX_CLIENT_ID_LEN
+        })
         .map(str::to_owned)
         .collect()
 }
