@@ -56,6 +56,8 @@ pub const TOO_MANY_POLICIES: &str = "the certificate holds as many policies as I
 struct Grant {
     app: String,
     authenticated: drogue_shared::device_auth::Authenticated,
+    /// The names its policy lets the device connect under (recorded with the grant).
+    names: Vec<String>,
     documents: Vec<String>,
 }
 
@@ -489,13 +491,11 @@ impl CertificateValidator {
             DeviceAuthentication::Deny { reason } => return Ok(Err(reason)),
         };
         let device = &authenticated.sender.metadata.name;
-        let client_ids: Vec<String> = certificate_client_names(&authenticated)
-            .iter()
-            .map(|name| format!("{name}@{app}"))
-            .collect();
-        if client_ids.is_empty() {
+        let names = certificate_client_names(&authenticated);
+        if names.is_empty() {
             return Ok(Err(NO_CLIENT_ID));
         }
+        let client_ids: Vec<String> = names.iter().map(|name| format!("{name}@{app}")).collect();
         let policy = self
             .authorizer
             .device_policy(app, device, &client_ids)
@@ -505,6 +505,7 @@ impl CertificateValidator {
         Ok(Ok(Grant {
             app: app.to_owned(),
             authenticated,
+            names,
             documents,
         }))
     }
@@ -522,6 +523,7 @@ impl CertificateValidator {
         let Grant {
             app,
             authenticated,
+            names,
             documents,
         } = grant;
         let app = app.as_str();
@@ -579,7 +581,7 @@ impl CertificateValidator {
             fingerprint: crate::anchors::fingerprint(&chain[0]),
             policies: policies.clone(),
             covers,
-            names: Some(certificate_client_names(&authenticated)),
+            names: Some(names),
         };
         let device_rv = &authenticated.sender.metadata.resource_version;
         match self

@@ -2117,6 +2117,15 @@ impl SegmentWriter {
 mod tests {
     use super::*;
 
+    /// Housekeeping until no segment is left to rewrite: the erasure of what was
+    /// forgotten is done (the names wait for the next call).
+    fn erase(writer: &mut SegmentWriter) {
+        writer.housekeeping();
+        while writer.rewriting() {
+            writer.housekeeping();
+        }
+    }
+
     fn draft<'a>(application: &'a str, uid: &'a str, json: &'a str) -> Draft<'a> {
         Draft {
             application,
@@ -2215,10 +2224,7 @@ mod tests {
         assert_eq!(store.forget_all([("a", "uid-a")]), 1);
         assert_eq!(store.kept("a"), Some((gone + 2, gone + 2)));
         // erased from disk: the segment goes, and a reopened log has the same
-        writer.housekeeping();
-        while writer.rewriting() {
-            writer.housekeeping();
-        }
+        erase(&mut writer);
         assert!(
             store
                 .application_uids()
@@ -2350,10 +2356,7 @@ mod tests {
         let store = writer.store();
         assert_eq!(store.kept("a"), Some((6, 6)));
         store.forget_all([("a", "uid-a")]);
-        writer.housekeeping();
-        while writer.rewriting() {
-            writer.housekeeping();
-        }
+        erase(&mut writer);
         assert!(
             !writer
                 .store
@@ -2373,10 +2376,7 @@ mod tests {
 
         // uid-b deleted too: its records go, and so does the name
         store.forget_all([("a", "uid-b")]);
-        writer.housekeeping();
-        while writer.rewriting() {
-            writer.housekeeping();
-        }
+        erase(&mut writer);
         assert_eq!(store.names(), 1);
         drop(writer);
         let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
@@ -2414,10 +2414,7 @@ mod tests {
             "only applications are listed to the sweep"
         );
         store.forget_all([("a", "uid-a")]);
-        writer.housekeeping();
-        while writer.rewriting() {
-            writer.housekeeping();
-        }
+        erase(&mut writer);
         writer.housekeeping();
         assert_eq!(store.read("a", 0, 10).unwrap().len(), 0);
         assert_eq!(
@@ -2432,10 +2429,7 @@ mod tests {
         let mut writer = SegmentWriter::open(dir.path(), 1 << 20, 1).unwrap();
         let store = writer.store();
         store.forget_all([("a", "uid-d")]);
-        writer.housekeeping();
-        while writer.rewriting() {
-            writer.housekeeping();
-        }
+        erase(&mut writer);
         writer.housekeeping();
         assert_eq!(store.names(), 2);
         assert_eq!(writer.commit([draft("a", "uid-e", "{}")]).unwrap(), [4]);
@@ -2452,10 +2446,7 @@ mod tests {
             .unwrap();
         let forget = |writer: &mut SegmentWriter, uid: &str| {
             writer.store().forget_all([("a", uid)]);
-            writer.housekeeping();
-            while writer.rewriting() {
-                writer.housekeeping();
-            }
+            erase(writer);
             writer.housekeeping();
         };
         forget(&mut writer, "uid-1");
@@ -2583,10 +2574,7 @@ mod tests {
         let path = segment_path(&dir, first);
         assert!(open_under(&dir).contains(&path.to_string_lossy().into_owned()));
         writer.store().forget_all([("a", "uid-a")]);
-        writer.housekeeping();
-        while writer.rewriting() {
-            writer.housekeeping();
-        }
+        erase(&mut writer);
         assert!(!path.exists(), "the segment is removed");
         let (path, removed) = (
             path.to_string_lossy().into_owned(),
