@@ -26,7 +26,7 @@ use drogue_shared::model::trust_anchors::{self, AnchorStatus};
 use drogue_shared::model::{AppName, DeviceName, LabelSelector, ResourceInput};
 use drogue_shared::mqtt::TopicFilter;
 use drogue_shared::mqtt::authorizer::{
-    ConnectDecision, MqttAuthorizer, MqttConnect, MqttIdentity, application_client_id,
+    ConnectDecision, Covered, MqttAuthorizer, MqttConnect, MqttIdentity, application_client_id,
     application_policy, device_topics_policy,
 };
 use drogue_shared::mqtt::policy::glob;
@@ -108,7 +108,11 @@ pub fn topic_filter(data: &[u8]) {
 
     let application = application_policy("alice/c", std::slice::from_ref(&app));
     let client_ids = [format!("{device}@{app}")];
-    let device_policy = device_topics_policy(&app, std::slice::from_ref(&device), &client_ids);
+    let device_policy = device_topics_policy(
+        &app,
+        Covered::Devices(std::slice::from_ref(&device)),
+        &client_ids,
+    );
     let own_app = |t: &str| owner_of(t).is_none_or(|(a, _)| a == app);
     let own_device = |t: &str| owner_of(t).is_none_or(|(a, d)| a == app && d == Some(&device));
 

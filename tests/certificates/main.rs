@@ -520,15 +520,7 @@ async fn device_certificates_are_validated_just_in_time() {
         .filter_map(|p| p.policy_name())
         .collect();
     assert_eq!(names, vec![validator.policy_name(&id, "app1", 0).as_str()]);
-    let document = s
-        .iot
-        .get_policy()
-        .policy_name(names[0])
-        .send()
-        .await
-        .unwrap()
-        .policy_document
-        .unwrap();
+    let document = s.policy_document(names[0]).await;
     let document: Value = serde_json::from_str(&document).unwrap();
     let text = document.to_string();
     for allowed in [
@@ -553,14 +545,8 @@ async fn device_certificates_are_validated_just_in_time() {
     let (event, _) = registered(ca1.issue("app1", "gw", 2025, 2099).cert_pem, "app1").await;
     let out = validator.handle_json(event, &location).await.unwrap();
     let policy = s
-        .iot
-        .get_policy()
-        .policy_name(out["policies"][0].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .policy_document
-        .unwrap();
+        .policy_document(out["policies"][0].as_str().unwrap())
+        .await;
     assert!(policy.contains("topic/dt/app1/behind/*"), "{policy}");
 
     // expired, by another application's CA (the issuer names the application), of an
@@ -761,6 +747,18 @@ impl Setup {
     /// Whether IoT Core still knows a policy.
     async fn policy_exists(&self, name: &str) -> bool {
         self.iot.get_policy().policy_name(name).send().await.is_ok()
+    }
+
+    /// A policy's document as IoT Core keeps it.
+    async fn policy_document(&self, name: &str) -> String {
+        self.iot
+            .get_policy()
+            .policy_name(name)
+            .send()
+            .await
+            .unwrap()
+            .policy_document
+            .unwrap()
     }
 }
 
@@ -1018,15 +1016,7 @@ async fn a_certificate_is_revoked_when_its_device_loses_a_name_it_held() {
     assert_eq!(out["revoked"], json!([]), "{out}");
     let by_name = s.activate(&validator, &cas["names"], issue("sensor")).await;
     let policy = validator.policy_name(&by_name.0, "names", 0);
-    let document = s
-        .iot
-        .get_policy()
-        .policy_name(&policy)
-        .send()
-        .await
-        .unwrap()
-        .policy_document
-        .unwrap();
+    let document = s.policy_document(&policy).await;
     assert!(document.contains("client/line-2@names"), "{document}");
 
     // line-2 lost: the certificate whose policy lets it connect as line-2 is revoked,
@@ -1074,7 +1064,7 @@ async fn a_certificate_is_revoked_when_its_device_loses_a_name_it_held() {
 }
 
 #[tokio::test]
-async fn a_name_that_iot_core_would_read_as_a_pattern_is_left_out_of_a_certificates_policy() {
+async fn a_name_iot_core_would_read_as_a_pattern_stands_for_itself_in_a_certificates_policy() {
     let s = setup().await;
     let validator =
         CertificateValidator::new(s.iot.clone(), s.store.clone(), "drogue-wild").unwrap();
@@ -1096,43 +1086,75 @@ async fn a_name_that_iot_core_would_read_as_a_pattern_is_left_out_of_a_certifica
         )
         .await;
     let document = s
-        .iot
-        .get_policy()
-        .policy_name(validator.policy_name(&cert.0, "wild", 0))
-        .send()
-        .await
-        .unwrap()
-        .policy_document
-        .unwrap();
-    // in a policy, line-* would let the certificate connect as line-7@wild, another
-    // device's client id
-    assert!(document.contains("client/line-1@wild"), "{document}");
-    assert!(document.contains("client/sensor@wild"), "{document}");
-    // a $ without a brace is no variable
-    assert!(document.contains("client/meter$2@wild"), "{document}");
-    // nor is a name longer than a client id may be kept
-    for name in ["line-*", "line-?", "${iot:ClientId}", &"x".repeat(130)] {
+        .policy_document(&validator.policy_name(&cert.0, "wild", 0))
+        .await;
+    // each name as itself: as a pattern line-* would let the certificate connect as
+    // line-7@wild, another device's client id; `${*}`, `${?}` and `${$}` are IoT Core's
+    // policy variables for those characters
+    for client in [
+        "line-1",
+        "sensor",
+        "line-${*}",
+        "line-${?}",
+        "${$}{iot:ClientId}",
+        "meter${$}2",
+    ] {
         assert!(
-            !document.contains(&format!("client/{name}@wild")),
-            "{document}"
+            document.contains(&format!("client/{client}@wild\"")),
+            "{client}: {document}"
         );
     }
+    assert!(!document.contains("line-*"), "{document}");
+    assert!(!document.contains("line-?"), "{document}");
+    assert!(!document.contains("${iot"), "{document}");
+    // a name longer than a client id may be is left out
+    assert!(!document.contains(&"x".repeat(130)), "{document}");
     let item = s.items("wild", "IOTCERT#sensor#").await.remove(0);
     let data: Value = serde_json::from_str(item["data"].as_s().unwrap()).unwrap();
-    assert_eq!(data["names"], json!(["line-1", "meter$2", "sensor"]));
+    assert_eq!(
+        data["names"],
+        json!([
+            "${iot:ClientId}",
+            "line-*",
+            "line-1",
+            "line-?",
+            "meter$2",
+            "sensor"
+        ])
+    );
 
-    // a device left with no such name is refused: its certificate could connect under
-    // nothing
+    // a device name in the topics as itself too
     s.create_device(
         "wild",
         json!({"metadata": {"name": "v${iot:ClientId}"}, "spec": {}}),
     )
     .await;
-    let (id, arn) = s
-        .register(
+    let cert = s
+        .activate(
+            &validator,
             &cas["wild"],
             ca.issue("wild", "v${iot:ClientId}", 2025, 2099).cert_pem,
         )
+        .await;
+    let document = s
+        .policy_document(&validator.policy_name(&cert.0, "wild", 0))
+        .await;
+    for resource in [
+        "client/v${$}{iot:ClientId}@wild",
+        "topic/dt/wild/v${$}{iot:ClientId}/*",
+        "topicfilter/cmd/wild/v${$}{iot:ClientId}/*",
+    ] {
+        assert!(document.contains(resource), "{resource}: {document}");
+    }
+    assert!(!document.contains("${iot"), "{document}");
+
+    // a device left with no name that makes a client id is refused: its certificate
+    // could connect under nothing
+    let long = "y".repeat(130);
+    s.create_device("wild", json!({"metadata": {"name": long}, "spec": {}}))
+        .await;
+    let (id, arn) = s
+        .register(&cas["wild"], ca.issue("wild", &long, 2025, 2099).cert_pem)
         .await;
     let out = s.judged(&validator, &cas["wild"], &id).await;
     assert_eq!(out["outcome"], "revoked", "{out}");
@@ -1191,15 +1213,7 @@ async fn a_retried_validation_replaces_what_an_earlier_attempt_granted() {
 
     s.validate(&validator, &cas["retry"], &id, &arn).await;
     let first = validator.policy_name(&id, "retry", 0);
-    let document = s
-        .iot
-        .get_policy()
-        .policy_name(&first)
-        .send()
-        .await
-        .unwrap()
-        .policy_document
-        .unwrap();
+    let document = s.policy_document(&first).await;
     assert!(document.contains("client/line-1@retry"), "{document}");
     assert!(!document.contains("line-9"), "{document}");
     assert_eq!(s.state(&id, &arn).await.1, std::slice::from_ref(&first));

@@ -16,7 +16,7 @@
 //! and receive `app/{app}` (also shared, `$share/{group}/app/{app}`) and publish commands
 //! on `command/{app}/...`, for each application it may read.
 
-use super::policy::{Action, Policy};
+use super::policy::{Action, Policy, literal};
 use crate::access::oidc::OidcVerifier;
 use crate::access::{self, Authentication, Permission, Principal};
 use crate::device_auth::{
@@ -152,12 +152,10 @@ pub fn application_client_id(user: &str, client_id: &str) -> Result<(), &'static
 
 /// The names a device authenticated by a certificate may connect under on IoT Core
 /// (`{name}@{app}`), fixed in the certificate's policy when it is validated: its name,
-/// aliases and unique usernames, but for those IoT Core's policies would read as a
-/// pattern (holding a wildcard, `*` or `?`, or a policy variable, `${`) and those that
-/// make no client id (longer than [`MAX_CLIENT_ID_LEN`] with the application, or holding
-/// control characters). As a pattern an alias `line-*` would let the certificate connect
-/// as `line-7@{app}`, another device's client id. (A password login is decided for its
-/// own client id at each connection, compared as it is.)
+/// aliases and unique usernames, but for those that make no client id (longer than
+/// [`MAX_CLIENT_ID_LEN`] with the application, or holding control characters). Each
+/// stands in the policy as itself alone ([`literal`]): an alias `line-*` lets the
+/// certificate connect as `line-*@{app}`, never as `line-7@{app}`.
 pub fn certificate_client_names(authenticated: &Authenticated) -> Vec<String> {
     let app = &authenticated.application.metadata.name;
     authenticated
@@ -165,22 +163,33 @@ pub fn certificate_client_names(authenticated: &Authenticated) -> Vec<String> {
         .iter()
         .map(|claim| claim.key())
         .filter(|name| {
-            !name.contains(['*', '?'])
-                && !name.contains("${")
-                && !name.chars().any(char::is_control)
-                && name.len() + 1 + app.len() <= MAX_CLIENT_ID_LEN
+            !name.chars().any(char::is_control) && name.len() + 1 + app.len() <= MAX_CLIENT_ID_LEN
         })
         .map(str::to_owned)
         .collect()
 }
 
-/// A device's policy: connecting with one of `client_ids`, the topics of `devices` (its
-/// own and those it serves as a gateway; `*` for all of the application's) in `app`.
-pub fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]) -> Policy {
+/// Whose topics a device's policy covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Covered<'a> {
+    /// These devices' (by name): the device's own and those it serves as a gateway.
+    Devices(&'a [String]),
+    /// Every device's of the application.
+    All,
+}
+
+/// A device's policy: connecting with one of `client_ids`, the topics of the `covered`
+/// devices in `app`. Client ids and device names stand in it as themselves alone
+/// ([`literal`]).
+pub fn device_topics_policy(app: &str, covered: Covered<'_>, client_ids: &[String]) -> Policy {
     let mut policy = Policy::default();
     for client_id in client_ids {
-        policy.allow(Action::Connect, client_id.clone());
+        policy.allow(Action::Connect, literal(client_id));
     }
+    let devices: Vec<std::borrow::Cow<'_, str>> = match covered {
+        Covered::Devices(names) => names.iter().map(|name| literal(name)).collect(),
+        Covered::All => vec!["*".into()],
+    };
     for d in devices {
         policy
             .allow(Action::Publish, format!("dt/{app}/{d}/*"))
@@ -201,7 +210,7 @@ pub fn device_topics_policy(app: &str, devices: &[String], client_ids: &[String]
 pub fn application_policy(client_id: &str, apps: &[String]) -> Policy {
     let mut policy = Policy::default();
     policy
-        .allow(Action::Connect, client_id.to_owned())
+        .allow(Action::Connect, literal(client_id))
         .deny(Action::Subscribe, "$share/*/*/app/*");
     for app in apps {
         policy
@@ -385,13 +394,16 @@ impl MqttAuthorizer {
     ) -> Result<Policy, MqttAuthError> {
         let app_name = AppName::parse(app).expect("stored names are valid");
         let served = self.registry.devices_served_by(&app_name, device).await?;
-        let mut devices: Vec<String> = vec![device.to_owned()];
         if served.len() > MAX_ENUMERATED_DEVICES {
-            devices = vec!["*".into()];
-        } else {
-            devices.extend(served.iter().map(|d| d.to_string()));
+            return Ok(device_topics_policy(app, Covered::All, client_ids));
         }
-        Ok(device_topics_policy(app, &devices, client_ids))
+        let mut devices: Vec<String> = vec![device.to_owned()];
+        devices.extend(served.iter().map(|d| d.to_string()));
+        Ok(device_topics_policy(
+            app,
+            Covered::Devices(&devices),
+            client_ids,
+        ))
     }
 
     async fn application(
@@ -463,7 +475,9 @@ impl MqttAuthorizer {
 
 #[cfg(test)]
 mod tests {
-    use super::{Action, Policy, application_client_id, application_policy, device_topics_policy};
+    use super::{
+        Action, Covered, Policy, application_client_id, application_policy, device_topics_policy,
+    };
     use crate::mqtt::filter::TopicFilter;
     use crate::mqtt::topics::filter_matches;
 
@@ -516,12 +530,16 @@ mod tests {
             ),
             (
                 "dev1 of app1",
-                device_topics_policy("app1", &["dev1".to_owned()], &["dev1@app1".to_owned()]),
+                device_topics_policy(
+                    "app1",
+                    Covered::Devices(&["dev1".to_owned()]),
+                    &["dev1@app1".to_owned()],
+                ),
                 |t| t == "cmd/app1/dev1" || t.starts_with("cmd/app1/dev1/"),
             ),
             (
                 "a gateway of all of app1",
-                device_topics_policy("app1", &["*".to_owned()], &["gw@app1".to_owned()]),
+                device_topics_policy("app1", Covered::All, &["gw@app1".to_owned()]),
                 |t| t.starts_with("cmd/app1/"),
             ),
         ]

@@ -13,9 +13,15 @@
 //! `$share/g/app/app1` but not `$share/g/dt/app2/dev1/app/app1`, which IoT's `*` (any
 //! run of characters) would. For IoT Core the policy carries explicit `Deny` statements
 //! for what its `*` would admit beyond that (see [`Policy::deny`]).
+//!
+//! Names put into a pattern are written with [`literal`]: a `*`, `?` or `$` in a name
+//! stands there as the policy variable IoT Core reads as that character (`${*}`, `${?}`,
+//! `${$}`), so no name is read as a wildcard or as a policy variable (`${iot:ClientId}`),
+//! and [`glob`] reads those the same way.
 
 use super::filter::TopicFilter;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// What a client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -277,9 +283,54 @@ fn document(statements: Vec<Value>) -> String {
     json!({"Version": "2012-10-17", "Statement": statements}).to_string()
 }
 
-/// IoT policy matching: `*` any run of characters, `?` one character. Walks both strings
-/// in place (by byte offsets at character boundaries): no allocation, as the broker
-/// checks every delivery with it.
+/// A name as it stands in a resource pattern, matching itself alone: each `*`, `?` and
+/// `$` written as the IoT policy variable that stands for that character (`${*}`, `${?}`,
+/// `${$}`). Without it IoT Core would read an alias `line-*` as a wildcard, and a device
+/// name holding `${iot:ClientId}` as a policy variable.
+pub fn literal(name: &str) -> Cow<'_, str> {
+    if !name.contains(['*', '?', '$']) {
+        return Cow::Borrowed(name);
+    }
+    let mut written = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if matches!(c, '*' | '?' | '$') {
+            written.push_str("${");
+            written.push(c);
+            written.push('}');
+        } else {
+            written.push(c);
+        }
+    }
+    Cow::Owned(written)
+}
+
+/// One step of a pattern: a character, any run of characters, or any one.
+#[derive(Clone, Copy)]
+enum Step {
+    Char(char),
+    Run,
+    One,
+}
+
+/// The step of a pattern at a byte offset, and where the next one starts: `${*}`, `${?}`
+/// and `${$}` are their characters (see [`literal`]).
+fn step(pattern: &str, i: usize) -> Option<(Step, usize)> {
+    let rest = &pattern[i..];
+    if let [b'$', b'{', c @ (b'*' | b'?' | b'$'), b'}', ..] = rest.as_bytes() {
+        return Some((Step::Char(char::from(*c)), i + 4));
+    }
+    let c = rest.chars().next()?;
+    let next = i + c.len_utf8();
+    Some(match c {
+        '*' => (Step::Run, next),
+        '?' => (Step::One, next),
+        c => (Step::Char(c), next),
+    })
+}
+
+/// IoT policy matching: `*` any run of characters, `?` one character, `${*}`, `${?}` and
+/// `${$}` those characters themselves. Walks both strings in place (by byte offsets at
+/// character boundaries): no allocation, as the broker checks every delivery with it.
 pub fn glob(pattern: &str, text: &str) -> bool {
     // the character at a byte offset, and where the next one starts
     fn at(s: &str, i: usize) -> Option<(char, usize)> {
@@ -288,13 +339,16 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while let Some((tc, tnext)) = at(text, ti) {
-        let p = at(pattern, pi);
-        match p {
-            Some((pc, pnext)) if pc == '?' || pc == tc => {
+        match step(pattern, pi) {
+            Some((Step::One, pnext)) => {
                 pi = pnext;
                 ti = tnext;
             }
-            Some(('*', pnext)) => {
+            Some((Step::Char(pc), pnext)) if pc == tc => {
+                pi = pnext;
+                ti = tnext;
+            }
+            Some((Step::Run, pnext)) => {
                 star = Some(pnext);
                 mark = ti;
                 pi = pnext;
@@ -315,6 +369,52 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_literal_name_matches_itself_alone_here_and_in_an_iot_document() {
+        assert!(matches!(literal("dev-1"), Cow::Borrowed("dev-1")));
+        assert_eq!(literal("line-*"), "line-${*}");
+        assert_eq!(literal("a?b$c"), "a${?}b${$}c");
+        assert_eq!(literal("${iot:ClientId}"), "${$}{iot:ClientId}");
+        for name in [
+            "line-*",
+            "a?b",
+            "${iot:ClientId}",
+            "${*}",
+            "m$2",
+            "*",
+            "é$?",
+        ] {
+            let pattern = format!("dt/app1/{}/*", literal(name));
+            assert!(glob(&pattern, &format!("dt/app1/{name}/t")), "{pattern}");
+            for other in ["line-7", "axb", "dev1", "m$22", "${$}", "x", "é$x", ""] {
+                assert!(
+                    !glob(&pattern, &format!("dt/app1/{other}/t")),
+                    "{pattern} matches {other}"
+                );
+            }
+        }
+        // a pattern's own wildcards still are
+        assert!(glob("dt/${*}/*", "dt/*/x"));
+        assert!(!glob("dt/${*}/*", "dt/a/x"));
+        assert!(glob("dt/?${?}", "dt/a?"));
+        assert!(!glob("dt/?${?}", "dt/ab"));
+        // an incomplete escape is characters
+        assert!(glob("a${*", "a${bc"));
+        assert!(glob("a${x}", "a${x}"));
+
+        let mut policy = Policy::default();
+        policy.allow(
+            Action::Publish,
+            format!("dt/app1/{}/*", literal("v${iot:ClientId}")),
+        );
+        let documents = policy.to_iot_documents("aws", "eu-west-1", "123456789012");
+        assert!(
+            documents[0].contains("topic/dt/app1/v${$}{iot:ClientId}/*"),
+            "{documents:?}"
+        );
+        assert!(!documents[0].contains("${iot"), "{documents:?}");
+    }
 
     #[test]
     fn a_policy_decided_for_a_device_admits_only_that_ones_commands_of_its_name() {
