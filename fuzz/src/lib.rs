@@ -29,7 +29,7 @@ use drogue_shared::mqtt::authorizer::{
     ConnectDecision, Covered, MqttAuthorizer, MqttConnect, MqttIdentity, application_client_id,
     application_policy, device_topics_policy,
 };
-use drogue_shared::mqtt::policy::glob;
+use drogue_shared::mqtt::policy::{glob, literal};
 use drogue_shared::mqtt::topics::{self, filter_matches, subscribed_application};
 use drogue_shared::mqtt::{Action, DeviceMessage, Ingested, MqttIngest};
 use drogue_shared::registry::Registry;
@@ -81,6 +81,8 @@ pub fn topic_filter(data: &[u8]) {
 
     let matches = filter_matches(filter, topic);
     let _ = glob(filter, topic);
+    // a name written as a literal matches itself alone
+    assert_eq!(glob(&literal(filter), topic), filter == topic);
     let parsed = topics::parse(topic);
     if let Some(subscribed) = subscribed_application(filter) {
         assert!(!subscribed.is_empty() && !subscribed.contains('/'));

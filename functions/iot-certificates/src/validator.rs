@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 /// The refusal of a certificate whose device has no name a certificate's policy can hold
 /// (see [`certificate_client_names`]).
-pub const NO_CLIENT_ID: &str = "the device has no name a certificate's policy can let it connect under (none short enough for a client id, without control characters)";
+pub const NO_CLIENT_ID: &str = "the device has no name a certificate's policy can let it connect under (none without '*', '?' or control characters, nor short enough for a client id)";
 
 /// The longest policy name prefix (IoT policy names have at most 128 characters).
 pub const MAX_PREFIX: usize = 40;

@@ -32,6 +32,11 @@ use std::sync::Arc;
 /// ingest still checks each message's gateway relation.
 const MAX_ENUMERATED_DEVICES: usize = 50;
 
+/// The most policy documents a policy may take on IoT Core: a custom authorizer's answer
+/// carries at most 10, and a certificate holds at most 10 policies. A gateway whose
+/// served devices' names would need more gets application-wide topic rights too.
+pub const MAX_IOT_DOCUMENTS: usize = 10;
+
 /// What a client presents in its CONNECT (and TLS handshake).
 #[derive(Clone)]
 pub struct MqttConnect {
@@ -153,9 +158,13 @@ pub fn application_client_id(user: &str, client_id: &str) -> Result<(), &'static
 /// The names a device authenticated by a certificate may connect under on IoT Core
 /// (`{name}@{app}`), fixed in the certificate's policy when it is validated: its name,
 /// aliases and unique usernames, but for those that make no client id (longer than
-/// [`MAX_CLIENT_ID_LEN`] with the application, or holding control characters). Each
-/// stands in the policy as itself alone ([`literal`]): an alias `line-*` lets the
-/// certificate connect as `line-*@{app}`, never as `line-7@{app}`.
+/// [`MAX_CLIENT_ID_LEN`] with the application, or holding control characters) and those
+/// holding a wildcard (`*`, `?`; aliases and usernames may). Each stands in the policy
+/// as itself alone ([`literal`]: a `$` as `${$}`, so `${iot:ClientId}` is no variable).
+/// The wildcards are left out even so: were `${*}` ever read as a wildcard, an alias
+/// `line-*` would let the certificate connect as another device's `line-7@{app}`, while
+/// a `${$}` read otherwise would only fail to match. (A password login is decided for
+/// its own client id at each connection.)
 pub fn certificate_client_names(authenticated: &Authenticated) -> Vec<String> {
     let app = &authenticated.application.metadata.name;
     authenticated
@@ -163,7 +172,9 @@ pub fn certificate_client_names(authenticated: &Authenticated) -> Vec<String> {
         .iter()
         .map(|claim| claim.key())
         .filter(|name| {
-            !name.chars().any(char::is_control) && name.len() + 1 + app.len() <= MAX_CLIENT_ID_LEN
+            !name.contains(['*', '?'])
+                && !name.chars().any(char::is_control)
+                && name.len() + 1 + app.len() <= MAX_CLIENT_ID_LEN
         })
         .map(str::to_owned)
         .collect()
@@ -198,6 +209,28 @@ pub fn device_topics_policy(app: &str, covered: Covered<'_>, client_ids: &[Strin
             .allow(Action::Receive, format!("cmd/{app}/{d}/*"));
     }
     policy
+}
+
+/// A device's policy over its own topics and those of the devices it `serves`; over every
+/// device's of the application when it serves more than [`MAX_ENUMERATED_DEVICES`], or
+/// when their names would take more than [`MAX_IOT_DOCUMENTS`] on IoT Core (counted
+/// with the longest partition and region names, so in any of them).
+pub fn gateway_policy(app: &str, device: &str, serves: &[String], client_ids: &[String]) -> Policy {
+    if serves.len() <= MAX_ENUMERATED_DEVICES {
+        let devices: Vec<String> = std::iter::once(device.to_owned())
+            .chain(serves.iter().cloned())
+            .collect();
+        let listed = device_topics_policy(app, Covered::Devices(&devices), client_ids);
+        if serves.is_empty()
+            || listed
+                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
+                .len()
+                <= MAX_IOT_DOCUMENTS
+        {
+            return listed;
+        }
+    }
+    device_topics_policy(app, Covered::All, client_ids)
 }
 
 /// An application client's policy: connecting with `client_id`, the events of `apps`
@@ -394,16 +427,8 @@ impl MqttAuthorizer {
     ) -> Result<Policy, MqttAuthError> {
         let app_name = AppName::parse(app).expect("stored names are valid");
         let served = self.registry.devices_served_by(&app_name, device).await?;
-        if served.len() > MAX_ENUMERATED_DEVICES {
-            return Ok(device_topics_policy(app, Covered::All, client_ids));
-        }
-        let mut devices: Vec<String> = vec![device.to_owned()];
-        devices.extend(served.iter().map(|d| d.to_string()));
-        Ok(device_topics_policy(
-            app,
-            Covered::Devices(&devices),
-            client_ids,
-        ))
+        let served: Vec<String> = served.iter().map(|d| d.to_string()).collect();
+        Ok(gateway_policy(app, device, &served, client_ids))
     }
 
     async fn application(
@@ -476,8 +501,44 @@ impl MqttAuthorizer {
 #[cfg(test)]
 mod tests {
     use super::{
-        Action, Covered, Policy, application_client_id, application_policy, device_topics_policy,
+        Action, Covered, MAX_IOT_DOCUMENTS, Policy, application_client_id, application_policy,
+        device_topics_policy, gateway_policy,
     };
+
+    #[test]
+    fn a_device_name_with_a_dollar_is_its_own_topics_alone() {
+        let policy = device_topics_policy(
+            "app1",
+            Covered::Devices(&["a$b".to_owned(), "${iot:ClientId}".to_owned()]),
+            &["a$b@app1".to_owned()],
+        );
+        assert!(policy.allows(Action::Connect, "a$b@app1"));
+        assert!(!policy.allows(Action::Connect, "a$c@app1"));
+        assert!(policy.allows(Action::Subscribe, "cmd/app1/a$b/#"));
+        assert!(!policy.allows(Action::Subscribe, "cmd/app1/a$c/#"));
+        assert!(policy.allows(Action::Publish, "dt/app1/${iot:ClientId}/t"));
+        assert!(!policy.allows(Action::Publish, "dt/app1/a$b@app1/t"));
+        assert!(policy.allows(Action::Receive, "cmd/app1/a$b/reboot"));
+    }
+
+    #[test]
+    fn a_gateway_whose_devices_take_too_many_documents_gets_the_applications_topics() {
+        let documents = |policy: &Policy| policy.to_iot_documents("aws", "eu-west-1", "1").len();
+        let served: Vec<String> = (0..3).map(|i| format!("sensor-{i}")).collect();
+        let listed = gateway_policy("app1", "gw", &served, &["gw@app1".to_owned()]);
+        assert!(listed.allows(Action::Publish, "dt/app1/sensor-2/t"));
+        assert!(!listed.allows(Action::Publish, "dt/app1/sensor-3/t"));
+        // 50 devices of 200-character names: about 45 documents listed
+        let long: Vec<String> = (0..50).map(|i| format!("{i:0>200}")).collect();
+        let all = gateway_policy("app1", "gw", &long, &["gw@app1".to_owned()]);
+        assert!(documents(&all) <= MAX_IOT_DOCUMENTS);
+        assert!(all.allows(Action::Publish, "dt/app1/sensor-3/t"));
+        assert!(!all.allows(Action::Publish, "dt/app2/sensor-3/t"));
+        // a device alone keeps its own topics, whatever its name
+        let alone = gateway_policy("app1", &"$".repeat(256), &[], &["gw@app1".to_owned()]);
+        assert!(!alone.allows(Action::Publish, "dt/app1/sensor-3/t"));
+        assert!(alone.allows(Action::Publish, &format!("dt/app1/{}/t", "$".repeat(256))));
+    }
     use crate::mqtt::filter::TopicFilter;
     use crate::mqtt::topics::filter_matches;
 

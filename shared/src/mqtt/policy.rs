@@ -218,14 +218,16 @@ impl Policy {
                     "arn:{partition}:iot:{region}:{account}:{}/{pattern}",
                     action.resource_kind()
                 );
-                if size + arn.len() + 80 > LIMIT {
+                // as the document's JSON writes it (a `"` or `\` in a name counts twice)
+                let written = serde_json::to_string(&arn).map_or(arn.len(), |s| s.len());
+                if size + written + 80 > LIMIT {
                     if !resources.is_empty() {
                         statements.push(statement(effect, action, std::mem::take(&mut resources)));
                     }
                     documents.push(document(std::mem::take(&mut statements)));
                     size = 60;
                 }
-                size += arn.len() + 3;
+                size += written + 1;
                 resources.push(arn);
             }
             if !resources.is_empty() {
@@ -594,5 +596,20 @@ mod tests {
             })
             .sum();
         assert_eq!(resources, 200, "every resource is in one of the documents");
+
+        // JSON writes a `"` or `\` in a name as two characters
+        let mut quoted = Policy::default();
+        for i in 0..40 {
+            quoted.allow(
+                Action::Publish,
+                format!("dt/app1/{}{i}/*", "\"\\".repeat(20)),
+            );
+        }
+        let docs = quoted.to_iot_documents("aws", "eu-west-1", "123456789012");
+        assert!(
+            docs.iter().all(|d| d.len() <= 2048),
+            "IoT takes documents of at most 2,048 characters: {:?}",
+            docs.iter().map(String::len).collect::<Vec<_>>()
+        );
     }
 }
