@@ -197,7 +197,7 @@ impl CertificateValidator {
         let registry = Registry::new(shared, AccessControl::default());
         Ok(Self {
             iot: iot.into(),
-            authorizer: MqttAuthorizer::new(devices.clone(), registry, None),
+            authorizer: MqttAuthorizer::new(devices.clone(), registry, None).for_iot_core(),
             devices,
             store,
             prefix: prefix.to_owned(),

@@ -97,7 +97,8 @@ impl IotAuthorizer {
         );
         let oidc = config.oidc.clone().map(|c| Arc::new(OidcVerifier::new(c)));
         Self {
-            mqtt: MqttAuthorizer::new(DeviceAuthenticator::new(store), registry, oidc),
+            mqtt: MqttAuthorizer::new(DeviceAuthenticator::new(store), registry, oidc)
+                .for_iot_core(),
         }
     }
 

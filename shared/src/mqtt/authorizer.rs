@@ -102,6 +102,10 @@ pub struct MqttAuthorizer {
     devices: DeviceAuthenticator,
     registry: Registry,
     oidc: Option<Arc<OidcVerifier>>,
+    /// The most IoT Core policy documents a device's policy may take, for the authorizer
+    /// and validator of IoT Core ([`MqttAuthorizer::for_iot_core`]); the local broker
+    /// has no such bound.
+    max_documents: Option<usize>,
 }
 
 fn deny(reason: &'static str) -> Result<ConnectDecision, MqttAuthError> {
@@ -213,20 +217,27 @@ pub fn device_topics_policy(app: &str, covered: Covered<'_>, client_ids: &[Strin
 
 /// A device's policy over its own topics and those of the devices it `serves`; over every
 /// device's of the application when it serves more than [`MAX_ENUMERATED_DEVICES`], or
-/// when their names would take more than [`MAX_IOT_DOCUMENTS`] on IoT Core (counted
-/// with the longest partition and region names, so in any of them).
-pub fn gateway_policy(app: &str, device: &str, serves: &[String], client_ids: &[String]) -> Policy {
+/// when their names would take more than `max_documents` IoT Core policy documents
+/// (counted with the longest partition and region names, so in any of them).
+pub fn gateway_policy(
+    app: &str,
+    device: &str,
+    serves: &[String],
+    client_ids: &[String],
+    max_documents: Option<usize>,
+) -> Policy {
     if serves.len() <= MAX_ENUMERATED_DEVICES {
         let devices: Vec<String> = std::iter::once(device.to_owned())
             .chain(serves.iter().cloned())
             .collect();
         let listed = device_topics_policy(app, Covered::Devices(&devices), client_ids);
-        if serves.is_empty()
-            || listed
+        let fits = |most| {
+            listed
                 .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
                 .len()
-                <= MAX_IOT_DOCUMENTS
-        {
+                <= most
+        };
+        if serves.is_empty() || max_documents.is_none_or(fits) {
             return listed;
         }
     }
@@ -273,7 +284,15 @@ impl MqttAuthorizer {
             devices,
             registry,
             oidc,
+            max_documents: None,
         }
+    }
+
+    /// For policies IoT Core takes: a gateway whose served devices' names would take more
+    /// than [`MAX_IOT_DOCUMENTS`] gets the application's topics (see [`gateway_policy`]).
+    pub fn for_iot_core(mut self) -> Self {
+        self.max_documents = Some(MAX_IOT_DOCUMENTS);
+        self
     }
 
     pub async fn connect(&self, connect: &MqttConnect) -> Result<ConnectDecision, MqttAuthError> {
@@ -428,7 +447,13 @@ impl MqttAuthorizer {
         let app_name = AppName::parse(app).expect("stored names are valid");
         let served = self.registry.devices_served_by(&app_name, device).await?;
         let served: Vec<String> = served.iter().map(|d| d.to_string()).collect();
-        Ok(gateway_policy(app, device, &served, client_ids))
+        Ok(gateway_policy(
+            app,
+            device,
+            &served,
+            client_ids,
+            self.max_documents,
+        ))
     }
 
     async fn application(
@@ -525,17 +550,22 @@ mod tests {
     fn a_gateway_whose_devices_take_too_many_documents_gets_the_applications_topics() {
         let documents = |policy: &Policy| policy.to_iot_documents("aws", "eu-west-1", "1").len();
         let served: Vec<String> = (0..3).map(|i| format!("sensor-{i}")).collect();
-        let listed = gateway_policy("app1", "gw", &served, &["gw@app1".to_owned()]);
+        let iot = Some(MAX_IOT_DOCUMENTS);
+        let listed = gateway_policy("app1", "gw", &served, &["gw@app1".to_owned()], iot);
         assert!(listed.allows(Action::Publish, "dt/app1/sensor-2/t"));
         assert!(!listed.allows(Action::Publish, "dt/app1/sensor-3/t"));
         // 50 devices of 200-character names: about 45 documents listed
         let long: Vec<String> = (0..50).map(|i| format!("{i:0>200}")).collect();
-        let all = gateway_policy("app1", "gw", &long, &["gw@app1".to_owned()]);
+        let all = gateway_policy("app1", "gw", &long, &["gw@app1".to_owned()], iot);
         assert!(documents(&all) <= MAX_IOT_DOCUMENTS);
         assert!(all.allows(Action::Publish, "dt/app1/sensor-3/t"));
         assert!(!all.allows(Action::Publish, "dt/app2/sensor-3/t"));
+        // the local broker, with no bound on documents, lists them
+        let local = gateway_policy("app1", "gw", &long, &["gw@app1".to_owned()], None);
+        assert!(local.allows(Action::Publish, &format!("dt/app1/{}/t", long[49])));
+        assert!(!local.allows(Action::Publish, "dt/app1/sensor-3/t"));
         // a device alone keeps its own topics, whatever its name
-        let alone = gateway_policy("app1", &"$".repeat(256), &[], &["gw@app1".to_owned()]);
+        let alone = gateway_policy("app1", &"$".repeat(256), &[], &["gw@app1".to_owned()], iot);
         assert!(!alone.allows(Action::Publish, "dt/app1/sensor-3/t"));
         assert!(alone.allows(Action::Publish, &format!("dt/app1/{}/t", "$".repeat(256))));
     }
