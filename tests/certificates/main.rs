@@ -10,7 +10,9 @@ use drogue_iot_certificates::anchors::{TrustAnchorSync, fingerprint};
 use drogue_iot_certificates::changes::RegistryChanges;
 use drogue_iot_certificates::revocation::Revocation;
 use drogue_iot_certificates::stream::StreamConsumer;
-use drogue_iot_certificates::validator::{CertificateValidator, Location, NO_CLIENT_ID};
+use drogue_iot_certificates::validator::{
+    CertificateValidator, Location, NO_CLIENT_ID, TOO_MANY_DOCUMENTS,
+};
 use drogue_shared::access::Principal;
 use drogue_shared::access::authz::AccessControl;
 use drogue_shared::events::kinesis::KinesisSink;
@@ -1146,6 +1148,27 @@ async fn a_name_iot_core_would_read_as_a_pattern_or_variable_is_kept_from_a_cert
     let out = s.judged(&validator, &cas["wild"], &id).await;
     assert_eq!(out["outcome"], "revoked", "{out}");
     assert_eq!(out["reason"], NO_CLIENT_ID, "{out}");
+    assert_eq!(
+        s.state(&id, &arn).await,
+        (CertificateStatus::Revoked, Vec::new())
+    );
+
+    // a device whose own names take more documents than a certificate holds policies
+    // (each `$` written as `${$}`) is refused, and says why
+    let aliases: Vec<String> = (0..32)
+        .map(|i| format!("{}{i:0>3}", "$".repeat(120)))
+        .collect();
+    s.create_device(
+        "wild",
+        json!({"metadata": {"name": "many"}, "spec": {"alias": aliases}}),
+    )
+    .await;
+    let (id, arn) = s
+        .register(&cas["wild"], ca.issue("wild", "many", 2025, 2099).cert_pem)
+        .await;
+    let out = s.judged(&validator, &cas["wild"], &id).await;
+    assert_eq!(out["outcome"], "revoked", "{out}");
+    assert_eq!(out["reason"], TOO_MANY_DOCUMENTS, "{out}");
     assert_eq!(
         s.state(&id, &arn).await,
         (CertificateStatus::Revoked, Vec::new())

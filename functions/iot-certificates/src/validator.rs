@@ -52,6 +52,10 @@ pub const MAX_POLICIES_PER_CERTIFICATE: usize = 10;
 /// Why an application that accepts a certificate got no grant.
 pub const TOO_MANY_POLICIES: &str = "the certificate holds as many policies as IoT Core allows (10); applications that took the anchor later get none";
 
+/// Why a device's certificate got no grant when its own policy alone would take more
+/// documents than a certificate holds (its names as client ids, its topics).
+pub const TOO_MANY_DOCUMENTS: &str = "the device's policy takes more than the 10 policies IoT Core attaches to a certificate (too many long names)";
+
 /// A certificate accepted by an application: its device, and the policy documents to grant.
 struct Grant {
     app: String,
@@ -502,6 +506,9 @@ impl CertificateValidator {
             .await?;
         let documents =
             policy.to_iot_documents(&location.partition, &location.region, &event.aws_account_id);
+        if documents.len() > MAX_POLICIES_PER_CERTIFICATE {
+            return Ok(Err(TOO_MANY_DOCUMENTS));
+        }
         Ok(Ok(Grant {
             app: app.to_owned(),
             authenticated,

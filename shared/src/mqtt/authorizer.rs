@@ -217,8 +217,10 @@ pub fn device_topics_policy(app: &str, covered: Covered<'_>, client_ids: &[Strin
 
 /// A device's policy over its own topics and those of the devices it `serves`; over every
 /// device's of the application when it serves more than [`MAX_ENUMERATED_DEVICES`], or
-/// when their names would take more than `max_documents` IoT Core policy documents
-/// (counted with the longest partition and region names, so in any of them).
+/// when the served devices' names are what would take it beyond `max_documents` IoT Core
+/// policy documents (counted with the longest partition and region names, so in any of
+/// them) and the application-wide policy fits. A policy too large by the device's own
+/// names is returned as it is, for the caller to refuse.
 pub fn gateway_policy(
     app: &str,
     device: &str,
@@ -231,13 +233,17 @@ pub fn gateway_policy(
             .chain(serves.iter().cloned())
             .collect();
         let listed = device_topics_policy(app, Covered::Devices(&devices), client_ids);
-        let fits = |most| {
-            listed
+        let Some(most) = max_documents.filter(|_| !serves.is_empty()) else {
+            return listed;
+        };
+        let fits = |policy: &Policy| {
+            policy
                 .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
                 .len()
                 <= most
         };
-        if serves.is_empty() || max_documents.is_none_or(fits) {
+        let alone = device_topics_policy(app, Covered::Devices(&devices[..1]), client_ids);
+        if fits(&listed) || !fits(&alone) {
             return listed;
         }
     }
@@ -554,18 +560,47 @@ mod tests {
         let listed = gateway_policy("app1", "gw", &served, &["gw@app1".to_owned()], iot);
         assert!(listed.allows(Action::Publish, "dt/app1/sensor-2/t"));
         assert!(!listed.allows(Action::Publish, "dt/app1/sensor-3/t"));
-        // 50 devices of 200-character names: about 45 documents listed
+        // 50 devices of 200-character names: 29 documents listed
         let long: Vec<String> = (0..50).map(|i| format!("{i:0>200}")).collect();
         let all = gateway_policy("app1", "gw", &long, &["gw@app1".to_owned()], iot);
-        assert!(documents(&all) <= MAX_IOT_DOCUMENTS);
         assert!(all.allows(Action::Publish, "dt/app1/sensor-3/t"));
         assert!(!all.allows(Action::Publish, "dt/app2/sensor-3/t"));
         // the local broker, with no bound on documents, lists them
         let local = gateway_policy("app1", "gw", &long, &["gw@app1".to_owned()], None);
+        assert!(documents(&local) > MAX_IOT_DOCUMENTS);
         assert!(local.allows(Action::Publish, &format!("dt/app1/{}/t", long[49])));
         assert!(!local.allows(Action::Publish, "dt/app1/sensor-3/t"));
-        // a device alone keeps its own topics, whatever its name
-        let alone = gateway_policy("app1", &"$".repeat(256), &[], &["gw@app1".to_owned()], iot);
+        // at the bound: listed while the list fits in 10 documents (at the longest
+        // partition and region), the application's topics from the first that does not
+        let mut widened = Vec::new();
+        for n in 1..=50 {
+            let gw = vec!["gw".to_owned()];
+            let devices: Vec<String> = gw.iter().chain(&long[..n]).cloned().collect();
+            let listed = device_topics_policy("app1", Covered::Devices(&devices), &gw)
+                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
+                .len();
+            let policy = gateway_policy("app1", "gw", &long[..n], &gw, iot);
+            let wide = policy.allows(Action::Publish, "dt/app1/sensor-3/t");
+            assert_eq!(
+                wide,
+                listed > MAX_IOT_DOCUMENTS,
+                "{n} devices, {listed} documents"
+            );
+            widened.push(wide);
+        }
+        assert!(widened.contains(&false) && widened.contains(&true));
+        // a gateway whose own names are what take the room keeps its devices' topics
+        // alone: the caller refuses it rather than widen it
+        let ids: Vec<String> = (0..32)
+            .map(|i| format!("{}{i:0>3}@app1", "$".repeat(120)))
+            .collect();
+        let own = gateway_policy("app1", "gw", &served, &ids, iot);
+        assert!(documents(&own) > MAX_IOT_DOCUMENTS);
+        assert!(!own.allows(Action::Publish, "dt/app1/sensor-3/t"));
+        assert!(own.allows(Action::Publish, "dt/app1/sensor-2/t"));
+        // a device serving none keeps its own topics, however many documents they take
+        let alone = gateway_policy("app1", &"$".repeat(256), &[], &ids, iot);
+        assert!(documents(&alone) > MAX_IOT_DOCUMENTS);
         assert!(!alone.allows(Action::Publish, "dt/app1/sensor-3/t"));
         assert!(alone.allows(Action::Publish, &format!("dt/app1/{}/t", "$".repeat(256))));
     }
