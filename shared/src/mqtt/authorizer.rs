@@ -242,8 +242,14 @@ pub fn gateway_policy(
                 .len()
                 <= most
         };
-        let alone = device_topics_policy(app, Covered::Devices(&devices[..1]), client_ids);
-        if fits(&listed) || !fits(&alone) {
+        // (the device alone is looked at only when the list overflows)
+        if fits(&listed)
+            || !fits(&device_topics_policy(
+                app,
+                Covered::Devices(&devices[..1]),
+                client_ids,
+            ))
+        {
             return listed;
         }
     }
