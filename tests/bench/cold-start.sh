@@ -17,9 +17,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 venv=$cache/venv
 [ -x "$venv/bin/moto_server" ] || { echo "run tests/run once first (it installs moto)"; exit 1; }
 
+# the functions apart from the harness: built together, cargo would give their dependencies
+# the features the tests' crate asks for too, and they would not be the binaries shipped
 cargo build --release --locked -p drogue-registry -p drogue-command -p drogue-http-endpoint \
   -p drogue-mqtt-authorizer -p drogue-mqtt-ingest -p drogue-iot-certificates -p drogue-fan-out \
-  -p drogue-tests --bins
+  --bins
+cargo build --release --locked -p drogue-tests --bins
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &

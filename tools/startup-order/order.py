@@ -5,7 +5,9 @@ poll of the Runtime API, placed together at the head of its code (see README.md)
     order.py <startup.ld> <binary> <trace> [<binary> <trace> ...]
 
 <binary> is a release build with its symbols (not stripped), <trace> what
-`valgrind --tool=lackey --trace-superblocks=yes` logged while it started. Each function
+`valgrind --tool=lackey --trace-superblocks=yes` logged while it started (trace.py). The
+functions are written in the order first run by the first binary given that runs them,
+each binary's own ones after those of the binaries before it. Each function
 becomes a pattern on its section's name (`-ffunction-sections`, rustc's default) with
 its hash left out, so the script still applies after the code changes and to other
 targets (the arm64 packages). A pattern that would match several functions of more than
@@ -24,16 +26,20 @@ VALGRIND_BASE = 0x108000
 # a generic function used at start and elsewhere) is left out
 MOST_BYTES = 64 * 1024
 
-LEGACY_HASH = re.compile(r"17h[0-9a-f]{16}E")
+LEGACY_HASH = re.compile(r"17h[0-9a-f]{16}E(\.llvm\.\d+)?$")
 V0_CRATE = re.compile(r"Cs[0-9A-Za-z]+_")
 LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
+AWS_LC_VERSION = re.compile(r"^aws_lc_\d+_\d+_\d+_")
 
 
 def pattern(symbol):
-    """The symbol's name with what changes from build to build written as `*`."""
-    name = LEGACY_HASH.sub("17h*E", symbol)
-    if name.startswith("_R"):
-        name = V0_CRATE.sub("Cs*_", name)
+    """The symbol's name with what changes from build to build written as `*`: the hash,
+    the suffix LLVM gives the copies of a function it renames (which build has one differs
+    from build to build and target to target), crates' disambiguators, aws-lc's version."""
+    if LEGACY_HASH.search(symbol):
+        return LEGACY_HASH.sub("17h*E*", symbol)
+    name = V0_CRATE.sub("Cs*_", symbol) if symbol.startswith("_R") else symbol
+    name = AWS_LC_VERSION.sub("aws_lc_*_", name)
     return LLVM_SUFFIX.sub("*", name)
 
 

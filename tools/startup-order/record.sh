@@ -28,18 +28,8 @@ trap 'rm -rf "$traces"' EXIT
 args=()
 for binary in registry http-endpoint command mqtt-authorizer mqtt-ingest fan-out stream \
   cert-validator trust-anchor-sync; do
-  # Lambda's environment with a Runtime API that refuses connections: the binary starts,
-  # makes its clients, polls once and stops; the trace covers what it runs on the way.
-  # Amazon's roots as on Lambda, and an endpoint as the cold-start benchmark gives (moto):
-  # the few functions that reads are run too.
-  env -i PATH="$PATH" HOME="$HOME" AWS_LAMBDA_RUNTIME_API=127.0.0.1:9 \
-    AWS_LAMBDA_FUNCTION_NAME="$binary" AWS_LAMBDA_FUNCTION_VERSION='$LATEST' \
-    AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/$binary" \
-    AWS_LAMBDA_LOG_STREAM_NAME=startup AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
-    AWS_ACCESS_KEY_ID=startup AWS_SECRET_ACCESS_KEY=startup DROGUE_TABLE=startup \
-    DROGUE_EVENT_STREAM=startup DROGUE_TLS_ROOTS=amazon AWS_ENDPOINT_URL=http://127.0.0.1:9 \
-    valgrind --tool=lackey --trace-superblocks=yes --log-file="$traces/$binary" \
-    "$CARGO_TARGET_DIR/release/$binary" >/dev/null 2>&1 || true
+  # run under valgrind in Lambda's environment until it asks for its first event
+  python3 tools/startup-order/trace.py "$CARGO_TARGET_DIR/release/$binary" "$traces/$binary"
   args+=("$CARGO_TARGET_DIR/release/$binary" "$traces/$binary")
 done
 python3 tools/startup-order/order.py tools/startup-order/startup.ld "${args[@]}"

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Starts a Lambda function binary under valgrind (lackey, tracing the code it runs) in
+Lambda's environment with a stand-in Runtime API on loopback, and stops it when it asks
+for its first event: the trace is what the binary runs from its start to its first poll.
+
+    trace.py <binary> <trace file> [seconds]      (default: 120 seconds to poll)
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+NEXT = "GET /2018-06-01/runtime/invocation/next "
+
+
+def main() -> int:
+    binary, trace = sys.argv[1], sys.argv[2]
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 120.0
+    name = os.path.basename(binary)
+    api = socket.socket()
+    api.bind(("127.0.0.1", 0))
+    api.listen(1)
+    api.settimeout(seconds)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:%d" % api.getsockname()[1],
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/" + name,
+        "AWS_LAMBDA_LOG_STREAM_NAME": "startup",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "startup",
+        "AWS_SECRET_ACCESS_KEY": "startup",
+        # what the template sets, a superset: each function reads its own
+        "DROGUE_TABLE": "drogue",
+        "DROGUE_EVENT_STREAM": "drogue-events",
+        # Amazon's roots as on Lambda, and an endpoint as the cold-start benchmark gives
+        # (moto): the few functions reading it takes are placed too
+        "DROGUE_TLS_ROOTS": "amazon",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    process = subprocess.Popen(
+        ["valgrind", "--tool=lackey", "--trace-superblocks=yes", "--log-file=" + trace, binary],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        connection, _ = api.accept()
+        connection.settimeout(seconds)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            request += chunk
+        polled = request.decode("latin-1").startswith(NEXT)
+    except socket.timeout:
+        polled = False
+    # valgrind writes out its trace as the binary ends on the signal
+    process.send_signal(signal.SIGTERM)
+    process.wait()
+    if not polled:
+        print("%s: did not ask for its first event" % binary, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
