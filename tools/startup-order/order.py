@@ -35,7 +35,21 @@ AWS_LC_VERSION = re.compile(r"^aws_lc_\d+_\d+_\d+_")
 def pattern(symbol):
     """The symbol's name with what changes from build to build written as `*`: the hash,
     the suffix LLVM gives the copies of a function it renames (which build has one differs
-    from build to build and target to target), crates' disambiguators, aws-lc's version."""
+    from build to build and target to target), crates' disambiguators, aws-lc's version.
+
+    >>> pattern("_ZN5tokio7runtime7builder7Builder18new_current_thread17h0123456789abcdefE")
+    '_ZN5tokio7runtime7builder7Builder18new_current_thread17h*E*'
+    >>> pattern("_ZN4core3ptr42drop_in_place$LT$alloc..string..String$GT$17ha08a1c71880ce7daE.llvm.1478")
+    '_ZN4core3ptr42drop_in_place$LT$alloc..string..String$GT$17h*E*'
+    >>> pattern("_RNvNtCsjrHSEGnQ3l9_3std2rt19lang_start_internal")
+    '_RNvNtCs*_3std2rt19lang_start_internal'
+    >>> pattern("_RNvCsfLfy6EI15iL_7___rustc13___rdl_dealloc.llvm.123")
+    '_RNvCs*_7___rustc13___rdl_dealloc*'
+    >>> pattern("aws_lc_0_47_0_OPENSSL_cpuid_setup")
+    'aws_lc_*_OPENSSL_cpuid_setup'
+    >>> pattern("main")
+    'main'
+    """
     if LEGACY_HASH.search(symbol):
         return LEGACY_HASH.sub("17h*E*", symbol)
     name = V0_CRATE.sub("Cs*_", symbol) if symbol.startswith("_R") else symbol
