@@ -10,35 +10,18 @@ Each binary starts in Lambda's environment with a stand-in Runtime API on loopba
 takes the poll and is then closed; the figures are the medians over the rounds of each
 round's median.
 """
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
+from standin import environment, runtime_api
+
 
 def start(binary):
     """(ms to the first poll, page faults, ms of CPU) of one start."""
-    api = socket.socket()
-    api.bind(("127.0.0.1", 0))
-    api.listen(1)
-    api.settimeout(10)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:%d" % api.getsockname()[1],
-        "AWS_LAMBDA_FUNCTION_NAME": "measure",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/measure",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "measure",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "measure",
-        "AWS_SECRET_ACCESS_KEY": "measure",
-        "DROGUE_TABLE": "drogue",
-        "DROGUE_EVENT_STREAM": "drogue-events",
-        "DROGUE_TLS_ROOTS": "amazon",
-    }
+    api = runtime_api(10)
+    env = environment("measure", api)
     began = time.perf_counter()
     process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

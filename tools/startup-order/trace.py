@@ -7,41 +7,20 @@ for its first event: the trace is what the binary runs from its start to its fir
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 
-NEXT = "GET /2018-06-01/runtime/invocation/next "
+from standin import NEXT, environment, runtime_api
 
 
 def main() -> int:
     binary, trace = sys.argv[1], sys.argv[2]
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 120.0
-    name = os.path.basename(binary)
-    api = socket.socket()
-    api.bind(("127.0.0.1", 0))
-    api.listen(1)
-    api.settimeout(seconds)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:%d" % api.getsockname()[1],
-        "AWS_LAMBDA_FUNCTION_NAME": name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/" + name,
-        "AWS_LAMBDA_LOG_STREAM_NAME": "startup",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "startup",
-        "AWS_SECRET_ACCESS_KEY": "startup",
-        # what the template sets, a superset: each function reads its own
-        "DROGUE_TABLE": "drogue",
-        "DROGUE_EVENT_STREAM": "drogue-events",
-        # Amazon's roots as on Lambda, and an endpoint as the cold-start benchmark gives
-        # (moto): the few functions reading it takes are placed too
-        "DROGUE_TLS_ROOTS": "amazon",
-        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-    }
+    api = runtime_api(seconds)
+    env = environment(os.path.basename(binary), api)
+    # an endpoint as the cold-start benchmark gives (moto): the few functions reading it
+    # takes are placed too
+    env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
     process = subprocess.Popen(
         ["valgrind", "--tool=lackey", "--trace-superblocks=yes", "--log-file=" + trace, binary],
         env=env,
@@ -58,7 +37,7 @@ def main() -> int:
                 break
             request += chunk
         polled = request.decode("latin-1").startswith(NEXT)
-    except socket.timeout:
+    except TimeoutError:
         polled = False
     # valgrind writes out its trace as the binary ends on the signal
     process.send_signal(signal.SIGTERM)
