@@ -268,6 +268,64 @@ async fn applications_get_the_events_and_commands_of_what_they_may_read() {
     );
 }
 
+/// A user who may read more applications than an IoT Core answer's 10 documents hold
+/// connects with the first ones by name, not refused by IoT Core for too many documents.
+#[tokio::test]
+async fn a_user_of_many_applications_connects_with_the_first_an_iot_policy_holds() {
+    use drogue_shared::access::Principal;
+    use drogue_shared::access::authz::AccessControl;
+    use drogue_shared::registry::Registry;
+    let store = Backend::DynamoDb.store().await;
+    populate(store.store.clone()).await;
+    let bob = Principal::user("bob");
+    let registry = Registry::new(store.store.clone(), AccessControl::default());
+    // created out of order: the policy follows the names, not the creation
+    let apps: Vec<String> = (0..90)
+        .map(|i| format!("bobs-application-{i:02}"))
+        .collect();
+    for app in apps.iter().rev() {
+        registry
+            .create_application(
+                &bob,
+                serde_json::from_value(json!({"metadata": {"name": app}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let token = drogue_shared::access::create_token(store.store.as_ref(), &bob, None)
+        .await
+        .unwrap()
+        .token;
+    let a = IotAuthorizer::new(store.store.clone(), &config());
+    let response = a
+        .handle_json(request("bob", &token, "bob/integration"), &context())
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    let documents = response["policyDocuments"].as_array().unwrap();
+    assert!(
+        (1..=10).contains(&documents.len()),
+        "{} documents",
+        documents.len()
+    );
+    let receive = &allowed(&response)["iot:Receive"];
+    let held = receive.len();
+    assert!((30..90).contains(&held), "{receive:?}");
+    let first: Vec<String> = apps[..held]
+        .iter()
+        .map(|app| format!("topic/app/{app}"))
+        .collect();
+    assert_eq!(receive, &first, "the first ones by name");
+    assert_eq!(allowed(&response)["iot:Subscribe"].len(), 2 * held);
+    assert_eq!(allowed(&response)["iot:Publish"].len(), held);
+    assert!(
+        !receive
+            .iter()
+            .any(|r| r.contains("from-lambda") || r.contains("other-app")),
+        "nothing of other tenants"
+    );
+}
+
 #[tokio::test]
 async fn refusals_carry_no_policy() {
     let (a, rita, _store) = authorizer().await;

@@ -34,7 +34,9 @@ const MAX_ENUMERATED_DEVICES: usize = 50;
 
 /// The most policy documents a policy may take on IoT Core: a custom authorizer's answer
 /// carries at most 10, and a certificate holds at most 10 policies. A gateway whose
-/// served devices' names would need more gets application-wide topic rights too.
+/// served devices' names would need more gets application-wide topic rights too; an
+/// application client whose user may read more applications than fit gets the first
+/// ones ([`application_policy_within`]).
 pub const MAX_IOT_DOCUMENTS: usize = 10;
 
 /// What a client presents in its CONNECT (and TLS handshake).
@@ -278,6 +280,44 @@ pub fn application_policy(client_id: &str, apps: &[String]) -> Policy {
     policy
 }
 
+/// An application client's policy within `max_documents` IoT Core policy documents
+/// (counted with the longest partition and region names, so in any of them): the
+/// applications `apps` in their order (the registry lists them by name) as long as the
+/// policy holds them, and how many it holds. Without a bound, all of them.
+///
+/// A custom authorizer's answer carries at most 10 documents, the topics of 32 to 61
+/// applications by the length of their names (63 characters down to 1); IoT Core refuses a connection whose answer has more. A user who may read more
+/// connects with the first ones rather than not at all.
+pub fn application_policy_within(
+    client_id: &str,
+    apps: &[String],
+    max_documents: Option<usize>,
+) -> (Policy, usize) {
+    let fits = |count: usize| {
+        max_documents.is_none_or(|most| {
+            application_policy(client_id, &apps[..count])
+                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
+                .len()
+                <= most
+        })
+    };
+    if fits(apps.len()) {
+        return (application_policy(client_id, apps), apps.len());
+    }
+    // the most that fit: `low` fits (none at least: a client id is at most 128 bytes),
+    // `high` does not
+    let (mut low, mut high) = (0, apps.len());
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if fits(middle) {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    (application_policy(client_id, &apps[..low]), low)
+}
+
 /// Whether a password is a token of a user rather than a device's password.
 fn is_user_token(password: &str) -> bool {
     if crate::access::token_format::prefix_of(password).is_some() {
@@ -504,8 +544,19 @@ impl MqttAuthorizer {
                 .collect()
         };
         let names: Vec<String> = apps.iter().map(|(name, _)| name.clone()).collect();
-        let mut policy = application_policy(&connect.client_id, &names);
-        for (name, uid) in apps {
+        let (mut policy, held) =
+            application_policy_within(&connect.client_id, &names, self.max_documents);
+        if held < names.len() {
+            tracing::warn!(
+                user = %principal.user,
+                client = %connect.client_id,
+                readable = names.len(),
+                held,
+                first_left_out = %names[held],
+                "the user may read more applications than an IoT Core policy holds: this connection gets the first ones by name"
+            );
+        }
+        for (name, uid) in apps.into_iter().take(held) {
             if let Some(uid) = uid {
                 policy.decided_for(name, uid);
             }
@@ -539,8 +590,53 @@ impl MqttAuthorizer {
 mod tests {
     use super::{
         Action, Covered, MAX_IOT_DOCUMENTS, Policy, application_client_id, application_policy,
-        device_topics_policy, gateway_policy,
+        application_policy_within, device_topics_policy, gateway_policy,
     };
+
+    #[test]
+    fn an_application_client_gets_the_first_applications_an_iot_policy_holds() {
+        let widest = |policy: &Policy| {
+            policy
+                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
+                .len()
+        };
+        let client = "user-1/integration";
+        let apps: Vec<String> = (0..300).map(|i| format!("an-application-{i:04}")).collect();
+        let iot = Some(MAX_IOT_DOCUMENTS);
+        let (policy, held) = application_policy_within(client, &apps, iot);
+        assert!((30..300).contains(&held), "{held}");
+
+        assert!(widest(&policy) <= MAX_IOT_DOCUMENTS);
+        assert!(policy.to_iot_documents("aws", "eu-west-1", "1").len() <= MAX_IOT_DOCUMENTS);
+        // the most that fit: one more would not
+        assert!(widest(&application_policy(client, &apps[..=held])) > MAX_IOT_DOCUMENTS);
+        // the first ones, in their order, and nothing of the rest
+        for app in &apps[..held] {
+            assert!(
+                policy.allows(Action::Receive, &format!("app/{app}")),
+                "{app}"
+            );
+            assert!(policy.allows(Action::Subscribe, &format!("$share/g/app/{app}")));
+            assert!(policy.allows(Action::Publish, &format!("command/{app}/dev/go")));
+        }
+        for app in &apps[held..] {
+            assert!(
+                !policy.allows(Action::Receive, &format!("app/{app}")),
+                "{app}"
+            );
+            assert!(!policy.allows(Action::Subscribe, &format!("app/{app}")));
+            assert!(!policy.allows(Action::Publish, &format!("command/{app}/dev/go")));
+        }
+        assert!(policy.allows(Action::Connect, client));
+        // what fits is all of it; without a bound (the local broker) all of them
+        let (few, n) = application_policy_within(client, &apps[..5], iot);
+        assert_eq!(n, 5);
+        assert!(few.allows(Action::Receive, "app/an-application-0004"));
+        let (local, n) = application_policy_within(client, &apps, None);
+        assert_eq!(n, 300);
+        assert!(local.allows(Action::Receive, "app/an-application-0299"));
+        assert_eq!(application_policy_within(client, &[], iot).1, 0);
+    }
 
     #[test]
     fn a_device_name_with_a_dollar_is_its_own_topics_alone() {
