@@ -104,9 +104,9 @@ pub struct MqttAuthorizer {
     devices: DeviceAuthenticator,
     registry: Registry,
     oidc: Option<Arc<OidcVerifier>>,
-    /// The most IoT Core policy documents a device's policy may take, for the authorizer
-    /// and validator of IoT Core ([`MqttAuthorizer::for_iot_core`]); the local broker
-    /// has no such bound.
+    /// The most IoT Core policy documents a device's or an application client's policy
+    /// may take, for the authorizer and validator of IoT Core
+    /// ([`MqttAuthorizer::for_iot_core`]); the local broker has no such bound.
     max_documents: Option<usize>,
 }
 
@@ -285,9 +285,10 @@ pub fn application_policy(client_id: &str, apps: &[String]) -> Policy {
 /// applications `apps` in their order (the registry lists them by name) as long as the
 /// policy holds them, and how many it holds. Without a bound, all of them.
 ///
-/// A custom authorizer's answer carries at most 10 documents, the topics of 32 to 61
-/// applications by the length of their names (63 characters down to 1); IoT Core refuses a connection whose answer has more. A user who may read more
-/// connects with the first ones rather than not at all.
+/// A custom authorizer's answer carries at most 10 documents, the topics of about 30 to
+/// 61 applications by the length of their names (and of the client id); IoT Core refuses
+/// a connection whose answer has more. A user who may read more connects with the first
+/// ones rather than not at all.
 pub fn application_policy_within(
     client_id: &str,
     apps: &[String],
@@ -301,12 +302,18 @@ pub fn application_policy_within(
                 <= most
         })
     };
-    if fits(apps.len()) {
+    // more than ever fit (61 at the shortest names): a user who is a member of thousands
+    // of applications costs a few small policies, not one of thousands
+    const MORE_THAN_FIT: usize = 64;
+    let mut high = apps.len();
+    if high > MORE_THAN_FIT && !fits(MORE_THAN_FIT) {
+        high = MORE_THAN_FIT;
+    } else if fits(high) {
         return (application_policy(client_id, apps), apps.len());
     }
     // the most that fit: `low` fits (none at least: a client id is at most 128 bytes),
     // `high` does not
-    let (mut low, mut high) = (0, apps.len());
+    let mut low = 0;
     while high - low > 1 {
         let middle = low + (high - low) / 2;
         if fits(middle) {
@@ -341,7 +348,9 @@ impl MqttAuthorizer {
     }
 
     /// For policies IoT Core takes: a gateway whose served devices' names would take more
-    /// than [`MAX_IOT_DOCUMENTS`] gets the application's topics (see [`gateway_policy`]).
+    /// than [`MAX_IOT_DOCUMENTS`] gets the application's topics (see [`gateway_policy`]),
+    /// an application client the first applications that fit in them (see
+    /// [`application_policy_within`]).
     pub fn for_iot_core(mut self) -> Self {
         self.max_documents = Some(MAX_IOT_DOCUMENTS);
         self
