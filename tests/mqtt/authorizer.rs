@@ -268,6 +268,25 @@ async fn applications_get_the_events_and_commands_of_what_they_may_read() {
     );
 }
 
+/// The authorizer's answer to `user` connecting as `{user}/integration` with a new token
+/// of its own; an allowed one.
+async fn connect_with_a_token(
+    store: &drogue_tests::TestStore,
+    user: &drogue_shared::access::Principal,
+) -> Value {
+    let token = drogue_shared::access::create_token(store.store.as_ref(), user, None)
+        .await
+        .unwrap()
+        .token;
+    let client = format!("{}/integration", user.user);
+    let response = IotAuthorizer::new(store.store.clone(), &config())
+        .handle_json(request(&user.user, &token, &client), &context())
+        .await
+        .unwrap();
+    expect_allowed(&response);
+    response
+}
+
 /// A user who may read more applications than an IoT Core answer's 10 documents hold
 /// connects with the first ones by name, not refused by IoT Core for too many documents.
 #[tokio::test]
@@ -292,16 +311,7 @@ async fn a_user_of_many_applications_connects_with_the_first_an_iot_policy_holds
             .await
             .unwrap();
     }
-    let token = drogue_shared::access::create_token(store.store.as_ref(), &bob, None)
-        .await
-        .unwrap()
-        .token;
-    let a = IotAuthorizer::new(store.store.clone(), &config());
-    let response = a
-        .handle_json(request("bob", &token, "bob/integration"), &context())
-        .await
-        .unwrap();
-    expect_allowed(&response);
+    let response = connect_with_a_token(&store, &bob).await;
     let documents = response["policyDocuments"].as_array().unwrap();
     assert!(
         (1..=10).contains(&documents.len()),
@@ -324,6 +334,57 @@ async fn a_user_of_many_applications_connects_with_the_first_an_iot_policy_holds
             .any(|r| r.contains("from-lambda") || r.contains("other-app")),
         "nothing of other tenants"
     );
+}
+
+/// A stranger who makes a user a member of many applications named to sort first cannot
+/// push the user's own applications out of the user's IoT Core policy (nor, as before
+/// the bound, have IoT Core refuse the user's connection for too many documents).
+#[tokio::test]
+async fn a_stranger_making_a_user_a_member_of_many_applications_leaves_the_users_own_in_its_policy()
+{
+    use drogue_shared::access::authz::AccessControl;
+    use drogue_shared::access::{Principal, Role};
+    use drogue_shared::model::AppName;
+    use drogue_shared::registry::{MemberEntry, Members, Registry};
+    let store = Backend::DynamoDb.store().await;
+    populate(store.store.clone()).await;
+    let registry = Registry::new(store.store.clone(), AccessControl::default());
+    let input = |name: &str| serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    let bob = Principal::user("bob");
+    let own = ["zz-bobs-0", "zz-bobs-1", "zz-bobs-2"];
+    for app in own {
+        registry.create_application(&bob, input(app)).await.unwrap();
+    }
+    let mallory = Principal::user("mallory");
+    let theirs: Vec<String> = (0..80).map(|i| format!("aa-mallorys-{i:02}")).collect();
+    for app in &theirs {
+        registry
+            .create_application(&mallory, input(app))
+            .await
+            .unwrap();
+        let members = Members {
+            resource_version: None,
+            members: [("bob".to_owned(), MemberEntry { role: Role::Reader })].into(),
+        };
+        registry
+            .set_members(&mallory, &AppName::parse(app).unwrap(), members)
+            .await
+            .unwrap();
+    }
+    let response = connect_with_a_token(&store, &bob).await;
+    assert!(response["policyDocuments"].as_array().unwrap().len() <= 10);
+    let receive = &allowed(&response)["iot:Receive"];
+    let held = receive.len();
+    assert!((30..83).contains(&held), "{receive:?}");
+    // the user's own first, then the others by name, as many as fit
+    let expected: Vec<String> = own
+        .iter()
+        .map(|app| app.to_string())
+        .chain(theirs.iter().cloned())
+        .take(held)
+        .map(|app| format!("topic/app/{app}"))
+        .collect();
+    assert_eq!(receive, &expected);
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use crate::device_auth::{
     Authenticated, DeviceAuthRequest, DeviceAuthentication, DeviceAuthenticator, DeviceCredential,
 };
 use crate::model::{AppName, Application, Device};
-use crate::registry::{ListOptions, Registry};
+use crate::registry::Registry;
 use crate::store::StoreError;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -282,8 +282,9 @@ pub fn application_policy(client_id: &str, apps: &[String]) -> Policy {
 
 /// An application client's policy within `max_documents` IoT Core policy documents
 /// (counted with the longest partition and region names, so in any of them): the
-/// applications `apps` in their order (the registry lists them by name) as long as the
-/// policy holds them, and how many it holds. Without a bound, all of them.
+/// applications `apps` in their order (the user's own first, then those of which the
+/// user is a member, each by name) as long as the policy holds them, and how many it
+/// holds. Without a bound, all of them.
 ///
 /// A custom authorizer's answer carries at most 10 documents, the topics of about 30 to
 /// 61 applications by the length of their names (and of the client id); IoT Core refuses
@@ -545,11 +546,14 @@ impl MqttAuthorizer {
         {
             vec![("*".into(), None)]
         } else {
-            self.registry
-                .list_applications(&principal, &ListOptions::default())
-                .await?
+            let mut readable = self.registry.readable_applications(&principal).await?;
+            // the user's own first, each part by name: on IoT Core, where the policy holds
+            // only so many, no stranger who makes the user a member of applications named
+            // to sort first can push the user's own out of it
+            readable.sort_by_key(|(_, owned)| !owned);
+            readable
                 .into_iter()
-                .map(|a| (a.metadata.name, Some(a.metadata.uid)))
+                .map(|(a, _)| (a.metadata.name, Some(a.metadata.uid)))
                 .collect()
         };
         let names: Vec<String> = apps.iter().map(|(name, _)| name.clone()).collect();
@@ -562,7 +566,7 @@ impl MqttAuthorizer {
                 readable = names.len(),
                 held,
                 first_left_out = %names[held],
-                "the user may read more applications than an IoT Core policy holds: this connection gets the first ones by name"
+                "the user may read more applications than an IoT Core policy holds: this connection gets the user's own first, then the others, each by name"
             );
         }
         for (name, uid) in apps.into_iter().take(held) {

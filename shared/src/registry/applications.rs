@@ -90,6 +90,17 @@ impl Registry {
         principal: &Principal,
         options: &ListOptions,
     ) -> RegistryResult<Vec<Application>> {
+        let readable = self.readable_applications(principal).await?;
+        Ok(options.apply(readable.into_iter().map(|(app, _)| app)))
+    }
+
+    /// The applications a user may read, ordered by name, each with whether the user owns
+    /// it (for an application client's policy on IoT Core, which holds its own
+    /// applications before those other users made it a member of).
+    pub async fn readable_applications(
+        &self,
+        principal: &Principal,
+    ) -> RegistryResult<Vec<(Application, bool)>> {
         let all = if self.authz.is_admin(principal) {
             self.applications.list_applications().await
         } else {
@@ -98,10 +109,14 @@ impl Registry {
                 .await
         }
         .map_err(unavailable)?;
-        let readable = all
+        Ok(all
             .into_iter()
-            .filter(|a| self.authz.permits(principal, a, Permission::Read));
-        Ok(options.apply(readable.map(|s| s.app)))
+            .filter(|a| self.authz.permits(principal, a, Permission::Read))
+            .map(|a| {
+                let owned = a.owner == principal.user;
+                (a.app, owned)
+            })
+            .collect())
     }
 
     /// Replaces an application's labels, annotations, finalizers and spec.
