@@ -217,6 +217,14 @@ pub fn device_topics_policy(app: &str, covered: Covered<'_>, client_ids: &[Strin
     policy
 }
 
+/// The IoT Core policy documents a policy takes in any partition and region: counted with
+/// the longest partition and region names and a 12-digit account.
+fn documents_anywhere(policy: &Policy) -> usize {
+    policy
+        .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
+        .len()
+}
+
 /// A device's policy over its own topics and those of the devices it `serves`; over every
 /// device's of the application when it serves more than [`MAX_ENUMERATED_DEVICES`], or
 /// when the served devices' names are what would take it beyond `max_documents` IoT Core
@@ -238,12 +246,7 @@ pub fn gateway_policy(
         let Some(most) = max_documents.filter(|_| !serves.is_empty()) else {
             return listed;
         };
-        let fits = |policy: &Policy| {
-            policy
-                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
-                .len()
-                <= most
-        };
+        let fits = |policy: &Policy| documents_anywhere(policy) <= most;
         // (the device alone is looked at only when the list overflows)
         if fits(&listed)
             || !fits(&device_topics_policy(
@@ -297,10 +300,7 @@ pub fn application_policy_within(
 ) -> (Policy, usize) {
     let fits = |count: usize| {
         max_documents.is_none_or(|most| {
-            application_policy(client_id, &apps[..count])
-                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
-                .len()
-                <= most
+            documents_anywhere(&application_policy(client_id, &apps[..count])) <= most
         })
     };
     // more than ever fit (61 at the shortest names): a user who is a member of thousands
@@ -603,26 +603,22 @@ impl MqttAuthorizer {
 mod tests {
     use super::{
         Action, Covered, MAX_IOT_DOCUMENTS, Policy, application_client_id, application_policy,
-        application_policy_within, device_topics_policy, gateway_policy,
+        application_policy_within, device_topics_policy, documents_anywhere, gateway_policy,
     };
 
     #[test]
     fn an_application_client_gets_the_first_applications_an_iot_policy_holds() {
-        let widest = |policy: &Policy| {
-            policy
-                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
-                .len()
-        };
         let client = "user-1/integration";
         let apps: Vec<String> = (0..300).map(|i| format!("an-application-{i:04}")).collect();
         let iot = Some(MAX_IOT_DOCUMENTS);
         let (policy, held) = application_policy_within(client, &apps, iot);
         assert!((30..300).contains(&held), "{held}");
-
-        assert!(widest(&policy) <= MAX_IOT_DOCUMENTS);
+        assert!(documents_anywhere(&policy) <= MAX_IOT_DOCUMENTS);
         assert!(policy.to_iot_documents("aws", "eu-west-1", "1").len() <= MAX_IOT_DOCUMENTS);
         // the most that fit: one more would not
-        assert!(widest(&application_policy(client, &apps[..=held])) > MAX_IOT_DOCUMENTS);
+        assert!(
+            documents_anywhere(&application_policy(client, &apps[..=held])) > MAX_IOT_DOCUMENTS
+        );
         // the first ones, in their order, and nothing of the rest
         for app in &apps[..held] {
             assert!(
@@ -691,9 +687,11 @@ mod tests {
         for n in 1..=50 {
             let gw = vec!["gw".to_owned()];
             let devices: Vec<String> = gw.iter().chain(&long[..n]).cloned().collect();
-            let listed = device_topics_policy("app1", Covered::Devices(&devices), &gw)
-                .to_iot_documents("aws-us-gov", "ap-southeast-5", "000000000000")
-                .len();
+            let listed = documents_anywhere(&device_topics_policy(
+                "app1",
+                Covered::Devices(&devices),
+                &gw,
+            ));
             let policy = gateway_policy("app1", "gw", &long[..n], &gw, iot);
             let wide = policy.allows(Action::Publish, "dt/app1/sensor-3/t");
             assert_eq!(
